@@ -1,0 +1,39 @@
+"""Symbolic derivations of the DDPM mathematics (SymPy only; never imports torch).
+
+Each module derives one result of the seed tutorial from its definitions, keeps the steps, and exports
+the SymPy expressions and float64 numeric functions that `ddpm/` is tested against:
+
+    a  forward_marginal       q(x_t | x_0) by composing Gaussians
+    b  posterior              q(x_{t-1} | x_t, x_0) by Bayes' rule and completing the square
+    c  gaussian_kl            KL between Gaussians from its integral definition
+    d  eps_parameterisation   the eps-parameterised mean of Algorithm 2, line 4
+    e  loss_weights           L_{t-1} = lambda_t ||eps - eps_theta||^2 + C, and what L_simple drops
+    f  elbo                   log p(x_0) >= -L_T - sum L_{t-1} - L_0 and its gap
+    g  maximum_likelihood     max likelihood = min KL(P_data || P_theta); the VAE bound
+    h  reverse_variance       the two fixed reverse variances sigma_t^2 = beta_t, beta_tilde_t
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from derivations._core import Check, Derivation, Step
+
+MODULES = (
+    "forward_marginal",
+    "posterior",
+    "gaussian_kl",
+    "eps_parameterisation",
+    "loss_weights",
+    "elbo",
+    "maximum_likelihood",
+    "reverse_variance",
+)
+
+
+def all_derivations() -> tuple[Derivation, ...]:
+    """Every derivation, in the seed tutorial's order (a .. h)."""
+    return tuple(importlib.import_module(f"derivations.{name}").derivation() for name in MODULES)
+
+
+__all__ = ["Check", "Derivation", "Step", "MODULES", "all_derivations"]

@@ -1,0 +1,90 @@
+"""The shape every derivation shares: a chain of equations, each checked, ending in exported results.
+
+A `Derivation` is what `reports/derivations.md` renders and what the symbolic tests walk through.
+Each `Step` states `lhs = rhs` together with *how* that equality is known:
+
+- `Check.DEFINITION`: the step introduces a definition or a model assumption; nothing to prove.
+- `Check.SIMPLIFY`: `sympy.simplify(lhs - rhs) == 0` must hold (house style rule 9).
+- `Check.RATIONAL`: SymPy cannot close the identity symbolically; it is checked by exact substitution
+  of many random rationals into every free symbol (the test name says so).
+
+No torch here: `derivations/` is the oracle the PyTorch code is tested against.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+
+class Check(enum.Enum):
+    """How a step's equality is established."""
+
+    DEFINITION = "definition"
+    SIMPLIFY = "simplify"
+    RATIONAL = "exact rational substitution"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One link of a derivation: `lhs = rhs`, what was done to get it, and how it is checked."""
+
+    description: str
+    lhs: sp.Basic
+    rhs: sp.Basic
+    check: Check = Check.SIMPLIFY
+    # Symbols a RATIONAL check draws, each mapped to the (low, high) interval it is drawn from; symbols
+    # not listed are drawn from (1/100, 99/100), which suits probabilities and schedule values.
+    domains: tuple[tuple[sp.Symbol, tuple[sp.Rational, sp.Rational]], ...] = field(default=())
+    # Optional hand-written LaTeX for the left side where SymPy's rendering would hide the meaning
+    # (e.g. "q(x_t \mid x_0)"); the right side is always SymPy's own rendering.
+    lhs_latex: str | None = None
+
+    def latex(self) -> str:
+        """The equation as LaTeX."""
+        left = self.lhs_latex if self.lhs_latex is not None else sp.latex(self.lhs)
+        return f"{left} = {sp.latex(self.rhs)}"
+
+    def residual(self) -> sp.Basic:
+        """`lhs - rhs`, the expression that must vanish."""
+        return self.lhs - self.rhs
+
+    def holds_symbolically(self) -> bool:
+        """True when SymPy simplifies `lhs - rhs` to exactly zero."""
+        return sp.simplify(self.residual()) == 0
+
+    def holds_at_random_rationals(self, trials: int = 12, seed: int = 0) -> bool:
+        """True when `lhs - rhs` is exactly zero at `trials` random rational points."""
+        rng = random.Random(seed)
+        domains = dict(self.domains)
+        residual = self.residual()
+        symbols = sorted(residual.free_symbols, key=lambda s: s.name)
+        for _ in range(trials):
+            point = {}
+            for symbol in symbols:
+                low, high = domains.get(symbol, (sp.Rational(1, 100), sp.Rational(99, 100)))
+                u = sp.Rational(rng.randint(1, 9999), 10000)
+                point[symbol] = low + (high - low) * u
+            value = sp.nsimplify(residual.subs(point))
+            if sp.simplify(value) != 0:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class Derivation:
+    """A named result of the seed tutorial, derived step by step from its definitions."""
+
+    key: str  # "a" .. "h", the order of the seed tutorial (issue #2)
+    title: str
+    module: str  # the module that proves it, e.g. "derivations.posterior"
+    summary: str  # one paragraph of prose: what is derived from what
+    steps: tuple[Step, ...]
+    results: tuple[Step, ...]  # the boxed results the implementation is tested against
+
+    def all_steps(self) -> tuple[Step, ...]:
+        """Steps then results, in the order the report shows them."""
+        return self.steps + self.results

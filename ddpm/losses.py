@@ -1,0 +1,108 @@
+"""Training objectives: L_simple of Algorithm 1, the true bound terms L_{t-1} (eq. 5), and their hybrid.
+
+For a batch x_0 [B, ...], one t ~ Uniform{1, ..., T} and one eps ~ N(0, I) per image are drawn with the
+injected generator (t first, one randint call; then eps, one randn call in x_0's compute dtype), and
+x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps is passed to eps_model(x_t, t).
+
+- "simple" (Algorithm 1): mean over the batch and over the C*H*W dimensions of (eps - eps_theta)^2, i.e.
+  ||eps - eps_theta||^2 / (C*H*W) averaged over images (the per-dimension mean only rescales the paper's loss).
+- "vlb": the bound term of the sampled t in nats per dimension, averaged over the batch:
+  L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t >= 2 and L_0 = -log p_theta(x_0 | x_1)
+  (discretised decoder) for t = 1, with the fixed reverse variance `variance` (sigma_1^2 = beta_1). Not
+  multiplied by T: T * vlb + L_T / (C*H*W) is an unbiased estimate of the bound per dimension. Training does
+  not clip x0_hat. The decoder snaps x_0 to the nearest of the 256 grid values (data must already be
+  k / 127.5 - 1; this function does no host-syncing check).
+- "hybrid": simple + 0.001 * vlb. improved-diffusion stops the gradient of the vlb term through the mean
+  because its vlb term is there to train learned variances; our variances are fixed, so nothing would be
+  left to train, and the vlb term here keeps its gradient through the mean.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import torch
+
+from ddpm.diffusion import (
+    GaussianDiffusion,
+    ReverseVariance,
+    check_generator,
+    compute_dtype,
+    standard_normal,
+    uniform_timesteps,
+)
+from ddpm.likelihood import _call_model, _decoder_terms, _kl_terms, _pixel_index
+
+Tensor = torch.Tensor
+
+HYBRID_VLB_WEIGHT = 0.001  # lambda of Nichol & Dhariwal (2021), L_hybrid = L_simple + lambda L_vlb
+
+
+class Objective(enum.Enum):
+    """The training objective: Algorithm 1's L_simple, the variational bound, or simple + 0.001 vlb."""
+
+    SIMPLE = "simple"
+    VLB = "vlb"
+    HYBRID = "hybrid"
+
+    @classmethod
+    def from_value(cls, value: str | Objective) -> Objective:
+        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if value == member.value:
+                return member
+        options = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown objective {value!r}; options are {options}")
+
+
+def _vlb_per_dim(
+    diffusion: GaussianDiffusion,
+    choice: ReverseVariance,
+    x0: Tensor,
+    xt: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    eps: Tensor,
+) -> Tensor:
+    """L_{t-1} / (C*H*W) per image [B] in nats (KL for t >= 2, decoder for t = 1); gradients flow through eps."""
+    kl = _kl_terms(diffusion, choice, x0, xt, t, noise, eps, clip_x0=False)  # [B]
+    decoder = _decoder_terms(diffusion, choice, _pixel_index(x0), xt, t, eps, clip_x0=False)  # [B]
+    return torch.where(t == 1, decoder, kl) / x0[0].numel()
+
+
+def training_loss(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    x0: Tensor,
+    generator: torch.Generator,
+    objective: str | Objective = "simple",
+    variance: str | ReverseVariance = "beta",
+) -> Tensor:
+    """E_{t, eps} ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 per dim (Algorithm 1), or the bound.
+
+    Returns a scalar tensor in x_0's compute dtype with gradients to eps_model's parameters. See the module
+    docstring for the objectives; `variance` matters only for "vlb" and "hybrid". x_0 [B, ...] must be on the
+    diffusion's device (no host sync: the only checks are on shapes, dtypes and devices).
+    """
+    choice_objective = Objective.from_value(objective)
+    choice_variance = ReverseVariance.from_value(variance)
+    check_generator(generator)
+    diffusion._check_x("x0", x0)
+    B = x0.shape[0]
+    dtype = compute_dtype(x0.dtype)
+    t = uniform_timesteps(B, diffusion.T, generator, x0.device)  # [B]
+    noise = standard_normal(tuple(x0.shape), generator, dtype, x0.device)  # [B, ...]
+    xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
+    eps = _call_model(eps_model, xt, t).to(dtype)
+    simple = ((noise - eps) ** 2).mean()
+    if choice_objective is Objective.SIMPLE:
+        return simple
+    vlb = _vlb_per_dim(diffusion, choice_variance, x0.to(dtype), xt.to(dtype), t, noise, eps).mean()
+    if choice_objective is Objective.VLB:
+        return vlb
+    return simple + HYBRID_VLB_WEIGHT * vlb
+
+
+__all__ = ["HYBRID_VLB_WEIGHT", "Objective", "training_loss"]

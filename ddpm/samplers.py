@@ -1,0 +1,242 @@
+"""Samplers of p_theta(x_0): Algorithm 2 of Ho et al. (2020) (ancestral) and DDIM (Song et al. 2021, eq. 12).
+
+Both are stateless functions of (eps_model, diffusion, shape, generator, ...) that run under torch.no_grad(),
+draw every random number from the injected torch.Generator (on the generator's device, then moved, so a CPU
+generator reproduces a CUDA run draw for draw), and return a `SampleResult`. Their loops call the diffusion's
+unchecked methods: no validation, no host sync and no allocation per step beyond the network call, the
+p_sample arithmetic and the noise buffer refilled in place.
+
+Random draw order (documented because tests rely on it): x_T first (one torch.randn of `shape`), then one
+z ~ N(0, I) of `shape` per step that uses one, in the order of the steps. Algorithm 2 draws z at t = T..2 and
+none at t = 1 (z = 0). DDIM draws z only when eta > 0, at every step except the last (whose sigma is 0).
+With num_steps = T and eta = 1, DDIM therefore consumes exactly the draws of Algorithm 2, and the two agree
+(to rounding) for sigma_t^2 = beta_tilde_t: DDIM's sigma_t^2 is then beta_tilde_t and its mean is
+mu_tilde_t(x0_hat, x_t).
+
+No clipping unless `clip_x0=True` (Algorithm 2 as written). With clipping, DDIM re-derives eps from the
+clamped x0_hat before the update (as improved-diffusion does), so (x0_hat, eps_hat) stay consistent with x_t.
+
+Dtypes: x_t is kept in `dtype` (the network's input); half dtypes do the step arithmetic in float32 and draw
+noise in float32 (see `ddpm.diffusion`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ddpm.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
+from ddpm.likelihood import _call_model
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class SampleResult:
+    """x_0 [shape] and the requested snapshots {t: x_t} (in the order the sampler visited them, t descending)."""
+
+    x0: Tensor
+    trajectory: Mapping[int, Tensor] = field(default_factory=dict)
+
+
+def _check_shape(shape: object) -> tuple[int, ...]:
+    if not isinstance(shape, (tuple, list, torch.Size)) or len(shape) < 1:
+        raise ValueError(f"shape must be a non-empty tuple of positive ints [B, ...], got {shape!r}")
+    out = []
+    for n in shape:
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"shape must be a non-empty tuple of positive ints [B, ...], got {shape!r}")
+        out.append(int(n))
+    return tuple(out)
+
+
+def _check_dtype(dtype: object) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def _snapshot_steps(trajectory_steps: Iterable[int] | None, visited: Iterable[int]) -> frozenset[int]:
+    """The requested snapshot timesteps; ValueError unless each is an int the sampler visits (x_T .. x_0)."""
+    if trajectory_steps is None:
+        return frozenset()
+    visited = sorted(set(visited), reverse=True)
+    allowed = set(visited)
+    steps = set()
+    for t in trajectory_steps:
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise ValueError(f"trajectory_steps must be integers, got {t!r}")
+        if int(t) not in allowed:
+            shown = visited if len(visited) <= 12 else visited[:6] + ["..."] + visited[-6:]
+            raise ValueError(f"trajectory step t = {t} is not visited by this sampler; visited t: {shown}")
+        steps.add(int(t))
+    return frozenset(steps)
+
+
+def _setup(diffusion: GaussianDiffusion, shape, generator, device, dtype):
+    check_generator(generator)
+    if not isinstance(diffusion, GaussianDiffusion):
+        raise ValueError(f"diffusion must be a GaussianDiffusion, got {type(diffusion).__name__}")
+    shape = _check_shape(shape)
+    dtype = _check_dtype(dtype)
+    device = diffusion.device if device is None else torch.device(device)
+    if device != diffusion.device:
+        diffusion = diffusion.to(device)
+    return diffusion, shape, device, dtype
+
+
+def _step_timesteps(values: list[int], batch: int, device: torch.device) -> Tensor:
+    """[S, B] int64, row i = values[i] repeated (rows are contiguous views handed to the network)."""
+    return torch.tensor(values, dtype=torch.int64, device=device)[:, None].expand(len(values), batch).contiguous()
+
+
+class _Noise:
+    """A reusable z buffer of `shape`, refilled in place from the generator (on its device) and moved if needed."""
+
+    def __init__(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+        self.generator = generator
+        self.source = torch.empty(shape, dtype=dtype, device=generator.device)  # [B, ...]
+        self.target = self.source if generator.device == device else torch.empty(shape, dtype=dtype, device=device)
+
+    def draw(self) -> Tensor:
+        self.source.normal_(generator=self.generator)  # same stream as torch.randn(shape, generator=...)
+        if self.target is not self.source:
+            self.target.copy_(self.source)
+        return self.target
+
+    @property
+    def last(self) -> Tensor:
+        return self.target
+
+
+@torch.no_grad()
+def ancestral_sample(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    variance: str | ReverseVariance = "beta",
+    clip_x0: bool = False,
+    progress: bool = True,
+    trajectory_steps: Iterable[int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SampleResult:
+    """x_0 ~ p_theta(x_0) by Algorithm 2: x_T ~ N(0, I); x_{t-1} = mu_theta(x_t, t) + sigma_t z for t = T..1, z = 0 at t = 1.
+
+    sigma_t^2 is beta_t ("beta") or beta_tilde_t ("beta_tilde"). `trajectory_steps` (ints in 0..T) returns
+    those x_t (x_T is the initial noise, x_0 the result) for a denoising strip. `device` defaults to the
+    diffusion's; a tqdm progress bar shows the steps unless `progress=False`.
+    """
+    choice = ReverseVariance.from_value(variance)
+    diffusion, shape, device, dtype = _setup(diffusion, shape, generator, device, dtype)
+    T = diffusion.T
+    snaps = _snapshot_steps(trajectory_steps, range(T, -1, -1))
+    noise_dtype = compute_dtype(dtype)
+    timesteps = _step_timesteps(list(range(T, 0, -1)), shape[0], device)  # [T, B], row i is t = T - i
+    trajectory: dict[int, Tensor] = {}
+    x = standard_normal(shape, generator, noise_dtype, device).to(dtype)  # [B, ...], x_T
+    if T in snaps:
+        trajectory[T] = x.clone()
+    z = _Noise(shape, generator, noise_dtype, device)
+    for i in tqdm(range(T), desc="Algorithm 2", disable=not progress, leave=False):
+        t_value = T - i
+        t = timesteps[i]  # [B]
+        eps = _call_model(eps_model, x, t)
+        noise = z.draw() if t_value > 1 else z.last  # z = 0 at t = 1 (p_sample ignores the buffer there)
+        x = diffusion._p_sample(eps, x, t, noise, choice, clip_x0)
+        if t_value - 1 in snaps:
+            trajectory[t_value - 1] = x.clone()
+    return SampleResult(x0=x, trajectory=trajectory)
+
+
+def ddim_timesteps(T: int, num_steps: int) -> list[int]:
+    """tau_1 < ... < tau_S: S evenly spaced integers from 1 to T (tau_S = T; floor(x + 1/2) rounding); all t if S = T."""
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
+        raise ValueError(f"num_steps must be an integer in 1..T = {T}, got {num_steps!r}")
+    if num_steps == 1:
+        return [T]
+    taus = np.floor(np.linspace(1.0, float(T), int(num_steps)) + 0.5).astype(np.int64)
+    taus = sorted(set(int(v) for v in taus))
+    assert len(taus) == num_steps and taus[-1] == T
+    return taus
+
+
+@torch.no_grad()
+def ddim_sample(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    num_steps: int,
+    eta: float = 0.0,
+    clip_x0: bool = False,
+    progress: bool = True,
+    trajectory_steps: Iterable[int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SampleResult:
+    """x_0 by DDIM (Song et al. 2021, eq. 12) over tau_S = T > ... > tau_1 >= 1, then x_0 (alpha_bar_0 = 1).
+
+    x_{tau_{i-1}} = sqrt(a') x0_hat + sqrt(1 - a' - sigma^2) eps_theta + sigma z with a = alpha_bar_{tau_i},
+    a' = alpha_bar_{tau_{i-1}}, x0_hat = (x - sqrt(1 - a) eps_theta) / sqrt(a) and
+    sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a'). eta = 0 is deterministic given x_T; eta = 1 with
+    num_steps = T is Algorithm 2 with sigma_t^2 = beta_tilde_t. `trajectory_steps` must be visited timesteps
+    (the taus, or 0).
+    """
+    diffusion, shape, device, dtype = _setup(diffusion, shape, generator, device, dtype)
+    T = diffusion.T
+    taus = ddim_timesteps(T, num_steps)
+    eta = float(eta)
+    if not np.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    snaps = _snapshot_steps(trajectory_steps, [*taus, 0])
+    cdtype = compute_dtype(dtype)
+
+    # Per-step float64 coefficients, step i going from t = taus_desc[i] to prev = prevs[i].
+    taus_desc = taus[::-1]
+    prevs = taus_desc[1:] + [0]
+    L = diffusion.log_alpha_bars.cpu().numpy()
+    one_minus = diffusion.one_minus_alpha_bars.cpu().numpy()
+    t_idx, p_idx = np.array(taus_desc), np.array(prevs)
+    L_t, L_p = L[t_idx], L[p_idx]
+    # 1 - a / a' = -expm1(L_t - L_prev); sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a').
+    sigma2 = eta**2 * one_minus[p_idx] / one_minus[t_idx] * -np.expm1(L_t - L_p)  # [S]
+    direction = np.sqrt(np.clip(one_minus[p_idx] - sigma2, 0.0, None))  # sqrt(1 - a' - sigma^2)
+    sqrt_a_prev = np.exp(0.5 * L_p)
+    coef_x = np.exp(0.5 * (L_p - L_t))  # sqrt(a' / a)
+    coef_eps = direction - sqrt_a_prev * np.sqrt(one_minus[t_idx]) * np.exp(-0.5 * L_t)
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
+    coef_x, coef_eps, sigma = as_tensor(coef_x), as_tensor(coef_eps), as_tensor(np.sqrt(sigma2))
+    sqrt_a_prev_t, direction_t = as_tensor(sqrt_a_prev), as_tensor(direction)
+    draws = eta > 0
+
+    timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
+    trajectory: dict[int, Tensor] = {}
+    x = standard_normal(shape, generator, cdtype, device).to(dtype)  # [B, ...], x_T
+    if T in snaps:
+        trajectory[T] = x.clone()
+    z = _Noise(shape, generator, cdtype, device) if draws else None
+    for i in tqdm(range(len(taus_desc)), desc="DDIM", disable=not progress, leave=False):
+        t = timesteps[i]  # [B]
+        eps = _call_model(eps_model, x, t).to(cdtype)
+        xc = x.to(cdtype)
+        if clip_x0:
+            x0_hat = diffusion._predict_x0_from_eps(xc, t, eps).clamp(-1.0, 1.0)
+            eps_hat = diffusion._predict_eps_from_x0(xc, t, x0_hat)
+            new = sqrt_a_prev_t[i] * x0_hat + direction_t[i] * eps_hat
+        else:
+            new = coef_x[i] * xc + coef_eps[i] * eps
+        if z is not None and prevs[i] > 0:
+            new = new + sigma[i] * z.draw()
+        x = new.to(dtype)
+        if prevs[i] in snaps:
+            trajectory[prevs[i]] = x.clone()
+    return SampleResult(x0=x, trajectory=trajectory)
+
+
+__all__ = ["SampleResult", "ancestral_sample", "ddim_sample", "ddim_timesteps"]

@@ -94,11 +94,11 @@ def validate_betas(betas) -> np.ndarray:
     finite = np.isfinite(array)
     if not finite.all():
         t = int(np.argmin(finite)) + 1
-        raise ValueError(f"beta_t must be finite, got beta_{t} = {array[t - 1]!r}")
+        raise ValueError(f"beta_t must be finite, got beta_{t} = {float(array[t - 1])!r}")
     inside = (array > 0.0) & (array < 1.0)
     if not inside.all():
         t = int(np.argmin(inside)) + 1
-        raise ValueError(f"beta_t must lie in the open interval (0, 1), got beta_{t} = {array[t - 1]!r}")
+        raise ValueError(f"beta_t must lie in the open interval (0, 1), got beta_{t} = {float(array[t - 1])!r}")
     return array
 
 

@@ -103,6 +103,7 @@ variances = strategies.log_uniform_floats(1e-10, 1e10)
 @example(mean=0.0, var=1e-10)
 @example(mean=1e3, var=1e-10)
 @example(mean=-1.0, var=1e10)
+@example(mean=0.5, var=1e20)
 @example(mean=1.0 - 1.0 / 255, var=1e-4)
 def test_decoder_probabilities_sum_to_one(mean, var):
     x = torch.tensor(GRID, dtype=torch.float64)  # [256], every bin once

@@ -1,0 +1,240 @@
+"""GaussianDiffusion and the bound's terms against the derivations' 50-digit oracles, over Hypothesis schedules.
+
+Every coefficient, mean and variance of ddpm.diffusion, the loss weights lambda_t, the KL constants C_t and
+the per-timestep bound terms are compared with the lambdified SymPy results of derivations/ (evaluated at
+50 digits, alpha_bar_t passed at 50 digits) for schedules with T from 1 to 2000, betas from 1e-8 to 0.999
+(monotone or not), at t = 1, t = T and drawn timesteps. float64 uses tolerances.FLOAT64; float32 and bfloat16
+inputs are compared with the oracle evaluated at the rounded inputs, with the per-dtype tolerance.
+Where a quantity overflows the working dtype (1/sqrt(alpha_bar_t) once alpha_bar_t underflows) the entry
+is excluded, and the test requires such entries to be non-finite in the code as well.
+"""
+
+from __future__ import annotations
+
+import mpmath
+import numpy as np
+import pytest
+import strategies
+import tolerances
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+from oracles import Schedule, assert_close_linear, evaluate, evaluate_mp, linear_coefficients, oracle, to_numpy
+
+from ddpm.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.likelihood import _kl_terms, _prior_term
+
+# The derivations' exports used here: (module, name). Issue #2 fixes the names.
+Q_MEAN = ("forward_marginal", "marginal_mean")  # sqrt(alpha_bar_t) x_0
+Q_VARIANCE = ("forward_marginal", "marginal_variance")  # 1 - alpha_bar_t
+POSTERIOR_MEAN = ("posterior", "posterior_mean")  # mu_tilde_t(x_t, x_0)
+POSTERIOR_VARIANCE = ("posterior", "posterior_variance")  # beta_tilde_t
+EPS_MEAN = ("eps_parameterisation", "eps_mean")  # 1/sqrt(alpha_t) (x_t - beta_t/sqrt(1-alpha_bar_t) eps_theta)
+X0_FROM_EPS = ("eps_parameterisation", "x0_from_eps")  # (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)
+SIGMA2 = {
+    ReverseVariance.BETA: ("reverse_variance", "sigma2_beta"),
+    ReverseVariance.BETA_TILDE: ("reverse_variance", "sigma2_beta_tilde"),
+}
+LOSS_WEIGHT = ("loss_weights", "loss_weight")  # lambda_t(beta_t, alpha_bar_{t-1}, sigma_t^2)
+NORMAL_KL = ("gaussian_kl", "normal_kl")
+
+F64 = tolerances.FLOAT64
+DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16}
+MAX_FINITE = {"float64": 1e300, "float32": 1e30, "bfloat16": 1e30}
+
+schedules = strategies.schedules()
+examples_per_test = settings(max_examples=25, deadline=None)
+
+
+def boundary_examples(**extra):
+    """@example rows: the paper's schedule, T = 1 with tiny and large betas, T = 2000 extremes; t = 1 and t = T."""
+
+    def decorate(test):
+        for betas in (strategies.PAPER_T1000, strategies.SINGLE_STEP_TINY, strategies.SINGLE_STEP_LARGE,
+                      strategies.build_schedule("extreme", 2000, 0)):
+            test = example(betas=betas, us=[0.0, 1.0], **extra)(test)
+        return test
+
+    return decorate
+
+
+def setup(betas, us, seed=0, width=3, dtype=torch.float64):
+    """The diffusion, t [n] (1, T and the drawn ones), oracle schedule values, and random inputs [n, width]."""
+    d = GaussianDiffusion(betas)
+    t = strategies.with_boundaries(us, d.T)
+    rng = np.random.default_rng(seed)
+    inputs = {name: torch.tensor(rng.uniform(-3, 3, (len(t), width))).to(dtype) for name in ("a", "b", "c")}
+    sched = Schedule(betas)
+    values = {k: v[:, None] for k, v in sched.at(t).items()}  # broadcast against [n, width]
+    return d, torch.from_numpy(t), values, inputs
+
+
+def finite_mask(want, dtype_name):
+    return np.isfinite(want) & (np.abs(want) < MAX_FINITE[dtype_name])
+
+
+def check_table(table, t, want, what):
+    """table[t] (float64) equals the oracle where the oracle is representable, and overflows where it is not."""
+    got = table[t].numpy()
+    mask = finite_mask(want, "float64")
+    assert_allclose(got[mask], want[mask], **F64.kwargs(), err_msg=what)
+    assert np.all(~np.isfinite(got[~mask]) | (np.abs(got[~mask]) >= 1e299)), f"{what}: overflow expected"
+
+
+# ------------------------------------------------------------------------------------------- tables, float64
+@examples_per_test
+@given(betas=schedules, us=strategies.fraction_lists)
+@boundary_examples()
+def test_schedule_tables_match_oracles(betas, us):
+    d, t, values, _ = setup(betas, us)
+    flat = {k: v[:, 0] for k, v in values.items()}
+    sched = Schedule(betas)
+    check_table(d.alpha_bars, t, sched.alpha_bar[t.numpy()].astype(np.float64), "alpha_bar_t")
+    check_table(d.alpha_bars_prev, t, sched.alpha_bar[t.numpy() - 1].astype(np.float64), "alpha_bar_{t-1}")
+    check_table(d.one_minus_alpha_bars, t, evaluate(oracle(*Q_VARIANCE), flat), "1 - alpha_bar_t")
+    (sqrt_ab,) = linear_coefficients(oracle(*Q_MEAN), flat, ("x_0",))
+    check_table(d.sqrt_alpha_bars, t, sqrt_ab, "sqrt(alpha_bar_t)")
+    c_x0, c_xt = linear_coefficients(oracle(*POSTERIOR_MEAN), flat, ("x_0", "x_t"))
+    check_table(d.posterior_mean_coef_x0, t, c_x0, "posterior coefficient of x_0")
+    check_table(d.posterior_mean_coef_xt, t, c_xt, "posterior coefficient of x_t")
+    beta_tilde = evaluate(oracle(*POSTERIOR_VARIANCE), flat)
+    check_table(d.posterior_variance, t, beta_tilde, "beta_tilde_t")
+    assert d.posterior_variance[1] == 0.0, "beta_tilde_1 = 0 exactly (alpha_bar_0 = 1)"
+    a_xt, a_eps = linear_coefficients(oracle(*EPS_MEAN), flat, ("x_t", "\\epsilon_\\theta"))
+    check_table(d.recip_sqrt_alphas, t, a_xt, "1/sqrt(alpha_t)")
+    check_table(d.recip_sqrt_alphas * d.eps_coefs, t, -a_eps, "beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t))")
+    r_xt, r_eps = linear_coefficients(oracle(*X0_FROM_EPS), flat, ("x_t", "\\epsilon"))
+    check_table(d.sqrt_recip_alpha_bars, t, r_xt, "1/sqrt(alpha_bar_t)")
+    check_table(d.sqrt_recipm1_alpha_bars, t, -r_eps, "sqrt(1/alpha_bar_t - 1)")
+
+
+@examples_per_test
+@given(betas=schedules, us=strategies.fraction_lists)
+@boundary_examples()
+def test_reverse_variances_loss_weights_and_kl_constants_match_oracles(betas, us):
+    d, t, values, _ = setup(betas, us)
+    flat = {k: v[:, 0] for k, v in values.items()}
+    tn = t.numpy()
+    beta_tilde = evaluate(oracle(*POSTERIOR_VARIANCE), flat)
+    for choice, name in SIGMA2.items():
+        sigma2 = evaluate(oracle(*name), flat)
+        # Our convention: sigma_1^2 = beta_1 for both choices (beta_tilde_1 = 0 is a point mass).
+        sigma2 = np.where(tn == 1, flat["\\beta_t"], sigma2)
+        check_table(d.reverse_variance(choice), t, sigma2, f"sigma_t^2 ({choice.value})")
+        weight = evaluate(oracle(*LOSS_WEIGHT), {**flat, "\\sigma_t^2": sigma2})
+        check_table(d.loss_weights(choice), t, weight, f"lambda_t ({choice.value})")
+        # C_t = KL(N(0, beta_tilde_t) || N(0, sigma_t^2)) per dimension, t >= 2.
+        kl = oracle(*NORMAL_KL)
+        want = np.array([kl(0.0, bt, 0.0, s2) if ti >= 2 else np.nan for ti, bt, s2 in zip(tn, beta_tilde, sigma2)])
+        got = d.kl_variance_terms(choice)[t].numpy()
+        assert np.isnan(got[tn == 1]).all(), "C_1 is undefined (t = 1 is the decoder's term)"
+        keep = tn >= 2
+        assert_allclose(got[keep], want[keep], **F64.kwargs(), err_msg=f"C_t ({choice.value})")
+
+
+# ------------------------------------------------------------------------------------ methods, every dtype
+def method_cases(d, t, values, x, dtype_name):
+    """(name, got, want, scale) for every public method, the oracle at the inputs as the code sees them."""
+    a, b, c = x["a"], x["b"], x["c"]
+    na, nb, nc = to_numpy(a), to_numpy(b), to_numpy(c)
+    q_mean, post_mean, eps_mean, x0_eps = (oracle(*n) for n in (Q_MEAN, POSTERIOR_MEAN, EPS_MEAN, X0_FROM_EPS))
+    q_var, post_var = oracle(*Q_VARIANCE), oracle(*POSTERIOR_VARIANCE)
+    (cq,) = linear_coefficients(q_mean, values, ("x_0",))
+    sq = np.sqrt(evaluate(q_var, values))
+    cases = []
+    # q_sample: sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise
+    want = evaluate(q_mean, {**values, "x_0": na}) + sq * nc
+    cases.append(("q_sample", d.q_sample(a, t, c), want, np.abs(cq * na) + np.abs(sq * nc)))
+    mean, var = d.q_mean_variance(a, t)
+    cases.append(("q mean", mean, evaluate(q_mean, {**values, "x_0": na}), np.abs(cq * na)))
+    cases.append(("q variance", var, evaluate(q_var, values), evaluate(q_var, values)))
+    c0, ct = linear_coefficients(post_mean, values, ("x_0", "x_t"))
+    mean, var = d.q_posterior_mean_variance(a, b, t)
+    cases.append(("posterior mean", mean, evaluate(post_mean, {**values, "x_0": na, "x_t": nb}),
+                  np.abs(c0 * na) + np.abs(ct * nb)))
+    cases.append(("posterior variance", var, evaluate(post_var, values), evaluate(post_var, values)))
+    r_xt, r_eps = linear_coefficients(x0_eps, values, ("x_t", "\\epsilon"))
+    cases.append(("x0 from eps", d.predict_x0_from_eps(b, t, c),
+                  evaluate(x0_eps, {**values, "x_t": nb, "\\epsilon": nc}), np.abs(r_xt * nb) + np.abs(r_eps * nc)))
+    e_xt, e_eps = linear_coefficients(eps_mean, values, ("x_t", "\\epsilon_\\theta"))
+    mu = evaluate(eps_mean, {**values, "x_t": nb, "\\epsilon_\\theta": nc})
+    mu_scale = np.abs(e_xt * nb) + np.abs(e_eps * nc)
+    tn = t.numpy()[:, None]
+    for choice, name in SIGMA2.items():
+        sigma2 = np.where(tn == 1, values["\\beta_t"], evaluate(oracle(*name), values))
+        mean, var = d.p_mean_variance(c, b, t, choice.value)
+        cases.append((f"p mean ({choice.value})", mean, mu, mu_scale))
+        cases.append((f"p variance ({choice.value})", var, sigma2, sigma2))
+        sigma = np.sqrt(sigma2)
+        z = np.where(tn == 1, 0.0, na)  # z = 0 at t = 1
+        cases.append((f"p_sample ({choice.value})", d.p_sample(c, b, t, a, choice.value), mu + sigma * z,
+                      mu_scale + np.abs(sigma * z)))
+    return cases
+
+
+@pytest.mark.parametrize("dtype_name", ["float64", "float32", "bfloat16"])
+@examples_per_test
+@given(betas=schedules, us=strategies.fraction_lists, seed=st.integers(0, 2**16))
+@boundary_examples(seed=0)
+def test_methods_match_oracles(dtype_name, betas, us, seed):
+    dtype = DTYPES[dtype_name]
+    tolerance = tolerances.BY_DTYPE_NAME[dtype_name]
+    d, t, values, x = setup(betas, us, seed=seed, dtype=dtype)
+    for what, got, want, scale in method_cases(d, t, values, x, dtype_name):
+        assert got.dtype == dtype, f"{what}: dtype {got.dtype}, expected {dtype}"
+        got_np = to_numpy(got)
+        want, scale = np.broadcast_arrays(want, scale)
+        keep = finite_mask(scale, dtype_name)
+        assert_close_linear(got_np[np.broadcast_to(keep, got_np.shape)], want[keep], scale[keep], tolerance,
+                            err_msg=f"{what} [{dtype_name}]")
+
+
+# --------------------------------------------------------------------------------- bound terms, float64
+@settings(max_examples=15, deadline=None)
+@given(betas=strategies.schedules(), us=st.lists(strategies.fractions, min_size=1, max_size=3),
+       seed=st.integers(0, 2**16))
+@example(betas=strategies.PAPER_T1000, us=[0.5], seed=0)
+@example(betas=strategies.build_schedule("extreme", 2000, 0), us=[0.0, 1.0], seed=1)
+def test_kl_terms_and_prior_match_oracles(betas, us, seed):
+    # L_{t-1} (t >= 2) = sum_d KL(q(x_{t-1}|x_t,x_0) || p_theta(x_{t-1}|x_t)) with x_t = q_sample(x_0, t, eps),
+    # the oracle chained at 50 digits (x_t, both means, then the KL); L_T = sum_d KL(q(x_T|x_0) || N(0, 1)).
+    d = GaussianDiffusion(betas)
+    T = d.T
+    rng = np.random.default_rng(seed)
+    shape = (3, 1, 2, 2)
+    x0 = torch.tensor(rng.integers(0, 256, shape) / 127.5 - 1.0)
+    sched = Schedule(betas)
+    nx0 = x0.numpy().reshape(3, 4)
+    kl = oracle(*NORMAL_KL)
+    ab_T = sched.alpha_bar[T]
+    prior_want = [
+        float(sum(evaluate_mp(kl, {"\\mu_1": mpmath.sqrt(ab_T) * v, "\\sigma_1^2": 1 - ab_T, "\\mu_2": 0.0,
+                                   "\\sigma_2^2": 1.0}) for v in row))
+        for row in nx0
+    ]
+    assert_allclose(_prior_term(d, x0).numpy(), prior_want, **F64.kwargs(), err_msg="L_T")
+    if T < 2:
+        return
+    t = np.array([2, T] + [max(2, strategies.timestep_from_fraction(u, T)) for u in us])[:3]
+    t = np.resize(t, 3)
+    noise = torch.tensor(rng.standard_normal(shape))
+    eps_theta = torch.tensor(rng.standard_normal(shape))
+    values = {k: v[:, None] for k, v in sched.at(t).items()}
+    q_mean, q_var = oracle(*Q_MEAN), oracle(*Q_VARIANCE)
+    post_mean, post_var, eps_mean = oracle(*POSTERIOR_MEAN), oracle(*POSTERIOR_VARIANCE), oracle(*EPS_MEAN)
+    nn, ne = noise.numpy().reshape(3, 4), eps_theta.numpy().reshape(3, 4)
+    sqrt_var = np.vectorize(mpmath.sqrt, otypes=[object])(evaluate_mp(q_var, values))
+    xt = evaluate_mp(q_mean, {**values, "x_0": nx0}) + sqrt_var * nn.astype(object)
+    mu_tilde = evaluate_mp(post_mean, {**values, "x_0": nx0, "x_t": xt})
+    mu_theta = evaluate_mp(eps_mean, {**values, "x_t": xt, "\\epsilon_\\theta": ne})
+    beta_tilde = evaluate_mp(post_var, values)
+    tt = torch.from_numpy(t)
+    xt_code = d._q_sample(x0, tt, noise)
+    for choice, name in SIGMA2.items():
+        sigma2 = evaluate_mp(oracle(*name), values)
+        terms = evaluate_mp(kl, {"\\mu_1": mu_tilde, "\\sigma_1^2": beta_tilde, "\\mu_2": mu_theta,
+                                 "\\sigma_2^2": sigma2})
+        want = np.array([float(sum(row)) for row in terms])  # [3], summed over dims at 50 digits
+        got = _kl_terms(d, choice, x0, xt_code, tt, noise, eps_theta, clip_x0=False).numpy()
+        assert_allclose(got, want, **F64.kwargs(), err_msg=f"L_(t-1) ({choice.value})")

@@ -160,7 +160,7 @@ def method_cases(d, t, values, x, dtype_name):
     e_xt, e_eps = linear_coefficients(eps_mean, values, ("x_t", "\\epsilon_\\theta"))
     mu = evaluate(eps_mean, {**values, "x_t": nb, "\\epsilon_\\theta": nc})
     mu_scale = np.abs(e_xt * nb) + np.abs(e_eps * nc)
-    tn = t.numpy()[:, None]
+    tn = t.cpu().numpy()[:, None]
     for choice, name in SIGMA2.items():
         sigma2 = np.where(tn == 1, values["\\beta_t"], evaluate(oracle(*name), values))
         mean, var = d.p_mean_variance(c, b, t, choice.value)

@@ -212,7 +212,9 @@ class GaussianDiffusion:
 
     def _check_t(self, t: object, x: Tensor) -> None:
         if not isinstance(t, Tensor):
-            raise ValueError(f"t must be an int64 tensor of shape [B] with values in 1..{self.T}, got {type(t).__name__}")
+            raise ValueError(
+                f"t must be an int64 tensor of shape [B] with values in 1..{self.T}, got {type(t).__name__}"
+            )
         if t.dtype != torch.int64:
             raise ValueError(f"t must have dtype torch.int64 (paper timesteps 1..{self.T}), got {t.dtype}")
         if t.ndim != 1 or t.shape[0] != x.shape[0]:
@@ -282,14 +284,20 @@ class GaussianDiffusion:
 
     # ------------------------------------------------------------------------------------------- public
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) as sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise (eq. 4)."""
+        """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), eq. 4, reparameterised.
+
+        x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise; x0, noise [B, ...], t int64 [B] in 1..T.
+        """
         self._check_x("x0", x0)
         self._check_like("noise", noise, x0, "x0")
         self._check_t(t, x0)
         return self._q_sample(x0, t, noise)
 
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I) (eq. 4); variance [B, 1, ...]."""
+        """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), eq. 4.
+
+        The variance has shape [B, 1, ...].
+        """
         self._check_x("x0", x0)
         self._check_t(t, x0)
         dtype = compute_dtype(x0.dtype)
@@ -298,11 +306,12 @@ class GaussianDiffusion:
         return mean.to(x0.dtype), variance.to(x0.dtype)
 
     def q_posterior_mean_variance(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Mean and variance of q(x_{t-1} | x_t, x_0) = N(mu_tilde_t(x_t, x_0), beta_tilde_t I) (eqs. 6-7); variance [B, 1, ...].
+        """Mean and variance of q(x_{t-1} | x_t, x_0) = N(mu_tilde_t(x_t, x_0), beta_tilde_t I), eqs. 6-7.
 
-        mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0 + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
+        mu_tilde_t = sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t) x_0
+                     + sqrt(alpha_t) (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) x_t
         and beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, which is exactly 0 at t = 1 (the
-        posterior of x_0 given x_0 is a point mass; the mean is x_0).
+        posterior of x_0 given x_0 is a point mass; the mean is x_0). The variance has shape [B, 1, ...].
         """
         self._check_x("x0", x0)
         self._check_like("xt", xt, x0, "x0")
@@ -346,7 +355,10 @@ class GaussianDiffusion:
         variance: str | ReverseVariance,
         clip_x0: bool = False,
     ) -> Tensor:
-        """x_{t-1} ~ p_theta(x_{t-1} | x_t): mu_theta(x_t, t) + sigma_t z with z = noise if t > 1 else 0 (Algorithm 2 line 4)."""
+        """x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I), Algorithm 2 line 4.
+
+        x_{t-1} = mu_theta(x_t, t) + sigma_t z with z = noise where t > 1 and z = 0 where t = 1.
+        """
         choice = ReverseVariance.from_value(variance)
         self._check_x("xt", xt)
         self._check_like("eps", eps, xt, "xt")

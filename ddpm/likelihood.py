@@ -73,7 +73,9 @@ def _kl_from_log_variances(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar
 
 
 def normal_kl(mean1, var1, mean2, var2) -> Tensor:
-    """KL(N(mean1, var1) || N(mean2, var2)) = 1/2 (log(var2/var1) + (var1 + (mean1 - mean2)^2)/var2 - 1), elementwise, nats.
+    """KL(N(mean1, var1) || N(mean2, var2)) elementwise in nats (the seed tutorial's Gaussian KL).
+
+    KL = 1/2 (log(var2/var1) + (var1 + (mean1 - mean2)^2)/var2 - 1).
 
     The Gaussian KL of the seed tutorial / Ho et al. eq. 5 terms. Arguments broadcast (tensors or Python
     floats); the result has their promoted floating dtype (at least float32). The variance part is computed as
@@ -163,7 +165,9 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> T
     try:
         torch.broadcast_shapes(x0.shape, mean.shape, variance.shape)
     except RuntimeError as error:
-        raise ValueError(f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} must broadcast to x0 {tuple(x0.shape)}") from error
+        raise ValueError(
+            f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} must broadcast to x0 {tuple(x0.shape)}"
+        ) from error
     out_dtype = compute_dtype(torch.promote_types(x0.dtype, mean.dtype))
     return _discretized_log_prob(_pixel_index(x0), mean, variance.sqrt()).to(out_dtype)
 
@@ -276,7 +280,10 @@ class ElboTerms:
         return self.total() / (self.num_dims * LN2)
 
     def per_timestep_bits_per_dim(self) -> Tensor:
-        """Batch-mean bits/dim of each term [T + 1]: L_0, L_1, ..., L_{T-1}, then L_T (sums to bits_per_dim().mean())."""
+        """Batch-mean bits/dim of each term, [T + 1]: L_0, L_1, ..., L_{T-1}, then L_T.
+
+        The entries sum to bits_per_dim().mean().
+        """
         terms = torch.cat([self.decoder[:, None], self.kl, self.prior[:, None]], dim=1)  # [B, T + 1]
         return terms.mean(dim=0) / (self.num_dims * LN2)
 
@@ -393,7 +400,8 @@ class MonteCarloElbo:
 
 def _check_proposal(proposal, T: int, device: torch.device) -> Tensor:
     """The proposal as a float64 probability vector [T] (renormalised); ValueError if invalid."""
-    p = torch.as_tensor(np.asarray(proposal.detach().cpu() if isinstance(proposal, Tensor) else proposal, dtype=np.float64))
+    values = proposal.detach().cpu() if isinstance(proposal, Tensor) else proposal
+    p = torch.as_tensor(np.asarray(values, dtype=np.float64))
     if p.shape != (T,):
         raise ValueError(f"proposal must be a probability vector of shape [T] = [{T}], got shape {tuple(p.shape)}")
     if not bool(torch.isfinite(p).all()) or not bool((p > 0).all()):

@@ -80,7 +80,7 @@ def training_loss(
     objective: str | Objective = "simple",
     variance: str | ReverseVariance = "beta",
 ) -> Tensor:
-    """E_{t, eps} ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 per dim (Algorithm 1), or the bound.
+    """Algorithm 1: E_{t,eps} ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2, or the bound.
 
     Returns a scalar tensor in x_0's compute dtype with gradients to eps_model's parameters. See the module
     docstring for the objectives; `variance` matters only for "vlb" and "hybrid". x_0 [B, ...] must be on the

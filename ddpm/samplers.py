@@ -126,7 +126,9 @@ def ancestral_sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> SampleResult:
-    """x_0 ~ p_theta(x_0) by Algorithm 2: x_T ~ N(0, I); x_{t-1} = mu_theta(x_t, t) + sigma_t z for t = T..1, z = 0 at t = 1.
+    """x_0 ~ p_theta(x_0) by Algorithm 2: x_T ~ N(0, I), x_{t-1} = mu_theta(x_t, t) + sigma_t z for t = T..1.
+
+    z ~ N(0, I) for t > 1 and z = 0 at t = 1.
 
     sigma_t^2 is beta_t ("beta") or beta_tilde_t ("beta_tilde"). `trajectory_steps` (ints in 0..T) returns
     those x_t (x_T is the initial noise, x_0 the result) for a denoising strip. `device` defaults to the
@@ -155,7 +157,7 @@ def ancestral_sample(
 
 
 def ddim_timesteps(T: int, num_steps: int) -> list[int]:
-    """tau_1 < ... < tau_S: S evenly spaced integers from 1 to T (tau_S = T; floor(x + 1/2) rounding); all t if S = T."""
+    """tau_1 < ... < tau_S: S evenly spaced integers from 1 to T (tau_S = T, rounding floor(x + 1/2)); 1..T if S = T."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
         raise ValueError(f"num_steps must be an integer in 1..T = {T}, got {num_steps!r}")
     if num_steps == 1:

@@ -208,8 +208,8 @@ def test_bounds_and_signs(beta, abp):
 
 
 @settings(max_examples=15, deadline=None)
-@given(beta=st.floats(0.01, 0.99), abp=st.floats(0.01, 0.99), x0=st.floats(-2, 2), xt=st.floats(-2, 2),
-       xprev=st.floats(-2, 2))
+@given(beta=st.floats(0.05, 0.95), abp=st.floats(0.05, 0.95), x0=st.floats(-2, 2), xt=st.floats(-2, 2),
+       xprev=st.floats(-2, 2))  # ranges keep every density above float64 underflow
 @example(beta=0.02, abp=0.99, x0=1.0, xt=-1.0, xprev=0.5)
 def test_bayes_ratio_with_scipy_densities(beta, abp, x0, xt, xprev):
     # q(x_t|x_{t-1}) q(x_{t-1}|x_0) / q(x_t|x_0) with scipy's normal densities = N(x_{t-1}; mu_tilde, beta_tilde).
@@ -221,7 +221,7 @@ def test_bayes_ratio_with_scipy_densities(beta, abp, x0, xt, xprev):
     )
     mean = post.posterior_mean_coef_x0(beta, abp) * x0 + post.posterior_mean_coef_xt(beta, abp) * xt
     density = stats.norm.pdf(xprev, mean, np.sqrt(post.posterior_variance(beta, abp)))
-    assert_allclose(density, ratio, rtol=1e-9, atol=0, err_msg="posterior density vs Bayes ratio (scipy)")
+    assert_allclose(density, ratio, **F64.kwargs(), err_msg="posterior density vs Bayes ratio (scipy)")
 
 
 @settings(max_examples=20, deadline=None)

@@ -15,13 +15,9 @@ import sympy as sp
 
 from derivations import forward_marginal, posterior
 from derivations._core import Check, Derivation, Step
+from derivations._labels import named_step
 from derivations._numeric import float64_function
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, x_0, x_t
-
-
-def _named(name: str, expr: sp.Expr) -> str:
-    """LaTeX `name = expr`, for a step whose left side is a derived expression worth naming."""
-    return f"{name} = {sp.latex(expr)}"
 
 
 # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, from derivation (a), at step t.
@@ -61,19 +57,19 @@ def derivation() -> Derivation:
             FORWARD_SAMPLE,
             Check.DEFINITION,
         ),
-        Step(
+        named_step(
             "Solve it for x_0 (sympy.solve; linear in x_0 with coefficient sqrt(alpha_bar_t) > 0).",
+            "x_0",
             X0_FROM_EPS,
             (x_t - sp.sqrt(1 - alpha_bar_t) * eps) / sp.sqrt(alpha_bar_t),
-            lhs_latex=_named("x_0", X0_FROM_EPS),
         ),
-        Step(
+        named_step(
             "Substitute this x_0 into the posterior mean mu_tilde_t(x_t, x_0) of derivation (b) and expand: "
             "x_t collects c_0 / sqrt(alpha_bar_t) + c_t, eps collects -c_0 sqrt(1 - alpha_bar_t) / "
             "sqrt(alpha_bar_t).",
+            r"\tilde{\mu}_t\left(x_t, x_0(x_t, \epsilon)\right)",
             MEAN_SUBSTITUTED,
             _RAW_COEF_XT * x_t + _RAW_COEF_EPS * eps,
-            lhs_latex=_named(r"\tilde{\mu}_t\left(x_t, x_0(x_t, \epsilon)\right)", MEAN_SUBSTITUTED),
         ),
         Step(
             "The x_t coefficient: over the common denominator sqrt(alpha_t) (1 - alpha_bar_t) the numerator is "
@@ -94,42 +90,42 @@ def derivation() -> Derivation:
         ),
     )
     results = (
-        Step(
+        named_step(
             "The eps-parameterised mean (eq. 10, Algorithm 2 line 4, where the seed writes 1 - alpha_t for "
             "beta_t).",
+            r"\tilde{\mu}_t",
             EPS_MEAN,
             PAPER_EPS_MEAN,
-            lhs_latex=_named(r"\tilde{\mu}_t", EPS_MEAN),
         ),
-        Step(
+        named_step(
             "Its x_t coefficient.",
+            r"[x_t]\, \tilde{\mu}_t",
             EPS_MEAN_COEF_XT,
             PAPER_EPS_MEAN_COEF_XT,
-            lhs_latex=_named(r"[x_t]\, \tilde{\mu}_t", EPS_MEAN_COEF_XT),
         ),
-        Step(
+        named_step(
             "Its eps coefficient.",
+            r"[\epsilon]\, \tilde{\mu}_t",
             EPS_MEAN_COEF_EPS,
             PAPER_EPS_MEAN_COEF_EPS,
-            lhs_latex=_named(r"[\epsilon]\, \tilde{\mu}_t", EPS_MEAN_COEF_EPS),
         ),
-        Step(
+        named_step(
             "x_0 recovered from x_t and eps: coefficient of x_t (used to predict x_0 from eps_theta).",
+            r"[x_t]\, x_0",
             X0_FROM_EPS_COEF_XT,
             PAPER_X0_FROM_EPS_COEF_XT,
-            lhs_latex=_named(r"[x_t]\, x_0", X0_FROM_EPS_COEF_XT),
         ),
-        Step(
+        named_step(
             "x_0 recovered from x_t and eps: coefficient of eps.",
+            r"[\epsilon]\, x_0",
             X0_FROM_EPS_COEF_EPS,
             PAPER_X0_FROM_EPS_COEF_EPS,
-            lhs_latex=_named(r"[\epsilon]\, x_0", X0_FROM_EPS_COEF_EPS),
         ),
-        Step(
+        named_step(
             "The model mean: the same expression with the network's prediction eps_theta(x_t, t) for eps.",
+            r"\mu_\theta(x_t, t)",
             MU_THETA,
             PAPER_EPS_MEAN.subs(eps, eps_theta),
-            lhs_latex=_named(r"\mu_\theta(x_t, t)", MU_THETA),
         ),
     )
     return Derivation(

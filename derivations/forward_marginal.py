@@ -15,6 +15,7 @@ import functools
 import sympy as sp
 
 from derivations._core import Check, Derivation, Step
+from derivations._labels import named_step
 from derivations._numeric import float64_function
 from derivations.symbols import (
     alpha_bar,
@@ -44,11 +45,6 @@ s = sp.Symbol("s", real=True)
 A = sp.Symbol("A", positive=True)
 B = sp.Symbol("B", real=True)
 u = sp.Symbol("u", real=True)
-
-
-def _named(name: str, expr: sp.Expr) -> str:
-    """LaTeX `name = expr`, for a step whose left side is a derived expression worth naming."""
-    return f"{name} = {sp.latex(expr)}"
 
 
 def _gaussian_mgf(variance: sp.Expr) -> sp.Expr:
@@ -153,30 +149,27 @@ def derivation() -> Derivation:
             X2_COMPOSED,
             X2_EXPANDED,
         ),
-        Step(
+        named_step(
             "The noises have mean zero, so the mean of x_2 given x_0 is the x_0 term: "
             "sqrt(alpha_2) sqrt(alpha_1) = sqrt(alpha_1 alpha_2).",
+            r"\mathbb{E}[x_2 \mid x_0]",
             X2_MEAN,
             sp.sqrt(alpha_1 * alpha_2) * x_0,
-            lhs_latex=_named(r"\mathbb{E}[x_2 \mid x_0]", X2_MEAN),
         ),
-        Step(
+        named_step(
             "The noises are independent, so their variances add: the merged noise variance "
             "alpha_2 (1 - alpha_1) + (1 - alpha_2) collapses to 1 - alpha_1 alpha_2.",
+            r"\operatorname{Var}[x_2 \mid x_0]",
             X2_VARIANCE_SUM,
             1 - alpha_1 * alpha_2,
-            lhs_latex=_named(r"\operatorname{Var}[x_2 \mid x_0]", X2_VARIANCE_SUM),
         ),
-        Step(
+        named_step(
             "A sum of independent Gaussians is Gaussian: the moment generating function of the merged "
             "noise is the product of the two factors' MGFs, which is the MGF of N(0, 1 - alpha_1 alpha_2). "
             "So x_2 = sqrt(alpha_1 alpha_2) x_0 + sqrt(1 - alpha_1 alpha_2) eps with one eps ~ N(0, 1).",
+            r"\mathbb{E}\left[e^{s(\sqrt{\alpha_2 (1-\alpha_1)}\epsilon_1 + \sqrt{1-\alpha_2}\epsilon_2)}\right]",
             X2_NOISE_MGF,
             _gaussian_mgf(1 - alpha_1 * alpha_2),
-            lhs_latex=_named(
-                r"\mathbb{E}\left[e^{s(\sqrt{\alpha_2 (1-\alpha_1)}\epsilon_1 + \sqrt{1-\alpha_2}\epsilon_2)}\right]",
-                X2_NOISE_MGF,
-            ),
         ),
         Step(
             "Induction hypothesis at t - 1: x_{t-1} = sqrt(alpha_bar_{t-1}) x_0 + sqrt(1 - alpha_bar_{t-1}) "
@@ -202,25 +195,25 @@ def derivation() -> Derivation:
             X_T_COMPOSED,
             X_T_EXPANDED,
         ),
-        Step(
+        named_step(
             "Mean coefficient of x_0: sqrt(alpha_t) sqrt(alpha_bar_{t-1}) = sqrt(alpha_bar_t), "
             "since alpha_bar_t = alpha_bar_{t-1} alpha_t.",
+            r"\frac{\mathbb{E}[x_t \mid x_0]}{x_0}",
             MEAN_COEF_T,
             _paper_mean_coef(alpha_bar_t),
-            lhs_latex=_named(r"\frac{\mathbb{E}[x_t \mid x_0]}{x_0}", MEAN_COEF_T),
         ),
-        Step(
+        named_step(
             "Independent noise variances add: alpha_t (1 - alpha_bar_{t-1}) + beta_t = 1 - alpha_bar_t.",
+            r"\operatorname{Var}[x_t \mid x_0]",
             VARIANCE_T,
             _paper_variance(alpha_bar_t),
-            lhs_latex=_named(r"\operatorname{Var}[x_t \mid x_0]", VARIANCE_T),
         ),
-        Step(
+        named_step(
             "The merged noise is Gaussian (product of MGFs), so the hypothesis holds at t: "
             "q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, 1 - alpha_bar_t), which completes the induction.",
+            r"\mathbb{E}\left[e^{s \cdot \mathrm{noise}_t}\right]",
             X_T_NOISE_MGF,
             _gaussian_mgf(_paper_variance(alpha_bar_t)),
-            lhs_latex=_named(r"\mathbb{E}\left[e^{s \cdot \mathrm{noise}_t}\right]", X_T_NOISE_MGF),
         ),
         Step(
             "The same at the level of densities. Lemma (the Gaussian integral, checked by sympy.integrate "
@@ -236,22 +229,20 @@ def derivation() -> Derivation:
             CONVOLUTION_EXPONENT,
             -CONV_A * x_prev**2 + CONV_B * x_prev + CONV_C,
         ),
-        Step(
+        named_step(
             "Integrate with the lemma: the exponent left after integrating out x_{t-1} is C + B^2 / (4 A), "
             "the exponent of N(x_t; sqrt(alpha_bar_t) x_0, 1 - alpha_bar_t).",
+            "C + \\frac{B^2}{4A}",
             CONVOLUTION_EXPONENT_AFTER,
             -((x_t - _paper_mean_coef(alpha_bar_t) * x_0) ** 2) / (2 * _paper_variance(alpha_bar_t)),
-            lhs_latex=_named("C + \\frac{B^2}{4A}", CONVOLUTION_EXPONENT_AFTER),
         ),
-        Step(
+        named_step(
             "And the normalisers: the lemma's sqrt(pi / A) over the two densities' normalisers "
             "sqrt(2 pi beta_t) sqrt(2 pi (1 - alpha_bar_{t-1})) is 1 / sqrt(2 pi (1 - alpha_bar_t)) "
             "(compared squared: all factors are positive).",
+            r"\frac{\pi / A}{2\pi\beta_t \cdot 2\pi(1-\bar{\alpha}_{t-1})}",
             CONVOLUTION_NORMALISER_SQUARED,
             1 / (2 * sp.pi * _paper_variance(alpha_bar_t)),
-            lhs_latex=_named(
-                r"\frac{\pi / A}{2\pi\beta_t \cdot 2\pi(1-\bar{\alpha}_{t-1})}", CONVOLUTION_NORMALISER_SQUARED
-            ),
         ),
     )
     results = (
@@ -263,23 +254,23 @@ def derivation() -> Derivation:
             domains=((x_0, (sp.Integer(-3), sp.Integer(3))), (x_t, (sp.Integer(-3), sp.Integer(3)))),
             lhs_latex=r"\int q(x_t \mid x_{t-1})\, q(x_{t-1} \mid x_0)\, dx_{t-1}",
         ),
-        Step(
+        named_step(
             "Mean coefficient of q(x_t | x_0), in alpha_bar_t alone (eq. 4).",
+            r"\frac{\mathbb{E}[x_t \mid x_0]}{x_0}",
             MEAN_COEF,
             _paper_mean_coef(alpha_bar),
-            lhs_latex=_named(r"\frac{\mathbb{E}[x_t \mid x_0]}{x_0}", MEAN_COEF),
         ),
-        Step(
+        named_step(
             "Variance of q(x_t | x_0) (eq. 4).",
+            r"\operatorname{Var}[x_t \mid x_0]",
             VARIANCE,
             _paper_variance(alpha_bar),
-            lhs_latex=_named(r"\operatorname{Var}[x_t \mid x_0]", VARIANCE),
         ),
-        Step(
+        named_step(
             "Reparameterised sample used by Algorithm 1, line 5, with eps ~ N(0, 1).",
+            "x_t",
             X_T_REPARAMETERISED,
             _paper_mean_coef(alpha_bar) * x_0 + sp.sqrt(_paper_variance(alpha_bar)) * eps,
-            lhs_latex=_named("x_t", X_T_REPARAMETERISED),
         ),
     )
     return Derivation(

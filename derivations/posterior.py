@@ -21,6 +21,7 @@ import sympy as sp
 
 from derivations import forward_marginal
 from derivations._core import Check, Derivation, Step
+from derivations._labels import named_step
 from derivations._numeric import float64_function
 from derivations.symbols import (
     alpha_bar,
@@ -35,11 +36,6 @@ from derivations.symbols import (
 )
 
 s = sp.Symbol("s", real=True)  # argument of a moment generating function
-
-
-def _named(name: str, expr: sp.Expr) -> str:
-    """LaTeX `name = expr`, for a step whose left side is a derived expression worth naming."""
-    return f"{name} = {sp.latex(expr)}"
 
 
 # The three Gaussians of Bayes' rule; the two marginals come from derivation (a).
@@ -64,7 +60,6 @@ EXPONENT = (
 )
 # Squared normaliser of the ratio: Z_marginal^2 / (Z_step^2 Z_prev^2) with Z^2 = 2 pi variance.
 NORMALISER_SQUARED = (2 * sp.pi * MARGINAL_VARIANCE) / ((2 * sp.pi * STEP_VARIANCE) * (2 * sp.pi * PREV_VARIANCE))
-BAYES_RATIO_FACTORED = sp.sqrt(NORMALISER_SQUARED) * sp.exp(EXPONENT)
 
 # Collect the exponent as a quadratic in x_{t-1}: E = A2 x_{t-1}^2 + A1 x_{t-1} + A0.
 _poly = sp.Poly(sp.expand(EXPONENT), x_prev)
@@ -107,25 +102,18 @@ def derivation() -> Derivation:
             lhs_latex=r"q(x_{t-1} \mid x_t, x_0)",
         ),
         Step(
-            "Gather the three Gaussians: a constant (written squared, all factors positive) times exp of "
-            "the sum of the three exponents, as the seed writes inside exp{...}.",
-            BAYES_RATIO,
-            BAYES_RATIO_FACTORED,
-            Check.RATIONAL,
-            domains=((x_0, (sp.Integer(-3), sp.Integer(3))), (x_t, (sp.Integer(-3), sp.Integer(3)))),
-        ),
-        Step(
-            "Expand the exponent and collect it as a quadratic in x_{t-1} (coefficients read off the "
-            "polynomial in x_{t-1}).",
+            "The ratio is a constant times exp(E), E the sum of the three Gaussians' exponents (as the seed "
+            "writes inside exp{...}). Expand E and collect it as a quadratic in x_{t-1} (coefficients read off "
+            "the polynomial in x_{t-1}).",
             EXPONENT,
             A2 * x_prev**2 + A1 * x_prev + A0,
         ),
-        Step(
+        named_step(
             "The x_{t-1}^2 coefficient gives the precision, in the seed's form alpha_t / beta_t + "
             "1 / (1 - alpha_bar_{t-1}) (the seed writes 1 - alpha_t for beta_t).",
+            r"\frac{1}{\tilde{\beta}_t} = -2 [x_{t-1}^2] E",
             -2 * A2,
             alpha_t / beta_t + 1 / (1 - alpha_bar_prev),
-            lhs_latex=_named(r"\frac{1}{\tilde{\beta}_t} = -2 [x_{t-1}^2] E", -2 * A2),
         ),
         Step(
             "Over a common denominator, using alpha_t + beta_t = 1: "
@@ -133,44 +121,46 @@ def derivation() -> Derivation:
             alpha_t / beta_t + 1 / (1 - alpha_bar_prev),
             (1 - alpha_bar_t) / (beta_t * (1 - alpha_bar_prev)),
         ),
-        Step(
+        named_step(
             "The variance is the inverse precision.",
+            r"\tilde{\beta}_t",
             VARIANCE,
             PAPER_VARIANCE,
-            lhs_latex=_named(r"\tilde{\beta}_t", VARIANCE),
         ),
-        Step(
+        named_step(
             "The x_{t-1} coefficient is the linear term of the square, in the seed's form "
             "sqrt(alpha_t) x_t / beta_t + sqrt(alpha_bar_{t-1}) x_0 / (1 - alpha_bar_{t-1}).",
+            r"[x_{t-1}] E",
             A1,
             sp.sqrt(alpha_t) * x_t / beta_t + sp.sqrt(alpha_bar_prev) * x_0 / (1 - alpha_bar_prev),
-            lhs_latex=_named(r"[x_{t-1}] E", A1),
         ),
-        Step(
-            "Complete the square: with mu_tilde = [x_{t-1}] E times beta_tilde, the exponent is "
-            "-(x_{t-1} - mu_tilde)^2 / (2 beta_tilde) plus a remainder R free of x_{t-1}.",
-            EXPONENT,
-            -((x_prev - A1 * VARIANCE) ** 2) / (2 * VARIANCE) + REMAINDER,
-        ),
-        Step(
-            "The mean mu_tilde = [x_{t-1}] E times beta_tilde, expanded and collected in x_0 and x_t.",
+        named_step(
+            "Complete the square: the mean is mu_tilde = [x_{t-1}] E times beta_tilde, expanded and collected "
+            "in x_0 and x_t.",
+            r"\tilde{\mu}_t",
             A1 * VARIANCE,
             PAPER_MEAN_COEF_X0 * x_0 + PAPER_MEAN_COEF_XT * x_t,
-            lhs_latex=_named(r"\tilde{\mu}_t", A1 * VARIANCE),
         ),
-        Step(
-            "The remainder vanishes identically: the x_{t-1}-free terms of the two numerator exponents cancel "
-            "the exponent of q(x_t | x_0) exactly, so no constant C(x_t, x_0) is left over.",
+        named_step(
+            "What the square leaves over, R = A_0 + ([x_{t-1}] E)^2 beta_tilde / 2 with A_0 the x_{t-1}-free part "
+            "of E, vanishes identically: the x_{t-1}-free terms of the two numerator exponents cancel the "
+            "exponent of q(x_t | x_0), so no constant C(x_t, x_0) is left over.",
+            "R",
             REMAINDER,
             sp.Integer(0),
-            lhs_latex=_named("R", REMAINDER),
         ),
         Step(
+            "Hence the exponent is exactly the completed square, -(x_{t-1} - mu_tilde)^2 / (2 beta_tilde).",
+            EXPONENT,
+            -((x_prev - POSTERIOR_MEAN) ** 2) / (2 * VARIANCE),
+            lhs_latex="E",
+        ),
+        named_step(
             "The normalisers match too: Z_{q(x_t|x_0)}^2 / (Z_{q(x_t|x_{t-1})}^2 Z_{q(x_{t-1}|x_0)}^2) "
             "= 1 / (2 pi beta_tilde_t), the squared normaliser of N(mu_tilde, beta_tilde_t).",
+            r"\frac{2\pi(1-\bar{\alpha}_t)}{2\pi\beta_t \cdot 2\pi(1-\bar{\alpha}_{t-1})}",
             NORMALISER_SQUARED,
             1 / (2 * sp.pi * PAPER_VARIANCE),
-            lhs_latex=_named(r"\frac{2\pi(1-\bar{\alpha}_t)}{2\pi\beta_t \cdot 2\pi(1-\bar{\alpha}_{t-1})}", NORMALISER_SQUARED),
         ),
     )
     results = (
@@ -187,23 +177,23 @@ def derivation() -> Derivation:
             ),
             lhs_latex=r"\frac{q(x_t \mid x_{t-1})\, q(x_{t-1} \mid x_0)}{q(x_t \mid x_0)}",
         ),
-        Step(
+        named_step(
             "Posterior mean coefficient of x_0 (eq. 7).",
+            r"[x_0]\, \tilde{\mu}_t",
             MEAN_COEF_X0,
             PAPER_MEAN_COEF_X0,
-            lhs_latex=_named(r"[x_0]\, \tilde{\mu}_t", MEAN_COEF_X0),
         ),
-        Step(
+        named_step(
             "Posterior mean coefficient of x_t (eq. 7).",
+            r"[x_t]\, \tilde{\mu}_t",
             MEAN_COEF_XT,
             PAPER_MEAN_COEF_XT,
-            lhs_latex=_named(r"[x_t]\, \tilde{\mu}_t", MEAN_COEF_XT),
         ),
-        Step(
+        named_step(
             "Posterior variance beta_tilde_t (eq. 7).",
+            r"\tilde{\beta}_t",
             VARIANCE,
             PAPER_VARIANCE,
-            lhs_latex=_named(r"\tilde{\beta}_t", VARIANCE),
         ),
         Step(
             "t = 1: substitute alpha_bar_0 = 1. The posterior variance is 0 (beta_tilde_1 = 0).",
@@ -223,7 +213,9 @@ def derivation() -> Derivation:
             "delta(x_{t-1} - x_0), which has no density: code must not evaluate log beta_tilde_1.",
             sp.limit(_gaussian_mgf(POSTERIOR_MEAN, VARIANCE), alpha_bar_prev, 1),
             sp.exp(s * x_0),
-            lhs_latex=r"\lim_{\bar{\alpha}_{t-1} \to 1} \mathbb{E}_{q(x_{t-1} \mid x_t, x_0)}\left[e^{s x_{t-1}}\right]",
+            lhs_latex=(
+                r"\lim_{\bar{\alpha}_{t-1} \to 1} \mathbb{E}_{q(x_{t-1} \mid x_t, x_0)}\left[e^{s x_{t-1}}\right]"
+            ),
         ),
     )
     return Derivation(

@@ -19,6 +19,7 @@ import sympy as sp
 
 from derivations import forward_marginal, posterior
 from derivations._core import Check, Derivation, Step
+from derivations._labels import named_step
 from derivations._numeric import float64_function
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2, x_prev, x_t
 
@@ -31,11 +32,6 @@ eps_fresh = sp.Symbol(r"\epsilon_t", real=True)
 _NOISES = (z_0, eps_carried, eps_fresh)
 k = sp.Symbol("k", real=True)  # regression coefficient of x_{t-1} on x_t
 v = sp.Symbol("v", positive=True)  # a Gaussian's variance in the KL lemma
-
-
-def _named(name: str, expr: sp.Expr) -> str:
-    """LaTeX `name = expr`, for a step whose left side is a derived expression worth naming."""
-    return f"{name} = {sp.latex(expr)}"
 
 
 def _covariance(a: sp.Expr, b: sp.Expr) -> sp.Expr:
@@ -89,18 +85,18 @@ def derivation() -> Derivation:
             Check.DEFINITION,
             lhs_latex=r"\mathrm{KL}\left(\mathcal{N}(m, v) \,\|\, \mathcal{N}(m, \sigma_t^2)\right)",
         ),
-        Step(
+        named_step(
             "Setting the derivative in sigma^2 to zero (sympy.solve) gives sigma^2 = v: the best reverse "
             "variance is the variance of the true reverse conditional q(x_{t-1} | x_t) ...",
+            r"\arg\min_{\sigma_t^2} \mathrm{KL}",
             KL_MINIMISER,
             v,
-            lhs_latex=_named(r"\arg\min_{\sigma_t^2}", KL_MINIMISER),
         ),
-        Step(
+        named_step(
             "... and it is a minimum: the second derivative there is 1 / (2 v^2) > 0.",
+            r"\partial^2_{\sigma_t^2} \mathrm{KL}\big|_{\sigma_t^2 = v}",
             KL_SECOND_DERIVATIVE_AT_MINIMISER,
             1 / (2 * v**2),
-            lhs_latex=_named(r"\partial^2_{\sigma_t^2} \mathrm{KL}\big|_{\sigma_t^2 = v}", KL_SECOND_DERIVATIVE_AT_MINIMISER),
         ),
         Step(
             "Model the data as x_0 = s z_0 ~ N(0, s^2) and write x_{t-1} with q(x_{t-1} | x_0) of derivation (a) "
@@ -115,78 +111,78 @@ def derivation() -> Derivation:
             X_T,
             Check.DEFINITION,
         ),
-        Step(
+        named_step(
             "Var(x_{t-1}): the sum of squared noise coefficients.",
+            r"\operatorname{Var}(x_{t-1})",
             VAR_PREV,
             vp,
-            lhs_latex=_named(r"\operatorname{Var}(x_{t-1})", VAR_PREV),
         ),
-        Step(
+        named_step(
             "Cov(x_{t-1}, x_t) = sqrt(alpha_t) Var(x_{t-1}): the sum of products of noise coefficients.",
+            r"\operatorname{Cov}(x_{t-1}, x_t)",
             COV_PREV_T,
             sp.sqrt(alpha_t) * vp,
-            lhs_latex=_named(r"\operatorname{Cov}(x_{t-1}, x_t)", COV_PREV_T),
         ),
-        Step(
+        named_step(
             "Var(x_t) = alpha_t Var(x_{t-1}) + beta_t, which is alpha_bar_t s^2 + 1 - alpha_bar_t "
             "(at s^2 = 0 the forward marginal's variance 1 - alpha_bar_t).",
+            r"\operatorname{Var}(x_t)",
             VAR_T,
             alpha_bar_t * DATA_VARIANCE + 1 - alpha_bar_t,
-            lhs_latex=_named(r"\operatorname{Var}(x_t)", VAR_T),
         ),
-        Step(
+        named_step(
             "Gaussian conditioning by regression: Cov(x_{t-1} - k x_t, x_t) = 0 is solved by "
             "k = Cov(x_{t-1}, x_t) / Var(x_t); the residual is then independent of x_t (jointly Gaussian and "
             "uncorrelated).",
+            "k",
             K_STAR,
             COV_PREV_T / VAR_T,
-            lhs_latex=_named("k", K_STAR),
         ),
-        Step(
+        named_step(
             "So Var(x_{t-1} | x_t) = Var(x_{t-1} - k x_t) = Var(x_{t-1}) - Cov(x_{t-1}, x_t)^2 / Var(x_t), "
             "the same for every x_t.",
+            r"\operatorname{Var}(x_{t-1} - k x_t)",
             CONDITIONAL_VARIANCE,
             VAR_PREV - COV_PREV_T**2 / VAR_T,
-            lhs_latex=_named(r"\operatorname{Var}(x_{t-1} - k x_t)", CONDITIONAL_VARIANCE),
         ),
         Step(
             "With Var(x_t) = alpha_t Var(x_{t-1}) + beta_t this is beta_t Var(x_{t-1}) / Var(x_t).",
             VAR_PREV - COV_PREV_T**2 / VAR_T,
             beta_t * vp / (alpha_t * vp + beta_t),
         ),
-        Step(
+        named_step(
             "The optimal variance increases with the data variance s^2 (its derivative is a square over a "
             "square, times alpha_bar_{t-1} > 0), so for s^2 in [0, 1] it lies between the two ends below.",
+            r"\frac{\partial \sigma^{*2}_t}{\partial s^2}",
             D_SIGMA2_D_DATA_VARIANCE,
             alpha_bar_prev * beta_t**2 / (alpha_t * vp + beta_t) ** 2,
-            lhs_latex=_named(r"\frac{\partial \sigma^{*2}_t}{\partial s^2}", D_SIGMA2_D_DATA_VARIANCE),
         ),
     )
     results = (
-        Step(
+        named_step(
             "The optimal reverse variance for x_0 ~ N(0, s^2).",
+            r"\sigma^{*2}_t(s^2)",
             SIGMA2_OPTIMAL_GAUSSIAN,
             beta_t * vp / (alpha_t * vp + beta_t),
-            lhs_latex=_named(r"\sigma^{*2}_t(s^2)", SIGMA2_OPTIMAL_GAUSSIAN),
         ),
-        Step(
+        named_step(
             "s^2 = 1 (x_0 ~ N(0, I)): the 'large' choice sigma_t^2 = beta_t.",
+            r"\sigma^{*2}_t(1)",
             SIGMA2_LARGE,
             beta_t,
-            lhs_latex=_named(r"\sigma^{*2}_t(1)", SIGMA2_LARGE),
         ),
-        Step(
+        named_step(
             "s^2 -> 0 (a single deterministic x_0): the 'small' choice sigma_t^2 = beta_tilde_t.",
+            r"\lim_{s^2 \to 0} \sigma^{*2}_t(s^2)",
             SIGMA2_SMALL,
             (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t,
-            lhs_latex=_named(r"\lim_{s^2 \to 0} \sigma^{*2}_t(s^2)", SIGMA2_SMALL),
         ),
-        Step(
+        named_step(
             "The small choice is the variance of the posterior q(x_{t-1} | x_t, x_0) of derivation (b): "
             "conditioning on a known x_0 is the same as data with no spread.",
+            r"\lim_{s^2 \to 0} \sigma^{*2}_t(s^2)",
             SIGMA2_SMALL,
             posterior.VARIANCE,
-            lhs_latex=_named(r"\lim_{s^2 \to 0} \sigma^{*2}_t(s^2)", SIGMA2_SMALL),
         ),
     )
     return Derivation(

@@ -185,7 +185,8 @@ def test_x0_from_eps_inverts_the_forward_sample(beta, abp, x0, noise):
     abt = mpmath.mpf(abp) * (1 - mpmath.mpf(beta))
     xt = q_xt_mean_coef(abt) * x0 + np.sqrt(q_xt_variance(abt)) * noise
     got = ep.x0_from_eps(xt, noise, beta, abp)
-    # x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): the rounding of x_t is amplified by 1/sqrt(alpha_bar_t).
+    # x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t): the rounding of x_t is amplified by
+    # 1 / sqrt(alpha_bar_t).
     scale = (abs(xt) + abs(noise)) / np.sqrt(float(abt))
     assert abs(got - x0) <= F64.atol + F64.rtol * scale, "x_0 recovered from (x_t, eps)"
 

@@ -46,7 +46,9 @@ def conditional_variance_by_precision_matrix() -> sp.Expr:
 
 # --- the checks, each usable on the true result and on a mutant ---------------------------------
 def is_the_conditional_variance(expr: sp.Expr) -> bool:
-    return _is_zero(expr - conditional_variance_by_precision_matrix())
+    # Both sides are rational functions of beta_t, alpha_bar_{t-1}, s^2 (and of square roots the
+    # mutants introduce, which cancel() treats as extra variables): cancel decides it exactly.
+    return sp.cancel(expr - conditional_variance_by_precision_matrix()) == 0
 
 
 def has_the_paper_ends(expr: sp.Expr) -> bool:

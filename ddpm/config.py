@@ -1,13 +1,14 @@
 """Configuration records: one frozen dataclass per concern, and small named presets.
 
-Concerns: `ModelConfig` (the U-Net eps_theta, `ddpm/model.py`). Training and evaluation configs join the
-`Preset` record next to it (issue 4). A preset names a tested combination; everything in it is a plain
+Concerns: `ModelConfig` (the U-Net eps_theta, `ddpm/model.py`), `TrainingConfig` (Algorithm 1 as run by
+`ddpm/train.py`) and `EvaluationConfig` (the bound and FID of `evaluate`), joined in a `Preset`. A preset names a tested combination; everything in it is a plain
 frozen value, so a preset can be printed, compared and stored in a checkpoint as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,20 +91,196 @@ def _require(condition: bool, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class Preset:
-    """A named, tested combination of the per-concern configs.
+class TrainingConfig:
+    """Algorithm 1 as run by `ddpm.train`: schedule, objective, Adam with linear warmup, clipping, EMA, budget.
 
-    Issue 4 adds `training: TrainingConfig` and `evaluation: EvaluationConfig` fields here.
+    The learning rate of update n (n = 1, 2, ...) is learning_rate * min(1, n / warmup_steps) (constant when
+    warmup_steps = 0). The EMA weights follow ema <- ema_decay * ema + (1 - ema_decay) * theta after every update,
+    starting from the initial weights. A run stops at the first of `max_steps` updates and `max_minutes` of
+    training time, both counted over the whole run (a resumed run continues the same count); at least one
+    must be set. `batch_size` is the global batch (split evenly over the processes of a torchrun job).
+    """
+
+    schedule: str = "linear"
+    """Name of the beta schedule (`ddpm.schedules.make_betas`)."""
+    T: int = 1000
+    """Number of diffusion steps; Algorithm 2 runs at this T."""
+    batch_size: int = 128
+    """Global minibatch size (images per update, over all processes)."""
+    learning_rate: float = 2e-4
+    """Adam's learning rate after warmup."""
+    warmup_steps: int = 5000
+    """Updates over which the learning rate rises linearly from learning_rate / warmup_steps to learning_rate."""
+    grad_clip: float | None = 1.0
+    """Maximum global L2 norm of the gradient (`torch.nn.utils.clip_grad_norm_`); None disables clipping."""
+    ema_decay: float = 0.9999
+    """Decay of the exponential moving average of the weights used for evaluation and sampling."""
+    objective: str = "simple"
+    """"simple" (Algorithm 1), "vlb" (the bound term of the sampled t) or "hybrid" (`ddpm.losses.Objective`)."""
+    max_steps: int | None = None
+    """Stop after this many updates (whole run); None: no step limit."""
+    max_minutes: float | None = None
+    """Stop after this much training time in minutes (whole run, excluding start-up); None: no time limit."""
+    log_every: int = 100
+    """Write a line to train_log.jsonl every this many updates (loss averaged over them)."""
+    checkpoint_every_minutes: float = 10.0
+    """Write DIR/checkpoint.pt (atomically) at least this often, and at the end."""
+
+    def __post_init__(self) -> None:
+        from ddpm.losses import Objective
+        from ddpm.schedules import Schedule
+
+        Schedule.from_value(self.schedule)
+        Objective.from_value(self.objective)
+        _require(_is_int(self.T) and self.T >= 2, f"T must be an int >= 2, got {self.T!r}")
+        _require(_is_int(self.batch_size) and self.batch_size >= 1,
+                 f"batch_size must be a positive int, got {self.batch_size!r}")
+        _require(_is_number(self.learning_rate) and self.learning_rate > 0,
+                 f"learning_rate must be a positive number, got {self.learning_rate!r}")
+        _require(_is_int(self.warmup_steps) and self.warmup_steps >= 0,
+                 f"warmup_steps must be an int >= 0, got {self.warmup_steps!r}")
+        _require(self.grad_clip is None or (_is_number(self.grad_clip) and self.grad_clip > 0),
+                 f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
+        _require(_is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0,
+                 f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        _require(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
+                 f"max_steps must be a positive int or None, got {self.max_steps!r}")
+        _require(self.max_minutes is None or (_is_number(self.max_minutes) and self.max_minutes > 0),
+                 f"max_minutes must be a positive number or None, got {self.max_minutes!r}")
+        _require(self.max_steps is not None or self.max_minutes is not None,
+                 "set max_steps or max_minutes (or both): a training run needs a stopping rule")
+        _require(_is_int(self.log_every) and self.log_every >= 1,
+                 f"log_every must be a positive int, got {self.log_every!r}")
+        _require(_is_number(self.checkpoint_every_minutes) and self.checkpoint_every_minutes > 0,
+                 f"checkpoint_every_minutes must be a positive number, got {self.checkpoint_every_minutes!r}")
+
+    def replace(self, **changes) -> TrainingConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What `evaluate` measures: the test-set bound in bits/dim, and FID/KID of Algorithm-2 samples."""
+
+    variance: str = "beta"
+    """Fixed reverse variance sigma_t^2 for sampling and the bound: "beta" or "beta_tilde"."""
+    elbo_exact_images: int = 16
+    """Test images whose bound is summed exactly over all T terms."""
+    elbo_mc_images: int | None = None
+    """Test images for the Monte Carlo bound estimate; None = the whole test split."""
+    elbo_mc_draws_per_image: int = 1
+    """Monte Carlo draws of t ~ Uniform{1..T} per image."""
+    elbo_batch_size: int = 256
+    """Network inputs per forward pass while evaluating the bound."""
+    fid_num_samples: int = 1000
+    """Algorithm-2 samples N for FID/KID (compared with N test images)."""
+    sample_batch_size: int = 500
+    """Images per Algorithm-2 batch."""
+    clip_x0: bool = False
+    """Clip the predicted x_0 to [-1, 1] while sampling and in the bound (Algorithm 2 as written: False)."""
+    trajectory_steps: tuple[int, ...] = (1000, 800, 600, 400, 300, 200, 100, 50, 0)
+    """Timesteps t of the x_T .. x_0 strip (each in 0..T, where T is the training config's)."""
+
+    def __post_init__(self) -> None:
+        from ddpm.diffusion import ReverseVariance
+
+        object.__setattr__(self, "trajectory_steps", tuple(self.trajectory_steps))
+        ReverseVariance.from_value(self.variance)
+        for name in ("elbo_exact_images", "elbo_mc_draws_per_image", "elbo_batch_size", "fid_num_samples",
+                     "sample_batch_size"):
+            value = getattr(self, name)
+            _require(_is_int(value) and value >= 1, f"{name} must be a positive int, got {value!r}")
+        _require(self.elbo_mc_images is None or (_is_int(self.elbo_mc_images) and self.elbo_mc_images >= 1),
+                 f"elbo_mc_images must be a positive int or None, got {self.elbo_mc_images!r}")
+        _require(isinstance(self.clip_x0, bool), f"clip_x0 must be a bool, got {self.clip_x0!r}")
+        _require(all(_is_int(t) and t >= 0 for t in self.trajectory_steps),
+                 f"trajectory_steps must be ints >= 0, got {self.trajectory_steps!r}")
+
+    def replace(self, **changes) -> EvaluationConfig:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named, tested combination of the per-concern configs (model, training, evaluation).
+
+    `to_dict()` gives plain JSON-able values (stored in checkpoints and run.json); `Preset.from_dict` rebuilds
+    and re-validates the record, so a stored preset is checked like a new one.
     """
 
     name: str
     model: ModelConfig
+    training: TrainingConfig
+    evaluation: EvaluationConfig
     description: str = ""
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and self.name != "",
+                 f"preset name must be a non-empty str, got {self.name!r}")
+        for name, kind in (("model", ModelConfig), ("training", TrainingConfig), ("evaluation", EvaluationConfig)):
+            _require(isinstance(getattr(self, name), kind),
+                     f"preset {name} must be a {kind.__name__}, got {type(getattr(self, name)).__name__}")
+        T = self.training.T
+        _require(all(t <= T for t in self.evaluation.trajectory_steps),
+                 f"trajectory_steps {self.evaluation.trajectory_steps} must lie in 0..T = 0..{T}")
+
+    def replace(self, **changes) -> Preset:
+        """A copy with `changes` applied (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Plain values only (str, int, float, bool, None, lists, dicts): JSON and `torch.load(weights_only)` safe."""
+
+        def plain(config) -> dict:
+            out = {}
+            for f in dataclasses.fields(config):
+                value = getattr(config, f.name)
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+            return out
+
+        return {
+            "name": self.name,
+            "model": plain(self.model),
+            "training": plain(self.training),
+            "evaluation": plain(self.evaluation),
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preset:
+        """The preset `to_dict` produced; ValueError naming the problem for missing or unknown fields or bad values."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a preset must be a dict, got {type(data).__name__}")
+        parts = {}
+        for name, kind in (("model", ModelConfig), ("training", TrainingConfig), ("evaluation", EvaluationConfig)):
+            values = data.get(name)
+            if not isinstance(values, dict):
+                raise ValueError(f"preset field {name!r} is missing or not a dict")
+            known = {f.name for f in dataclasses.fields(kind)}
+            unknown = sorted(set(values) - known)
+            if unknown:
+                raise ValueError(f"unknown {kind.__name__} field(s) {', '.join(unknown)}")
+            try:
+                parts[name] = kind(**values)
+            except TypeError as error:
+                raise ValueError(f"bad {kind.__name__}: {error}") from None
+        return cls(name=data.get("name"), description=data.get("description", ""), **parts)
 
 
 # Sizing of `small` (CPU MNIST, `nox -s train_small`): Algorithm 2 at T = 1000 for N >= 1000 samples is
 # 1e6 forward passes of a 28x28 image, so the forward must stay at tens of MFLOP per image.
-# See the measurements summarised in the sizing notes of issue 4.
+# See the measurements summarised in the sizing notes of issue 4. The training numbers of `small` are
+# placeholders until they are set from measurements.
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -111,18 +288,39 @@ PRESETS: dict[str, Preset] = {
             name="tiny",
             model=ModelConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, attention_levels=(),
                               middle_attention=True, dropout=0.0, norm_groups=4),
+            # T = 100 (linear schedule rescaled by 1000/T) keeps Algorithm 2 and the exact bound cheap in tests.
+            training=TrainingConfig(schedule="linear", T=100, batch_size=64, learning_rate=2e-3, warmup_steps=10,
+                                    grad_clip=1.0, ema_decay=0.99, objective="simple", max_steps=200,
+                                    max_minutes=None, log_every=10, checkpoint_every_minutes=5.0),
+            evaluation=EvaluationConfig(variance="beta", elbo_exact_images=4, elbo_mc_images=64,
+                                        elbo_mc_draws_per_image=1, elbo_batch_size=200, fid_num_samples=64,
+                                        sample_batch_size=64, clip_x0=False,
+                                        trajectory_steps=(100, 75, 50, 25, 10, 0)),
             description="tests and sklearn digits 8x8: seconds per run",
         ),
         Preset(
             name="small",
             model=ModelConfig(base_channels=16, channel_mults=(1, 2, 2), num_res_blocks=1, attention_levels=(),
                               middle_attention=False, dropout=0.0, norm_groups=8),
+            training=TrainingConfig(schedule="linear", T=1000, batch_size=128, learning_rate=1e-3, warmup_steps=200,
+                                    grad_clip=1.0, ema_decay=0.999, objective="simple", max_steps=None,
+                                    max_minutes=10.0, log_every=25, checkpoint_every_minutes=2.0),
+            evaluation=EvaluationConfig(variance="beta", elbo_exact_images=8, elbo_mc_images=None,
+                                        elbo_mc_draws_per_image=1, elbo_batch_size=500, fid_num_samples=1000,
+                                        sample_batch_size=500, clip_x0=False),
             description="CPU MNIST 28x28 (`nox -s train_small`): sized so 1000 Algorithm-2 samples fit the budget",
         ),
         Preset(
             name="gpu",
             model=ModelConfig(base_channels=96, channel_mults=(1, 2, 2), num_res_blocks=2, attention_levels=(1,),
                               middle_attention=True, dropout=0.1, norm_groups=32, attention_heads=4),
+            # Ho et al. (2020): Adam 2e-4, batch 128, 5000 warmup steps, clip 1, EMA 0.9999, dropout 0.1.
+            training=TrainingConfig(schedule="linear", T=1000, batch_size=128, learning_rate=2e-4, warmup_steps=5000,
+                                    grad_clip=1.0, ema_decay=0.9999, objective="simple", max_steps=None,
+                                    max_minutes=60.0, log_every=100, checkpoint_every_minutes=10.0),
+            evaluation=EvaluationConfig(variance="beta", elbo_exact_images=100, elbo_mc_images=None,
+                                        elbo_mc_draws_per_image=1, elbo_batch_size=2000, fid_num_samples=10000,
+                                        sample_batch_size=2000, clip_x0=False),
             description="one GPU, MNIST 28x28: quality run (targets FID < 5, bits/dim < 1.0)",
         ),
     )

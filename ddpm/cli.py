@@ -1,0 +1,183 @@
+"""`python -m ddpm <command>`: parse the arguments, call the library, print. No logic lives here.
+
+Each subcommand is one `add_<name>_parser(subcommands)` function that declares its arguments and sets
+`handler=run_<name>`; `SUBCOMMANDS` lists them in --help order (evaluate and report register the same way).
+User errors (bad arguments, DataError, CheckpointError, other ValueErrors, unusable paths) print one line
+`ddpm: error: <message>` on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+
+
+class UsageError(Exception):
+    """A bad command line (argparse's complaints are raised as this instead of exiting)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # noqa: D102 - argparse hook
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _number(kind: type, minimum: float, strict: bool, what: str) -> Callable[[str], int | float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if kind is float and value != value or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        if value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+positive_int = _number(int, 0, True, "a positive integer")
+nonnegative_int = _number(int, 0, False, "an integer >= 0")
+positive_float = _number(float, 0.0, True, "a positive number")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# train
+
+
+def add_train_parser(subcommands) -> None:
+    from ddpm.config import PRESETS
+
+    p = subcommands.add_parser(
+        "train", help="train eps_theta by Algorithm 1 into a run folder",
+        description="Train a DDPM (Algorithm 1 of Ho et al. 2020) into --out: checkpoint.pt, train_log.jsonl, "
+                    "run.json. Ctrl-C saves a checkpoint and exits 130; --resume continues the run. Under torchrun "
+                    "every process takes its slice of the global batch.")
+    p.add_argument("--data", help="mnist, digits, or a folder of PNG/JPEG images (default with --resume: the run's)")
+    p.add_argument("--out", required=True, type=Path, help="run folder (new or empty; with --resume: the run's)")
+    p.add_argument("--preset", help=f"model/training/evaluation preset: {', '.join(PRESETS)} (default: small)")
+    p.add_argument("--max-minutes", type=positive_float, help="training-time budget of the whole run, in minutes")
+    p.add_argument("--max-steps", type=positive_int, help="number of updates of the whole run")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--seed", type=nonnegative_int, help="seed of the run (default 0; with --resume: the run's)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ddpm.train import StopReason, train
+
+    if args.data is None and not args.resume:
+        raise UsageError("train: --data is required (mnist, digits or a folder of images)")
+    result = train(args.data, args.out, args.preset, seed=args.seed, device=args.device, resume=args.resume,
+                   max_steps=args.max_steps, max_minutes=args.max_minutes, compile=args.compile,
+                   progress=not args.no_progress, command=[sys.executable, "-m", "ddpm", *sys.argv[1:]])
+    from ddpm.train import distributed_from_env
+
+    if distributed_from_env().is_main:
+        print(f"ddpm: step {result.step} ({result.stop_reason.value}); this session {result.session_seconds:.1f} s, "
+              f"{result.images_per_second:.0f} images/s; checkpoint {result.checkpoint_path}")
+    if result.stop_reason is StopReason.INTERRUPTED:
+        print(f"ddpm: interrupted; continue with: python -m ddpm train --out {args.out} --resume", file=sys.stderr)
+        return 128 + (result.signal_number or 2)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# sample
+
+
+def add_sample_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "sample", help="draw images with Algorithm 2 from a checkpoint into a PNG grid",
+        description="Draw --num images x_0 ~ p_theta(x_0) by Algorithm 2 at the trained T with the EMA weights "
+                    "and write them as a grid PNG (ceil(sqrt(N)) columns, 2-pixel white padding).")
+    p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt written by train")
+    p.add_argument("--num", type=positive_int, default=64, help="number of images (default 64)")
+    p.add_argument("--out", required=True, type=Path, help="the PNG file to write (must not exist)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the sampling noise (default 0)")
+    p.add_argument("--variance", choices=("beta", "beta_tilde"),
+                   help="reverse variance sigma_t^2 (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the preset's)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_sample)
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from ddpm.checkpoint import load_checkpoint
+    from ddpm.generate import generate, save_image_grid
+    from ddpm.train import DistributedContext, resolve_device
+
+    out: Path = args.out
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"sample: --out must be a .png file, got {str(out)!r}")
+    if out.exists():
+        raise UsageError(f"sample: {str(out)!r} exists; choose another --out (nothing is overwritten)")
+    if not out.parent.is_dir():
+        raise UsageError(f"sample: folder {str(out.parent)!r} does not exist")
+    checkpoint = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device, DistributedContext())
+    generator = torch.Generator(device=device).manual_seed(args.seed)
+    images = generate(checkpoint, args.num, generator, variance=args.variance, batch_size=args.batch_size,
+                      device=device, progress=not args.no_progress)
+    width, height = save_image_grid(out, images)
+    print(f"ddpm: wrote {args.num} samples (step {checkpoint.step}, T = {checkpoint.T}) to {out} "
+          f"({width}x{height})")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The program
+
+SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `ddpm` parser with every subcommand of SUBCOMMANDS."""
+    parser = _Parser(prog="ddpm", description="DDPM (Ho et al. 2020), derived, implemented and tested.")
+    subcommands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(subcommands)
+    return parser
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run `ddpm` with `argv` (default sys.argv[1:]); returns the exit status."""
+    from ddpm.train import TrainingError
+
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except UsageError as error:
+        message = _one_line(error).removeprefix("ddpm: ")
+        print(f"ddpm: error: {message} (see --help)", file=sys.stderr)
+        return EXIT_USAGE
+    except (ValueError, OSError) as error:  # DataError and CheckpointError are ValueErrors
+        print(f"ddpm: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE
+    except TrainingError as error:
+        print(f"ddpm: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("ddpm: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+__all__ = ["SUBCOMMANDS", "UsageError", "add_sample_parser", "add_train_parser", "build_parser", "main"]

@@ -1,8 +1,9 @@
 """Configuration records: one frozen dataclass per concern, and small named presets.
 
 Concerns: `ModelConfig` (the U-Net eps_theta, `ddpm/model.py`), `TrainingConfig` (Algorithm 1 as run by
-`ddpm/train.py`) and `EvaluationConfig` (the bound and FID of `evaluate`), joined in a `Preset`. A preset names a tested combination; everything in it is a plain
-frozen value, so a preset can be printed, compared and stored in a checkpoint as it is.
+`ddpm/train.py`) and `EvaluationConfig` (the bound and FID of `evaluate`), joined in a `Preset`. A preset
+names a tested combination; everything in it is a plain frozen value, so a preset can be printed, compared
+and stored in a checkpoint (`Preset.to_dict` / `Preset.from_dict`).
 """
 
 from __future__ import annotations

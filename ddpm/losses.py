@@ -121,7 +121,8 @@ def training_loss_at(
         raise ValueError(f"t must be an int64 tensor of shape [{x0.shape[0]}] on {x0.device}, got {got}")
     if (not isinstance(noise, Tensor) or noise.shape != x0.shape or noise.dtype != dtype
             or noise.device != x0.device):
-        got = (noise.dtype, tuple(noise.shape), str(noise.device)) if isinstance(noise, Tensor) else type(noise).__name__
+        got = ((noise.dtype, tuple(noise.shape), str(noise.device)) if isinstance(noise, Tensor)
+               else type(noise).__name__)
         raise ValueError(f"noise must be a {dtype} tensor of shape {tuple(x0.shape)} on {x0.device}, got {got}")
     xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
     eps = _call_model(eps_model, xt, t).to(dtype)

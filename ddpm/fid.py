@@ -42,6 +42,7 @@ progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
@@ -385,6 +386,23 @@ class FidResult:
     weights_sha256: str
 
 
+@contextlib.contextmanager
+def ieee_float32_convolutions():
+    """cuDNN convolutions in full float32 (no TF32) inside the block; the previous setting is restored after.
+
+    TF32 is PyTorch's default for cuDNN convolutions on Ampere and later GPUs and would move the features far
+    more than float32 rounding does. Uses the per-backend `fp32_precision` API (mixing it with the legacy
+    `allow_tf32` flags makes PyTorch raise), and leaves the setting exactly as it found it.
+    """
+    conv = torch.backends.cudnn.conv
+    saved = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = saved
+
+
 def default_device() -> str:
     """"cuda" when torch sees a GPU, else "cpu"."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -408,7 +426,7 @@ def fid_kid(
     Compare FIDs only at equal N (it is biased at small N); unequal N raises ValueError unless
     `allow_unequal_n`. KID uses `kid_subsets` subsets of `kid_subset_size` (default min(1000, N_g, N_r))
     drawn with numpy RandomState(kid_seed). `device` "cuda" or "cpu" (default: cuda when available);
-    `batch_size` defaults to 32 on CPU and 128 on CUDA. A ReferenceSet's features are cached (see the module
+    `batch_size` defaults to 32 on CPU and 128 on CUDA; on CUDA the convolutions run in full float32 (no TF32). A ReferenceSet's features are cached (see the module
     docstring); a tensor reference is not. `verbose` shows torch-fidelity's progress bar on stderr.
     """
     import torch_fidelity
@@ -441,26 +459,28 @@ def fid_kid(
     if batch_size is None:
         batch_size = 128 if cuda else 32
     weights = inception_weights_path(cache)
-    metrics = torch_fidelity.calculate_metrics(
-        input1=_RgbUint8(num_generated, lambda: generated),
-        input2=reference_input,
-        input2_cache_name=reference_cache_name_,
-        cache_root=str(cache_dir(cache) / "fidelity_cache"),
-        cache=True,
-        fid=True,
-        kid=True,
-        isc=False,
-        prc=False,
-        feature_extractor=FEATURE_EXTRACTOR,
-        feature_extractor_weights_path=str(weights),
-        kid_subsets=kid_subsets,
-        kid_subset_size=subset,
-        rng_seed=kid_seed,
-        batch_size=batch_size,
-        cuda=cuda,
-        save_cpu_ram=True,
-        verbose=verbose,
-    )
+    precision = ieee_float32_convolutions() if cuda else contextlib.nullcontext()
+    with precision:
+        metrics = torch_fidelity.calculate_metrics(
+            input1=_RgbUint8(num_generated, lambda: generated),
+            input2=reference_input,
+            input2_cache_name=reference_cache_name_,
+            cache_root=str(cache_dir(cache) / "fidelity_cache"),
+            cache=True,
+            fid=True,
+            kid=True,
+            isc=False,
+            prc=False,
+            feature_extractor=FEATURE_EXTRACTOR,
+            feature_extractor_weights_path=str(weights),
+            kid_subsets=kid_subsets,
+            kid_subset_size=subset,
+            rng_seed=kid_seed,
+            batch_size=batch_size,
+            cuda=cuda,
+            save_cpu_ram=True,
+            verbose=verbose,
+        )
     return FidResult(
         fid=float(metrics[torch_fidelity.KEY_METRIC_FID]),
         kid_mean=float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),

@@ -269,3 +269,25 @@ def test_torch_fidelity_is_called_offline_on_cpu_without_inception_score(fid_cac
     kwargs = calls[-1]
     assert kwargs["input2_cache_name"] == reference.cache_name() and kwargs["verbose"] is True
     assert torch.equal(kwargs["input2"][0], reference.load()[0].expand(3, -1, -1))
+
+
+def test_cuda_convolutions_are_full_float32_inside_and_restored_after():
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    with fid.ieee_float32_convolutions():
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
+    with pytest.raises(KeyError), fid.ieee_float32_convolutions():
+        raise KeyError("restored on errors too")
+    assert conv.fp32_precision == before
+
+
+@pytest.mark.gpu
+def test_features_on_cuda_match_the_torchscript_model_on_cpu(extractor, torchscript, seed_base):
+    g = torch.Generator().manual_seed(seed_base + 15)
+    images = torch.randint(0, 256, (4, 1, 28, 28), generator=g, dtype=torch.uint8).expand(-1, 3, -1, -1)
+    model = copy.deepcopy(extractor).cuda()
+    with fid.ieee_float32_convolutions(), torch.no_grad():
+        (ours,) = model(images.cuda())
+    reference = torchscript_features(torchscript, images)
+    assert_allclose(ours.cpu().numpy(), reference.numpy(), **FEATURES, err_msg="CUDA features vs CPU TorchScript")

@@ -237,3 +237,43 @@ def test_kl_terms_and_prior_match_oracles(betas, us, seed):
         want = np.array([float(sum(row)) for row in terms])  # [3], summed over dims at 50 digits
         got = _kl_terms(d, choice, x0, xt_code, tt, noise, eps_theta, clip_x0=False).numpy()
         assert_allclose(got, want, **F64.kwargs(), err_msg=f"L_(t-1) ({choice.value})")
+
+
+# ------------------------------------------------------------------- expected bound terms vs the elbo derivation
+@settings(max_examples=10, deadline=None)
+@given(betas=strategies.schedules(max_T=200), x0=st.integers(0, 255), seed=st.integers(0, 2**16))
+@example(betas=strategies.build_schedule("paper", 50, 0), x0=0, seed=0)
+@example(betas=strategies.SINGLE_STEP_LARGE, x0=255, seed=1)
+def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
+    # For a linear eps_theta(x_t, t) = a_t x_t + b_t, mu_theta = c_t x_t + d_t is linear and each L_{t-1} is a
+    # quadratic in eps; a 2-point Gauss-Hermite rule (eps = -1, +1, weights 1/2) gives its expectation over
+    # q(x_t | x_0) exactly, which the derivation states in closed form (TRANSITION_TERM, PRIOR_TERM).
+    chain_terms = oracle("elbo", "gaussian_chain_elbo_terms")
+    d = GaussianDiffusion(betas)
+    T = d.T
+    rng = np.random.default_rng(seed)
+    a, b = rng.uniform(-1, 1, T + 1), rng.uniform(-1, 1, T + 1)  # index t
+    value = x0 / 127.5 - 1.0
+    one_minus_ab = -np.expm1(np.cumsum(np.log1p(-betas)))  # 1 - alpha_bar_t, t = 1..T, without cancellation
+    alphas = 1.0 - betas
+    eps_coef = betas / (np.sqrt(alphas) * np.sqrt(one_minus_ab))  # beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t))
+    c = (1.0 - eps_coef * np.sqrt(alphas) * a[1:]) / np.sqrt(alphas)  # mu_theta = c_t x_t + d_t
+    shift = -eps_coef * b[1:]
+    a_t, b_t = torch.tensor(a), torch.tensor(b)
+
+    def linear_model(xt, t):
+        return a_t[t].reshape(-1, 1, 1, 1) * xt + b_t[t].reshape(-1, 1, 1, 1)
+
+    x0_t = torch.full((2, 1, 1, 1), value, dtype=torch.float64)
+    noise = torch.tensor([-1.0, 1.0], dtype=torch.float64).reshape(2, 1, 1, 1)
+    for choice in ReverseVariance:
+        sigma2 = d.reverse_variance(choice).numpy()[1:]
+        want = chain_terms(betas, value, c, shift, sigma2)
+        assert_allclose(_prior_term(d, x0_t[:1]).numpy(), [want.prior], **F64.kwargs(), err_msg="L_T")
+        got = []
+        for t in range(2, T + 1):
+            tt = torch.full((2,), t)
+            xt = d._q_sample(x0_t, tt, noise)
+            terms = _kl_terms(d, choice, x0_t, xt, tt, noise, linear_model(xt, tt), clip_x0=False)
+            got.append(float(terms.mean()))
+        assert_allclose(got, want.transitions, **F64.kwargs(), err_msg=f"E[L_(t-1)] ({choice.value})")

@@ -6,7 +6,9 @@ eps ~ N(0, I), gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1
 norm, and an exponential moving average of the weights (`ema_update`), which is what evaluation and sampling use.
 
 Run folder `out` (see notes/RUN_LAYOUT.md): checkpoint.pt (atomic, `ddpm.checkpoint`), train_log.jsonl (one
-JSON object per `log_every` updates, appended and flushed), run.json (command, config, seed, device, versions,
+JSON object per `log_every` updates, appended and flushed: step, loss = the mean over the `loss_updates` updates
+since the previous line of this session, lr, images_per_second over those updates, elapsed_seconds of training,
+epoch, images_seen), run.json (command, config, seed, device, versions,
 data, one entry per session). A new run refuses a non-empty folder; `resume=True` continues the run in it.
 
 Randomness and exact resume. Nothing global is seeded outside a `torch.random.fork_rng` block, so the caller's
@@ -541,7 +543,8 @@ def _train(*, data, out: Path, preset: Preset, seed: int, device: torch.device, 
                     speed = B * window_steps / window_seconds if window_seconds > 0 else 0.0
                     if log_file is not None:
                         log_file.write(json.dumps({
-                            "step": step, "loss": mean_loss, "lr": lr, "images_per_second": speed,
+                            "step": step, "loss": mean_loss, "loss_updates": window_steps, "lr": lr,
+                            "images_per_second": speed,
                             "elapsed_seconds": train_seconds, "epoch": sampler.epoch, "images_seen": images_seen,
                         }) + "\n")
                         log_file.flush()

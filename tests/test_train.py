@@ -1,0 +1,237 @@
+"""Algorithm 1 trainer (`ddpm.train`): warmup, EMA, clipping, learning, reproducibility, exact resume, SIGINT.
+
+All runs use the `tiny` preset on sklearn digits (8x8) for a handful of updates, with one intra-op thread: on a
+shared 2-core machine two OpenMP threads can be tens of times slower, and bitwise comparisons between runs need
+the same thread count anyway (the reduction order of a convolution can depend on it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import tolerances
+from numpy.testing import assert_allclose
+
+from ddpm.checkpoint import load_checkpoint
+from ddpm.config import TrainingConfig, get_preset
+from ddpm.model import build_unet
+from ddpm.train import (
+    LOG_NAME,
+    StopReason,
+    derived_seed,
+    ema_update,
+    learning_rate_at,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny(**training_changes):
+    """The tiny preset with some TrainingConfig fields changed."""
+    preset = get_preset("tiny")
+    return preset.replace(training=preset.training.replace(**training_changes))
+
+
+def read_log(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / LOG_NAME).read_text().splitlines()]
+
+
+def assert_states_equal(a, b, what: str) -> None:
+    """Bitwise equality of nested state (dicts, lists, tensors, numbers)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, what
+        assert torch.equal(a, b), f"{what} differs (max |diff| {(a.double() - b.double()).abs().max().item()})"
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{what}: keys differ"
+        for key in a:
+            assert_states_equal(a[key], b[key], f"{what}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{what}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_states_equal(x, y, f"{what}[{i}]")
+    else:
+        assert a == b, f"{what}: {a!r} != {b!r}"
+
+
+def assert_same_run_state(a, b) -> None:
+    for field in ("step", "epoch", "images_seen", "model_state", "ema_state", "optimizer_state", "sampler_state",
+                  "loss_generator_state", "rng_states"):
+        assert_states_equal(getattr(a, field), getattr(b, field), field)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Pieces of the update
+
+
+def test_learning_rate_rises_linearly_over_warmup_then_stays():
+    config = TrainingConfig(learning_rate=3e-4, warmup_steps=4, max_steps=10)
+    expected = [3e-4 * n / 4 for n in (1, 2, 3, 4)] + [3e-4] * 3
+    got = [learning_rate_at(config, n) for n in range(1, 8)]
+    assert_allclose(got, expected, **tolerances.FLOAT64.kwargs(), err_msg="lr_n = lr * min(1, n / warmup)")
+    assert learning_rate_at(config.replace(warmup_steps=0), 1) == 3e-4
+    with pytest.raises(ValueError, match="update"):
+        learning_rate_at(config, 0)
+
+
+def test_ema_update_is_the_convex_combination():
+    torch.manual_seed(0)  # test-local: the two networks' initial weights
+    model, ema = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    before = [p.detach().double().clone() for p in ema.parameters()]
+    decay = 0.9
+    ema_update(ema, model, decay)
+    for old, new, p in zip(before, ema.parameters(), model.parameters()):
+        expected = decay * old + (1 - decay) * p.detach().double()
+        assert_allclose(new.detach().double().numpy(), expected.numpy(), **tolerances.FLOAT32.kwargs(),
+                        err_msg="ema = decay * ema + (1 - decay) * theta")
+    ema_update(ema, model, 0.0)  # decay 0: the EMA is the model
+    for e, p in zip(ema.parameters(), model.parameters()):
+        assert torch.equal(e, p)
+
+
+def test_derived_seeds_are_distinct_and_stable():
+    seeds = {derived_seed(s, purpose, rank) for s in (0, 1) for purpose in range(4) for rank in range(2)}
+    assert len(seeds) == 16
+    assert derived_seed(5, 1) == derived_seed(5, 1)
+    assert all(0 <= s < 2**63 for s in seeds)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Training runs
+
+
+def test_first_update_starts_ema_from_initial_weights_and_uses_warmup_lr(tmp_path):
+    """After one update: ema_1 = d theta_0 + (1 - d) theta_1 with theta_0 the seeded initial weights."""
+    decay = 0.75
+    preset = tiny(ema_decay=decay, warmup_steps=4, max_steps=1, log_every=1)
+    train("digits", tmp_path / "run", preset, seed=3, progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    torch.manual_seed(derived_seed(3, 0))  # the trainer's documented initial-weight seed
+    initial = build_unet(preset.model, 1, (8, 8), preset.training.T).state_dict()
+    for name, theta_1 in checkpoint.model_state.items():
+        expected = decay * initial[name].double() + (1 - decay) * theta_1.double()
+        assert_allclose(checkpoint.ema_state[name].double().numpy(), expected.numpy(),
+                        **tolerances.FLOAT32.kwargs(), err_msg=f"EMA after one update, {name}")
+    # The output layer starts at zero, so the first gradient reaches only it: it must have moved.
+    assert not torch.equal(checkpoint.model_state["output_conv.weight"], initial["output_conv.weight"])
+    (record,) = read_log(tmp_path / "run")
+    assert record["step"] == 1 and math.isclose(record["lr"], preset.training.learning_rate / 4)
+
+
+def test_gradient_clipping_rescales_the_gradient_to_the_bound(tmp_path):
+    """Adam's first moment after one update is (1 - beta1) g: with clipping, g = g_raw * c / ||g_raw||."""
+    bound = 1e-3
+    runs = {}
+    for name, clip in (("raw", None), ("clipped", bound)):
+        train("digits", tmp_path / name, tiny(grad_clip=clip, max_steps=1), seed=1, progress=False)
+        state = load_checkpoint(tmp_path / name / "checkpoint.pt").optimizer_state["state"]
+        beta1 = 0.9  # torch.optim.Adam's default, which the trainer uses
+        runs[name] = [state[i]["exp_avg"].double() / (1 - beta1) for i in sorted(state)]
+    raw_norm = torch.sqrt(sum((g**2).sum() for g in runs["raw"])).item()
+    assert raw_norm > 10 * bound, "the test needs a gradient well above the bound"
+    for raw, clipped in zip(runs["raw"], runs["clipped"]):
+        assert_allclose(clipped.numpy(), (raw * bound / raw_norm).numpy(), rtol=tolerances.FLOAT32.rtol,
+                        atol=tolerances.FLOAT32.atol * bound, err_msg="clipped gradient = g * c / ||g||")
+
+
+def test_loss_decreases_on_digits(tmp_path):
+    """eps_theta starts at 0 (zero output layer), so the loss starts at E[eps^2] = 1; 150 updates must halve it."""
+    result = train("digits", tmp_path / "run", tiny(max_steps=150, log_every=10), seed=0, progress=False)
+    log = read_log(tmp_path / "run")
+    assert result.stop_reason is StopReason.MAX_STEPS and result.step == 150
+    assert [r["step"] for r in log] == list(range(10, 151, 10))
+    assert 0.5 < log[0]["loss"] < 1.5, "the first window should be near the initial loss 1"
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"], f"loss did not halve: {log[0]['loss']} -> {log[-1]['loss']}"
+    assert all(r["images_per_second"] > 0 and r["epoch"] >= 1 for r in log)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        train("digits", tmp_path / name, tiny(max_steps=6), seed=seed, progress=False)
+    a, b, c = (load_checkpoint(tmp_path / n / "checkpoint.pt") for n in "abc")
+    assert_same_run_state(a, b)
+    assert not torch.equal(a.model_state["input_conv.weight"], c.model_state["input_conv.weight"])
+
+
+def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path):
+    preset = tiny(max_steps=24, log_every=4)
+    preset = preset.replace(model=preset.model.replace(dropout=0.1))  # dropout draws from torch's global RNG
+    train("digits", tmp_path / "straight", preset, seed=11, progress=False)
+    train("digits", tmp_path / "resumed", preset, seed=11, max_steps=10, progress=False)
+    with open(tmp_path / "resumed" / LOG_NAME, "a") as f:  # what a hard kill can leave past the checkpoint
+        f.write(json.dumps({"step": 12, "loss": 0.0}) + "\n" + '{"step": 1')
+    result = train(None, tmp_path / "resumed", resume=True, max_steps=24, progress=False)
+    assert result.start_step == 10 and result.step == 24
+    straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
+    assert_same_run_state(straight, resumed)
+    def essentials(run: str) -> list[tuple]:  # the first window after the resume (steps 11, 12) is shorter
+        return [(r["step"], r["loss"], r["lr"], r["epoch"], r["images_seen"]) for r in read_log(tmp_path / run)
+                if r["step"] not in (12,)]
+
+    assert [r["step"] for r in read_log(tmp_path / "resumed")] == [4, 8, 12, 16, 20, 24]
+    assert read_log(tmp_path / "resumed")[2]["loss_updates"] == 2
+    assert essentials("resumed") == essentials("straight"), "the resumed log must equal the uninterrupted one"
+    run = json.loads((tmp_path / "resumed" / "run.json").read_text())
+    assert [s["start_step"] for s in run["sessions"]] == [0, 10]
+
+
+def test_time_budget_stops_the_run(tmp_path):
+    result = train("digits", tmp_path / "run", tiny(max_steps=10_000, max_minutes=0.002), progress=False)
+    assert result.stop_reason is StopReason.MAX_MINUTES
+    assert 1 <= result.step < 10_000 and result.train_seconds >= 0.002 * 60
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt").step == result.step
+
+
+def _cli_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+@pytest.mark.slow
+def test_sigint_saves_a_checkpoint_and_resume_matches_a_straight_run(tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "ddpm", "train", "--data", "digits", "--out", str(run), "--preset", "tiny",
+               "--max-steps", "100000", "--seed", "5", "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, env=_cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / LOG_NAME).exists() and (run / LOG_NAME).read_text().count("\n") >= 1):
+            assert process.poll() is None, process.communicate()
+            assert time.monotonic() < deadline, "training did not log within 120 s"
+            time.sleep(0.2)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    log = read_log(run)
+    assert log and all(r["step"] <= checkpoint.step for r in log)
+    assert checkpoint.step >= log[-1]["step"] >= 10
+    k = checkpoint.step
+    train(None, run, resume=True, max_steps=k + 5, progress=False)
+    train("digits", tmp_path / "straight", "tiny", seed=5, max_steps=k + 5, progress=False)
+    assert_same_run_state(load_checkpoint(tmp_path / "straight" / "checkpoint.pt"),
+                          load_checkpoint(run / "checkpoint.pt"))
+    assert read_log(run)[: len(log)] == log, "resuming must keep every log line written before the interrupt"

@@ -252,7 +252,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         betas = validate_betas(betas_tensor.cpu().numpy())
     except ValueError as error:
-        raise CheckpointError(f"{where} is corrupt: {_one_line(error)}") from None
+        raise CheckpointError(f"{where} is corrupt: bad betas ({_one_line(error)})") from None
     if betas.shape[0] != preset.training.T:
         raise CheckpointError(f"{where} is corrupt: {betas.shape[0]} betas for T = {preset.training.T}")
     for key in ("step", "epoch", "images_seen", "seed"):

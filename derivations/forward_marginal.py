@@ -92,6 +92,8 @@ def _rename(expr: sp.Expr) -> sp.Expr:
 
 MEAN_COEF = _rename(MEAN_COEF_T)
 VARIANCE = _rename(VARIANCE_T)
+if not MEAN_COEF.free_symbols | VARIANCE.free_symbols <= {alpha_bar}:
+    raise ArithmeticError(f"q(x_t | x_0) is not a function of alpha_bar_t alone: mean {MEAN_COEF}, variance {VARIANCE}")
 X_T_REPARAMETERISED = MEAN_COEF * x_0 + sp.sqrt(VARIANCE) * eps
 
 # --- The same at the level of densities: the convolution integral --------------------------------

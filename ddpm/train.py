@@ -350,6 +350,10 @@ def train(
         if stored is None:
             raise ValueError("no dataset given (use mnist, digits or a folder of images)")
         data = stored.dataset
+    if stored is not None:
+        name = os.fspath(data) if os.fspath(data) in ("mnist", "digits") else str(Path(data).resolve())
+        if name != stored.dataset:  # checked before the (possibly slow) dataset_info
+            raise ValueError(f"--resume: the run was trained on {stored.dataset!r}, not {name!r}")
     info = dataset_info(data)
     if stored is not None:
         if info.name != stored.dataset:

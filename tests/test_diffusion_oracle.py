@@ -37,6 +37,7 @@ SIGMA2 = {
     ReverseVariance.BETA_TILDE: ("reverse_variance", "sigma2_beta_tilde"),
 }
 LOSS_WEIGHT = ("loss_weights", "loss_weight")  # lambda_t(beta_t, alpha_bar_{t-1}, sigma_t^2)
+LOSS_CONSTANT = ("loss_weights", "loss_constant")  # C_t, the theta-free part of L_{t-1} per dimension
 NORMAL_KL = ("gaussian_kl", "normal_kl")
 
 F64 = tolerances.FLOAT64
@@ -130,7 +131,11 @@ def test_reverse_variances_loss_weights_and_kl_constants_match_oracles(betas, us
         got = d.kl_variance_terms(choice)[t].numpy()
         assert np.isnan(got[tn == 1]).all(), "C_1 is undefined (t = 1 is the decoder's term)"
         keep = tn >= 2
-        assert_allclose(got[keep], want[keep], **F64.kwargs(), err_msg=f"C_t ({choice.value})")
+        assert_allclose(got[keep], want[keep], **F64.kwargs(), err_msg=f"C_t ({choice.value}) vs normal_kl")
+        if keep.any():
+            at_keep = {k: v[keep] for k, v in {**flat, "\\sigma_t^2": sigma2}.items()}
+            constant = evaluate(oracle(*LOSS_CONSTANT), at_keep)
+            assert_allclose(got[keep], constant, **F64.kwargs(), err_msg=f"C_t ({choice.value}) vs loss_constant")
 
 
 # ------------------------------------------------------------------------------------ methods, every dtype

@@ -60,11 +60,12 @@ def _is_zero_fast(expr: sp.Expr) -> bool:
 
 
 # --- the checks, each usable on the true result and on a mutant ---------------------------------
+POSTERIOR_MEAN_OF_FORWARD_SAMPLE = post.POSTERIOR_MEAN.subs(x_t, FORWARD_SAMPLE)
+
+
 def reproduces_posterior_mean(eps_mean: sp.Expr) -> bool:
     """mu_tilde_t(x_t(x_0, eps), x_0) == eps_mean(x_t(x_0, eps), eps) for all x_0, eps."""
-    left = post.POSTERIOR_MEAN.subs(x_t, FORWARD_SAMPLE)
-    right = eps_mean.subs(x_t, FORWARD_SAMPLE)
-    return _is_zero_fast(left - right)
+    return _is_zero_fast(POSTERIOR_MEAN_OF_FORWARD_SAMPLE - eps_mean.subs(x_t, FORWARD_SAMPLE))
 
 
 def inverts_forward_sample(x0_of_xt_eps: sp.Expr) -> bool:

@@ -7,6 +7,8 @@ beta_t (s^2 = 1) and beta_tilde_t (s^2 -> 0). Each check is also run on delibera
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -37,6 +39,7 @@ def _is_zero(expr: sp.Expr) -> bool:
     return sp.simplify(expr) == 0
 
 
+@functools.lru_cache(maxsize=None)
 def conditional_variance_by_precision_matrix() -> sp.Expr:
     """Var(x_{t-1} | x_t) = 1 / (Sigma^{-1})_{11} for the covariance Sigma of (x_{t-1}, x_t), built by hand."""
     v = alpha_bar_prev * S2 + 1 - alpha_bar_prev  # Var(x_{t-1}) for x_0 ~ N(0, s^2)

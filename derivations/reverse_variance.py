@@ -58,7 +58,8 @@ VAR_T = _covariance(X_T, X_T)
 RESIDUAL_COV = _covariance(X_PREV - k * X_T, X_T)
 (K_STAR,) = sp.solve(sp.Eq(RESIDUAL_COV, 0), k)
 K_STAR = sp.factor(K_STAR)
-CONDITIONAL_VARIANCE = _covariance(X_PREV - K_STAR * X_T, X_PREV - K_STAR * X_T)
+RESIDUAL_VARIANCE = _covariance(X_PREV - k * X_T, X_PREV - k * X_T)  # quadratic in k
+CONDITIONAL_VARIANCE = RESIDUAL_VARIANCE.subs(k, K_STAR)
 SIGMA2_OPTIMAL_GAUSSIAN = sp.factor(sp.cancel(CONDITIONAL_VARIANCE))
 
 # The paper's two choices, as the two ends.
@@ -139,9 +140,15 @@ def derivation() -> Derivation:
             COV_PREV_T / VAR_T,
         ),
         named_step(
-            "So Var(x_{t-1} | x_t) = Var(x_{t-1} - k x_t) = Var(x_{t-1}) - Cov(x_{t-1}, x_t)^2 / Var(x_t), "
-            "the same for every x_t.",
+            "The residual's variance, by bilinearity of the covariance: a quadratic in k.",
             r"\operatorname{Var}(x_{t-1} - k x_t)",
+            RESIDUAL_VARIANCE,
+            VAR_PREV - 2 * k * COV_PREV_T + k**2 * VAR_T,
+        ),
+        named_step(
+            "At k = Cov(x_{t-1}, x_t) / Var(x_t): Var(x_{t-1} | x_t) = Var(x_{t-1}) - Cov(x_{t-1}, x_t)^2 / Var(x_t), "
+            "the same for every x_t.",
+            r"\operatorname{Var}(x_{t-1} \mid x_t)",
             CONDITIONAL_VARIANCE,
             VAR_PREV - COV_PREV_T**2 / VAR_T,
         ),

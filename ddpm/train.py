@@ -47,6 +47,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -483,7 +484,10 @@ def _train(*, data, out: Path, preset: Preset, seed: int, device: torch.device, 
     last_checkpoint = time.perf_counter()
     control_every = DISTRIBUTED_CONTROL_EVERY if context.enabled else 1
     reason = None
-    with _StopRequest() as stop:
+    with _StopRequest() as stop, warnings.catch_warnings():
+        # DDP warns once that a 1x1 convolution's weight gradient has other strides (over its size-1 dimensions)
+        # than its bucket view: the memory layout is the same, so the warning is only noise.
+        warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         try:
             while True:
                 if config.max_steps is not None and step >= config.max_steps:

@@ -235,3 +235,44 @@ def test_sigint_saves_a_checkpoint_and_resume_matches_a_straight_run(tmp_path):
     assert_same_run_state(load_checkpoint(tmp_path / "straight" / "checkpoint.pt"),
                           load_checkpoint(run / "checkpoint.pt"))
     assert read_log(run)[: len(log)] == log, "resuming must keep every log line written before the interrupt"
+
+
+@pytest.mark.parametrize("objective", ["vlb", "hybrid"])
+def test_other_objectives_train(tmp_path, objective):
+    train("digits", tmp_path / "run", tiny(objective=objective, max_steps=4, log_every=2), progress=False)
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [2, 4] and all(math.isfinite(r["loss"]) for r in log)
+
+
+def test_a_folder_of_rgb_images_trains(tmp_path):
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)  # test-local: pixel values
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    train(str(folder), tmp_path / "run", tiny(max_steps=2, batch_size=4), progress=False)
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint.channels == 3 and checkpoint.dataset == str(folder.resolve())
+    assert checkpoint.model_state["input_conv.weight"].shape[1] == 3
+
+
+@pytest.mark.gpu
+def test_cuda_run_bf16_channels_last_compiled_resume(tmp_path):
+    """The CUDA path (bfloat16 autocast, channels_last, torch.compile) trains, resumes and loads on the CPU."""
+    from ddpm.checkpoint import build_eps_model
+    from ddpm.generate import generate
+
+    first = train("digits", tmp_path / "run", tiny(max_steps=20, log_every=10), device="cuda", progress=False)
+    assert first.step == 20
+    second = train(None, tmp_path / "run", resume=True, max_steps=40, device="cuda", compile=True, progress=False)
+    assert (second.start_step, second.step) == (20, 40)
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [10, 20, 30, 40] and all(math.isfinite(r["loss"]) for r in log)
+    assert log[-1]["loss"] < log[0]["loss"]
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint.device.startswith("cuda") and checkpoint.rng_states[0]["cuda"] is not None
+    build_eps_model(checkpoint, device="cpu")
+    images = generate(checkpoint, 8, torch.Generator(device="cuda").manual_seed(0), device="cuda", progress=False)
+    assert images.shape == (8, 1, 8, 8) and images.dtype == torch.uint8

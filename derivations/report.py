@@ -25,8 +25,9 @@ do not edit by hand. `tests/test_derivations_report.py` fails when this file is 
 SymPy {sympy_version}.
 
 Each step states how it is known: **definition** (a definition or model assumption), **simplify**
-(`sympy.simplify(lhs - rhs) == 0` is asserted by the tests), or **exact rational substitution**
-(SymPy cannot close it symbolically; the tests substitute random rationals exactly).
+(`sympy.simplify(lhs - rhs) == 0` is asserted by the tests), or **random rational points, 100 digits**
+(SymPy cannot close it symbolically; the tests substitute random rationals exactly and evaluate both sides
+to 100 significant digits, requiring agreement to 80).
 Timesteps follow the paper: t in {{1, ..., T}}, with alpha_bar_0 = 1.
 """
 

@@ -37,3 +37,10 @@ def derive(session: nox.Session) -> None:
     """Regenerate reports/derivations.md from the SymPy derivations."""
     install_project(session)
     session.run("python", "-m", "derivations.report", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def sweep(session: nox.Session) -> None:
+    """Rerun the statistical tests over many seed bases (50; --seeds N) and print false-failure rates next to alpha."""
+    install_project(session, "test")
+    session.run("python", "tests/sweep.py", *session.posargs)

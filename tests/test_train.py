@@ -194,6 +194,25 @@ def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path):
     assert [s["start_step"] for s in run["sessions"]] == [0, 10]
 
 
+def test_periodic_checkpoints_are_written_and_change_nothing(tmp_path, monkeypatch):
+    import ddpm.train
+
+    saved_steps = []
+    original = ddpm.train.save_checkpoint
+
+    def recording_save(path, checkpoint):
+        saved_steps.append(checkpoint.step)
+        original(path, checkpoint)
+
+    monkeypatch.setattr(ddpm.train, "save_checkpoint", recording_save)
+    train("digits", tmp_path / "often", tiny(max_steps=5, checkpoint_every_minutes=1e-9), seed=2, progress=False)
+    assert saved_steps == [1, 2, 3, 4, 5], "a due checkpoint is written before each update, and one at the end"
+    monkeypatch.undo()
+    train("digits", tmp_path / "once", tiny(max_steps=5), seed=2, progress=False)
+    assert_same_run_state(load_checkpoint(tmp_path / "often" / "checkpoint.pt"),
+                          load_checkpoint(tmp_path / "once" / "checkpoint.pt"))
+
+
 def test_time_budget_stops_the_run(tmp_path):
     result = train("digits", tmp_path / "run", tiny(max_steps=10_000, max_minutes=0.002), progress=False)
     assert result.stop_reason is StopReason.MAX_MINUTES
@@ -235,6 +254,9 @@ def test_sigint_saves_a_checkpoint_and_resume_matches_a_straight_run(tmp_path):
     assert_same_run_state(load_checkpoint(tmp_path / "straight" / "checkpoint.pt"),
                           load_checkpoint(run / "checkpoint.pt"))
     assert read_log(run)[: len(log)] == log, "resuming must keep every log line written before the interrupt"
+    sessions = json.loads((run / "run.json").read_text())["sessions"]
+    assert [(s["start_step"], s["end_step"], s["stop_reason"]) for s in sessions] == [
+        (0, k, "interrupted"), (k, k + 5, "max_steps")]
 
 
 @pytest.mark.parametrize("objective", ["vlb", "hybrid"])

@@ -44,3 +44,17 @@ def sweep(session: nox.Session) -> None:
     """Rerun the statistical tests over many seed bases (50; --seeds N) and print false-failure rates next to alpha."""
     install_project(session, "test")
     session.run("python", "tests/sweep.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def train_small(session: nox.Session) -> None:
+    """Train the small preset on MNIST, evaluate it (bits/dim, FID/KID) and write reports/train_small/report.md."""
+    install_project(session)
+    out = "reports/train_small"
+    # posargs go to `train` (e.g. -- --max-minutes 5, or -- --resume to continue the run in place); a finished
+    # run is never overwritten: `set-aside` renames it to reports/train_small.previous-<UTC time> first.
+    if "--resume" not in session.posargs:
+        session.run("python", "-m", "ddpm", "set-aside", out)
+    session.run("python", "-m", "ddpm", "train", "--data", "mnist", "--preset", "small", "--out", out, *session.posargs)
+    session.run("python", "-m", "ddpm", "evaluate", "--checkpoint", f"{out}/checkpoint.pt", "--out", out)
+    session.run("python", "-m", "ddpm", "report", out)

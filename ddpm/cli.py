@@ -139,9 +139,107 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# evaluate, report, set-aside
+
+
+def add_evaluate_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "evaluate", help="test-set bound (bits/dim), Algorithm-2 samples and FID/KID of a checkpoint",
+        description="Evaluate a checkpoint on its dataset's test split into --out: metrics.json, elbo_terms.json, "
+                    "samples_uint8.npz, samples.png, trajectory.png (see ddpm/evaluate.py). Defaults come from the "
+                    "checkpoint's preset and seed. An existing metrics.json is kept as metrics.previous-<time>.json.")
+    p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt written by train")
+    p.add_argument("--out", required=True, type=Path, help="folder for the results (usually the run folder)")
+    p.add_argument("--fid-samples", type=positive_int,
+                   help="number N of Algorithm-2 samples, compared with N test images (default: the preset's)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
+    p.add_argument("--seed", type=nonnegative_int, help="seed of the evaluation (default: the run's)")
+    p.add_argument("--skip-fid", action="store_true", help="draw the samples but compute no FID/KID")
+    p.add_argument("--elbo-exact-images", type=positive_int,
+                   help="test images whose bound is summed over all T terms (default: the preset's)")
+    p.add_argument("--elbo-mc-images", type=nonnegative_int,
+                   help="test images of the Monte Carlo bound; 0 = the whole test split (default: the preset's)")
+    p.add_argument("--sample-batch-size", type=positive_int, help="images per Algorithm-2 batch")
+    p.add_argument("--cache-dir", type=Path,
+                   help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run_evaluate)
+
+
+def _as_command(name: str, args: argparse.Namespace, options: Sequence[str], positional: Sequence[str] = ()) -> str:
+    """The command line equivalent to the parsed `args` (what metrics.json and the report record)."""
+    import shlex
+
+    words = ["python", "-m", "ddpm", name, *(str(getattr(args, p)) for p in positional)]
+    for option in options:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value is True:
+            words.append(option)
+        elif value is not None and value is not False:
+            words += [option, str(value)]
+    return shlex.join(words)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from ddpm.evaluate import evaluate_checkpoint
+
+    command = _as_command("evaluate", args, ["--checkpoint", "--out", "--fid-samples", "--device", "--seed",
+                                              "--skip-fid", "--elbo-exact-images", "--elbo-mc-images",
+                                              "--sample-batch-size", "--cache-dir", "--no-progress"])
+    result = evaluate_checkpoint(
+        args.checkpoint, args.out, fid_samples=args.fid_samples, device=args.device, seed=args.seed,
+        skip_fid=args.skip_fid, elbo_exact_images=args.elbo_exact_images, elbo_mc_images=args.elbo_mc_images,
+        sample_batch_size=args.sample_batch_size, cache_dir=args.cache_dir, progress=not args.no_progress,
+        command=command, log=lambda message: print(f"ddpm: {message}", file=sys.stderr),
+    )
+    m = result.metrics
+    fid = "skipped" if m["fid"] is None else f"{m['fid']:.2f}"
+    kid = "skipped" if m["kid_mean"] is None else f"{m['kid_mean']:.5f}"
+    print(f"ddpm: bound {m['elbo_bits_per_dim']:.4f} +- {m['elbo_bits_per_dim_stderr']:.4f} bits/dim "
+          f"({m['elbo_num_images']} test images); FID {fid}, KID {kid} (N = {m['fid_num_samples']}); "
+          f"{m['sample_images_per_second']:.2f} samples/s; {args.out / 'metrics.json'}")
+    return 0
+
+
+def add_report_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "report", help="write DIR/report.md and DIR/report.html from a trained and evaluated run",
+        description="Write report.md and a self-contained report.html (plus loss_curve.png, elbo_terms.png, "
+                    "timings.png) from the files train and evaluate left in DIR; every number comes from them.")
+    p.add_argument("dir", type=Path, metavar="DIR", help="the run folder (holding metrics.json)")
+    p.set_defaults(handler=run_report)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ddpm.report import write_report
+
+    files = write_report(args.dir, command=_as_command("report", args, [], ["dir"]))
+    print(f"ddpm: wrote {files.markdown} and {files.html}")
+    return 0
+
+
+def add_set_aside_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "set-aside", help="rename a non-empty run folder to DIR.previous-<time> so DIR can hold a new run",
+        description="Move a run folder out of the way without deleting anything: DIR becomes "
+                    "DIR.previous-<UTC time>. Nothing happens when DIR is missing or empty.")
+    p.add_argument("dir", type=Path, metavar="DIR", help="the run folder")
+    p.set_defaults(handler=run_set_aside)
+
+
+def run_set_aside(args: argparse.Namespace) -> int:
+    from ddpm.evaluate import move_run_aside
+
+    moved = move_run_aside(args.dir)
+    print(f"ddpm: moved {args.dir} to {moved}" if moved else f"ddpm: {args.dir} is empty or absent; nothing to move")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The program
 
-SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser]
+SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser, add_evaluate_parser, add_report_parser,
+                               add_set_aside_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -180,4 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
-__all__ = ["SUBCOMMANDS", "UsageError", "add_sample_parser", "add_train_parser", "build_parser", "main"]
+__all__ = [
+    "SUBCOMMANDS",
+    "UsageError",
+    "add_evaluate_parser",
+    "add_report_parser",
+    "add_sample_parser",
+    "add_set_aside_parser",
+    "add_train_parser",
+    "build_parser",
+    "main",
+]

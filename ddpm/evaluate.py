@@ -48,7 +48,9 @@ sample_batch_size (one generator, batches drawn in order), with sample images/s 
 FID and KID (`ddpm.fid.fid_kid`, torch-fidelity with the TF FID Inception) against the reference set: N test
 images, a seeded subset when N is smaller than the test split (ReferenceSet(dataset, "test", N, seed=0)), its
 statistics cached keyed by dataset, split, N, subset seed, data fingerprint and weights. FID is compared only
-at equal N, so N larger than the test split is an error. Inception Score is never computed.
+at equal N, so N larger than the test split is an error. KID is the mean (and standard deviation) of the
+unbiased MMD^2 over KID_SUBSETS random subsets of min(1000, N // 2) images a side (subsets of all N images would
+all be the same set, with a standard deviation of 0). Inception Score is never computed.
 
 Randomness
 ----------
@@ -101,6 +103,9 @@ UNIFORM_MIX = 0.05  # weight of the uniform distribution in the importance propo
 GRID_MAX_IMAGES = 100  # samples.png shows the first min(N, 100) samples, 10 per row
 TRAJECTORY_ROWS = 8  # trajectory.png shows the first 8 samples of the first batch
 MIN_DISPLAY_PIXELS = 56  # images are upscaled (nearest) by an integer factor to at least this height
+
+KID_SUBSETS = 100  # KID: mean and standard deviation of the unbiased MMD^2 over this many random subsets ...
+KID_SUBSET_MAX = 1000  # ... of min(1000, N // 2) images a side (N // 2, not N: subsets of all N would all be equal)
 
 # Phases and their generator streams (SeedSequence(seed, spawn_key=(index,))).
 PHASES = ("elbo_exact", "elbo_mc", "sampling", "subset_exact", "subset_mc")
@@ -163,6 +168,29 @@ def keep_previous_metrics(out_dir: str | os.PathLike) -> Path | None:
     return target
 
 
+def move_run_aside(run_dir: str | os.PathLike) -> Path | None:
+    """Rename a non-empty run folder to <name>.previous-<UTC now>[-k] next to it; its new path (None: nothing to move).
+
+    Lets a fixed output folder (`nox -s train_small` uses reports/train_small) start a new run without deleting
+    the last one: `train` refuses a non-empty folder, and nothing is ever overwritten.
+    """
+    path = Path(run_dir)
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        raise EvaluationError(f"{str(path)!r} is not a folder")
+    if not any(path.iterdir()):
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.previous-{stamp}")
+    k = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.previous-{stamp}-{k}")
+        k += 1
+    os.replace(path, target)
+    return target
+
+
 def png_bytes(image) -> bytes:
     """A PIL image encoded as PNG."""
     buffer = io.BytesIO()
@@ -171,6 +199,11 @@ def png_bytes(image) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------- randomness
+def kid_subset_size(num: int) -> int:
+    """Images per KID subset for N samples vs N reference images: min(1000, N // 2), at least 2."""
+    return max(2, min(KID_SUBSET_MAX, num // 2))
+
+
 def phase_generator(seed: int, phase: str) -> torch.Generator:
     """A CPU torch.Generator for one evaluation phase, seeded from SeedSequence(seed, spawn_key=(phase index,))."""
     if phase not in PHASES:
@@ -409,14 +442,6 @@ class SampleRun:
         return self.images.shape[0] / self.seconds if self.seconds > 0 else math.nan
 
 
-def trajectory_timesteps(T: int, count: int) -> list[int]:
-    """About `count` timesteps from T down to 0, evenly spaced (rounded, distinct, T and 0 included)."""
-    if isinstance(count, bool) or not isinstance(count, int) or count < 2:
-        raise ValueError(f"trajectory step count must be an integer >= 2, got {count!r}")
-    values = np.rint(np.linspace(T, 0, min(count, T + 1))).astype(np.int64)
-    return sorted({int(v) for v in values}, reverse=True)
-
-
 def draw_samples(
     eps_model,
     diffusion: GaussianDiffusion,
@@ -633,6 +658,13 @@ def evaluate_checkpoint(
             f"FID compares N samples with N test images: N = {config.fid_num_samples} exceeds the "
             f"{num_test} test images of {checkpoint.dataset!r} (lower --fid-samples or pass --skip-fid)"
         )
+    if not skip_fid:
+        from ddpm.fid import FidWeightsError, inception_weights_path
+
+        try:  # before hours of sampling: the FID weights must be there (mapped once, then cached)
+            inception_weights_path(cache_dir)
+        except FidWeightsError as error:
+            raise EvaluationError(f"{error} (or pass --skip-fid)") from None
     eps_model = build_eps_model(checkpoint, use_ema=True, device=torch_device)
     diffusion = diffusion_from(checkpoint).to(torch_device)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -672,19 +704,24 @@ def evaluate_checkpoint(
     timings["write_images"] = time.perf_counter() - start
 
     # ---- FID / KID
-    fid_record: dict[str, object] = {"fid": None, "kid_mean": None, "kid_std": None, "fid_reference": None}
+    fid_record: dict[str, object] = {"fid": None, "kid_mean": None, "kid_std": None, "kid_subsets": None,
+                                     "kid_subset_size": None, "fid_reference": None}
     if not skip_fid:
         from ddpm.fid import ReferenceSet, fid_kid, reference_cache_name
 
         say(f"FID/KID: {config.fid_num_samples} samples vs {config.fid_num_samples} test images")
         start = time.perf_counter()
         reference = ReferenceSet(checkpoint.dataset, "test", config.fid_num_samples, seed=0)
-        result = fid_kid(samples.images, reference, device=torch_device.type, cache=cache_dir, verbose=progress)
+        subset = kid_subset_size(config.fid_num_samples)
+        result = fid_kid(samples.images, reference, kid_subsets=KID_SUBSETS, kid_subset_size=subset, kid_seed=seed,
+                         device=torch_device.type, cache=cache_dir, verbose=progress)
         timings["fid_kid"] = time.perf_counter() - start
         fid_record = {
             "fid": result.fid,
             "kid_mean": result.kid_mean,
             "kid_std": result.kid_std,
+            "kid_subsets": KID_SUBSETS,
+            "kid_subset_size": subset,
             "fid_reference": {
                 "dataset": info.name,
                 "split": "test",
@@ -734,6 +771,8 @@ def evaluate_checkpoint(
         "elbo_clip_x0": config.clip_x0,
         # samples and FID
         "kid_std": fid_record["kid_std"],
+        "kid_subsets": fid_record["kid_subsets"],
+        "kid_subset_size": fid_record["kid_subset_size"],
         "fid_reference": fid_record["fid_reference"],
         "fid_skipped": bool(skip_fid),
         "sample_count": int(samples.images.shape[0]),
@@ -759,6 +798,7 @@ def evaluate_checkpoint(
         "previous_metrics": None if previous is None else previous.name,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+    metrics = _finite_or_none(metrics)  # what metrics.json holds: JSON has no NaN, so undefined values are null
     write_json_atomic(out_dir / METRICS_FILE, metrics)
     return EvaluationResult(metrics=metrics, out_dir=out_dir, previous_metrics=previous)
 
@@ -777,10 +817,11 @@ __all__ = [
     "image_grid",
     "importance_proposal",
     "keep_previous_metrics",
+    "kid_subset_size",
+    "move_run_aside",
     "phase_generator",
     "predicted_draw_variance",
     "random_subset",
     "trajectory_strip",
-    "trajectory_timesteps",
     "write_json_atomic",
 ]

@@ -56,7 +56,7 @@ REQUIRED_METRICS = (
 )
 
 # Decimal places per kind of number (the tests format metrics.json values the same way).
-FORMATS = {"bits": 4, "fid": 2, "kid": 5, "rate": 2, "seconds": 1}
+FORMATS = {"bits": 4, "fid": 2, "kid": 5, "rate": 2, "seconds": 1, "loss": 4}
 
 
 class ReportError(ValueError):
@@ -406,7 +406,7 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
     if plots.get(LOSS_CURVE_PNG):
         last = train_log[-1] if train_log else {}
         b.append(Figure(LOSS_CURVE_PNG, f"training loss over {m['train_steps']} updates ({len(train_log)} log lines; "
-                                        f"last logged loss {last.get('loss')})"))
+                                        f"last logged loss {fmt(last.get('loss'), 'loss')})"))
     else:
         b.append(Paragraph(f"No training log (`{TRAIN_LOG}`) in this folder: no loss curve."))
     b.append(Paragraph(
@@ -429,7 +429,7 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         b.append(Paragraph(
             f"Importance sampling over t: p(t) proportional to sqrt(E[L_(t-1)^2]) estimated on the exact subset, "
             f"mixed with weight {m.get('elbo_mc_uniform_mix')} of the uniform distribution, fixed before the Monte "
-            f"Carlo draws (each draw L_T + L_(t-1) / p(t) is unbiased). Predicted variance of one draw: "
+            f"Carlo draws (each draw L_T + L_(t-1) / p(t) is unbiased). Predicted variance of one draw, (bits/dim)^2: "
             f"{fmt(m.get('elbo_mc_predicted_draw_variance_uniform'), 'bits')} (uniform t) vs "
             f"{fmt(m.get('elbo_mc_predicted_draw_variance_importance'), 'bits')} (importance), a factor "
             f"{fmt(m.get('elbo_mc_predicted_variance_reduction'), 'rate')} fewer network calls at equal error."
@@ -460,6 +460,7 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         b.append(Table(("quantity", "value"), (
             ("FID", fmt(m["fid"], "fid")),
             ("KID (mean +- std over subsets)", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}"),
+            ("KID subsets", f"{m.get('kid_subsets')} subsets of {m.get('kid_subset_size')} images a side"),
             ("generated samples N", str(m["fid_num_samples"])),
             ("reference set", f"{reference.get('num_images')} images of the {reference.get('split')} split of "
                               f"{reference.get('dataset')} ({reference.get('subset')})"),

@@ -1,0 +1,425 @@
+"""ddpm.evaluate: the importance proposal over t, the test-set bound, samples, files and metrics.json.
+
+The proposal and the predicted variance are checked against independent NumPy computations (enumerating every
+(image, t) pair); the bound of a tiny trained model is checked for agreement between the exact sum and the
+importance-sampled Monte Carlo estimate (statistical, ALPHA per test); the files of an evaluated run (built once,
+see `evaluation_run`) are checked for their keys, types and internal consistency. FID runs once, with N = 8
+(slow: Inception on a CPU).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+import tolerances
+import torch
+from evaluation_run import EVAL_OPTIONS, TRAIN_STEPS, one_thread, read_metrics, trained_and_evaluated_run
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+from PIL import Image
+from scipy import stats
+from stat_checks import Family
+
+from ddpm import data
+from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+from ddpm.evaluate import (
+    METRICS_FILE,
+    UNIFORM_MIX,
+    EvaluationError,
+    evaluate_checkpoint,
+    evaluate_elbo,
+    image_grid,
+    importance_proposal,
+    keep_previous_metrics,
+    phase_generator,
+    predicted_draw_variance,
+    random_subset,
+    trajectory_strip,
+    write_json_atomic,
+)
+from ddpm.likelihood import ElboTerms, elbo_monte_carlo, elbo_terms
+
+ALPHA = 0.01  # false-failure probability of each statistical test
+F64 = tolerances.FLOAT64.kwargs()
+
+# The keys issue 4 requires, with their JSON types (None allowed only for FID/KID when FID is skipped).
+REQUIRED_KEYS = {
+    "dataset": str, "preset": str, "device": str, "seed": int, "train_steps": int,
+    "train_images_per_second": float, "sample_images_per_second": float, "elbo_bits_per_dim": float,
+    "elbo_bits_per_dim_stderr": float, "elbo_num_images": int, "fid": (float, type(None)),
+    "kid_mean": (float, type(None)), "fid_num_samples": int, "wall_seconds": float,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    with one_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory):
+    return trained_and_evaluated_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(run_dir):
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    return build_eps_model(checkpoint), diffusion_from(checkpoint)
+
+
+def synthetic_terms(values: np.ndarray, prior: np.ndarray, num_dims: int = 1) -> ElboTerms:
+    """ElboTerms whose bits/dim by t are `values` [B, T] (column 0 the decoder) and prior `prior` [B]."""
+    scale = num_dims * math.log(2.0)
+    v = torch.as_tensor(values, dtype=torch.float64) * scale
+    return ElboTerms(prior=torch.as_tensor(prior, dtype=torch.float64) * scale, kl=v[:, 1:].contiguous(),
+                     decoder=v[:, 0].clone(), num_dims=num_dims)
+
+
+# ---------------------------------------------------------------------------------------- the proposal
+def test_proposal_is_sqrt_second_moment_mixed_with_uniform():
+    rng = np.random.default_rng(1)
+    values = rng.gamma(0.5, 2.0, size=(5, 7)) * np.arange(7, 0, -1)  # [B, T], decreasing in t on average
+    proposal = importance_proposal(synthetic_terms(values, np.zeros(5)), uniform_mix=0.1)
+    root = np.sqrt(np.mean(values**2, axis=0))
+    expected = 0.9 * root / root.sum() + 0.1 / 7
+    assert_allclose(proposal.probabilities, expected, **F64, err_msg="p(t) = 0.9 sqrt(m_t)/sum sqrt(m) + 0.1/T")
+    assert_allclose(proposal.second_moments, np.mean(values**2, axis=0), **F64)
+    assert proposal.num_images == 5 and proposal.T == 7
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    B=st.integers(1, 6),
+    T=st.integers(2, 30),
+    mix=st.floats(1e-6, 1.0),
+    zero_columns=st.integers(0, 30),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_proposal_is_a_distribution_with_a_floor(B, T, mix, zero_columns, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.exponential(size=(B, T)) * 10.0 ** rng.uniform(-8, 3, size=T)
+    values[:, : min(zero_columns, T)] = 0.0  # terms that vanish on the subset still get p(t) >= mix / T
+    p = importance_proposal(synthetic_terms(values, rng.exponential(size=B)), uniform_mix=mix).probabilities
+    assert p.shape == (T,)
+    assert np.all(np.isfinite(p))
+    assert abs(p.sum() - 1.0) <= 1e-12, f"sum p = {p.sum()!r}"
+    assert p.min() >= mix / T * (1 - 1e-12), f"min p = {p.min()} < mix / T = {mix / T}"
+
+
+def test_proposal_of_all_zero_terms_is_uniform():
+    p = importance_proposal(synthetic_terms(np.zeros((3, 4)), np.zeros(3))).probabilities
+    assert_allclose(p, np.full(4, 0.25), **F64)
+
+
+@pytest.mark.parametrize("mix", [0.0, -0.1, 1.5, float("nan")])
+def test_proposal_rejects_a_mix_outside_0_1(mix):
+    with pytest.raises(ValueError, match="uniform_mix"):
+        importance_proposal(synthetic_terms(np.ones((2, 3)), np.zeros(2)), uniform_mix=mix)
+
+
+def test_proposal_rejects_non_finite_terms():
+    values = np.ones((2, 3))
+    values[1, 2] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        importance_proposal(synthetic_terms(values, np.zeros(2)))
+
+
+def enumerated_draw_variance(values: np.ndarray, prior: np.ndarray, p: np.ndarray) -> float:
+    """Var of Y = prior_b + L_{t-1}(b) / p(t), b uniform over rows and t ~ p, by enumerating every (b, t)."""
+    B, T = values.shape
+    ys, weights = [], []
+    for b in range(B):
+        for t in range(T):
+            ys.append(prior[b] + values[b, t] / p[t])
+            weights.append(p[t] / B)
+    ys, weights = np.array(ys), np.array(weights)
+    mean = np.sum(weights * ys)
+    return float(np.sum(weights * (ys - mean) ** 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.integers(1, 5), T=st.integers(2, 12), seed=st.integers(0, 2**32 - 1))
+def test_predicted_draw_variance_equals_enumeration(B, T, seed):
+    rng = np.random.default_rng(seed)
+    values, prior = rng.exponential(size=(B, T)), rng.exponential(size=B)
+    p = rng.dirichlet(np.ones(T)) * 0.9 + 0.1 / T
+    expected = enumerated_draw_variance(values, prior, p)
+    got = predicted_draw_variance(synthetic_terms(values, prior), p)
+    assert_allclose(got, expected, rtol=1e-9, atol=1e-12, err_msg="predicted variance vs enumeration over (b, t)")
+
+
+def test_sqrt_second_moment_proposal_minimises_the_draw_variance():
+    """Cauchy-Schwarz: sum_t m_t / p(t) is smallest at p proportional to sqrt(m_t); try 200 other proposals."""
+    rng = np.random.default_rng(7)
+    values = rng.exponential(size=(6, 10)) * np.geomspace(100, 0.01, 10)
+    terms = synthetic_terms(values, rng.exponential(size=6))
+    best = importance_proposal(terms, uniform_mix=1e-9)
+    assert_allclose(best.predicted_variance_importance, predicted_draw_variance(terms, best.probabilities), **F64)
+    for _ in range(200):
+        other = rng.dirichlet(np.full(10, 0.5)) * 0.999 + 0.001 / 10
+        assert predicted_draw_variance(terms, other) >= best.predicted_variance_importance * (1 - 1e-12)
+    assert best.variance_reduction > 1.0
+
+
+# ------------------------------------------------------------------------------------- small helpers
+def test_phase_generators_are_reproducible_and_distinct():
+    draws = {phase: torch.rand(4, generator=phase_generator(3, phase)) for phase in ("elbo_exact", "sampling")}
+    assert torch.equal(draws["sampling"], torch.rand(4, generator=phase_generator(3, "sampling")))
+    assert not torch.equal(draws["sampling"], draws["elbo_exact"])
+    assert not torch.equal(draws["sampling"], torch.rand(4, generator=phase_generator(4, "sampling")))
+    with pytest.raises(ValueError, match="unknown phase"):
+        phase_generator(0, "nope")
+
+
+def test_random_subset_is_sorted_distinct_and_reproducible():
+    index = random_subset(100, 30, torch.Generator().manual_seed(0))
+    assert index.shape == (30,) and index.dtype == torch.int64
+    assert torch.equal(index, index.sort().values) and index.unique().numel() == 30
+    assert 0 <= int(index.min()) and int(index.max()) < 100
+    assert torch.equal(index, random_subset(100, 30, torch.Generator().manual_seed(0)))
+    assert not torch.equal(index, torch.arange(30)), "a prefix is not a random subset"
+    with pytest.raises(EvaluationError, match="0..100"):
+        random_subset(100, 101, torch.Generator())
+
+
+def test_image_grid_places_each_image_at_its_cell():
+    n, h, w, columns, pad, scale = 7, 3, 2, 3, 2, 2
+    images = torch.arange(1, n + 1, dtype=torch.uint8).mul(30)[:, None, None, None].expand(n, 1, h, w).contiguous()
+    grid = np.asarray(image_grid(images, columns=columns, padding=pad, scale=scale))
+    rows = math.ceil(n / columns)
+    assert grid.shape == (scale * (rows * (h + pad) + pad), scale * (columns * (w + pad) + pad))
+    for i in range(n):
+        r, c = divmod(i, columns)
+        y, x = scale * (pad + r * (h + pad)), scale * (pad + c * (w + pad))
+        assert np.all(grid[y : y + scale * h, x : x + scale * w] == 30 * (i + 1)), f"image {i} misplaced"
+    assert grid[0, 0] == 255 and grid[-1, -1] == 255  # padding and the empty cells are white
+
+
+def test_trajectory_strip_orders_columns_from_x_T_to_x_0():
+    trajectory = {t: torch.full((2, 1, 4, 4), t, dtype=torch.uint8) for t in (0, 50, 100)}
+    strip = np.asarray(trajectory_strip(trajectory, scale=1))
+    first_row = [int(strip[2, 2 + c * 6]) for c in range(3)]  # padding 2, width 4
+    assert first_row == [100, 50, 0]
+
+
+def test_keep_previous_metrics_renames_and_never_overwrites(tmp_path):
+    assert keep_previous_metrics(tmp_path) is None
+    kept = []
+    for content in ("first", "second"):
+        (tmp_path / METRICS_FILE).write_text(content)
+        os.utime(tmp_path / METRICS_FILE, (1_700_000_000, 1_700_000_000))  # same stamp twice: names must differ
+        kept.append(keep_previous_metrics(tmp_path))
+    assert not (tmp_path / METRICS_FILE).exists()
+    assert kept[0] != kept[1] and [p.read_text() for p in kept] == ["first", "second"]
+    assert kept[0].name.startswith("metrics.previous-20231114T")
+
+
+def test_write_json_atomic_writes_null_for_nan_and_leaves_no_temporary(tmp_path):
+    path = write_json_atomic(tmp_path / "m.json", {"a": float("nan"), "b": [1.5, float("inf")], "c": np.int64(3)})
+    assert json.loads(path.read_text()) == {"a": None, "b": [1.5, None], "c": 3}
+    with pytest.raises(TypeError):
+        write_json_atomic(path, {"bad": object()})
+    assert json.loads(path.read_text())["c"] == 3, "a failed write must leave the old file intact"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.json"]
+
+
+# ------------------------------------------------------------------------------------- the evaluated run
+def test_metrics_json_has_the_required_keys_and_types(run_dir):
+    metrics = read_metrics(run_dir)
+    for key, kind in REQUIRED_KEYS.items():
+        assert key in metrics, f"metrics.json lacks {key!r}"
+        assert isinstance(metrics[key], kind) and not isinstance(metrics[key], bool), f"{key}: {metrics[key]!r}"
+    assert metrics["dataset"] == "digits" and metrics["preset"] == "tiny" and metrics["seed"] == 0
+    assert metrics["train_steps"] == TRAIN_STEPS
+    assert metrics["fid"] is None and metrics["kid_mean"] is None and metrics["fid_skipped"] is True
+    assert metrics["fid_num_samples"] == EVAL_OPTIONS["fid_samples"] == metrics["sample_count"]
+    assert metrics["elbo_num_images"] == 297, "elbo_mc_images=0 means the whole digits test split"
+    assert metrics["elbo_exact_num_images"] == EVAL_OPTIONS["elbo_exact_images"]
+    assert metrics["elbo_mc_proposal"] == "importance" and metrics["elbo_mc_uniform_mix"] == UNIFORM_MIX
+    for key in ("elbo_bits_per_dim", "elbo_exact_bits_per_dim", "train_images_per_second",
+                "sample_images_per_second", "elbo_bits_per_dim_stderr", "elbo_exact_bits_per_dim_stderr"):
+        assert math.isfinite(metrics[key]) and metrics[key] > 0, key
+
+
+def test_metrics_numbers_are_consistent_with_each_other(run_dir):
+    m = read_metrics(run_dir)
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    assert_allclose(m["wall_seconds"], checkpoint.train_seconds + m["evaluate_seconds"], **F64)
+    assert_allclose(m["train_images_per_second"], checkpoint.images_seen / checkpoint.train_seconds, **F64)
+    assert_allclose(m["sample_images_per_second"], m["sample_count"] / m["sample_seconds"], **F64)
+    assert_allclose(m["timings"]["train"], checkpoint.train_seconds, **F64)
+    assert sum(v for k, v in m["timings"].items() if k != "train") <= m["evaluate_seconds"]
+    assert m["elbo_mc_num_draws"] == m["elbo_num_images"] * m["elbo_mc_draws_per_image"]
+    assert m["T"] == checkpoint.T and m["trajectory_timesteps"] == list(checkpoint.preset.evaluation.trajectory_steps)
+
+
+def test_sample_files_hold_the_n_samples(run_dir):
+    m = read_metrics(run_dir)
+    with np.load(run_dir / "samples_uint8.npz") as archive:
+        images = archive["images"]
+    assert images.dtype == np.uint8 and images.shape == (m["sample_count"], 1, 8, 8)
+    assert images.min() < images.max(), "samples are not constant images"
+    scale = math.ceil(56 / 8)
+    grid = Image.open(run_dir / "samples.png")
+    n = m["sample_count"]
+    columns, rows = min(10, n), math.ceil(n / min(10, n))
+    assert grid.size == (scale * (columns * 10 + 2), scale * (rows * 10 + 2))
+    assert_allclose(  # the first cell of the grid is the first sample, upscaled
+        np.asarray(grid)[2 * scale : 10 * scale : scale, 2 * scale : 10 * scale : scale], images[0, 0], rtol=0, atol=0
+    )
+    strip = Image.open(run_dir / "trajectory.png")
+    steps = len(m["trajectory_timesteps"])
+    assert strip.size == (scale * (steps * 10 + 2), scale * (8 * 10 + 2))
+
+
+def test_elbo_terms_json_sums_to_the_exact_bound(run_dir):
+    m = read_metrics(run_dir)
+    record = json.loads((run_dir / "elbo_terms.json").read_text())
+    T = m["T"]
+    assert record["T"] == T and len(record["bits_per_dim"]) == T + 1 and len(record["proposal"]) == T
+    assert_allclose(sum(record["bits_per_dim"]), m["elbo_exact_bits_per_dim"], rtol=1e-12, atol=0,
+                    err_msg="sum of L_0 .. L_T is the exact bound")
+    assert_allclose(sum(record["proposal"]), 1.0, **F64)
+    assert min(record["proposal"]) >= UNIFORM_MIX / T * (1 - 1e-12)
+    terms = np.array(record["bits_per_dim"])
+    assert terms[0] > terms[1:T].max(), "L_0 (the decoder) is the largest term of a trained model"
+    assert terms[T] < 1e-3, "L_T = KL(q(x_T|x_0) || N(0, I)) is tiny for the linear schedule"
+
+
+def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_path):
+    out = tmp_path / "again"
+    options = dict(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, sample_batch_size=2,
+                   progress=False, device="cpu", seed=11)
+    first = evaluate_checkpoint(run_dir / "checkpoint.pt", out, **options)
+    assert first.previous_metrics is None
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["metrics.json", "elbo_terms.json", "samples_uint8.npz", "samples.png", "trajectory.png", "run.json",
+         "train_log.jsonl"])
+    first_bytes = (out / METRICS_FILE).read_bytes()
+    first_samples = np.load(out / "samples_uint8.npz")["images"]
+    second = evaluate_checkpoint(run_dir / "checkpoint.pt", out, **options)
+    assert second.previous_metrics is not None and second.previous_metrics.read_bytes() == first_bytes
+    assert second.metrics["previous_metrics"] == second.previous_metrics.name
+    for key in ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_exact_bits_per_dim"):
+        assert second.metrics[key] == json.loads(first_bytes)[key], f"{key} differs between identical runs"
+    assert np.array_equal(np.load(out / "samples_uint8.npz")["images"], first_samples)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (dict(fid_samples=298), "exceeds the 297 test images"),
+        (dict(elbo_exact_images=300, skip_fid=True), "has 297 images"),
+        (dict(device="tpu", skip_fid=True), "device"),
+        (dict(fid_samples=0, skip_fid=True), "fid_num_samples"),
+        (dict(seed=-1, skip_fid=True), "seed"),
+    ],
+)
+def test_evaluate_refuses_bad_requests_before_touching_out_dir(run_dir, tmp_path, options, match):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / METRICS_FILE).write_text("{}")
+    with pytest.raises(ValueError, match=match):
+        evaluate_checkpoint(run_dir / "checkpoint.pt", out, progress=False, **options)
+    assert sorted(p.name for p in out.iterdir()) == [METRICS_FILE] and (out / METRICS_FILE).read_text() == "{}"
+
+
+# ----------------------------------------------------------------------------------- statistical checks
+@pytest.mark.statistical(alpha=ALPHA)
+def test_exact_and_importance_sampled_bounds_agree_per_image(tiny_model, seed_base, record_property):
+    """Paired t-test: d_i = exact_i - MC_i over 20 images, 256 draws each (proposal from 8 other images); E[d_i] = 0.
+
+    The importance weights make an image's Monte Carlo mean right-skewed, which makes a t-test on few draws reject
+    too often (16 draws: 2 of 40 seed bases at ALPHA); with 256 draws a sweep over seed bases 0..99 rejected 1 of
+    100 at ALPHA = 0.01 and 1 of 100 at 0.05.
+    """
+    model, diffusion = tiny_model
+    images = data.load_images("digits", "test")
+    index = torch.randperm(images.shape[0], generator=torch.Generator().manual_seed(seed_base + 101))
+    proposal_images, test_images = index[:8], index[8:28]
+    terms = elbo_terms(model, diffusion, data.to_model_range(images[proposal_images]),
+                       torch.Generator().manual_seed(seed_base + 102))
+    proposal = importance_proposal(terms).probabilities
+    x0 = data.to_model_range(images[test_images])
+    exact = elbo_terms(model, diffusion, x0, torch.Generator().manual_seed(seed_base + 103)).bits_per_dim().numpy()
+    generator = torch.Generator().manual_seed(seed_base + 104)
+    mc = np.array([elbo_monte_carlo(model, diffusion, x0[i : i + 1], generator, draws_per_image=256,
+                                    proposal=proposal).bits_per_dim for i in range(x0.shape[0])])
+    family = Family("exact bound vs importance-sampled Monte Carlo, per image", ALPHA)
+    family.mean_test("mean of exact_i - MC_i (bits/dim)", exact - mc, 0.0)
+    family.check(record_property)
+
+
+@pytest.mark.statistical(alpha=ALPHA)
+def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, seed_base, record_property):
+    """evaluate_elbo's two estimates, both unbiased for the mean bound of the test split, agree (z with both
+    standard errors; conservative, as the subset lies inside the Monte Carlo set), for sigma_t^2 = beta and
+    beta_tilde (Holm over the two). 4 draws per image tame the right tail of the importance weights: a sweep
+    over seed bases 0..99 (beta_tilde) rejected 1 of 100 at 0.005 and 5 of 100 at 0.05.
+    """
+    model, diffusion = tiny_model
+    images = data.load_images("digits", "test")
+    family = Family("evaluate_elbo: exact subset vs Monte Carlo", ALPHA)
+    for offset, variance in enumerate(("beta", "beta_tilde")):
+        result = evaluate_elbo(model, diffusion, images, exact_images=24, mc_images=None, draws_per_image=4,
+                               seed=seed_base + 200 + offset, variance=variance)
+        family.z_test(f"{variance}: exact - Monte Carlo", result.exact_bits_per_dim - result.monte_carlo.bits_per_dim,
+                      0.0, math.hypot(result.exact_stderr, result.monte_carlo.stderr))
+    family.check(record_property)
+
+
+@pytest.mark.statistical(alpha=ALPHA)
+def test_importance_sampling_lowers_the_variance_of_a_draw(tiny_model, seed_base):
+    """One image, 200 draws each way: one-sided F-test rejects Var(importance) >= Var(uniform) at ALPHA.
+
+    A power check (it fails when the test does NOT reject); the predicted reduction is ~200x for this model.
+    """
+    model, diffusion = tiny_model
+    images = data.to_model_range(data.load_images("digits", "test"))
+    terms = elbo_terms(model, diffusion, images[:8], torch.Generator().manual_seed(seed_base + 301))
+    proposal = importance_proposal(terms).probabilities
+    x0 = images[8:9]
+    draws = 200
+    spread = {}
+    for name, p in (("uniform", None), ("importance", proposal)):
+        estimate = elbo_monte_carlo(model, diffusion, x0, torch.Generator().manual_seed(seed_base + 302),
+                                    draws_per_image=draws, proposal=p)
+        spread[name] = (estimate.stderr * math.sqrt(draws)) ** 2  # sample variance of one draw
+    ratio = spread["uniform"] / spread["importance"]
+    p_value = stats.f.sf(ratio, draws - 1, draws - 1)
+    assert p_value < ALPHA, f"importance sampling did not lower the variance: ratio {ratio:.2f}, p = {p_value:.2e}"
+
+
+# ------------------------------------------------------------------------------------------------ FID
+@pytest.mark.slow
+def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
+    out = tmp_path / "fid"
+    result = evaluate_checkpoint(run_dir / "checkpoint.pt", out, fid_samples=8, elbo_exact_images=1,
+                                 elbo_mc_images=4, sample_batch_size=8, progress=False, device="cpu",
+                                 cache_dir=tmp_path / "cache")
+    m = read_metrics(out)
+    assert m == result.metrics
+    assert m["elbo_exact_bits_per_dim_stderr"] is None, "one exact image has no standard error: null, not NaN"
+    assert isinstance(m["fid"], float) and m["fid"] > 0 and math.isfinite(m["fid"])
+    assert isinstance(m["kid_mean"], float) and math.isfinite(m["kid_mean"]) and m["kid_std"] >= 0
+    reference = m["fid_reference"]
+    assert reference["num_images"] == m["fid_num_samples"] == 8 and reference["split"] == "test"
+    assert "-n8-" in reference["cache_name"] and "digits" in reference["cache_name"]
+    assert m["timings"]["fid_kid"] > 0
+    assert (tmp_path / "cache" / "fidelity_cache").is_dir(), "reference statistics are cached"
+    shutil.rmtree(tmp_path / "cache")
+
+
+def test_png_bytes_round_trip():
+    from ddpm.evaluate import png_bytes
+
+    image = image_grid(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), scale=1)
+    assert Image.open(io.BytesIO(png_bytes(image))).size == image.size

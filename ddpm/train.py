@@ -67,7 +67,7 @@ from ddpm.checkpoint import (
     save_checkpoint,
 )
 from ddpm.config import Preset, TrainingConfig, count_parameters, get_preset
-from ddpm.data import MinibatchSampler, dataset_info, load_images, to_model_range
+from ddpm.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
 from ddpm.diffusion import GaussianDiffusion, standard_normal, uniform_timesteps
 from ddpm.losses import training_loss_at
 from ddpm.model import build_unet
@@ -373,7 +373,7 @@ def train(
     try:
         fork_devices = [device.index] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=fork_devices):
-            return _train(data=data, out=out, preset=chosen, seed=seed, device=device, context=context,
+            return _train(out=out, preset=chosen, seed=seed, device=device, context=context,
                           stored=stored, info=info, images=images, compile=compile, progress=progress,
                           command=list(sys.argv if command is None else command))
     finally:
@@ -381,8 +381,8 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(*, data, out: Path, preset: Preset, seed: int, device: torch.device, context: DistributedContext,
-           stored: Checkpoint | None, info, images: Tensor, compile: bool, progress: bool,
+def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, context: DistributedContext,
+           stored: Checkpoint | None, info: DatasetInfo, images: Tensor, compile: bool, progress: bool,
            command: list[str]) -> TrainResult:
     config = preset.training
     cuda = device.type == "cuda"

@@ -49,7 +49,8 @@ def test_two_processes_train_the_one_process_model(tmp_path):
     for name in ("model_state", "ema_state"):
         for key, value in getattr(one, name).items():
             assert_allclose(getattr(two, name)[key].numpy(), value.numpy(),
-                            **tolerances.DISTRIBUTED_WEIGHTS.kwargs(), err_msg=f"{name}[{key}]: 2 processes vs 1 with the same global batch")
+                            **tolerances.DISTRIBUTED_WEIGHTS.kwargs(),
+                            err_msg=f"{name}[{key}]: 2 processes vs 1 with the same global batch")
     one_log = (tmp_path / "one" / LOG_NAME).read_text().splitlines()
     two_log = (tmp_path / "two" / LOG_NAME).read_text().splitlines()
     assert len(one_log) == len(two_log) == 1, "rank 0 alone writes the log"

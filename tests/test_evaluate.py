@@ -423,3 +423,56 @@ def test_png_bytes_round_trip():
 
     image = image_grid(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), scale=1)
     assert Image.open(io.BytesIO(png_bytes(image))).size == image.size
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_evaluate_writes_metrics_and_records_its_command(run_dir, tmp_path, capsys):
+    from ddpm.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(out), "--fid-samples", "2",
+            "--device", "cpu", "--seed", "5", "--skip-fid", "--elbo-exact-images", "2", "--elbo-mc-images", "4",
+            "--sample-batch-size", "2", "--no-progress"]
+    assert main(argv) == 0
+    m = read_metrics(out)
+    assert m["command"] == "python -m ddpm " + " ".join(argv)
+    assert m["seed"] == 5 and m["fid_num_samples"] == 2 and m["elbo_num_images"] == 4
+    assert f"{m['elbo_bits_per_dim']:.4f} +- {m['elbo_bits_per_dim_stderr']:.4f}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [
+        (["evaluate", "--checkpoint", "/no/such/checkpoint.pt", "--out", "OUT"], "does not exist"),
+        (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--fid-samples", "0"], "positive integer"),
+        (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--fid-samples", "5000"], "exceeds the 297 test"),
+        (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--device", "quantum", "--skip-fid"], "device"),
+        (["evaluate", "--out", "OUT"], "--checkpoint"),
+        (["report"], "DIR"),
+    ],
+)
+def test_cli_errors_are_one_line_with_status_2(run_dir, tmp_path, capsys, argv, match):
+    from ddpm.cli import main
+
+    argv = [{"CKPT": str(run_dir / "checkpoint.pt"), "OUT": str(tmp_path / "out")}.get(a, a) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ddpm: error: ") and match in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_set_aside_moves_a_run_and_ignores_an_empty_folder(tmp_path):
+    from ddpm.cli import main
+
+    run = tmp_path / "train_small"
+    assert main(["set-aside", str(run)]) == 0 and not run.exists()
+    run.mkdir()
+    assert main(["set-aside", str(run)]) == 0 and run.is_dir()
+    (run / "metrics.json").write_text("{}")
+    assert main(["set-aside", str(run)]) == 0
+    moved = [p for p in tmp_path.iterdir() if p.name.startswith("train_small.previous-")]
+    assert not run.exists() and len(moved) == 1 and (moved[0] / "metrics.json").read_text() == "{}"
+    run.mkdir()
+    (run / "x").write_text("second")
+    assert main(["set-aside", str(run)]) == 0
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("train_small.previous-")]) == 2

@@ -1,0 +1,172 @@
+"""ddpm.report: report.md / report.html of a trained and evaluated run, built only from the run's files.
+
+The run is the tiny digits run of `evaluation_run` (built once per session); each test copies it, so the
+report's files land in a folder of its own. Numbers are checked against metrics.json in the report's documented
+formats (bits/dim to 4 decimals, FID 2, KID 5, rates 2, seconds 1), written out here independently.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+
+import pytest
+from evaluation_run import EVAL_COMMAND, read_metrics, trained_and_evaluated_run
+
+from ddpm.cli import main
+from ddpm.report import REQUIRED_METRICS, ReportError, write_report
+
+SECTIONS = (
+    "Headline numbers", "How this run was produced", "Configuration and versions", "Training",
+    "Test-set bound (negative ELBO) in bits/dim", "Samples", "Denoising trajectory", "FID and KID", "Throughput",
+    "Where the time went",
+)
+FIGURES = ("loss_curve.png", "elbo_terms.png", "samples.png", "trajectory.png", "timings.png")
+REPORT_COMMAND = "python -m ddpm report RUN (test)"
+
+
+@pytest.fixture(scope="session")
+def source_run(tmp_path_factory):
+    return trained_and_evaluated_run(tmp_path_factory)
+
+
+@pytest.fixture
+def run(source_run, tmp_path):
+    copy = tmp_path / "run"
+    shutil.copytree(source_run, copy)
+    return copy
+
+
+@pytest.fixture
+def reported(run):
+    write_report(run, command=REPORT_COMMAND)
+    return run, (run / "report.md").read_text(encoding="utf-8"), (run / "report.html").read_text(encoding="utf-8")
+
+
+def test_report_has_every_section_in_both_formats(reported):
+    _, md, page = reported
+    headings = re.findall(r"^#{1,3} (.+)$", md, flags=re.M)
+    for section in SECTIONS:
+        assert section in headings, f"report.md lacks section {section!r}"
+        assert re.search(rf"<h[23]>{re.escape(section)}</h[23]>", page), f"report.html lacks section {section!r}"
+
+
+def test_every_figure_exists_and_is_embedded_in_the_html(reported):
+    run, md, page = reported
+    referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert sorted(referenced) == sorted(FIGURES)
+    embedded = dict(
+        (name, data)
+        for data, name in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]*data-file="([^"]+)"', page)
+    )
+    for name in FIGURES:
+        path = run / name
+        assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG in DIR"
+        assert base64.b64decode(embedded[name]) == path.read_bytes(), f"report.html embeds another {name}"
+
+
+def test_html_is_self_contained(reported):
+    _, _, page = reported
+    sources = re.findall(r'(?:src|href)="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources), sources[:3]
+
+
+def test_numbers_in_the_report_equal_metrics_json(reported):
+    run, md, page = reported
+    m = read_metrics(run)
+    expected = [
+        f"{m['elbo_bits_per_dim']:.4f} +- {m['elbo_bits_per_dim_stderr']:.4f}",
+        f"{m['elbo_exact_bits_per_dim']:.4f} +- {m['elbo_exact_bits_per_dim_stderr']:.4f}",
+        f"| training throughput, images/s | {m['train_images_per_second']:.2f} |",
+        f"| sampling throughput, images/s | {m['sample_images_per_second']:.2f} |",
+        f"| wall time (train + evaluate), s | {m['wall_seconds']:.1f} |",
+        f"{m['elbo_num_images']} test images, {m['elbo_mc_num_draws']} draws (importance over t)",
+        f"| {m['elbo_exact_num_images']} test images |",
+        f"{m['sample_count']} samples in {m['sample_seconds']:.1f} s",
+        f"{m['train_steps']} updates in {m['train_seconds']:.1f} s",
+        f"a factor {m['elbo_mc_predicted_variance_reduction']:.2f} fewer network calls",
+    ]
+    expected += [f"| {name} | {seconds:.1f} |" for name, seconds in m["timings"].items()]
+    for text in expected:
+        assert text in md, f"report.md lacks {text!r}"
+        cells = text.strip("| ").split(" | ")
+        assert all(cell in page for cell in cells), f"report.html lacks {cells!r}"
+
+
+def test_report_names_commands_seeds_device_versions_and_counts(reported):
+    run, md, _ = reported
+    m = read_metrics(run)
+    record = json.loads((run / "run.json").read_text())
+    assert f"`{' '.join(record['sessions'][0]['command'])}`" in md
+    assert f"`{EVAL_COMMAND}`" in md and f"`{REPORT_COMMAND}`" in md
+    assert f"| evaluation seed | {m['seed']} |" in md and f"| training seed | {record['seed']} |" in md
+    assert f"| evaluation device | {m['device']} |" in md
+    assert f"| torch | {m['versions']['torch']} | {m['checkpoint_versions']['torch']} |" in md
+    assert f"the first {m['sample_count']} of {m['sample_count']}" in md
+    assert "not computed (evaluate ran with --skip-fid)" in md
+
+
+def test_fid_and_kid_are_shown_with_n_and_the_reference_set(run):
+    m = read_metrics(run)
+    m.update(fid=12.34567, kid_mean=0.0123456, kid_std=0.00098765, kid_subsets=100, kid_subset_size=8,
+             fid_reference={"dataset": "digits", "split": "test", "num_images": m["fid_num_samples"],
+                            "subset": "seeded random subset (seed 0)", "cache_name": "ddpm-digits-test-n16-x",
+                            "feature_extractor": "inception-v3-compat", "weights_sha256": "ab" * 32})
+    (run / "metrics.json").write_text(json.dumps(m))
+    write_report(run, command=REPORT_COMMAND)
+    md = (run / "report.md").read_text()
+    n = m["fid_num_samples"]
+    assert "| FID | 12.35 |" in md and "0.01235 +- 0.00099" in md
+    assert f"N = {n} samples vs {n} test images" in md
+    assert f"{n} images of the test split of digits (seeded random subset (seed 0))" in md
+    assert "`ddpm-digits-test-n16-x`" in md and "100 subsets of 8 images a side" in md
+    assert "Inception Score is not reported" in md
+
+
+def test_a_run_without_training_files_is_reported_without_a_loss_curve(run):
+    (run / "train_log.jsonl").unlink()
+    (run / "run.json").unlink()
+    files = write_report(run, command=REPORT_COMMAND)
+    md = files.markdown.read_text()
+    assert "No training log (`train_log.jsonl`) in this folder" in md and "loss_curve.png" not in md
+    assert "(no run.json in this folder)" in md
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda run: shutil.rmtree(run), "does not exist"),
+        (lambda run: (shutil.rmtree(run), run.write_text("x")), "is not a folder"),
+        (lambda run: (run / "metrics.json").unlink(), "no finished evaluation"),
+        (lambda run: (run / "metrics.json").write_text("{not json"), "cannot read metrics"),
+        (lambda run: (run / "metrics.json").write_text("[1, 2]"), "not a JSON object"),
+        (lambda run: (run / "elbo_terms.json").unlink(), "lacks elbo_terms.json"),
+        (lambda run: (run / "samples.png").unlink(), "lacks samples.png"),
+    ],
+)
+def test_report_refuses_a_folder_without_a_finished_run(run, damage, match):
+    damage(run)
+    with pytest.raises(ReportError, match=match):
+        write_report(run)
+    assert not (run / "report.md").exists() if run.is_dir() else True
+
+
+@pytest.mark.parametrize("key", REQUIRED_METRICS)
+def test_report_names_a_missing_metrics_key(run, key):
+    m = read_metrics(run)
+    del m[key]
+    (run / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(ReportError, match=f"lacks required key.*{key}"):
+        write_report(run)
+
+
+def test_cli_report_writes_and_refuses_with_one_line(run, tmp_path, capsys):
+    assert main(["report", str(run)]) == 0
+    assert f"python -m ddpm report {run}" in (run / "report.md").read_text()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["report", str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ddpm: error: ") and "metrics.json" in err[0]

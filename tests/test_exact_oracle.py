@@ -237,13 +237,32 @@ def test_training_loss_at_eps_star_is_minimal(law_name, seed_base, record_proper
 
 
 # ------------------------------------------------------------------------- (ii) Algorithm 2 with eps*
-ALPHA_SAMPLE_GAUSSIAN = 1e-3  # family-wise, Holm over {mean, variance, KS, Cramer-von Mises, mean vs data}
+ALPHA_SAMPLE_GAUSSIAN = 1e-3  # family-wise, Holm over {mean, variance, KS, Cramer-von Mises (, mean vs data)}
 SAMPLE_GAUSSIAN_T = 1000
 SAMPLE_GAUSSIAN_N = 10_000
+# T = 20 with beta_t alternating 0.02, 0.2: neighbouring steps differ tenfold, so an index slip shows at once.
+JAGGED_BETAS = np.tile([0.02, 0.2], 10)
+JAGGED_N = 20_000
 
 
 def _normal_kl(m1: float, v1: float, m2: float, v2: float) -> float:
     return 0.5 * (math.log(v2 / v1) + (v1 + (m1 - m2) ** 2) / v2 - 1.0)
+
+
+def _sample_against_law(betas, variance: str, n: int, seed: int, name: str) -> tuple[Family, np.ndarray, float, float]:
+    """Run Algorithm 2 with eps* of GAUSSIAN; a Family already holding the four comparisons with its exact law."""
+    diffusion = GaussianDiffusion(betas)
+    gen = torch.Generator().manual_seed(seed)
+    model = EpsStar(GAUSSIAN, betas)
+    x = ancestral_sample(model, diffusion, (n, 1), gen, variance=variance, progress=False, dtype=f64).x0.numpy()
+    x = x.reshape(-1)
+    mu, v = algorithm2_gaussian_law(betas, GAUSSIAN, variance)
+    family = Family(f"Algorithm 2 with eps* of N(m, s^2), {name}, sigma^2 = {variance}", ALPHA_SAMPLE_GAUSSIAN)
+    family.z_test("mean vs law", x.mean(), mu, math.sqrt(v / n))
+    family.variance_chi2("variance vs law", ((x - x.mean()) ** 2).sum(), n - 1, v)
+    family.ks("KS vs law", x, "norm", (mu, math.sqrt(v)))
+    family.cramervonmises("CvM vs law", x, "norm", (mu, math.sqrt(v)))
+    return family, x, mu, v
 
 
 @pytest.mark.statistical(alpha=ALPHA_SAMPLE_GAUSSIAN)
@@ -258,21 +277,9 @@ def test_algorithm2_with_eps_star_gaussian(variance, seed_base, record_property)
     (checked for T = 100, 200, 1000) - the variance, not the mean, carries the discretisation error.
     """
     betas = make_betas("linear", SAMPLE_GAUSSIAN_T)
-    diffusion = GaussianDiffusion(betas)
-    gen = torch.Generator().manual_seed(seed_base + 801)
-    result = ancestral_sample(
-        EpsStar(GAUSSIAN, betas), diffusion, (SAMPLE_GAUSSIAN_N, 1), gen, variance=variance, progress=False, dtype=f64
-    )
-    x = result.x0.numpy().reshape(-1)
-    mu, v = algorithm2_gaussian_law(betas, GAUSSIAN, variance)
+    family, x, mu, v = _sample_against_law(betas, variance, SAMPLE_GAUSSIAN_N, seed_base + 801, "linear T=1000")
     m, s2 = GAUSSIAN.mean, GAUSSIAN.std**2
-    n = x.shape[0]
-    family = Family(f"Algorithm 2 with eps* of N(m, s^2), sigma^2 = {variance}", ALPHA_SAMPLE_GAUSSIAN)
-    family.z_test("mean vs law", x.mean(), mu, math.sqrt(v / n))
-    family.variance_chi2("variance vs law", ((x - x.mean()) ** 2).sum(), n - 1, v)
-    family.ks("KS vs law", x, "norm", (mu, math.sqrt(v)))
-    family.cramervonmises("CvM vs law", x, "norm", (mu, math.sqrt(v)))
-    family.z_test("mean vs data mean m", x.mean(), m, x.std(ddof=1) / math.sqrt(n))
+    family.z_test("mean vs data mean m", x.mean(), m, x.std(ddof=1) / math.sqrt(x.shape[0]))
 
     kls = {}
     for T in (100, 200, SAMPLE_GAUSSIAN_T):
@@ -283,6 +290,15 @@ def test_algorithm2_with_eps_star_gaussian(variance, seed_base, record_property)
     record_property("output_variance_over_data_variance", v / s2)
     record_property("kl_output_data_nats", kls[SAMPLE_GAUSSIAN_T])
     assert kls[100] > kls[200] > kls[SAMPLE_GAUSSIAN_T] > 0.0, f"the law does not approach the data as T grows: {kls}"
+    family.check(record_property)
+
+
+@pytest.mark.statistical(alpha=ALPHA_SAMPLE_GAUSSIAN)
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_algorithm2_with_eps_star_gaussian_jagged_schedule(variance, seed_base, record_property):
+    """As above on JAGGED_BETAS (T = 20, beta_t alternating 0.02 and 0.2): the output law is far from the data but
+    known exactly, and a slip between t and t - 1 in any coefficient of the step moves it by many standard errors."""
+    family, *_ = _sample_against_law(JAGGED_BETAS, variance, JAGGED_N, seed_base + 811, "jagged T=20")
     family.check(record_property)
 
 
@@ -387,6 +403,10 @@ def test_elbo_at_eps_star_is_below_the_exact_log_likelihood(variance, seed_base,
     record_property("elbo_gap_bits_per_dim_monte_carlo", float(gap.mean()))
     record_property("elbo_gap_bits_per_dim_stderr", se)
     assert analytic_gap > continuous_part > 0.0, "the analytic gap must be positive and exceed its continuous part"
+    # The reverse-variance mismatch shrinks as T grows (per step O(beta_t^2) for sigma^2 = beta, so O(1/T) in all).
+    law = DISCRETE_GAUSSIAN.continuous
+    mismatch = {T: gaussian_reverse_gap(make_betas("linear", T), law, variance)[0].sum() for T in (100, 200, GAP_T)}
+    assert mismatch[100] > mismatch[200] > mismatch[GAP_T] > 0.0, f"mismatch does not shrink with T: {mismatch}"
 
     family = Family(f"ELBO at eps* vs exact log-likelihood, sigma^2 = {variance}", ALPHA_GAP)
     family.z_test("mean gap = analytic gap", gap.mean(), analytic_gap, se)

@@ -13,8 +13,8 @@ Exports
     NORMAL_KL                      1/2 (log(VAR_2/VAR_1) - 1 + VAR_1/VAR_2 + (MEAN_1 - MEAN_2)^2/VAR_2)
     normal_kl(mean1, var1, mean2, var2)             float64, broadcasts, 50-digit evaluation
     diagonal_normal_kl(mean1, var1, mean2, var2)    1-D arrays -> float64 sum over coordinates
-    normal_moment(k, mean, var)    E[x^k] under N(mean, var), from sp.integrate (cached)
-    normal_expectation(expr, x, mean, var)          E[expr] for expr polynomial in x
+    central_moment(k, var)         E[(x - mean)^k] under N(mean, var), from sp.integrate (cached)
+    normal_expectation(expr, x, mean, var)          E[expr] for expr polynomial in x (used by (e), (f), (g))
 """
 
 from __future__ import annotations
@@ -40,32 +40,42 @@ _v = sp.Symbol("v", positive=True)
 
 
 @functools.lru_cache(maxsize=None)
-def _moment_in_m_v(k: int) -> sp.Expr:
-    """E[x^k] under N(m, v) as the integral of x^k N(x; m, v) over the real line (SymPy integrates)."""
-    return sp.expand(sp.integrate(_x**k * normal_density(_x, _m, _v), (_x, -sp.oo, sp.oo)))
+def _central_moment_in_v(k: int) -> sp.Expr:
+    """E[(x - m)^k] under N(m, v): the integral of (x - m)^k N(x; m, v) over the line, by SymPy."""
+    return sp.integrate(_x**k * normal_density(_x, 0, _v), (_x, -sp.oo, sp.oo))
 
 
-def normal_moment(k: int, mean: sp.Expr, var: sp.Expr) -> sp.Expr:
-    """E[x^k] for x ~ N(mean, var), computed by integration (once, for symbols) and substituted."""
-    return _moment_in_m_v(k).subs({_m: mean, _v: var}, simultaneous=True)
+def central_moment(k: int, var: sp.Expr) -> sp.Expr:
+    """E[(x - mean)^k] for x ~ N(mean, var), integrated by SymPy once for a symbol and substituted."""
+    return _central_moment_in_v(k).subs(_v, var)
+
+
+MAX_DEGREE = 6
 
 
 def normal_expectation(expr: sp.Expr, x: sp.Symbol, mean: sp.Expr, var: sp.Expr) -> sp.Expr:
     """E[expr] for x ~ N(mean, var), where expr is a polynomial in x (coefficients may be anything).
 
-    Linearity of the integral: E[sum_k c_k x^k] = sum_k c_k E[x^k], each E[x^k] a real integral.
+    Taylor-expand the polynomial about the mean and integrate term by term (linearity):
+    E[f(x)] = sum_k f^(k)(mean)/k! E[(x - mean)^k], each central moment a real integral. Exact for
+    polynomials; an expression whose derivatives do not vanish by order MAX_DEGREE is rejected.
     """
-    poly = sp.Poly(sp.expand(expr), x)
-    return sp.Add(*(coeff * normal_moment(k, mean, var) for (k,), coeff in poly.terms()))
+    total = sp.Integer(0)
+    derivative = expr
+    for k in range(MAX_DEGREE + 1):
+        if derivative == 0:
+            return total
+        total += derivative.subs(x, mean) / sp.factorial(k) * central_moment(k, var)
+        derivative = sp.diff(derivative, x)
+    raise ValueError(f"normal_expectation needs a polynomial of degree <= {MAX_DEGREE} in {x}, got {expr}")
 
 
-def _integral_latex(weight: str, density: str = r"\mathcal{N}(x;\mu_1,\sigma_1^2)") -> str:
-    return rf"\int_{{-\infty}}^{{\infty}} {weight}\,{density}\,dx"
+def _integral_latex(weight: str) -> str:
+    return rf"\int_{{-\infty}}^{{\infty}} {weight}\,\mathcal{{N}}(x;\mu_1,\sigma_1^2)\,dx"
 
 
 # The log-ratio inside the KL integral, expanded as a polynomial in x.
 _LOG_RATIO = sp.expand(normal_log_density(_x, MEAN_1, VAR_1) - normal_log_density(_x, MEAN_2, VAR_2))
-_KL_DERIVED = normal_expectation(_LOG_RATIO, _x, MEAN_1, VAR_1)
 
 NORMAL_KL = sp.Rational(1, 2) * (
     sp.log(VAR_2 / VAR_1) - 1 + VAR_1 / VAR_2 + (MEAN_1 - MEAN_2) ** 2 / VAR_2
@@ -89,7 +99,7 @@ def diagonal_normal_kl(mean1, var1, mean2, var2) -> float:
     with mpmath.workdps(DIGITS):
         total = mpmath.mpf(0)
         for m1, v1, m2, v2 in zip(*arrays):
-            total += _normal_kl_mp(mpmath.mpf(float(m1)), mpmath.mpf(float(v1)), mpmath.mpf(float(m2)), mpmath.mpf(float(v2)))
+            total += _normal_kl_mp(*(mpmath.mpf(float(v)) for v in (m1, v1, m2, v2)))
         return float(total)
 
 
@@ -114,6 +124,7 @@ def _seed_matrix_kl(mu_x: sp.Matrix, cov_x: sp.Matrix, mu_y: sp.Matrix, cov_y: s
 def derivation() -> Derivation:
     """The steps from the integral definition to the closed form, then to d diagonal dimensions."""
     m1, v1, m2, v2 = MEAN_1, VAR_1, MEAN_2, VAR_2
+    kl_derived = normal_expectation(_LOG_RATIO, _x, m1, v1)  # the moments are integrated here, not at import
     n1 = normal_density(_x, m1, v1)
     n2 = normal_density(_x, m2, v2)
     density_1 = sp.Function(r"\mathcal{N}_1")(_x)
@@ -135,7 +146,7 @@ def derivation() -> Derivation:
     # density integrates to its zeroth moment (= 1, computed).
     coordinate_terms = []
     for i, (xi, a, b) in enumerate(zip(_xs, _m1s, _v1s)):
-        others = sp.Mul(*(normal_moment(0, _m1s[j], _v1s[j]) for j in range(DIAGONAL_DIMENSION) if j != i))
+        others = sp.Mul(*(central_moment(0, _v1s[j]) for j in range(DIAGONAL_DIMENSION) if j != i))
         coordinate_terms.append(normal_expectation(log_ratios[i], xi, a, b) * others)
     diagonal_derived = sp.Add(*coordinate_terms)
     diagonal_sum = sp.Add(
@@ -165,27 +176,33 @@ def derivation() -> Derivation:
             lhs_latex=r"\log\frac{\mathcal{N}(x;\mu_1,\sigma_1^2)}{\mathcal{N}(x;\mu_2,\sigma_2^2)}",
         ),
         Step(
-            "Zeroth moment, integrated by SymPy over the real line: the density is normalised.",
-            normal_moment(0, m1, v1),
+            "Zeroth central moment, integrated by SymPy over the real line: the density is normalised.",
+            central_moment(0, v1),
             sp.Integer(1),
             lhs_latex=_integral_latex("1"),
         ),
         Step(
-            "First moment, integrated by SymPy.",
-            normal_moment(1, m1, v1),
-            m1,
-            lhs_latex=_integral_latex("x"),
+            "First central moment, integrated by SymPy.",
+            central_moment(1, v1),
+            sp.Integer(0),
+            lhs_latex=_integral_latex(r"(x - \mu_1)"),
         ),
         Step(
-            "Second moment, integrated by SymPy.",
-            normal_moment(2, m1, v1),
-            m1**2 + v1,
-            lhs_latex=_integral_latex("x^2"),
+            "Second central moment, integrated by SymPy.",
+            central_moment(2, v1),
+            v1,
+            lhs_latex=_integral_latex(r"(x - \mu_1)^2"),
         ),
         Step(
-            "By linearity the KL is the log-ratio's coefficients weighted by these moments; the result, "
-            "collected.",
-            _KL_DERIVED,
+            "Taylor-expand the quadratic log-ratio g(x) about mu_1 and integrate term by term: "
+            "E[g] = g(mu_1) + g'(mu_1) E[x - mu_1] + g''(mu_1)/2 E[(x - mu_1)^2].",
+            kl_derived,
+            _LOG_RATIO.subs(_x, m1) + sp.diff(_LOG_RATIO, _x, 2) / 2 * v1,
+            lhs_latex=_KL_LATEX,
+        ),
+        Step(
+            "Collected.",
+            kl_derived,
             NORMAL_KL,
             lhs_latex=_KL_LATEX,
         ),
@@ -226,7 +243,10 @@ def derivation() -> Derivation:
             "log-densities, so the log-ratio is a sum of coordinate log-ratios.",
             product_log_ratio,
             sp.Add(*log_ratios),
-            lhs_latex=r"\log\frac{\prod_i \mathcal{N}(x_i;\mu_{1i},\sigma^2_{1i})}{\prod_i \mathcal{N}(x_i;\mu_{2i},\sigma^2_{2i})}",
+            lhs_latex=(
+                r"\log\frac{\prod_i \mathcal{N}(x_i;\mu_{1i},\sigma^2_{1i})}"
+                r"{\prod_i \mathcal{N}(x_i;\mu_{2i},\sigma^2_{2i})}"
+            ),
         ),
         Step(
             "Integrating term by term, every other coordinate integrates to its zeroth moment (1): "
@@ -239,7 +259,7 @@ def derivation() -> Derivation:
     results = (
         Step(
             "KL between two scalar Gaussians, derived from its integral definition.",
-            _KL_DERIVED,
+            kl_derived,
             NORMAL_KL,
             lhs_latex=_KL_LATEX,
         ),
@@ -261,7 +281,7 @@ def derivation() -> Derivation:
         summary=(
             "The KL divergence between two scalar Gaussians is derived from its definition as the expected "
             "log-ratio of the densities. The log-ratio is a quadratic polynomial in x, so its expectation "
-            "under the first Gaussian needs only the zeroth, first and second moments, which SymPy obtains as "
+            "under the first Gaussian needs only the zeroth, first and second central moments, which SymPy obtains as "
             "integrals over the real line; collecting terms gives 1/2 (log(sigma_2^2/sigma_1^2) - 1 + "
             "sigma_1^2/sigma_2^2 + (mu_1 - mu_2)^2/sigma_2^2). Writing the variance ratio as r shows the KL is "
             "f(r)/2 with f(r) = r - 1 - log r convex and zero only at r = 1, plus a square, so it is "
@@ -283,7 +303,7 @@ __all__ = [
     "DIAGONAL_DIMENSION",
     "normal_kl",
     "diagonal_normal_kl",
-    "normal_moment",
+    "central_moment",
     "normal_expectation",
     "derivation",
 ]

@@ -219,7 +219,8 @@ def derivation() -> Derivation:
             lhs_latex=r"\int_{-\infty}^{\infty} e^{-A z^2/2 + B_z z}\,dz",
         ),
         Step(
-            "So the marginal p(x) = int p(x, z) dz is e^C times that integral: x ~ N(b, w^2 + v_x).",
+            "So the marginal p(x) = int p(x, z) dz is exp(C) times that integral, C the z-free part of log p(x, z): "
+            "x ~ N(b, w^2 + v_x).",
             log_marginal_derived,
             VAE_LOG_MARGINAL,
             lhs_latex=r"\log p(x) = \log \int p(x,z)\,dz",

@@ -115,7 +115,7 @@ def test_symbolic_check_rejects_mutant(mutant):
 # --- numeric -------------------------------------------------------------------------------------
 
 
-@settings(max_examples=25)  # each example is an adaptive quadrature
+@settings(deadline=None, max_examples=15)  # each example is an adaptive quadrature
 @given(m1=means, v1=variances, m2=means, v2=variances)
 @example(m1=0.0, v1=1.0, m2=0.0, v2=1.0)
 def test_normal_kl_matches_quadrature(m1, v1, m2, v2):
@@ -130,8 +130,12 @@ def test_normal_kl_matches_quadrature(m1, v1, m2, v2):
 @pytest.mark.parametrize(
     "mutant",
     [
-        pytest.param(lambda m1, v1, m2, v2: 0.5 * (np.log(v1 / v2) - 1 + v1 / v2 + (m1 - m2) ** 2 / v2), id="log-inverted"),
-        pytest.param(lambda m1, v1, m2, v2: 0.5 * (np.log(v2 / v1) - 1 + v1 / v2 + (m1 - m2) ** 2 / np.sqrt(v2)), id="sqrt"),
+        pytest.param(
+            lambda m1, v1, m2, v2: 0.5 * (np.log(v1 / v2) - 1 + v1 / v2 + (m1 - m2) ** 2 / v2), id="log-inverted"
+        ),
+        pytest.param(
+            lambda m1, v1, m2, v2: 0.5 * (np.log(v2 / v1) - 1 + v1 / v2 + (m1 - m2) ** 2 / np.sqrt(v2)), id="sqrt"
+        ),
         pytest.param(lambda m1, v1, m2, v2: gk.normal_kl(m2, v2, m1, v1), id="arguments-swapped"),
     ],
 )
@@ -147,16 +151,19 @@ def test_normal_kl_broadcasts():
     assert_allclose(out[1, 2], gk.normal_kl(1.0, 3.0, 0.5, 1.5), **tolerances.FLOAT64.kwargs())
 
 
+@settings(deadline=None)  # SymPy/mpmath oracles: time varies on a shared machine
 @given(m1=means, v1=variances, m2=means, v2=variances)
 def test_normal_kl_is_non_negative(m1, v1, m2, v2):
     assert gk.normal_kl(m1, v1, m2, v2) >= 0.0
 
 
+@settings(deadline=None)  # SymPy/mpmath oracles: time varies on a shared machine
 @given(m=means, v=variances)
 def test_normal_kl_is_zero_for_equal_gaussians(m, v):
     assert gk.normal_kl(m, v, m, v) == 0.0
 
 
+@settings(deadline=None)  # SymPy/mpmath oracles: time varies on a shared machine
 @given(
     m1=means,
     v1=variances,
@@ -186,6 +193,7 @@ def _matrix_kl(mu_x, var_x, mu_y, var_y) -> float:
     return 0.5 * (logdet_y - logdet_x - d + np.trace(inv_y @ cov_x) + diff @ inv_y @ diff)
 
 
+@settings(deadline=None)  # SymPy/mpmath oracles: time varies on a shared machine
 @given(data=st.data(), d=st.integers(min_value=1, max_value=6))
 def test_diagonal_normal_kl_matches_matrix_formula(data, d):
     arrays = [np.array(data.draw(st.lists(s, min_size=d, max_size=d))) for s in (means, variances, means, variances)]

@@ -294,6 +294,22 @@ def test_elbo_terms_json_sums_to_the_exact_bound(run_dir):
     assert terms[T] < 1e-3, "L_T = KL(q(x_T|x_0) || N(0, I)) is tiny for the linear schedule"
 
 
+def test_evaluate_elbo_exact_part_is_elbo_terms_with_the_documented_generator(tiny_model):
+    """With the whole (8-image) set as subset: mean, standard error std/sqrt(n) and per-term means of the exact
+    sum equal `elbo_terms` run with phase_generator(seed, "elbo_exact"), computed here with NumPy."""
+    model, diffusion = tiny_model
+    images = data.load_images("digits", "test")[:8]
+    result = evaluate_elbo(model, diffusion, images, exact_images=8, mc_images=None, draws_per_image=1, seed=9)
+    terms = elbo_terms(model, diffusion, data.to_model_range(images), phase_generator(9, "elbo_exact"),
+                       batch_size=256)
+    per_image = terms.bits_per_dim().numpy()
+    assert_allclose(result.exact_bits_per_dim, per_image.mean(), **F64)
+    assert_allclose(result.exact_stderr, per_image.std(ddof=1) / np.sqrt(8), **F64)
+    by_term = np.concatenate([terms.decoder[:, None].numpy(), terms.kl.numpy(), terms.prior[:, None].numpy()], 1)
+    assert_allclose(result.per_term_bits_per_dim, by_term.mean(0) / (terms.num_dims * np.log(2)), **F64)
+    assert result.exact_num_images == 8 and result.monte_carlo.num_images == 8
+
+
 def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_path):
     out = tmp_path / "again"
     options = dict(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, sample_batch_size=2,

@@ -26,7 +26,7 @@ The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfi
    moment of the term t selects, estimated on the exact subset; Nichol & Dhariwal 2021, section 3.3, use the
    same form), mixed with the uniform distribution:
 
-       p(t) = (1 - UNIFORM_MIX) sqrt(m_t) / sum_s sqrt(m_s) + UNIFORM_MIX / T,   m_t = mean over the subset of L_{t-1}^2.
+       p(t) = (1 - UNIFORM_MIX) sqrt(m_t) / sum_s sqrt(m_s) + UNIFORM_MIX / T,  m_t = subset mean of L_{t-1}^2.
 
    Each draw is L_T + L_{t-1} / p(t) (weight 1 / (T p(t)) relative to the uniform estimator T L_{t-1}). For any
    fixed p with p(t) > 0 for every t, E_t[L_{t-1} / p(t)] = sum_t L_{t-1}, so the estimator is unbiased; the
@@ -356,9 +356,13 @@ def evaluate_elbo(
     num = test_images.shape[0]
     mc_num = num if mc_images is None else mc_images
     if isinstance(mc_num, bool) or not isinstance(mc_num, int) or not 1 <= mc_num <= num:
-        raise EvaluationError(f"elbo_mc_images must be an integer in 1..{num} (the test split) or None, got {mc_images!r}")
+        raise EvaluationError(
+            f"elbo_mc_images must be an integer in 1..{num} (the test split) or None, got {mc_images!r}"
+        )
     if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
-        raise EvaluationError(f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}")
+        raise EvaluationError(
+            f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}"
+        )
     diffusion = diffusion.to(device)
     T = diffusion.T
 
@@ -495,7 +499,9 @@ def image_grid(images: Tensor, columns: int = 10, padding: int = 2, scale: int |
     from PIL import Image
 
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] not in (1, 3) or images.shape[0] < 1:
-        raise ValueError(f"image_grid needs uint8 [N, 1 or 3, H, W] with N >= 1, got {images.dtype} {tuple(images.shape)}")
+        raise ValueError(
+            f"image_grid needs uint8 [N, 1 or 3, H, W] with N >= 1, got {images.dtype} {tuple(images.shape)}"
+        )
     n, c, h, w = images.shape
     scale = _display_scale(h) if scale is None else scale
     columns = min(columns, n)

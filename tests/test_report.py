@@ -57,10 +57,8 @@ def test_every_figure_exists_and_is_embedded_in_the_html(reported):
     run, md, page = reported
     referenced = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert sorted(referenced) == sorted(FIGURES)
-    embedded = dict(
-        (name, data)
-        for data, name in re.findall(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]*data-file="([^"]+)"', page)
-    )
+    pattern = r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"[^>]*data-file="([^"]+)"'
+    embedded = {name: payload for payload, name in re.findall(pattern, page)}
     for name in FIGURES:
         path = run / name
         assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG in DIR"

@@ -9,6 +9,16 @@
 - metrics.json: every number (keys below), written last. A run directory whose metrics.json exists is a
   finished evaluation.
 
+metrics.json keys (issue 4's list, then details): dataset, preset, device, seed (of the evaluation), train_steps,
+train_images_per_second (images seen / training seconds, from the checkpoint), sample_images_per_second (N /
+Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate), elbo_num_images
+(its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training seconds from the
+checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
+predicted variance reduction), kid_std, kid_subsets, kid_subset_size, fid_reference (the reference set and its
+cache name), timings {train, load, elbo_exact, elbo_monte_carlo, sampling, write_images, fid_kid} in seconds,
+the command, package versions (now and at training), the preset and the evaluation settings used. Values that
+are undefined (a standard error of one image) are null.
+
 The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfig)
 --------------------------------------------------------------------------------
 1. Exact in t on a subset: `ddpm.likelihood.elbo_terms` sums all T + 1 terms for each of

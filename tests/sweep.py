@@ -26,8 +26,7 @@ import platform
 import re
 import sys
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import pytest
 import scipy

@@ -58,3 +58,10 @@ def train_small(session: nox.Session) -> None:
     session.run("python", "-m", "ddpm", "train", "--data", "mnist", "--preset", "small", "--out", out, *session.posargs)
     session.run("python", "-m", "ddpm", "evaluate", "--checkpoint", f"{out}/checkpoint.pt", "--out", out)
     session.run("python", "-m", "ddpm", "report", out)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
+    install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite
+    session.run("python", "-m", "ddpm", "bench", "--out", "reports/bench", *session.posargs)

@@ -236,10 +236,50 @@ def run_set_aside(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# bench
+
+
+def add_bench_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "bench", help="measure speed side by side with diffusers and against the machine's peak",
+        description="Write --out/bench.json and bench.md: Algorithm-2 sampling and the training step against "
+                    "diffusers with the same network, the exact bound against a per-timestep loop and the raw "
+                    "forward, the Monte Carlo bound's cost, utilisation, and the verify suite's parts (see "
+                    "ddpm/bench.py). Needs the `bench` extra (diffusers) for the two diffusers comparisons.")
+    p.add_argument("--out", required=True, type=Path, help="folder for bench.json and bench.md")
+    p.add_argument("--quick", action="store_true", help="smaller sizes, one round each, no verify parts (~3 min)")
+    p.add_argument("--device", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=positive_int, help="torch.set_num_threads for the run (default: torch's)")
+    p.add_argument("--checkpoint", type=Path,
+                   help="trained model to measure (default: reports/train_small/checkpoint.pt; missing: train one "
+                        "briefly)")
+    p.add_argument("--no-verify", action="store_true", help="skip timing the parts of `nox -s verify`")
+    p.set_defaults(handler=run_bench_command)
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from ddpm.bench import BENCH_MODES, run_bench
+
+    mode = "quick" if args.quick else "full"
+    config = BENCH_MODES[mode]
+    changes = {name: value for name, value in (("device", args.device), ("threads", args.threads),
+                                               ("checkpoint", None if args.checkpoint is None
+                                                else str(args.checkpoint))) if value is not None}
+    if args.no_verify:
+        changes["verify"] = False
+    command = _as_command("bench", args, ["--out", "--quick", "--device", "--threads", "--checkpoint", "--no-verify"])
+    record = run_bench(config.replace(**changes), args.out, command=command, mode=mode,
+                       log=lambda message: print(f"ddpm: {message}", file=sys.stderr))
+    shown = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in record["ratios"].items())
+    print(f"ddpm: {shown}; {args.out / 'bench.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The program
 
 SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser, add_evaluate_parser, add_report_parser,
-                               add_set_aside_parser]
+                               add_set_aside_parser, add_bench_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -281,6 +321,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "SUBCOMMANDS",
     "UsageError",
+    "add_bench_parser",
     "add_evaluate_parser",
     "add_report_parser",
     "add_sample_parser",

@@ -125,9 +125,15 @@ def learning_rate_at(config: TrainingConfig, update: int) -> float:
 
 @torch.no_grad()
 def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter; buffers are copied."""
-    for ema_p, p in zip(ema_model.parameters(), model.parameters(), strict=True):
-        ema_p.lerp_(p.detach(), 1.0 - decay)
+    """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter; buffers are copied.
+
+    One multi-tensor lerp over all parameters (bitwise the per-parameter lerp_ loop, tests/test_speedups.py).
+    """
+    ema_parameters, parameters = list(ema_model.parameters()), list(model.parameters())
+    if len(ema_parameters) != len(parameters):
+        raise ValueError(f"the EMA model has {len(ema_parameters)} parameters, the model {len(parameters)}")
+    if parameters:
+        torch._foreach_lerp_(ema_parameters, [p.detach() for p in parameters], 1.0 - decay)
     for ema_b, b in zip(ema_model.buffers(), model.buffers(), strict=True):
         ema_b.copy_(b)
 
@@ -404,7 +410,9 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
     ema.to(device=device, memory_format=memory_format)
     model.train()
     ema.eval()
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate_at(config, 1))
+    # foreach: one multi-tensor update for all parameters (torch's default on CUDA only); on CPU it saves ~1 ms of
+    # per-parameter Python per update and gives bitwise the same weights (tests/test_speedups.py).
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate_at(config, 1), foreach=True)
     sampler = MinibatchSampler(images.shape[0], B, torch.Generator().manual_seed(derived_seed(seed, _SEED_DATA)))
     loss_generator = torch.Generator(device=device).manual_seed(derived_seed(seed, _SEED_LOSS))
     torch.manual_seed(derived_seed(seed, _SEED_DROPOUT, context.rank))

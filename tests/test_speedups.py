@@ -1,0 +1,139 @@
+"""The speed-ups of issue 5 change no result: each fast path against the slow path it replaced.
+
+- Algorithm 2's step with its constants cast once (`ddpm.samplers._Algorithm2Step`) is bitwise the per-step gather
+  and cast of `GaussianDiffusion._p_sample`, for float32, float64 and bfloat16 samples and both variances.
+- `ancestral_sample(compile=True)` (torch.compile of the network) gives the eager samples up to float32 rounding.
+- The trainer's multi-tensor Adam and EMA (`ddpm.train`) give bitwise the weights of the per-parameter loops.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import tolerances
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+
+from ddpm.config import get_preset
+from ddpm.diffusion import GaussianDiffusion, ReverseVariance, compute_dtype, standard_normal
+from ddpm.model import build_unet
+from ddpm.samplers import ancestral_sample
+from ddpm.schedules import make_betas
+
+
+class ToyEps:
+    """A deterministic, t-dependent stand-in for eps_theta: tanh(w_t x + 0.1)."""
+
+    def __init__(self, T: int) -> None:
+        self.w = torch.linspace(0.2, 1.5, T + 1, dtype=torch.float64)
+
+    def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        w = self.w[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1))
+        return torch.tanh(w * xt + 0.1)
+
+
+def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):
+    """Algorithm 2 as the sampler ran it before issue 5: `_p_sample` gathers and casts the constants every step."""
+    choice = ReverseVariance.from_value(variance)
+    generator = torch.Generator().manual_seed(seed)
+    noise_dtype = compute_dtype(dtype)
+    x = standard_normal(shape, generator, noise_dtype, torch.device("cpu")).to(dtype)  # x_T
+    z = torch.empty(shape, dtype=noise_dtype)
+    for t_value in range(diffusion.T, 0, -1):
+        t = torch.full((shape[0],), t_value, dtype=torch.int64)
+        eps = model(x, t)
+        if t_value > 1:
+            z.normal_(generator=generator)
+        x = diffusion._p_sample(eps, x, t, z, choice, False)
+    return x
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_cast_once_step_is_bitwise_the_per_step_gather(dtype, variance):
+    T = 30
+    diffusion = GaussianDiffusion(np.linspace(1e-3, 0.2, T))
+    shape = (3, 1, 4, 4)
+    model = ToyEps(T)
+    fast = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(8), variance=variance,
+                            progress=False, dtype=dtype).x0
+    slow = per_step_gather_sample(model, diffusion, shape, 8, variance, dtype)
+    assert fast.dtype == slow.dtype == dtype
+    assert_array_equal(fast.float().numpy(), slow.float().numpy(),
+                       err_msg="the cast-once Algorithm 2 step must equal _p_sample bit for bit")
+
+
+def test_cast_once_step_with_the_unet_on_the_linear_schedule():
+    T = 250
+    preset = get_preset("tiny")
+    torch.manual_seed(0)
+    model = build_unet(preset.model, 1, (8, 8), T).eval()
+    torch.nn.init.normal_(model.output_conv.weight, std=0.05)  # a non-zero eps_theta
+    diffusion = GaussianDiffusion(make_betas("linear", T))
+    shape = (2, 1, 8, 8)
+    with torch.no_grad():
+        slow = per_step_gather_sample(model, diffusion, shape, 3, "beta", torch.float32)
+    fast = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(3), progress=False).x0
+    assert_array_equal(fast.numpy(), slow.numpy())
+
+
+@pytest.mark.slow
+def test_compiled_sampler_equals_eager():
+    preset = get_preset("tiny")
+    torch.manual_seed(1)
+    model = build_unet(preset.model, 1, (8, 8), 20).eval()
+    torch.nn.init.normal_(model.output_conv.weight, std=0.05)
+    diffusion = GaussianDiffusion(np.linspace(1e-3, 0.2, 20))
+    shape = (2, 1, 8, 8)
+    eager = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(4), progress=False).x0
+    compiled = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(4), progress=False,
+                                compile=True).x0
+    assert_allclose(compiled.numpy(), eager.numpy(), **tolerances.FLOAT32.kwargs(),
+                    err_msg="torch.compile of eps_theta must not change Algorithm 2's samples beyond rounding")
+
+
+def test_compile_flag_must_be_a_bool():
+    with pytest.raises(ValueError, match="compile must be a bool"):
+        ancestral_sample(ToyEps(3), GaussianDiffusion(np.linspace(1e-3, 0.2, 3)), (1, 1, 2, 2),
+                         torch.Generator(), progress=False, compile="yes")
+
+
+def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
+    from ddpm.train import ema_update
+
+    preset = get_preset("tiny")
+    torch.manual_seed(2)
+    base = build_unet(preset.model, 1, (8, 8), 100)
+    grads = [torch.randn_like(p) for p in base.parameters()]
+    runs = {}
+    for foreach in (False, True):
+        model = copy.deepcopy(base)
+        ema = copy.deepcopy(base).requires_grad_(False)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, foreach=foreach)
+        for step in range(5):
+            for p, g in zip(model.parameters(), grads):
+                p.grad = g * (step + 1)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            if foreach:
+                ema_update(ema, model, 0.9)
+            else:
+                with torch.no_grad():
+                    for e, p in zip(ema.parameters(), model.parameters()):
+                        e.lerp_(p, 1.0 - 0.9)
+        runs[foreach] = (model, ema)
+    for (loop, fast) in zip(runs[False], runs[True]):
+        for a, b in zip(loop.parameters(), fast.parameters()):
+            assert_array_equal(b.detach().numpy(), a.detach().numpy())
+    moved = max(float((a - b).detach().abs().max()) for a, b in zip(runs[True][1].parameters(), base.parameters()))
+    assert moved > 1e-4, "the EMA must have moved"
+
+
+def test_ema_update_rejects_mismatched_models():
+    from ddpm.train import ema_update
+
+    preset = get_preset("tiny")
+    with pytest.raises(ValueError, match="the EMA model has"):
+        ema_update(build_unet(preset.model, 1, (8, 8), 10), torch.nn.Linear(2, 2), 0.9)

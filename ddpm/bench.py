@@ -13,6 +13,8 @@ median over rounds of the per-round ratio; the raw per-round throughputs are sto
    the last from generators seeded alike, in the same order, so their samples agree up to rounding: the largest
    difference is recorded as a cross-check (diffusers keeps its schedule in float32 and forms
    beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} by cancellation, so the agreement is ~1e-4, not float32 rounding).
+   Also timed, not the headline: `ancestral_sample(compile=True)` (torch.compile of the network; both loops would
+   gain alike from a compiled network) and its compilation time.
 2. Training. Images/s of the trainer itself (`ddpm.train.train` in a temporary folder; its train_log.jsonl gives the
    rate of a window of updates after as many warm-up updates) against a plain diffusers-style loop (diffusers'
    train_unconditional example: add_noise, the same network, MSE, backward, gradient clipping at 1, Adam, EMAModel),
@@ -89,6 +91,8 @@ RATIO_NAMES = (
     "mc_bound_speedup",
     "utilisation",
 )
+# Also reported when measured: torch.compile of the network in our sampler (an option; the headline is eager).
+EXTRA_RATIO_NAMES = ("sampling_compiled_vs_diffusers", "sampling_compiled_vs_eager")
 # Our reverse variance -> diffusers' DDPMScheduler variance_type (same sigma_t^2 for t >= 2; no noise at t = 1).
 DIFFUSERS_VARIANCE_TYPE = {ReverseVariance.BETA: "fixed_large", ReverseVariance.BETA_TILDE: "fixed_small"}
 # `nox -s verify`'s parts: name -> pytest -m expression.
@@ -117,18 +121,20 @@ class BenchConfig:
     seed: int = 0
     sample_batch: int = 32
     """Images per Algorithm-2 run (both sides)."""
-    sample_repeats: int = 2
-    """Rounds of (ours, diffusers) sampling."""
+    sample_repeats: int = 3
+    """Rounds of (ours, diffusers[, ours compiled]) sampling."""
+    compile_sampler: bool = True
+    """Also time `ancestral_sample(compile=True)` (torch.compile of the network) and its compilation."""
     train_steps: int = 20
     """Timed updates per training round, after as many warm-up updates."""
     train_repeats: int = 3
     bound_images: int = 8
     """Images of the exact bound (T network inputs each) for the sweep and the per-timestep loop."""
-    bound_batch_sizes: tuple[int, ...] = (125, 250, 500, 1000)
+    bound_batch_sizes: tuple[int, ...] = (125, 250, 500)
     bound_repeats: int = 2
     checkpoint: str | None = "reports/train_small/checkpoint.pt"
     """A trained model for the Monte Carlo variance (and every measurement); missing: train one briefly here."""
-    fallback_train_minutes: float | None = 1.5
+    fallback_train_minutes: float | None = 1.0
     fallback_train_steps: int | None = None
     mc_images: int | None = None
     """Test images of the Monte Carlo variance measurement (None: the whole test split)."""
@@ -159,7 +165,8 @@ class BenchConfig:
         if not (isinstance(self.mc_target_stderr, float) and self.mc_target_stderr > 0):
             raise BenchError(f"mc_target_stderr must be a positive float, got {self.mc_target_stderr!r}")
         if self.fallback_train_minutes is None and self.fallback_train_steps is None:
-            raise BenchError("set fallback_train_minutes or fallback_train_steps (the model trained without a checkpoint)")
+            raise BenchError("set fallback_train_minutes or fallback_train_steps (for the model trained when no "
+                             "checkpoint exists)")
 
     def replace(self, **changes) -> BenchConfig:
         """A copy with `changes` applied (validated again)."""
@@ -170,9 +177,9 @@ BENCH_MODES: dict[str, BenchConfig] = {
     # `nox -s bench` on the 2-core CPU: ~8 minutes plus the verify parts.
     "full": BenchConfig(),
     # A look in ~2 minutes: one sampling round of 16 images, fewer training updates and batch sizes, no verify.
-    "quick": BenchConfig(sample_batch=16, sample_repeats=1, train_steps=10, train_repeats=2,
-                         bound_batch_sizes=(250, 500), bound_repeats=1, mc_images=2000, verify=False,
-                         fallback_train_minutes=0.5, peak_repeats=3),
+    "quick": BenchConfig(sample_batch=16, sample_repeats=1, compile_sampler=False, train_steps=10,
+                         train_repeats=2, bound_batch_sizes=(250, 500), bound_repeats=1, mc_images=2000,
+                         verify=False, fallback_train_minutes=0.5, peak_repeats=3),
 }
 
 
@@ -286,7 +293,7 @@ def training_flops_per_image(model: torch.nn.Module, image_channels: int, image_
 
 # ------------------------------------------------------------------------------------------- sampling
 class PaperTimesteps:
-    """eps_model called the diffusers way, eps(sample, s) with a 0-d step s in 0..T-1, as eps_model(x_t, t = s + 1 [B])."""
+    """eps_model called the diffusers way, eps(sample, s), s a 0-d step in 0..T-1: eps_model(x_t, t = s + 1 [B])."""
 
     def __init__(self, eps_model) -> None:
         self.eps_model = eps_model
@@ -356,13 +363,33 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
         outputs["diffusers"].append(x0)
         return config.sample_batch / seconds
 
-    rates = alternating_rounds({"ours": ours, "diffusers": theirs}, config.sample_repeats)
-    record["ours_images_per_second"] = rates["ours"]
-    record["diffusers_images_per_second"] = rates["diffusers"]
+    sides = {"ours": ours, "diffusers": theirs}
+    if config.compile_sampler:
+        # Compilation happens at the first network call: time it on a 2-step chain of the same batch shape.
+        short = GaussianDiffusion(diffusion.betas[1:3].cpu().numpy()).to(device)
+        record["compile_seconds"], _ = _timed(lambda: ancestral_sample(model, short, shape, _generator(0, device),
+                                                                       progress=False, device=device, compile=True),
+                                              device)
+        outputs["ours_compiled"] = []
+
+        def ours_compiled(r: int) -> float:
+            seconds, result = _timed(lambda: ancestral_sample(model, diffusion, shape,
+                                                              _generator(config.seed + r, device), variance="beta",
+                                                              progress=False, device=device, compile=True), device)
+            outputs["ours_compiled"].append(result.x0)
+            return config.sample_batch / seconds
+
+        sides["ours_compiled"] = ours_compiled
+    rates = alternating_rounds(sides, config.sample_repeats)
+    for name in sides:
+        record[f"{name}_images_per_second"] = rates[name]
     differences = [float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs["diffusers"], strict=True)]
     scale = max(float(x.abs().max()) for x in outputs["ours"])
     record["cross_check"] = {"max_abs_difference": max(differences), "max_abs_sample": scale,
                              "same_noise": True}
+    if config.compile_sampler:
+        record["cross_check"]["compiled_max_abs_difference"] = max(
+            float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs["ours_compiled"], strict=True))
     return record
 
 
@@ -625,11 +652,17 @@ def time_verify_parts(repo: Path, timeout: float) -> dict:
 # ------------------------------------------------------------------------------------------- the record
 def compute_ratios(record: Mapping) -> dict:
     """Every headline ratio from the raw figures of `record` (None where a side was not measured)."""
-    ratios: dict[str, float | None] = dict.fromkeys(RATIO_NAMES)
+    ratios: dict[str, float | None] = dict.fromkeys(RATIO_NAMES + EXTRA_RATIO_NAMES)
     sampling = record["sampling"]
     if sampling.get("diffusers_images_per_second"):
         ratios["sampling_vs_diffusers"] = median_ratio(sampling["ours_images_per_second"],
                                                        sampling["diffusers_images_per_second"])
+    if sampling.get("diffusers_images_per_second") and sampling.get("ours_compiled_images_per_second"):
+        ratios["sampling_compiled_vs_diffusers"] = median_ratio(sampling["ours_compiled_images_per_second"],
+                                                                sampling["diffusers_images_per_second"])
+    if sampling.get("ours_compiled_images_per_second"):
+        ratios["sampling_compiled_vs_eager"] = median_ratio(sampling["ours_compiled_images_per_second"],
+                                                            sampling["ours_images_per_second"])
     training = record["training"]
     if training.get("diffusers_images_per_second"):
         ratios["train_step_vs_diffusers"] = median_ratio(training["ours_images_per_second"],
@@ -802,7 +835,9 @@ def bench_markdown(record: Mapping) -> str:
               f"{record['model']['source']}, {record['model']['train_steps']} updates.",
               "", "Each ratio is the median over alternating rounds of ours / theirs (above 1: ours is faster).", "",
               "| ratio | value | target | met |", "|---|---|---|---|"]
-    for name in RATIO_NAMES:
+    for name in RATIO_NAMES + EXTRA_RATIO_NAMES:
+        if name in EXTRA_RATIO_NAMES and ratios.get(name) is None:
+            continue
         value, target = ratios.get(name), record["targets"].get(name)
         met = "n/a" if value is None or target is None else ("yes" if value >= target else "no")
         lines.append(f"| {name} | {_fmt(value)} | {_fmt(target) if target is not None else '-'} | {met} |")
@@ -815,9 +850,16 @@ def bench_markdown(record: Mapping) -> str:
                   f"sigma_t^2 = beta_t, clip_sample={s['diffusers_clip_sample']}) driving the same network.", "",
                   "| side | images/s |", "|---|---|",
                   f"| ours | {_rates(s['ours_images_per_second'])} |",
-                  f"| diffusers | {_rates(s['diffusers_images_per_second'])} |", "",
-                  f"Cross-check, same seeds: largest |x_0 difference| {cross['max_abs_difference']:.3g} "
-                  f"(largest |x_0| {cross['max_abs_sample']:.3g})."]
+                  f"| diffusers | {_rates(s['diffusers_images_per_second'])} |"]
+        if s.get("ours_compiled_images_per_second"):
+            lines += [f"| ours, compile=True | {_rates(s['ours_compiled_images_per_second'])} |"]
+        lines += ["", f"Cross-check, same seeds: largest |x_0 difference| ours vs diffusers "
+                  f"{cross['max_abs_difference']:.3g} (largest |x_0| {cross['max_abs_sample']:.3g}; diffusers keeps "
+                  "its schedule in float32)."]
+        if s.get("compile_seconds") is not None:
+            lines += [f"torch.compile: {s['compile_seconds']:.1f} s at the first call (a warm inductor cache makes it "
+                      f"a few seconds); compiled vs eager samples differ by at most "
+                      f"{cross['compiled_max_abs_difference']:.3g}."]
     else:
         lines += [f"ours {_rates(s['ours_images_per_second'])} images/s; diffusers: {s.get('skipped')}."]
 
@@ -894,6 +936,7 @@ __all__ = [
     "BenchConfig",
     "BenchError",
     "DIFFUSERS_VARIANCE_TYPE",
+    "EXTRA_RATIO_NAMES",
     "PaperTimesteps",
     "TARGETS",
     "alternating_rounds",

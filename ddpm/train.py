@@ -31,7 +31,8 @@ come from each process's own stream, so with dropout > 0 they differ from a one-
 writes files. Stop decisions that depend on clocks or signals are agreed with an all-reduce every
 `DISTRIBUTED_CONTROL_EVERY` updates.
 
-CUDA: bfloat16 autocast for the forward pass and the loss, channels_last weights and inputs, optional
+Weights and inputs are channels_last on every device (on the 2-core CPU the training step ran ~1.05x and the
+forward ~1.17x faster than contiguous). CUDA adds bfloat16 autocast for the forward pass and the loss; optional
 torch.compile. CPU runs the same code in float32.
 """
 
@@ -405,7 +406,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
     ema = copy.deepcopy(model).requires_grad_(False)
     if stored is not None:
         ema.load_state_dict(stored.ema_state)
-    memory_format = torch.channels_last if cuda else torch.contiguous_format
+    memory_format = torch.channels_last
     model.to(device=device, memory_format=memory_format)
     ema.to(device=device, memory_format=memory_format)
     model.train()
@@ -444,7 +445,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
     log_path, run_path, checkpoint_path = out / LOG_NAME, out / RUN_NAME, out / CHECKPOINT_NAME
     session = {"command": command, "started": _now(), "start_step": start_step, "device": str(device),
                "world_size": context.world_size, "compile": compile, "bfloat16_autocast": cuda,
-               "channels_last": cuda}
+               "channels_last": True}
     run_record: dict = {}
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)

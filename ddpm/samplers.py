@@ -9,8 +9,8 @@ step as `GaussianDiffusion._p_sample` does), the noise buffer is refilled and sc
 
 Speed (issue 5, `nox -s bench`): on CPU a step costs the network call and well under 1% more. `compile=True` runs
 the network through `torch.compile(dynamic=False)`: on the 2-core CPU Algorithm 2 with the `small` network then
-ran 1.34x faster at batch 32 after a 25 s compile (per batch shape; reports/bench/bench.md), the samples differing
-from eager ones by at most 3e-4 after the 1000 steps (float32 rounding, accumulated).
+ran 1.2-1.3x faster at batch 32 after a 25-35 s compile (per batch shape; two runs of `nox -s bench`), the samples
+differing from eager ones by at most 3e-4 after the 1000 steps (float32 rounding, accumulated).
 
 Random draw order (documented because tests rely on it): x_T first (one torch.randn of `shape`), then one
 z ~ N(0, I) of `shape` per step that uses one, in the order of the steps. Algorithm 2 draws z at t = T..2 and

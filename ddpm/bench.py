@@ -349,13 +349,20 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
     scheduler = diffusers_scheduler(diffusion, "beta")
     record["diffusers_variance_type"] = scheduler.config.variance_type
     record["diffusers_clip_sample"] = bool(scheduler.config.clip_sample)
-    outputs: dict[str, list[Tensor]] = {"ours": [], "diffusers": []}
+    outputs: dict[str, list[Tensor]] = {"diffusers": []}
 
-    def ours(r: int) -> float:
-        seconds, result = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed + r, device),
-                                                          variance="beta", progress=False, device=device), device)
-        outputs["ours"].append(result.x0)
-        return config.sample_batch / seconds
+    def our_side(name: str, compile: bool):
+        """One round of ancestral_sample (eager or compiled) -> images/s; its x_0 kept in outputs[name]."""
+        outputs[name] = []
+
+        def side(r: int) -> float:
+            seconds, result = _timed(lambda: ancestral_sample(model, diffusion, shape,
+                                                              _generator(config.seed + r, device), variance="beta",
+                                                              progress=False, device=device, compile=compile), device)
+            outputs[name].append(result.x0)
+            return config.sample_batch / seconds
+
+        return side
 
     def theirs(r: int) -> float:
         seconds, x0 = _timed(lambda: diffusers_ancestral_sample(model, scheduler, shape,
@@ -363,33 +370,25 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
         outputs["diffusers"].append(x0)
         return config.sample_batch / seconds
 
-    sides = {"ours": ours, "diffusers": theirs}
+    sides = {"ours": our_side("ours", compile=False), "diffusers": theirs}
     if config.compile_sampler:
         # Compilation happens at the first network call: time it on a 2-step chain of the same batch shape.
         short = GaussianDiffusion(diffusion.betas[1:3].cpu().numpy()).to(device)
         record["compile_seconds"], _ = _timed(lambda: ancestral_sample(model, short, shape, _generator(0, device),
                                                                        progress=False, device=device, compile=True),
                                               device)
-        outputs["ours_compiled"] = []
-
-        def ours_compiled(r: int) -> float:
-            seconds, result = _timed(lambda: ancestral_sample(model, diffusion, shape,
-                                                              _generator(config.seed + r, device), variance="beta",
-                                                              progress=False, device=device, compile=True), device)
-            outputs["ours_compiled"].append(result.x0)
-            return config.sample_batch / seconds
-
-        sides["ours_compiled"] = ours_compiled
+        sides["ours_compiled"] = our_side("ours_compiled", compile=True)
     rates = alternating_rounds(sides, config.sample_repeats)
     for name in sides:
         record[f"{name}_images_per_second"] = rates[name]
-    differences = [float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs["diffusers"], strict=True)]
+    def largest_difference(other: str) -> float:
+        return max(float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs[other], strict=True))
+
     scale = max(float(x.abs().max()) for x in outputs["ours"])
-    record["cross_check"] = {"max_abs_difference": max(differences), "max_abs_sample": scale,
+    record["cross_check"] = {"max_abs_difference": largest_difference("diffusers"), "max_abs_sample": scale,
                              "same_noise": True}
     if config.compile_sampler:
-        record["cross_check"]["compiled_max_abs_difference"] = max(
-            float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs["ours_compiled"], strict=True))
+        record["cross_check"]["compiled_max_abs_difference"] = largest_difference("ours_compiled")
     return record
 
 

@@ -11,6 +11,7 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     f  elbo                   log p(x_0) >= -L_T - sum L_{t-1} - L_0 and its gap
     g  maximum_likelihood     max likelihood = min KL(P_data || P_theta); the VAE bound
     h  reverse_variance       the two fixed reverse variances sigma_t^2 = beta_t, beta_tilde_t
+    i  strided                the strided chain q(x_s | x_t, x_0), s < t, its reverse step, and DDIM
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ MODULES = (
     "elbo",
     "maximum_likelihood",
     "reverse_variance",
+    "strided",
 )
 
 
 def all_derivations() -> tuple[Derivation, ...]:
-    """Every derivation, in the seed tutorial's order (a .. h)."""
+    """Every derivation, in key order (a .. h follow the seed tutorial; i goes beyond it)."""
     return tuple(importlib.import_module(f"derivations.{name}").derivation() for name in MODULES)
 
 

@@ -85,7 +85,7 @@ class Step:
 class Derivation:
     """A named result of the seed tutorial, derived step by step from its definitions."""
 
-    key: str  # "a" .. "h", the order of the seed tutorial (issue #2)
+    key: str  # "a" .. "h", the order of the seed tutorial (issue #2); "i" and on, results beyond it
     title: str
     module: str  # the module that proves it, e.g. "derivations.posterior"
     summary: str  # one paragraph of prose: what is derived from what

@@ -199,6 +199,102 @@ def ancestral_sample(
     return SampleResult(x0=x, trajectory=trajectory)
 
 
+@dataclass(frozen=True)
+class _StrideCoefficients:
+    """float64 [S] coefficients of steps t -> s (derivation (i)); every field indexed like the step lists."""
+
+    coef_x: np.ndarray  # sqrt(alpha_bar_s / alpha_bar_t): x_t's coefficient (DDIM eq. 12 and the strided mean)
+    coef_eps: np.ndarray  # DDIM: sqrt(1 - a_s - sigma^2) - sqrt(a_s) sqrt(1 - a_t) / sqrt(a_t)
+    sigma: np.ndarray  # DDIM sigma(eta), eq. 16
+    sqrt_a_prev: np.ndarray  # sqrt(alpha_bar_s)
+    direction: np.ndarray  # sqrt(1 - alpha_bar_s - sigma^2)
+    stride_beta: np.ndarray  # 1 - alpha_bar_t / alpha_bar_s, the forward variance of the stride
+    stride_beta_tilde: np.ndarray  # (1 - alpha_bar_s) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_s)
+    strided_eps_coef: np.ndarray  # (1 - alpha_bar_t / alpha_bar_s) / sqrt(1 - alpha_bar_t)
+
+
+def _ddim_coefficients(diffusion: GaussianDiffusion, ts, ss, eta: float) -> _StrideCoefficients:
+    """Coefficients of the steps ts[i] -> ss[i] (paper timesteps, 0 <= s < t), from the float64 log tables."""
+    L = diffusion.log_alpha_bars.cpu().numpy()
+    one_minus = diffusion.one_minus_alpha_bars.cpu().numpy()
+    t_idx, p_idx = np.asarray(ts, dtype=np.int64), np.asarray(ss, dtype=np.int64)
+    L_t, L_p = L[t_idx], L[p_idx]
+    stride_beta = -np.expm1(L_t - L_p)  # 1 - a / a', no cancellation
+    stride_beta_tilde = one_minus[p_idx] / one_minus[t_idx] * stride_beta
+    # 1 - a / a' = -expm1(L_t - L_prev); sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a').
+    sigma2 = eta**2 * one_minus[p_idx] / one_minus[t_idx] * stride_beta  # [S]
+    direction = np.sqrt(np.clip(one_minus[p_idx] - sigma2, 0.0, None))  # sqrt(1 - a' - sigma^2)
+    sqrt_a_prev = np.exp(0.5 * L_p)
+    coef_x = np.exp(0.5 * (L_p - L_t))  # sqrt(a' / a)
+    coef_eps = direction - sqrt_a_prev * np.sqrt(one_minus[t_idx]) * np.exp(-0.5 * L_t)
+    return _StrideCoefficients(coef_x, coef_eps, np.sqrt(sigma2), sqrt_a_prev, direction, stride_beta,
+                               stride_beta_tilde, stride_beta / np.sqrt(one_minus[t_idx]))
+
+
+def _check_stride(diffusion: GaussianDiffusion, t: object, s: object) -> tuple[int, int]:
+    for name, value in (("t", t), ("s", s)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an int (paper timestep), got {value!r}")
+    if not 0 <= int(s) < int(t) <= diffusion.T:
+        raise ValueError(f"a stride needs 0 <= s < t <= T = {diffusion.T}, got t = {t}, s = {s}")
+    return int(t), int(s)
+
+
+@torch.no_grad()
+def strided_ancestral_step(
+    diffusion: GaussianDiffusion, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor,
+    variance: str | ReverseVariance = "beta",
+) -> Tensor:
+    """x_s ~ N(mu_{t,s}, sigma_{t,s}^2 I): Algorithm 2's step over a stride t -> s < t (derivation (i)).
+
+    mu_{t,s} = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s) / sqrt(1 - alpha_bar_t) eps),
+    the mean of the strided posterior q(x_s | x_t, x_0) at x0_hat; sigma_{t,s}^2 is the stride's forward variance
+    1 - alpha_bar_t / alpha_bar_s ("beta") or its posterior variance beta_tilde_{t,s} ("beta_tilde"); z is not
+    used at s = 0 (the last step adds no noise). With s = t - 1 this is `GaussianDiffusion.p_sample`.
+    """
+    choice = ReverseVariance.from_value(variance)
+    t, s = _check_stride(diffusion, t, s)
+    dtype = compute_dtype(xt.dtype)
+    c = _ddim_coefficients(diffusion, [t], [s], 0.0)
+    sigma2 = c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde
+    mean = float(c.coef_x[0]) * (xt.to(dtype) - float(c.strided_eps_coef[0]) * eps.to(dtype))
+    if s == 0:
+        return mean.to(xt.dtype)
+    return (mean + float(np.sqrt(sigma2[0])) * z.to(dtype)).to(xt.dtype)
+
+
+@torch.no_grad()
+def ddim_step(
+    diffusion: GaussianDiffusion, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor | None,
+    clip_x0: bool = False,
+) -> Tensor:
+    """x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z: one DDIM step (Song et al. eq. 12).
+
+    sigma^2 = eta^2 (1 - alpha_bar_s) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_s) (eq. 16); the same
+    coefficients and arithmetic as one step of `ddim_sample`. z may be None when eta = 0 or s = 0 (no noise).
+    """
+    t, s = _check_stride(diffusion, t, s)
+    eta = float(eta)
+    if not np.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    cdtype = compute_dtype(xt.dtype)
+    c = _ddim_coefficients(diffusion, [t], [s], eta)
+    cast = lambda v: torch.tensor(v[0], dtype=torch.float64, device=xt.device).to(cdtype)  # noqa: E731
+    xc, e = xt.to(cdtype), eps.to(cdtype)
+    if clip_x0:
+        tt = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
+        x0_hat = diffusion._predict_x0_from_eps(xc, tt, e).clamp(-1.0, 1.0)
+        eps_hat = diffusion._predict_eps_from_x0(xc, tt, x0_hat)
+        new = cast(c.sqrt_a_prev) * x0_hat + cast(c.direction) * eps_hat
+    else:
+        new = cast(c.coef_x) * xc + cast(c.coef_eps) * e
+    if eta > 0 and s > 0:
+        if z is None:
+            raise ValueError("ddim_step needs z when eta > 0 and s > 0")
+        new = new + cast(c.sigma) * z.to(cdtype)
+    return new.to(xt.dtype)
+
+
 def ddim_timesteps(T: int, num_steps: int) -> list[int]:
     """tau_1 < ... < tau_S: S evenly spaced integers from 1 to T (tau_S = T, rounding floor(x + 1/2)); 1..T if S = T."""
     if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
@@ -245,19 +341,10 @@ def ddim_sample(
     # Per-step float64 coefficients, step i going from t = taus_desc[i] to prev = prevs[i].
     taus_desc = taus[::-1]
     prevs = taus_desc[1:] + [0]
-    L = diffusion.log_alpha_bars.cpu().numpy()
-    one_minus = diffusion.one_minus_alpha_bars.cpu().numpy()
-    t_idx, p_idx = np.array(taus_desc), np.array(prevs)
-    L_t, L_p = L[t_idx], L[p_idx]
-    # 1 - a / a' = -expm1(L_t - L_prev); sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a').
-    sigma2 = eta**2 * one_minus[p_idx] / one_minus[t_idx] * -np.expm1(L_t - L_p)  # [S]
-    direction = np.sqrt(np.clip(one_minus[p_idx] - sigma2, 0.0, None))  # sqrt(1 - a' - sigma^2)
-    sqrt_a_prev = np.exp(0.5 * L_p)
-    coef_x = np.exp(0.5 * (L_p - L_t))  # sqrt(a' / a)
-    coef_eps = direction - sqrt_a_prev * np.sqrt(one_minus[t_idx]) * np.exp(-0.5 * L_t)
+    coefs = _ddim_coefficients(diffusion, taus_desc, prevs, eta)
     as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
-    coef_x, coef_eps, sigma = as_tensor(coef_x), as_tensor(coef_eps), as_tensor(np.sqrt(sigma2))
-    sqrt_a_prev_t, direction_t = as_tensor(sqrt_a_prev), as_tensor(direction)
+    coef_x, coef_eps, sigma = as_tensor(coefs.coef_x), as_tensor(coefs.coef_eps), as_tensor(coefs.sigma)
+    sqrt_a_prev_t, direction_t = as_tensor(coefs.sqrt_a_prev), as_tensor(coefs.direction)
     draws = eta > 0
 
     timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
@@ -284,4 +371,4 @@ def ddim_sample(
     return SampleResult(x0=x, trajectory=trajectory)
 
 
-__all__ = ["SampleResult", "ancestral_sample", "ddim_sample", "ddim_timesteps"]
+__all__ = ["SampleResult", "ancestral_sample", "ddim_sample", "ddim_step", "ddim_timesteps", "strided_ancestral_step"]

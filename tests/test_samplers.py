@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.samplers import SampleResult, ancestral_sample, ddim_sample, ddim_timesteps
+from ddpm.samplers import (
+    SampleResult,
+    ancestral_sample,
+    ddim_sample,
+    ddim_step,
+    ddim_timesteps,
+    strided_ancestral_step,
+)
 from ddpm.schedules import make_betas
 
 F64 = tolerances.FLOAT64.kwargs()
@@ -227,6 +234,59 @@ def test_ddim_full_steps_eta1_equals_ancestral_beta_tilde(T, clip_x0):
     for t in range(T + 1):
         assert_allclose(b.trajectory[t].numpy(), a.trajectory[t].numpy(), **F64,
                         err_msg=f"DDIM(S=T, eta=1) != Algorithm 2 with beta_tilde at x_{t}")
+
+
+@pytest.mark.parametrize("clip_x0", [False, True])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step_repeated_is_ddim_sample(eta, clip_x0):
+    """ddim_step over the visited taus reproduces ddim_sample bitwise (same coefficients, same draws)."""
+    T, S = 25, 6
+    d = GaussianDiffusion(moderate_betas(T))
+    model = ToyEps(T)
+    shape = SHAPE
+    out = ddim_sample(model, d, shape, torch.Generator().manual_seed(5), num_steps=S, eta=eta, clip_x0=clip_x0,
+                      progress=False, dtype=torch.float64)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(shape, generator=g, dtype=torch.float64)
+    taus = ddim_timesteps(T, S)[::-1]
+    for t, s in zip(taus, taus[1:] + [0]):
+        z = torch.randn(shape, generator=g, dtype=torch.float64) if eta > 0 and s > 0 else None
+        x = ddim_step(d, model(x, torch.full((shape[0],), t)), x, t, s, eta, z, clip_x0=clip_x0)
+    assert torch.equal(x, out.x0), "ddim_step chain != ddim_sample"
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+def test_strided_step_over_one_step_is_p_sample(variance):
+    """With s = t - 1 the strided step is Algorithm 2's p_sample (no noise at t = 1)."""
+    T = 30
+    d = GaussianDiffusion(moderate_betas(T))
+    g = torch.Generator().manual_seed(2)
+    for t in (1, 2, 17, T):
+        eps, xt, z = (torch.randn(SHAPE, generator=g, dtype=torch.float64) for _ in range(3))
+        got = strided_ancestral_step(d, eps, xt, t, t - 1, z, variance)
+        expected = d.p_sample(eps, xt, torch.full((SHAPE[0],), t), z, variance)
+        assert_allclose(got.numpy(), expected.numpy(), **F64, err_msg=f"strided step t -> t - 1 != p_sample, t = {t}")
+
+
+def test_strided_step_eta1_ddim_is_the_beta_tilde_strided_step():
+    """Derivation (i): DDIM with eta = 1 over a stride is the strided ancestral step with beta_tilde_{t,s}."""
+    T = 40
+    d = GaussianDiffusion(moderate_betas(T))
+    g = torch.Generator().manual_seed(3)
+    for t, s in ((40, 30), (12, 3), (5, 0)):
+        eps, xt, z = (torch.randn(SHAPE, generator=g, dtype=torch.float64) for _ in range(3))
+        assert_allclose(strided_ancestral_step(d, eps, xt, t, s, z, "beta_tilde").numpy(),
+                        ddim_step(d, eps, xt, t, s, 1.0, z).numpy(), **F64, err_msg=f"t = {t}, s = {s}")
+
+
+@pytest.mark.parametrize("t, s", [(5, 5), (3, 4), (0, 0), (41, 3), (2.0, 1), (3, -1)])
+def test_stride_bad_arguments(t, s):
+    d = GaussianDiffusion(moderate_betas(40))
+    x = torch.zeros(SHAPE, dtype=torch.float64)
+    with pytest.raises(ValueError, match="stride needs|must be an int"):
+        strided_ancestral_step(d, x, x, t, s, x)
+    with pytest.raises(ValueError, match="stride needs|must be an int"):
+        ddim_step(d, x, x, t, s, 0.0, None)
 
 
 def test_clipping_keeps_x0_hat_in_range():

@@ -278,8 +278,63 @@ def run_bench_command(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------------
 # The program
 
+# ----------------------------------------------------------------------------------------------------------
+# conform
+
+
+def add_conform_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "conform", help="check DDPM implementations against the derivations (conformance suite)",
+        description="Run the conformance suite on the shipped adapters (this project; diffusers and lucidrains "
+                    "when the `conformance` extra is installed) or on your own adapters "
+                    "(--adapter package.module:factory, repeatable). Exit 0: every implementation conformant; "
+                    "1: a case failed; 2: bad input (an adapter that does not import or satisfy the protocol).")
+    p.add_argument("--adapter", action="append", metavar="SPEC",
+                   help="package.module:factory returning an adapter or a list of adapters, or a shipped name "
+                        "(reference, diffusers-ddpm, diffusers-ddim, lucidrains); default: every shipped one")
+    p.add_argument("--out", type=Path, help="folder for conformance.md and conformance.json (default: none written)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every case's inputs (default 0)")
+    p.add_argument("--no-reproductions", action="store_true",
+                   help="do not run the reproduction snippet of each failure (they are still written)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_conform)
+
+
+def run_conform(args: argparse.Namespace) -> int:
+    import time
+
+    from ddpm.conformance.adapters import SHIPPED
+    from ddpm.conformance.cases import Status, SuiteConfig
+    from ddpm.conformance.report import write_report
+    from ddpm.conformance.runner import run_suite
+
+    start = time.perf_counter()
+    specs = args.adapter or list(SHIPPED)
+    config = SuiteConfig(seed=args.seed)
+    runs, skipped = run_suite(specs, config, run_reproductions=not args.no_reproductions,
+                              progress=not args.no_progress, skip_missing=args.adapter is None)
+    for note in skipped:
+        print(f"ddpm: skipped {note}")
+    for run in runs:
+        failed = [r.case for r in run.results if r.status is Status.FAIL]
+        counts = ", ".join(f"{sum(r.status is s for r in run.results)} {s.value}" for s in Status)
+        verdict = "conformant" if run.conformant else f"NOT conformant: {', '.join(failed)}"
+        print(f"{run.adapter.name} [{run.adapter.version}]: {verdict} ({counts}; {run.seconds:.1f} s)")
+    if args.out is not None:
+        json_path, md_path = write_report(args.out, runs, config, skipped, time.perf_counter() - start,
+                                          " ".join(["python -m ddpm", *sys.argv[1:]]) if argv_is_cli() else None)
+        print(f"ddpm: wrote {md_path} and {json_path}")
+    return 0 if all(run.conformant for run in runs) else EXIT_FAILURE
+
+
+def argv_is_cli() -> bool:
+    """True when sys.argv is this command line (not a test calling main([...]))."""
+    return len(sys.argv) > 1 and sys.argv[1] == "conform"
+
+
 SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser, add_evaluate_parser, add_report_parser,
-                               add_set_aside_parser, add_bench_parser]
+                               add_set_aside_parser, add_bench_parser,
+                               add_conform_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -322,6 +377,7 @@ __all__ = [
     "SUBCOMMANDS",
     "UsageError",
     "add_bench_parser",
+    "add_conform_parser",
     "add_evaluate_parser",
     "add_report_parser",
     "add_sample_parser",

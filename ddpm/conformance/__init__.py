@@ -1,0 +1,12 @@
+"""A conformance suite any DDPM implementation can be run against: the derivations as the oracle.
+
+- `protocol`: the `Adapter` protocol (the few operations an implementation exposes, in its own timestep
+  convention), `VarianceKind`, `Convention`, `ScheduleSpec`, `Chain`, `NotOffered`.
+- `oracle`: the float64 oracle forms and the rounding-error tolerance model.
+- `cases`: the named cases (exact and statistical) and their `CaseResult`.
+- `runner`: `load_adapters("package.module:factory")`, `run_suite`.
+- `report`: conformance.md and conformance.json.
+- `adapters/`: the reference (this project) and diffusers / lucidrains adapters (the `conformance` extra).
+
+`python -m ddpm conform` runs it (exit 0 all conformant, 1 a case failed, 2 bad input).
+"""

@@ -1,0 +1,207 @@
+"""The float64 oracle of the conformance suite and its rounding-error model (the tolerance of every exact case).
+
+Every operation is a SymPy form over the canonical intermediates an implementation forms from its own tables,
+at a step t -> s (s = t - 1 for the one-step operations; the paper's s = 0 is x_0 itself, alpha_bar_0 = 1):
+
+    a_t = alpha_bar_t, a_s = alpha_bar_s, b = beta_t from the adapter's own betas table and al = 1 - b (one step),
+    or b = 1 - a_t / a_s and al = a_t / a_s (a stride: its forward variance), m_t = 1 - a_t, m_s = 1 - a_s,
+
+and the inputs x0, xt, noise, eps, z (and v, eta). The forms are the paper's formulas; `tests/test_conformance_
+oracle.py` proves each equal to the derived expression of derivations (a), (b), (d) and (i) (simplify(a - b) == 0),
+so the suite checks other code against the derivations, not against this file.
+
+Oracle values are computed in float64 from the ADAPTER'S OWN alpha_bar table (cast exactly to float64), so a
+float32 table is not penalised for its own rounding here; the `schedule` case checks the tables themselves.
+
+Tolerance of an output f (first-order rounding bound, `ROUNDING_FACTOR` K, unit roundoff u of the adapter's dtype):
+
+    |f_adapter - f_oracle| <= K (u |f| + sum_q |df/dq| dq)
+
+over every intermediate and input q, with dq = u |q| for al and the data inputs, dq = u |q| (1 + |log q|) for
+a_t and a_s (tables built as exp of a sum of logs carry the rounding of the logarithm), and dq = u
+(absolute) for b, m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1} or 1 - a_t by cancellation
+(diffusers does), which is exact to u absolutely, not relatively. Where implementations take different routes
+to the same mean (Algorithm 2's eps form, or x0_hat through the posterior mean), the bound is the largest over
+the forms, so neither route is penalised for its own rounding. Real bugs (a t vs t - 1 slip, a missing square
+root, a wrong variance) move outputs by orders of magnitude more than this bound (tests/test_conformance.py).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+
+import numpy as np
+import sympy as sp
+import torch
+
+from ddpm.conformance.protocol import VarianceKind
+
+ROUNDING_FACTOR = 8.0  # K: a few roundings per operation on each side
+
+a_t, a_s, al = sp.symbols("a_t a_s al", positive=True)
+b, m_t, m_s = sp.symbols("b m_t m_s", nonnegative=True)
+x0, xt, noise, eps, z, v = sp.symbols("x0 xt noise eps z v", real=True)
+eta = sp.Symbol("eta", nonnegative=True)
+
+INTERMEDIATES = (a_t, a_s, al, b, m_t, m_s)
+ABSOLUTE = frozenset({b, m_t, m_s})  # perturbed by u absolutely (may be formed by cancellation)
+TABLE_VALUES = frozenset({a_t, a_s})  # perturbed by u (1 + |log a|) relatively (tables built as exp(sum log alpha))
+INPUTS = (x0, xt, noise, eps, z, v, eta)
+
+# x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t): eq. 4 solved for x_0.
+X0_HAT = (xt - sp.sqrt(m_t) * eps) / sp.sqrt(a_t)
+POSTERIOR_COEF_X0 = sp.sqrt(a_s) * b / m_t  # eq. 7 (over a stride: derivation (i))
+POSTERIOR_COEF_XT = sp.sqrt(al) * m_s / m_t
+POSTERIOR_VARIANCE = m_s / m_t * b
+Q_SAMPLE = sp.sqrt(a_t) * x0 + sp.sqrt(m_t) * noise  # eq. 4, reparameterised
+POSTERIOR_MEAN = POSTERIOR_COEF_X0 * x0 + POSTERIOR_COEF_XT * xt
+# Algorithm 2 line 4 (over a stride: sqrt(a_s / a_t) (x_t - b / sqrt(m_t) eps)), and the same mean through x0_hat.
+MEAN_FORMS = (
+    (xt - b / sp.sqrt(m_t) * eps) / sp.sqrt(al),
+    POSTERIOR_COEF_X0 * X0_HAT + POSTERIOR_COEF_XT * xt,
+)
+# Nichol & Dhariwal eq. 15: frac = (v + 1) / 2 between log beta_tilde (frac = 0) and log beta (frac = 1).
+_FRAC = (v + 1) / 2
+SIGMA = {
+    VarianceKind.BETA: sp.sqrt(b),
+    VarianceKind.BETA_TILDE: sp.sqrt(POSTERIOR_VARIANCE),
+    VarianceKind.LEARNED_RANGE: sp.exp((_FRAC * sp.log(b) + (1 - _FRAC) * sp.log(POSTERIOR_VARIANCE)) / 2),
+    VarianceKind.LEARNED_LOG_VARIANCE: sp.exp(v / 2),
+    VarianceKind.LEARNED_VARIANCE: sp.sqrt(v),
+}
+# DDIM, Song et al. eq. 16 and eq. 12 (and its x_t / eps coefficient form).
+DDIM_SIGMA2 = eta**2 * m_s / m_t * b
+DDIM_FORMS = (
+    sp.sqrt(a_s) * X0_HAT + sp.sqrt(m_s - DDIM_SIGMA2) * eps + sp.sqrt(DDIM_SIGMA2) * z,
+    sp.sqrt(a_s / a_t) * xt + (sp.sqrt(m_s - DDIM_SIGMA2) - sp.sqrt(a_s) * sp.sqrt(m_t) / sp.sqrt(a_t)) * eps
+    + sp.sqrt(DDIM_SIGMA2) * z,
+)
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """u = machine epsilon / 2 of `dtype` (2^-24 for float32, 2^-53 for float64)."""
+    return float(torch.finfo(dtype).eps) / 2.0
+
+
+@functools.lru_cache(maxsize=None)
+def _compiled(form: sp.Expr):
+    """(value, [(symbol, |d form / d symbol|)]) as NumPy functions of all symbols."""
+    symbols = INTERMEDIATES + INPUTS
+    value = sp.lambdify(symbols, form, modules="numpy")
+    partials = tuple(
+        (symbol, sp.lambdify(symbols, sp.diff(form, symbol), modules="numpy"))
+        for symbol in symbols
+        if form.has(symbol)
+    )
+    return value, partials
+
+
+def stride_intermediates(alpha_bar_t, alpha_bar_s, beta=None) -> dict[sp.Symbol, np.ndarray]:
+    """The intermediates at a step t -> s in float64 (a_s = 1 at the paper's s = 0).
+
+    For one step (s = t - 1) pass the adapter's own `beta` = beta_t: b = beta_t and al = 1 - beta_t, as Algorithm 2
+    writes them; for a stride, b = 1 - a_t / a_s and al = a_t / a_s come from the alpha_bar table.
+    """
+    at = np.asarray(alpha_bar_t, dtype=np.float64)
+    as_ = np.asarray(alpha_bar_s, dtype=np.float64)
+    ratio = at / as_ if beta is None else 1.0 - np.asarray(beta, dtype=np.float64)
+    return {a_t: at, a_s: as_, al: ratio, b: 1.0 - ratio if beta is None else np.asarray(beta, dtype=np.float64),
+            m_t: 1.0 - at, m_s: 1.0 - as_}
+
+
+def evaluate(forms: sp.Expr | tuple[sp.Expr, ...], values: Mapping[sp.Symbol, np.ndarray],
+             u: float) -> tuple[np.ndarray, np.ndarray]:
+    """(oracle value, tolerance) of `forms` (one form or several equal ones) at `values` (module docstring)."""
+    forms = forms if isinstance(forms, tuple) else (forms,)
+    symbols = INTERMEDIATES + INPUTS
+    args = [np.asarray(values.get(s, 0.0), dtype=np.float64) for s in symbols]
+    out, bound = None, None
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for form in forms:
+            fn, partials = _compiled(form)
+            f = np.broadcast_to(np.asarray(fn(*args), dtype=np.float64), np.broadcast_shapes(*(a.shape for a in args)))
+            err = u * np.abs(f)
+            for symbol, dfn in partials:
+                d = np.abs(np.asarray(dfn(*args), dtype=np.float64))
+                q = np.asarray(values.get(symbol, 0.0), dtype=np.float64)
+                dq = u if symbol in ABSOLUTE else u * np.abs(q)
+                if symbol in TABLE_VALUES:  # a table may carry the rounding of its logarithm
+                    dq = dq * (1.0 + np.abs(np.log(np.where(q > 0, q, 1.0))))
+                err = err + np.nan_to_num(d * dq, nan=np.inf, posinf=np.inf)
+            out = f if out is None else out
+            bound = err if bound is None else np.maximum(bound, err)
+    return out, ROUNDING_FACTOR * bound
+
+
+def sigma_form(kind: VarianceKind) -> sp.Expr:
+    """sigma (not sigma^2) of a variance kind at a step t -> s >= 1."""
+    return SIGMA[kind]
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+def linear_betas(T: int, rescaled: bool) -> np.ndarray:
+    """Ho et al.'s linear schedule, beta_t = b_1 + (b_T - b_1) (t - 1) / (T - 1), b_1 = 1e-4 k, b_T = 0.02 k, k = 1000 / T
+    when rescaled (improved-diffusion, lucidrains, this project) else 1 (TF original, diffusers)."""
+    k = 1000.0 / T if rescaled else 1.0
+    if T == 1:
+        return np.array([1e-4 * k])
+    t = np.arange(1, T + 1, dtype=np.float64)
+    return 1e-4 * k + (0.02 * k - 1e-4 * k) * (t - 1) / (T - 1)
+
+
+def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
+    """Nichol & Dhariwal eq. 17: beta_t = min(1 - alpha_bar(t) / alpha_bar(t - 1), 0.999), f(t) = cos^2((t/T + s)/(1 + s) pi/2)."""
+    f = np.cos(_cosine_angles(T, s)) ** 2
+    return np.minimum(1.0 - f[1:] / f[:-1], max_beta)
+
+
+def _cosine_angles(T: int, s: float = 0.008) -> np.ndarray:
+    return (np.arange(T + 1, dtype=np.float64) / T + s) / (1 + s) * np.pi / 2  # [T + 1]
+
+
+def schedule_condition(kind, T: int) -> np.ndarray:
+    """sum_x |x d beta_t / d x| over the formula's arguments: how much rounding of them moves beta_t.
+
+    Linear: 0 (beta is its own argument). Cosine: beta_t = 1 - r, r = cos^2(a_t) / cos^2(a_{t-1}), so
+    |a_t dr/da_t| + |a_{t-1} dr/da_{t-1}| = 2 r (|a_t tan a_t| + |a_{t-1} tan a_{t-1}|), large near t = T where
+    cos(a) is tiny; 0 where the clip at 0.999 decides beta_t.
+    """
+    if kind.value != "cosine":
+        return np.zeros(T)
+    a = _cosine_angles(T)
+    r = np.cos(a[1:]) ** 2 / np.cos(a[:-1]) ** 2
+    cond = 2 * r * (np.abs(a[1:] * np.tan(a[1:])) + np.abs(a[:-1] * np.tan(a[:-1])))
+    return np.where(1.0 - r >= 0.999, 0.0, cond)
+
+
+# ------------------------------------------------------------------------------- exact eps* of Gaussian data
+class GaussianData:
+    """x_0 ~ N(mean, std^2) independently per dimension: the data whose optimal denoiser eps* is known exactly.
+
+    eps*(x_t, t) = E[eps | x_t] = sqrt(1 - a_t) (x_t - sqrt(a_t) m) / (a_t s^2 + 1 - a_t) (Gaussian conditioning);
+    the minimum of E ||eps - eps_theta||^2 / d at t is E Var(eps | x_t) = a_t s^2 / (a_t s^2 + 1 - a_t).
+    The defaults keep |x_0| <= 1 with probability 1 - 6e-5, so x_0-clipping implementations are (nearly) unaffected.
+    """
+
+    def __init__(self, mean: float = 0.1, std: float = 0.25) -> None:
+        self.mean, self.std = float(mean), float(std)
+
+    def kappa(self, alpha_bar: np.ndarray) -> np.ndarray:
+        """eps* = kappa (x_t - sqrt(a_t) m)."""
+        return np.sqrt(1.0 - alpha_bar) / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
+
+    def loss_minimum(self, alpha_bar: float) -> float:
+        """min over eps_theta of E (eps - eps_theta(x_t, t))^2 per dimension: E Var(eps | x_t)."""
+        return alpha_bar * self.std**2 / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
+
+    def eps_model(self, alpha_bars: np.ndarray, timestep_base: int):
+        """eps*(x, t) for an implementation's table alpha_bars [T] and timestep convention (t int64 [B])."""
+        table = torch.tensor(alpha_bars, dtype=torch.float64)
+
+        def eps_star(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            ab = table[(t.to(torch.int64) - timestep_base).cpu()].to(x.device).reshape((-1,) + (1,) * (x.ndim - 1))
+            kappa = torch.sqrt(1.0 - ab) / (ab * self.std**2 + 1.0 - ab)
+            return (kappa * (x.to(torch.float64) - torch.sqrt(ab) * self.mean)).to(x.dtype)
+
+        return eps_star

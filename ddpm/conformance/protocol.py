@@ -1,0 +1,209 @@
+"""What an implementation exposes to the conformance suite: the `Adapter` protocol and its vocabulary.
+
+An adapter wraps one configuration of one DDPM implementation (one schedule, one set of options) and exposes
+the few operations the suite checks, in the implementation's OWN timestep convention: `timestep_base` is the
+index it gives the paper's t = 1 (0 for the TF original, improved-diffusion, diffusers and lucidrains; 1 for
+Ho et al. and this project). The suite maps every t explicitly: paper t = adapter t - timestep_base + 1, and
+the adapter's `timestep_base - 1` stands for the paper's t = 0 (x_0 itself, alpha_bar_0 = 1).
+
+Required members (checked by `check_adapter`):
+
+    name: str                     e.g. "diffusers DDPMScheduler(variance_type='fixed_small')"
+    version: str                  the implementation's version, e.g. "diffusers 0.42.1"
+    timestep_base: int            0 or 1
+    dtype: torch.dtype            the dtype the suite feeds it (its tables' precision decides the tolerances)
+    schedule: ScheduleSpec        the schedule it claims to implement
+    variances: Mapping[str, VarianceKind]   its reverse-variance options and the formula each claims
+    conventions: Mapping[Convention, str]   declared departures from the paper, each with a one-line note
+    betas() -> array [T]          beta at adapter timesteps base .. base + T - 1
+    alpha_bars() -> array [T]     alpha_bar at the same timesteps
+    q_sample(x0, t, noise) -> Tensor                    x_t; t an int (adapter convention), tensors [B, C, H, W]
+    q_posterior(x0, xt, t) -> (mean, variance)          q(x_{t-1} | x_t, x_0); variance broadcastable to x
+    reverse_step(eps, xt, t, z, variance, v=None) -> Tensor
+        x_{t-1} of Algorithm 2 line 4 given eps = eps_theta(x_t, t) and the standard normal draw z (the adapter
+        injects z however its library draws noise); `variance` is a key of `variances`; `v` is the model's
+        variance output for the learned kinds (None otherwise).
+
+Optional members (a case whose member is missing, or raises `NotOffered`, is "not applicable"; a required
+method may raise `NotOffered` too when the library has no such operation):
+
+    strided_timesteps(num_steps) -> list[int]           visited timesteps, descending (adapter convention)
+    strided_step(eps, xt, t, s, z, variance, v=None)    x_s from x_t, s the next visited timestep (or base - 1)
+    ddim_timesteps(num_steps) -> list[int]
+    ddim_step(eps, xt, t, s, eta, z)                    Song et al. eq. 12 from t to s
+    training_loss(eps_model, x0, t, noise) -> Tensor    the implementation's eps-prediction loss at given draws;
+                                                        t an int64 tensor [B] (adapter convention); returns the
+                                                        per-image mean over dimensions [B] or its batch mean
+    chains() -> Sequence[Chain]                         its full samplers, each run by the suite with eps*
+    reproduction(operation, t, inputs) -> str | None    a standalone snippet calling the library directly
+
+`eps_model` arguments are callables eps_model(x [B, C, H, W], t int64 [B] in the adapter's convention) -> eps.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+Tensor = torch.Tensor
+
+
+class AdapterError(ValueError):
+    """An object that does not satisfy the adapter protocol, or a factory that cannot be loaded."""
+
+
+class NotOffered(Exception):
+    """Raised by an adapter method whose operation the implementation does not have (the case is "not applicable").
+
+    The message says what is missing, e.g. "DDIMScheduler has no posterior q(x_{t-1} | x_t, x_0)".
+    """
+
+
+class VarianceKind(enum.Enum):
+    """The formula a reverse-variance option claims for sigma_t^2 (over a stride t -> s: see derivation (i))."""
+
+    BETA = "beta"  # sigma_t^2 = beta_t (Ho et al. "large"); over a stride 1 - alpha_bar_t / alpha_bar_s
+    BETA_TILDE = "beta_tilde"  # sigma_t^2 = beta_tilde_t (Ho et al. "small", eq. 7)
+    # Nichol & Dhariwal (2021) eq. 15: log sigma^2 = f log beta_t + (1 - f) log beta_tilde_t, f = (v + 1) / 2.
+    LEARNED_RANGE = "learned_range"
+    LEARNED_LOG_VARIANCE = "learned_log_variance"  # the network outputs v = log sigma_t^2 (improved-diffusion)
+    LEARNED_VARIANCE = "learned_variance"  # the network outputs v = sigma_t^2 itself
+
+    @property
+    def learned(self) -> bool:
+        """True when sigma_t^2 depends on a network output v."""
+        return self in (VarianceKind.LEARNED_RANGE, VarianceKind.LEARNED_LOG_VARIANCE, VarianceKind.LEARNED_VARIANCE)
+
+
+class Convention(enum.Enum):
+    """A declared departure from the paper as written. Declared ones are shown in the report, never hidden.
+
+    CLIPS_X0 changes what the suite checks (the oracle clips x0_hat to [-1, 1] and uses the posterior mean
+    mu_tilde(x0_hat, x_t), as improved-diffusion's clip_denoised does); the others are notes on the case they
+    concern (the checks are unchanged).
+    """
+
+    CLIPS_X0 = "clips_x0"  # sampling clips the predicted x_0 to [-1, 1]: not Algorithm 2 as written
+    SCHEDULE = "schedule"  # e.g. a linear schedule not rescaled by 1000 / T
+    LEARNED_VARIANCE = "learned_variance"  # the meaning of a learned-variance output
+    TIMESTEPS = "timesteps"  # which timesteps a strided or DDIM sampler visits
+    OTHER = "other"
+
+
+class ScheduleKind(enum.Enum):
+    """Schedules the suite knows the formula of; CUSTOM is checked for consistency only."""
+
+    LINEAR = "linear"  # beta_t = b_1 + (b_T - b_1) (t - 1) / (T - 1), b_1 = 1e-4 k, b_T = 0.02 k
+    COSINE = "cosine"  # Nichol & Dhariwal: alpha_bar(t) = f(t) / f(0), f(t) = cos^2((t / T + s) / (1 + s) pi / 2)
+    CUSTOM = "custom"
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """The schedule an adapter claims: kind, T and (linear) whether the ends are rescaled by k = 1000 / T."""
+
+    kind: ScheduleKind
+    T: int
+    rescaled: bool = True
+
+
+class ChainKind(enum.Enum):
+    """What a full sampler claims to be: Algorithm 2 (ancestral, possibly strided) or DDIM (eq. 12)."""
+
+    ANCESTRAL = "ancestral"
+    DDIM = "ddim"
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One full sampler of an implementation, run by the suite with the exact eps* of Gaussian data.
+
+    `timesteps` are the visited timesteps, descending, in the adapter's convention (x_{timesteps[0]} is the
+    initial N(0, I) draw); `variance` names a key of the adapter's `variances` (ancestral chains), `eta` the
+    DDIM noise (ddim chains). `run(eps_model, shape, generator)` returns x_0 [shape]; randomness comes from
+    the torch.Generator (an adapter whose library draws from the global RNG forks and seeds it from there).
+    """
+
+    label: str
+    kind: ChainKind
+    timesteps: Sequence[int]
+    run: Callable[[Callable[[Tensor, Tensor], Tensor], tuple[int, ...], torch.Generator], Tensor]
+    variance: str | None = None
+    eta: float | None = None
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """The operations every adapter exposes (module docstring); optional ones are found with hasattr."""
+
+    name: str
+    version: str
+    timestep_base: int
+    dtype: torch.dtype
+    schedule: ScheduleSpec
+    variances: Mapping[str, VarianceKind]
+    conventions: Mapping[Convention, str]
+
+    def betas(self) -> Any: ...
+
+    def alpha_bars(self) -> Any: ...
+
+    def q_sample(self, x0: Tensor, t: int, noise: Tensor) -> Tensor: ...
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: int) -> tuple[Tensor, Tensor]: ...
+
+    def reverse_step(self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str,
+                     v: Tensor | None = None) -> Tensor: ...
+
+
+OPTIONAL = ("strided_timesteps", "strided_step", "ddim_timesteps", "ddim_step", "training_loss", "chains",
+            "reproduction")
+_ATTRIBUTES = ("name", "version", "timestep_base", "dtype", "schedule", "variances", "conventions")
+_METHODS = ("betas", "alpha_bars", "q_sample", "q_posterior", "reverse_step")
+
+
+def check_adapter(adapter: object) -> Adapter:
+    """`adapter` itself when it satisfies the protocol; AdapterError naming the first problem otherwise."""
+    label = getattr(adapter, "name", type(adapter).__name__)
+    for attribute in _ATTRIBUTES:
+        if not hasattr(adapter, attribute):
+            raise AdapterError(f"adapter {label!r} has no attribute {attribute!r} (see ddpm.conformance.protocol)")
+    for method in _METHODS:
+        if not callable(getattr(adapter, method, None)):
+            raise AdapterError(f"adapter {label!r} has no method {method}() (see ddpm.conformance.protocol)")
+    a: Any = adapter
+    if not isinstance(a.name, str) or not a.name:
+        raise AdapterError(f"adapter name must be a non-empty string, got {a.name!r}")
+    if a.timestep_base not in (0, 1):
+        raise AdapterError(f"adapter {label!r}: timestep_base must be 0 or 1, got {a.timestep_base!r}")
+    if not isinstance(a.dtype, torch.dtype) or not a.dtype.is_floating_point:
+        raise AdapterError(f"adapter {label!r}: dtype must be a floating torch.dtype, got {a.dtype!r}")
+    if not isinstance(a.schedule, ScheduleSpec):
+        raise AdapterError(f"adapter {label!r}: schedule must be a ScheduleSpec, got {type(a.schedule).__name__}")
+    if not isinstance(a.variances, Mapping) or not a.variances:
+        raise AdapterError(f"adapter {label!r}: variances must map option names to VarianceKind")
+    for option, kind in a.variances.items():
+        if not isinstance(kind, VarianceKind):
+            raise AdapterError(f"adapter {label!r}: variance option {option!r} maps to {kind!r}, not a VarianceKind")
+    if not isinstance(a.conventions, Mapping) or not all(isinstance(c, Convention) for c in a.conventions):
+        raise AdapterError(f"adapter {label!r}: conventions must map Convention members to notes")
+    return a
+
+
+__all__ = [
+    "OPTIONAL",
+    "Adapter",
+    "AdapterError",
+    "NotOffered",
+    "Chain",
+    "ChainKind",
+    "Convention",
+    "ScheduleKind",
+    "ScheduleSpec",
+    "VarianceKind",
+    "check_adapter",
+]

@@ -65,3 +65,16 @@ def bench(session: nox.Session) -> None:
     """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
     install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite
     session.run("python", "-m", "ddpm", "bench", "--out", "reports/bench", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def conformance(session: nox.Session) -> None:
+    """Check ours, diffusers and lucidrains against the derivations; write reports/conformance (fails only if ours fails)."""
+    install_project(session, "conformance", "test")
+    session.run("pytest", "tests/test_conformance_adapters.py", "tests/test_conformance.py",
+                "tests/test_conformance_oracle.py")
+    # Exit 1 (a third-party case failed) is a finding, not a broken session; the report is what it produces.
+    session.run("python", "-m", "ddpm", "conform", "--out", "reports/conformance", "--no-progress", *session.posargs,
+                success_codes=[0, 1])
+    # The reference must conform: this run's exit status is the session's.
+    session.run("python", "-m", "ddpm", "conform", "--adapter", "reference", "--no-progress")

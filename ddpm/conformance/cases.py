@@ -482,7 +482,8 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
     detail = (f"predicted N({mean:.5f}, {sd:.5f}^2) (data N({data.mean:g}, {data.std:g}^2)); sample mean "
               f"{x.mean():.5f}, sd {x.std(ddof=1):.5f}; Holm p: " + ", ".join(
                   f"{lab} {p:.3g}" for lab, p in zip(labels, adjusted)))
-    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS)
+    strided = len(chain.timesteps) < ctx.T  # the visited timesteps matter only when some are skipped
+    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if strided else ()))
     if Convention.CLIPS_X0 in ctx.adapter.conventions:
         detail += "; the law ignores clipping (|E[x_0 | x_t]| > 1 has probability < 1e-4 for this data)"
     ratio = float(config.alpha / max(adjusted.min(), 1e-300))

@@ -17,10 +17,11 @@ Tolerance of an output f (first-order rounding bound, `ROUNDING_FACTOR` K, unit 
 
     |f_adapter - f_oracle| <= K (u |f| + sum_q |df/dq| dq)
 
-over every intermediate and input q, with dq = u |q| for al and the data inputs, dq = u |q| (1 + |log q|) for
-a_t and a_s (tables built as exp of a sum of logs carry the rounding of the logarithm), and dq = u
-(absolute) for b, m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1} or 1 - a_t by cancellation
-(diffusers does), which is exact to u absolutely, not relatively. Where implementations take different routes
+over every intermediate and input q, with dq = u |q| for the data inputs, dq = u |q| (1 + |log q|) for a_t and
+a_s (tables built as exp of a sum of logs carry the rounding of the logarithm), and dq = u (absolute) for b, al,
+m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1}, alpha_t = 1 - beta_t or 1 - a_t by cancellation
+(diffusers does; and beta_T = 0.999 of the cosine schedule rounded to float32 leaves alpha_T = 1 - beta_T with a
+relative error of 1e-5), which is exact to u absolutely, not relatively. Where implementations take different routes
 to the same mean (Algorithm 2's eps form, or x0_hat through the posterior mean), the bound is the largest over
 the forms, so neither route is penalised for its own rounding. Real bugs (a t vs t - 1 slip, a missing square
 root, a wrong variance) move outputs by orders of magnitude more than this bound (tests/test_conformance.py).
@@ -45,7 +46,7 @@ x0, xt, noise, eps, z, v = sp.symbols("x0 xt noise eps z v", real=True)
 eta = sp.Symbol("eta", nonnegative=True)
 
 INTERMEDIATES = (a_t, a_s, al, b, m_t, m_s)
-ABSOLUTE = frozenset({b, m_t, m_s})  # perturbed by u absolutely (may be formed by cancellation)
+ABSOLUTE = frozenset({b, al, m_t, m_s})  # perturbed by u absolutely (may be formed by cancellation)
 TABLE_VALUES = frozenset({a_t, a_s})  # perturbed by u (1 + |log a|) relatively (tables built as exp(sum log alpha))
 INPUTS = (x0, xt, noise, eps, z, v, eta)
 

@@ -82,9 +82,10 @@ class VarianceKind(enum.Enum):
 class Convention(enum.Enum):
     """A declared departure from the paper as written. Declared ones are shown in the report, never hidden.
 
-    CLIPS_X0 changes what the suite checks (the oracle clips x0_hat to [-1, 1] and uses the posterior mean
-    mu_tilde(x0_hat, x_t), as improved-diffusion's clip_denoised does); the others are notes on the case they
-    concern (the checks are unchanged).
+    CLIPS_X0 changes what the suite checks: the oracle clips x0_hat to [-1, 1] and uses the posterior mean
+    mu_tilde(x0_hat, x_t) in ancestral steps (improved-diffusion's clip_denoised), and in DDIM steps it re-derives
+    eps from the clipped x0_hat before eq. 12 (improved-diffusion and lucidrains do). The other members are notes
+    on the cases they concern (the checks are unchanged).
     """
 
     CLIPS_X0 = "clips_x0"  # sampling clips the predicted x_0 to [-1, 1]: not Algorithm 2 as written

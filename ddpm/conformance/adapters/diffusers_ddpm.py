@@ -1,0 +1,340 @@
+"""Adapter for diffusers' `DDPMScheduler`: Algorithm 2 of Ho et al. (2020) as diffusers implements it.
+
+Tested with diffusers 0.42.1 (`diffusers/schedulers/scheduling_ddpm.py`). Configuration: T = 1000
+(`num_train_timesteps`), `clip_sample=False` (the library default `True` clamps x0_hat to [-1, 1] inside `step()`;
+with `False` the step is Algorithm 2 as written), `beta_schedule` "linear" or "squaredcos_cap_v2", default
+`timestep_spacing="leading"`. diffusers indexes timesteps from 0 (its t = paper t - 1), keeps its tables in float32
+and its linear schedule is `torch.linspace(beta_start, beta_end, T)`, not rescaled by 1000 / T.
+
+How each operation reaches the library (all through public methods; `step()` is the one the diffusers docs loop):
+- `reverse_step` / `strided_step`: `DDPMScheduler.step()` on a scheduler built with that `variance_type`; the draw
+  z is injected by replacing, for the duration of the call, the name `randn_tensor` that `step()` looks up in
+  `diffusers.schedulers.scheduling_ddpm` (`variance_noise = randn_tensor(model_output.shape, generator=...)`).
+  The learned kinds get `model_output = cat([eps, v], dim=1)`, which `step()` splits.
+- `q_posterior`: diffusers has no public posterior. A scheduler with `prediction_type="sample"` (model output =
+  x_0) and `variance_type="fixed_small"` gives mu_tilde(x_0, x_t) as `step(x0, t, xt)` with z = 0 injected, and
+  beta_tilde_t as `step(0, t, 0)**2` with z = 1 injected (mean 0, so the output is exactly sigma_t).
+- `q_sample`: `add_noise`. Strided steps: `set_timesteps(S)` (cached per S) then `step()`.
+- `chains()`: the loop of the diffusers docs, `for t in scheduler.timesteps: x = scheduler.step(eps, t, x,
+  generator=generator).prev_sample`, from x = randn(shape, generator), for the four fixed variance types at
+  S = T and S = 100.
+Not offered: DDIM (see `diffusers_ddim`) and a training loss (diffusers has no loss function).
+
+Patching `randn_tensor` is process-global while a step runs: do not call these adapters from several threads.
+The helpers `import_diffusers`, `num_steps_for_stride` and `snippet_tensors` are shared with `diffusers_ddim`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import partial
+from types import ModuleType
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+from ddpm.conformance.protocol import (
+    AdapterError,
+    Chain,
+    ChainKind,
+    Convention,
+    ScheduleKind,
+    ScheduleSpec,
+    VarianceKind,
+)
+
+Tensor = torch.Tensor
+
+TESTED_VERSION = "0.42.1"
+INSTALL_HINT = "diffusers is not installed: pip install 'ddpm-verified[conformance]'"
+
+# Our schedule names -> diffusers' beta_schedule and the ScheduleSpec it claims (linear is never rescaled).
+BETA_SCHEDULES = {"linear": "linear", "cosine": "squaredcos_cap_v2"}
+
+# Every variance_type DDPMScheduler accepts and the formula it claims (see _get_variance and step()).
+VARIANCES = {
+    "fixed_small": VarianceKind.BETA_TILDE,
+    "fixed_small_log": VarianceKind.BETA_TILDE,  # std = exp(0.5 log beta_tilde): the same sigma^2
+    "fixed_large": VarianceKind.BETA,
+    "fixed_large_log": VarianceKind.BETA,  # claims beta_t; 0.42.1 computes (log beta_t) ** 0.5 = NaN
+    "learned": VarianceKind.LEARNED_VARIANCE,
+    "learned_range": VarianceKind.LEARNED_RANGE,
+}
+FIXED_VARIANCES = tuple(option for option, kind in VARIANCES.items() if not kind.learned)
+CHAIN_STEPS = 100  # the respaced chains' S
+
+# Inputs a reproduction snippet uses when the caller gives none (values of a [1, 1, 1, n] tensor).
+_DEFAULT_INPUTS = {
+    "x0": [-1.0, -0.25, 0.5, 1.0],
+    "xt": [0.8, -1.2, 0.1, 0.4],
+    "eps": [0.3, -0.7, 1.1, -0.2],
+    "noise": [0.3, -0.7, 1.1, -0.2],
+    "z": [-0.5, 1.5, 0.2, -1.0],
+    "v": [0.1, 0.2, 0.3, 0.4],
+}
+
+
+def import_diffusers() -> ModuleType:
+    """The `diffusers` package; AdapterError with the install hint when it is missing."""
+    try:
+        import diffusers
+        import diffusers.schedulers.scheduling_ddim  # noqa: F401  (the modules whose names the adapters patch)
+        import diffusers.schedulers.scheduling_ddpm  # noqa: F401
+    except ImportError as exc:
+        raise AdapterError(INSTALL_HINT) from exc
+    return diffusers
+
+
+def diffusers_version() -> str:
+    """E.g. "diffusers 0.42.1" (the installed version, read from the package metadata)."""
+    return f"diffusers {importlib.metadata.version('diffusers')}"
+
+
+def schedule_spec(schedule: str, T: int) -> ScheduleSpec:
+    """The ScheduleSpec a diffusers scheduler with our schedule name claims; ValueError for an unknown name."""
+    if schedule not in BETA_SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; options: {sorted(BETA_SCHEDULES)}")
+    return ScheduleSpec(ScheduleKind(schedule), T, rescaled=schedule != "linear")
+
+
+def schedule_conventions(schedule: str) -> dict[Convention, str]:
+    """The schedule note shared by both diffusers schedulers."""
+    if schedule != "linear":
+        return {}
+    return {Convention.SCHEDULE: "linear betas are torch.linspace(1e-4, 0.02, T) in float32 for every T "
+                                 "(not rescaled by 1000 / T; identical at T = 1000)"}
+
+
+def num_steps_for_stride(t: int, s: int, T: int, visited: Callable[[int], Sequence[int]],
+                         tried_first: Iterable[int] = ()) -> int:
+    """A number of inference steps S whose visited timesteps (then -1 for x_0) contain t directly followed by s.
+
+    `visited(S)` returns the scheduler's timesteps after set_timesteps(S); the S in `tried_first` (those already
+    set up) are tried before 1..T. ValueError when no S has that step: the library cannot take it.
+    """
+    t, s = int(t), int(s)
+    for num_steps in (*tried_first, *range(1, T + 1)):
+        steps = [int(u) for u in visited(num_steps)] + [-1]
+        if t in steps[:-1] and steps[steps.index(t) + 1] == s:
+            return num_steps
+    raise ValueError(f"no set_timesteps(S), S in 1..{T}, makes the scheduler step from t = {t} to s = {s} "
+                     "(timesteps in the library's convention, -1 for x_0)")
+
+
+@contextlib.contextmanager
+def injected_randn(module: ModuleType, z: Tensor | None) -> Iterator[None]:
+    """Within the block, `module.randn_tensor(shape, ...)` returns z (shape-checked) instead of a fresh draw."""
+    if z is None:
+        raise ValueError("z (the standard normal draw of the step) is required")
+
+    def draw(shape: Sequence[int], generator: Any = None, device: Any = None, dtype: Any = None,
+             layout: Any = None) -> Tensor:
+        if tuple(shape) != tuple(z.shape):
+            raise ValueError(f"the library asked for noise of shape {tuple(shape)}, z has shape {tuple(z.shape)}")
+        return z.to(device=device, dtype=dtype)
+
+    with mock.patch.object(module, "randn_tensor", draw):
+        yield
+
+
+def snippet_tensors(inputs: Mapping[str, Any], names: Sequence[str]) -> str:
+    """Lines `name = torch.tensor([...]).reshape(1, 1, 1, -1)` for a reproduction snippet.
+
+    Values come from `inputs` (a flat list or a float each); a name absent there gets a default of the same
+    length as the given ones.
+    """
+    given = {k: list(np.ravel(np.asarray(v, dtype=np.float64))) for k, v in inputs.items()}
+    n = len(next(iter(given.values()))) if given else len(_DEFAULT_INPUTS["x0"])
+    lines = []
+    for name in names:
+        default = _DEFAULT_INPUTS[name]
+        values = given.get(name, [default[i % len(default)] for i in range(n)])
+        lines.append(f"{name} = torch.tensor({[float(x) for x in values]!r}).reshape(1, 1, 1, -1)")
+    return "\n".join(lines)
+
+
+class DiffusersDDPMAdapter:
+    """diffusers DDPMScheduler(beta_schedule, T, clip_sample=False) behind the adapter protocol (base 0, float32)."""
+
+    timestep_base = 0
+    dtype = torch.float32
+    variances = VARIANCES
+
+    def __init__(self, schedule: str = "linear", T: int = 1000) -> None:
+        import_diffusers()
+        from diffusers.schedulers import scheduling_ddpm
+
+        self._module = scheduling_ddpm
+        self.schedule = schedule_spec(schedule, T)
+        self.beta_schedule = BETA_SCHEDULES[schedule]
+        self.T = T
+        self.name = f"diffusers DDPMScheduler({self.beta_schedule}, T={T}, clip_sample=False)"
+        self.version = diffusers_version()
+        self.conventions = {
+            **schedule_conventions(schedule),
+            Convention.LEARNED_VARIANCE: (
+                "variance_type='learned' takes the variance channels v as sigma^2 itself (_get_variance returns "
+                "predicted_variance; step() adds predicted_variance ** 0.5 * noise), whereas improved-diffusion's "
+                "'learned' is log sigma^2 (model_log_variance = model_var_values); 'learned_range' is eq. 15 with "
+                "frac = (v + 1) / 2 and log beta_tilde clamped at 1e-20"),
+            Convention.TIMESTEPS: (
+                "set_timesteps(S) with timestep_spacing='leading' visits k * (T // S) for k = S - 1, ..., 0 "
+                f"(S = {CHAIN_STEPS}: {(CHAIN_STEPS - 1) * (T // CHAIN_STEPS)}, ..., {T // CHAIN_STEPS}, 0): it never "
+                f"visits t = {T - 1} (paper t = T); the chain's N(0, I) draw stands at its first timestep"),
+        }
+        self._schedulers: dict[tuple[str, str, int | None], Any] = {}
+
+    # -- schedulers -------------------------------------------------------------------------------------------
+
+    def _scheduler(self, variance: str, num_steps: int | None = None, prediction_type: str = "epsilon") -> Any:
+        """A cached DDPMScheduler with that variance_type (set_timesteps(num_steps) unless None)."""
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance option {variance!r}; options: {list(VARIANCES)}")
+        key = (variance, prediction_type, num_steps)
+        if key not in self._schedulers:
+            scheduler = self._module.DDPMScheduler(
+                num_train_timesteps=self.T, beta_schedule=self.beta_schedule, variance_type=variance,
+                clip_sample=False, prediction_type=prediction_type)
+            if num_steps is not None:
+                scheduler.set_timesteps(num_steps)
+            self._schedulers[key] = scheduler
+        return self._schedulers[key]
+
+    def _step(self, scheduler: Any, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str,
+              v: Tensor | None) -> Tensor:
+        """scheduler.step(model_output, t, xt).prev_sample with z injected as the step's noise."""
+        model_output = eps  # [B, C, H, W]
+        if VARIANCES[variance].learned:
+            if v is None:
+                raise ValueError(f"variance option {variance!r} needs the model's variance output v")
+            model_output = torch.cat([eps, v.expand_as(eps)], dim=1)  # [B, 2C, H, W]: step() splits it
+        with injected_randn(self._module, z):
+            return scheduler.step(model_output, int(t), xt).prev_sample
+
+    def _timesteps(self, num_steps: int) -> list[int]:
+        return [int(u) for u in self._scheduler("fixed_small", num_steps).timesteps]
+
+    # -- required members -------------------------------------------------------------------------------------
+
+    def betas(self) -> np.ndarray:
+        return self._scheduler("fixed_small").betas.numpy().copy()  # float32 [T]
+
+    def alpha_bars(self) -> np.ndarray:
+        return self._scheduler("fixed_small").alphas_cumprod.numpy().copy()  # float32 [T]
+
+    def q_sample(self, x0: Tensor, t: int, noise: Tensor) -> Tensor:
+        timesteps = torch.full((x0.shape[0],), int(t), dtype=torch.int64)  # [B]
+        return self._scheduler("fixed_small").add_noise(x0, noise, timesteps)
+
+    def q_posterior(self, x0: Tensor, xt: Tensor, t: int) -> tuple[Tensor, Tensor]:
+        scheduler = self._scheduler("fixed_small", prediction_type="sample")
+        mean = self._step(scheduler, x0, xt, t, torch.zeros_like(xt), "fixed_small", None)
+        zeros = torch.zeros_like(xt[:1])  # [1, C, H, W]
+        sigma = self._step(scheduler, zeros, zeros, t, torch.ones_like(zeros), "fixed_small", None)
+        return mean, sigma**2
+
+    def reverse_step(self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str,
+                     v: Tensor | None = None) -> Tensor:
+        return self._step(self._scheduler(variance), eps, xt, t, z, variance, v)
+
+    # -- respaced (strided) sampling --------------------------------------------------------------------------
+
+    def strided_timesteps(self, num_steps: int) -> list[int]:
+        return self._timesteps(num_steps)
+
+    def strided_step(self, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor, variance: str,
+                     v: Tensor | None = None) -> Tensor:
+        known = sorted({n for (_, _, n) in self._schedulers if n is not None})
+        num_steps = num_steps_for_stride(t, s, self.T, self._timesteps, known)
+        scheduler = self._scheduler(variance, num_steps)
+        previous = int(scheduler.previous_timestep(int(t)))
+        if previous != int(s):
+            raise ValueError(f"after set_timesteps({num_steps}) the step from t = {t} goes to {previous}, not {s}")
+        return self._step(scheduler, eps, xt, t, z, variance, v)
+
+    # -- chains -----------------------------------------------------------------------------------------------
+
+    def chains(self) -> list[Chain]:
+        out = []
+        for variance in FIXED_VARIANCES:
+            for num_steps in (self.T, CHAIN_STEPS):
+                label = f"DDPMScheduler.step loop (variance_type={variance!r}, num_inference_steps={num_steps})"
+                out.append(Chain(label, ChainKind.ANCESTRAL, self._timesteps(num_steps),
+                                 partial(self._run_chain, variance, num_steps), variance=variance))
+        return out
+
+    def _run_chain(self, variance: str, num_steps: int, eps_model: Callable[[Tensor, Tensor], Tensor],
+                   shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+        """The diffusers docs' sampling loop, with the noise from `generator`."""
+        scheduler = self._scheduler(variance, num_steps)
+        x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
+        for t in scheduler.timesteps:
+            eps = eps_model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
+            x = scheduler.step(eps, t, x, generator=generator).prev_sample
+        return x
+
+    # -- reproduction -----------------------------------------------------------------------------------------
+
+    def reproduction(self, operation: str, t: int, inputs: Mapping[str, Any]) -> str | None:
+        """A standalone snippet (torch + diffusers only) calling DDPMScheduler at timestep t; None if not offered.
+
+        Reads inputs "x0", "xt", "eps", "z", "v" and, for q_sample, "noise" (else "eps"); absent ones get defaults.
+        """
+        kind, _, rest = operation.partition(":")
+        num_steps = None
+        if kind == "strided_step":
+            variance, _, steps = rest.rpartition(":")
+            num_steps = int(steps)
+        elif kind == "reverse_step":
+            variance = rest
+        elif kind in ("q_sample", "schedule"):
+            variance = "fixed_small"
+        elif kind == "q_posterior":
+            return self._posterior_snippet(t, inputs)
+        else:
+            return None
+        if variance not in VARIANCES:
+            raise ValueError(f"unknown variance option {variance!r}; options: {list(VARIANCES)}")
+        head = ("import torch\nimport diffusers.schedulers.scheduling_ddpm as scheduling_ddpm\n"
+                "from diffusers import DDPMScheduler\n\n"
+                f"scheduler = DDPMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
+                f"variance_type={variance!r}, clip_sample=False)\n")
+        if kind == "schedule":
+            return head + (f"print('beta', scheduler.betas[{int(t)}].item(), "
+                           f"'alpha_bar', scheduler.alphas_cumprod[{int(t)}].item())\n")
+        if kind == "q_sample":
+            given = dict(inputs)
+            if "noise" not in given and "eps" in given:
+                given["noise"] = given["eps"]
+            return head + snippet_tensors(given, ["x0", "noise"]) + (
+                f"\nprint(scheduler.add_noise(x0, noise, torch.tensor([{int(t)}])).flatten().tolist())\n")
+        learned = VARIANCES[variance].learned
+        body = snippet_tensors(inputs, ["eps", "xt", "z"] + (["v"] if learned else []))
+        body += "\nscheduling_ddpm.randn_tensor = lambda shape, **kwargs: z  # step() draws its noise by this name\n"
+        if num_steps is not None:
+            body += f"scheduler.set_timesteps({num_steps})\n"
+        output = "torch.cat([eps, v], dim=1)" if learned else "eps"
+        return head + body + f"print(scheduler.step({output}, {int(t)}, xt).prev_sample.flatten().tolist())\n"
+
+    def _posterior_snippet(self, t: int, inputs: Mapping[str, Any]) -> str:
+        return ("import torch\nimport diffusers.schedulers.scheduling_ddpm as scheduling_ddpm\n"
+                "from diffusers import DDPMScheduler\n\n"
+                "# prediction_type='sample': the model output is x_0, so step() returns mu_tilde(x_0, x_t) + sigma z\n"
+                f"scheduler = DDPMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
+                "variance_type='fixed_small', clip_sample=False, prediction_type='sample')\n"
+                + snippet_tensors(inputs, ["x0", "xt"]) + "\n"
+                "scheduling_ddpm.randn_tensor = lambda shape, **kwargs: torch.zeros(shape)\n"
+                f"print('mean', scheduler.step(x0, {int(t)}, xt).prev_sample.flatten().tolist())\n"
+                "scheduling_ddpm.randn_tensor = lambda shape, **kwargs: torch.ones(shape)\n"
+                f"sigma = scheduler.step(torch.zeros(1, 1, 1, 1), {int(t)}, torch.zeros(1, 1, 1, 1)).prev_sample\n"
+                "print('variance', (sigma**2).item())\n")
+
+
+def factory(T: int = 1000) -> list[DiffusersDDPMAdapter]:
+    """DDPMScheduler adapters for the linear and squaredcos_cap_v2 schedules at T (default 1000)."""
+    import_diffusers()
+    return [DiffusersDDPMAdapter("linear", T), DiffusersDDPMAdapter("cosine", T)]

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ddpm.conformance.adapters._snippets import snippet_tensors
 from ddpm.conformance.adapters.diffusers_ddpm import (
     BETA_SCHEDULES,
     diffusers_version,
@@ -32,7 +33,6 @@ from ddpm.conformance.adapters.diffusers_ddpm import (
     num_steps_for_stride,
     schedule_conventions,
     schedule_spec,
-    snippet_tensors,
 )
 from ddpm.conformance.protocol import Chain, ChainKind, Convention, NotOffered, VarianceKind
 

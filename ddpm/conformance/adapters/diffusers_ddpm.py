@@ -21,7 +21,7 @@ How each operation reaches the library (all through public methods; `step()` is 
 Not offered: DDIM (see `diffusers_ddim`) and a training loss (diffusers has no loss function).
 
 Patching `randn_tensor` is process-global while a step runs: do not call these adapters from several threads.
-The helpers `import_diffusers`, `num_steps_for_stride` and `snippet_tensors` are shared with `diffusers_ddim`.
+The helpers `import_diffusers` and `num_steps_for_stride` are shared with `diffusers_ddim`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from unittest import mock
 import numpy as np
 import torch
 
+from ddpm.conformance.adapters._snippets import snippet_tensors
 from ddpm.conformance.protocol import (
     AdapterError,
     Chain,
@@ -68,14 +69,6 @@ FIXED_VARIANCES = tuple(option for option, kind in VARIANCES.items() if not kind
 CHAIN_STEPS = 100  # the respaced chains' S
 
 # Inputs a reproduction snippet uses when the caller gives none (values of a [1, 1, 1, n] tensor).
-_DEFAULT_INPUTS = {
-    "x0": [-1.0, -0.25, 0.5, 1.0],
-    "xt": [0.8, -1.2, 0.1, 0.4],
-    "eps": [0.3, -0.7, 1.1, -0.2],
-    "noise": [0.3, -0.7, 1.1, -0.2],
-    "z": [-0.5, 1.5, 0.2, -1.0],
-    "v": [0.1, 0.2, 0.3, 0.4],
-}
 
 
 def import_diffusers() -> ModuleType:
@@ -139,22 +132,6 @@ def injected_randn(module: ModuleType, z: Tensor | None) -> Iterator[None]:
 
     with mock.patch.object(module, "randn_tensor", draw):
         yield
-
-
-def snippet_tensors(inputs: Mapping[str, Any], names: Sequence[str]) -> str:
-    """Lines `name = torch.tensor([...]).reshape(1, 1, 1, -1)` for a reproduction snippet.
-
-    Values come from `inputs` (a flat list or a float each); a name absent there gets a default of the same
-    length as the given ones.
-    """
-    given = {k: list(np.ravel(np.asarray(v, dtype=np.float64))) for k, v in inputs.items()}
-    n = len(next(iter(given.values()))) if given else len(_DEFAULT_INPUTS["x0"])
-    lines = []
-    for name in names:
-        default = _DEFAULT_INPUTS[name]
-        values = given.get(name, [default[i % len(default)] for i in range(n)])
-        lines.append(f"{name} = torch.tensor({[float(x) for x in values]!r}).reshape(1, 1, 1, -1)")
-    return "\n".join(lines)
 
 
 class DiffusersDDPMAdapter:

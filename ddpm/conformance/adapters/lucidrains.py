@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddpm.conformance.adapters._snippets import snippet_tensors
 from ddpm.conformance.protocol import (
     AdapterError,
     Chain,
@@ -64,13 +65,6 @@ CHANNELS = 1
 DDIM_STEPS = 50
 DDIM_ETAS = (0.0, 1.0)
 
-_DEFAULT_INPUTS = {
-    "x0": [-1.0, -0.25, 0.5, 1.0],
-    "xt": [0.8, -1.2, 0.1, 0.4],
-    "eps": [0.3, -0.7, 1.1, -0.2],
-    "noise": [0.3, -0.7, 1.1, -0.2],
-    "z": [-0.5, 1.5, 0.2, -1.0],
-}
 
 
 def import_lucidrains() -> ModuleType:
@@ -135,18 +129,6 @@ def _randn_like_returning(z: Tensor) -> Iterator[None]:
 
     with mock.patch("torch.randn_like", draw):
         yield
-
-
-def _snippet_tensors(inputs: Mapping[str, Any], names: list[str]) -> str:
-    """Lines `name = torch.tensor([...]).reshape(1, 1, 1, -1)`; absent names get defaults of the same length."""
-    given = {k: list(np.ravel(np.asarray(v, dtype=np.float64))) for k, v in inputs.items()}
-    n = len(next(iter(given.values()))) if given else len(_DEFAULT_INPUTS["x0"])
-    lines = []
-    for name in names:
-        default = _DEFAULT_INPUTS[name]
-        values = given.get(name, [default[i % len(default)] for i in range(n)])
-        lines.append(f"{name} = torch.tensor({[float(x) for x in values]!r}).reshape(1, 1, 1, -1)")
-    return "\n".join(lines)
 
 
 class LucidrainsAdapter:
@@ -290,7 +272,7 @@ class LucidrainsAdapter:
             f"objective='pred_noise', beta_schedule={self.beta_schedule!r}, auto_normalize=False)",
         ]
         if names:
-            lines.append(_snippet_tensors(given, names))
+            lines.append(snippet_tensors(given, names))
         t_batch = f"torch.tensor([{int(t)}])"
         lines += {
             "schedule": [f"print('beta', diffusion.betas[{int(t)}].item(), "

@@ -217,7 +217,9 @@ def test_reverse_step_snippets_run_and_match_the_adapter():
 def test_other_snippets_run():
     """The remaining operations' snippets run (one interpreter per library, each snippet in a fresh namespace)."""
     operations = {
-        "diffusers_ddpm": [("q_sample", 500), ("q_posterior", 500), ("strided_step:fixed_small:100", 990),
+        # The chain first: the step snippets replace diffusers' randn_tensor in the shared interpreter.
+        "diffusers_ddpm": [("chain:DDPMScheduler.step loop (variance_type='fixed_large', num_inference_steps=100)", 0),
+                           ("q_sample", 500), ("q_posterior", 500), ("strided_step:fixed_small:100", 990),
                            ("strided_step:learned_range:100", 0), ("schedule", 0)],
         "diffusers_ddim": [("q_sample", 500), ("ddim_step:0.0:50", 980), ("ddim_step:1.0:50", 0), ("schedule", 999)],
         "lucidrains": [("q_sample", 500), ("q_posterior", 500), ("training_loss", 500), ("schedule", 0)],

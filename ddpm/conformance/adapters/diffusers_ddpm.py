@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from types import ModuleType
@@ -272,6 +273,8 @@ class DiffusersDDPMAdapter:
             variance = "fixed_small"
         elif kind == "q_posterior":
             return self._posterior_snippet(t, inputs)
+        elif kind == "chain":
+            return self._chain_snippet(rest)
         else:
             return None
         if variance not in VARIANCES:
@@ -296,6 +299,27 @@ class DiffusersDDPMAdapter:
             body += f"scheduler.set_timesteps({num_steps})\n"
         output = "torch.cat([eps, v], dim=1)" if learned else "eps"
         return head + body + f"print(scheduler.step({output}, {int(t)}, xt).prev_sample.flatten().tolist())\n"
+
+    def _chain_snippet(self, label: str) -> str | None:
+        """The docs' sampling loop driven by the exact eps* of N(0.1, 0.25^2) data (the suite's default data)."""
+        match = re.fullmatch(r"DDPMScheduler\.step loop \(variance_type='(\w+)', num_inference_steps=(\d+)\)", label)
+        if match is None:
+            return None
+        variance, num_steps = match.group(1), int(match.group(2))
+        return ("import torch\nfrom diffusers import DDPMScheduler\n\n"
+                f"scheduler = DDPMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
+                f"variance_type={variance!r}, clip_sample=False)\n"
+                f"scheduler.set_timesteps({num_steps})\n"
+                "alpha_bar = scheduler.alphas_cumprod.double()\n\n\n"
+                "def eps_star(x, t):  # E[eps | x_t] for x_0 ~ N(0.1, 0.25^2)\n"
+                "    a = alpha_bar[t]\n"
+                "    return ((1 - a).sqrt() * (x - a.sqrt() * 0.1) / (a * 0.25**2 + 1 - a)).float()\n\n\n"
+                "generator = torch.Generator().manual_seed(0)\n"
+                "x = torch.randn(1000, 1, 2, 2, generator=generator)\n"
+                "for t in scheduler.timesteps:\n"
+                "    x = scheduler.step(eps_star(x, t), t, x, generator=generator).prev_sample\n"
+                "print('finite:', bool(torch.isfinite(x).all()), 'mean', x.mean().item(), 'sd', x.std().item(),\n"
+                "      '(x_0 should follow about N(0.1, 0.25^2))')\n")
 
     def _posterior_snippet(self, t: int, inputs: Mapping[str, Any]) -> str:
         return ("import torch\nimport diffusers.schedulers.scheduling_ddpm as scheduling_ddpm\n"

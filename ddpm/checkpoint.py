@@ -106,17 +106,26 @@ def current_versions() -> dict[str, str]:
 # Atomic writes
 
 
+def new_file_mode() -> int:
+    """The permissions the process's umask gives a newly created file: 0o666 & ~umask (0o644 under umask 022)."""
+    umask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
     """Write a file all-or-nothing: `write(f)` fills a temporary file next to `path`, then os.replace.
 
     The temporary file is flushed and fsync'ed before the rename, and the folder is fsync'ed after it, so after
     a crash `path` holds either the old bytes or the new ones. If `write` raises, the temporary file is removed
-    and `path` is untouched.
+    and `path` is untouched. The file gets the permissions of an ordinary new file under the umask
+    (`new_file_mode`), not mkstemp's owner-only 0600.
     """
     path = Path(path)
     directory = path.parent
     fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
+        os.fchmod(fd, new_file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -324,6 +333,7 @@ __all__ = [
     "FORMAT_VERSION",
     "atomic_write",
     "atomic_write_text",
+    "new_file_mode",
     "build_eps_model",
     "current_versions",
     "diffusion_from",

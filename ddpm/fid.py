@@ -57,6 +57,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ddpm import data
+from ddpm.checkpoint import new_file_mode
 
 Tensor = torch.Tensor
 
@@ -255,7 +256,7 @@ def inception_weights_path(cache: str | os.PathLike | None = None) -> Path:
     try:
         with os.fdopen(handle, "wb") as f:
             torch.save(mapped, f)
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; the cache is an ordinary file
+        os.chmod(temporary, new_file_mode())  # mkstemp makes it private; the cache is an ordinary file
         _new_extractor(Path(temporary))  # strict load: every key and shape must fit torch-fidelity's network
         os.replace(temporary, target)
     finally:

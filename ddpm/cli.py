@@ -98,15 +98,24 @@ def run_train(args: argparse.Namespace) -> int:
 
 def add_sample_parser(subcommands) -> None:
     p = subcommands.add_parser(
-        "sample", help="draw images with Algorithm 2 from a checkpoint into a PNG grid",
-        description="Draw --num images x_0 ~ p_theta(x_0) by Algorithm 2 at the trained T with the EMA weights "
-                    "and write them as a grid PNG (ceil(sqrt(N)) columns, 2-pixel white padding).")
+        "sample", help="draw images from a checkpoint (Algorithm 2, DDIM or strided) into a PNG grid",
+        description="Draw --num images x_0 ~ p_theta(x_0) with the EMA weights and write them as a grid PNG "
+                    "(ceil(sqrt(N)) columns, 2-pixel white padding) and optionally as raw uint8 pixels (--npz). "
+                    "Default: Algorithm 2 with all T steps; --sampler ddim or strided take --steps S network "
+                    "evaluations per image instead of T.")
     p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt written by train")
     p.add_argument("--num", type=positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, type=Path, help="the PNG file to write (must not exist)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the sampling noise (default 0)")
     p.add_argument("--variance", choices=("beta", "beta_tilde"),
-                   help="reverse variance sigma_t^2 (default: the preset's)")
+                   help="reverse variance sigma_t^2 of ancestral and strided sampling (default: the preset's)")
+    p.add_argument("--sampler", choices=("ancestral", "ddim", "strided"), default="ancestral",
+                   help="ancestral: Algorithm 2, all T steps (default); ddim: Song et al. eq. 12 over --steps; "
+                        "strided: Algorithm 2 over --steps with the strided posterior (derivation (i))")
+    p.add_argument("--steps", type=positive_int, help="number of steps S in 1..T for --sampler ddim or strided")
+    p.add_argument("--eta", type=_number(float, 0.0, False, "a number >= 0"),
+                   help="DDIM noise eta (0: deterministic given x_T, 1: Algorithm 2's beta_tilde at S = T; default 0)")
+    p.add_argument("--npz", type=Path, help="also write the samples as uint8 [N, C, H, W] (key 'images') to this .npz")
     p.add_argument("--batch-size", type=positive_int, help="images per batch (default: the preset's)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -117,24 +126,40 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ddpm.checkpoint import load_checkpoint
-    from ddpm.generate import generate, save_image_grid
+    from ddpm.generate import generate, save_image_grid, save_npz
     from ddpm.train import DistributedContext, resolve_device
 
+    from ddpm.samplers import check_sampler_options, network_evaluations
+
     out: Path = args.out
-    if out.suffix.lower() != ".png":
-        raise UsageError(f"sample: --out must be a .png file, got {str(out)!r}")
-    if out.exists():
-        raise UsageError(f"sample: {str(out)!r} exists; choose another --out (nothing is overwritten)")
-    if not out.parent.is_dir():
-        raise UsageError(f"sample: folder {str(out.parent)!r} does not exist")
+    for option, path, suffix in (("--out", out, ".png"), ("--npz", args.npz, ".npz")):
+        if path is None:
+            continue
+        if path.suffix.lower() != suffix:
+            raise UsageError(f"sample: {option} must be a {suffix} file, got {str(path)!r}")
+        if path.exists():
+            raise UsageError(f"sample: {str(path)!r} exists; choose another {option} (nothing is overwritten)")
+        if not path.parent.is_dir():
+            raise UsageError(f"sample: folder {str(path.parent)!r} does not exist")
     checkpoint = load_checkpoint(args.checkpoint)
+    try:
+        sampler, steps, eta = check_sampler_options(args.sampler, checkpoint.T, args.steps, args.eta,
+                                                    args.variance is not None)
+    except ValueError as error:
+        raise UsageError(f"sample: {error}") from None
     device = resolve_device(args.device, DistributedContext())
     generator = torch.Generator(device=device).manual_seed(args.seed)
     images = generate(checkpoint, args.num, generator, variance=args.variance, batch_size=args.batch_size,
-                      device=device, progress=not args.no_progress)
+                      device=device, progress=not args.no_progress, sampler=sampler, num_steps=steps, eta=eta)
     width, height = save_image_grid(out, images)
-    print(f"ddpm: wrote {args.num} samples (step {checkpoint.step}, T = {checkpoint.T}) to {out} "
-          f"({width}x{height})")
+    written = f"{out} ({width}x{height})"
+    if args.npz is not None:
+        save_npz(args.npz, images)
+        written += f" and {args.npz}"
+    evaluations = network_evaluations(sampler, checkpoint.T, steps)
+    how = sampler.value + (f", eta = {eta:g}" if eta is not None else "")
+    print(f"ddpm: wrote {args.num} samples ({how}: {evaluations} network evaluations per image; step "
+          f"{checkpoint.step}, T = {checkpoint.T}) to {written}")
     return 0
 
 

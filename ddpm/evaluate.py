@@ -96,6 +96,7 @@ from tqdm.auto import tqdm
 from ddpm import data
 from ddpm.checkpoint import atomic_write, build_eps_model, diffusion_from, load_checkpoint
 from ddpm.diffusion import GaussianDiffusion
+from ddpm.generate import save_npz
 from ddpm.likelihood import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms
 from ddpm.samplers import ancestral_sample
 
@@ -712,9 +713,7 @@ def evaluate_checkpoint(
     )
     timings["sampling"] = samples.seconds
     start = time.perf_counter()
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, images=samples.images.numpy())
-    atomic_write_bytes(out_dir / SAMPLES_NPZ, buffer.getvalue())
+    save_npz(out_dir / SAMPLES_NPZ, samples.images)
     atomic_write_bytes(out_dir / SAMPLES_PNG, png_bytes(image_grid(samples.images[:GRID_MAX_IMAGES])))
     atomic_write_bytes(out_dir / TRAJECTORY_PNG, png_bytes(trajectory_strip(samples.trajectory)))
     timings["write_images"] = time.perf_counter() - start

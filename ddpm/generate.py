@@ -1,4 +1,4 @@
-"""Images from a trained checkpoint: Algorithm 2 with the EMA weights at the trained T, and PNG grids of them.
+"""Images from a trained checkpoint (Algorithm 2 with the EMA weights at the trained T, or DDIM / strided), and PNG grids.
 
 `generate(checkpoint, num, generator, ...)` draws `num` samples x_0 ~ p_theta(x_0) in batches of `batch_size`
 (one generator shared by the batches in order, so the images depend on the seed and the batch size) and returns
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from ddpm.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from
 from ddpm.data import to_uint8
 from ddpm.diffusion import ReverseVariance
-from ddpm.samplers import ancestral_sample
+from ddpm.samplers import Sampler, ancestral_sample, check_sampler_options, ddim_sample, strided_sample
 
 Tensor = torch.Tensor
 
@@ -34,11 +34,19 @@ def generate(
     clip_x0: bool | None = None,
     use_ema: bool = True,
     progress: bool = True,
+    sampler: str | Sampler = "ancestral",
+    num_steps: int | None = None,
+    eta: float | None = None,
 ) -> Tensor:
-    """`num` samples of Algorithm 2 (x_T ~ N(0, I), t = T..1) from the checkpoint's model, as uint8 [N, C, H, W].
+    """`num` samples from the checkpoint's model as uint8 [N, C, H, W]; by default Algorithm 2 (x_T ~ N(0, I), t = T..1).
 
-    variance, batch_size and clip_x0 default to the checkpoint preset's evaluation config.
+    `sampler` "ddim" (Song et al., `num_steps` S and `eta`, default 0) or "strided" (Algorithm 2 over S steps,
+    derivation (i)) take S network evaluations per image instead of T (`ddpm.samplers.check_sampler_options` says
+    which combinations are valid). variance, batch_size and clip_x0 default to the preset's evaluation config.
     """
+    choice, num_steps, eta = check_sampler_options(sampler, checkpoint.T, num_steps, eta, variance is not None)
+    if choice is not Sampler.ANCESTRAL and clip_x0:
+        raise ValueError(f"clip_x0 is offered by the ancestral sampler only, not {choice.value!r}")
     evaluation = checkpoint.preset.evaluation
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise ValueError(f"num must be a positive int, got {num!r}")
@@ -46,7 +54,7 @@ def generate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     variance = ReverseVariance.from_value(evaluation.variance if variance is None else variance)
-    clip_x0 = evaluation.clip_x0 if clip_x0 is None else bool(clip_x0)
+    clip_x0 = (evaluation.clip_x0 and choice is Sampler.ANCESTRAL) if clip_x0 is None else bool(clip_x0)
     device = torch.device(device)
     model = build_eps_model(checkpoint, use_ema=use_ema, device=device)
     diffusion = diffusion_from(checkpoint, device)
@@ -55,8 +63,15 @@ def generate(
     with tqdm(total=num, unit="img", desc="sample", disable=not progress) as bar:
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
-            result = ancestral_sample(model, diffusion, (n, *shape), generator, variance=variance, clip_x0=clip_x0,
-                                      progress=progress, device=device)
+            if choice is Sampler.ANCESTRAL:
+                result = ancestral_sample(model, diffusion, (n, *shape), generator, variance=variance,
+                                          clip_x0=clip_x0, progress=progress, device=device)
+            elif choice is Sampler.DDIM:
+                result = ddim_sample(model, diffusion, (n, *shape), generator, num_steps=num_steps, eta=eta,
+                                     progress=progress, device=device)
+            else:
+                result = strided_sample(model, diffusion, (n, *shape), generator, num_steps=num_steps,
+                                        variance=variance, progress=progress, device=device)
             out[start : start + n] = to_uint8(result.x0.float()).cpu()
             bar.update(n)
     return out
@@ -100,4 +115,13 @@ def save_image_grid(path: str | os.PathLike, images: Tensor, columns: int | None
     return picture.size
 
 
-__all__ = ["generate", "grid_shape", "image_grid", "save_image_grid"]
+def save_npz(path: str | os.PathLike, images: Tensor) -> None:
+    """Write uint8 images [N, C, H, W] to `path` as a compressed .npz with the key "images" (atomically)."""
+    import io
+
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, images=images.cpu().numpy())
+    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+__all__ = ["generate", "grid_shape", "image_grid", "save_image_grid", "save_npz"]

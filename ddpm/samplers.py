@@ -28,6 +28,7 @@ noise in float32 (see `ddpm.diffusion`).
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -371,4 +372,117 @@ def ddim_sample(
     return SampleResult(x0=x, trajectory=trajectory)
 
 
-__all__ = ["SampleResult", "ancestral_sample", "ddim_sample", "ddim_step", "ddim_timesteps", "strided_ancestral_step"]
+@torch.no_grad()
+def strided_sample(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    shape: tuple[int, ...],
+    generator: torch.Generator,
+    num_steps: int,
+    variance: str | ReverseVariance = "beta",
+    progress: bool = True,
+    trajectory_steps: Iterable[int] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> SampleResult:
+    """x_0 by Algorithm 2 over S <= T visited steps tau_S = T > ... > tau_1 >= 1, then x_0 (derivation (i)).
+
+    Each step is `strided_ancestral_step`: x_s = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s)
+    / sqrt(1 - alpha_bar_t) eps) + sigma_{t,s} z, with sigma_{t,s}^2 = 1 - alpha_bar_t / alpha_bar_s ("beta") or
+    beta_tilde_{t,s} ("beta_tilde"), and no noise on the last step to x_0. The taus are `ddim_timesteps(T, S)`;
+    with S = T this is Algorithm 2 (`ancestral_sample`), draw for draw. No clipping.
+    """
+    choice = ReverseVariance.from_value(variance)
+    diffusion, shape, device, dtype = _setup(diffusion, shape, generator, device, dtype)
+    T = diffusion.T
+    taus_desc = ddim_timesteps(T, num_steps)[::-1]
+    prevs = taus_desc[1:] + [0]
+    snaps = _snapshot_steps(trajectory_steps, [*taus_desc, 0])
+    cdtype = compute_dtype(dtype)
+    c = _ddim_coefficients(diffusion, taus_desc, prevs, 0.0)
+    sigma2 = c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde
+    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
+    coef_x, coef_eps, sigma = as_tensor(c.coef_x), as_tensor(c.strided_eps_coef), as_tensor(np.sqrt(sigma2))
+    timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
+    trajectory: dict[int, Tensor] = {}
+    x = standard_normal(shape, generator, cdtype, device).to(dtype)  # [B, ...], x_T
+    if T in snaps:
+        trajectory[T] = x.clone()
+    z = _Noise(shape, generator, cdtype, device)
+    for i in tqdm(range(len(taus_desc)), desc="strided Algorithm 2", disable=not progress, leave=False):
+        eps = _call_model(eps_model, x, timesteps[i]).to(cdtype)
+        new = coef_x[i] * (x.to(cdtype) - coef_eps[i] * eps)
+        if prevs[i] > 0:
+            new = new + sigma[i] * z.draw()
+        x = new.to(dtype)
+        if prevs[i] in snaps:
+            trajectory[prevs[i]] = x.clone()
+    return SampleResult(x0=x, trajectory=trajectory)
+
+
+class Sampler(enum.Enum):
+    """The samplers `sample` dispatches to: Algorithm 2 (all T steps), DDIM (S steps, eta), strided Algorithm 2."""
+
+    ANCESTRAL = "ancestral"
+    DDIM = "ddim"
+    STRIDED = "strided"
+
+    @classmethod
+    def from_value(cls, value: str | Sampler) -> Sampler:
+        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
+        if isinstance(value, cls):
+            return value
+        for member in cls:
+            if value == member.value:
+                return member
+        options = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"unknown sampler {value!r}; options are {options}")
+
+
+def network_evaluations(sampler: str | Sampler, T: int, num_steps: int | None) -> int:
+    """eps_theta calls per image: T for Algorithm 2, S for DDIM and strided sampling."""
+    return T if Sampler.from_value(sampler) is Sampler.ANCESTRAL else int(num_steps)
+
+
+def check_sampler_options(sampler: str | Sampler, T: int, num_steps: int | None, eta: float | None,
+                          variance_given: bool = False) -> tuple[Sampler, int | None, float | None]:
+    """(sampler, num_steps, eta) after the checks every caller needs; ValueError naming a bad combination.
+
+    num_steps: required in 1..T for ddim and strided, must be None (or T) for ancestral; eta: ddim only (default
+    0), finite and >= 0; a reverse variance applies to ancestral and strided only (DDIM's noise is eta's).
+    """
+    choice = Sampler.from_value(sampler)
+    if choice is Sampler.ANCESTRAL:
+        if num_steps is not None and num_steps != T:
+            raise ValueError(f"steps apply to the ddim and strided samplers; ancestral takes all T = {T} steps")
+        if eta is not None:
+            raise ValueError("eta applies to the ddim sampler only (Algorithm 2's noise is sigma_t z)")
+        return choice, None, None
+    if num_steps is None:
+        raise ValueError(f"the {choice.value} sampler needs a number of steps in 1..T = {T}")
+    if isinstance(num_steps, bool) or not isinstance(num_steps, (int, np.integer)) or not 1 <= num_steps <= T:
+        raise ValueError(f"steps must be an integer in 1..T = {T}, got {num_steps!r}")
+    if choice is Sampler.STRIDED:
+        if eta is not None:
+            raise ValueError("eta applies to the ddim sampler only (strided Algorithm 2's noise is sigma_{t,s} z)")
+        return choice, int(num_steps), None
+    if variance_given:
+        raise ValueError("a reverse variance applies to the ancestral and strided samplers; DDIM's noise is set by eta")
+    eta = 0.0 if eta is None else float(eta)
+    if not np.isfinite(eta) or eta < 0:
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    return choice, int(num_steps), eta
+
+
+__all__ = [
+    "SampleResult",
+    "Sampler",
+    "ancestral_sample",
+    "check_sampler_options",
+    "ddim_sample",
+    "ddim_step",
+    "ddim_timesteps",
+    "network_evaluations",
+    "strided_ancestral_step",
+    "strided_sample",
+]

@@ -215,6 +215,53 @@ def test_sample_bad_input(tmp_path, capsys, finished_run):
     assert not (tmp_path / "a.png").exists()
 
 
+@pytest.mark.parametrize("sampler, extra, evaluations", [
+    ("ancestral", [], "T"),
+    ("ddim", ["--steps", "7"], 7),
+    ("ddim", ["--steps", "5", "--eta", "1"], 5),
+    ("strided", ["--steps", "9", "--variance", "beta_tilde"], 9),
+])
+def test_sample_each_sampler_writes_png_and_npz(tmp_path, capsys, finished_run, sampler, extra, evaluations):
+    """Each sampler draws the images `generate` draws with the same options; the npz holds them raw."""
+    checkpoint = load_checkpoint(finished_run / "checkpoint.pt")
+    out, npz = tmp_path / "grid.png", tmp_path / "raw.npz"
+    status, stdout, err = run_main(["sample", "--checkpoint", finished_run / "checkpoint.pt", "--num", 5, "--out",
+                                    out, "--npz", npz, "--seed", 4, "--sampler", sampler, *extra, "--device", "cpu",
+                                    "--no-progress"], capsys)
+    assert status == 0, err
+    expected_evaluations = checkpoint.T if evaluations == "T" else evaluations
+    assert f"{sampler}" in stdout and f"{expected_evaluations} network evaluations per image" in stdout, stdout
+    options = dict(zip(extra[::2], extra[1::2]))
+    expected = generate(checkpoint, 5, torch.Generator().manual_seed(4), progress=False, sampler=sampler,
+                        num_steps=int(options["--steps"]) if "--steps" in options else None,
+                        eta=float(options["--eta"]) if "--eta" in options else (0.0 if sampler == "ddim" else None),
+                        variance=options.get("--variance"))
+    with np.load(npz) as stored:
+        assert stored["images"].dtype == np.uint8 and np.array_equal(stored["images"], expected.numpy())
+    assert out.is_file()
+
+
+def test_sample_bad_sampler_combinations(tmp_path, capsys, finished_run):
+    checkpoint = finished_run / "checkpoint.pt"
+    T = load_checkpoint(checkpoint).T
+    base = ["sample", "--checkpoint", checkpoint, "--out", tmp_path / "a.png"]
+    cases = [
+        (["--sampler", "ddim"], "needs a number of steps"),
+        (["--sampler", "ddim", "--steps", T + 1], f"1..T = {T}"),
+        (["--sampler", "strided", "--steps", "0"], "positive integer"),
+        (["--steps", "5"], "ancestral takes all T"),
+        (["--eta", "0.5"], "eta applies to the ddim sampler only"),
+        (["--sampler", "strided", "--steps", "5", "--eta", "1"], "eta applies to the ddim sampler only"),
+        (["--sampler", "ddim", "--steps", "5", "--variance", "beta"], "DDIM's noise is set by eta"),
+        (["--sampler", "ddim", "--steps", "5", "--eta", "-1"], "a number >= 0"),
+        (["--sampler", "fast"], "invalid choice"),
+        (["--npz", tmp_path / "a.npy"], ".npz"),
+    ]
+    for argv, fragment in cases:
+        assert_user_error([*base, *argv], capsys, fragment)
+    assert not (tmp_path / "a.png").exists()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The real process
 

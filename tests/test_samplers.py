@@ -20,7 +20,10 @@ from ddpm.samplers import (
     ddim_sample,
     ddim_step,
     ddim_timesteps,
+    check_sampler_options,
+    network_evaluations,
     strided_ancestral_step,
+    strided_sample,
 )
 from ddpm.schedules import make_betas
 
@@ -277,6 +280,61 @@ def test_strided_step_eta1_ddim_is_the_beta_tilde_strided_step():
         eps, xt, z = (torch.randn(SHAPE, generator=g, dtype=torch.float64) for _ in range(3))
         assert_allclose(strided_ancestral_step(d, eps, xt, t, s, z, "beta_tilde").numpy(),
                         ddim_step(d, eps, xt, t, s, 1.0, z).numpy(), **F64, err_msg=f"t = {t}, s = {s}")
+
+
+@pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
+@pytest.mark.parametrize("T", [1, 2, 30])
+def test_strided_sample_with_all_steps_is_algorithm2(T, variance):
+    """S = T: the strided sampler visits every t and draws the same z as ancestral_sample (the same samples)."""
+    d = GaussianDiffusion(moderate_betas(T))
+    model = ToyEps(T)
+    a = ancestral_sample(model, d, SHAPE, torch.Generator().manual_seed(6), variance=variance, progress=False,
+                         dtype=torch.float64, trajectory_steps=range(T + 1))
+    b = strided_sample(model, d, SHAPE, torch.Generator().manual_seed(6), num_steps=T, variance=variance,
+                       progress=False, dtype=torch.float64, trajectory_steps=range(T + 1))
+    for t in range(T + 1):
+        assert_allclose(b.trajectory[t].numpy(), a.trajectory[t].numpy(), **F64,
+                        err_msg=f"strided_sample(S=T) != Algorithm 2 at x_{t}")
+
+
+def test_strided_sample_is_its_steps():
+    """strided_sample over S < T steps = strided_ancestral_step chained with the same draws."""
+    T, S = 40, 7
+    d = GaussianDiffusion(moderate_betas(T))
+    model = ToyEps(T)
+    out = strided_sample(model, d, SHAPE, torch.Generator().manual_seed(8), num_steps=S, variance="beta",
+                         progress=False, dtype=torch.float64)
+    g = torch.Generator().manual_seed(8)
+    x = torch.randn(SHAPE, generator=g, dtype=torch.float64)
+    taus = ddim_timesteps(T, S)[::-1]
+    for t, s in zip(taus, taus[1:] + [0]):
+        z = torch.randn(SHAPE, generator=g, dtype=torch.float64) if s > 0 else torch.zeros(SHAPE, dtype=torch.float64)
+        x = strided_ancestral_step(d, model(x, torch.full((SHAPE[0],), t)), x, t, s, z, "beta")
+    assert_allclose(out.x0.numpy(), x.numpy(), **F64)
+
+
+@pytest.mark.parametrize("sampler, steps, eta, variance_given, message", [
+    ("ancestral", 5, None, False, "ancestral takes all T"),
+    ("ancestral", None, 0.5, False, "eta applies to the ddim sampler only"),
+    ("ddim", None, None, False, "needs a number of steps"),
+    ("ddim", 0, None, False, "1..T"),
+    ("strided", 11, None, False, "1..T"),
+    ("strided", 5, 1.0, False, "eta applies to the ddim sampler only"),
+    ("ddim", 5, None, True, "DDIM's noise is set by eta"),
+    ("ddim", 5, float("nan"), False, "finite number"),
+    ("fast", 5, None, False, "unknown sampler 'fast'"),
+])
+def test_sampler_option_errors(sampler, steps, eta, variance_given, message):
+    with pytest.raises(ValueError, match=message):
+        check_sampler_options(sampler, 10, steps, eta, variance_given)
+
+
+def test_sampler_options_and_network_evaluations():
+    assert check_sampler_options("ancestral", 10, None, None)[1:] == (None, None)
+    assert check_sampler_options("ancestral", 10, 10, None)[1:] == (None, None)
+    assert check_sampler_options("ddim", 10, 4, None)[1:] == (4, 0.0)
+    assert check_sampler_options("strided", 10, 4, None)[1:] == (4, None)
+    assert [network_evaluations(s, 1000, 50) for s in ("ancestral", "ddim", "strided")] == [1000, 50, 50]
 
 
 @pytest.mark.parametrize("t, s", [(5, 5), (3, 4), (0, 0), (41, 3), (2.0, 1), (3, -1)])

@@ -39,10 +39,16 @@ Tensor = torch.Tensor
 
 
 class ReverseVariance(enum.Enum):
-    """The fixed reverse-process variance sigma_t^2 of Ho et al. section 3.2: beta_t or beta_tilde_t."""
+    """The reverse-process variance sigma_t^2: Ho et al.'s fixed beta_t or beta_tilde_t, or the KL-optimal one.
+
+    OPTIMAL is Analytic-DPM's sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) with
+    Gamma_t = E||eps_theta(x_t, t)||^2 / d (derivation (j)); it depends on the trained network, so its table exists
+    only on a diffusion made by `GaussianDiffusion.with_optimal_variance(gamma)`.
+    """
 
     BETA = "beta"
     BETA_TILDE = "beta_tilde"
+    OPTIMAL = "optimal"
 
     @classmethod
     def from_value(cls, value: str | ReverseVariance) -> ReverseVariance:
@@ -78,6 +84,27 @@ def _compensated_cumsum(values: np.ndarray) -> np.ndarray:
         total = new
         out[i] = total + compensation
     return out
+
+
+def _variance_tables(choice: ReverseVariance, s2: np.ndarray, d: np.ndarray, betas_t: np.ndarray,
+                     alphas_t: np.ndarray, one_minus_alpha_bar_t: np.ndarray) -> dict[str, np.ndarray]:
+    """The float64 tables [T + 1] every consumer of the reverse variance `choice` reads (the one place they are made).
+
+    s2 = sigma_t^2 and d = log(beta_tilde_t / sigma_t^2), both indexed by t. Returns sigma2_, log_sigma2_, sigma_,
+    loss_weight_ (lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), Ho et al. eq. 12) and
+    kl_variance_term_ (C_t per dimension = KL between the variances alone, 0.5 (r - 1 - log r) with r = beta_tilde_t /
+    sigma_t^2, as 0.5 (expm1(d) - d); NaN at t = 0, 1: t = 1 is the decoder's term), each suffixed by the name.
+    """
+    name = choice.value
+    kl_const = 0.5 * (np.expm1(d) - d)
+    kl_const[:2] = np.nan
+    return {
+        f"sigma2_{name}": s2,
+        f"log_sigma2_{name}": np.log(s2),
+        f"sigma_{name}": np.sqrt(s2),
+        f"loss_weight_{name}": betas_t**2 / (2.0 * s2 * alphas_t * one_minus_alpha_bar_t),
+        f"kl_variance_term_{name}": kl_const,
+    }
 
 
 class GaussianDiffusion:
@@ -140,24 +167,12 @@ class GaussianDiffusion:
                 ReverseVariance.BETA_TILDE: np.where(np.arange(T + 1) == 1, betas_t, beta_tilde),
             }
             for choice, s2 in sigma2.items():
-                name = choice.value
-                log_s2 = np.log(s2)
-                tables[f"sigma2_{name}"] = s2
-                tables[f"log_sigma2_{name}"] = log_s2
-                tables[f"sigma_{name}"] = np.sqrt(s2)
-                # L_{t-1} = lambda_t ||eps - eps_theta||^2 + C_t with
-                # lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t))   (Ho et al. eq. 12)
-                tables[f"loss_weight_{name}"] = betas_t**2 / (2.0 * s2 * alphas_t * padded(one_minus_alpha_bar[1:]))
-                # C_t per dimension = KL between the variances alone: 0.5 (r - 1 - log r), r = beta_tilde_t / sigma_t^2,
-                # as 0.5 (expm1(d) - d) with d = log r; defined for t >= 2 (t = 1 is the decoder's term).
                 if choice is ReverseVariance.BETA:
                     # log(beta_tilde_t / beta_t) = log(1 - alpha_bar_{t-1}) - log(1 - alpha_bar_t), no cancellation.
                     d = padded(log_one_minus_alpha_bar[:-1] - log_one_minus_alpha_bar[1:])
                 else:
                     d = np.zeros(T + 1)
-                kl_const = 0.5 * (np.expm1(d) - d)
-                kl_const[:2] = nan
-                tables[f"kl_variance_term_{name}"] = kl_const
+                tables.update(_variance_tables(choice, s2, d, betas_t, alphas_t, padded(one_minus_alpha_bar[1:])))
 
         for name, values in tables.items():
             setattr(self, name, torch.tensor(values, dtype=torch.float64))
@@ -177,17 +192,60 @@ class GaussianDiffusion:
                 setattr(other, name, value.to(device))
         return other
 
+    def _variance_table(self, kind: str, variance: str | ReverseVariance) -> Tensor:
+        choice = ReverseVariance.from_value(variance)
+        table = getattr(self, f"{kind}_{choice.value}", None)
+        if table is None:
+            raise ValueError(f"the {choice.value!r} reverse variance needs Gamma_t estimates of the trained network: "
+                             "use diffusion.with_optimal_variance(gamma) (ddpm.optimal_variance.estimate_gamma)")
+        return table
+
+    def has_variance(self, variance: str | ReverseVariance) -> bool:
+        """True when this diffusion holds the tables of `variance` (always for beta and beta_tilde)."""
+        return getattr(self, f"sigma2_{ReverseVariance.from_value(variance).value}", None) is not None
+
     def reverse_variance(self, variance: str | ReverseVariance) -> Tensor:
-        """sigma_t^2 as a float64 table [T + 1] (index t; sigma_1^2 = beta_1 for both choices)."""
-        return getattr(self, f"sigma2_{ReverseVariance.from_value(variance).value}")
+        """sigma_t^2 as a float64 table [T + 1] (index t; sigma_1^2 = beta_1 for every choice)."""
+        return self._variance_table("sigma2", variance)
 
     def loss_weights(self, variance: str | ReverseVariance) -> Tensor:
         """lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)) as float64 [T + 1] (Ho et al. eq. 12)."""
-        return getattr(self, f"loss_weight_{ReverseVariance.from_value(variance).value}")
+        return self._variance_table("loss_weight", variance)
 
     def kl_variance_terms(self, variance: str | ReverseVariance) -> Tensor:
         """C_t per dimension = KL(N(0, beta_tilde_t) || N(0, sigma_t^2)), float64 [T + 1], NaN at t = 0, 1."""
-        return getattr(self, f"kl_variance_term_{ReverseVariance.from_value(variance).value}")
+        return self._variance_table("kl_variance_term", variance)
+
+    def with_optimal_variance(self, gamma) -> GaussianDiffusion:
+        """A copy that also holds the "optimal" reverse variance for Gamma_t = E||eps_theta(x_t, t)||^2 / d.
+
+        sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) (derivation (j), Bao et al.
+        2022 Theorem 1), with Gamma_t first clipped to its bounds [max(0, 1 - alpha_bar_t / (1 - alpha_bar_t)), 1]
+        (data in [-1, 1]), so beta_tilde_t <= sigma*_t^2 <= beta_tilde_t + c_t^2, c_t the posterior's x_0
+        coefficient. `gamma` is float64 [T] (t = 1..T) or [T + 1] (index t). t = 1 keeps sigma_1^2 = beta_1 (the
+        decoder's convention of the fixed choices; Algorithm 2 adds no noise there).
+        """
+        g = np.asarray(gamma, dtype=np.float64).reshape(-1)
+        T = self.T
+        if g.shape[0] == T + 1:
+            g = g[1:]
+        if g.shape[0] != T or not np.all(np.isfinite(g)):
+            raise ValueError(f"gamma must hold T = {T} finite values (t = 1..T), got shape {np.shape(gamma)}")
+        table = lambda name: getattr(self, name).cpu().numpy()  # noqa: E731  float64 [T + 1]
+        betas_t, alphas_t, ab = table("betas"), table("alphas"), table("alpha_bars")
+        one_minus = table("one_minus_alpha_bars")
+        lower = np.maximum(0.0, 1.0 - ab[1:] / one_minus[1:])
+        clipped = np.concatenate([[np.nan], np.clip(g, lower, 1.0)])  # [T + 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s2 = table("posterior_variance") + betas_t**2 / (alphas_t * one_minus) * (1.0 - clipped)
+            s2[1] = betas_t[1]
+            d = table("posterior_log_variance") - np.log(s2)
+            tables = _variance_tables(ReverseVariance.OPTIMAL, s2, d, betas_t, alphas_t, one_minus)
+        other = copy.copy(self)
+        for name, values in tables.items():
+            setattr(other, name, torch.tensor(values, dtype=torch.float64, device=self.device))
+        other.optimal_gamma = torch.tensor(clipped, dtype=torch.float64, device=self.device)
+        return other
 
     # ------------------------------------------------------------------------------------------- validation
     def _check_x(self, name: str, x: object) -> None:
@@ -266,10 +324,10 @@ class GaussianDiffusion:
         return a * (xt.to(dtype) - b * eps.to(dtype))  # [B, ...], Algorithm 2 line 4
 
     def _sigma_table(self, variance: ReverseVariance) -> Tensor:
-        return self.sigma_beta if variance is ReverseVariance.BETA else self.sigma_beta_tilde
+        return self._variance_table("sigma", variance)
 
     def _sigma2_table(self, variance: ReverseVariance) -> Tensor:
-        return self.sigma2_beta if variance is ReverseVariance.BETA else self.sigma2_beta_tilde
+        return self._variance_table("sigma2", variance)
 
     def _p_sample(
         self, eps: Tensor, xt: Tensor, t: Tensor, noise: Tensor, variance: ReverseVariance, clip_x0: bool

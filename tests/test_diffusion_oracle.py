@@ -271,6 +271,8 @@ def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
 
     x0_t = torch.full((2, 1, 1, 1), value, dtype=torch.float64)
     noise = torch.tensor([-1.0, 1.0], dtype=torch.float64).reshape(2, 1, 1, 1)
+    # The optimal variance's tables too, for a Gamma_t anywhere in [0, 1] (clipped to its bounds by the code).
+    d = d.with_optimal_variance(rng.uniform(0.0, 1.0, T))
     for choice in ReverseVariance:
         sigma2 = d.reverse_variance(choice).numpy()[1:]
         want = chain_terms(betas, value, c, shift, sigma2)

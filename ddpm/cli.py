@@ -107,8 +107,9 @@ def add_sample_parser(subcommands) -> None:
     p.add_argument("--num", type=positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, type=Path, help="the PNG file to write (must not exist)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the sampling noise (default 0)")
-    p.add_argument("--variance", choices=("beta", "beta_tilde"),
-                   help="reverse variance sigma_t^2 of ancestral and strided sampling (default: the preset's)")
+    p.add_argument("--variance", choices=("beta", "beta_tilde", "optimal"),
+                   help="reverse variance sigma_t^2 of ancestral and strided sampling (default: the preset's); "
+                        "optimal reads optimal_variance.json next to the checkpoint (written by evaluate)")
     p.add_argument("--sampler", choices=("ancestral", "ddim", "strided"), default="ancestral",
                    help="ancestral: Algorithm 2, all T steps (default); ddim: Song et al. eq. 12 over --steps; "
                         "strided: Algorithm 2 over --steps with the strided posterior (derivation (i))")
@@ -147,10 +148,24 @@ def run_sample(args: argparse.Namespace) -> int:
                                                     args.variance is not None)
     except ValueError as error:
         raise UsageError(f"sample: {error}") from None
+    gamma = None
+    if args.variance == "optimal":
+        from ddpm.optimal_variance import FILE_NAME, load_gamma
+
+        gamma_path = args.checkpoint.parent / FILE_NAME
+        if not gamma_path.is_file():
+            raise UsageError(f"sample: --variance optimal needs {gamma_path} (run python -m ddpm evaluate on the "
+                             "checkpoint first)")
+        estimate = load_gamma(gamma_path)
+        if estimate.step is not None and estimate.step != checkpoint.step:
+            raise UsageError(f"sample: {gamma_path} was estimated at step {estimate.step}, the checkpoint is at step "
+                             f"{checkpoint.step}; rerun python -m ddpm evaluate")
+        gamma = estimate.gamma
     device = resolve_device(args.device, DistributedContext())
     generator = torch.Generator(device=device).manual_seed(args.seed)
     images = generate(checkpoint, args.num, generator, variance=args.variance, batch_size=args.batch_size,
-                      device=device, progress=not args.no_progress, sampler=sampler, num_steps=steps, eta=eta)
+                      device=device, progress=not args.no_progress, sampler=sampler, num_steps=steps, eta=eta,
+                      gamma=gamma)
     width, height = save_image_grid(out, images)
     written = f"{out} ({width}x{height})"
     if args.npz is not None:

@@ -37,12 +37,14 @@ def generate(
     sampler: str | Sampler = "ancestral",
     num_steps: int | None = None,
     eta: float | None = None,
+    gamma=None,
 ) -> Tensor:
     """`num` samples from the checkpoint's model as uint8 [N, C, H, W]; by default Algorithm 2 (x_T ~ N(0, I), t = T..1).
 
     `sampler` "ddim" (Song et al., `num_steps` S and `eta`, default 0) or "strided" (Algorithm 2 over S steps,
     derivation (i)) take S network evaluations per image instead of T (`ddpm.samplers.check_sampler_options` says
     which combinations are valid). variance, batch_size and clip_x0 default to the preset's evaluation config.
+    variance "optimal" needs `gamma`, the Gamma_t estimates of this checkpoint (`ddpm.optimal_variance`).
     """
     choice, num_steps, eta = check_sampler_options(sampler, checkpoint.T, num_steps, eta, variance is not None)
     if choice is not Sampler.ANCESTRAL and clip_x0:
@@ -58,6 +60,11 @@ def generate(
     device = torch.device(device)
     model = build_eps_model(checkpoint, use_ema=use_ema, device=device)
     diffusion = diffusion_from(checkpoint, device)
+    if variance is ReverseVariance.OPTIMAL:
+        if gamma is None:
+            raise ValueError("variance 'optimal' needs the checkpoint's Gamma_t estimates (optimal_variance.json, "
+                             "written by python -m ddpm evaluate)")
+        diffusion = diffusion.with_optimal_variance(gamma)
     shape = (checkpoint.channels, checkpoint.height, checkpoint.width)
     out = torch.empty((num, *shape), dtype=torch.uint8)  # [N, C, H, W]
     with tqdm(total=num, unit="img", desc="sample", disable=not progress) as bar:

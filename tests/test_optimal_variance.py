@@ -132,3 +132,47 @@ def test_sampler_and_bound_read_the_optimal_tables():
     fixed = elbo_terms(model, d, x0, torch.Generator().manual_seed(2), variance="beta_tilde")
     optimal = elbo_terms(model, d_opt, x0, torch.Generator().manual_seed(2), variance="optimal")
     assert_allclose(optimal.total().numpy(), fixed.total().numpy(), **FLOAT64.kwargs())
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from ddpm.train import train
+
+    run = tmp_path_factory.mktemp("optimal") / "run"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train("digits", run, "tiny", seed=5, max_steps=3, progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    return run / "checkpoint.pt"
+
+
+def test_sample_with_the_optimal_variance_reads_the_estimate_next_to_the_checkpoint(tmp_path, capsys,
+                                                                                   tiny_checkpoint):
+    from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+    from ddpm.cli import main
+    from ddpm.data import load_images, to_model_range
+    from ddpm.generate import generate
+    from ddpm.optimal_variance import FILE_NAME
+
+    checkpoint = load_checkpoint(tiny_checkpoint)
+    argv = ["sample", "--checkpoint", str(tiny_checkpoint), "--num", "3", "--variance", "optimal", "--device", "cpu",
+            "--no-progress", "--out"]
+    gamma_path = tiny_checkpoint.parent / FILE_NAME
+    assert main([*argv, str(tmp_path / "a.png")]) == 2
+    assert "needs" in capsys.readouterr().err and not (tmp_path / "a.png").exists()
+    x0 = to_model_range(load_images("digits", "train")[:64]).to(torch.float32)
+    estimate = estimate_gamma(build_eps_model(checkpoint), diffusion_from(checkpoint, "cpu"), x0,
+                              torch.Generator().manual_seed(0), images_per_t=4, progress=False)
+    save_gamma(gamma_path, GammaEstimate(estimate.gamma, estimate.stderr, 4, seed=0, step=checkpoint.step + 1))
+    assert main([*argv, str(tmp_path / "a.png")]) == 2
+    assert "was estimated at step" in capsys.readouterr().err
+    save_gamma(gamma_path, GammaEstimate(estimate.gamma, estimate.stderr, 4, seed=0, step=checkpoint.step))
+    assert main([*argv, str(tmp_path / "b.png"), "--npz", str(tmp_path / "b.npz")]) == 0
+    expected = generate(checkpoint, 3, torch.Generator().manual_seed(0), variance="optimal", gamma=estimate.gamma,
+                        progress=False)
+    with np.load(tmp_path / "b.npz") as stored:
+        assert np.array_equal(stored["images"], expected.numpy())
+    with pytest.raises(ValueError, match="needs the checkpoint's Gamma_t"):
+        generate(checkpoint, 1, torch.Generator(), variance="optimal", progress=False)

@@ -38,7 +38,8 @@ class Status(enum.Enum):
 
 @dataclass(frozen=True)
 class CaseResult:
-    """What one case found for one adapter. `ratio` is the worst |deviation| / tolerance (exact cases)."""
+    """What one case found for one adapter: `ratio` is the worst |deviation| / tolerance (exact cases), `p_value`
+    the smallest Holm-adjusted p-value (statistical cases)."""
 
     case: str
     status: Status
@@ -486,9 +487,8 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
     notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if strided else ()))
     if Convention.CLIPS_X0 in ctx.adapter.conventions:
         detail += "; the law ignores clipping (|E[x_0 | x_t]| > 1 has probability < 1e-4 for this data)"
-    ratio = float(config.alpha / max(adjusted.min(), 1e-300))
     status = Status.FAIL if adjusted.min() < config.alpha else (Status.CONVENTION if notes else Status.PASS)
-    return CaseResult(name, status, criterion, detail, ratio, abs(x.mean() - mean), "", notes,
+    return CaseResult(name, status, criterion, detail, None, abs(x.mean() - mean), "", notes,
                       f"chain:{chain.label}", p_value=float(adjusted.min()))
 
 
@@ -544,8 +544,8 @@ def case_loss_at_eps_star(ctx: Context) -> CaseResult:
     k = int(np.argmin(adjusted))
     detail = "; ".join(f"{part} (Holm p {q:.3g})" for part, q in zip(parts, adjusted))
     status = Status.FAIL if adjusted[k] < config.alpha else Status.PASS
-    return CaseResult("loss_at_eps_star", status, criterion, detail, float(config.alpha / max(adjusted[k], 1e-300)),
-                      operation="training_loss", t=ctx.to_adapter(ts[k]), p_value=float(adjusted[k]))
+    return CaseResult("loss_at_eps_star", status, criterion, detail, operation="training_loss",
+                      t=ctx.to_adapter(ts[k]), p_value=float(adjusted[k]))
 
 
 # ------------------------------------------------------------------------------------------------ the list

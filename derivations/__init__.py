@@ -12,6 +12,8 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     g  maximum_likelihood     max likelihood = min KL(P_data || P_theta); the VAE bound
     h  reverse_variance       the two fixed reverse variances sigma_t^2 = beta_t, beta_tilde_t
     i  strided                the strided chain q(x_s | x_t, x_0), s < t, its reverse step, and DDIM
+    j  optimal_variance       the KL-optimal reverse variance for any data (Analytic-DPM) and its bounds
+    k  learned_variance       the learned-range variance, its bound term, and the hybrid objective's stop-gradient
 """
 
 from __future__ import annotations
@@ -30,11 +32,13 @@ MODULES = (
     "maximum_likelihood",
     "reverse_variance",
     "strided",
+    "optimal_variance",
+    "learned_variance",
 )
 
 
 def all_derivations() -> tuple[Derivation, ...]:
-    """Every derivation, in key order (a .. h follow the seed tutorial; i goes beyond it)."""
+    """Every derivation, in key order (a .. h follow the seed tutorial; i and on go beyond it)."""
     return tuple(importlib.import_module(f"derivations.{name}").derivation() for name in MODULES)
 
 

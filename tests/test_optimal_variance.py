@@ -41,7 +41,7 @@ def test_gaussian_gamma_gives_derivation_h(betas, s2):
     ab = alpha_bars(betas)
     t = np.arange(2, len(betas) + 1)
     expected = reverse_variance.sigma2_optimal_gaussian(betas[t - 1], ab[t - 1], s2)
-    assert_allclose(d.reverse_variance("optimal").numpy()[2:], expected, rtol=1e-9, atol=0,
+    assert_allclose(d.reverse_variance("optimal").numpy()[2:], expected, **FLOAT64.kwargs(),
                     err_msg="sigma*^2 at Gaussian Gamma_t != derivation (h)")
     assert d.reverse_variance("optimal")[1] == float(betas[0]), "t = 1 keeps sigma_1^2 = beta_1"
 
@@ -176,3 +176,20 @@ def test_sample_with_the_optimal_variance_reads_the_estimate_next_to_the_checkpo
         assert np.array_equal(stored["images"], expected.numpy())
     with pytest.raises(ValueError, match="needs the checkpoint's Gamma_t"):
         generate(checkpoint, 1, torch.Generator(), variance="optimal", progress=False)
+
+
+@settings(max_examples=15, deadline=None)
+@given(betas=strategies.schedules(min_T=2, max_T=120), seed=st.integers(0, 2**16))
+@example(betas=make_betas("linear", 100), seed=1)
+def test_optimal_tables_match_derivation_j(betas, seed):
+    """Code vs oracle: sigma*^2 at a Gamma_t inside its bounds is derivation (j)'s SIGMA2_OPTIMAL."""
+    from derivations import optimal_variance
+
+    T = len(betas)
+    ab = alpha_bars(betas)
+    t = np.arange(2, T + 1)
+    lower = np.maximum(0.0, optimal_variance.gamma_lower(betas[t - 1], ab[t - 1]))
+    gamma = np.concatenate([[1.0], lower + np.random.default_rng(seed).uniform(0, 1, T - 1) * (1.0 - lower)])
+    got = GaussianDiffusion(betas).with_optimal_variance(gamma).reverse_variance("optimal").numpy()[2:]
+    want = optimal_variance.sigma2_optimal(betas[t - 1], ab[t - 1], gamma[1:])
+    assert_allclose(got, want, **FLOAT64.kwargs(), err_msg="with_optimal_variance != derivation (j)")

@@ -186,6 +186,7 @@ def add_evaluate_parser(subcommands) -> None:
     p = subcommands.add_parser(
         "evaluate", help="test-set bound (bits/dim), Algorithm-2 samples and FID/KID of a checkpoint",
         description="Evaluate a checkpoint on its dataset's test split into --out: metrics.json, elbo_terms.json, "
+                    "optimal_variance.json (Gamma_t on the training split, reused when it matches the checkpoint), "
                     "samples_uint8.npz, samples.png, trajectory.png (see ddpm/evaluate.py). Defaults come from the "
                     "checkpoint's preset and seed. An existing metrics.json is kept as metrics.previous-<time>.json.")
     p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt written by train")
@@ -200,6 +201,12 @@ def add_evaluate_parser(subcommands) -> None:
     p.add_argument("--elbo-mc-images", type=nonnegative_int,
                    help="test images of the Monte Carlo bound; 0 = the whole test split (default: the preset's)")
     p.add_argument("--sample-batch-size", type=positive_int, help="images per Algorithm-2 batch")
+    p.add_argument("--variance", choices=("beta", "beta_tilde", "optimal"),
+                   help="reverse variance sigma_t^2 of the headline bound, the samples and FID (default: the "
+                        "preset's); the exact bound is reported under all three")
+    p.add_argument("--gamma-images", type=positive_int,
+                   help="training images per t of the Gamma_t estimate behind the optimal variance, >= 2 "
+                        "(default: the preset's)")
     p.add_argument("--cache-dir", type=Path,
                    help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -225,18 +232,23 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     command = _as_command("evaluate", args, ["--checkpoint", "--out", "--fid-samples", "--device", "--seed",
                                               "--skip-fid", "--elbo-exact-images", "--elbo-mc-images",
-                                              "--sample-batch-size", "--cache-dir", "--no-progress"])
+                                              "--sample-batch-size", "--variance", "--gamma-images", "--cache-dir",
+                                              "--no-progress"])
     result = evaluate_checkpoint(
         args.checkpoint, args.out, fid_samples=args.fid_samples, device=args.device, seed=args.seed,
         skip_fid=args.skip_fid, elbo_exact_images=args.elbo_exact_images, elbo_mc_images=args.elbo_mc_images,
-        sample_batch_size=args.sample_batch_size, cache_dir=args.cache_dir, progress=not args.no_progress,
-        command=command, log=lambda message: print(f"ddpm: {message}", file=sys.stderr),
+        sample_batch_size=args.sample_batch_size, variance=args.variance, gamma_images_per_t=args.gamma_images,
+        cache_dir=args.cache_dir, progress=not args.no_progress, command=command,
+        log=lambda message: print(f"ddpm: {message}", file=sys.stderr),
     )
     m = result.metrics
     fid = "skipped" if m["fid"] is None else f"{m['fid']:.2f}"
     kid = "skipped" if m["kid_mean"] is None else f"{m['kid_mean']:.5f}"
+    exact = ", ".join(f"{name} {entry['bits_per_dim']:.4f}" for name, entry in m["elbo_exact_by_variance"].items()
+                      if entry["bits_per_dim"] is not None)
     print(f"ddpm: bound {m['elbo_bits_per_dim']:.4f} +- {m['elbo_bits_per_dim_stderr']:.4f} bits/dim "
-          f"({m['elbo_num_images']} test images); FID {fid}, KID {kid} (N = {m['fid_num_samples']}); "
+          f"({m['elbo_num_images']} test images, sigma_t^2 = {m['elbo_variance']}); exact on "
+          f"{m['elbo_exact_num_images']} images: {exact or 'none'}; FID {fid}, KID {kid} (N = {m['fid_num_samples']}); "
           f"{m['sample_images_per_second']:.2f} samples/s; {args.out / 'metrics.json'}")
     return 0
 

@@ -165,7 +165,8 @@ class EvaluationConfig:
     """What `evaluate` measures: the test-set bound in bits/dim, and FID/KID of Algorithm-2 samples."""
 
     variance: str = "beta"
-    """Fixed reverse variance sigma_t^2 for sampling and the bound: "beta" or "beta_tilde"."""
+    """Reverse variance sigma_t^2 of the headline bound and the FID samples: "beta", "beta_tilde" or "optimal"
+    (Analytic-DPM, from the Gamma_t that `evaluate` estimates; the exact bound is reported under all three)."""
     elbo_exact_images: int = 16
     """Test images whose bound is summed exactly over all T terms."""
     elbo_mc_images: int | None = None
@@ -182,6 +183,10 @@ class EvaluationConfig:
     """Clip the predicted x_0 to [-1, 1] while sampling and in the bound (Algorithm 2 as written: False)."""
     trajectory_steps: tuple[int, ...] = (1000, 800, 600, 400, 300, 200, 100, 50, 0)
     """Timesteps t of the x_T .. x_0 strip (each in 0..T, where T is the training config's)."""
+    gamma_images_per_t: int = 32
+    """Training images per t of the Monte Carlo estimate of Gamma_t = E||eps_theta(x_t, t)||^2 / d (the "optimal"
+    variance; `ddpm.optimal_variance.estimate_gamma`): T * gamma_images_per_t network calls. Checkpoints written
+    before this field existed load with this default."""
 
     def __post_init__(self) -> None:
         from ddpm.diffusion import ReverseVariance
@@ -192,6 +197,9 @@ class EvaluationConfig:
                      "sample_batch_size"):
             value = getattr(self, name)
             _require(_is_int(value) and value >= 1, f"{name} must be a positive int, got {value!r}")
+        _require(_is_int(self.gamma_images_per_t) and self.gamma_images_per_t >= 2,
+                 f"gamma_images_per_t must be an int >= 2 (a standard error needs two images), "
+                 f"got {self.gamma_images_per_t!r}")
         _require(self.elbo_mc_images is None or (_is_int(self.elbo_mc_images) and self.elbo_mc_images >= 1),
                  f"elbo_mc_images must be a positive int or None, got {self.elbo_mc_images!r}")
         _require(isinstance(self.clip_x0, bool), f"clip_x0 must be a bool, got {self.clip_x0!r}")
@@ -285,6 +293,8 @@ class Preset:
 # ~0.8 of a core's float32 matmul rate (the 16-channel full-resolution U-Net of equal FLOPs: ~0.5).
 # Measured side by side on the shared 2-core CPU: ~700-850 forward images/s per core (one thread), the
 # 1M-parameter (1, 2, 2) variant ~0.7x that. The training numbers of `small` are still placeholders.
+# Evaluating `small` adds, beyond the 1e6 sampling forwards: T * gamma_images_per_t = 32 000 forwards for Gamma_t
+# and 2 x 64 x T = 128 000 for the exact bound under the two variances other than the headline one (~2 min).
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -299,7 +309,7 @@ PRESETS: dict[str, Preset] = {
             evaluation=EvaluationConfig(variance="beta", elbo_exact_images=4, elbo_mc_images=64,
                                         elbo_mc_draws_per_image=1, elbo_batch_size=200, fid_num_samples=64,
                                         sample_batch_size=64, clip_x0=False,
-                                        trajectory_steps=(100, 75, 50, 25, 10, 0)),
+                                        trajectory_steps=(100, 75, 50, 25, 10, 0), gamma_images_per_t=4),
             description="tests and sklearn digits 8x8: 0.16M params, ~8 MFLOP/image at 8x8",
         ),
         Preset(
@@ -311,7 +321,7 @@ PRESETS: dict[str, Preset] = {
                                     max_minutes=12.0, log_every=25, checkpoint_every_minutes=2.0),
             evaluation=EvaluationConfig(variance="beta", elbo_exact_images=64, elbo_mc_images=None,
                                         elbo_mc_draws_per_image=1, elbo_batch_size=500, fid_num_samples=1000,
-                                        sample_batch_size=500, clip_x0=False),
+                                        sample_batch_size=500, clip_x0=False, gamma_images_per_t=32),
             description="CPU MNIST 28x28 (`nox -s train_small`): 0.75M params, 62 MFLOP/image, so 1000 "
                         "Algorithm-2 samples (1e6 forwards) fit the 30-minute budget",
         ),
@@ -325,7 +335,7 @@ PRESETS: dict[str, Preset] = {
                                     max_minutes=60.0, log_every=100, checkpoint_every_minutes=10.0),
             evaluation=EvaluationConfig(variance="beta", elbo_exact_images=100, elbo_mc_images=None,
                                         elbo_mc_draws_per_image=1, elbo_batch_size=2000, fid_num_samples=10000,
-                                        sample_batch_size=2000, clip_x0=False),
+                                        sample_batch_size=2000, clip_x0=False, gamma_images_per_t=64),
             description="one GPU, MNIST 28x28: 14.5M params, 5.3 GFLOP/image; quality run (targets FID < 5, "
                         "bits/dim < 1.0)",
         ),

@@ -2,8 +2,13 @@
 
 `evaluate_checkpoint(checkpoint, out_dir)` writes into out_dir (all files atomically: temp file + rename):
 
-- elbo_terms.json: the per-term bound of Ho et al. eq. 5 on the exact subset (bits/dim of L_0 .. L_T) and the
-  importance proposal over t, for the report's plot.
+- optimal_variance.json (`ddpm.optimal_variance.FILE_NAME`): Gamma_t of the checkpoint's EMA model, its standard
+  errors, images per t, seed and checkpoint step (`save_gamma`): what the "optimal" variance of this run's bound
+  and samples is built from, and what `sample --variance optimal` reads next to the checkpoint (so it finds it
+  when out_dir is the run folder).
+- elbo_terms.json: the per-term bound of Ho et al. eq. 5 on the exact subset (bits/dim of L_0 .. L_T) under the
+  headline variance, the same under every variance ("by_variance"), and the importance proposal over t, for the
+  report's plots.
 - samples_uint8.npz (key "images", uint8 [N, C, H, W]): the N Algorithm-2 samples, kept for FID re-use.
 - samples.png (a grid of the first samples) and trajectory.png (rows: samples; columns: x_t at ~10 t from T to 0).
 - metrics.json: every number (keys below), written last. A run directory whose metrics.json exists is a
@@ -14,10 +19,22 @@ train_images_per_second (images seen / training seconds, from the checkpoint), s
 Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate), elbo_num_images
 (its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training seconds from the
 checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
-predicted variance reduction), kid_std, kid_subsets, kid_subset_size, fid_reference (the reference set and its
-cache name), timings {train, load, elbo_exact, elbo_monte_carlo, sampling, write_images, fid_kid} in seconds,
-the command, package versions (now and at training), the preset and the evaluation settings used. Values that
-are undefined (a standard error of one image) are null.
+predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound, elbo_exact_* and
+the samples behind FID all use it), elbo_exact_by_variance and optimal_variance (below), kid_std, kid_subsets,
+kid_subset_size, fid_reference (the reference set and its cache name), timings {train, load, optimal_variance,
+elbo_exact, elbo_monte_carlo, elbo_exact_other_variances, sampling, write_images, fid_kid} in seconds, the command,
+package versions (now and at training), the preset and the evaluation settings used. Values that are undefined (a
+standard error of one image) are null.
+
+- elbo_exact_by_variance: {"beta" | "beta_tilde" | "optimal": {"bits_per_dim", "stderr", "images"}}, the exact
+  bound (item 1 below) on the same subset with the same x_t under each reverse variance; the headline variance's
+  entry is elbo_exact_bits_per_dim and its stderr themselves (not recomputed). The three share the network's
+  outputs, so their differences are the variances' alone (not noise between subsets).
+- optimal_variance: {"file" (name in out_dir), "reused" (an existing file of this checkpoint step, T and images per
+  t was used), "previous_file" (a stale file set aside, or null), "split" ("train"), "train_split_images" (null
+  when reused), "images_per_t", "seed" and "step" (the estimate's: a reused file keeps the seed it was drawn
+  with), "gamma_stderr_max" (the largest standard error of Gamma_t over t), "gamma_clipped_timesteps" (how many
+  Gamma_t the bounds of `GaussianDiffusion.with_optimal_variance` changed), "seconds"}.
 
 The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfig)
 --------------------------------------------------------------------------------
@@ -51,10 +68,22 @@ The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfi
    `elbo_bits_per_dim` (the headline) is the Monte Carlo estimate; its `elbo_bits_per_dim_stderr` is the
    standard deviation of the per-image estimates over sqrt(B), which includes the variation between test images.
 
+The "optimal" variance (Gamma_t)
+--------------------------------
+sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) with Gamma_t = E||eps_theta(x_t,
+t)||^2 / d (Bao et al. 2022; `ddpm.diffusion.ReverseVariance`), Gamma_t estimated on the TRAINING split:
+`estimate_gamma` with the EMA model, x_0 = to_model_range(load_images(dataset, "train")) (drawn with replacement),
+generator = phase_generator(seed, "gamma"), gamma_images_per_t images per t (EvaluationConfig) in batches of
+elbo_batch_size: T * gamma_images_per_t network calls. It is stored as out_dir/optimal_variance.json with the seed
+and checkpoint step; an existing file there with the checkpoint's step and T and the requested images per t is
+reused instead (a different one is renamed to optimal_variance.previous-<UTC mtime>.json first). The bounds of
+`with_optimal_variance` clip each Gamma_t before use. All three variances are then available to the bound and the
+sampler; the headline uses `variance` (EvaluationConfig, `evaluate --variance`).
+
 Samples, FID and KID
 --------------------
-N = fid_num_samples samples by Algorithm 2 at the trained T with the EMA weights, in batches of
-sample_batch_size (one generator, batches drawn in order), with sample images/s = N / sampling seconds.
+N = fid_num_samples samples by Algorithm 2 at the trained T with the EMA weights and the headline variance, in
+batches of sample_batch_size (one generator, batches drawn in order), with sample images/s = N / sampling seconds.
 FID and KID (`ddpm.fid.fid_kid`, torch-fidelity with the TF FID Inception) against the reference set: N test
 images, a seeded subset when N is smaller than the test split (ReferenceSet(dataset, "test", N, seed=0)), its
 statistics cached keyed by dataset, split, N, subset seed, data fingerprint and weights. FID is compared only
@@ -77,6 +106,7 @@ everything it describes has been written, so a directory never pairs a metrics.j
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -94,10 +124,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm import data
-from ddpm.checkpoint import atomic_write, build_eps_model, diffusion_from, load_checkpoint
-from ddpm.diffusion import GaussianDiffusion
+from ddpm.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from, load_checkpoint
+from ddpm.config import EvaluationConfig
+from ddpm.diffusion import GaussianDiffusion, ReverseVariance
 from ddpm.generate import save_npz
 from ddpm.likelihood import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms
+from ddpm.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
+from ddpm.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 from ddpm.samplers import ancestral_sample
 
 Tensor = torch.Tensor
@@ -118,8 +151,12 @@ MIN_DISPLAY_PIXELS = 56  # images are upscaled (nearest) by an integer factor to
 KID_SUBSETS = 100  # KID: mean and standard deviation of the unbiased MMD^2 over this many random subsets ...
 KID_SUBSET_MAX = 1000  # ... of min(1000, N // 2) images a side (N // 2, not N: subsets of all N would all be equal)
 
-# Phases and their generator streams (SeedSequence(seed, spawn_key=(index,))).
-PHASES = ("elbo_exact", "elbo_mc", "sampling", "subset_exact", "subset_mc")
+# Phases and their generator streams (SeedSequence(seed, spawn_key=(index,))); new phases are appended, so the
+# streams of the older ones never change.
+PHASES = ("elbo_exact", "elbo_mc", "sampling", "subset_exact", "subset_mc", "gamma")
+
+# Every reverse variance a checkpoint supports once its Gamma_t is estimated: the exact bound is reported under each.
+VARIANCES = tuple(choice.value for choice in ReverseVariance)
 
 
 class EvaluationError(ValueError):
@@ -164,19 +201,24 @@ def _finite_or_none(obj):
     return obj
 
 
-def keep_previous_metrics(out_dir: str | os.PathLike) -> Path | None:
-    """Rename an existing out_dir/metrics.json to metrics.previous-<UTC mtime>[-k].json; its new path or None."""
-    path = Path(out_dir) / METRICS_FILE
+def keep_previous_file(path: str | os.PathLike) -> Path | None:
+    """Rename an existing file <stem><suffix> to <stem>.previous-<UTC mtime>[-k]<suffix>; its new path or None."""
+    path = Path(path)
     if not path.is_file():
         return None
     stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"metrics.previous-{stamp}.json")
+    target = path.with_name(f"{path.stem}.previous-{stamp}{path.suffix}")
     k = 1
     while target.exists():
-        target = path.with_name(f"metrics.previous-{stamp}-{k}.json")
+        target = path.with_name(f"{path.stem}.previous-{stamp}-{k}{path.suffix}")
         k += 1
     os.replace(path, target)
     return target
+
+
+def keep_previous_metrics(out_dir: str | os.PathLike) -> Path | None:
+    """Rename an existing out_dir/metrics.json to metrics.previous-<UTC mtime>[-k].json; its new path or None."""
+    return keep_previous_file(Path(out_dir) / METRICS_FILE)
 
 
 def move_run_aside(run_dir: str | os.PathLike) -> Path | None:
@@ -312,18 +354,62 @@ def importance_proposal(terms: ElboTerms, uniform_mix: float = UNIFORM_MIX) -> T
 
 # --------------------------------------------------------------------------------------------- the bound
 @dataclass(frozen=True)
+class ExactBound:
+    """The bound summed over all T + 1 terms on the seeded exact subset, under one reverse variance, in bits/dim.
+
+    bits_per_dim and stderr: mean and standard error (std / sqrt(n), NaN below 2 images) of the per-image bounds;
+    per_term_bits_per_dim and per_term_stderr [T + 1]: L_0, L_1, .., L_T, mean over the subset and its standard
+    error (NaN when the subset is empty); terms: the per-image terms (None for an empty subset).
+    """
+
+    variance: str
+    bits_per_dim: float
+    stderr: float
+    num_images: int
+    per_term_bits_per_dim: np.ndarray  # [T + 1]
+    per_term_stderr: np.ndarray  # [T + 1]
+    terms: ElboTerms | None
+    seconds: float
+
+
+@dataclass(frozen=True)
 class ElboEvaluation:
     """The test-set bound in bits/dim: exact-in-t on a subset and Monte Carlo (importance over t) on more images."""
 
-    exact_bits_per_dim: float
-    exact_stderr: float
-    exact_num_images: int
-    per_term_bits_per_dim: np.ndarray  # [T + 1]: L_0 .. L_T, mean over the exact subset (NaN if empty)
-    per_term_stderr: np.ndarray  # [T + 1]
+    exact: ExactBound
     monte_carlo: MonteCarloElbo
     proposal: TimestepProposal | None
-    exact_seconds: float
     monte_carlo_seconds: float
+
+    @property
+    def exact_bits_per_dim(self) -> float:
+        """Mean exact bound over the subset (NaN if empty)."""
+        return self.exact.bits_per_dim
+
+    @property
+    def exact_stderr(self) -> float:
+        """Standard error of the exact bound over the subset (NaN below 2 images)."""
+        return self.exact.stderr
+
+    @property
+    def exact_num_images(self) -> int:
+        """Images in the exact subset."""
+        return self.exact.num_images
+
+    @property
+    def per_term_bits_per_dim(self) -> np.ndarray:
+        """[T + 1]: L_0 .. L_T, mean over the exact subset (NaN if empty)."""
+        return self.exact.per_term_bits_per_dim
+
+    @property
+    def per_term_stderr(self) -> np.ndarray:
+        """[T + 1]: standard errors of per_term_bits_per_dim."""
+        return self.exact.per_term_stderr
+
+    @property
+    def exact_seconds(self) -> float:
+        """Seconds of the exact sum (and the proposal built from it)."""
+        return self.exact.seconds
 
 
 def _per_term_matrix(terms: ElboTerms) -> Tensor:
@@ -340,6 +426,50 @@ def _stderr(values: Tensor) -> float:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def exact_bound(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    test_images: Tensor,
+    *,
+    exact_images: int,
+    seed: int,
+    variance: str = "beta",
+    clip_x0: bool = False,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> ExactBound:
+    """L_T + sum_t L_{t-1} (eq. 5) summed over every t on `exact_images` seeded test images, bits/dim.
+
+    The subset is drawn from phase_generator(seed, "subset_exact") and every x_t from phase_generator(seed,
+    "elbo_exact") whatever the variance, so two calls that differ only in `variance` see the same images, the same
+    x_t and the same eps_theta(x_t, t): their difference is the variance's alone (L_0 and L_T agree).
+    """
+    num = test_images.shape[0]
+    if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
+        raise EvaluationError(
+            f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}"
+        )
+    choice = ReverseVariance.from_value(variance).value
+    device = torch.device(device)
+    diffusion = diffusion.to(device)
+    T = diffusion.T
+    start = time.perf_counter()
+    if exact_images == 0:
+        empty = np.full(T + 1, np.nan)
+        return ExactBound(choice, math.nan, math.nan, 0, empty, empty.copy(), None, time.perf_counter() - start)
+    index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
+    x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
+    terms = elbo_terms(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), variance=choice,
+                       batch_size=batch_size, clip_x0=clip_x0)
+    per_image = terms.bits_per_dim().cpu()  # [n]
+    matrix = _per_term_matrix(terms)  # [n, T + 1]
+    per_term_se = (matrix.std(dim=0, unbiased=True) / math.sqrt(exact_images)).numpy() if exact_images >= 2 \
+        else np.full(T + 1, np.nan)
+    _sync(device)
+    return ExactBound(choice, float(per_image.mean()), _stderr(per_image), exact_images, matrix.mean(dim=0).numpy(),
+                      per_term_se, terms, time.perf_counter() - start)
 
 
 def evaluate_elbo(
@@ -359,8 +489,8 @@ def evaluate_elbo(
 ) -> ElboEvaluation:
     """The bound -log p_theta(x_0) <= L_T + sum_t L_{t-1} (eq. 5) on uint8 test images [N, C, H, W], bits/dim.
 
-    Exact in t on `exact_images` images (a seeded random subset), then Monte Carlo with t drawn from the
-    importance proposal built from that subset on `mc_images` images (None: all N). Module docstring: the
+    Exact in t on `exact_images` images (a seeded random subset, `exact_bound`), then Monte Carlo with t drawn from
+    the importance proposal built from that subset on `mc_images` images (None: all N). Module docstring: the
     estimator, its unbiasedness and the seeds.
     """
     device = torch.device(device)
@@ -370,32 +500,12 @@ def evaluate_elbo(
         raise EvaluationError(
             f"elbo_mc_images must be an integer in 1..{num} (the test split) or None, got {mc_images!r}"
         )
-    if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
-        raise EvaluationError(
-            f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}"
-        )
     diffusion = diffusion.to(device)
-    T = diffusion.T
-
+    exact = exact_bound(eps_model, diffusion, test_images, exact_images=exact_images, seed=seed, variance=variance,
+                        clip_x0=clip_x0, batch_size=batch_size, device=device)
     start = time.perf_counter()
-    proposal = None
-    if exact_images > 0:
-        index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
-        x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
-        terms = elbo_terms(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), variance=variance,
-                           batch_size=batch_size, clip_x0=clip_x0)
-        per_image = terms.bits_per_dim().cpu()
-        matrix = _per_term_matrix(terms)  # [n, T + 1]
-        exact_mean, exact_se = float(per_image.mean()), _stderr(per_image)
-        per_term = matrix.mean(dim=0).numpy()
-        per_term_se = (matrix.std(dim=0, unbiased=True) / math.sqrt(exact_images)).numpy() if exact_images >= 2 \
-            else np.full(T + 1, np.nan)
-        proposal = importance_proposal(terms, uniform_mix)
-    else:
-        exact_mean = exact_se = math.nan
-        per_term = per_term_se = np.full(T + 1, np.nan)
-    _sync(device)
-    exact_seconds = time.perf_counter() - start
+    proposal = None if exact.terms is None else importance_proposal(exact.terms, uniform_mix)
+    exact = dataclasses.replace(exact, seconds=exact.seconds + time.perf_counter() - start)
 
     start = time.perf_counter()
     index = torch.arange(num) if mc_num == num else random_subset(num, mc_num, phase_generator(seed, "subset_mc"))
@@ -406,24 +516,58 @@ def evaluate_elbo(
         batch_size=batch_size, clip_x0=clip_x0,
     )
     _sync(device)
-    return ElboEvaluation(
-        exact_bits_per_dim=exact_mean,
-        exact_stderr=exact_se,
-        exact_num_images=exact_images,
-        per_term_bits_per_dim=per_term,
-        per_term_stderr=per_term_se,
-        monte_carlo=mc,
-        proposal=proposal,
-        exact_seconds=exact_seconds,
-        monte_carlo_seconds=time.perf_counter() - start,
-    )
+    return ElboEvaluation(exact=exact, monte_carlo=mc, proposal=proposal,
+                          monte_carlo_seconds=time.perf_counter() - start)
 
 
-def elbo_terms_record(evaluation: ElboEvaluation, variance: str, clip_x0: bool) -> dict:
-    """The content of elbo_terms.json: per-term bits/dim L_0 .. L_T of the exact subset and the proposal."""
+def exact_bound_by_variance(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    test_images: Tensor,
+    headline: ExactBound,
+    *,
+    seed: int,
+    variances: Iterable[str] = VARIANCES,
+    clip_x0: bool = False,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> dict[str, ExactBound]:
+    """The exact bound on the headline's subset (same images, same x_t: `exact_bound`) under each of `variances`.
+
+    The headline's own variance is not recomputed: its entry is `headline` itself. "optimal" needs a diffusion
+    made by `GaussianDiffusion.with_optimal_variance`.
+    """
+    out = {}
+    for variance in variances:
+        choice = ReverseVariance.from_value(variance).value
+        out[choice] = headline if choice == headline.variance else exact_bound(
+            eps_model, diffusion, test_images, exact_images=headline.num_images, seed=seed, variance=choice,
+            clip_x0=clip_x0, batch_size=batch_size, device=device,
+        )
+    return out
+
+
+def _per_term_record(bound: ExactBound) -> dict:
+    return {
+        "bits_per_dim": bound.per_term_bits_per_dim.tolist(),
+        "bits_per_dim_stderr": bound.per_term_stderr.tolist(),
+        "total_bits_per_dim": bound.bits_per_dim,
+        "total_bits_per_dim_stderr": bound.stderr,
+        "num_images": bound.num_images,
+    }
+
+
+def elbo_terms_record(evaluation: ElboEvaluation, variance: str, clip_x0: bool,
+                      by_variance: Mapping[str, ExactBound] | None = None) -> dict:
+    """The content of elbo_terms.json: per-term bits/dim L_0 .. L_T of the exact subset and the proposal.
+
+    The top-level terms are those of `variance` (the headline's); `by_variance` adds the same record for every
+    variance evaluated on the same subset (key "by_variance": {variance: {bits_per_dim, bits_per_dim_stderr,
+    total_bits_per_dim, total_bits_per_dim_stderr, num_images}}).
+    """
     proposal = evaluation.proposal
     T = evaluation.per_term_bits_per_dim.shape[0] - 1
-    return {
+    record = {
         "format_version": METRICS_FORMAT_VERSION,
         "T": T,
         "num_images": evaluation.exact_num_images,
@@ -440,6 +584,82 @@ def elbo_terms_record(evaluation: ElboEvaluation, variance: str, clip_x0: bool) 
         "proposal_second_moments": None if proposal is None else proposal.second_moments.tolist(),
         "proposal_uniform_mix": None if proposal is None else proposal.uniform_mix,
     }
+    if by_variance is not None:
+        record["by_variance"] = {name: _per_term_record(bound) for name, bound in by_variance.items()}
+    return record
+
+
+# ------------------------------------------------------------------------------------- Gamma_t (optimal)
+@dataclass(frozen=True)
+class OptimalVarianceRun:
+    """Gamma_t of the evaluated checkpoint (`optimal_variance_phase`): the estimate and where it came from.
+
+    path: the optimal_variance.json read or written; reused: True when an existing file was used; previous: where
+    a stale file was set aside (None: there was none); train_images: the training images drawn from (None when
+    reused); seconds: time of the phase (estimate and file, or reading the file).
+    """
+
+    estimate: GammaEstimate
+    path: Path
+    reused: bool
+    previous: Path | None
+    train_images: int | None
+    seconds: float
+
+
+def reusable_gamma(path: str | os.PathLike, step: int, T: int, images_per_t: int) -> GammaEstimate | None:
+    """The estimate in `path` when it is this checkpoint's (same step and T) at `images_per_t`; None otherwise.
+
+    None also for a missing file or one that is not an estimate (it is then set aside and replaced).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        estimate = load_gamma(path)
+    except ValueError:
+        return None
+    if estimate.step != step or estimate.T != T or estimate.images_per_t != images_per_t:
+        return None
+    return estimate
+
+
+def optimal_variance_phase(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    path: str | os.PathLike,
+    *,
+    reuse: GammaEstimate | None,
+    train_images: Tensor | None,
+    step: int,
+    seed: int,
+    images_per_t: int,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+) -> OptimalVarianceRun:
+    """Gamma_t = E||eps_theta(x_t, t)||^2 / d for the "optimal" variance: `reuse` when given, else estimated.
+
+    The estimate is `estimate_gamma(eps_model, diffusion, to_model_range(train_images), phase_generator(seed,
+    "gamma"), images_per_t, batch_size)` (training images, drawn with replacement), stored with `seed` and `step`
+    in `path` (an older file there is first renamed to <name>.previous-<UTC mtime>.json).
+    """
+    path = Path(path)
+    start = time.perf_counter()
+    if reuse is not None:
+        return OptimalVarianceRun(reuse, path, True, None, None, time.perf_counter() - start)
+    if train_images is None:
+        raise EvaluationError("Gamma_t must be estimated but no training images were given")
+    device = torch.device(device)
+    x0 = data.to_model_range(train_images).to(device)  # [M, C, H, W]
+    estimate = estimate_gamma(eps_model, diffusion.to(device), x0, phase_generator(seed, "gamma"),
+                              images_per_t=images_per_t, batch_size=batch_size, progress=progress)
+    estimate = dataclasses.replace(estimate, seed=int(seed), step=int(step))
+    previous = keep_previous_file(path)
+    save_gamma(path, estimate)
+    _sync(device)
+    return OptimalVarianceRun(estimate, path, False, previous, int(train_images.shape[0]),
+                              time.perf_counter() - start)
 
 
 # ------------------------------------------------------------------------------------------------ samples
@@ -596,6 +816,27 @@ class EvaluationResult:
     previous_metrics: Path | None
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What the validation phase established; nothing in out_dir has changed yet."""
+
+    checkpoint: Checkpoint
+    config: EvaluationConfig
+    seed: int
+    device: torch.device
+    test_images: Tensor  # [N, C, H, W] uint8
+    info: data.DatasetInfo
+    eps_model: torch.nn.Module
+    diffusion: GaussianDiffusion  # the fixed variances only; Gamma_t adds "optimal"
+    gamma_path: Path
+    reusable_gamma: GammaEstimate | None
+    train_images: Tensor | None  # [M, C, H, W] uint8, loaded only when Gamma_t must be estimated
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(int(v) for v in self.test_images.shape[1:])
+
+
 def _copy_run_files(checkpoint_path: Path, out_dir: Path) -> list[str]:
     """Copy run.json / train_log.jsonl from the checkpoint's folder into out_dir when that is another folder."""
     source_dir = checkpoint_path.resolve().parent
@@ -610,54 +851,20 @@ def _copy_run_files(checkpoint_path: Path, out_dir: Path) -> list[str]:
     return copied
 
 
-def evaluate_checkpoint(
-    checkpoint_path: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    fid_samples: int | None = None,
-    device: str | torch.device | None = None,
-    seed: int | None = None,
-    skip_fid: bool = False,
-    elbo_exact_images: int | None = None,
-    elbo_mc_images: int | None = None,
-    sample_batch_size: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    log: Callable[[str], None] | None = None,
-) -> EvaluationResult:
-    """Evaluate a checkpoint on its dataset's test split and write the files of the module docstring into out_dir.
-
-    Defaults come from the checkpoint's preset (EvaluationConfig) and seed; the keyword arguments override
-    them. `elbo_mc_images=0` means the whole test split. Errors about the request (sizes, device, data,
-    checkpoint) are raised before anything in out_dir changes.
-    """
-    say = log or (lambda message: None)
-    wall_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    checkpoint_path = Path(checkpoint_path)
-    out_dir = Path(out_dir)
-
-    # ---- validate everything first: nothing in out_dir changes before this block succeeds
-    start = time.perf_counter()
-    checkpoint = load_checkpoint(checkpoint_path)
-    preset = checkpoint.preset
-    changes = {}
-    if fid_samples is not None:
-        changes["fid_num_samples"] = fid_samples
-    if elbo_exact_images is not None:
-        changes["elbo_exact_images"] = elbo_exact_images
+def _evaluation_config(preset, *, fid_samples=None, elbo_exact_images=None, elbo_mc_images=None,
+                       sample_batch_size=None, variance=None, gamma_images_per_t=None) -> EvaluationConfig:
+    """The preset's EvaluationConfig with the given overrides (validated); elbo_mc_images = 0: the whole split."""
+    changes = {name: value for name, value in (
+        ("fid_num_samples", fid_samples), ("elbo_exact_images", elbo_exact_images),
+        ("sample_batch_size", sample_batch_size), ("variance", variance), ("gamma_images_per_t", gamma_images_per_t),
+    ) if value is not None}
     if elbo_mc_images is not None:
         changes["elbo_mc_images"] = None if elbo_mc_images == 0 else elbo_mc_images
-    if sample_batch_size is not None:
-        changes["sample_batch_size"] = sample_batch_size
-    config = preset.evaluation.replace(**changes) if changes else preset.evaluation
-    seed = int(checkpoint.seed if seed is None else seed)
-    if isinstance(seed, bool) or seed < 0:
-        raise EvaluationError(f"seed must be an integer >= 0, got {seed!r}")
-    torch_device = resolve_device(device)
-    test_images = data.load_images(checkpoint.dataset, "test")  # [N, C, H, W] uint8
-    info = data.dataset_info(checkpoint.dataset)
+    return preset.evaluation.replace(**changes) if changes else preset.evaluation
+
+
+def _check_sizes(checkpoint: Checkpoint, config: EvaluationConfig, test_images: Tensor, skip_fid: bool) -> None:
+    """EvaluationError unless the test split fits the checkpoint and holds the images the config asks for."""
     image_shape = tuple(int(v) for v in test_images.shape[1:])
     expected = (int(checkpoint.channels), int(checkpoint.height), int(checkpoint.width))
     if image_shape != expected:
@@ -675,101 +882,151 @@ def evaluate_checkpoint(
             f"FID compares N samples with N test images: N = {config.fid_num_samples} exceeds the "
             f"{num_test} test images of {checkpoint.dataset!r} (lower --fid-samples or pass --skip-fid)"
         )
+
+
+def _check_fid_weights(cache_dir) -> None:
+    """Before hours of sampling: the FID weights must be there (mapped once, then cached)."""
+    from ddpm.fid import FidWeightsError, inception_weights_path
+
+    try:
+        inception_weights_path(cache_dir)
+    except FidWeightsError as error:
+        raise EvaluationError(f"{error} (or pass --skip-fid)") from None
+
+
+def _load_inputs(checkpoint_path: Path, out_dir: Path, overrides: Mapping[str, object], seed: int | None,
+                 device, skip_fid: bool, cache_dir) -> _Inputs:
+    """Phase 1 (validation): checkpoint, settings, data, network; raises before anything in out_dir changes."""
+    checkpoint = load_checkpoint(checkpoint_path)
+    config = _evaluation_config(checkpoint.preset, **overrides)
+    seed = int(checkpoint.seed if seed is None else seed)
+    if isinstance(seed, bool) or seed < 0:
+        raise EvaluationError(f"seed must be an integer >= 0, got {seed!r}")
+    torch_device = resolve_device(device)
+    test_images = data.load_images(checkpoint.dataset, "test")  # [N, C, H, W] uint8
+    info = data.dataset_info(checkpoint.dataset)
+    _check_sizes(checkpoint, config, test_images, skip_fid)
     if not skip_fid:
-        from ddpm.fid import FidWeightsError, inception_weights_path
+        _check_fid_weights(cache_dir)
+    gamma_path = out_dir / OPTIMAL_VARIANCE_FILE
+    reuse = reusable_gamma(gamma_path, int(checkpoint.step), int(checkpoint.T), config.gamma_images_per_t)
+    train_images = data.load_images(checkpoint.dataset, "train") if reuse is None else None
+    return _Inputs(
+        checkpoint=checkpoint, config=config, seed=seed, device=torch_device, test_images=test_images, info=info,
+        eps_model=build_eps_model(checkpoint, use_ema=True, device=torch_device),
+        diffusion=diffusion_from(checkpoint).to(torch_device), gamma_path=gamma_path, reusable_gamma=reuse,
+        train_images=train_images,
+    )
 
-        try:  # before hours of sampling: the FID weights must be there (mapped once, then cached)
-            inception_weights_path(cache_dir)
-        except FidWeightsError as error:
-            raise EvaluationError(f"{error} (or pass --skip-fid)") from None
-    eps_model = build_eps_model(checkpoint, use_ema=True, device=torch_device)
-    diffusion = diffusion_from(checkpoint).to(torch_device)
+
+def _prepare_out_dir(checkpoint_path: Path, out_dir: Path, say: Callable[[str], None]) -> tuple[Path | None, list]:
+    """Phase 2: create out_dir, set an older metrics.json aside, copy the run files; (previous metrics, copied)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    timings["load"] = time.perf_counter() - start
-
     previous = keep_previous_metrics(out_dir)
     if previous is not None:
         say(f"kept the previous {METRICS_FILE} as {previous.name}")
-    copied = _copy_run_files(checkpoint_path, out_dir)
+    return previous, _copy_run_files(checkpoint_path, out_dir)
 
-    # ---- the bound
+
+def _gamma_phase(inputs: _Inputs, progress: bool, say: Callable[[str], None]) -> OptimalVarianceRun:
+    """Phase 3: Gamma_t of the EMA model on the training split (or the checkpoint's existing estimate)."""
+    config, checkpoint = inputs.config, inputs.checkpoint
+    if inputs.reusable_gamma is not None:
+        say(f"Gamma_t: reusing {inputs.gamma_path} (step {checkpoint.step})")
+    else:
+        say(f"Gamma_t: {config.gamma_images_per_t} training images x T = {checkpoint.T} -> {inputs.gamma_path}")
+    return optimal_variance_phase(
+        inputs.eps_model, inputs.diffusion, inputs.gamma_path, reuse=inputs.reusable_gamma,
+        train_images=inputs.train_images, step=int(checkpoint.step), seed=inputs.seed,
+        images_per_t=config.gamma_images_per_t, batch_size=config.elbo_batch_size, device=inputs.device,
+        progress=progress,
+    )
+
+
+def _bound_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, say: Callable[[str], None]):
+    """Phase 4: the headline bound (exact subset + Monte Carlo) and the exact bound under every variance.
+
+    Returns (ElboEvaluation, {variance: ExactBound}, seconds of the other variances); writes elbo_terms.json.
+    """
+    config, seed = inputs.config, inputs.seed
+    num_test = inputs.test_images.shape[0]
     say(f"bound: exact on {config.elbo_exact_images} images x T = {diffusion.T}, Monte Carlo on "
-        f"{config.elbo_mc_images or num_test} images")
+        f"{config.elbo_mc_images or num_test} images, sigma_t^2 = {config.variance}")
+    common = dict(clip_x0=config.clip_x0, batch_size=config.elbo_batch_size, device=inputs.device)
     elbo = evaluate_elbo(
-        eps_model, diffusion, test_images, exact_images=config.elbo_exact_images,
+        inputs.eps_model, diffusion, inputs.test_images, exact_images=config.elbo_exact_images,
         mc_images=config.elbo_mc_images, draws_per_image=config.elbo_mc_draws_per_image, seed=seed,
-        variance=config.variance, clip_x0=config.clip_x0, batch_size=config.elbo_batch_size, device=torch_device,
+        variance=config.variance, **common,
     )
-    timings["elbo_exact"] = elbo.exact_seconds
-    timings["elbo_monte_carlo"] = elbo.monte_carlo_seconds
-    write_json_atomic(out_dir / ELBO_TERMS_FILE, elbo_terms_record(elbo, config.variance, config.clip_x0))
+    say(f"bound: exact on the same {config.elbo_exact_images} images under {', '.join(VARIANCES)}")
+    start = time.perf_counter()
+    by_variance = exact_bound_by_variance(inputs.eps_model, diffusion, inputs.test_images, elbo.exact, seed=seed,
+                                          **common)
+    other_seconds = time.perf_counter() - start
+    write_json_atomic(out_dir / ELBO_TERMS_FILE, elbo_terms_record(elbo, config.variance, config.clip_x0, by_variance))
+    return elbo, by_variance, other_seconds
 
-    # ---- samples
-    say(f"sampling: {config.fid_num_samples} images by Algorithm 2 at T = {diffusion.T}")
+
+def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, progress: bool,
+                    say: Callable[[str], None]) -> tuple[SampleRun, float]:
+    """Phase 5: N Algorithm-2 samples and their files; (the samples, seconds spent writing the files)."""
+    config = inputs.config
+    say(f"sampling: {config.fid_num_samples} images by Algorithm 2 at T = {diffusion.T}, sigma_t^2 = "
+        f"{config.variance}")
     samples = draw_samples(
-        eps_model, diffusion, config.fid_num_samples, image_shape, batch_size=config.sample_batch_size,
-        generator=phase_generator(seed, "sampling"), variance=config.variance, clip_x0=config.clip_x0,
-        trajectory_steps=config.trajectory_steps, device=torch_device, progress=progress,
+        inputs.eps_model, diffusion, config.fid_num_samples, inputs.image_shape, batch_size=config.sample_batch_size,
+        generator=phase_generator(inputs.seed, "sampling"), variance=config.variance, clip_x0=config.clip_x0,
+        trajectory_steps=config.trajectory_steps, device=inputs.device, progress=progress,
     )
-    timings["sampling"] = samples.seconds
     start = time.perf_counter()
     save_npz(out_dir / SAMPLES_NPZ, samples.images)
     atomic_write_bytes(out_dir / SAMPLES_PNG, png_bytes(image_grid(samples.images[:GRID_MAX_IMAGES])))
     atomic_write_bytes(out_dir / TRAJECTORY_PNG, png_bytes(trajectory_strip(samples.trajectory)))
-    timings["write_images"] = time.perf_counter() - start
+    return samples, time.perf_counter() - start
 
-    # ---- FID / KID
-    fid_record: dict[str, object] = {"fid": None, "kid_mean": None, "kid_std": None, "kid_subsets": None,
-                                     "kid_subset_size": None, "fid_reference": None}
-    if not skip_fid:
-        from ddpm.fid import ReferenceSet, fid_kid, reference_cache_name
 
-        say(f"FID/KID: {config.fid_num_samples} samples vs {config.fid_num_samples} test images")
-        start = time.perf_counter()
-        reference = ReferenceSet(checkpoint.dataset, "test", config.fid_num_samples, seed=0)
-        subset = kid_subset_size(config.fid_num_samples)
-        result = fid_kid(samples.images, reference, kid_subsets=KID_SUBSETS, kid_subset_size=subset, kid_seed=seed,
-                         device=torch_device.type, cache=cache_dir, verbose=progress)
-        timings["fid_kid"] = time.perf_counter() - start
-        fid_record = {
-            "fid": result.fid,
-            "kid_mean": result.kid_mean,
-            "kid_std": result.kid_std,
-            "kid_subsets": KID_SUBSETS,
-            "kid_subset_size": subset,
-            "fid_reference": {
-                "dataset": info.name,
-                "split": "test",
-                "num_images": result.num_reference,
-                "subset": "whole split" if result.num_reference == num_test else "seeded random subset (seed 0)",
-                "cache_name": reference_cache_name(checkpoint.dataset, "test", config.fid_num_samples, 0),
-                "feature_extractor": result.feature_extractor,
-                "weights_sha256": result.weights_sha256,
-            },
-        }
+def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
+               say: Callable[[str], None]) -> tuple[dict, float]:
+    """Phase 6: FID and KID of the samples against N test images; (the metrics entries, seconds)."""
+    from ddpm.fid import ReferenceSet, fid_kid, reference_cache_name
 
-    evaluate_seconds = time.perf_counter() - wall_start
-    train_seconds = float(checkpoint.train_seconds)
-    mc = elbo.monte_carlo
-    proposal = elbo.proposal
-    metrics = {
-        "format_version": METRICS_FORMAT_VERSION,
-        "dataset": info.name,
-        "preset": preset.name,
-        "device": device_description(torch_device),
-        "seed": seed,
-        "train_steps": int(checkpoint.step),
-        "train_images_per_second": checkpoint.train_images_per_second,
-        "sample_images_per_second": samples.images_per_second,
-        "elbo_bits_per_dim": mc.bits_per_dim,
-        "elbo_bits_per_dim_stderr": mc.stderr,
-        "elbo_num_images": mc.num_images,
-        "fid": fid_record["fid"],
-        "kid_mean": fid_record["kid_mean"],
-        "fid_num_samples": config.fid_num_samples,
-        "wall_seconds": train_seconds + evaluate_seconds,
-        # the bound, in detail
-        "elbo_mc_num_draws": mc.num_draws,
+    config, checkpoint = inputs.config, inputs.checkpoint
+    n = config.fid_num_samples
+    say(f"FID/KID: {n} samples vs {n} test images")
+    start = time.perf_counter()
+    reference = ReferenceSet(checkpoint.dataset, "test", n, seed=0)
+    subset = kid_subset_size(n)
+    result = fid_kid(samples.images, reference, kid_subsets=KID_SUBSETS, kid_subset_size=subset,
+                     kid_seed=inputs.seed, device=inputs.device.type, cache=cache_dir, verbose=progress)
+    seconds = time.perf_counter() - start
+    num_test = inputs.test_images.shape[0]
+    return {
+        "fid": result.fid,
+        "kid_mean": result.kid_mean,
+        "kid_std": result.kid_std,
+        "kid_subsets": KID_SUBSETS,
+        "kid_subset_size": subset,
+        "fid_reference": {
+            "dataset": inputs.info.name,
+            "split": "test",
+            "num_images": result.num_reference,
+            "subset": "whole split" if result.num_reference == num_test else "seeded random subset (seed 0)",
+            "cache_name": reference_cache_name(checkpoint.dataset, "test", n, 0),
+            "feature_extractor": result.feature_extractor,
+            "weights_sha256": result.weights_sha256,
+        },
+    }, seconds
+
+
+FID_SKIPPED = {"fid": None, "kid_mean": None, "kid_std": None, "kid_subsets": None, "kid_subset_size": None,
+               "fid_reference": None}
+
+
+def _bound_metrics(inputs: _Inputs, elbo: ElboEvaluation, by_variance: Mapping[str, ExactBound]) -> dict:
+    """metrics.json entries of the bound beyond the headline (module docstring)."""
+    config, proposal = inputs.config, elbo.proposal
+    return {
+        "elbo_mc_num_draws": elbo.monte_carlo.num_draws,
         "elbo_mc_draws_per_image": config.elbo_mc_draws_per_image,
         "elbo_mc_proposal": "uniform" if proposal is None else "importance",
         "elbo_mc_uniform_mix": None if proposal is None else proposal.uniform_mix,
@@ -781,31 +1038,66 @@ def evaluate_checkpoint(
         "elbo_exact_bits_per_dim": elbo.exact_bits_per_dim,
         "elbo_exact_bits_per_dim_stderr": elbo.exact_stderr,
         "elbo_exact_num_images": elbo.exact_num_images,
-        "elbo_test_split_images": num_test,
+        "elbo_exact_by_variance": {
+            name: {"bits_per_dim": bound.bits_per_dim, "stderr": bound.stderr, "images": bound.num_images}
+            for name, bound in by_variance.items()
+        },
+        "elbo_test_split_images": int(inputs.test_images.shape[0]),
         "elbo_variance": config.variance,
         "elbo_clip_x0": config.clip_x0,
-        # samples and FID
+    }
+
+
+def _optimal_variance_metrics(run: OptimalVarianceRun, diffusion: GaussianDiffusion) -> dict:
+    """The metrics.json entry "optimal_variance": where Gamma_t came from, its size, error and clipping."""
+    estimate = run.estimate
+    clipped = diffusion.optimal_gamma.cpu().numpy()[1:]  # [T], Gamma_t after the bounds
+    return {
+        "file": run.path.name,
+        "reused": run.reused,
+        "previous_file": None if run.previous is None else run.previous.name,
+        "split": "train",
+        "train_split_images": run.train_images,
+        "images_per_t": estimate.images_per_t,
+        "seed": estimate.seed,
+        "step": estimate.step,
+        "gamma_stderr_max": float(np.max(estimate.stderr)),
+        "gamma_clipped_timesteps": int(np.sum(clipped != np.asarray(estimate.gamma, dtype=np.float64))),
+        "seconds": run.seconds,
+    }
+
+
+def _sample_metrics(inputs: _Inputs, samples: SampleRun, fid_record: Mapping, skip_fid: bool, T: int) -> dict:
+    """metrics.json entries of the samples and FID beyond the headline."""
+    return {
         "kid_std": fid_record["kid_std"],
         "kid_subsets": fid_record["kid_subsets"],
         "kid_subset_size": fid_record["kid_subset_size"],
         "fid_reference": fid_record["fid_reference"],
         "fid_skipped": bool(skip_fid),
         "sample_count": int(samples.images.shape[0]),
-        "sample_batch_size": config.sample_batch_size,
+        "sample_batch_size": inputs.config.sample_batch_size,
         "sample_seconds": samples.seconds,
-        "sample_network_evaluations_per_second": samples.images_per_second * diffusion.T,
+        "sample_network_evaluations_per_second": samples.images_per_second * T,
         "trajectory_timesteps": sorted(samples.trajectory, reverse=True),
-        "T": diffusion.T,
-        # provenance
+        "T": T,
+    }
+
+
+def _provenance_metrics(inputs: _Inputs, checkpoint_path: Path, timings: Mapping[str, float], evaluate_seconds: float,
+                        command: str | None, copied: list, previous: Path | None) -> dict:
+    """metrics.json entries that say how the numbers were produced."""
+    checkpoint, config = inputs.checkpoint, inputs.config
+    return {
         "checkpoint": str(checkpoint_path),
         "checkpoint_step": int(checkpoint.step),
-        "num_parameters": sum(p.numel() for p in eps_model.parameters()),
-        "image_shape": list(image_shape),
-        "train_seconds": train_seconds,
+        "num_parameters": sum(p.numel() for p in inputs.eps_model.parameters()),
+        "image_shape": list(inputs.image_shape),
+        "train_seconds": float(checkpoint.train_seconds),
         "evaluate_seconds": evaluate_seconds,
-        "timings": {"train": train_seconds, **timings},
+        "timings": {"train": float(checkpoint.train_seconds), **timings},
         "evaluation_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
-        "preset_config": preset.to_dict(),
+        "preset_config": checkpoint.preset.to_dict(),
         "command": command if command is not None else command_line(),
         "versions": package_versions(),
         "checkpoint_versions": dict(getattr(checkpoint, "versions", {}) or {}),
@@ -813,15 +1105,89 @@ def evaluate_checkpoint(
         "previous_metrics": None if previous is None else previous.name,
         "created_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
+
+
+def evaluate_checkpoint(
+    checkpoint_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    fid_samples: int | None = None,
+    device: str | torch.device | None = None,
+    seed: int | None = None,
+    skip_fid: bool = False,
+    elbo_exact_images: int | None = None,
+    elbo_mc_images: int | None = None,
+    sample_batch_size: int | None = None,
+    variance: str | None = None,
+    gamma_images_per_t: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EvaluationResult:
+    """Evaluate a checkpoint on its dataset's test split and write the files of the module docstring into out_dir.
+
+    Defaults come from the checkpoint's preset (EvaluationConfig) and seed; the keyword arguments override
+    them. `elbo_mc_images=0` means the whole test split; `variance` is the headline's sigma_t^2 (bound and
+    samples). Errors about the request (sizes, device, data, checkpoint) are raised before anything in out_dir
+    changes. The phases, in order: validate, prepare out_dir, Gamma_t, the bound, samples, FID/KID, metrics.json.
+    """
+    say = log or (lambda message: None)
+    wall_start = time.perf_counter()
+    checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
+    overrides = dict(fid_samples=fid_samples, elbo_exact_images=elbo_exact_images, elbo_mc_images=elbo_mc_images,
+                     sample_batch_size=sample_batch_size, variance=variance, gamma_images_per_t=gamma_images_per_t)
+    inputs = _load_inputs(checkpoint_path, out_dir, overrides, seed, device, skip_fid, cache_dir)
+    timings: dict[str, float] = {"load": time.perf_counter() - wall_start}
+    previous, copied = _prepare_out_dir(checkpoint_path, out_dir, say)
+
+    optimal = _gamma_phase(inputs, progress, say)
+    timings["optimal_variance"] = optimal.seconds
+    diffusion = inputs.diffusion.with_optimal_variance(optimal.estimate.gamma)  # every variance, one diffusion
+    elbo, by_variance, other_seconds = _bound_phase(inputs, diffusion, out_dir, say)
+    timings.update(elbo_exact=elbo.exact_seconds, elbo_monte_carlo=elbo.monte_carlo_seconds,
+                   elbo_exact_other_variances=other_seconds)
+    samples, write_seconds = _sampling_phase(inputs, diffusion, out_dir, progress, say)
+    timings.update(sampling=samples.seconds, write_images=write_seconds)
+    fid_record = FID_SKIPPED
+    if not skip_fid:
+        fid_record, timings["fid_kid"] = _fid_phase(inputs, samples, cache_dir, progress, say)
+
+    evaluate_seconds = time.perf_counter() - wall_start
+    checkpoint, config, mc = inputs.checkpoint, inputs.config, elbo.monte_carlo
+    metrics = {
+        "format_version": METRICS_FORMAT_VERSION,
+        "dataset": inputs.info.name,
+        "preset": checkpoint.preset.name,
+        "device": device_description(inputs.device),
+        "seed": inputs.seed,
+        "train_steps": int(checkpoint.step),
+        "train_images_per_second": checkpoint.train_images_per_second,
+        "sample_images_per_second": samples.images_per_second,
+        "elbo_bits_per_dim": mc.bits_per_dim,
+        "elbo_bits_per_dim_stderr": mc.stderr,
+        "elbo_num_images": mc.num_images,
+        "fid": fid_record["fid"],
+        "kid_mean": fid_record["kid_mean"],
+        "fid_num_samples": config.fid_num_samples,
+        "wall_seconds": float(checkpoint.train_seconds) + evaluate_seconds,
+        **_bound_metrics(inputs, elbo, by_variance),
+        "optimal_variance": _optimal_variance_metrics(optimal, diffusion),
+        **_sample_metrics(inputs, samples, fid_record, skip_fid, diffusion.T),
+        **_provenance_metrics(inputs, checkpoint_path, timings, evaluate_seconds, command, copied, previous),
+    }
     metrics = _finite_or_none(metrics)  # what metrics.json holds: JSON has no NaN, so undefined values are null
     write_json_atomic(out_dir / METRICS_FILE, metrics)
     return EvaluationResult(metrics=metrics, out_dir=out_dir, previous_metrics=previous)
 
 
 __all__ = [
+    "VARIANCES",
     "ElboEvaluation",
     "EvaluationError",
     "EvaluationResult",
+    "ExactBound",
+    "OptimalVarianceRun",
     "SampleRun",
     "TimestepProposal",
     "atomic_write_bytes",
@@ -829,14 +1195,19 @@ __all__ = [
     "elbo_terms_record",
     "evaluate_checkpoint",
     "evaluate_elbo",
+    "exact_bound",
+    "exact_bound_by_variance",
     "image_grid",
     "importance_proposal",
+    "keep_previous_file",
     "keep_previous_metrics",
     "kid_subset_size",
     "move_run_aside",
+    "optimal_variance_phase",
     "phase_generator",
     "predicted_draw_variance",
     "random_subset",
+    "reusable_gamma",
     "trajectory_strip",
     "write_json_atomic",
 ]

@@ -3,14 +3,17 @@
 `write_report(DIR)` reads what `train` and `evaluate` wrote (metrics.json and elbo_terms.json, which must exist;
 run.json and train_log.jsonl, used when present; samples.png and trajectory.png), draws three plots with
 matplotlib (Agg): loss_curve.png (the training loss from train_log.jsonl), elbo_terms.png (the per-term bound
-L_0 .. L_T of the exact subset, log scale, and the importance proposal over t) and timings.png (where the time
-went), and writes the same content twice: report.md (images referenced by relative file name) and report.html
-(images embedded as base64, so the one file can be mailed). Every number comes from those files; none is typed
-here. The report names the commands that produced it (train from run.json, evaluate from metrics.json, and the
-report command itself), seeds, devices, package versions and sample counts.
+L_0 .. L_T of the exact subset under each reverse variance, log scale, and the importance proposal over t) and
+timings.png (where the time went), and writes the same content twice: report.md (images referenced by relative
+file name) and report.html (images embedded as base64, so the one file can be mailed). Every number comes from
+those files; none is typed here. The report names the commands that produced it (train from run.json, evaluate
+from metrics.json, and the report command itself), seeds, devices, package versions and sample counts.
 
 Numbers are printed with fixed formats (`FORMATS`): bits/dim and their standard errors to 4 decimals, FID to 2,
-KID to 5, throughput to 2 and seconds to 1; tests read them back against metrics.json.
+KID to 5, Gamma_t's standard error to 5, throughput to 2 and seconds to 1; tests read them back against
+metrics.json. The bound section has a table of the exact bound under each reverse variance (metrics.json's
+elbo_exact_by_variance) and names the variance of the headline bound, the samples and FID (elbo_variance); runs
+evaluated before those keys existed are reported without the table.
 
 A DIR without a finished evaluation (no metrics.json, or one without the required keys) is refused with a
 `ReportError` (a ValueError) whose one-line message says what is missing and how to produce it.
@@ -56,7 +59,7 @@ REQUIRED_METRICS = (
 )
 
 # Decimal places per kind of number (the tests format metrics.json values the same way).
-FORMATS = {"bits": 4, "fid": 2, "kid": 5, "rate": 2, "seconds": 1, "loss": 4}
+FORMATS = {"bits": 4, "fid": 2, "kid": 5, "gamma": 5, "rate": 2, "seconds": 1, "loss": 4}
 
 
 class ReportError(ValueError):
@@ -246,26 +249,47 @@ def plot_loss_curve(rows: Sequence[Mapping], path: Path) -> bool:
     return True
 
 
+def _floats(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values or []], dtype=np.float64)
+
+
+def term_curves(record: Mapping) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(label, L_0 .. L_T [T + 1], standard errors [T + 1]) per reverse variance of elbo_terms.json.
+
+    One curve per entry of "by_variance" (the headline's labelled as such); a record without it (evaluated before
+    it existed) gives the headline's terms alone.
+    """
+    headline = record.get("variance")
+    by_variance = record.get("by_variance")
+    if not isinstance(by_variance, Mapping) or not by_variance:
+        return [(f"sigma_t^2 = {headline}", _floats(record.get("bits_per_dim")),
+                 _floats(record.get("bits_per_dim_stderr")))]
+    return [(f"sigma_t^2 = {name}" + (" (headline)" if name == headline else ""), _floats(entry.get("bits_per_dim")),
+             _floats(entry.get("bits_per_dim_stderr"))) for name, entry in by_variance.items()]
+
+
 def plot_elbo_terms(record: Mapping, path: Path) -> bool:
-    """Per-term bits/dim L_0 .. L_T (log scale, +-1 standard error) and the importance proposal over t."""
-    values = np.array([np.nan if v is None else v for v in record.get("bits_per_dim") or []], dtype=np.float64)
-    if values.size == 0 or not np.isfinite(values).any():
+    """Per-term bits/dim L_0 .. L_T, one curve per reverse variance (log scale, +-1 standard error), and p(t)."""
+    curves = [c for c in term_curves(record) if c[1].size and np.isfinite(c[1]).any()]
+    if not curves:
         return False
-    errors = np.array([np.nan if v is None else v for v in record.get("bits_per_dim_stderr") or []], dtype=np.float64)
-    k = np.arange(values.size)
     plt = _pyplot()
     proposal = record.get("proposal")
     rows = 2 if proposal else 1
     figure, axes = plt.subplots(rows, 1, figsize=(7, 3.2 * rows), squeeze=False)
     axis = axes[0, 0]
-    positive = values > 0
-    axis.semilogy(k[positive], values[positive], lw=1.0, label="L_k, mean over the exact subset")
-    if errors.size == values.size:
-        lower = np.clip(values - errors, values * 1e-3, None)
-        axis.fill_between(k[positive], lower[positive], (values + errors)[positive], alpha=0.3, label="+-1 std. error")
+    for label, values, errors in curves:
+        k = np.arange(values.size)
+        positive = values > 0
+        (line,) = axis.semilogy(k[positive], values[positive], lw=1.0, label=label)
+        if errors.size == values.size:
+            lower = np.clip(values - errors, values * 1e-3, None)
+            axis.fill_between(k[positive], lower[positive], (values + errors)[positive], alpha=0.2,
+                              color=line.get_color())
     axis.set_xlabel("k (L_0 decoder, L_1..L_{T-1} KL terms, L_T prior)")
     axis.set_ylabel("bits/dim")
-    axis.set_title(f"bound terms on {record.get('num_images')} test images (T = {record.get('T')})")
+    axis.set_title(f"bound terms on {record.get('num_images')} test images (T = {record.get('T')}; mean, "
+                   "band +-1 std. error)")
     axis.grid(True, which="both", alpha=0.3)
     axis.legend()
     if proposal:
@@ -326,10 +350,8 @@ class ReportFiles:
     plots: tuple[Path, ...]
 
 
-def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Sequence[Mapping], elbo_record: Mapping,
-                 plots: Mapping[str, bool], command: str) -> list[Block]:
-    """The report's content, in order; every number is read from `metrics`, `run`, `train_log` or `elbo_record`."""
-    m = metrics
+def _title_blocks(run_dir: Path, m: Mapping, command: str) -> list[Block]:
+    """The title and where the numbers come from."""
     b: list[Block] = []
     title = f"DDPM run report: {m['dataset']}, preset {m['preset']}"
     b.append(Heading(1, title))
@@ -338,7 +360,12 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}. Every number below is read from "
         f"`{METRICS_FILE}`, `{ELBO_TERMS_FILE}`, `{RUN_JSON}` and `{TRAIN_LOG}` in that folder."
     ))
+    return b
 
+
+def _headline_blocks(m: Mapping) -> list[Block]:
+    """Headline numbers: the bounds, FID/KID, throughput, wall time, and the variance they use."""
+    b: list[Block] = []
     b.append(Heading(2, "Headline numbers"))
     mc_images = m.get("elbo_num_images")
     b.append(Table(("quantity", "value", "based on"), (
@@ -347,6 +374,8 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
          f"{m.get('elbo_mc_num_draws')} draws ({m.get('elbo_mc_proposal')} over t)"),
         ("test-set bound (exact in t), bits/dim", f"{fmt(m.get('elbo_exact_bits_per_dim'), 'bits')} +- "
          f"{fmt(m.get('elbo_exact_bits_per_dim_stderr'), 'bits')}", f"{m.get('elbo_exact_num_images')} test images"),
+        ("reverse variance sigma_t^2 of the bounds above, the samples and FID", f"`{m.get('elbo_variance')}`",
+         "the evaluation's variance (the bound under every variance: see the bound section)"),
         ("FID", fmt(m["fid"], "fid"), _fid_basis(m)),
         ("KID", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}", _fid_basis(m)),
         ("training throughput, images/s", fmt(m["train_images_per_second"], "rate"), f"{m['train_steps']} updates"),
@@ -354,7 +383,12 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
          f"Algorithm 2, T = {m.get('T')}, {m.get('sample_count')} samples"),
         ("wall time (train + evaluate), s", fmt(m["wall_seconds"], "seconds"), "timings below"),
     )))
+    return b
 
+
+def _provenance_blocks(m: Mapping, run: Mapping, command: str) -> list[Block]:
+    """How this run was produced: commands, seeds, devices, checkpoint."""
+    b: list[Block] = []
     b.append(Heading(2, "How this run was produced"))
     rows = []
     sessions = [s for s in run.get("sessions") or [] if isinstance(s, Mapping)]
@@ -388,7 +422,12 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         ("metrics written", str(m.get("created_utc"))),
     ]
     b.append(Table(("setting", "value"), tuple(setting_rows)))
+    return b
 
+
+def _configuration_blocks(m: Mapping) -> list[Block]:
+    """The preset, the evaluation settings as run, and package versions."""
+    b: list[Block] = []
     b.append(Heading(2, "Configuration and versions"))
     b.append(Paragraph("The preset as stored in the checkpoint (model, training, evaluation), and the evaluation "
                        "settings actually used (after command-line overrides):"))
@@ -401,7 +440,12 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
     names = list(versions) + [n for n in trained if n not in versions]
     b.append(Table(("package", "evaluation", "training (checkpoint)"),
                    tuple((n, str(versions.get(n, "")), str(trained.get(n, ""))) for n in names)))
+    return b
 
+
+def _training_blocks(m: Mapping, train_log: Sequence[Mapping], plots: Mapping[str, bool]) -> list[Block]:
+    """The loss curve and training throughput."""
+    b: list[Block] = []
     b.append(Heading(2, "Training"))
     if plots.get(LOSS_CURVE_PNG):
         last = train_log[-1] if train_log else {}
@@ -413,7 +457,13 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         f"{m['train_steps']} updates in {fmt(m.get('train_seconds'), 'seconds')} s of training: "
         f"{fmt(m['train_images_per_second'], 'rate')} images/s (images seen / training seconds)."
     ))
+    return b
 
+
+def _bound_blocks(m: Mapping, elbo_record: Mapping, plots: Mapping[str, bool]) -> list[Block]:
+    """The test-set bound: Monte Carlo, exact, importance sampling, every variance, per-term plot."""
+    b: list[Block] = []
+    mc_images = m.get("elbo_num_images")
     b.append(Heading(2, "Test-set bound (negative ELBO) in bits/dim"))
     b.append(Paragraph(
         f"The bound L_T + sum_t L_(t-1) of Ho et al. eq. 5 with sigma_t^2 = `{m.get('elbo_variance')}`, "
@@ -434,10 +484,18 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
             f"{fmt(m.get('elbo_mc_predicted_draw_variance_importance'), 'bits')} (importance), a factor "
             f"{fmt(m.get('elbo_mc_predicted_variance_reduction'), 'rate')} fewer network calls at equal error."
         ))
+    b.extend(variance_blocks(m))
     if plots.get(ELBO_TERMS_PNG):
+        names = ", ".join(label.removeprefix("sigma_t^2 = ") for label, _, _ in term_curves(elbo_record))
         b.append(Figure(ELBO_TERMS_PNG, f"per-term bound L_0 .. L_T in bits/dim on {elbo_record.get('num_images')} "
-                                        "test images (log scale), and the importance proposal over t"))
+                                        f"test images (log scale) under sigma_t^2 = {names}, and the importance "
+                                        "proposal over t"))
+    return b
 
+
+def _sample_blocks(m: Mapping) -> list[Block]:
+    """Samples and the denoising trajectory."""
+    b: list[Block] = []
     b.append(Heading(2, "Samples"))
     b.append(Figure(SAMPLES_PNG, f"Algorithm 2 samples with the EMA weights at T = {m.get('T')} (the first "
                                  f"{min(100, int(m.get('sample_count') or 0))} of {m.get('sample_count')})"))
@@ -451,7 +509,12 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
     steps = m.get("trajectory_timesteps") or []
     b.append(Figure(TRAJECTORY_PNG, "x_t of the first samples at t = " + ", ".join(str(t) for t in steps)
                     + " (left to right: x_T noise to x_0)"))
+    return b
 
+
+def _fid_blocks(m: Mapping) -> list[Block]:
+    """FID and KID with N and the reference set."""
+    b: list[Block] = []
     b.append(Heading(2, "FID and KID"))
     if m.get("fid") is None:
         b.append(Paragraph("FID and KID were not computed for this run (evaluate ran with `--skip-fid`)."))
@@ -462,6 +525,7 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
             ("KID (mean +- std over subsets)", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}"),
             ("KID subsets", f"{m.get('kid_subsets')} subsets of {m.get('kid_subset_size')} images a side"),
             ("generated samples N", str(m["fid_num_samples"])),
+            ("reverse variance of the samples", f"`{m.get('elbo_variance')}`"),
             ("reference set", f"{reference.get('num_images')} images of the {reference.get('split')} split of "
                               f"{reference.get('dataset')} ({reference.get('subset')})"),
             ("reference statistics cache", f"`{reference.get('cache_name')}`"),
@@ -470,13 +534,23 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         )))
         b.append(Paragraph("FID is biased upwards at small N: compare FIDs only at equal N (KID is unbiased). "
                            "Inception Score is not reported."))
+    return b
 
+
+def _throughput_blocks(m: Mapping) -> list[Block]:
+    """Images per second of training and sampling."""
+    b: list[Block] = []
     b.append(Heading(2, "Throughput"))
     b.append(Table(("phase", "images/s"), (
         ("training (images seen / training seconds)", fmt(m["train_images_per_second"], "rate")),
         (f"sampling (Algorithm 2, T = {m.get('T')})", fmt(m["sample_images_per_second"], "rate")),
     )))
+    return b
 
+
+def _time_blocks(m: Mapping, plots: Mapping[str, bool]) -> list[Block]:
+    """Seconds per phase."""
+    b: list[Block] = []
     b.append(Heading(2, "Where the time went"))
     timings = m.get("timings") or {}
     if plots.get(TIMINGS_PNG):
@@ -484,6 +558,61 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
     b.append(Table(("phase", "seconds"), tuple((name, fmt(v, "seconds")) for name, v in timings.items())
                    + (("total (train + evaluate)", fmt(m["wall_seconds"], "seconds")),)))
     return b
+
+
+def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Sequence[Mapping], elbo_record: Mapping,
+                 plots: Mapping[str, bool], command: str) -> list[Block]:
+    """The report's content, in order; every number is read from `metrics`, `run`, `train_log` or `elbo_record`."""
+    m = metrics
+    return [
+        *_title_blocks(run_dir, m, command),
+        *_headline_blocks(m),
+        *_provenance_blocks(m, run, command),
+        *_configuration_blocks(m),
+        *_training_blocks(m, train_log, plots),
+        *_bound_blocks(m, elbo_record, plots),
+        *_sample_blocks(m),
+        *_fid_blocks(m),
+        *_throughput_blocks(m),
+        *_time_blocks(m, plots),
+    ]
+
+
+def variance_blocks(m: Mapping) -> list[Block]:
+    """The bound under each reverse variance (a table) and where Gamma_t came from; [] for older metrics.json."""
+    by_variance = m.get("elbo_exact_by_variance")
+    if not isinstance(by_variance, Mapping) or not by_variance:
+        return []
+    headline = m.get("elbo_variance")
+    rows = tuple(
+        (f"`{name}`", f"{fmt(entry.get('bits_per_dim'), 'bits')} +- {fmt(entry.get('stderr'), 'bits')}",
+         str(entry.get("images")), "headline bound, samples and FID" if name == headline else "")
+        for name, entry in by_variance.items() if isinstance(entry, Mapping)
+    )
+    blocks: list[Block] = [
+        Heading(3, "The bound under each reverse variance"),
+        Paragraph(f"The exact bound on the same test images with the same x_t under each reverse variance "
+                  f"sigma_t^2: `beta` (beta_t), `beta_tilde` (beta_tilde_t) and `optimal` (Analytic-DPM's "
+                  f"sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t)). The rows share "
+                  f"the images, the noise and the network's outputs, so their differences are the variances' alone "
+                  f"(the standard errors, mostly variation between images, are shared too: a difference between rows "
+                  f"is known far better than they suggest); the headline bound, the samples and FID use "
+                  f"`{headline}`."),
+        Table(("sigma_t^2", "bits/dim (exact in t) +- std. error", "test images", "used for"), rows),
+    ]
+    gamma = m.get("optimal_variance")
+    if isinstance(gamma, Mapping):
+        origin = ("reused from an earlier evaluation of this checkpoint" if gamma.get("reused") else
+                  f"estimated by this evaluation on {gamma.get('train_split_images')} training images in "
+                  f"{fmt(gamma.get('seconds'), 'seconds')} s")
+        blocks.append(Paragraph(
+            f"Gamma_t = E||eps_theta(x_t, t)||^2 / d of the EMA model, from {gamma.get('images_per_t')} images of "
+            f"the {gamma.get('split')} split per t (seed {gamma.get('seed')}, checkpoint step {gamma.get('step')}): "
+            f"largest standard error {fmt(gamma.get('gamma_stderr_max'), 'gamma')}, "
+            f"{gamma.get('gamma_clipped_timesteps')} of T = {m.get('T')} values clipped to their bounds; "
+            f"`{gamma.get('file')}`, {origin}."
+        ))
+    return blocks
 
 
 def _fid_basis(metrics: Mapping) -> str:
@@ -533,6 +662,8 @@ __all__ = [
     "plot_elbo_terms",
     "plot_loss_curve",
     "plot_timings",
+    "term_curves",
+    "variance_blocks",
     "render_html",
     "render_markdown",
     "write_report",

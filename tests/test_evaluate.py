@@ -3,8 +3,11 @@
 The proposal and the predicted variance are checked against independent NumPy computations (enumerating every
 (image, t) pair); the bound of a tiny trained model is checked for agreement between the exact sum and the
 importance-sampled Monte Carlo estimate (statistical, ALPHA per test); the files of an evaluated run (built once,
-see `evaluation_run`) are checked for their keys, types and internal consistency. FID runs once, with N = 8
-(slow: Inception on a CPU).
+see `evaluation_run`) are checked for their keys, types and internal consistency. The bound under every reverse
+variance is checked for consistency, not for an ordering that holds only in expectation: the headline variance's
+entry is the headline number, and the three per-term curves share images, x_t and network outputs (checked exactly
+from elbo_terms.json); optimal_variance.json is `estimate_gamma` with the documented generator and is reused by a
+second evaluate, a stale one set aside. FID runs once, with N = 8 (slow: Inception on a CPU).
 """
 
 from __future__ import annotations
@@ -29,9 +32,11 @@ from stat_checks import Family
 
 from ddpm import data
 from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+from ddpm.config import EvaluationConfig, Preset, get_preset
 from ddpm.evaluate import (
     METRICS_FILE,
     UNIFORM_MIX,
+    VARIANCES,
     EvaluationError,
     evaluate_checkpoint,
     evaluate_elbo,
@@ -45,6 +50,8 @@ from ddpm.evaluate import (
     write_json_atomic,
 )
 from ddpm.likelihood import ElboTerms, elbo_monte_carlo, elbo_terms
+from ddpm.optimal_variance import FILE_NAME as GAMMA_FILE
+from ddpm.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 
 ALPHA = 0.01  # false-failure probability of each statistical test
 F64 = tolerances.FLOAT64.kwargs()
@@ -310,7 +317,120 @@ def test_evaluate_elbo_exact_part_is_elbo_terms_with_the_documented_generator(ti
     assert result.exact_num_images == 8 and result.monte_carlo.num_images == 8
 
 
+# ------------------------------------------------------------------- every variance, and Gamma_t behind "optimal"
+def test_metrics_json_has_the_bound_under_every_variance_and_the_gamma_record(run_dir):
+    m = read_metrics(run_dir)
+    by_variance = m["elbo_exact_by_variance"]
+    assert list(by_variance) == list(VARIANCES) == ["beta", "beta_tilde", "optimal"]
+    for name, entry in by_variance.items():
+        assert set(entry) == {"bits_per_dim", "stderr", "images"}, name
+        assert isinstance(entry["bits_per_dim"], float) and math.isfinite(entry["bits_per_dim"]), name
+        assert isinstance(entry["stderr"], float) and entry["stderr"] > 0, name
+        assert type(entry["images"]) is int and entry["images"] == m["elbo_exact_num_images"], name
+    headline = by_variance[m["elbo_variance"]]
+    assert headline["bits_per_dim"] == m["elbo_exact_bits_per_dim"], "the headline's entry is the headline number"
+    assert headline["stderr"] == m["elbo_exact_bits_per_dim_stderr"]
+    record = m["optimal_variance"]
+    expected_types = {"file": str, "reused": bool, "previous_file": type(None), "split": str, "train_split_images": int,
+                      "images_per_t": int, "seed": int, "step": int, "gamma_stderr_max": float,
+                      "gamma_clipped_timesteps": int, "seconds": float}
+    assert set(record) == set(expected_types)
+    for key, kind in expected_types.items():
+        assert type(record[key]) is kind, f"optimal_variance.{key}: {record[key]!r}"
+    assert record["file"] == GAMMA_FILE and record["reused"] is False and record["split"] == "train"
+    assert record["train_split_images"] == 1500 and record["seed"] == m["seed"]
+    assert record["step"] == m["checkpoint_step"] == TRAIN_STEPS
+    assert record["images_per_t"] == m["evaluation_config"]["gamma_images_per_t"] == 4, "the tiny preset's 4"
+    assert 0 <= record["gamma_clipped_timesteps"] <= m["T"] and record["gamma_stderr_max"] > 0
+    assert m["timings"]["optimal_variance"] == record["seconds"] > 0
+    assert m["timings"]["elbo_exact_other_variances"] > 0
+
+
+def test_optimal_variance_json_is_estimate_gamma_with_the_documented_generator(run_dir, tiny_model):
+    """optimal_variance.json = estimate_gamma(EMA model, the training split, phase_generator(seed, "gamma"),
+    gamma_images_per_t, elbo_batch_size) with seed and step filled in; it round-trips through save/load_gamma.
+
+    Both sides run the same float32 network calls in the same order: float32 tolerance (STYLE 19)."""
+    m = read_metrics(run_dir)
+    model, diffusion = tiny_model
+    config = load_checkpoint(run_dir / "checkpoint.pt").preset.evaluation
+    stored = load_gamma(run_dir / GAMMA_FILE)
+    direct = estimate_gamma(model, diffusion, data.to_model_range(data.load_images("digits", "train")),
+                            phase_generator(m["seed"], "gamma"), images_per_t=config.gamma_images_per_t,
+                            batch_size=config.elbo_batch_size, progress=False)
+    assert (stored.seed, stored.step, stored.images_per_t, stored.T) == (m["seed"], TRAIN_STEPS, 4, m["T"])
+    assert_allclose(stored.gamma, direct.gamma, **tolerances.FLOAT32.kwargs(), err_msg="stored vs direct Gamma_t")
+    assert_allclose(stored.stderr, direct.stderr, **tolerances.FLOAT32.kwargs(), err_msg="stored vs direct stderr")
+    assert m["optimal_variance"]["gamma_stderr_max"] == max(stored.stderr)
+    clipped = diffusion.with_optimal_variance(stored.gamma).optimal_gamma.numpy()[1:]
+    assert m["optimal_variance"]["gamma_clipped_timesteps"] == int(np.sum(clipped != np.array(stored.gamma)))
+    copy = save_gamma(run_dir.parent / "round-trip.json", stored)
+    assert load_gamma(copy) == stored
+    copy.unlink()
+
+
+def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(run_dir, tiny_model):
+    """From elbo_terms.json alone: the three per-term curves come from one set of (x_0, x_t, eps_theta).
+
+    L_0 (sigma_1^2 = beta_1 for every variance) and L_T (no network) agree; for t >= 2 (clip_x0 = False)
+    L_{t-1} = lambda_t S_t + d C_t with S_t = mean ||eps - eps_theta||^2 the same for every variance, so
+    S_t / d = (L_{t-1} ln 2 - C_t) / lambda_t (bits/dim) agrees, with lambda_t and C_t of the "optimal" variance
+    built from the stored Gamma_t. The subtraction loses float64 digits in proportion to (|L ln 2| + |C_t|) /
+    lambda_t, which sets the tolerance.
+    """
+    _, diffusion = tiny_model
+    record = json.loads((run_dir / "elbo_terms.json").read_text())
+    assert record["clip_x0"] is False and list(record["by_variance"]) == list(VARIANCES)
+    diffusion = diffusion.with_optimal_variance(load_gamma(run_dir / GAMMA_FILE).gamma)
+    T = record["T"]
+    top = record["by_variance"][record["variance"]]
+    assert top["bits_per_dim"] == record["bits_per_dim"] and top["total_bits_per_dim"] == record["total_bits_per_dim"]
+    shared, scale = {}, {}
+    for name, entry in record["by_variance"].items():
+        terms = np.array(entry["bits_per_dim"])  # [T + 1]
+        assert entry["num_images"] == record["num_images"]
+        assert_allclose(terms[[0, T]], np.array(top["bits_per_dim"])[[0, T]], **F64, err_msg=f"L_0, L_T: {name}")
+        assert_allclose(terms.sum(), entry["total_bits_per_dim"], rtol=1e-12, atol=0)
+        C, lam = diffusion.kl_variance_terms(name).numpy()[2:], diffusion.loss_weights(name).numpy()[2:]
+        shared[name] = (terms[1:T] * math.log(2.0) - C) / lam  # [T - 1], t = 2..T
+        scale[name] = (np.abs(terms[1:T] * math.log(2.0)) + np.abs(C)) / lam
+    for name in VARIANCES:
+        gap = np.abs(shared[name] - shared["beta"])
+        allowed = tolerances.FLOAT64.rtol * (scale[name] + scale["beta"])
+        assert np.all(gap <= allowed), f"{name} vs beta: S_t differs at t = {np.flatnonzero(gap > allowed)[:5] + 2}"
+
+
+def test_exact_bound_by_variance_reuses_the_headline_and_matches_elbo_terms(tiny_model):
+    """The non-headline entries are `elbo_terms` with phase_generator(seed, "elbo_exact") on the seeded subset."""
+    from ddpm.evaluate import exact_bound, exact_bound_by_variance
+
+    model, diffusion = tiny_model
+    images = data.load_images("digits", "test")
+    headline = exact_bound(model, diffusion, images, exact_images=3, seed=5, variance="beta")
+    result = exact_bound_by_variance(model, diffusion, images, headline, seed=5, variances=("beta", "beta_tilde"))
+    assert result["beta"] is headline
+    index = random_subset(images.shape[0], 3, phase_generator(5, "subset_exact"))
+    terms = elbo_terms(model, diffusion, data.to_model_range(images[index]), phase_generator(5, "elbo_exact"),
+                       variance="beta_tilde")
+    assert_allclose(result["beta_tilde"].bits_per_dim, terms.bits_per_dim().mean().item(), **F64)
+    with pytest.raises(ValueError, match="needs Gamma_t"):
+        exact_bound_by_variance(model, diffusion, images, headline, seed=5, variances=("optimal",))
+
+
+def test_presets_size_gamma_and_old_checkpoints_load_with_the_default():
+    assert {name: get_preset(name).evaluation.gamma_images_per_t for name in ("tiny", "small", "gpu")} == \
+        {"tiny": 4, "small": 32, "gpu": 64}
+    stored = get_preset("tiny").to_dict()
+    del stored["evaluation"]["gamma_images_per_t"]  # a preset stored before the field existed
+    assert Preset.from_dict(stored).evaluation.gamma_images_per_t == EvaluationConfig().gamma_images_per_t == 32
+    for bad in (1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="gamma_images_per_t"):
+            EvaluationConfig(gamma_images_per_t=bad)
+    assert EvaluationConfig(variance="optimal").variance == "optimal"
+
+
 def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_path):
+    """A second identical evaluate reproduces every number, keeps the first metrics.json and reuses Gamma_t."""
     out = tmp_path / "again"
     options = dict(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, sample_batch_size=2,
                    progress=False, device="cpu", seed=11)
@@ -318,15 +438,41 @@ def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_pa
     assert first.previous_metrics is None
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["metrics.json", "elbo_terms.json", "samples_uint8.npz", "samples.png", "trajectory.png", "run.json",
-         "train_log.jsonl"])
+         "train_log.jsonl", GAMMA_FILE])
     first_bytes = (out / METRICS_FILE).read_bytes()
     first_samples = np.load(out / "samples_uint8.npz")["images"]
+    gamma_bytes, gamma_mtime = (out / GAMMA_FILE).read_bytes(), (out / GAMMA_FILE).stat().st_mtime_ns
+    assert first.metrics["optimal_variance"]["reused"] is False
     second = evaluate_checkpoint(run_dir / "checkpoint.pt", out, **options)
     assert second.previous_metrics is not None and second.previous_metrics.read_bytes() == first_bytes
     assert second.metrics["previous_metrics"] == second.previous_metrics.name
-    for key in ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_exact_bits_per_dim"):
+    for key in ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_exact_bits_per_dim", "elbo_exact_by_variance"):
         assert second.metrics[key] == json.loads(first_bytes)[key], f"{key} differs between identical runs"
     assert np.array_equal(np.load(out / "samples_uint8.npz")["images"], first_samples)
+    reuse = second.metrics["optimal_variance"]
+    assert reuse["reused"] is True and reuse["train_split_images"] is None and reuse["previous_file"] is None
+    assert (out / GAMMA_FILE).read_bytes() == gamma_bytes and (out / GAMMA_FILE).stat().st_mtime_ns == gamma_mtime, \
+        "a matching optimal_variance.json is reused, not rewritten"
+    assert not list(out.glob("optimal_variance.previous-*"))
+
+
+@pytest.mark.parametrize(("step_offset", "requested"), [(1, None), (0, 3)], ids=["other step", "other images per t"])
+def test_evaluate_sets_a_stale_gamma_file_aside_and_estimates_again(run_dir, tmp_path, step_offset, requested):
+    """A file of another checkpoint step, or of another sample size than asked for, is renamed, never reused."""
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    out = tmp_path / "stale"
+    out.mkdir()
+    T, per_t = checkpoint.T, checkpoint.preset.evaluation.gamma_images_per_t
+    stale = GammaEstimate((0.5,) * T, (0.01,) * T, per_t, seed=0, step=checkpoint.step + step_offset)
+    save_gamma(out / GAMMA_FILE, stale)
+    result = evaluate_checkpoint(run_dir / "checkpoint.pt", out, fid_samples=2, skip_fid=True, elbo_exact_images=2,
+                                 elbo_mc_images=4, sample_batch_size=2, gamma_images_per_t=requested,
+                                 progress=False, device="cpu")
+    record = result.metrics["optimal_variance"]
+    assert record["reused"] is False and record["previous_file"].startswith("optimal_variance.previous-")
+    assert load_gamma(out / record["previous_file"]) == stale
+    fresh = load_gamma(out / GAMMA_FILE)
+    assert fresh.step == checkpoint.step and fresh.images_per_t == (requested or per_t) == record["images_per_t"]
 
 
 @pytest.mark.parametrize(
@@ -337,6 +483,8 @@ def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_pa
         (dict(device="tpu", skip_fid=True), "device"),
         (dict(fid_samples=0, skip_fid=True), "fid_num_samples"),
         (dict(seed=-1, skip_fid=True), "seed"),
+        (dict(variance="learned", skip_fid=True), "unknown reverse variance 'learned'"),
+        (dict(gamma_images_per_t=1, skip_fid=True), "gamma_images_per_t must be an int >= 2"),
     ],
 )
 def test_evaluate_refuses_bad_requests_before_touching_out_dir(run_dir, tmp_path, options, match):
@@ -375,16 +523,19 @@ def test_exact_and_importance_sampled_bounds_agree_per_image(tiny_model, seed_ba
 
 
 @pytest.mark.statistical(alpha=ALPHA)
-def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, seed_base, record_property):
+def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, run_dir, seed_base, record_property):
     """evaluate_elbo's two estimates, both unbiased for the mean bound of the test split, agree (z with both
-    standard errors; conservative, as the subset lies inside the Monte Carlo set), for sigma_t^2 = beta and
-    beta_tilde (Holm over the two). 4 draws per image tame the right tail of the importance weights: a sweep
-    over seed bases 0..99 (beta_tilde) rejected 1 of 100 at 0.005 and 5 of 100 at 0.05.
+    standard errors; conservative, as the subset lies inside the Monte Carlo set), for sigma_t^2 = beta,
+    beta_tilde and optimal (the run's Gamma_t; Holm over the three). This is the check of the exact bound's
+    error bar under each variance the report prints. 4 draws per image tame the right tail of the importance
+    weights: a sweep over seed bases 0..99 (beta_tilde) rejected 1 of 100 at 0.005 and 5 of 100 at 0.05; with
+    the three variances, `tests/sweep.py --seeds 40` rejected 0 of 40 at ALPHA and 1 of 40 at 0.05.
     """
     model, diffusion = tiny_model
+    diffusion = diffusion.with_optimal_variance(load_gamma(run_dir / GAMMA_FILE).gamma)
     images = data.load_images("digits", "test")
     family = Family("evaluate_elbo: exact subset vs Monte Carlo", ALPHA)
-    for offset, variance in enumerate(("beta", "beta_tilde")):
+    for offset, variance in enumerate(VARIANCES):
         result = evaluate_elbo(model, diffusion, images, exact_images=24, mc_images=None, draws_per_image=4,
                                seed=seed_base + 200 + offset, variance=variance)
         family.z_test(f"{variance}: exact - Monte Carlo", result.exact_bits_per_dim - result.monte_carlo.bits_per_dim,
@@ -448,12 +599,19 @@ def test_cli_evaluate_writes_metrics_and_records_its_command(run_dir, tmp_path, 
     out = tmp_path / "cli"
     argv = ["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(out), "--fid-samples", "2",
             "--device", "cpu", "--seed", "5", "--skip-fid", "--elbo-exact-images", "2", "--elbo-mc-images", "4",
-            "--sample-batch-size", "2", "--no-progress"]
+            "--sample-batch-size", "2", "--variance", "optimal", "--gamma-images", "3", "--no-progress"]
     assert main(argv) == 0
     m = read_metrics(out)
     assert m["command"] == "python -m ddpm " + " ".join(argv)
     assert m["seed"] == 5 and m["fid_num_samples"] == 2 and m["elbo_num_images"] == 4
-    assert f"{m['elbo_bits_per_dim']:.4f} +- {m['elbo_bits_per_dim_stderr']:.4f}" in capsys.readouterr().out
+    assert m["elbo_variance"] == "optimal" and m["evaluation_config"]["variance"] == "optimal"
+    assert m["optimal_variance"]["images_per_t"] == 3 == load_gamma(out / GAMMA_FILE).images_per_t
+    assert m["elbo_exact_by_variance"]["optimal"]["bits_per_dim"] == m["elbo_exact_bits_per_dim"]
+    printed = capsys.readouterr().out
+    assert f"{m['elbo_bits_per_dim']:.4f} +- {m['elbo_bits_per_dim_stderr']:.4f}" in printed
+    assert "sigma_t^2 = optimal" in printed
+    for name, entry in m["elbo_exact_by_variance"].items():
+        assert f"{name} {entry['bits_per_dim']:.4f}" in printed
 
 
 @pytest.mark.parametrize(
@@ -463,6 +621,10 @@ def test_cli_evaluate_writes_metrics_and_records_its_command(run_dir, tmp_path, 
         (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--fid-samples", "0"], "positive integer"),
         (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--fid-samples", "5000"], "exceeds the 297 test"),
         (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--device", "quantum", "--skip-fid"], "device"),
+        (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--variance", "learned"], "invalid choice"),
+        (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--gamma-images", "0"], "positive integer"),
+        (["evaluate", "--checkpoint", "CKPT", "--out", "OUT", "--gamma-images", "1", "--skip-fid"],
+         "gamma_images_per_t must be an int >= 2"),
         (["evaluate", "--out", "OUT"], "--checkpoint"),
         (["report"], "DIR"),
     ],

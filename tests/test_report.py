@@ -16,7 +16,7 @@ import pytest
 from evaluation_run import EVAL_COMMAND, read_metrics, trained_and_evaluated_run
 
 from ddpm.cli import main
-from ddpm.report import REQUIRED_METRICS, ReportError, write_report
+from ddpm.report import REQUIRED_METRICS, ReportError, term_curves, write_report
 
 SECTIONS = (
     "Headline numbers", "How this run was produced", "Configuration and versions", "Training",
@@ -95,6 +95,43 @@ def test_numbers_in_the_report_equal_metrics_json(reported):
         assert text in md, f"report.md lacks {text!r}"
         cells = text.strip("| ").split(" | ")
         assert all(cell in page for cell in cells), f"report.html lacks {cells!r}"
+
+
+def test_report_shows_the_bound_under_each_variance_side_by_side(reported):
+    """A table row per variance (exact bound +- stderr, images), the headline's marked; the Gamma_t record; the plot
+    has one curve per variance and its caption names them."""
+    run, md, page = reported
+    m = read_metrics(run)
+    headline = m["elbo_variance"]
+    assert "### The bound under each reverse variance" in md
+    for name, entry in m["elbo_exact_by_variance"].items():
+        use = "headline bound, samples and FID" if name == headline else ""
+        row = f"| `{name}` | {entry['bits_per_dim']:.4f} +- {entry['stderr']:.4f} | {entry['images']} | {use} |"
+        assert row in md, f"report.md lacks {row!r}"
+        assert f"<td><code>{name}</code></td><td>{entry['bits_per_dim']:.4f} +- {entry['stderr']:.4f}</td>" in page
+    assert f"| reverse variance sigma_t^2 of the bounds above, the samples and FID | `{headline}` |" in md
+    gamma = m["optimal_variance"]
+    assert (f"from {gamma['images_per_t']} images of the train split per t (seed {gamma['seed']}, checkpoint step "
+            f"{gamma['step']}): largest standard error {gamma['gamma_stderr_max']:.5f}, "
+            f"{gamma['gamma_clipped_timesteps']} of T = {m['T']} values clipped") in md
+    assert f"estimated by this evaluation on {gamma['train_split_images']} training images" in md
+    assert "under sigma_t^2 = beta (headline), beta_tilde, optimal" in md
+    record = json.loads((run / "elbo_terms.json").read_text())
+    labels = [label for label, _, _ in term_curves(record)]
+    assert labels == ["sigma_t^2 = beta (headline)", "sigma_t^2 = beta_tilde", "sigma_t^2 = optimal"]
+
+
+def test_a_run_evaluated_before_the_variance_keys_existed_is_reported_without_the_table(run):
+    m = read_metrics(run)
+    del m["elbo_exact_by_variance"], m["optimal_variance"]
+    (run / "metrics.json").write_text(json.dumps(m))
+    record = json.loads((run / "elbo_terms.json").read_text())
+    del record["by_variance"]
+    (run / "elbo_terms.json").write_text(json.dumps(record))
+    files = write_report(run, command=REPORT_COMMAND)
+    md = files.markdown.read_text()
+    assert "The bound under each reverse variance" not in md and "elbo_terms.png" in md
+    assert [label for label, _, _ in term_curves(record)] == [f"sigma_t^2 = {m['elbo_variance']}"]
 
 
 def test_report_names_commands_seeds_device_versions_and_counts(reported):

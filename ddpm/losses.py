@@ -19,10 +19,10 @@ x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps is passed to eps_model(x
 
 from __future__ import annotations
 
-import enum
 
 import torch
 
+from ddpm.choices import Choice
 from ddpm.diffusion import (
     GaussianDiffusion,
     ReverseVariance,
@@ -38,23 +38,12 @@ Tensor = torch.Tensor
 HYBRID_VLB_WEIGHT = 0.001  # lambda of Nichol & Dhariwal (2021), L_hybrid = L_simple + lambda L_vlb
 
 
-class Objective(enum.Enum):
+class Objective(Choice):
     """The training objective: Algorithm 1's L_simple, the variational bound, or simple + 0.001 vlb."""
 
     SIMPLE = "simple"
     VLB = "vlb"
     HYBRID = "hybrid"
-
-    @classmethod
-    def from_value(cls, value: str | Objective) -> Objective:
-        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if value == member.value:
-                return member
-        options = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown objective {value!r}; options are {options}")
 
 
 def _vlb_per_dim(

@@ -28,7 +28,6 @@ noise in float32 (see `ddpm.diffusion`).
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -36,6 +35,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ddpm.choices import Choice
 from ddpm.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
 from ddpm.likelihood import _call_model
 
@@ -420,23 +420,12 @@ def strided_sample(
     return SampleResult(x0=x, trajectory=trajectory)
 
 
-class Sampler(enum.Enum):
+class Sampler(Choice):
     """The samplers `sample` dispatches to: Algorithm 2 (all T steps), DDIM (S steps, eta), strided Algorithm 2."""
 
     ANCESTRAL = "ancestral"
     DDIM = "ddim"
     STRIDED = "strided"
-
-    @classmethod
-    def from_value(cls, value: str | Sampler) -> Sampler:
-        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if value == member.value:
-                return member
-        options = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown sampler {value!r}; options are {options}")
 
 
 def network_evaluations(sampler: str | Sampler, T: int, num_steps: int | None) -> int:

@@ -30,30 +30,20 @@ the open interval (0, 1).
 
 from __future__ import annotations
 
-import enum
 import math
 import numbers
 from collections.abc import Callable
 
 import numpy as np
 
+from ddpm.choices import Choice
 
-class Schedule(enum.Enum):
+
+class Schedule(Choice):
     """The named beta schedules `make_betas` knows."""
 
     LINEAR = "linear"
     COSINE = "cosine"
-
-    @classmethod
-    def from_value(cls, value: str | Schedule) -> Schedule:
-        """The member for `value` (a member or its string); ValueError naming the options otherwise."""
-        if isinstance(value, cls):
-            return value
-        for member in cls:
-            if value == member.value:
-                return member
-        options = ", ".join(repr(m.value) for m in cls)
-        raise ValueError(f"unknown schedule {value!r}; options are {options}")
 
 
 def _check_T(T: object) -> int:

@@ -21,8 +21,11 @@ Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte 
 checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
 predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound, elbo_exact_* and
 the samples behind FID all use it), elbo_exact_by_variance and optimal_variance (below), kid_std, kid_subsets,
-kid_subset_size, fid_reference (the reference set and its cache name), timings {train, load, optimal_variance,
-elbo_exact, elbo_monte_carlo, elbo_exact_other_variances, sampling, write_images, fid_kid} in seconds, the command,
+kid_subset_size, fid_reference (the reference set and its cache name), fid_real_vs_real, kid_real_vs_real_mean and
+kid_real_vs_real_std (the floor: N real training images against the same test reference, `ddpm.fid.real_vs_real`,
+cached) with real_vs_real {split, num_images, subset_seed, cached}, timings {train, load, optimal_variance,
+elbo_exact, elbo_monte_carlo, elbo_exact_other_variances, sampling, write_images, fid_kid (floor included)} in
+seconds, the command,
 package versions (now and at training), the preset and the evaluation settings used. Values that are undefined (a
 standard error of one image) are null.
 
@@ -988,7 +991,7 @@ def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path
 def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
                say: Callable[[str], None]) -> tuple[dict, float]:
     """Phase 6: FID and KID of the samples against N test images; (the metrics entries, seconds)."""
-    from ddpm.fid import ReferenceSet, fid_kid, reference_cache_name
+    from ddpm.fid import REAL_VS_REAL_SEED, ReferenceSet, fid_kid, real_vs_real, reference_cache_name
 
     config, checkpoint = inputs.config, inputs.checkpoint
     n = config.fid_num_samples
@@ -998,12 +1001,20 @@ def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
     subset = kid_subset_size(n)
     result = fid_kid(samples.images, reference, kid_subsets=KID_SUBSETS, kid_subset_size=subset,
                      kid_seed=inputs.seed, device=inputs.device.type, cache=cache_dir, verbose=progress)
+    say(f"FID/KID floor: {n} training images vs the same {n} test images (cached after the first run)")
+    floor, cached = real_vs_real(checkpoint.dataset, n, kid_subsets=KID_SUBSETS, kid_subset_size=subset,
+                                 kid_seed=inputs.seed, device=inputs.device.type, cache=cache_dir, verbose=progress)
     seconds = time.perf_counter() - start
     num_test = inputs.test_images.shape[0]
     return {
         "fid": result.fid,
         "kid_mean": result.kid_mean,
         "kid_std": result.kid_std,
+        "fid_real_vs_real": floor.fid,
+        "kid_real_vs_real_mean": floor.kid_mean,
+        "kid_real_vs_real_std": floor.kid_std,
+        "real_vs_real": {"split": "train", "num_images": floor.num_generated, "subset_seed": REAL_VS_REAL_SEED,
+                         "cached": cached},
         "kid_subsets": KID_SUBSETS,
         "kid_subset_size": subset,
         "fid_reference": {
@@ -1019,7 +1030,8 @@ def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
 
 
 FID_SKIPPED = {"fid": None, "kid_mean": None, "kid_std": None, "kid_subsets": None, "kid_subset_size": None,
-               "fid_reference": None}
+               "fid_reference": None, "fid_real_vs_real": None, "kid_real_vs_real_mean": None,
+               "kid_real_vs_real_std": None, "real_vs_real": None}
 
 
 def _bound_metrics(inputs: _Inputs, elbo: ElboEvaluation, by_variance: Mapping[str, ExactBound]) -> dict:
@@ -1074,6 +1086,10 @@ def _sample_metrics(inputs: _Inputs, samples: SampleRun, fid_record: Mapping, sk
         "kid_subsets": fid_record["kid_subsets"],
         "kid_subset_size": fid_record["kid_subset_size"],
         "fid_reference": fid_record["fid_reference"],
+        "fid_real_vs_real": fid_record["fid_real_vs_real"],
+        "kid_real_vs_real_mean": fid_record["kid_real_vs_real_mean"],
+        "kid_real_vs_real_std": fid_record["kid_real_vs_real_std"],
+        "real_vs_real": fid_record["real_vs_real"],
         "fid_skipped": bool(skip_fid),
         "sample_count": int(samples.images.shape[0]),
         "sample_batch_size": inputs.config.sample_batch_size,

@@ -43,7 +43,9 @@ progress bar.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
+import json
 import math
 import os
 import tempfile
@@ -57,7 +59,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ddpm import data
-from ddpm.checkpoint import new_file_mode
+from ddpm.checkpoint import atomic_write_text, new_file_mode
 
 Tensor = torch.Tensor
 
@@ -490,3 +492,32 @@ def fid_kid(
         feature_extractor=f"{FEATURE_EXTRACTOR} (TF 2015-12-05 FID Inception, from {FID_HELPER_WHEEL})",
         weights_sha256=FID_INCEPTION_SHA256,
     )
+
+
+REAL_VS_REAL_SEED = 1  # the training subset's seed (the test reference uses seed 0)
+
+
+def real_vs_real(source: str, num: int, *, kid_subsets: int = DEFAULT_KID_SUBSETS, kid_subset_size: int | None = None,
+                 kid_seed: int = 0, device: str | None = None, cache: str | os.PathLike | None = None,
+                 verbose: bool = False) -> tuple[FidResult, bool]:
+    """FID and KID of `num` real training images against the `num`-image test reference: the floor at this N.
+
+    A perfect model cannot score below what other real images of the same data score at the same N (small-N bias
+    and the train/test difference), so the report prints this next to the samples' FID. The training subset is
+    ReferenceSet(source, "train", num, seed=REAL_VS_REAL_SEED) and the reference ReferenceSet(source, "test", num,
+    seed=0), as for the samples. The result is cached as JSON under `cache` (keyed by both sets, the KID settings
+    and the weights); returns (result, whether it came from the cache).
+    """
+    train = ReferenceSet(source, "train", num, seed=REAL_VS_REAL_SEED)
+    test = ReferenceSet(source, "test", num, seed=0)
+    subset = "default" if kid_subset_size is None else str(kid_subset_size)
+    path = cache_dir(cache) / f"real-vs-real-{train.cache_name()}-vs-{test.cache_name()}-kid{kid_subsets}x{subset}" \
+                              f"-s{kid_seed}.json"
+    if path.is_file():
+        return FidResult(**json.loads(path.read_text(encoding="utf-8"))), True
+    result = fid_kid(train.load(), test, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_seed=kid_seed,
+                     device=device, cache=cache, verbose=verbose)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(dataclasses.asdict(result)) + "\n")
+    return result, False
+

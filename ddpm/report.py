@@ -377,6 +377,8 @@ def _headline_blocks(m: Mapping) -> list[Block]:
         ("reverse variance sigma_t^2 of the bounds above, the samples and FID", f"`{m.get('elbo_variance')}`",
          "the evaluation's variance (the bound under every variance: see the bound section)"),
         ("FID", fmt(m["fid"], "fid"), _fid_basis(m)),
+        ("FID of real training images (the floor at this N)", fmt(m.get("fid_real_vs_real"), "fid"),
+         _floor_basis(m)),
         ("KID", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}", _fid_basis(m)),
         ("training throughput, images/s", fmt(m["train_images_per_second"], "rate"), f"{m['train_steps']} updates"),
         ("sampling throughput, images/s", fmt(m["sample_images_per_second"], "rate"),
@@ -523,6 +525,9 @@ def _fid_blocks(m: Mapping) -> list[Block]:
         b.append(Table(("quantity", "value"), (
             ("FID", fmt(m["fid"], "fid")),
             ("KID (mean +- std over subsets)", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}"),
+            ("FID, N real training images vs the same reference (the floor)", fmt(m.get("fid_real_vs_real"), "fid")),
+            ("KID of those real images", f"{fmt(m.get('kid_real_vs_real_mean'), 'kid')} +- "
+                                         f"{fmt(m.get('kid_real_vs_real_std'), 'kid')}"),
             ("KID subsets", f"{m.get('kid_subsets')} subsets of {m.get('kid_subset_size')} images a side"),
             ("generated samples N", str(m["fid_num_samples"])),
             ("reverse variance of the samples", f"`{m.get('elbo_variance')}`"),
@@ -613,6 +618,14 @@ def variance_blocks(m: Mapping) -> list[Block]:
             f"`{gamma.get('file')}`, {origin}."
         ))
     return blocks
+
+
+def _floor_basis(metrics: Mapping) -> str:
+    floor = metrics.get("real_vs_real")
+    if not isinstance(floor, Mapping):
+        return "not computed for this run"
+    return (f"{floor.get('num_images')} training images (subset seed {floor.get('subset_seed')}) vs the same test "
+            "images: no model can score below it at this N")
 
 
 def _fid_basis(metrics: Mapping) -> str:

@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 import pytest
 import sympy as sp
+from symbolic_checks import is_zero, is_zero_on_domain
 import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -56,31 +57,17 @@ _r, _u = sp.symbols("r u", positive=True)
 _DOMAIN = {beta_t: 1 / (1 + _r), alpha_bar_prev: 1 / (1 + _u)}
 
 
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
-
-
-def _is_zero_on_domain(expr: sp.Expr) -> bool:
-    """expr == 0 for 0 < beta_t < 1, 0 < alpha_bar_{t-1} < 1 (bases of powers and logs factored into positives)."""
-    on_domain = expr.subs(_DOMAIN, simultaneous=True)
-    factored = on_domain.replace(
-        lambda e: e.is_Pow and not e.exp.is_Integer, lambda e: sp.factor(sp.together(e.base)) ** e.exp
-    ).replace(lambda e: isinstance(e, sp.log), lambda e: sp.log(sp.factor(sp.together(e.args[0]))))
-    # Positive bases: split logs of products and powers of products, then simplify.
-    return sp.simplify(sp.expand_power_base(sp.expand_power_exp(sp.expand_log(factored)))) == 0
-
-
 # --- the checks, each usable on the true result and on a mutant ---------------------------------
 def has_the_range_ends(sigma: sp.Expr) -> bool:
     """v = 1 gives beta_t and v = -1 gives beta_tilde_t (for the positive symbol beta_tilde_t)."""
-    return _is_zero(sigma.subs(v, 1) - beta_t) and _is_zero(sigma.subs(v, -1) - bt)
+    return is_zero(sigma.subs(v, 1) - beta_t) and is_zero(sigma.subs(v, -1) - bt)
 
 
 def is_minimised_at_the_optimum(bound_term: sp.Expr, sigma: sp.Expr) -> bool:
     """The v-gradient of the bound term vanishes where Sigma_theta(v) = beta_tilde_t + Delta_t^2 (derivation (j))."""
     solutions = sp.solve(sp.Eq(sp.diff(bound_term, v), 0), v)
     log_sigma = sp.expand_log(sp.log(sigma))  # split while v is a symbol (positive bases, real exponents)
-    return len(solutions) == 1 and _is_zero(log_sigma.subs(v, solutions[0]) - sp.log(bt + D**2))
+    return len(solutions) == 1 and is_zero(log_sigma.subs(v, solutions[0]) - sp.log(bt + D**2))
 
 
 # --- registration and exports -------------------------------------------------------------------
@@ -114,31 +101,31 @@ def test_exported_expression_symbols(name, symbols):
 
 # --- results equal the paper --------------------------------------------------------------------
 def test_sigma_is_eq15():
-    assert _is_zero(lv.SIGMA_GENERIC - eq15(PAPER_FRAC, bt)), "generic beta_tilde_t"
-    assert _is_zero_on_domain(lv.SIGMA_LEARNED_RANGE - eq15(PAPER_FRAC)), "with (b)'s beta_tilde_t"
+    assert is_zero(lv.SIGMA_GENERIC - eq15(PAPER_FRAC, bt)), "generic beta_tilde_t"
+    assert is_zero_on_domain(lv.SIGMA_LEARNED_RANGE - eq15(PAPER_FRAC), _DOMAIN), "with (b)'s beta_tilde_t"
 
 
 def test_learned_kl_is_the_gaussian_kl_with_eq15():
-    assert _is_zero(lv.KL_V - kl(D, bt, eq15(PAPER_FRAC, bt))), "generic beta_tilde_t"
-    assert _is_zero_on_domain(lv.LEARNED_KL - kl(D, PAPER_BETA_TILDE, eq15(PAPER_FRAC))), "with (b)'s beta_tilde_t"
+    assert is_zero(lv.KL_V - kl(D, bt, eq15(PAPER_FRAC, bt))), "generic beta_tilde_t"
+    assert is_zero_on_domain(lv.LEARNED_KL - kl(D, PAPER_BETA_TILDE, eq15(PAPER_FRAC)), _DOMAIN), "with (b)'s beta_tilde_t"
     # and derivation (c)'s exported KL with Sigma_theta substituted
     from_c = gk.NORMAL_KL.subs({gk.MEAN_1: D, gk.VAR_1: bt, gk.MEAN_2: 0, gk.VAR_2: lv.SIGMA_GENERIC})
-    assert _is_zero(sp.expand_log(from_c - lv.KL_V))
+    assert is_zero(sp.expand_log(from_c - lv.KL_V))
 
 
 def test_ends_and_monotonicity():
     assert has_the_range_ends(lv.SIGMA_GENERIC)
-    assert _is_zero(lv.SIGMA_LEARNED_RANGE.subs(v, 1) - beta_t)
-    assert _is_zero(lv.SIGMA_LEARNED_RANGE.subs(v, -1) - PAPER_BETA_TILDE)
+    assert is_zero(lv.SIGMA_LEARNED_RANGE.subs(v, 1) - beta_t)
+    assert is_zero(lv.SIGMA_LEARNED_RANGE.subs(v, -1) - PAPER_BETA_TILDE)
     # d log Sigma / dv = log(beta_t / beta_tilde_t) / 2, positive because beta_tilde_t < beta_t.
-    assert _is_zero(sp.diff(sp.log(eq15(PAPER_FRAC, bt)), v) - sp.log(beta_t / bt) / 2)
-    assert _is_zero(beta_t - PAPER_BETA_TILDE - alpha_bar_prev * beta_t**2 / (1 - alpha_bar_t))
+    assert is_zero(sp.diff(sp.log(eq15(PAPER_FRAC, bt)), v) - sp.log(beta_t / bt) / 2)
+    assert is_zero(beta_t - PAPER_BETA_TILDE - alpha_bar_prev * beta_t**2 / (1 - alpha_bar_t))
 
 
 def test_bound_term_is_minimised_at_derivation_j_optimum():
     assert is_minimised_at_the_optimum(lv.KL_V, lv.SIGMA_GENERIC)
     second = sp.diff(lv.KL_V, v, 2)
-    assert _is_zero(second - sp.log(beta_t / bt) ** 2 * (bt + D**2) / (8 * lv.SIGMA_GENERIC)), "convex in v"
+    assert is_zero(second - sp.log(beta_t / bt) ** 2 * (bt + D**2) / (8 * lv.SIGMA_GENERIC)), "convex in v"
 
 
 # --- the hybrid objective and the stop-gradient, rebuilt here -----------------------------------
@@ -150,15 +137,15 @@ def test_stop_gradient():
     l_vlb = kl(mean_gap, bt, sigma)
     weight = beta_t**2 / (2 * sigma * alpha_t * (1 - alpha_bar_t))  # Ho et al. eq. (12)'s lambda_t at Sigma
     without = sp.diff(l_simple + lam * l_vlb, eps_theta)
-    assert _is_zero(without - 2 * (eps_theta - eps) * (1 + lam * weight)), "no stop-gradient: extra lambda lambda_t"
-    assert _is_zero(weight - loss_weights.LOSS_WEIGHT.subs(loss_weights.sigma2, sigma)), "derivation (e)'s weight"
-    assert _is_zero(
+    assert is_zero(without - 2 * (eps_theta - eps) * (1 + lam * weight)), "no stop-gradient: extra lambda lambda_t"
+    assert is_zero(weight - loss_weights.LOSS_WEIGHT.subs(loss_weights.sigma2, sigma)), "derivation (e)'s weight"
+    assert is_zero(
         weight.subs(sigma, PAPER_BETA_TILDE) - loss_weights.LOSS_WEIGHT_SMALL
     ), "at Sigma = beta_tilde_t, (e)'s small-variance weight"
     with_sg = l_simple + lam * l_vlb.subs(eps_theta, frozen).subs(sigma, lv.SIGMA_GENERIC)
-    assert _is_zero(sp.diff(with_sg, eps_theta) - 2 * (eps_theta - eps)), "the mean sees L_simple alone"
+    assert is_zero(sp.diff(with_sg, eps_theta) - 2 * (eps_theta - eps)), "the mean sees L_simple alone"
     v_gradient = sp.diff(with_sg, v).subs(frozen, eps_theta)
-    assert _is_zero(v_gradient - lam * sp.diff(l_vlb.subs(sigma, lv.SIGMA_GENERIC), v)), "the v-gradient is unchanged"
+    assert is_zero(v_gradient - lam * sp.diff(l_vlb.subs(sigma, lv.SIGMA_GENERIC), v)), "the v-gradient is unchanged"
 
 
 def test_t1():
@@ -247,7 +234,7 @@ def test_eq15_check_rejects_arithmetic_interpolation():
     # Right ends, wrong path: interpolating the variances instead of their logs.
     mutant = PAPER_FRAC * beta_t + (1 - PAPER_FRAC) * bt
     assert has_the_range_ends(mutant)
-    assert not _is_zero(mutant - eq15(PAPER_FRAC, bt))
+    assert not is_zero(mutant - eq15(PAPER_FRAC, bt))
 
 
 def test_ends_check_on_mutated_frac_in_the_module_expression():

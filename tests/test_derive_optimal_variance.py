@@ -15,6 +15,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+from symbolic_checks import is_zero, is_zero_on_domain
 import strategies
 import tolerances
 from hypothesis import example, given, settings
@@ -60,19 +61,6 @@ _r, _u = sp.symbols("r u", positive=True)
 _DOMAIN = {beta_t: 1 / (1 + _r), alpha_bar_prev: 1 / (1 + _u)}
 
 
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
-
-
-def _is_zero_on_domain(expr: sp.Expr) -> bool:
-    """expr == 0 for 0 < beta_t < 1, 0 < alpha_bar_{t-1} < 1, decided by SymPy after the substitution _DOMAIN."""
-    on_domain = expr.subs(_DOMAIN, simultaneous=True)
-    factored = on_domain.replace(
-        lambda e: e.is_Pow and not e.exp.is_Integer, lambda e: sp.factor(sp.together(e.base)) ** e.exp
-    )
-    return sp.simplify(factored) == 0
-
-
 # --- the checks, each usable on the true result and on a mutant ---------------------------------
 def reduces_to_gaussian_optimum(sigma2_of_gamma: sp.Expr) -> bool:
     """Gamma_t of N(0, s^2) data gives derivation (h)'s optimum for every s^2."""
@@ -81,12 +69,12 @@ def reduces_to_gaussian_optimum(sigma2_of_gamma: sp.Expr) -> bool:
 
 def reduces_to_point_mass(sigma2_of_gamma: sp.Expr) -> bool:
     """Gamma_t = 1 (a point mass) gives beta_tilde_t."""
-    return _is_zero(sigma2_of_gamma.subs(G, 1) - PAPER_BETA_TILDE)
+    return is_zero(sigma2_of_gamma.subs(G, 1) - PAPER_BETA_TILDE)
 
 
 def upper_data_bound_holds(sigma2_of_gamma: sp.Expr, gamma_lower: sp.Expr) -> bool:
     """At the lower end of Gamma_t for data in [-1, 1] the optimum is beta_tilde_t + c_0^2."""
-    return _is_zero(sigma2_of_gamma.subs(G, gamma_lower) - (PAPER_BETA_TILDE + PAPER_C0**2))
+    return is_zero(sigma2_of_gamma.subs(G, gamma_lower) - (PAPER_BETA_TILDE + PAPER_C0**2))
 
 
 # --- registration and exports -------------------------------------------------------------------
@@ -134,7 +122,7 @@ def test_exported_expression_symbols(name, symbols):
     ],
 )
 def test_results_equal_paper(derived, paper, name):
-    assert _is_zero(derived - paper), name
+    assert is_zero(derived - paper), name
 
 
 @pytest.mark.parametrize(
@@ -147,7 +135,7 @@ def test_results_equal_paper(derived, paper, name):
 )
 def test_results_equal_bao_on_the_schedule_domain(derived, paper, name):
     # Symbolic after the substitution _DOMAIN; the module checks Theorem 1 at random rational points instead.
-    assert _is_zero_on_domain(derived - paper), name
+    assert is_zero_on_domain(derived - paper, _DOMAIN), name
 
 
 def test_expected_kl_is_gaussian_kl_with_the_mean_square():
@@ -157,22 +145,22 @@ def test_expected_kl_is_gaussian_kl_with_the_mean_square():
     d2 = sp.Symbol("d2", nonnegative=True)
     kl_in_d2 = sp.expand(kl.subs(m_tilde, m_theta + sp.sqrt(d2)))
     assert sp.diff(kl_in_d2, d2, 2) == 0, "the KL is affine in the squared mean difference"
-    assert _is_zero(kl_in_d2.subs(d2, ov.M) - ov.EXPECTED_KL)
+    assert is_zero(kl_in_d2.subs(d2, ov.M) - ov.EXPECTED_KL)
     (minimiser,) = sp.solve(sp.diff(ov.EXPECTED_KL, sigma2), sigma2)
-    assert _is_zero(minimiser - (ov.beta_tilde + ov.M))
+    assert is_zero(minimiser - (ov.beta_tilde + ov.M))
 
 
 # --- reductions ---------------------------------------------------------------------------------
 def test_gaussian_data_gives_derivation_h():
-    assert _is_zero(ov.GAMMA_GAUSSIAN - GAMMA_GAUSSIAN), "Gamma_t for N(0, s^2) data"
+    assert is_zero(ov.GAMMA_GAUSSIAN - GAMMA_GAUSSIAN), "Gamma_t for N(0, s^2) data"
     assert reduces_to_gaussian_optimum(ov.SIGMA2_OPTIMAL)
-    assert _is_zero(ov.SIGMA2_OPTIMAL.subs(G, GAMMA_GAUSSIAN.subs(S2, 1)) - rv.SIGMA2_LARGE), "s^2 = 1: beta_t"
+    assert is_zero(ov.SIGMA2_OPTIMAL.subs(G, GAMMA_GAUSSIAN.subs(S2, 1)) - rv.SIGMA2_LARGE), "s^2 = 1: beta_t"
 
 
 def test_point_mass_gives_posterior_variance():
     assert reduces_to_point_mass(ov.SIGMA2_OPTIMAL)
-    assert _is_zero(ov.SIGMA2_OPTIMAL.subs(G, 1) - posterior.VARIANCE), "derivation (b)'s beta_tilde_t"
-    assert _is_zero(sp.limit(GAMMA_GAUSSIAN, S2, 0) - 1), "a point mass is N(0, s^2) with s^2 -> 0"
+    assert is_zero(ov.SIGMA2_OPTIMAL.subs(G, 1) - posterior.VARIANCE), "derivation (b)'s beta_tilde_t"
+    assert is_zero(sp.limit(GAMMA_GAUSSIAN, S2, 0) - 1), "a point mass is N(0, s^2) with s^2 -> 0"
 
 
 def test_law_of_total_variance():
@@ -180,15 +168,15 @@ def test_law_of_total_variance():
     # with 1 - Gamma_t = abar_t / (1 - abar_t) E Var(x_0 | x_t).
     V = sp.Symbol("V", nonnegative=True)
     gamma_of_v = 1 - alpha_bar_t / (1 - alpha_bar_t) * V
-    assert _is_zero(ov.SIGMA2_OPTIMAL.subs(G, gamma_of_v) - (PAPER_BETA_TILDE + PAPER_C0**2 * V))
+    assert is_zero(ov.SIGMA2_OPTIMAL.subs(G, gamma_of_v) - (PAPER_BETA_TILDE + PAPER_C0**2 * V))
 
 
 def test_t1():
     # alpha_bar_0 = 1: beta_tilde_1 = 0, c_0 = 1.
     t1 = {alpha_bar_prev: 1}
-    assert _is_zero(ov.SIGMA2_OPTIMAL.subs(t1) - beta_t * (1 - G) / (1 - beta_t))
-    assert _is_zero(ov.SIGMA2_UPPER_DATA.subs(t1) - 1), "Popoviciu's bound itself at t = 1"
-    assert _is_zero(ov.GAMMA_LOWER.subs(t1) - (2 * beta_t - 1) / beta_t)
+    assert is_zero(ov.SIGMA2_OPTIMAL.subs(t1) - beta_t * (1 - G) / (1 - beta_t))
+    assert is_zero(ov.SIGMA2_UPPER_DATA.subs(t1) - 1), "Popoviciu's bound itself at t = 1"
+    assert is_zero(ov.GAMMA_LOWER.subs(t1) - (2 * beta_t - 1) / beta_t)
     assert ov.sigma2_upper_data(0.02, 1.0) == 1.0
     assert_allclose(ov.sigma2_optimal(0.02, 1.0, 0.25), 0.02 * 0.75 / 0.98, **F64.kwargs(), err_msg="sigma*_1^2")
 

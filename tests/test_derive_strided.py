@@ -13,6 +13,7 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
+from symbolic_checks import is_zero, is_zero_on_domain
 import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -49,19 +50,6 @@ ONE_STEP = {S: alpha_bar_prev, alpha_bar: alpha_bar_t}
 # every quantity under a square root then factors into sums of positive terms, which SymPy can take apart.
 _w, _v = sp.symbols("w v", positive=True)
 _DOMAIN = {S: 1 / (1 + _w), alpha_bar: 1 / ((1 + _w) * (1 + _v))}
-
-
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
-
-
-def _is_zero_on_domain(expr: sp.Expr) -> bool:
-    """expr == 0 for 0 < abar_t < abar_s < 1, decided by SymPy after the substitution _DOMAIN."""
-    on_domain = expr.subs(_DOMAIN, simultaneous=True)
-    factored = on_domain.replace(
-        lambda e: e.is_Pow and not e.exp.is_Integer, lambda e: sp.factor(sp.together(e.base)) ** e.exp
-    )
-    return sp.simplify(factored) == 0
 
 
 def _result(description_start: str) -> Step:
@@ -111,14 +99,14 @@ def test_exported_expression_symbols(name, symbols):
     ],
 )
 def test_results_equal_paper(derived, paper, name):
-    assert _is_zero(derived - paper), f"{name} differs from Song et al. (2021)"
+    assert is_zero(derived - paper), f"{name} differs from Song et al. (2021)"
 
 
 def test_stride_composes_to_q_xt_given_x0():
     # sqrt(abar_t / abar_s) sqrt(abar_s) = sqrt(abar_t);
     # (abar_t / abar_s)(1 - abar_s) + 1 - abar_t / abar_s = 1 - abar_t.
-    assert _is_zero(strided.STRIDE_MEAN_COEF * sp.sqrt(S) - sp.sqrt(alpha_bar))
-    assert _is_zero(strided.STRIDE_MEAN_COEF**2 * (1 - S) + strided.STRIDED_BETA - (1 - alpha_bar))
+    assert is_zero(strided.STRIDE_MEAN_COEF * sp.sqrt(S) - sp.sqrt(alpha_bar))
+    assert is_zero(strided.STRIDE_MEAN_COEF**2 * (1 - S) + strided.STRIDED_BETA - (1 - alpha_bar))
 
 
 def test_density_is_exactly_the_bayes_ratio():
@@ -137,12 +125,12 @@ def test_density_is_exactly_the_bayes_ratio():
     ],
 )
 def test_reduces_to_one_step(strided_expr, one_step_expr, name):
-    assert _is_zero(strided_expr.subs(ONE_STEP, simultaneous=True) - one_step_expr), name
+    assert is_zero(strided_expr.subs(ONE_STEP, simultaneous=True) - one_step_expr), name
 
 
 def test_s0_is_the_point_mass_at_x0():
     assert strided.STRIDED_BETA_TILDE.subs(S, 1) == 0
-    assert _is_zero(strided.STRIDED_POSTERIOR_MEAN.subs(S, 1) - x_0)
+    assert is_zero(strided.STRIDED_POSTERIOR_MEAN.subs(S, 1) - x_0)
     assert strided.strided_beta_tilde(0.3, 1.0) == 0.0, "beta_tilde_{t,0} must be exactly 0"
     assert strided.strided_posterior_mean_coef_x0(0.3, 1.0) == 1.0
     assert strided.strided_posterior_mean_coef_xt(0.3, 1.0) == 0.0
@@ -151,14 +139,14 @@ def test_s0_is_the_point_mass_at_x0():
 # --- DDIM ---------------------------------------------------------------------------------------
 def test_ddim_eta1_is_the_strided_posterior():
     q_sigma_mean_eta1 = strided.Q_SIGMA_MEAN.subs(strided.sigma2_ddim, strided.DDIM_SIGMA2.subs(eta, 1))
-    assert _is_zero(strided.DDIM_SIGMA2.subs(eta, 1) - strided.STRIDED_BETA_TILDE), "variance at eta = 1"
-    assert _is_zero_on_domain(q_sigma_mean_eta1 - strided.STRIDED_POSTERIOR_MEAN), "mean at eta = 1"
-    assert _is_zero_on_domain(strided.DDIM_MEAN.subs(eta, 1) - strided.STRIDED_EPS_MEAN), "eps-mean at eta = 1"
+    assert is_zero(strided.DDIM_SIGMA2.subs(eta, 1) - strided.STRIDED_BETA_TILDE), "variance at eta = 1"
+    assert is_zero_on_domain(q_sigma_mean_eta1 - strided.STRIDED_POSTERIOR_MEAN, _DOMAIN), "mean at eta = 1"
+    assert is_zero_on_domain(strided.DDIM_MEAN.subs(eta, 1) - strided.STRIDED_EPS_MEAN, _DOMAIN), "eps-mean at eta = 1"
 
 
 def test_ddim_eta0_is_deterministic():
     assert strided.DDIM_SIGMA2.subs(eta, 0) == 0
-    assert _is_zero(strided.DDIM_MEAN.subs(eta, 0) - (sp.sqrt(S) * PAPER_X0_HAT + sp.sqrt(1 - S) * eps))
+    assert is_zero(strided.DDIM_MEAN.subs(eta, 0) - (sp.sqrt(S) * PAPER_X0_HAT + sp.sqrt(1 - S) * eps))
 
 
 def test_ddim_keeps_the_marginal_for_every_sigma2():
@@ -169,14 +157,14 @@ def test_ddim_keeps_the_marginal_for_every_sigma2():
         strided.Q_SIGMA_MEAN.subs(x_t, sp.sqrt(alpha_bar) * x_0 + sp.sqrt(1 - alpha_bar) * e)
         + sp.sqrt(strided.sigma2_ddim) * z
     )
-    assert _is_zero(x_s.subs({e: 0, z: 0}) - sp.sqrt(S) * x_0), "mean of x_s given x_0"
-    assert _is_zero(x_s.coeff(e) ** 2 + x_s.coeff(z) ** 2 - (1 - S)), "variance of x_s given x_0"
+    assert is_zero(x_s.subs({e: 0, z: 0}) - sp.sqrt(S) * x_0), "mean of x_s given x_0"
+    assert is_zero(x_s.coeff(e) ** 2 + x_s.coeff(z) ** 2 - (1 - S)), "variance of x_s given x_0"
 
 
 def test_sigma2_at_eta1_leaves_a_real_square_root():
     # 1 - abar_s - sigma^2(1) = (abar_t / abar_s)(1 - abar_s)^2 / (1 - abar_t) >= 0.
     gap = 1 - S - strided.DDIM_SIGMA2.subs(eta, 1)
-    assert _is_zero(gap - (alpha_bar / S) * (1 - S) ** 2 / (1 - alpha_bar))
+    assert is_zero(gap - (alpha_bar / S) * (1 - S) ** 2 / (1 - alpha_bar))
 
 
 # --- mutants are rejected by the same checks ----------------------------------------------------
@@ -195,7 +183,7 @@ MUTANTS = [
 
 @pytest.mark.parametrize(("mutant", "paper"), MUTANTS)
 def test_paper_check_rejects_mutant(mutant, paper):
-    assert not _is_zero(mutant - paper)
+    assert not is_zero(mutant - paper)
 
 
 def test_step_check_rejects_sqrt_dropped_in_mean_coefficient():
@@ -217,7 +205,7 @@ def test_eta1_check_rejects_the_large_variance():
     step = _result("... and the q_sigma mean is the strided posterior mean")
     mutant = strided.Q_SIGMA_MEAN.subs(strided.sigma2_ddim, strided.STRIDED_BETA)
     assert not dataclasses.replace(step, lhs=mutant).holds_at_random_rationals(trials=3)
-    assert not _is_zero_on_domain(mutant - strided.STRIDED_POSTERIOR_MEAN)
+    assert not is_zero_on_domain(mutant - strided.STRIDED_POSTERIOR_MEAN, _DOMAIN)
 
 
 # --- numeric oracles vs independent numpy formulas ----------------------------------------------

@@ -1,0 +1,25 @@
+"""Identity checks shared by the symbolic tests: simplify(a - b) == 0, also on a domain SymPy must be told about.
+
+`is_zero_on_domain(expr, domain)` decides expr == 0 where the symbols range over a domain such as
+0 < beta_t < 1 or 0 < alpha_bar_t < alpha_bar_s < 1, given as a substitution by positive parameters
+(e.g. beta_t = 1 / (1 + r), r > 0): the bases of fractional powers and the arguments of logarithms then
+factor into positive terms, which SymPy can split (sqrt(a b) = sqrt(a) sqrt(b), log(a b) = log a + log b).
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+
+def is_zero(expr: sp.Expr) -> bool:
+    """simplify(expr) == 0 (house style rule 9)."""
+    return sp.simplify(expr) == 0
+
+
+def is_zero_on_domain(expr: sp.Expr, domain: dict) -> bool:
+    """expr == 0 after the substitution `domain` by positive parameters (module docstring)."""
+    on_domain = expr.subs(domain, simultaneous=True)
+    factored = on_domain.replace(
+        lambda e: e.is_Pow and not e.exp.is_Integer, lambda e: sp.factor(sp.together(e.base)) ** e.exp
+    ).replace(lambda e: isinstance(e, sp.log), lambda e: sp.log(sp.factor(sp.together(e.args[0]))))
+    return sp.simplify(sp.expand_power_base(sp.expand_power_exp(sp.expand_log(factored)))) == 0

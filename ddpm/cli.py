@@ -107,9 +107,10 @@ def add_sample_parser(subcommands) -> None:
     p.add_argument("--num", type=positive_int, default=64, help="number of images (default 64)")
     p.add_argument("--out", required=True, type=Path, help="the PNG file to write (must not exist)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the sampling noise (default 0)")
-    p.add_argument("--variance", choices=("beta", "beta_tilde", "optimal"),
+    p.add_argument("--variance", choices=("beta", "beta_tilde", "optimal", "learned"),
                    help="reverse variance sigma_t^2 of ancestral and strided sampling (default: the preset's); "
-                        "optimal reads optimal_variance.json next to the checkpoint (written by evaluate)")
+                        "optimal reads optimal_variance.json next to the checkpoint (written by evaluate); learned "
+                        "needs a model trained with learn_variance")
     p.add_argument("--sampler", choices=("ancestral", "ddim", "strided"), default="ancestral",
                    help="ancestral: Algorithm 2, all T steps (default); ddim: Song et al. eq. 12 over --steps; "
                         "strided: Algorithm 2 over --steps with the strided posterior (derivation (i))")
@@ -201,9 +202,9 @@ def add_evaluate_parser(subcommands) -> None:
     p.add_argument("--elbo-mc-images", type=nonnegative_int,
                    help="test images of the Monte Carlo bound; 0 = the whole test split (default: the preset's)")
     p.add_argument("--sample-batch-size", type=positive_int, help="images per Algorithm-2 batch")
-    p.add_argument("--variance", choices=("beta", "beta_tilde", "optimal"),
+    p.add_argument("--variance", choices=("beta", "beta_tilde", "optimal", "learned"),
                    help="reverse variance sigma_t^2 of the headline bound, the samples and FID (default: the "
-                        "preset's); the exact bound is reported under all three")
+                        "preset's); the exact bound is reported under every variance the checkpoint supports")
     p.add_argument("--gamma-images", type=positive_int,
                    help="training images per t of the Gamma_t estimate behind the optimal variance, >= 2 "
                         "(default: the preset's)")

@@ -45,6 +45,9 @@ class ModelConfig:
     patch_size: int = 1
     """Space-to-depth factor p of the stem: the U-Net runs on [C p^2, H/p, W/p] (pixel unshuffle), and the
     output is shuffled back; p = 2 cuts the FLOPs of equal widths by ~4. H and W must be divisible by p."""
+    learn_variance: bool = False
+    """Output 2C channels, [eps_theta, v], v the learned-range variance output of Nichol & Dhariwal (2021): the
+    reverse variance "learned" (derivation (k)). Train it with the "hybrid" objective and variance "learned"."""
 
     def __post_init__(self) -> None:
         # Tuples may arrive as lists (from JSON); store them as tuples so the record stays hashable.
@@ -62,6 +65,7 @@ class ModelConfig:
         _require(isinstance(self.patch_size, int) and self.patch_size >= 1,
                  f"patch_size must be a positive int, got {self.patch_size!r}")
         _require(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
+        _require(isinstance(self.learn_variance, bool), f"learn_variance must be a bool, got {self.learn_variance!r}")
         _require(isinstance(self.time_embedding_mult, int) and self.time_embedding_mult >= 1,
                  f"time_embedding_mult must be a positive int, got {self.time_embedding_mult!r}")
         _require(self.base_channels % 2 == 0,
@@ -242,6 +246,16 @@ class Preset:
         T = self.training.T
         _require(all(t <= T for t in self.evaluation.trajectory_steps),
                  f"trajectory_steps {self.evaluation.trajectory_steps} must lie in 0..T = 0..{T}")
+        _require(not self.model.learn_variance or self.training.objective != "simple",
+                 "learn_variance needs the 'hybrid' or 'vlb' objective (L_simple gives the variance output no gradient)")
+        _require(self.evaluation.variance != "learned" or self.model.learn_variance,
+                 "evaluation variance 'learned' needs a model with learn_variance = True")
+
+    @property
+    def training_variance(self) -> str:
+        """The reverse variance of the training objective's bound terms: "learned" for a learned-variance model,
+        else "beta" (used by the "vlb" and "hybrid" objectives only)."""
+        return "learned" if self.model.learn_variance else "beta"
 
     def replace(self, **changes) -> Preset:
         """A copy with `changes` applied (validated again)."""

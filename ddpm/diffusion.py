@@ -39,16 +39,30 @@ Tensor = torch.Tensor
 
 
 class ReverseVariance(Choice):
-    """The reverse-process variance sigma_t^2: Ho et al.'s fixed beta_t or beta_tilde_t, or the KL-optimal one.
+    """The reverse-process variance sigma_t^2: Ho et al.'s fixed beta_t or beta_tilde_t, the KL-optimal one, or learned.
 
     OPTIMAL is Analytic-DPM's sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) with
     Gamma_t = E||eps_theta(x_t, t)||^2 / d (derivation (j)); it depends on the trained network, so its table exists
     only on a diffusion made by `GaussianDiffusion.with_optimal_variance(gamma)`.
+    LEARNED is Nichol & Dhariwal's per-dimension Sigma_theta = exp(frac log beta_t + (1 - frac) log beta_tilde_t),
+    frac = (v + 1) / 2, v the network's second output (derivation (k)); beta_tilde_1 = 0 is replaced by beta_tilde_2
+    at t = 1 as in improved-diffusion. It has no table: `GaussianDiffusion._reverse_log_variance` makes it from v.
     """
 
     BETA = "beta"
     BETA_TILDE = "beta_tilde"
     OPTIMAL = "optimal"
+    LEARNED = "learned"
+
+    @classmethod
+    def tabled(cls) -> tuple[ReverseVariance, ...]:
+        """The choices with a table [T + 1] (every one but "learned")."""
+        return tuple(choice for choice in cls if not choice.is_learned)
+
+    @property
+    def is_learned(self) -> bool:
+        """True for the per-dimension variance the network outputs (no table; it needs the model's v)."""
+        return self is ReverseVariance.LEARNED
 
     @classmethod
     def label(cls) -> str:
@@ -153,6 +167,12 @@ class GaussianDiffusion:
                 "posterior_mean_coef_xt": padded(
                     np.exp(0.5 * log_alpha) * one_minus_alpha_bar[:-1] / one_minus_alpha_bar[1:]
                 ),
+                # mu_tilde_t - mu_theta = mean_gap_coef_t (eps_theta - eps): beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t)).
+                "mean_gap_coefs": padded(np.exp(-0.5 * log_alpha) * beta / np.sqrt(one_minus_alpha_bar[1:])),
+                # The learned variance's two ends in log space (derivation (k)): log beta_t and log beta_tilde_t with
+                # beta_tilde_2 at t = 1 (improved-diffusion's posterior_log_variance_clipped; beta_tilde_1 = 0).
+                "log_betas": padded(np.log(beta)),
+                "learned_log_beta_tildes": np.log(np.where(np.arange(T + 1) == 1, beta_tilde[min(2, T)], beta_tilde)),
             }
             # sigma_t^2 for both choices; t = 1 uses beta_1 for both (module docstring).
             sigma2 = {
@@ -187,6 +207,9 @@ class GaussianDiffusion:
 
     def _variance_table(self, kind: str, variance: str | ReverseVariance) -> Tensor:
         choice = ReverseVariance.from_value(variance)
+        if choice.is_learned:
+            raise ValueError("the 'learned' reverse variance is per dimension, made from the network's output v: it "
+                             "has no table (use a model with ModelConfig.learn_variance and the bound or sampler)")
         table = getattr(self, f"{kind}_{choice.value}", None)
         if table is None:
             raise ValueError(f"the {choice.value!r} reverse variance needs Gamma_t estimates of the trained network: "
@@ -194,7 +217,8 @@ class GaussianDiffusion:
         return table
 
     def has_variance(self, variance: str | ReverseVariance) -> bool:
-        """True when this diffusion holds the tables of `variance` (always for beta and beta_tilde)."""
+        """True when this diffusion holds the tables of `variance` (always for beta and beta_tilde; never "learned",
+        which comes from the model)."""
         return getattr(self, f"sigma2_{ReverseVariance.from_value(variance).value}", None) is not None
 
     def reverse_variance(self, variance: str | ReverseVariance) -> Tensor:
@@ -319,17 +343,48 @@ class GaussianDiffusion:
     def _sigma_table(self, variance: ReverseVariance) -> Tensor:
         return self._variance_table("sigma", variance)
 
+    def _learned_log_variance(self, v: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
+        """log Sigma_theta = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1) / 2, per dimension [n, ...].
+
+        Nichol & Dhariwal eq. 15 (derivation (k)); v is not clipped (improved-diffusion's convention), and t = 1 uses
+        beta_tilde_2 for the lower end. In `dtype`.
+        """
+        frac = (v.to(dtype) + 1.0) / 2.0
+        log_beta = self._at(self.log_betas, t, v, dtype)
+        log_beta_tilde = self._at(self.learned_log_beta_tildes, t, v, dtype)
+        return frac * log_beta + (1.0 - frac) * log_beta_tilde  # [n, ...]
+
+    def _reverse_log_variance(self, choice: ReverseVariance, t: Tensor, x: Tensor, dtype: torch.dtype,
+                              v: Tensor | None) -> Tensor:
+        """log sigma_t^2 of `choice`: [n, 1, ...] from its table, or [n, ...] from v for the learned variance.
+
+        The one place the bound, the losses and the samplers turn a reverse-variance choice into numbers. ValueError
+        when the learned variance is asked for without the network's v.
+        """
+        if choice.is_learned:
+            if v is None:
+                raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                                 "(ModelConfig.learn_variance = True: 2C output channels)")
+            return self._learned_log_variance(v, t, dtype)
+        return self._at(self._variance_table("log_sigma2", choice), t, x, dtype)
+
     def _sigma2_table(self, variance: ReverseVariance) -> Tensor:
         return self._variance_table("sigma2", variance)
 
     def _p_sample(
-        self, eps: Tensor, xt: Tensor, t: Tensor, noise: Tensor, variance: ReverseVariance, clip_x0: bool
+        self, eps: Tensor, xt: Tensor, t: Tensor, noise: Tensor, variance: ReverseVariance, clip_x0: bool,
+        v: Tensor | None = None,
     ) -> Tensor:
-        """x_{t-1} = mu_theta + sigma_t z, z = noise for t > 1 and z = 0 for t = 1; no checks, no host sync."""
+        """x_{t-1} = mu_theta + sigma_t z, z = noise for t > 1 and z = 0 for t = 1; no checks, no host sync.
+
+        The learned variance takes the network's v [B, ...] (sigma per dimension)."""
         dtype = compute_dtype(xt.dtype)
         mean = self._p_mean(eps, xt, t, clip_x0)
-        sigma = self._at(self._sigma_table(variance), t, xt, dtype)
-        last = (t == 1).reshape(sigma.shape)  # [B, 1, ...]
+        if variance.is_learned:
+            sigma = torch.exp(0.5 * self._reverse_log_variance(variance, t, xt, dtype, v))  # [B, ...]
+        else:
+            sigma = self._at(self._sigma_table(variance), t, xt, dtype)
+        last = (t == 1).reshape((t.shape[0],) + (1,) * (xt.ndim - 1))  # [B, 1, ...]
         out = torch.where(last, mean, mean + sigma * noise.to(dtype))
         return out.to(xt.dtype)  # [B, ...]
 
@@ -380,21 +435,28 @@ class GaussianDiffusion:
         return self._predict_x0_from_eps(xt, t, eps).to(xt.dtype)
 
     def p_mean_variance(
-        self, eps: Tensor, xt: Tensor, t: Tensor, variance: str | ReverseVariance, clip_x0: bool = False
+        self, eps: Tensor, xt: Tensor, t: Tensor, variance: str | ReverseVariance, clip_x0: bool = False,
+        v: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Mean and variance of p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I) given eps = eps_theta(x_t, t).
 
         mu_theta = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) (eq. 11, Algorithm 2 line 4); with
         `clip_x0=True`, mu_tilde_t(clamp(x0_hat, -1, 1), x_t) instead. sigma_t^2 is beta_t or beta_tilde_t, with
-        sigma_1^2 = beta_1 for both (module docstring). The variance has shape [B, 1, ...].
+        sigma_1^2 = beta_1 for both (module docstring). The variance has shape [B, 1, ...]; for "learned" it is
+        Sigma_theta(v) [B, ...] from the network's variance output v (derivation (k)).
         """
         choice = ReverseVariance.from_value(variance)
         self._check_x("xt", xt)
         self._check_like("eps", eps, xt, "xt")
         self._check_t(t, xt)
+        if v is not None:
+            self._check_like("v", v, xt, "xt")
         dtype = compute_dtype(xt.dtype)
         mean = self._p_mean(eps, xt, t, bool(clip_x0))
-        var = self._at(self._sigma2_table(choice), t, xt, dtype)  # [B, 1, ...]
+        if choice.is_learned:
+            var = torch.exp(self._reverse_log_variance(choice, t, xt, dtype, v))  # [B, ...]
+        else:
+            var = self._at(self._sigma2_table(choice), t, xt, dtype)  # [B, 1, ...]
         return mean.to(xt.dtype), var.to(xt.dtype)
 
     def p_sample(
@@ -405,17 +467,23 @@ class GaussianDiffusion:
         noise: Tensor,
         variance: str | ReverseVariance,
         clip_x0: bool = False,
+        v: Tensor | None = None,
     ) -> Tensor:
         """x_{t-1} ~ p_theta(x_{t-1} | x_t) = N(mu_theta(x_t, t), sigma_t^2 I), Algorithm 2 line 4.
 
-        x_{t-1} = mu_theta(x_t, t) + sigma_t z with z = noise where t > 1 and z = 0 where t = 1.
+        x_{t-1} = mu_theta(x_t, t) + sigma_t z with z = noise where t > 1 and z = 0 where t = 1; "learned" takes
+        sigma per dimension from the network's variance output v [B, ...].
         """
         choice = ReverseVariance.from_value(variance)
         self._check_x("xt", xt)
         self._check_like("eps", eps, xt, "xt")
         self._check_like("noise", noise, xt, "xt")
         self._check_t(t, xt)
-        return self._p_sample(eps, xt, t, noise, choice, bool(clip_x0))
+        if v is not None:
+            self._check_like("v", v, xt, "xt")
+        if choice.is_learned and v is None:
+            raise ValueError("the 'learned' reverse variance needs the network's variance output v")
+        return self._p_sample(eps, xt, t, noise, choice, bool(clip_x0), v)
 
 
 def standard_normal(

@@ -158,8 +158,14 @@ KID_SUBSET_MAX = 1000  # ... of min(1000, N // 2) images a side (N // 2, not N: 
 # streams of the older ones never change.
 PHASES = ("elbo_exact", "elbo_mc", "sampling", "subset_exact", "subset_mc", "gamma")
 
-# Every reverse variance a checkpoint supports once its Gamma_t is estimated: the exact bound is reported under each.
-VARIANCES = tuple(choice.value for choice in ReverseVariance)
+# Every tabled reverse variance a checkpoint supports once its Gamma_t is estimated (a learned-variance model adds
+# "learned": `checkpoint_variances`); the exact bound is reported under each.
+VARIANCES = tuple(choice.value for choice in ReverseVariance.tabled())
+
+
+def checkpoint_variances(checkpoint: Checkpoint) -> tuple[str, ...]:
+    """The reverse variances the checkpoint's model supports: beta, beta_tilde, optimal, and learned if it learns one."""
+    return VARIANCES + (("learned",) if checkpoint.preset.model.learn_variance else ())
 
 
 class EvaluationError(ValueError):
@@ -909,6 +915,9 @@ def _load_inputs(checkpoint_path: Path, out_dir: Path, overrides: Mapping[str, o
     test_images = data.load_images(checkpoint.dataset, "test")  # [N, C, H, W] uint8
     info = data.dataset_info(checkpoint.dataset)
     _check_sizes(checkpoint, config, test_images, skip_fid)
+    if config.variance not in checkpoint_variances(checkpoint):
+        raise EvaluationError(f"variance {config.variance!r} needs a model that learns its variance; this checkpoint "
+                              f"supports {', '.join(checkpoint_variances(checkpoint))}")
     if not skip_fid:
         _check_fid_weights(cache_dir)
     gamma_path = out_dir / OPTIMAL_VARIANCE_FILE
@@ -961,10 +970,11 @@ def _bound_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, s
         mc_images=config.elbo_mc_images, draws_per_image=config.elbo_mc_draws_per_image, seed=seed,
         variance=config.variance, **common,
     )
-    say(f"bound: exact on the same {config.elbo_exact_images} images under {', '.join(VARIANCES)}")
+    variances = checkpoint_variances(inputs.checkpoint)
+    say(f"bound: exact on the same {config.elbo_exact_images} images under {', '.join(variances)}")
     start = time.perf_counter()
     by_variance = exact_bound_by_variance(inputs.eps_model, diffusion, inputs.test_images, elbo.exact, seed=seed,
-                                          **common)
+                                          variances=variances, **common)
     other_seconds = time.perf_counter() - start
     write_json_atomic(out_dir / ELBO_TERMS_FILE, elbo_terms_record(elbo, config.variance, config.clip_x0, by_variance))
     return elbo, by_variance, other_seconds
@@ -1199,6 +1209,7 @@ def evaluate_checkpoint(
 
 __all__ = [
     "VARIANCES",
+    "checkpoint_variances",
     "ElboEvaluation",
     "EvaluationError",
     "EvaluationResult",

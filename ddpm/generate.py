@@ -56,6 +56,8 @@ def generate(
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     variance = ReverseVariance.from_value(evaluation.variance if variance is None else variance)
+    if variance.is_learned and not checkpoint.preset.model.learn_variance:
+        raise ValueError("variance 'learned' needs a checkpoint whose model learns its variance (learn_variance)")
     clip_x0 = (evaluation.clip_x0 and choice is Sampler.ANCESTRAL) if clip_x0 is None else bool(clip_x0)
     device = torch.device(device)
     model = build_eps_model(checkpoint, use_ema=use_ema, device=device)

@@ -11,7 +11,10 @@ Terms (per image, in nats, summed over the C*H*W dimensions):
   cancellation. With `clip_x0=True` the difference is sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
   (x_0 - clamp(x0_hat, -1, 1)) instead.
 - L_0 = -log p_theta(x_0 | x_1), the discretised Gaussian decoder (eq. 13) with mean mu_theta(x_1, 1) and
-  variance sigma_1^2 = beta_1 (for both reverse-variance choices; see `ddpm.diffusion`).
+  variance sigma_1^2 = beta_1 (for every tabled reverse-variance choice; see `ddpm.diffusion`).
+- Learned variance (a model with 2C output channels, `ModelConfig.learn_variance`): every term takes the model's
+  per-dimension Sigma_theta(v) (derivation (k)); L_{t-1} is then the general Gaussian KL per dimension and L_0 the
+  discretised decoder with standard deviation sqrt(Sigma_theta) per pixel. The shared kernels are in `ddpm.kernels`.
 
 Conventions (part of the README; each is tested):
 
@@ -57,21 +60,25 @@ from ddpm.diffusion import (
     uniform_timesteps,
 )
 
+from ddpm.kernels import (
+    NUM_BINS,
+    decoder_terms,
+    discretized_log_prob,
+    kl_from_log_variances,
+    kl_terms,
+    model_output,
+    pixel_index,
+    prior_term,
+)
+
 Tensor = torch.Tensor
 
-NUM_BINS = 256
 BIN_HALF_WIDTH = 1.0 / 255.0  # bins of width 2/255 centred on k / 127.5 - 1
 LN2 = math.log(2.0)
 GRID_TOLERANCE = 0.3  # in bins: |(x_0 + 1) * 127.5 - k| allowed by the public on-grid check
 
 
 # ------------------------------------------------------------------------------------------------ Gaussian KL
-def _kl_from_log_variances(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor, var2: Tensor) -> Tensor:
-    """KL(N(mean1, e^logvar1) || N(mean2, var2)) elementwise, the variance part as 0.5 (expm1(d) - d)."""
-    d = logvar1 - logvar2
-    return 0.5 * (torch.expm1(d) - d + (mean1 - mean2) ** 2 / var2)
-
-
 def normal_kl(mean1, var1, mean2, var2) -> Tensor:
     """KL(N(mean1, var1) || N(mean2, var2)) elementwise in nats (the seed tutorial's Gaussian KL).
 
@@ -95,20 +102,10 @@ def normal_kl(mean1, var1, mean2, var2) -> Tensor:
         raise ValueError(f"normal_kl: var1 must be >= 0, got min {float(var1.min())}")
     if bool((var2 <= 0).any()):
         raise ValueError(f"normal_kl: var2 must be > 0, got min {float(var2.min())}")
-    return _kl_from_log_variances(mean1, torch.log(var1), mean2, torch.log(var2), var2)
+    return kl_from_log_variances(mean1, torch.log(var1), mean2, torch.log(var2), var2)
 
 
 # -------------------------------------------------------------------------------------- discretised decoder
-def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 - exp(x)) for x <= 0, accurate near 0 and for very negative x."""
-    return torch.where(x > -LN2, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
-def _pixel_index(x0: Tensor) -> Tensor:
-    """k = round((x_0 + 1) * 127.5) clamped to 0..255, int64 (the bin of x_0; no checks)."""
-    return torch.round((x0.to(torch.float64) + 1.0) * 127.5).clamp(0, NUM_BINS - 1).to(torch.int64)
-
-
 def _check_on_grid(x0: Tensor, name: str = "x0") -> None:
     """ValueError unless every value of x_0 is within GRID_TOLERANCE bins of some k / 127.5 - 1, k in 0..255.
 
@@ -125,27 +122,6 @@ def _check_on_grid(x0: Tensor, name: str = "x0") -> None:
         raise ValueError(
             f"{name} must lie on the 8-bit grid k / 127.5 - 1 (k = 0..255) in [-1, 1]; got value {value!r}"
         )
-
-
-def _discretized_log_prob(k: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """log P(bin k | N(mean, std^2)) in float64, edge bins open (no checks). Shapes broadcast."""
-    mean = mean.to(torch.float64)
-    std = std.to(torch.float64)
-    kf = k.to(torch.float64)
-    lower = (2.0 * kf - 1.0) / 255.0 - 1.0  # centre - 1/255, exact grid arithmetic
-    upper = (2.0 * kf + 1.0) / 255.0 - 1.0  # centre + 1/255
-    a = (lower - mean) / std
-    b = (upper - mean) / std
-    # Interior bins: Phi(b) - Phi(a); mirrored to Phi(-a) - Phi(-b) when the bin lies right of the mean,
-    # so both CDF values are <= 1/2 and their logs are accurate.
-    right = a > 0
-    lo = torch.where(right, -b, a)
-    hi = torch.where(right, -a, b)
-    log_hi = torch.special.log_ndtr(hi)
-    interior = log_hi + _log1mexp(torch.special.log_ndtr(lo) - log_hi)
-    left_edge = torch.special.log_ndtr(b)  # P(x < upper), bin k = 0
-    right_edge = torch.special.log_ndtr(-a)  # P(x > lower), bin k = 255
-    return torch.where(k == 0, left_edge, torch.where(k == NUM_BINS - 1, right_edge, interior))
 
 
 def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> Tensor:
@@ -169,78 +145,18 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> T
             f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} must broadcast to x0 {tuple(x0.shape)}"
         ) from error
     out_dtype = compute_dtype(torch.promote_types(x0.dtype, mean.dtype))
-    return _discretized_log_prob(_pixel_index(x0), mean, variance.sqrt()).to(out_dtype)
+    return discretized_log_prob(pixel_index(x0), mean, variance.sqrt()).to(out_dtype)
 
 
 # ------------------------------------------------------------------------------------------ bound terms
-def _per_image_sum(x: Tensor) -> Tensor:
-    """Sum over every dimension but the first: [B, ...] -> [B]."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
-
-
-def _prior_term(diffusion: GaussianDiffusion, x0: Tensor) -> Tensor:
-    """L_T = KL(q(x_T | x_0) || N(0, I)) per image [B], float64, in closed form (no network call)."""
-    dtype = torch.float64
-    T = diffusion.T
-    mean = diffusion.sqrt_alpha_bars[T].to(dtype) * x0.to(dtype)  # [B, ...]
-    logvar = diffusion.log_one_minus_alpha_bars[T].to(dtype)
-    zero = torch.zeros((), dtype=dtype, device=x0.device)
-    one = torch.ones((), dtype=dtype, device=x0.device)
-    return _per_image_sum(_kl_from_log_variances(mean, logvar.expand_as(mean), zero, zero, one))
-
-
-def _kl_terms(
-    diffusion: GaussianDiffusion,
-    choice: ReverseVariance,
-    x0: Tensor,
-    xt: Tensor,
-    t: Tensor,
-    noise: Tensor,
-    eps: Tensor,
-    clip_x0: bool,
-) -> Tensor:
-    """L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) per row [n] (nats), t >= 2 rows meaningful.
-
-    All inputs share one floating dtype (the arithmetic dtype). Rows with t = 1 get a finite placeholder
-    (C_1 := 0) so that gradients through a `torch.where` stay finite.
-    """
-    dtype = eps.dtype
-    at = GaussianDiffusion._at
-    num_dims = x0[0].numel()
-    const = at(diffusion.kl_variance_terms(choice), t, x0, dtype).reshape(-1)  # [n]
-    const = torch.where(t >= 2, const, torch.zeros_like(const))
-    if clip_x0:
-        x0_hat = diffusion._predict_x0_from_eps(xt, t, eps).clamp(-1.0, 1.0)
-        weight = at(diffusion.posterior_mean_coef_x0, t, x0, dtype) ** 2 / (
-            2.0 * at(diffusion._sigma2_table(choice), t, x0, dtype)
-        )  # [n, 1, ...]
-        return _per_image_sum(weight * (x0 - x0_hat) ** 2) + num_dims * const
-    weight = at(diffusion.loss_weights(choice), t, x0, dtype)  # [n, 1, ...], lambda_t
-    return _per_image_sum(weight * (noise - eps) ** 2) + num_dims * const
-
-
-def _decoder_terms(
-    diffusion: GaussianDiffusion,
-    choice: ReverseVariance,
-    k: Tensor,
-    xt: Tensor,
-    t: Tensor,
-    eps: Tensor,
-    clip_x0: bool,
-) -> Tensor:
-    """L_0 = -log p_theta(x_0 | x_1) per row [n] (nats), meaningful for t = 1 rows (finite for any t)."""
-    dtype = eps.dtype
-    mean = diffusion._p_mean(eps, xt, t, clip_x0)  # [n, ...]
-    std = GaussianDiffusion._at(diffusion._sigma_table(choice), t, xt, torch.float64)  # [n, 1, ...]
-    return -_per_image_sum(_discretized_log_prob(k, mean, std)).to(dtype)
-
-
-def _call_model(eps_model, xt: Tensor, t: Tensor) -> Tensor:
-    eps = eps_model(xt, t)
-    if not isinstance(eps, Tensor) or eps.shape != xt.shape:
-        got = tuple(eps.shape) if isinstance(eps, Tensor) else type(eps).__name__
-        raise ValueError(f"eps_model(x_t, t) must return a tensor of shape {tuple(xt.shape)}, got {got}")
-    return eps
+def _learned_output(choice: ReverseVariance, v: Tensor | None) -> Tensor | None:
+    """The model's variance output as float64 when `choice` is "learned" (ValueError if the model has none), else None."""
+    if not choice.is_learned:
+        return None
+    if v is None:
+        raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                         "(ModelConfig.learn_variance = True: 2C output channels)")
+    return v.to(torch.float64)
 
 
 @dataclass(frozen=True)
@@ -350,7 +266,7 @@ def elbo_terms(
     f64 = torch.float64
     noise_dtype = compute_dtype(x0.dtype)
     x0_64 = x0.to(f64)
-    k = _pixel_index(x0)  # [B, ...]
+    k = pixel_index(x0)  # [B, ...]
     per_pair = torch.empty(T * B, dtype=f64, device=x0.device)  # [T * B], pair p = (t - 1) * B + b
     noise_source = _PerTimestepNoise(generator, x0, noise_dtype)
     pairs = torch.arange(T * B, device=x0.device)  # [T * B]
@@ -363,21 +279,23 @@ def elbo_terms(
             noise = noise_source.rows(start, end).to(f64)  # [n, ...]
             x0_c = x0_64[b]
             xt = diffusion._q_sample(x0_c, t, noise)  # [n, ...] float64
-            eps = _call_model(eps_model, xt.to(x0.dtype), t).to(f64)
+            eps, v = model_output(eps_model, xt.to(x0.dtype), t)
+            eps = eps.to(f64)
+            v = _learned_output(choice, v)
             n_decoder = max(0, min(end, B) - start)  # rows with t = 1 come first (t-major)
             if n_decoder:
                 s = slice(0, n_decoder)
-                per_pair[start : start + n_decoder] = _decoder_terms(
-                    diffusion, choice, k[b[s]], xt[s], t[s], eps[s], clip_x0
+                per_pair[start : start + n_decoder] = decoder_terms(
+                    diffusion, choice, k[b[s]], xt[s], t[s], eps[s], clip_x0, None if v is None else v[s]
                 )
             if n_decoder < end - start:
                 s = slice(n_decoder, None)
-                per_pair[start + n_decoder : end] = _kl_terms(
-                    diffusion, choice, x0_c[s], xt[s], t[s], noise[s], eps[s], clip_x0
+                per_pair[start + n_decoder : end] = kl_terms(
+                    diffusion, choice, x0_c[s], xt[s], t[s], noise[s], eps[s], clip_x0, None if v is None else v[s]
                 )
     rows = per_pair.reshape(T, B)  # [T, B], row t - 1
     return ElboTerms(
-        prior=_prior_term(diffusion, x0),
+        prior=prior_term(diffusion, x0),
         kl=rows[1:].T.contiguous(),  # [B, T - 1]
         decoder=rows[0].clone(),
         num_dims=x0[0].numel(),
@@ -427,11 +345,12 @@ def _weighted_terms(
     f64 = torch.float64
     x0_64, noise = x0.to(f64), noise.to(f64)
     xt = diffusion._q_sample(x0_64, t, noise)  # [n, ...]
-    eps = _call_model(eps_model, xt.to(x0.dtype), t).to(f64)
-    kl = _kl_terms(diffusion, choice, x0_64, xt, t, noise, eps, clip_x0)
-    decoder = _decoder_terms(diffusion, choice, k, xt, t, eps, clip_x0)
+    eps, v = model_output(eps_model, xt.to(x0.dtype), t)
+    eps, v = eps.to(f64), _learned_output(choice, v)
+    kl = kl_terms(diffusion, choice, x0_64, xt, t, noise, eps, clip_x0, v)
+    decoder = decoder_terms(diffusion, choice, k, xt, t, eps, clip_x0, v)
     term = torch.where(t == 1, decoder, kl)  # [n], L_{t-1}
-    return _prior_term(diffusion, x0) + term * inv_p[t]
+    return prior_term(diffusion, x0) + term * inv_p[t]
 
 
 def bound_estimate(
@@ -457,7 +376,7 @@ def bound_estimate(
     p = None if proposal is None else _check_proposal(proposal, diffusion.T, x0.device)
     inv_p = _inverse_probabilities(p, diffusion.T, x0.device)
     with torch.no_grad():
-        return _weighted_terms(eps_model, diffusion, choice, x0, _pixel_index(x0), t, noise, inv_p, bool(clip_x0))
+        return _weighted_terms(eps_model, diffusion, choice, x0, pixel_index(x0), t, noise, inv_p, bool(clip_x0))
 
 
 def elbo_monte_carlo(
@@ -494,7 +413,7 @@ def elbo_monte_carlo(
         t_all = uniform_timesteps(M * B, T, generator, device)  # [M * B]
     else:
         t_all = torch.multinomial(p.to(generator.device), M * B, replacement=True, generator=generator).to(device) + 1
-    k = _pixel_index(x0)
+    k = pixel_index(x0)
     rows = torch.arange(M * B, device=device) % B  # [M * B], image of each draw
     estimates = torch.empty(M * B, dtype=torch.float64, device=device)
     with torch.no_grad():

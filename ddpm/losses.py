@@ -8,13 +8,19 @@ x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps is passed to eps_model(x
   ||eps - eps_theta||^2 / (C*H*W) averaged over images (the per-dimension mean only rescales the paper's loss).
 - "vlb": the bound term of the sampled t in nats per dimension, averaged over the batch:
   L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) for t >= 2 and L_0 = -log p_theta(x_0 | x_1)
-  (discretised decoder) for t = 1, with the fixed reverse variance `variance` (sigma_1^2 = beta_1). Not
+  (discretised decoder) for t = 1, with the reverse variance `variance` (tabled: sigma_1^2 = beta_1). Not
   multiplied by T: T * vlb + L_T / (C*H*W) is an unbiased estimate of the bound per dimension. Training does
   not clip x0_hat. The decoder snaps x_0 to the nearest of the 256 grid values (data must already be
   k / 127.5 - 1; this function does no host-syncing check).
-- "hybrid": simple + 0.001 * vlb. improved-diffusion stops the gradient of the vlb term through the mean
-  because its vlb term is there to train learned variances; our variances are fixed, so nothing would be
-  left to train, and the vlb term here keeps its gradient through the mean.
+- "hybrid" (Nichol & Dhariwal 2021, Section 3.1): L_simple + lambda L_vlb with lambda = 0.001 and L_vlb the whole
+  bound per dimension, estimated at the sampled t by T * L_{t-1} / (C*H*W) (nats; improved-diffusion adds
+  T / 1000 times the term in bits, the same up to the factor 1 / ln 2). For a model that learns its variance
+  (`variance="learned"`), the mean inside L_vlb is made from eps_theta behind a stop-gradient, so L_simple alone
+  trains the mean and lambda L_vlb the variance (derivation (k)). With a fixed variance nothing would be left for
+  L_vlb to train behind that stop-gradient, so it keeps its gradient through the mean.
+
+The learned variance needs a model with 2C output channels ([eps, v], `ModelConfig.learn_variance`); L_simple uses
+the eps half. A learned model may also be trained with "simple" (its v then gets no gradient) or "vlb".
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ from ddpm.diffusion import (
     standard_normal,
     uniform_timesteps,
 )
-from ddpm.likelihood import _call_model, _decoder_terms, _kl_terms, _pixel_index
+from ddpm.kernels import decoder_terms, kl_terms, model_output, pixel_index
 
 Tensor = torch.Tensor
 
-HYBRID_VLB_WEIGHT = 0.001  # lambda of Nichol & Dhariwal (2021), L_hybrid = L_simple + lambda L_vlb
+HYBRID_VLB_WEIGHT = 0.001  # lambda of Nichol & Dhariwal (2021), L_hybrid = L_simple + lambda L_vlb (L_vlb = T E_t L_t)
 
 
 class Objective(Choice):
@@ -54,10 +60,12 @@ def _vlb_per_dim(
     t: Tensor,
     noise: Tensor,
     eps: Tensor,
+    v: Tensor | None,
+    eps_mean: Tensor,
 ) -> Tensor:
-    """L_{t-1} / (C*H*W) per image [B] in nats (KL for t >= 2, decoder for t = 1); gradients flow through eps."""
-    kl = _kl_terms(diffusion, choice, x0, xt, t, noise, eps, clip_x0=False)  # [B]
-    decoder = _decoder_terms(diffusion, choice, _pixel_index(x0), xt, t, eps, clip_x0=False)  # [B]
+    """L_{t-1} / (C*H*W) per image [B] in nats (KL for t >= 2, decoder for t = 1), the mean made from `eps_mean`."""
+    kl = kl_terms(diffusion, choice, x0, xt, t, noise, eps, False, v, eps_mean)  # [B]
+    decoder = decoder_terms(diffusion, choice, pixel_index(x0), xt, t, eps_mean, False, v)  # [B]
     return torch.where(t == 1, decoder, kl) / x0[0].numel()
 
 
@@ -114,14 +122,20 @@ def training_loss_at(
                else type(noise).__name__)
         raise ValueError(f"noise must be a {dtype} tensor of shape {tuple(x0.shape)} on {x0.device}, got {got}")
     xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
-    eps = _call_model(eps_model, xt, t).to(dtype)
+    eps, v = model_output(eps_model, xt, t)
+    eps = eps.to(dtype)
+    if choice_variance.is_learned and v is None:
+        raise ValueError("variance 'learned' needs a model that outputs it (ModelConfig.learn_variance = True)")
+    v = v.to(dtype) if choice_variance.is_learned else None
     simple = ((noise - eps) ** 2).mean()
     if choice_objective is Objective.SIMPLE:
         return simple
-    vlb = _vlb_per_dim(diffusion, choice_variance, x0.to(dtype), xt.to(dtype), t, noise, eps).mean()
+    # Hybrid with a learned variance: the stop-gradient of derivation (k) on the mean inside L_vlb.
+    eps_mean = eps.detach() if choice_objective is Objective.HYBRID and choice_variance.is_learned else eps
+    vlb = _vlb_per_dim(diffusion, choice_variance, x0.to(dtype), xt.to(dtype), t, noise, eps, v, eps_mean).mean()
     if choice_objective is Objective.VLB:
         return vlb
-    return simple + HYBRID_VLB_WEIGHT * vlb
+    return simple + HYBRID_VLB_WEIGHT * diffusion.T * vlb
 
 
 __all__ = ["HYBRID_VLB_WEIGHT", "Objective", "training_loss", "training_loss_at"]

@@ -9,7 +9,9 @@ any number of levels. An optional space-to-depth stem (`ModelConfig.patch_size` 
 [C p^2, H/p, W/p] and shuffles the output back to [C, H, W]: with p = 2 the same widths cost ~4x fewer
 FLOPs, which is what lets a CPU draw 1000 samples x 1000 steps in minutes (see the `small` preset).
 
-The output convolution starts at zero, so an untrained model predicts eps_theta = 0 (the prior mean).
+The output convolution starts at zero, so an untrained model predicts eps_theta = 0 (the prior mean). With
+`ModelConfig.learn_variance` the network outputs 2C channels [eps_theta, v] (v = 0 at the start: the geometric
+mean of beta_t and beta_tilde_t, derivation (k)); `ddpm.kernels.model_output` splits them.
 """
 
 from __future__ import annotations
@@ -114,6 +116,8 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """eps_theta(x_t, t): [B, C, H, W] float, int64 [B] in {1..T} -> [B, C, H, W] (Ho et al. 2020, App. B).
 
+    With `learn_variance`, [B, 2C, H, W]: eps_theta then the learned-range variance output v.
+
     `image_channels`, `image_size` and `num_timesteps` fix what the public `forward` accepts; anything
     else raises ValueError naming the mismatch.
     """
@@ -173,7 +177,9 @@ class UNet(nn.Module):
         assert not skip_channels, "every skip connection must be consumed"
 
         self.output_norm = nn.GroupNorm(groups, width_now)
-        self.output_conv = nn.Conv2d(width_now, patch_channels, 3, padding=1)
+        # Learned variance: twice the channels, [eps, v] after the shuffle (pixel_shuffle keeps channel blocks).
+        self.output_channels = image_channels * (2 if config.learn_variance else 1)
+        self.output_conv = nn.Conv2d(width_now, self.output_channels * config.patch_size**2, 3, padding=1)
         nn.init.zeros_(self.output_conv.weight)
         nn.init.zeros_(self.output_conv.bias)
 
@@ -221,8 +227,8 @@ class UNet(nn.Module):
                 h = module(h, skips[-1].shape[-2:])  # back to the size of the skip this level consumes
             else:
                 h = module(torch.cat([h, skips.pop()], dim=1), emb)
-        out = self.output_conv(F.silu(self.output_norm(h)))  # [B, C p^2, H/p, W/p]
-        return F.pixel_shuffle(out, p) if p > 1 else out  # [B, C, H, W]
+        out = self.output_conv(F.silu(self.output_norm(h)))  # [B, C' p^2, H/p, W/p], C' = C or 2C
+        return F.pixel_shuffle(out, p) if p > 1 else out  # [B, C', H, W]
 
 
 class _AttendedBlock(nn.Module):

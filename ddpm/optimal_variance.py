@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ddpm.checkpoint import atomic_write_text
 from ddpm.diffusion import GaussianDiffusion, check_generator, compute_dtype, standard_normal
-from ddpm.likelihood import _call_model
+from ddpm.kernels import model_output
 
 Tensor = torch.Tensor
 FILE_NAME = "optimal_variance.json"
@@ -79,7 +79,7 @@ def estimate_gamma(
         index = torch.randint(0, x0.shape[0], (t.shape[0],), generator=generator, device=generator.device)
         images = x0[index.to(x0.device)]  # [b, C, H, W]
         noise = standard_normal(tuple(images.shape), generator, dtype, x0.device)
-        eps = _call_model(eps_model, diffusion._q_sample(images, t, noise), t)
+        eps, _ = model_output(eps_model, diffusion._q_sample(images, t, noise), t)
         values[start : start + t.shape[0]] = eps.to(torch.float64).pow(2).flatten(1).mean(1)
     per_t = values.reshape(T, n).cpu().numpy()
     gamma = per_t.mean(axis=1)

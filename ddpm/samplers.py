@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ddpm.choices import Choice
 from ddpm.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
-from ddpm.likelihood import _call_model
+from ddpm.kernels import model_output
 
 Tensor = torch.Tensor
 
@@ -166,7 +166,8 @@ def ancestral_sample(
 
     z ~ N(0, I) for t > 1 and z = 0 at t = 1.
 
-    sigma_t^2 is beta_t ("beta") or beta_tilde_t ("beta_tilde"). `trajectory_steps` (ints in 0..T) returns
+    sigma_t^2 is beta_t ("beta"), beta_tilde_t ("beta_tilde"), the "optimal" table of a diffusion made by
+    `with_optimal_variance`, or "learned" per dimension from a 2C-output model's v. `trajectory_steps` (ints in 0..T) returns
     those x_t (x_T is the initial noise, x_0 the result) for a denoising strip. `device` defaults to the
     diffusion's; a tqdm progress bar shows the steps unless `progress=False`. `compile=True` calls
     `torch.compile(eps_model, dynamic=False)` instead of eps_model (module docstring: compile time vs gain).
@@ -180,7 +181,7 @@ def ancestral_sample(
     snaps = _snapshot_steps(trajectory_steps, range(T, -1, -1))
     noise_dtype = compute_dtype(dtype)
     timesteps = _step_timesteps(list(range(T, 0, -1)), shape[0], device)  # [T, B], row i is t = T - i
-    step = None if clip_x0 else _Algorithm2Step(diffusion, choice, noise_dtype, device)
+    step = None if clip_x0 or choice.is_learned else _Algorithm2Step(diffusion, choice, noise_dtype, device)
     trajectory: dict[int, Tensor] = {}
     x = standard_normal(shape, generator, noise_dtype, device).to(dtype)  # [B, ...], x_T
     if T in snaps:
@@ -189,12 +190,14 @@ def ancestral_sample(
     for i in tqdm(range(T), desc="Algorithm 2", disable=not progress, leave=False):
         t_value = T - i
         t = timesteps[i]  # [B]
-        eps = _call_model(model, x, t)
+        eps, v = model_output(model, x, t)
+        if choice.is_learned and v is None:
+            raise ValueError("the 'learned' reverse variance needs a model that outputs it (ModelConfig.learn_variance)")
         if step is not None:
             x = step(eps, x, t_value, z.draw() if t_value > 1 else None)  # z = 0 at t = 1: no draw
         else:
             noise = z.draw() if t_value > 1 else z.last  # z = 0 at t = 1 (p_sample ignores the buffer there)
-            x = diffusion._p_sample(eps, x, t, noise, choice, clip_x0)
+            x = diffusion._p_sample(eps, x, t, noise, choice, clip_x0, v)
         if t_value - 1 in snaps:
             trajectory[t_value - 1] = x.clone()
     return SampleResult(x0=x, trajectory=trajectory)
@@ -244,24 +247,51 @@ def _check_stride(diffusion: GaussianDiffusion, t: object, s: object) -> tuple[i
 @torch.no_grad()
 def strided_ancestral_step(
     diffusion: GaussianDiffusion, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor,
-    variance: str | ReverseVariance = "beta",
+    variance: str | ReverseVariance = "beta", v: Tensor | None = None,
 ) -> Tensor:
     """x_s ~ N(mu_{t,s}, sigma_{t,s}^2 I): Algorithm 2's step over a stride t -> s < t (derivation (i)).
 
     mu_{t,s} = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s) / sqrt(1 - alpha_bar_t) eps),
     the mean of the strided posterior q(x_s | x_t, x_0) at x0_hat; sigma_{t,s}^2 is the stride's forward variance
-    1 - alpha_bar_t / alpha_bar_s ("beta") or its posterior variance beta_tilde_{t,s} ("beta_tilde"); z is not
-    used at s = 0 (the last step adds no noise). With s = t - 1 this is `GaussianDiffusion.p_sample`.
+    1 - alpha_bar_t / alpha_bar_s ("beta") or its posterior variance beta_tilde_{t,s} ("beta_tilde"), or "learned"
+    from the network's v (`_stride_sigma`); z is not used at s = 0 (the last step adds no noise). With s = t - 1
+    this is `GaussianDiffusion.p_sample`.
     """
-    choice = ReverseVariance.from_value(variance)
+    choice = _strided_variance(variance, v)
     t, s = _check_stride(diffusion, t, s)
     dtype = compute_dtype(xt.dtype)
     c = _ddim_coefficients(diffusion, [t], [s], 0.0)
-    sigma2 = c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde
     mean = float(c.coef_x[0]) * (xt.to(dtype) - float(c.strided_eps_coef[0]) * eps.to(dtype))
     if s == 0:
         return mean.to(xt.dtype)
-    return (mean + float(np.sqrt(sigma2[0])) * z.to(dtype)).to(xt.dtype)
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64, device=xt.device).to(dtype)  # noqa: E731  [1]
+    sigma = _stride_sigma(choice, c, as_tensor, 0, v)
+    return (mean + sigma * z.to(dtype)).to(xt.dtype)
+
+
+def _strided_variance(variance: str | ReverseVariance, v: Tensor | None) -> ReverseVariance:
+    """The reverse variance of a strided step; ValueError for "optimal" (its Gamma_t are per single step)."""
+    choice = ReverseVariance.from_value(variance)
+    if choice is ReverseVariance.OPTIMAL:
+        raise ValueError("strided sampling offers the 'beta', 'beta_tilde' and 'learned' variances; the 'optimal' "
+                         "one is estimated for single steps t -> t - 1 (use the ancestral sampler)")
+    return choice
+
+
+def _stride_sigma(choice: ReverseVariance, c: _StrideCoefficients, as_tensor, i: int, v: Tensor | None) -> Tensor:
+    """sigma_{t,s} of step i: the stride's forward or posterior standard deviation, or, learned, per dimension
+    exp((frac log beta_{t,s} + (1 - frac) log beta_tilde_{t,s}) / 2), frac = (v + 1) / 2 (improved-diffusion's
+    respacing interpolates the respaced schedule's two variances the same way)."""
+    if choice.is_learned:
+        if v is None:
+            raise ValueError("the 'learned' reverse variance needs a model that outputs it (ModelConfig.learn_variance)")
+        frac = (v.to(as_tensor(c.stride_beta).dtype) + 1.0) / 2.0
+        with np.errstate(divide="ignore"):  # beta_tilde_{t,0} = 0 on the last step, which adds no noise
+            log_hi = as_tensor(np.log(c.stride_beta))[i]
+            log_lo = as_tensor(np.log(c.stride_beta_tilde))[i]
+        return torch.exp(0.5 * (frac * log_hi + (1.0 - frac) * log_lo))  # [B, ...]
+    sigma2 = c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde
+    return as_tensor(np.sqrt(sigma2))[i]
 
 
 @torch.no_grad()
@@ -356,7 +386,7 @@ def ddim_sample(
     z = _Noise(shape, generator, cdtype, device) if draws else None
     for i in tqdm(range(len(taus_desc)), desc="DDIM", disable=not progress, leave=False):
         t = timesteps[i]  # [B]
-        eps = _call_model(eps_model, x, t).to(cdtype)
+        eps = model_output(eps_model, x, t)[0].to(cdtype)
         xc = x.to(cdtype)
         if clip_x0:
             x0_hat = diffusion._predict_x0_from_eps(xc, t, eps).clamp(-1.0, 1.0)
@@ -389,10 +419,10 @@ def strided_sample(
 
     Each step is `strided_ancestral_step`: x_s = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s)
     / sqrt(1 - alpha_bar_t) eps) + sigma_{t,s} z, with sigma_{t,s}^2 = 1 - alpha_bar_t / alpha_bar_s ("beta") or
-    beta_tilde_{t,s} ("beta_tilde"), and no noise on the last step to x_0. The taus are `ddim_timesteps(T, S)`;
+    beta_tilde_{t,s} ("beta_tilde") or learned from v, and no noise on the last step to x_0. The taus are `ddim_timesteps(T, S)`;
     with S = T this is Algorithm 2 (`ancestral_sample`), draw for draw. No clipping.
     """
-    choice = ReverseVariance.from_value(variance)
+    choice = _strided_variance(variance, None)
     diffusion, shape, device, dtype = _setup(diffusion, shape, generator, device, dtype)
     T = diffusion.T
     taus_desc = ddim_timesteps(T, num_steps)[::-1]
@@ -400,9 +430,9 @@ def strided_sample(
     snaps = _snapshot_steps(trajectory_steps, [*taus_desc, 0])
     cdtype = compute_dtype(dtype)
     c = _ddim_coefficients(diffusion, taus_desc, prevs, 0.0)
-    sigma2 = c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
-    coef_x, coef_eps, sigma = as_tensor(c.coef_x), as_tensor(c.strided_eps_coef), as_tensor(np.sqrt(sigma2))
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
+    coef_x, coef_eps = as_tensor(c.coef_x), as_tensor(c.strided_eps_coef)
+    fixed_sigma = None if choice.is_learned else _stride_sigma(choice, c, as_tensor, slice(None), None)  # [S]
     timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
     trajectory: dict[int, Tensor] = {}
     x = standard_normal(shape, generator, cdtype, device).to(dtype)  # [B, ...], x_T
@@ -410,10 +440,11 @@ def strided_sample(
         trajectory[T] = x.clone()
     z = _Noise(shape, generator, cdtype, device)
     for i in tqdm(range(len(taus_desc)), desc="strided Algorithm 2", disable=not progress, leave=False):
-        eps = _call_model(eps_model, x, timesteps[i]).to(cdtype)
-        new = coef_x[i] * (x.to(cdtype) - coef_eps[i] * eps)
+        eps, v = model_output(eps_model, x, timesteps[i])
+        new = coef_x[i] * (x.to(cdtype) - coef_eps[i] * eps.to(cdtype))
         if prevs[i] > 0:
-            new = new + sigma[i] * z.draw()
+            sigma = fixed_sigma[i] if fixed_sigma is not None else _stride_sigma(choice, c, as_tensor, i, v)
+            new = new + sigma * z.draw()
         x = new.to(dtype)
         if prevs[i] in snaps:
             trajectory[prevs[i]] = x.clone()

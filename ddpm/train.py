@@ -392,6 +392,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
            stored: Checkpoint | None, info: DatasetInfo, images: Tensor, compile: bool, progress: bool,
            command: list[str]) -> TrainResult:
     config = preset.training
+    training_variance = preset.training_variance
     cuda = device.type == "cuda"
     C, H, W = info.channels, info.height, info.width
     B = config.batch_size
@@ -533,7 +534,8 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
                 x0 = to_model_range(images[indices[local].to(device)])  # [B / world, C, H, W]
                 x0 = x0.contiguous(memory_format=memory_format)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                    loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective)
+                    loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective,
+                                            training_variance)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:

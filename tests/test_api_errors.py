@@ -174,7 +174,8 @@ def test_elbo_argument_errors(diffusion):
         elbo_terms(zero_model, diffusion, torch.zeros(B), g)
     with pytest.raises(ValueError, match=r"unknown reverse variance 'small'"):
         elbo_terms(zero_model, diffusion, x0, g, variance="small")
-    with pytest.raises(ValueError, match=r"eps_model\(x_t, t\) must return a tensor of shape \(30, 1, 2, 2\), got \(3, 4\)"):
+    with pytest.raises(ValueError, match=r"eps_model\(x_t, t\) must return a tensor of shape \(30, 1, 2, 2\) "
+                                         r"\(eps\) or \(30, 2, 2, 2\) \(eps and the variance output v\), got \(3, 4\)"):
         elbo_terms(lambda xt, t: torch.zeros(3, 4), diffusion, x0, g)
     with pytest.raises(ValueError, match=r"draws_per_image must be an integer >= 1, got 0"):
         elbo_monte_carlo(zero_model, diffusion, x0, g, draws_per_image=0)

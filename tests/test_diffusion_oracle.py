@@ -23,7 +23,7 @@ from numpy.testing import assert_allclose
 from oracles import Schedule, assert_close_linear, evaluate, evaluate_mp, linear_coefficients, oracle, to_numpy
 
 from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.likelihood import _kl_terms, _prior_term
+from ddpm.kernels import kl_terms, prior_term
 
 # The derivations' exports used here: (module, name). Issue #2 fixes the names.
 Q_MEAN_COEF = ("forward_marginal", "q_xt_mean_coef")  # sqrt(alpha_bar_t)
@@ -217,7 +217,7 @@ def test_kl_terms_and_prior_match_oracles(betas, us, seed):
                                    "\\sigma_2^2": 1.0}) for v in row))
         for row in nx0
     ]
-    assert_allclose(_prior_term(d, x0).numpy(), prior_want, **F64.kwargs(), err_msg="L_T")
+    assert_allclose(prior_term(d, x0).numpy(), prior_want, **F64.kwargs(), err_msg="L_T")
     if T < 2:
         return
     t = np.array([2, T] + [max(2, strategies.timestep_from_fraction(u, T)) for u in us])[:3]
@@ -240,7 +240,7 @@ def test_kl_terms_and_prior_match_oracles(betas, us, seed):
         terms = evaluate_mp(kl, {"\\mu_1": mu_tilde, "\\sigma_1^2": beta_tilde, "\\mu_2": mu_theta,
                                  "\\sigma_2^2": sigma2})
         want = np.array([float(sum(row)) for row in terms])  # [3], summed over dims at 50 digits
-        got = _kl_terms(d, choice, x0, xt_code, tt, noise, eps_theta, clip_x0=False).numpy()
+        got = kl_terms(d, choice, x0, xt_code, tt, noise, eps_theta, clip_x0=False).numpy()
         assert_allclose(got, want, **F64.kwargs(), err_msg=f"L_(t-1) ({choice.value})")
 
 
@@ -273,14 +273,14 @@ def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
     noise = torch.tensor([-1.0, 1.0], dtype=torch.float64).reshape(2, 1, 1, 1)
     # The optimal variance's tables too, for a Gamma_t anywhere in [0, 1] (clipped to its bounds by the code).
     d = d.with_optimal_variance(rng.uniform(0.0, 1.0, T))
-    for choice in ReverseVariance:
+    for choice in ReverseVariance.tabled():
         sigma2 = d.reverse_variance(choice).numpy()[1:]
         want = chain_terms(betas, value, c, shift, sigma2)
-        assert_allclose(_prior_term(d, x0_t[:1]).numpy(), [want.prior], **F64.kwargs(), err_msg="L_T")
+        assert_allclose(prior_term(d, x0_t[:1]).numpy(), [want.prior], **F64.kwargs(), err_msg="L_T")
         got = []
         for t in range(2, T + 1):
             tt = torch.full((2,), t)
             xt = d._q_sample(x0_t, tt, noise)
-            terms = _kl_terms(d, choice, x0_t, xt, tt, noise, linear_model(xt, tt), clip_x0=False)
+            terms = kl_terms(d, choice, x0_t, xt, tt, noise, linear_model(xt, tt), clip_x0=False)
             got.append(float(terms.mean()))
         assert_allclose(got, want.transitions, **F64.kwargs(), err_msg=f"E[L_(t-1)] ({choice.value})")

@@ -1,0 +1,343 @@
+"""The learned reverse variance (derivation (k)): bound terms, hybrid objective, samplers, model, CLI.
+
+Numeric-vs-oracle: the learned KL kernel equals derivation (k)'s LEARNED_KL (float64) with the mean gap of
+derivation (d) rebuilt here from the betas; v = +1 / -1 reproduce the fixed beta / beta_tilde terms; a Monte Carlo
+estimate of the KL (samples of the posterior) agrees with the kernel (z-tests, Holm, ALPHA). Property: the hybrid
+objective's stop-gradient leaves the mean's gradient that of L_simple and gives the variance lambda T times that of
+L_vlb. End to end: a tiny learned-variance run trains, is evaluated under every variance and samples from the CLI.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import strategies
+import torch
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from numpy.testing import assert_allclose
+from oracles import Schedule, evaluate
+from stat_checks import Family
+from tolerances import FLOAT64
+
+from ddpm.config import get_preset
+from ddpm.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.kernels import decoder_terms, kl_terms, model_output, pixel_index
+from ddpm.losses import HYBRID_VLB_WEIGHT, training_loss_at
+from ddpm.model import build_unet
+from ddpm.samplers import ancestral_sample, strided_sample
+from ddpm.schedules import make_betas
+from derivations import learned_variance
+
+ALPHA = 1e-3
+LEARNED = ReverseVariance.LEARNED
+
+
+def _grid(shape, seed) -> torch.Tensor:
+    k = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
+    return k.double() / 127.5 - 1.0
+
+
+class SplitModel(torch.nn.Module):
+    """[eps, v] from separate parameters: eps = tanh(w_t x + b) (the mean's), v = c_t + 0.1 x (the variance's)."""
+
+    def __init__(self, T: int, v_level: float = 0.0) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.linspace(0.3, 2.0, T + 1, dtype=torch.float64))
+        self.b = torch.nn.Parameter(torch.tensor(0.1, dtype=torch.float64))
+        self.c = torch.nn.Parameter(torch.full((T + 1,), v_level, dtype=torch.float64))
+        self.slope = 0.1
+
+    def forward(self, xt, t):
+        shape = (-1,) + (1,) * (xt.ndim - 1)
+        eps = torch.tanh(self.w[t].reshape(shape).to(xt.dtype) * xt + self.b.to(xt.dtype))
+        v = self.c[t].reshape(shape).to(xt.dtype) + self.slope * xt
+        return torch.cat([eps, v], dim=1)
+
+
+class ConstantV(torch.nn.Module):
+    """[eps_model(x, t), v] with a constant v: v = 1 is sigma^2 = beta_t, v = -1 is beta_tilde_t (beta_tilde_2 at t = 1)."""
+
+    def __init__(self, eps_model, v: float) -> None:
+        super().__init__()
+        self.eps_model, self.v = eps_model, v
+
+    def forward(self, xt, t):
+        eps = self.eps_model(xt, t)
+        return torch.cat([eps, torch.full_like(eps, self.v)], dim=1)
+
+
+# ------------------------------------------------------------------------------- the kernels vs derivation (k)
+@settings(max_examples=40, deadline=None)
+@given(betas=strategies.schedules(min_T=2, max_T=400), u=strategies.fractions, seed=st.integers(0, 2**31 - 1),
+       v_scale=st.floats(0.0, 3.0))
+@example(betas=make_betas("linear", 1000), u=0.0, seed=0, v_scale=1.0)
+@example(betas=make_betas("linear", 1000), u=1.0, seed=1, v_scale=2.0)
+def test_learned_kl_kernel_is_derivation_k(betas, u, seed, v_scale):
+    T = betas.shape[0]
+    t_value = max(2, strategies.timestep_from_fraction(u, T))  # KL rows: t >= 2
+    rng = np.random.default_rng(seed)
+    n, dims = 3, (1, 2, 2)
+    x0 = _grid((n, *dims), seed)
+    noise = torch.tensor(rng.standard_normal((n, *dims)))
+    eps_theta = torch.tensor(rng.standard_normal((n, *dims)))
+    v = torch.tensor(rng.uniform(-v_scale, v_scale, (n, *dims)))
+    d = GaussianDiffusion(betas)
+    t = torch.full((n,), t_value)
+    xt = d._q_sample(x0, t, noise)
+    got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v).numpy()
+    # Oracle: derivation (k)'s KL per dimension at Delta = beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t))
+    # (eps_theta - eps) (derivation (d)); alpha_bar_{t-1} at 50 digits (1 - alpha_bar_{t-1} rounded to float64
+    # would lose its digits when it is tiny), 1 - alpha_bar_t as -expm1(sum log1p(-beta)).
+    beta = betas[t_value - 1]
+    one_minus_ab = -np.expm1(np.sum(np.log1p(-betas[:t_value])))
+    gap = beta / (np.sqrt(1.0 - beta) * np.sqrt(one_minus_ab)) * (eps_theta.numpy() - noise.numpy())
+    values = Schedule(betas).at(np.array(t_value))
+    want = evaluate(learned_variance.learned_kl, {"v": v.numpy(), r"\Delta_t": gap, **values})
+    want = want.reshape(n, -1).sum(axis=1)
+    assert_allclose(got, want, rtol=1e-9, atol=1e-12,
+                    err_msg=f"learned L_(t-1) vs derivation (k), t = {t_value}, T = {T}")
+
+
+@settings(max_examples=30, deadline=None)
+@given(betas=strategies.schedules(min_T=2, max_T=400), u=strategies.fractions, seed=st.integers(0, 2**31 - 1))
+@example(betas=make_betas("linear", 1000), u=0.0, seed=0)
+def test_v_plus_and_minus_one_are_the_fixed_variances(betas, u, seed):
+    """v = 1 is beta_t and v = -1 is beta_tilde_t in every bound term (t >= 2); at t = 1 v = 1 is the beta_1 decoder."""
+    T = betas.shape[0]
+    t_value = strategies.timestep_from_fraction(u, T)
+    rng = np.random.default_rng(seed)
+    n, dims = 2, (1, 2, 3)
+    x0 = _grid((n, *dims), seed)
+    noise = torch.tensor(rng.standard_normal((n, *dims)))
+    eps_theta = torch.tensor(rng.standard_normal((n, *dims)))
+    d = GaussianDiffusion(betas)
+    t = torch.full((n,), t_value)
+    xt = d._q_sample(x0, t, noise)
+    ones = torch.ones_like(x0)
+    if t_value >= 2:
+        for v, fixed in ((ones, ReverseVariance.BETA), (-ones, ReverseVariance.BETA_TILDE)):
+            got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v).numpy()
+            want = kl_terms(d, fixed, x0, xt, t, noise, eps_theta, False).numpy()
+            assert_allclose(got, want, rtol=1e-9, atol=1e-10, err_msg=f"v = {float(v.flatten()[0])} vs {fixed.value}")
+    else:
+        got = decoder_terms(d, LEARNED, pixel_index(x0), xt, t, eps_theta, False, ones).numpy()
+        want = decoder_terms(d, ReverseVariance.BETA, pixel_index(x0), xt, t, eps_theta, False).numpy()
+        assert_allclose(got, want, **FLOAT64.kwargs(), err_msg="decoder, v = 1 vs beta_1")
+        # v = -1 at t = 1: improved-diffusion's beta_tilde_2 (beta_tilde_1 = 0), from the betas here.
+        one_minus = -np.expm1(np.cumsum(np.log1p(-betas)))  # 1 - alpha_bar_t, t = 1..T
+        beta_tilde_2 = one_minus[0] / one_minus[1] * betas[1] if T >= 2 else np.nan
+        _, var = d.p_mean_variance(eps_theta, xt, t, "learned", v=-ones)
+        assert_allclose(var.numpy(), np.full(var.shape, beta_tilde_2), rtol=1e-12, err_msg="t = 1, v = -1")
+
+
+@pytest.mark.statistical
+def test_learned_kl_matches_its_monte_carlo_estimate(seed_base):
+    """KL(q || p_theta) = E_q[log q(x_{t-1}) - log p_theta(x_{t-1})], estimated from posterior samples.
+
+    For each of several (t, v) the kernel's value is compared with the mean of N log-ratios (z-test with the sample
+    standard error, N = 20000); Holm over the comparisons at ALPHA.
+    """
+    rng = np.random.default_rng(seed_base + 811)
+    betas = make_betas("linear", 1000)
+    d = GaussianDiffusion(betas)
+    family = Family("learned KL vs Monte Carlo", ALPHA)
+    dims, N = (1, 2, 2), 20_000
+    for t_value in (2, 10, 200, 900):
+        for v_level in (-1.5, 0.0, 0.7):
+            x0 = _grid((1, *dims), int(rng.integers(2**31)))
+            noise = torch.tensor(rng.standard_normal((1, *dims)))
+            eps_theta = noise + torch.tensor(rng.normal(0.0, 0.3, (1, *dims)))
+            v = torch.tensor(v_level + rng.normal(0.0, 0.2, (1, *dims)))
+            t = torch.full((1,), t_value)
+            xt = d._q_sample(x0, t, noise)
+            kernel = float(kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v)[0])
+            mean_q, var_q = d.q_posterior_mean_variance(x0, xt, t)
+            mean_p, var_p = d.p_mean_variance(eps_theta, xt, t, "learned", v=v)
+            q = torch.distributions.Normal(mean_q, var_q.sqrt())
+            p = torch.distributions.Normal(mean_p, var_p.sqrt())
+            z = torch.tensor(rng.standard_normal((N, *mean_q.shape)))  # [N, 1, ...]
+            samples = mean_q + var_q.sqrt() * z
+            log_ratio = (q.log_prob(samples) - p.log_prob(samples)).reshape(N, -1).sum(dim=1).numpy()
+            family.z_test(f"t = {t_value}, v ~ {v_level}", log_ratio.mean(), kernel,
+                          log_ratio.std(ddof=1) / np.sqrt(N))
+    family.check()
+
+
+# ----------------------------------------------------------------------------------------- hybrid objective
+def test_hybrid_stop_gradient_trains_the_mean_by_simple_and_the_variance_by_vlb():
+    T = 12
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
+    x0 = _grid((8, 1, 2, 2), 3)
+    g = torch.Generator().manual_seed(4)
+    t = torch.tensor([1, 2, 3, 5, 7, 9, 11, 12])  # decoder and KL rows
+    noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
+    model = SplitModel(T)
+
+    def grads(objective):
+        model.zero_grad()
+        loss = training_loss_at(model, d, x0, t, noise, objective, "learned")
+        loss.backward()
+        return {name: p.grad.detach().clone() for name, p in model.named_parameters()}, loss.detach()
+
+    simple, _ = grads("simple")
+    vlb, vlb_value = grads("vlb")
+    hybrid, hybrid_value = grads("hybrid")
+    _, simple_value = grads("simple")
+    assert_allclose(hybrid_value.item(), simple_value.item() + HYBRID_VLB_WEIGHT * T * vlb_value.item(),
+                    **FLOAT64.kwargs(), err_msg="hybrid = simple + lambda T vlb")
+    for name in ("w", "b"):  # the mean's parameters: L_simple's gradient alone
+        assert_allclose(hybrid[name].numpy(), simple[name].numpy(), **FLOAT64.kwargs(),
+                        err_msg=f"d hybrid / d {name} must be d simple / d {name} (stop-gradient)")
+        assert not np.allclose(vlb[name].numpy(), 0.0), f"vlb alone must pull on the mean ({name})"
+    assert float(simple["c"].abs().sum()) == 0.0, "L_simple gives the variance output no gradient"
+    assert float(hybrid["c"].abs().sum()) > 0.0
+    assert_allclose(hybrid["c"].numpy(), HYBRID_VLB_WEIGHT * T * vlb["c"].numpy(), **FLOAT64.kwargs(),
+                    err_msg="d hybrid / d v = lambda T d vlb / d v")
+
+
+def test_hybrid_with_a_fixed_variance_keeps_the_mean_gradient():
+    T = 12
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
+    x0 = _grid((6, 1, 2, 2), 5)
+    t = torch.tensor([1, 2, 4, 6, 8, 12])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+
+    def eps_only(xt, tt):
+        return model(xt, tt)[:, :1]
+
+    model = SplitModel(T)
+    simple = torch.autograd.grad(training_loss_at(eps_only, d, x0, t, noise, "simple"), model.w)[0]
+    hybrid = torch.autograd.grad(training_loss_at(eps_only, d, x0, t, noise, "hybrid", "beta"), model.w)[0]
+    assert not np.allclose(hybrid.numpy(), simple.numpy()), "a fixed-variance hybrid's vlb term trains the mean"
+
+
+# ------------------------------------------------------------------------------------------------- samplers
+def test_ancestral_sampler_with_v_at_the_ends_is_the_fixed_sampler():
+    T = 40
+    d = GaussianDiffusion(make_betas("linear", T))
+    base = SplitModel(T)
+
+    def eps_model(xt, t):
+        return base(xt, t)[:, :1]
+
+    shape = (3, 1, 2, 2)
+    for v, fixed in ((1.0, "beta"), (-1.0, "beta_tilde")):
+        got = ancestral_sample(ConstantV(eps_model, v), d, shape, torch.Generator().manual_seed(7), "learned",
+                               progress=False, dtype=torch.float64).x0
+        want = ancestral_sample(eps_model, d, shape, torch.Generator().manual_seed(7), fixed, progress=False,
+                                dtype=torch.float64).x0
+        assert_allclose(got.numpy(), want.numpy(), rtol=1e-10, atol=1e-12, err_msg=f"v = {v} vs {fixed}")
+        strided = strided_sample(ConstantV(eps_model, v), d, shape, torch.Generator().manual_seed(7), T,
+                                 "learned", progress=False, dtype=torch.float64).x0
+        assert_allclose(strided.numpy(), want.numpy(), rtol=1e-10, atol=1e-12,
+                        err_msg=f"strided S = T, v = {v} vs Algorithm 2 with {fixed}")
+
+
+def test_learned_sampler_noise_is_per_dimension():
+    """One step t -> t - 1 with v differing between two pixels scales each pixel's noise by its own sigma."""
+    T = 50
+    d = GaussianDiffusion(make_betas("linear", T))
+    xt = torch.zeros(1, 1, 1, 2, dtype=torch.float64)
+    eps = torch.zeros_like(xt)
+    z = torch.ones_like(xt)
+    v = torch.tensor([[[[1.0, -1.0]]]], dtype=torch.float64)
+    t = torch.tensor([T])
+    out = d.p_sample(eps, xt, t, z, "learned", v=v)
+    assert_allclose(out.reshape(-1).numpy(),
+                    [np.sqrt(d.reverse_variance("beta")[T].item()), np.sqrt(d.reverse_variance("beta_tilde")[T].item())],
+                    rtol=1e-12, err_msg="per-pixel sigma: beta_T at v = 1, beta_tilde_T at v = -1")
+
+
+# ------------------------------------------------------------------------------------------- model and errors
+def test_unet_with_learned_variance_outputs_eps_and_v():
+    preset = get_preset("tiny")
+    model = build_unet(preset.model.replace(learn_variance=True), 1, 8, 100)
+    plain = build_unet(preset.model, 1, 8, 100)
+    x = torch.randn(3, 1, 8, 8)
+    t = torch.tensor([1, 50, 100])
+    out = model(x, t)
+    assert out.shape == (3, 2, 8, 8)
+    eps, v = model_output(model, x, t)
+    assert eps.shape == v.shape == x.shape and float(out.detach().abs().max()) == 0.0, "zero-initialised: eps = 0, v = 0"
+    extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
+    conv = plain.output_conv
+    assert extra == conv.in_channels * 9 + 1, "only the output convolution grows (one more output channel)"
+
+
+def test_learned_variance_errors_are_clear():
+    d = GaussianDiffusion(make_betas("linear", 10, rescale=False))
+    x0 = _grid((2, 1, 2, 2), 0)
+    t = torch.tensor([3, 4])
+    noise = torch.zeros_like(x0)
+    with pytest.raises(ValueError, match="'learned' reverse variance is per dimension.*no table"):
+        d.reverse_variance("learned")
+    with pytest.raises(ValueError, match="needs a model that outputs it"):
+        training_loss_at(lambda x, tt: x, d, x0, t, noise, "hybrid", "learned")
+    with pytest.raises(ValueError, match="needs the network's variance output v"):
+        d.p_sample(x0, x0, t, noise, "learned")
+    from ddpm.likelihood import elbo_terms
+
+    with pytest.raises(ValueError, match=r"needs a model that outputs it \(ModelConfig.learn_variance"):
+        elbo_terms(lambda x, tt: x, d, x0, torch.Generator(), variance="learned")
+    with pytest.raises(ValueError, match="strided sampling offers .* 'optimal'"):
+        strided_sample(lambda x, tt: x, d.with_optimal_variance(np.ones(10)), (1, 1, 2, 2), torch.Generator(), 5,
+                       "optimal", progress=False)
+    tiny = get_preset("tiny")
+    with pytest.raises(ValueError, match="learn_variance needs the 'hybrid' or 'vlb' objective"):
+        tiny.replace(model=tiny.model.replace(learn_variance=True))
+    with pytest.raises(ValueError, match="evaluation variance 'learned' needs a model with learn_variance"):
+        tiny.replace(evaluation=tiny.evaluation.replace(variance="learned"))
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def learned_run(tmp_path_factory):
+    from ddpm.train import train
+
+    tiny = get_preset("tiny")
+    preset = tiny.replace(model=tiny.model.replace(learn_variance=True),
+                          training=tiny.training.replace(objective="hybrid"),
+                          evaluation=tiny.evaluation.replace(variance="learned"))
+    run = tmp_path_factory.mktemp("learned") / "run"
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train("digits", run, preset, seed=3, max_steps=5, progress=False)
+    finally:
+        torch.set_num_threads(previous)
+    return run
+
+
+def test_learned_run_is_evaluated_under_every_variance(learned_run, tmp_path):
+    from ddpm.evaluate import evaluate_checkpoint
+
+    result = evaluate_checkpoint(learned_run / "checkpoint.pt", tmp_path / "eval", skip_fid=True, elbo_exact_images=2,
+                                 elbo_mc_images=8, gamma_images_per_t=2, progress=False)
+    by_variance = result.metrics["elbo_exact_by_variance"]
+    assert set(by_variance) == {"beta", "beta_tilde", "optimal", "learned"}
+    assert result.metrics["elbo_variance"] == "learned"
+    assert all(np.isfinite(entry["bits_per_dim"]) for entry in by_variance.values())
+
+
+def test_sample_cli_with_the_learned_variance(learned_run, tmp_path, capsys):
+    from ddpm.cli import main
+
+    assert main(["sample", "--checkpoint", str(learned_run / "checkpoint.pt"), "--num", "3", "--variance", "learned",
+                 "--out", str(tmp_path / "s.png"), "--no-progress"]) == 0
+    assert (tmp_path / "s.png").is_file()
+    assert main(["sample", "--checkpoint", str(learned_run / "checkpoint.pt"), "--num", "3", "--variance", "learned",
+                 "--sampler", "strided", "--steps", "10", "--out", str(tmp_path / "t.png"), "--no-progress"]) == 0
+
+
+def test_sample_cli_refuses_learned_for_a_fixed_variance_checkpoint(tmp_path, capsys):
+    from ddpm.cli import main
+    from ddpm.train import train
+
+    run = tmp_path / "fixed"
+    train("digits", run, "tiny", seed=1, max_steps=1, progress=False)
+    code = main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--num", "2", "--variance", "learned",
+                 "--out", str(tmp_path / "x.png"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code != 0 and "needs a checkpoint whose model learns its variance" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

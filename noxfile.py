@@ -61,6 +61,13 @@ def train_small(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def train_small_options(session: nox.Session) -> None:
+    """Train and evaluate the small preset's options side by side at equal updates (reports/train_small_options)."""
+    install_project(session)
+    session.run("python", "-m", "ddpm.options_study", "--out", "reports/train_small_options", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
     install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite

@@ -11,7 +11,8 @@ Conventions (part of the README; each is tested):
   relative precision. At use, the entries for the batch's t are gathered in float64 and cast to the working
   dtype: x.dtype for float32/float64 inputs; float32 for bfloat16/float16 inputs, whose results are rounded
   back to the input dtype once at the end. Outputs always have the input dtype.
-- Reverse variance at t = 1: sigma_1^2 = beta_1 for BOTH choices "beta" and "beta_tilde". beta_tilde_1 = 0
+- Reverse variance at t = 1: sigma_1^2 = beta_1 for the tabled choices "beta", "beta_tilde" and "optimal" (the
+  learned one spans [beta_tilde_2, beta_1] at v in [-1, 1], as in improved-diffusion). beta_tilde_1 = 0
   (alpha_bar_0 = 1), which would make the decoder p_theta(x_0 | x_1) a point mass and L_0 infinite.
   TF/improved-diffusion substitute beta_tilde_2 and lucidrains/diffusers clamp the variance at 1e-20; we use
   beta_1, the forward variance of that step, for both. Sampling is unaffected: Algorithm 2 sets z = 0 at t = 1.

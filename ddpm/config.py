@@ -100,8 +100,9 @@ class TrainingConfig:
     """Algorithm 1 as run by `ddpm.train`: schedule, objective, Adam with linear warmup, clipping, EMA, budget.
 
     The learning rate of update n (n = 1, 2, ...) is learning_rate * min(1, n / warmup_steps) (constant when
-    warmup_steps = 0). The EMA weights follow ema <- ema_decay * ema + (1 - ema_decay) * theta after every update,
-    starting from the initial weights. A run stops at the first of `max_steps` updates and `max_minutes` of
+    warmup_steps = 0). The EMA weights follow ema <- d_n * ema + (1 - d_n) * theta after update n, starting from the
+    initial weights, with d_n = min(ema_decay, (1 + n) / (10 + n)) (`ema_warmup`, TensorFlow's num_updates rule) or
+    d_n = ema_decay. A run stops at the first of `max_steps` updates and `max_minutes` of
     training time, both counted over the whole run (a resumed run continues the same count); at least one
     must be set. `batch_size` is the global batch (split evenly over the processes of a torchrun job).
     """
@@ -120,6 +121,10 @@ class TrainingConfig:
     """Maximum global L2 norm of the gradient (`torch.nn.utils.clip_grad_norm_`); None disables clipping."""
     ema_decay: float = 0.9999
     """Decay of the exponential moving average of the weights used for evaluation and sampling."""
+    ema_warmup: bool = True
+    """Decay min(ema_decay, (1 + n) / (10 + n)) at update n: without it the initial weights keep a share
+    ema_decay^n of the EMA (0.999^1500 = 0.22; 0.9999^20000 = 0.14), which for a short run is much of the
+    evaluated model (its output starts at eps_theta = 0). Checkpoints written before this field load with it on."""
     objective: str = "simple"
     """"simple" (Algorithm 1), "vlb" (the bound term of the sampled t) or "hybrid" (`ddpm.losses.Objective`)."""
     max_steps: int | None = None
@@ -148,6 +153,7 @@ class TrainingConfig:
                  f"grad_clip must be a positive number or None, got {self.grad_clip!r}")
         _require(_is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0,
                  f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        _require(isinstance(self.ema_warmup, bool), f"ema_warmup must be a bool, got {self.ema_warmup!r}")
         _require(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
                  f"max_steps must be a positive int or None, got {self.max_steps!r}")
         _require(self.max_minutes is None or (_is_number(self.max_minutes) and self.max_minutes > 0),

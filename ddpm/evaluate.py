@@ -29,9 +29,10 @@ seconds, the command,
 package versions (now and at training), the preset and the evaluation settings used. Values that are undefined (a
 standard error of one image) are null.
 
-- elbo_exact_by_variance: {"beta" | "beta_tilde" | "optimal": {"bits_per_dim", "stderr", "images"}}, the exact
-  bound (item 1 below) on the same subset with the same x_t under each reverse variance; the headline variance's
-  entry is elbo_exact_bits_per_dim and its stderr themselves (not recomputed). The three share the network's
+- elbo_exact_by_variance: {"beta" | "beta_tilde" | "optimal" | "learned": {"bits_per_dim", "stderr", "images"}},
+  the exact bound (item 1 below) on the same subset with the same x_t under each reverse variance the checkpoint
+  supports ("learned" for a learned-variance model: `checkpoint_variances`); the headline variance's entry is
+  elbo_exact_bits_per_dim and its stderr themselves (not recomputed). They share the network's
   outputs, so their differences are the variances' alone (not noise between subsets).
 - optimal_variance: {"file" (name in out_dir), "reused" (an existing file of this checkpoint step, T and images per
   t was used), "previous_file" (a stale file set aside, or null), "split" ("train"), "train_split_images" (null
@@ -80,7 +81,7 @@ generator = phase_generator(seed, "gamma"), gamma_images_per_t images per t (Eva
 elbo_batch_size: T * gamma_images_per_t network calls. It is stored as out_dir/optimal_variance.json with the seed
 and checkpoint step; an existing file there with the checkpoint's step and T and the requested images per t is
 reused instead (a different one is renamed to optimal_variance.previous-<UTC mtime>.json first). The bounds of
-`with_optimal_variance` clip each Gamma_t before use. All three variances are then available to the bound and the
+`with_optimal_variance` clip each Gamma_t before use. Every variance is then available to the bound and the
 sampler; the headline uses `variance` (EvaluationConfig, `evaluate --variance`).
 
 Samples, FID and KID

@@ -38,7 +38,7 @@ class Option:
 
 OPTIONS = {
     option.name: option
-    for option in (
+    for option in (  # the headline variance of a fixed-variance model is the optimal one: its bound is the lowest
         Option("fixed-linear", "linear", False, "optimal"),
         Option("learned-linear", "linear", True, "learned"),
         Option("fixed-cosine", "cosine", False, "optimal"),
@@ -48,15 +48,15 @@ OPTIONS = {
 
 
 def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_images: int, seed: int,
-               progress: bool) -> dict:
+               progress: bool, data: str = "mnist", base: str = "small") -> dict:
     """Train `option` for `steps` updates into out/<name>, evaluate it, return its row of the study."""
     from ddpm.evaluate import evaluate_checkpoint
     from ddpm.train import train
 
     run = out / option.name
-    preset = option.preset(get_preset("small"))
+    preset = option.preset(get_preset(base))
     start = time.perf_counter()
-    result = train("mnist", run, preset, seed=seed, max_steps=steps, progress=progress)
+    result = train(data, run, preset, seed=seed, max_steps=steps, progress=progress)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, fid_samples=fid_samples,
@@ -119,23 +119,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fid-samples", type=int, default=250, help="samples for FID/KID per option (default 250)")
     parser.add_argument("--exact-images", type=int, default=32, help="test images of the exact bound (default 32)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", default="mnist", help="dataset (default mnist)")
+    parser.add_argument("--preset", default="small", help="the preset whose options are compared (default small)")
     parser.add_argument("--options", default=",".join(OPTIONS), help=f"comma-separated subset of {', '.join(OPTIONS)}")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     names = [name for name in args.options.split(",") if name]
     unknown = [name for name in names if name not in OPTIONS]
+    try:
+        get_preset(args.preset)
+    except ValueError as error:
+        print(f"options_study: {error}", file=sys.stderr)
+        return 2
     if unknown or args.steps < 1 or args.fid_samples < 2 or args.exact_images < 2:
         print(f"options_study: unknown option(s) {unknown} (options: {', '.join(OPTIONS)}) or a count below its "
               "minimum (steps >= 1, fid-samples >= 2, exact-images >= 2)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {"command": "python -m ddpm.options_study " + " ".join(argv if argv is not None else sys.argv[1:]),
-                "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples,
+                "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples, "data": args.data,
+                "preset": args.preset,
                 "exact_images": args.exact_images}
     rows = []
     for name in names:
         rows.append(run_option(OPTIONS[name], args.out, args.steps, args.fid_samples, args.exact_images, args.seed,
-                               not args.no_progress))
+                               not args.no_progress, args.data, args.preset))
         write_study(args.out, rows, settings)  # after each option: a crash keeps the finished rows
     print(f"options_study: wrote {args.out / 'study.md'}")
     return 0

@@ -124,6 +124,13 @@ def learning_rate_at(config: TrainingConfig, update: int) -> float:
     return config.learning_rate * min(1.0, update / config.warmup_steps)
 
 
+def ema_decay_at(config: TrainingConfig, step: int) -> float:
+    """The EMA decay d_n of update n >= 1: min(ema_decay, (1 + n) / (10 + n)) with ema_warmup, else ema_decay."""
+    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+        raise ValueError(f"update numbers start at 1, got {step!r}")
+    return min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else config.ema_decay
+
+
 @torch.no_grad()
 def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter; buffers are copied.
@@ -541,7 +548,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
                 if config.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
                 optimizer.step()
-                ema_update(ema, model, config.ema_decay)
+                ema_update(ema, model, ema_decay_at(config, step))
                 images_seen += B
                 loss_sum += loss.detach().to(torch.float64)
                 elapsed = time.perf_counter() - started
@@ -597,6 +604,7 @@ __all__ = [
     "TrainingError",
     "derived_seed",
     "distributed_from_env",
+    "ema_decay_at",
     "ema_update",
     "learning_rate_at",
     "resolve_device",

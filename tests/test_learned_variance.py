@@ -341,3 +341,16 @@ def test_sample_cli_refuses_learned_for_a_fixed_variance_checkpoint(tmp_path, ca
     err = capsys.readouterr().err
     assert code != 0 and "needs a checkpoint whose model learns its variance" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_options_study_writes_its_table(tmp_path, capsys):
+    from ddpm.options_study import main
+
+    out = tmp_path / "study"
+    assert main(["--out", str(out), "--steps", "2", "--fid-samples", "4", "--exact-images", "2", "--data", "digits",
+                 "--preset", "tiny", "--options", "fixed-linear,learned-cosine", "--no-progress"]) == 0
+    table = (out / "study.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| fixed-linear") or line.startswith("| learned-")]
+    assert len(rows) == 2 and "n/a" in rows[0] and "n/a" not in rows[1].split("|")[6], table
+    assert main(["--out", str(out), "--options", "nonsense"]) == 2
+    assert "unknown option(s) ['nonsense']" in capsys.readouterr().err

@@ -29,6 +29,7 @@ from ddpm.train import (
     LOG_NAME,
     StopReason,
     derived_seed,
+    ema_decay_at,
     ema_update,
     learning_rate_at,
     train,
@@ -118,10 +119,22 @@ def test_derived_seeds_are_distinct_and_stable():
 # Training runs
 
 
+def test_ema_decay_warms_up_so_the_initial_weights_fade():
+    config = tiny(ema_decay=0.999).training
+    assert ema_decay_at(config, 1) == 2 / 11 and ema_decay_at(config, 90) == 91 / 100
+    assert ema_decay_at(config, 10**6) == 0.999 and ema_decay_at(config.replace(ema_warmup=False), 1) == 0.999
+    # The share of the initial weights in the EMA after n updates is prod_k d_k: 0.999^n without the warmup.
+    share = np.cumprod([ema_decay_at(config, k) for k in range(1, 1501)])
+    assert share[-1] < 1e-3 and 0.999**1500 > 0.2, "the warmup must remove the initial weights' share"
+    with pytest.raises(ValueError, match="update numbers start at 1"):
+        ema_decay_at(config, 0)
+
+
 def test_first_update_starts_ema_from_initial_weights_and_uses_warmup_lr(tmp_path):
-    """After one update: ema_1 = d theta_0 + (1 - d) theta_1 with theta_0 the seeded initial weights."""
-    decay = 0.75
-    preset = tiny(ema_decay=decay, warmup_steps=4, max_steps=1, log_every=1)
+    """After one update: ema_1 = d_1 theta_0 + (1 - d_1) theta_1 with theta_0 the seeded initial weights."""
+    preset = tiny(ema_decay=0.75, warmup_steps=4, max_steps=1, log_every=1)
+    decay = ema_decay_at(preset.training, 1)
+    assert decay == 2 / 11
     train("digits", tmp_path / "run", preset, seed=3, progress=False)
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     torch.manual_seed(derived_seed(3, 0))  # the trainer's documented initial-weight seed

@@ -217,7 +217,8 @@ class EvaluationConfig:
         _require(self.elbo_mc_images is None or (_is_int(self.elbo_mc_images) and self.elbo_mc_images >= 1),
                  f"elbo_mc_images must be a positive int or None, got {self.elbo_mc_images!r}")
         _require(isinstance(self.clip_x0, bool), f"clip_x0 must be a bool, got {self.clip_x0!r}")
-        _require(isinstance(self.compile_sampler, bool), f"compile_sampler must be a bool, got {self.compile_sampler!r}")
+        _require(isinstance(self.compile_sampler, bool),
+                 f"compile_sampler must be a bool, got {self.compile_sampler!r}")
         _require(all(_is_int(t) and t >= 0 for t in self.trajectory_steps),
                  f"trajectory_steps must be ints >= 0, got {self.trajectory_steps!r}")
 
@@ -258,7 +259,8 @@ class Preset:
         _require(all(t <= T for t in self.evaluation.trajectory_steps),
                  f"trajectory_steps {self.evaluation.trajectory_steps} must lie in 0..T = 0..{T}")
         _require(not self.model.learn_variance or self.training.objective != "simple",
-                 "learn_variance needs the 'hybrid' or 'vlb' objective (L_simple gives the variance output no gradient)")
+                 "learn_variance needs the 'hybrid' or 'vlb' objective "
+                 "(L_simple gives the variance output no gradient)")
         _require(self.evaluation.variance != "learned" or self.model.learn_variance,
                  "evaluation variance 'learned' needs a model with learn_variance = True")
 

@@ -168,7 +168,8 @@ class GaussianDiffusion:
                 "posterior_mean_coef_xt": padded(
                     np.exp(0.5 * log_alpha) * one_minus_alpha_bar[:-1] / one_minus_alpha_bar[1:]
                 ),
-                # mu_tilde_t - mu_theta = mean_gap_coef_t (eps_theta - eps): beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t)).
+                # mu_tilde_t - mu_theta = mean_gap_coef_t (eps_theta - eps),
+                # mean_gap_coef_t = beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t)).
                 "mean_gap_coefs": padded(np.exp(-0.5 * log_alpha) * beta / np.sqrt(one_minus_alpha_bar[1:])),
                 # The learned variance's two ends in log space (derivation (k)): log beta_t and log beta_tilde_t with
                 # beta_tilde_2 at t = 1 (improved-diffusion's posterior_log_variance_clipped; beta_tilde_1 = 0).

@@ -167,7 +167,7 @@ VARIANCES = tuple(choice.value for choice in ReverseVariance.tabled())
 
 
 def checkpoint_variances(checkpoint: Checkpoint) -> tuple[str, ...]:
-    """The reverse variances the checkpoint's model supports: beta, beta_tilde, optimal, and learned if it learns one."""
+    """The reverse variances the checkpoint's model supports: beta, beta_tilde, optimal, and learned if it has one."""
     return VARIANCES + (("learned",) if checkpoint.preset.model.learn_variance else ())
 
 

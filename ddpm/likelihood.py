@@ -150,7 +150,7 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> T
 
 # ------------------------------------------------------------------------------------------ bound terms
 def _learned_output(choice: ReverseVariance, v: Tensor | None) -> Tensor | None:
-    """The model's variance output as float64 when `choice` is "learned" (ValueError if the model has none), else None."""
+    """The model's variance output as float64 when `choice` is "learned" (ValueError if it has none), else None."""
     if not choice.is_learned:
         return None
     if v is None:

@@ -596,12 +596,12 @@ def variance_blocks(m: Mapping) -> list[Block]:
     )
     blocks: list[Block] = [
         Heading(3, "The bound under each reverse variance"),
-        Paragraph(f"The exact bound on the same test images with the same x_t under each reverse variance "
-                  f"sigma_t^2: `beta` (beta_t), `beta_tilde` (beta_tilde_t), `optimal` (Analytic-DPM's "
-                  f"sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t))"
+        Paragraph("The exact bound on the same test images with the same x_t under each reverse variance "
+                  "sigma_t^2: `beta` (beta_t), `beta_tilde` (beta_tilde_t), `optimal` (Analytic-DPM's "
+                  "sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t))"
                   + (" and `learned` (the network's own per-pixel Sigma_theta(v), Nichol & Dhariwal's learned range)"
                      if "learned" in by_variance else "") + ". The rows share "
-                  f"the images, the noise and the network's outputs, so their differences are the variances' alone "
+                  "the images, the noise and the network's outputs, so their differences are the variances' alone "
                   f"(the standard errors, mostly variation between images, are shared too: a difference between rows "
                   f"is known far better than they suggest); the headline bound, the samples and FID use "
                   f"`{headline}`."),

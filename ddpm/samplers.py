@@ -167,8 +167,8 @@ def ancestral_sample(
     z ~ N(0, I) for t > 1 and z = 0 at t = 1.
 
     sigma_t^2 is beta_t ("beta"), beta_tilde_t ("beta_tilde"), the "optimal" table of a diffusion made by
-    `with_optimal_variance`, or "learned" per dimension from a 2C-output model's v. `trajectory_steps` (ints in 0..T) returns
-    those x_t (x_T is the initial noise, x_0 the result) for a denoising strip. `device` defaults to the
+    `with_optimal_variance`, or "learned" per dimension from a 2C-output model's v. `trajectory_steps` (ints in
+    0..T) returns those x_t (x_T is the initial noise, x_0 the result) for a denoising strip. `device` defaults to the
     diffusion's; a tqdm progress bar shows the steps unless `progress=False`. `compile=True` calls
     `torch.compile(eps_model, dynamic=False)` instead of eps_model (module docstring: compile time vs gain).
     """
@@ -192,7 +192,8 @@ def ancestral_sample(
         t = timesteps[i]  # [B]
         eps, v = model_output(model, x, t)
         if choice.is_learned and v is None:
-            raise ValueError("the 'learned' reverse variance needs a model that outputs it (ModelConfig.learn_variance)")
+            raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                             "(ModelConfig.learn_variance)")
         if step is not None:
             x = step(eps, x, t_value, z.draw() if t_value > 1 else None)  # z = 0 at t = 1: no draw
         else:
@@ -284,7 +285,8 @@ def _stride_sigma(choice: ReverseVariance, c: _StrideCoefficients, as_tensor, i:
     respacing interpolates the respaced schedule's two variances the same way)."""
     if choice.is_learned:
         if v is None:
-            raise ValueError("the 'learned' reverse variance needs a model that outputs it (ModelConfig.learn_variance)")
+            raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                             "(ModelConfig.learn_variance)")
         frac = (v.to(as_tensor(c.stride_beta).dtype) + 1.0) / 2.0
         with np.errstate(divide="ignore"):  # beta_tilde_{t,0} = 0 on the last step, which adds no noise
             log_hi = as_tensor(np.log(c.stride_beta))[i]
@@ -419,7 +421,8 @@ def strided_sample(
 
     Each step is `strided_ancestral_step`: x_s = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s)
     / sqrt(1 - alpha_bar_t) eps) + sigma_{t,s} z, with sigma_{t,s}^2 = 1 - alpha_bar_t / alpha_bar_s ("beta") or
-    beta_tilde_{t,s} ("beta_tilde") or learned from v, and no noise on the last step to x_0. The taus are `ddim_timesteps(T, S)`;
+    beta_tilde_{t,s} ("beta_tilde") or learned from v, and no noise on the last step to x_0. The taus are
+    `ddim_timesteps(T, S)`;
     with S = T this is Algorithm 2 (`ancestral_sample`), draw for draw. No clipping.
     """
     choice = _strided_variance(variance, None)

@@ -56,7 +56,7 @@ class SplitModel(torch.nn.Module):
 
 
 class ConstantV(torch.nn.Module):
-    """[eps_model(x, t), v] with a constant v: v = 1 is sigma^2 = beta_t, v = -1 is beta_tilde_t (beta_tilde_2 at t = 1)."""
+    """[eps_model(x, t), v], v constant: v = 1 is sigma^2 = beta_t, v = -1 is beta_tilde_t (beta_tilde_2 at t = 1)."""
 
     def __init__(self, eps_model, v: float) -> None:
         super().__init__()
@@ -245,7 +245,8 @@ def test_learned_sampler_noise_is_per_dimension():
     t = torch.tensor([T])
     out = d.p_sample(eps, xt, t, z, "learned", v=v)
     assert_allclose(out.reshape(-1).numpy(),
-                    [np.sqrt(d.reverse_variance("beta")[T].item()), np.sqrt(d.reverse_variance("beta_tilde")[T].item())],
+                    [np.sqrt(d.reverse_variance("beta")[T].item()),
+                     np.sqrt(d.reverse_variance("beta_tilde")[T].item())],
                     rtol=1e-12, err_msg="per-pixel sigma: beta_T at v = 1, beta_tilde_T at v = -1")
 
 
@@ -259,7 +260,8 @@ def test_unet_with_learned_variance_outputs_eps_and_v():
     out = model(x, t)
     assert out.shape == (3, 2, 8, 8)
     eps, v = model_output(model, x, t)
-    assert eps.shape == v.shape == x.shape and float(out.detach().abs().max()) == 0.0, "zero-initialised: eps = 0, v = 0"
+    assert eps.shape == v.shape == x.shape
+    assert float(out.detach().abs().max()) == 0.0, "zero-initialised: eps = 0, v = 0"
     extra = sum(p.numel() for p in model.parameters()) - sum(p.numel() for p in plain.parameters())
     conv = plain.output_conv
     assert extra == conv.in_channels * 9 + 1, "only the output convolution grows (one more output channel)"

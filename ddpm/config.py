@@ -127,6 +127,11 @@ class TrainingConfig:
     evaluated model (its output starts at eps_theta = 0). Checkpoints written before this field load with it on."""
     objective: str = "simple"
     """"simple" (Algorithm 1), "vlb" (the bound term of the sampled t) or "hybrid" (`ddpm.losses.Objective`)."""
+    small_t_fraction: float = 0.0
+    """Learned variances with the hybrid objective only: the fraction m of draws whose t comes from {1..10}
+    instead of {1..T} (`ddpm.losses.training_timesteps`). L_simple is reweighted by (1/T) / p(t), so the mean's
+    objective keeps Algorithm 1's expectation; the L_vlb term, which trains only the variance (stop-gradient), is
+    not, so the small t where the bound's terms are largest get m T / 10 more draws without moving any per-t optimum."""
     max_steps: int | None = None
     """Stop after this many updates (whole run); None: no step limit."""
     max_minutes: float | None = None
@@ -154,6 +159,11 @@ class TrainingConfig:
         _require(_is_number(self.ema_decay) and 0.0 <= self.ema_decay < 1.0,
                  f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         _require(isinstance(self.ema_warmup, bool), f"ema_warmup must be a bool, got {self.ema_warmup!r}")
+        _require(_is_number(self.small_t_fraction) and 0.0 <= self.small_t_fraction < 1.0,
+                 f"small_t_fraction must be in [0, 1), got {self.small_t_fraction!r}")
+        _require(self.small_t_fraction == 0.0 or self.objective == "hybrid",
+                 "small_t_fraction needs the 'hybrid' objective "
+                 "(it reweights L_simple and leaves L_vlb to the variance)")
         _require(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
                  f"max_steps must be a positive int or None, got {self.max_steps!r}")
         _require(self.max_minutes is None or (_is_number(self.max_minutes) and self.max_minutes > 0),
@@ -258,6 +268,8 @@ class Preset:
         T = self.training.T
         _require(all(t <= T for t in self.evaluation.trajectory_steps),
                  f"trajectory_steps {self.evaluation.trajectory_steps} must lie in 0..T = 0..{T}")
+        _require(self.training.small_t_fraction == 0.0 or self.model.learn_variance,
+                 "small_t_fraction needs a learned-variance model (with a fixed variance L_vlb also trains the mean)")
         _require(not self.model.learn_variance or self.training.objective != "simple",
                  "learn_variance needs the 'hybrid' or 'vlb' objective "
                  "(L_simple gives the variance output no gradient)")

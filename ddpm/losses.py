@@ -41,6 +41,7 @@ from ddpm.kernels import decoder_terms, kl_terms, model_output, pixel_index
 
 Tensor = torch.Tensor
 
+SMALL_T_MAX = 10  # K: the small-t draws of `training_timesteps` come from {1..K}
 HYBRID_VLB_WEIGHT = 0.001  # lambda of Nichol & Dhariwal (2021), L_hybrid = L_simple + lambda L_vlb (L_vlb = T E_t L_t)
 
 
@@ -94,6 +95,25 @@ def training_loss(
     return training_loss_at(eps_model, diffusion, x0, t, noise, objective, variance)
 
 
+def training_timesteps(n: int, T: int, generator: torch.Generator, device: torch.device,
+                       small_t_fraction: float = 0.0) -> tuple[Tensor, Tensor | None]:
+    """(t int64 [n], L_simple weights float32 [n] or None): Algorithm 1's t ~ Uniform{1..T}, or the small-t mixture.
+
+    small_t_fraction m = 0: `uniform_timesteps` (one randint), weights None. m > 0: p(t) = (1 - m) / T + m [t <= K] / K
+    with K = min(SMALL_T_MAX, T), drawn as t_u ~ U{1..T} (randint [n]), a coin c ~ U(0, 1) (rand [n]), t_s ~ U{1..K}
+    (randint [n]), t = t_s where c < m else t_u; weight (1 / T) / p(t), so that E_p[weight f(t)] = mean_t f(t).
+    """
+    t = uniform_timesteps(n, T, generator, device)  # [n]
+    if small_t_fraction == 0.0:
+        return t, None
+    K = min(SMALL_T_MAX, T)
+    coin = torch.rand(n, generator=generator, device=generator.device).to(device)  # [n]
+    small = torch.randint(1, K + 1, (n,), generator=generator, device=generator.device).to(device)  # [n]
+    t = torch.where(coin < small_t_fraction, small, t)
+    p = (1.0 - small_t_fraction) / T + small_t_fraction * (t <= K).to(torch.float64) / K  # [n]
+    return t, (1.0 / (T * p)).to(torch.float32)
+
+
 def training_loss_at(
     eps_model,
     diffusion: GaussianDiffusion,
@@ -102,8 +122,11 @@ def training_loss_at(
     noise: Tensor,
     objective: str | Objective = "simple",
     variance: str | ReverseVariance = "beta",
+    simple_weights: Tensor | None = None,
 ) -> Tensor:
     """`training_loss` at given draws: t int64 [B] in {1..T} and eps = `noise` [B, ...] in x_0's compute dtype.
+
+    `simple_weights` [B] (from `training_timesteps`) reweight each image's L_simple term (not the L_vlb term).
 
     `training_loss(..., generator)` is exactly this function at the t and eps it draws. Callers that draw
     the randomness of a larger batch and keep a slice of it (the data-parallel trainer) use it directly.
@@ -127,7 +150,11 @@ def training_loss_at(
     if choice_variance.is_learned and v is None:
         raise ValueError("variance 'learned' needs a model that outputs it (ModelConfig.learn_variance = True)")
     v = v.to(dtype) if choice_variance.is_learned else None
-    simple = ((noise - eps) ** 2).mean()
+    if simple_weights is None:
+        simple = ((noise - eps) ** 2).mean()
+    else:
+        per_image = ((noise - eps) ** 2).reshape(x0.shape[0], -1).mean(dim=1)  # [B]
+        simple = (simple_weights.to(dtype) * per_image).mean()
     if choice_objective is Objective.SIMPLE:
         return simple
     # Hybrid with a learned variance: the stop-gradient of derivation (k) on the mean inside L_vlb.
@@ -138,4 +165,4 @@ def training_loss_at(
     return simple + HYBRID_VLB_WEIGHT * diffusion.T * vlb
 
 
-__all__ = ["HYBRID_VLB_WEIGHT", "Objective", "training_loss", "training_loss_at"]
+__all__ = ["HYBRID_VLB_WEIGHT", "Objective", "SMALL_T_MAX", "training_loss", "training_loss_at", "training_timesteps"]

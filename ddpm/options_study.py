@@ -27,11 +27,13 @@ class Option:
     schedule: str
     learn_variance: bool
     headline_variance: str
+    small_t_fraction: float = 0.0
 
     def preset(self, base: Preset) -> Preset:
         model = base.model.replace(learn_variance=self.learn_variance)
         training = base.training.replace(schedule=self.schedule,
-                                         objective="hybrid" if self.learn_variance else "simple")
+                                         objective="hybrid" if self.learn_variance else "simple",
+                                         small_t_fraction=self.small_t_fraction)
         evaluation = base.evaluation.replace(variance=self.headline_variance)
         return base.replace(name=f"{base.name}-{self.name}", model=model, training=training, evaluation=evaluation)
 
@@ -43,6 +45,7 @@ OPTIONS = {
         Option("learned-linear", "linear", True, "learned"),
         Option("fixed-cosine", "cosine", False, "optimal"),
         Option("learned-cosine", "cosine", True, "learned"),
+        Option("learned-linear-small-t", "linear", True, "learned", small_t_fraction=0.2),
     )
 }
 
@@ -66,7 +69,8 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
         "option": option.name,
         "schedule": option.schedule,
         "learn_variance": option.learn_variance,
-        "objective": preset.training.objective,
+        "objective": preset.training.objective + (f", small-t {option.small_t_fraction:g}"
+                                                  if option.small_t_fraction else ""),
         "steps": int(result.step),
         "train_seconds": train_seconds,
         "evaluate_seconds": time.perf_counter() - start,

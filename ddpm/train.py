@@ -69,8 +69,8 @@ from ddpm.checkpoint import (
 )
 from ddpm.config import Preset, TrainingConfig, count_parameters, get_preset
 from ddpm.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
-from ddpm.diffusion import GaussianDiffusion, standard_normal, uniform_timesteps
-from ddpm.losses import training_loss_at
+from ddpm.diffusion import GaussianDiffusion, standard_normal
+from ddpm.losses import training_loss_at, training_timesteps
 from ddpm.model import build_unet
 from ddpm.schedules import make_betas
 
@@ -536,13 +536,13 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
                     group["lr"] = lr
                 # The global batch's randomness, drawn identically on every process; this process keeps `local`.
                 indices = next(sampler)  # [B]
-                t = uniform_timesteps(B, config.T, loss_generator, device)  # [B]
+                t, weights = training_timesteps(B, config.T, loss_generator, device, config.small_t_fraction)  # [B]
                 noise = standard_normal((B, C, H, W), loss_generator, torch.float32, device)  # [B, C, H, W]
                 x0 = to_model_range(images[indices[local].to(device)])  # [B / world, C, H, W]
                 x0 = x0.contiguous(memory_format=memory_format)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                     loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective,
-                                            training_variance)
+                                            training_variance, None if weights is None else weights[local])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:

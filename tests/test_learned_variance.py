@@ -356,3 +356,58 @@ def test_options_study_writes_its_table(tmp_path, capsys):
     assert len(rows) == 2 and "n/a" in rows[0] and "n/a" not in rows[1].split("|")[6], table
     assert main(["--out", str(out), "--options", "nonsense"]) == 2
     assert "unknown option(s) ['nonsense']" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ small-t draws for L_vlb
+def test_training_timesteps_without_the_mixture_are_algorithm_1():
+    from ddpm.diffusion import uniform_timesteps
+    from ddpm.losses import training_timesteps
+
+    t, weights = training_timesteps(64, 1000, torch.Generator().manual_seed(3), torch.device("cpu"))
+    assert weights is None
+    assert torch.equal(t, uniform_timesteps(64, 1000, torch.Generator().manual_seed(3), torch.device("cpu")))
+
+
+@pytest.mark.parametrize("m, T", [(0.25, 1000), (0.5, 12), (0.1, 4)])
+def test_small_t_weights_keep_l_simple_unbiased(m, T):
+    """p(t) w(t) = 1 / T for every t, so E_p[w(t) f(t)] = mean_t f(t) (exact, enumerating t)."""
+    from ddpm.losses import SMALL_T_MAX, training_timesteps
+
+    K = min(SMALL_T_MAX, T)
+    t, weights = training_timesteps(20_000, T, torch.Generator().manual_seed(4), torch.device("cpu"), m)
+    p = (1 - m) / T + m * (np.arange(1, T + 1) <= K) / K  # [T], the documented mixture
+    assert_allclose(p.sum(), 1.0, rtol=1e-12)
+    w_of_t = np.full(T + 1, np.nan)
+    w_of_t[t.numpy()] = weights.numpy()
+    seen = np.unique(t.numpy())
+    assert_allclose(w_of_t[seen] * p[seen - 1], 1.0 / T, rtol=1e-6, err_msg="w(t) = (1/T) / p(t)")
+    # The draws follow p: P(t <= K) against its binomial standard error (alpha 1e-3, one comparison).
+    from scipy import stats
+
+    k = int((t <= K).sum())
+    result = stats.binomtest(k, t.numel(), float(p[:K].sum()))
+    assert result.pvalue > ALPHA, f"P(t <= {K}): {k / t.numel():.4f} vs {p[:K].sum():.4f}, p = {result.pvalue:.2g}"
+
+
+def test_small_t_fraction_needs_the_hybrid_objective_and_a_learned_variance():
+    tiny = get_preset("tiny")
+    with pytest.raises(ValueError, match="small_t_fraction needs the 'hybrid' objective"):
+        tiny.training.replace(small_t_fraction=0.2)
+    with pytest.raises(ValueError, match="small_t_fraction needs a learned-variance model"):
+        tiny.replace(training=tiny.training.replace(objective="hybrid", small_t_fraction=0.2))
+    with pytest.raises(ValueError, match=r"small_t_fraction must be in \[0, 1\)"):
+        tiny.training.replace(objective="hybrid", small_t_fraction=1.0)
+
+
+def test_weighted_simple_term_is_the_weighted_mean():
+    T = 12
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
+    x0 = _grid((4, 1, 2, 2), 9)
+    t = torch.tensor([1, 3, 7, 12])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    model = SplitModel(T)
+    w = torch.tensor([0.5, 2.0, 1.0, 0.25])
+    got = training_loss_at(model, d, x0, t, noise, "simple", "learned", w)
+    eps = model(d._q_sample(x0, t, noise), t)[:, :1]
+    want = (w.double() * ((noise - eps) ** 2).reshape(4, -1).mean(dim=1)).mean()
+    assert_allclose(got.item(), want.item(), **FLOAT64.kwargs())

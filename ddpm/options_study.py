@@ -11,6 +11,7 @@ preset's default was chosen (issue 10); `nox -s train_small_options` runs it.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from dataclasses import dataclass
@@ -92,7 +93,9 @@ def write_study(out: Path, rows: list[dict], settings: dict) -> None:
     lines = [
         "# `small` preset options, side by side",
         "",
-        f"Command: `{settings['command']}`. Each option trained {settings['steps']} updates from seed "
+        "Command(s): " + ", ".join(f"`{c}`" for c in dict.fromkeys(row.get("command", settings["command"])
+                                                               for row in rows))
+        + f". Each option trained {settings['steps']} updates from seed "
         f"{settings['seed']} (same data order and noise draws where the options allow), then evaluated by "
         f"`evaluate_checkpoint`: exact bound (bits/dim, all T terms) on the same {settings['exact_images']} seeded "
         f"test images with the same x_t under each reverse variance the model supports (+- standard error over "
@@ -114,6 +117,22 @@ def write_study(out: Path, rows: list[dict], settings: dict) -> None:
         lines.append(f"| {row['option']} | {row['objective']} | " + " | ".join(cells)
                      + f" | {row['headline_variance']} | {fid} | {kid} | {row['train_seconds']:.0f} |")
     atomic_write_text(out / "study.md", "\n".join(lines) + "\n")
+
+
+def _earlier_rows(out: Path, settings: dict, names: list[str]) -> list[dict]:
+    """Rows of an earlier study in `out` with the same settings (steps, seed, sizes, data, preset), except `names`.
+
+    So options can be added to a study one run at a time; a study with other settings is not mixed in."""
+    path = out / "study.json"
+    if not path.is_file():
+        return []
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    same = all(record.get("settings", {}).get(key) == settings[key]
+               for key in ("steps", "seed", "fid_samples", "exact_images", "data", "preset"))
+    return [row for row in record.get("rows", []) if row.get("option") not in names] if same else []
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples, "data": args.data,
                 "preset": args.preset,
                 "exact_images": args.exact_images}
-    rows = []
+    rows = _earlier_rows(args.out, settings, names)
     for name in names:
-        rows.append(run_option(OPTIONS[name], args.out, args.steps, args.fid_samples, args.exact_images, args.seed,
-                               not args.no_progress, args.data, args.preset))
+        row = run_option(OPTIONS[name], args.out, args.steps, args.fid_samples, args.exact_images, args.seed,
+                         not args.no_progress, args.data, args.preset)
+        rows.append({**row, "command": settings["command"]})
         write_study(args.out, rows, settings)  # after each option: a crash keeps the finished rows
     print(f"options_study: wrote {args.out / 'study.md'}")
     return 0

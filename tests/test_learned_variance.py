@@ -411,3 +411,16 @@ def test_weighted_simple_term_is_the_weighted_mean():
     eps = model(d._q_sample(x0, t, noise), t)[:, :1]
     want = (w.double() * ((noise - eps) ** 2).reshape(4, -1).mean(dim=1)).mean()
     assert_allclose(got.item(), want.item(), **FLOAT64.kwargs())
+
+
+def test_options_study_keeps_earlier_rows_of_the_same_settings(tmp_path):
+    import json
+
+    from ddpm.options_study import _earlier_rows
+
+    settings = {"steps": 5, "seed": 0, "fid_samples": 4, "exact_images": 2, "data": "digits", "preset": "tiny"}
+    rows = [{"option": "fixed-linear"}, {"option": "learned-linear"}]
+    (tmp_path / "study.json").write_text(json.dumps({"settings": settings, "rows": rows}))
+    assert _earlier_rows(tmp_path, settings, ["learned-linear"]) == [{"option": "fixed-linear"}]
+    assert _earlier_rows(tmp_path, {**settings, "steps": 6}, []) == [], "other settings are not mixed in"
+    assert _earlier_rows(tmp_path / "none", settings, []) == []

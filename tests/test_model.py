@@ -56,7 +56,8 @@ def test_output_shape_matches_input(preset, channels, size):
     x, t = batch(channels, size, 2, seed=1)
     with torch.inference_mode():
         y = model(x, t)
-    assert y.shape == x.shape, f"eps_theta must return [B, C, H, W] = {tuple(x.shape)}, got {tuple(y.shape)}"
+    want = (x.shape[0], 2 * channels, *x.shape[2:]) if config.learn_variance else tuple(x.shape)
+    assert y.shape == want, f"eps_theta (and v with learn_variance) must be {want}, got {tuple(y.shape)}"
     assert torch.isfinite(y).all()
 
 
@@ -317,7 +318,8 @@ def independent_parameter_count(config: ModelConfig, image_channels: int) -> int
             total += _attention(c) if level in config.attention_levels else 0
         if level > 0:
             total += _conv(c, c, 3)
-    return total + 2 * c + _conv(c, pc, 3)
+    out_channels = pc * (2 if config.learn_variance else 1)  # [eps, v] with a learned variance
+    return total + 2 * c + _conv(c, out_channels, 3)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

@@ -241,17 +241,35 @@ class _StopRequest:
 # The run folder
 
 
-def _check_out(out: Path, resume: bool) -> Checkpoint | None:
-    """The checkpoint to resume from (None for a new run); ValueError if `out` cannot hold the run."""
+def _unstarted_run(out: Path) -> dict | None:
+    """run.json of a run stopped (SIGKILL, power loss) before its first checkpoint, else None."""
+    if not out.is_dir() or (out / CHECKPOINT_NAME).exists() or not (out / RUN_NAME).is_file():
+        return None
+    record = _read_run_json(out / RUN_NAME)
+    return record if isinstance(record.get("preset"), dict) else None
+
+
+def _check_out(out: Path, resume: bool) -> tuple[Checkpoint | None, dict | None]:
+    """(the checkpoint to resume from, or None; run.json of a run to restart in place, or None).
+
+    ValueError if `out` cannot hold the run. A folder whose run was killed before its first checkpoint holds
+    run.json (and maybe train_log.jsonl) but no checkpoint: --resume restarts it from update 0 in place.
+    """
+    unstarted = _unstarted_run(out)
     if not resume:
         if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            if unstarted is not None:
+                raise ValueError(f"output folder {str(out)!r} holds a run stopped before its first checkpoint: add "
+                                 "--resume to restart it from update 0 in place, or choose a new --out")
             raise ValueError(f"output folder {str(out)!r} exists and is not empty: add --resume to continue "
                              "its run, or choose a new --out")
-        return None
+        return None, None
     path = out / CHECKPOINT_NAME
     if not path.is_file():
+        if unstarted is not None:
+            return None, unstarted
         raise ValueError(f"--resume: no checkpoint at {str(path)!r}")
-    return load_checkpoint(path)
+    return load_checkpoint(path), None
 
 
 def _truncate_log(path: Path, step: int) -> None:
@@ -350,7 +368,11 @@ def train(
     """
     context = distributed_from_env()
     out = Path(out)
-    stored = _check_out(out, resume)
+    stored, restart = _check_out(out, resume)
+    if restart is not None:  # killed before its first checkpoint: the same run again from update 0
+        preset = Preset.from_dict(restart["preset"]) if preset is None else preset
+        seed = restart.get("seed") if seed is None else seed
+        data = restart.get("dataset") if data is None else data
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63):
         raise ValueError(f"seed must be an integer in [0, 2**63), got {seed!r}")
     if stored is not None:
@@ -458,7 +480,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _truncate_log(log_path, start_step)
-        run_record = _read_run_json(run_path) if stored is not None else {}
+        run_record = _read_run_json(run_path)  # {} for a new run; a resumed or restarted run keeps its sessions
         run_record.update({
             "command": run_record.get("command", command),
             "preset": preset.to_dict(),

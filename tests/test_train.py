@@ -311,3 +311,28 @@ def test_cuda_run_bf16_channels_last_compiled_resume(tmp_path):
     build_eps_model(checkpoint, device="cpu")
     images = generate(checkpoint, 8, torch.Generator(device="cuda").manual_seed(0), device="cuda", progress=False)
     assert images.shape == (8, 1, 8, 8) and images.dtype == torch.uint8
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys):
+    """SIGKILL before the first checkpoint leaves run.json and log lines but no checkpoint.pt (issue 11, item 5)."""
+    from ddpm.cli import main
+
+    out = tmp_path / "run"
+    train("digits", out, tiny(max_steps=2, log_every=1), seed=4, progress=False)
+    (out / "checkpoint.pt").unlink()  # what a hard kill before the first checkpoint leaves behind
+    with pytest.raises(ValueError, match="stopped before its first checkpoint: add --resume to restart it"):
+        train("digits", out, "tiny", progress=False)
+    code = main(["train", "--out", str(out), "--data", "digits", "--preset", "tiny", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "add --resume to restart it from update 0" in err and len(err.strip().splitlines()) == 1
+    result = train(None, out, None, resume=True, max_steps=3, progress=False)  # data, preset, seed: run.json's
+    assert result.step == 3 and result.start_step == 0
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint.seed == 4 and checkpoint.preset.name == "tiny" and checkpoint.dataset == "digits"
+    run = json.loads((out / "run.json").read_text())
+    assert len(run["sessions"]) == 2, "the killed session stays on record"
+    steps = [record["step"] for record in read_log(out)]
+    assert steps == [1, 2, 3], f"the log restarts at update 1, got {steps}"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="--resume: no checkpoint at"):
+        train("digits", tmp_path / "empty", "tiny", resume=True, progress=False)

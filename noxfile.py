@@ -61,6 +61,25 @@ def train_small(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def gpu(session: nox.Session) -> None:
+    """On one CUDA GPU: the gpu tests, a few minutes of the gpu preset, its bound and FID (N = 10 000), reports/gpu."""
+    install_project(session, "test")
+    has_cuda = session.run("python", "-c", "import torch; print(int(torch.cuda.is_available()))", silent=True)
+    if not has_cuda or has_cuda.strip() != "1":
+        session.log("gpu: no CUDA device here; nothing to run (exit 0)")
+        return
+    out = "reports/gpu"
+    minutes = session.posargs[0] if session.posargs else "3"  # training minutes (nox -s gpu -- 5)
+    session.run("pytest", "-m", "gpu", "--hypothesis-profile=ci")
+    session.run("python", "-m", "ddpm", "set-aside", out)
+    session.run("python", "-m", "ddpm", "train", "--data", "mnist", "--preset", "gpu", "--out", out,
+                "--max-minutes", minutes, "--no-progress")
+    session.run("python", "-m", "ddpm", "evaluate", "--checkpoint", f"{out}/checkpoint.pt", "--out", out,
+                "--fid-samples", "10000")
+    session.run("python", "-m", "ddpm", "report", out)
+
+
+@nox.session(python=PYTHON, default=False)
 def train_small_options(session: nox.Session) -> None:
     """Train and evaluate the small preset's options side by side at equal updates (reports/train_small_options)."""
     install_project(session)

@@ -47,6 +47,17 @@ def model_output(eps_model, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor | Non
                      f"(eps and the variance output v), got {got}")
 
 
+def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """The model's variance output v in `dtype` when `choice` is "learned" (ValueError if the model has none), else
+    None: the one check every consumer of the learned variance makes before its loop step."""
+    if not choice.is_learned:
+        return None
+    if v is None:
+        raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                         "(ModelConfig.learn_variance = True: 2C output channels)")
+    return v.to(dtype)
+
+
 def kl_from_log_variances(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor, var2: Tensor) -> Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, var2)) elementwise, the variance part as 0.5 (expm1(d) - d)."""
     d = logvar1 - logvar2
@@ -171,11 +182,34 @@ def decoder_terms(
     return -per_image_sum(discretized_log_prob(k, mean, std)).to(dtype)
 
 
+def bound_terms(
+    diffusion: GaussianDiffusion,
+    choice: ReverseVariance,
+    x0: Tensor,
+    k: Tensor,
+    xt: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    eps: Tensor,
+    clip_x0: bool,
+    v: Tensor | None = None,
+    eps_mean: Tensor | None = None,
+) -> Tensor:
+    """L_{t-1} per row [n] (nats) for rows mixing t = 1 (the decoder, at bin k) and t >= 2 (the KL); the means are
+    made from `eps_mean` (default eps; see `kl_terms`)."""
+    eps_mean = eps if eps_mean is None else eps_mean
+    kl = kl_terms(diffusion, choice, x0, xt, t, noise, eps, clip_x0, v, eps_mean)  # [n]
+    decoder = decoder_terms(diffusion, choice, k, xt, t, eps_mean, clip_x0, v)  # [n]
+    return torch.where(t == 1, decoder, kl)
+
+
 __all__ = [
+    "bound_terms",
     "decoder_terms",
     "discretized_log_prob",
     "kl_from_log_variances",
     "kl_terms",
+    "learned_output",
     "log1mexp",
     "model_output",
     "per_image_sum",

@@ -62,10 +62,12 @@ from ddpm.diffusion import (
 
 from ddpm.kernels import (
     NUM_BINS,
+    bound_terms,
     decoder_terms,
     discretized_log_prob,
     kl_from_log_variances,
     kl_terms,
+    learned_output,
     model_output,
     pixel_index,
     prior_term,
@@ -149,16 +151,6 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> T
 
 
 # ------------------------------------------------------------------------------------------ bound terms
-def _learned_output(choice: ReverseVariance, v: Tensor | None) -> Tensor | None:
-    """The model's variance output as float64 when `choice` is "learned" (ValueError if it has none), else None."""
-    if not choice.is_learned:
-        return None
-    if v is None:
-        raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                         "(ModelConfig.learn_variance = True: 2C output channels)")
-    return v.to(torch.float64)
-
-
 @dataclass(frozen=True)
 class ElboTerms:
     """The terms of -log p(x_0) <= L_T + sum_{t=2}^T L_{t-1} + L_0 (eq. 5) per image, in nats summed over dims.
@@ -281,7 +273,7 @@ def elbo_terms(
             xt = diffusion._q_sample(x0_c, t, noise)  # [n, ...] float64
             eps, v = model_output(eps_model, xt.to(x0.dtype), t)
             eps = eps.to(f64)
-            v = _learned_output(choice, v)
+            v = learned_output(choice, v, f64)
             n_decoder = max(0, min(end, B) - start)  # rows with t = 1 come first (t-major)
             if n_decoder:
                 s = slice(0, n_decoder)
@@ -346,10 +338,8 @@ def _weighted_terms(
     x0_64, noise = x0.to(f64), noise.to(f64)
     xt = diffusion._q_sample(x0_64, t, noise)  # [n, ...]
     eps, v = model_output(eps_model, xt.to(x0.dtype), t)
-    eps, v = eps.to(f64), _learned_output(choice, v)
-    kl = kl_terms(diffusion, choice, x0_64, xt, t, noise, eps, clip_x0, v)
-    decoder = decoder_terms(diffusion, choice, k, xt, t, eps, clip_x0, v)
-    term = torch.where(t == 1, decoder, kl)  # [n], L_{t-1}
+    eps, v = eps.to(f64), learned_output(choice, v, f64)
+    term = bound_terms(diffusion, choice, x0_64, k, xt, t, noise, eps, clip_x0, v)  # [n], L_{t-1}
     return prior_term(diffusion, x0) + term * inv_p[t]
 
 

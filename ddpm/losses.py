@@ -37,7 +37,7 @@ from ddpm.diffusion import (
     standard_normal,
     uniform_timesteps,
 )
-from ddpm.kernels import decoder_terms, kl_terms, model_output, pixel_index
+from ddpm.kernels import bound_terms, learned_output, model_output, pixel_index
 
 Tensor = torch.Tensor
 
@@ -51,23 +51,6 @@ class Objective(Choice):
     SIMPLE = "simple"
     VLB = "vlb"
     HYBRID = "hybrid"
-
-
-def _vlb_per_dim(
-    diffusion: GaussianDiffusion,
-    choice: ReverseVariance,
-    x0: Tensor,
-    xt: Tensor,
-    t: Tensor,
-    noise: Tensor,
-    eps: Tensor,
-    v: Tensor | None,
-    eps_mean: Tensor,
-) -> Tensor:
-    """L_{t-1} / (C*H*W) per image [B] in nats (KL for t >= 2, decoder for t = 1), the mean made from `eps_mean`."""
-    kl = kl_terms(diffusion, choice, x0, xt, t, noise, eps, False, v, eps_mean)  # [B]
-    decoder = decoder_terms(diffusion, choice, pixel_index(x0), xt, t, eps_mean, False, v)  # [B]
-    return torch.where(t == 1, decoder, kl) / x0[0].numel()
 
 
 def training_loss(
@@ -146,10 +129,7 @@ def training_loss_at(
         raise ValueError(f"noise must be a {dtype} tensor of shape {tuple(x0.shape)} on {x0.device}, got {got}")
     xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
     eps, v = model_output(eps_model, xt, t)
-    eps = eps.to(dtype)
-    if choice_variance.is_learned and v is None:
-        raise ValueError("variance 'learned' needs a model that outputs it (ModelConfig.learn_variance = True)")
-    v = v.to(dtype) if choice_variance.is_learned else None
+    eps, v = eps.to(dtype), learned_output(choice_variance, v, dtype)
     if simple_weights is None:
         simple = ((noise - eps) ** 2).mean()
     else:
@@ -159,7 +139,10 @@ def training_loss_at(
         return simple
     # Hybrid with a learned variance: the stop-gradient of derivation (k) on the mean inside L_vlb.
     eps_mean = eps.detach() if choice_objective is Objective.HYBRID and choice_variance.is_learned else eps
-    vlb = _vlb_per_dim(diffusion, choice_variance, x0.to(dtype), xt.to(dtype), t, noise, eps, v, eps_mean).mean()
+    x0c = x0.to(dtype)
+    # L_{t-1} / (C*H*W) per image in nats (KL for t >= 2, decoder for t = 1), the means made from eps_mean.
+    vlb = (bound_terms(diffusion, choice_variance, x0c, pixel_index(x0c), xt.to(dtype), t, noise, eps, False, v,
+                       eps_mean) / x0[0].numel()).mean()
     if choice_objective is Objective.VLB:
         return vlb
     return simple + HYBRID_VLB_WEIGHT * diffusion.T * vlb

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ddpm.choices import Choice
 from ddpm.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
-from ddpm.kernels import model_output
+from ddpm.kernels import learned_output, model_output
 
 Tensor = torch.Tensor
 
@@ -191,9 +191,7 @@ def ancestral_sample(
         t_value = T - i
         t = timesteps[i]  # [B]
         eps, v = model_output(model, x, t)
-        if choice.is_learned and v is None:
-            raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                             "(ModelConfig.learn_variance)")
+        v = learned_output(choice, v, noise_dtype)
         if step is not None:
             x = step(eps, x, t_value, z.draw() if t_value > 1 else None)  # z = 0 at t = 1: no draw
         else:
@@ -266,7 +264,7 @@ def strided_ancestral_step(
     if s == 0:
         return mean.to(xt.dtype)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float64, device=xt.device).to(dtype)  # noqa: E731  [1]
-    sigma = _stride_sigma(choice, c, as_tensor, 0, v)
+    sigma = _stride_sigma(choice, c, as_tensor)(0, v)
     return (mean + sigma * z.to(dtype)).to(xt.dtype)
 
 
@@ -279,21 +277,22 @@ def _strided_variance(variance: str | ReverseVariance, v: Tensor | None) -> Reve
     return choice
 
 
-def _stride_sigma(choice: ReverseVariance, c: _StrideCoefficients, as_tensor, i: int, v: Tensor | None) -> Tensor:
-    """sigma_{t,s} of step i: the stride's forward or posterior standard deviation, or, learned, per dimension
-    exp((frac log beta_{t,s} + (1 - frac) log beta_tilde_{t,s}) / 2), frac = (v + 1) / 2 (improved-diffusion's
-    respacing interpolates the respaced schedule's two variances the same way)."""
+def _stride_sigma(choice: ReverseVariance, c: _StrideCoefficients, as_tensor):
+    """sigma_{t,s} of step i as a function (i, v) -> Tensor, its tables cast once: the stride's forward or posterior
+    standard deviation, or, learned, per dimension exp((frac log beta_{t,s} + (1 - frac) log beta_tilde_{t,s}) / 2),
+    frac = (v + 1) / 2 (improved-diffusion's respacing interpolates the respaced schedule's two variances the same
+    way). `as_tensor` casts a float64 array [S] to the working dtype and device."""
     if choice.is_learned:
-        if v is None:
-            raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                             "(ModelConfig.learn_variance)")
-        frac = (v.to(as_tensor(c.stride_beta).dtype) + 1.0) / 2.0
         with np.errstate(divide="ignore"):  # beta_tilde_{t,0} = 0 on the last step, which adds no noise
-            log_hi = as_tensor(np.log(c.stride_beta))[i]
-            log_lo = as_tensor(np.log(c.stride_beta_tilde))[i]
-        return torch.exp(0.5 * (frac * log_hi + (1.0 - frac) * log_lo))  # [B, ...]
-    sigma2 = c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde
-    return as_tensor(np.sqrt(sigma2))[i]
+            log_hi, log_lo = as_tensor(np.log(c.stride_beta)), as_tensor(np.log(c.stride_beta_tilde))  # [S]
+
+        def learned(i: int, v: Tensor | None) -> Tensor:
+            frac = (learned_output(choice, v, log_hi.dtype) + 1.0) / 2.0
+            return torch.exp(0.5 * (frac * log_hi[i] + (1.0 - frac) * log_lo[i]))  # [B, ...]
+
+        return learned
+    sigma = as_tensor(np.sqrt(c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde))  # [S]
+    return lambda i, v: sigma[i]
 
 
 @torch.no_grad()
@@ -435,7 +434,7 @@ def strided_sample(
     c = _ddim_coefficients(diffusion, taus_desc, prevs, 0.0)
     as_tensor = lambda a: torch.tensor(a, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
     coef_x, coef_eps = as_tensor(c.coef_x), as_tensor(c.strided_eps_coef)
-    fixed_sigma = None if choice.is_learned else _stride_sigma(choice, c, as_tensor, slice(None), None)  # [S]
+    stride_sigma = _stride_sigma(choice, c, as_tensor)
     timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
     trajectory: dict[int, Tensor] = {}
     x = standard_normal(shape, generator, cdtype, device).to(dtype)  # [B, ...], x_T
@@ -446,8 +445,7 @@ def strided_sample(
         eps, v = model_output(eps_model, x, timesteps[i])
         new = coef_x[i] * (x.to(cdtype) - coef_eps[i] * eps.to(cdtype))
         if prevs[i] > 0:
-            sigma = fixed_sigma[i] if fixed_sigma is not None else _stride_sigma(choice, c, as_tensor, i, v)
-            new = new + sigma * z.draw()
+            new = new + stride_sigma(i, v) * z.draw()
         x = new.to(dtype)
         if prevs[i] in snaps:
             trajectory[prevs[i]] = x.clone()

@@ -2,8 +2,8 @@
 eps ~ N(0, I), gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 }.
 
 `train(data, out, preset, ...)` runs it with the preset's `TrainingConfig`: the objective of `ddpm.losses`
-("simple" by default), Adam with linear learning-rate warmup (`learning_rate_at`), gradient clipping by global
-norm, and an exponential moving average of the weights (`ema_update`), which is what evaluation and sampling use.
+("simple" by default), Adam with linear learning-rate warmup (`ddpm.update_rules.learning_rate_at`), gradient clipping by global
+norm, and an exponential moving average of the weights (`ddpm.update_rules.ema_update`), which is what evaluation and sampling use.
 
 Run folder `out` (layout in the README): checkpoint.pt (atomic, `ddpm.checkpoint`), train_log.jsonl (one
 JSON object per `log_every` updates, appended and flushed: step, loss = the mean over the `loss_updates` updates
@@ -67,12 +67,13 @@ from ddpm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ddpm.config import Preset, TrainingConfig, count_parameters, get_preset
+from ddpm.config import Preset, count_parameters, get_preset
 from ddpm.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
 from ddpm.diffusion import GaussianDiffusion, standard_normal
 from ddpm.losses import training_loss_at, training_timesteps
 from ddpm.model import build_unet
 from ddpm.schedules import make_betas
+from ddpm.update_rules import ema_decay_at, ema_update, learning_rate_at
 
 Tensor = torch.Tensor
 
@@ -109,41 +110,6 @@ class TrainResult:
     images_per_second: float  # this call: global images / session_seconds
     stop_reason: StopReason
     signal_number: int | None = None  # the signal that interrupted the run
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Pieces of the update (public so that tests can check each against its formula)
-
-
-def learning_rate_at(config: TrainingConfig, update: int) -> float:
-    """Learning rate of update n = 1, 2, ...: learning_rate * min(1, n / warmup_steps) (linear warmup)."""
-    if isinstance(update, bool) or not isinstance(update, int) or update < 1:
-        raise ValueError(f"update must be an int >= 1 (updates count from 1), got {update!r}")
-    if config.warmup_steps == 0:
-        return config.learning_rate
-    return config.learning_rate * min(1.0, update / config.warmup_steps)
-
-
-def ema_decay_at(config: TrainingConfig, step: int) -> float:
-    """The EMA decay d_n of update n >= 1: min(ema_decay, (1 + n) / (10 + n)) with ema_warmup, else ema_decay."""
-    if isinstance(step, bool) or not isinstance(step, int) or step < 1:
-        raise ValueError(f"update numbers start at 1, got {step!r}")
-    return min(config.ema_decay, (1 + step) / (10 + step)) if config.ema_warmup else config.ema_decay
-
-
-@torch.no_grad()
-def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter; buffers are copied.
-
-    One multi-tensor lerp over all parameters (bitwise the per-parameter lerp_ loop, tests/test_speedups.py).
-    """
-    ema_parameters, parameters = list(ema_model.parameters()), list(model.parameters())
-    if len(ema_parameters) != len(parameters):
-        raise ValueError(f"the EMA model has {len(ema_parameters)} parameters, the model {len(parameters)}")
-    if parameters:
-        torch._foreach_lerp_(ema_parameters, [p.detach() for p in parameters], 1.0 - decay)
-    for ema_b, b in zip(ema_model.buffers(), model.buffers(), strict=True):
-        ema_b.copy_(b)
 
 
 def derived_seed(seed: int, purpose: int, rank: int = 0) -> int:
@@ -626,9 +592,6 @@ __all__ = [
     "TrainingError",
     "derived_seed",
     "distributed_from_env",
-    "ema_decay_at",
-    "ema_update",
-    "learning_rate_at",
     "resolve_device",
     "train",
 ]

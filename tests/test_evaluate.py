@@ -32,19 +32,17 @@ from stat_checks import Family
 
 from ddpm import data
 from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+from ddpm.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
 from ddpm.config import EvaluationConfig, Preset, get_preset
 from ddpm.evaluate import (
     METRICS_FILE,
-    UNIFORM_MIX,
     VARIANCES,
     EvaluationError,
     evaluate_checkpoint,
     evaluate_elbo,
     image_grid,
-    importance_proposal,
     keep_previous_metrics,
     phase_generator,
-    predicted_draw_variance,
     random_subset,
     trajectory_strip,
     write_json_atomic,

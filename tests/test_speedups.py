@@ -101,7 +101,7 @@ def test_compile_flag_must_be_a_bool():
 
 
 def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
-    from ddpm.train import ema_update
+    from ddpm.update_rules import ema_update
 
     preset = get_preset("tiny")
     torch.manual_seed(2)
@@ -132,7 +132,7 @@ def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
 
 
 def test_ema_update_rejects_mismatched_models():
-    from ddpm.train import ema_update
+    from ddpm.update_rules import ema_update
 
     preset = get_preset("tiny")
     with pytest.raises(ValueError, match="the EMA model has"):

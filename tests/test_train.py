@@ -29,11 +29,9 @@ from ddpm.train import (
     LOG_NAME,
     StopReason,
     derived_seed,
-    ema_decay_at,
-    ema_update,
-    learning_rate_at,
     train,
 )
+from ddpm.update_rules import ema_decay_at, ema_update, learning_rate_at
 
 REPO = Path(__file__).resolve().parents[1]
 

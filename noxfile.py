@@ -87,6 +87,13 @@ def train_small_options(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation score of the verify suite over the math core (mutmut), reports/mutants (-- --sample N for a sample)."""
+    install_project(session, "test", "mutants")
+    session.run("python", "tests/mutants.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
     install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite

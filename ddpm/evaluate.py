@@ -20,7 +20,8 @@ Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte 
 (its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training seconds from the
 checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
 predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound, elbo_exact_* and
-the samples behind FID all use it), elbo_exact_by_variance and optimal_variance (below), kid_std, kid_subsets,
+the samples behind FID all use it), elbo_exact_by_variance and optimal_variance (below), kid_std (spread over subsets), kid_stderr (the standard
+error of kid_mean, `ddpm.fid.kid_standard_error`), kid_subsets,
 kid_subset_size, fid_reference (the reference set and its cache name), fid_real_vs_real, kid_real_vs_real_mean and
 kid_real_vs_real_std (the floor: N real training images against the same test reference, `ddpm.fid.real_vs_real`,
 cached) with real_vs_real {split, num_images, subset_seed, cached}, timings {train, load, optimal_variance,
@@ -945,6 +946,7 @@ def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
         "fid": result.fid,
         "kid_mean": result.kid_mean,
         "kid_std": result.kid_std,
+        "kid_stderr": result.kid_stderr,
         "fid_real_vs_real": floor.fid,
         "kid_real_vs_real_mean": floor.kid_mean,
         "kid_real_vs_real_std": floor.kid_std,
@@ -964,7 +966,7 @@ def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
     }, seconds
 
 
-FID_SKIPPED = {"fid": None, "kid_mean": None, "kid_std": None, "kid_subsets": None, "kid_subset_size": None,
+FID_SKIPPED = {"fid": None, "kid_mean": None, "kid_std": None, "kid_stderr": None, "kid_subsets": None, "kid_subset_size": None,
                "fid_reference": None, "fid_real_vs_real": None, "kid_real_vs_real_mean": None,
                "kid_real_vs_real_std": None, "real_vs_real": None}
 
@@ -1018,6 +1020,7 @@ def _sample_metrics(inputs: _Inputs, samples: SampleRun, fid_record: Mapping, sk
     """metrics.json entries of the samples and FID beyond the headline."""
     return {
         "kid_std": fid_record["kid_std"],
+        "kid_stderr": fid_record["kid_stderr"],
         "kid_subsets": fid_record["kid_subsets"],
         "kid_subset_size": fid_record["kid_subset_size"],
         "fid_reference": fid_record["fid_reference"],

@@ -379,7 +379,7 @@ def _headline_blocks(m: Mapping) -> list[Block]:
         ("FID", fmt(m["fid"], "fid"), _fid_basis(m)),
         ("FID of real training images (the floor at this N)", fmt(m.get("fid_real_vs_real"), "fid"),
          _floor_basis(m)),
-        ("KID", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}", _fid_basis(m)),
+        ("KID +- standard error", _kid_with_error(m), _fid_basis(m)),
         ("training throughput, images/s", fmt(m["train_images_per_second"], "rate"), f"{m['train_steps']} updates"),
         ("sampling throughput, images/s", fmt(m["sample_images_per_second"], "rate"),
          f"Algorithm 2, T = {m.get('T')}, {m.get('sample_count')} samples"),
@@ -524,9 +524,10 @@ def _fid_blocks(m: Mapping) -> list[Block]:
         reference = m.get("fid_reference") or {}
         b.append(Table(("quantity", "value"), (
             ("FID", fmt(m["fid"], "fid")),
-            ("KID (mean +- std over subsets)", f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_std'), 'kid')}"),
+            ("KID +- standard error", _kid_with_error(m)),
+            ("KID's std over subsets (one subset's spread)", fmt(m.get("kid_std"), "kid")),
             ("FID, N real training images vs the same reference (the floor)", fmt(m.get("fid_real_vs_real"), "fid")),
-            ("KID of those real images", f"{fmt(m.get('kid_real_vs_real_mean'), 'kid')} +- "
+            ("KID of those real images +- std over subsets", f"{fmt(m.get('kid_real_vs_real_mean'), 'kid')} +- "
                                          f"{fmt(m.get('kid_real_vs_real_std'), 'kid')}"),
             ("KID subsets", f"{m.get('kid_subsets')} subsets of {m.get('kid_subset_size')} images a side"),
             ("generated samples N", str(m["fid_num_samples"])),
@@ -628,6 +629,13 @@ def _floor_basis(metrics: Mapping) -> str:
         return "not computed for this run"
     return (f"{floor.get('num_images')} training images (subset seed {floor.get('subset_seed')}) vs the same test "
             "images: no model can score below it at this N")
+
+
+def _kid_with_error(m: Mapping) -> str:
+    """KID's mean +- its standard error; metrics written before kid_stderr existed show the std over subsets."""
+    if m.get("kid_stderr") is None and m.get("kid_std") is not None:
+        return f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m['kid_std'], 'kid')} (std over subsets)"
+    return f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_stderr'), 'kid')}"
 
 
 def _fid_basis(metrics: Mapping) -> str:

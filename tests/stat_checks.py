@@ -98,6 +98,26 @@ class Family:
         p = _two_sided_from_cdf(stats.chi2.cdf(q, dof), stats.chi2.sf(q, dof))
         return self.add(label, p, f"variance {sum_squares / dof:.6g}, expected {expected_variance:.6g}, dof {dof}")
 
+    def spread_test(self, label: str, estimates: np.ndarray, stderrs: np.ndarray):
+        """Do reported standard errors match the spread of their estimates over R independent repeats?
+
+        H0: Var(estimate) = E[stderr^2]. Per repeat, d_i = R / (R - 1) (e_i - mean e)^2 - stderr_i^2, whose mean is
+        exactly s^2 - mean(stderr^2); the test is a one-sample t-test of mean d = 0 (CLT over the repeats: valid
+        for any law of the estimates with finite fourth moment, and for stderrs correlated with their estimates,
+        unlike the chi-square test of a variance, which assumes Gaussian estimates). Two-sided: an error bar
+        too small and one too large are both wrong.
+        """
+        e = np.asarray(estimates, dtype=np.float64).reshape(-1)
+        se = np.asarray(stderrs, dtype=np.float64).reshape(-1)
+        if e.shape != se.shape or e.shape[0] < 10 or not np.isfinite(e).all() or not np.isfinite(se).all():
+            raise AssertionError(f"{self.name}: {label}: needs >= 10 finite (estimate, stderr) pairs")
+        r = e.shape[0]
+        d = r / (r - 1) * (e - e.mean()) ** 2 - se**2
+        t = d.mean() / (d.std(ddof=1) / math.sqrt(r))
+        p = 2.0 * stats.t.sf(abs(t), r - 1)
+        ratio = math.sqrt(e.var(ddof=1) / np.mean(se**2))
+        return self.add(label, p, f"spread / reported stderr {ratio:.3f} over {r} repeats, t {t:.2f}")
+
     def ks(self, label: str, sample: np.ndarray, cdf: Callable | str, args: tuple = ()):
         """One-sample Kolmogorov-Smirnov test against a fully specified continuous CDF."""
         result = stats.kstest(np.asarray(sample).reshape(-1), cdf, args=args)

@@ -20,6 +20,7 @@ from numpy.testing import assert_allclose
 from optimal_denoisers import GRID, alpha_bars
 from scipy import stats
 from stat_checks import Family
+from tiny_models import TinyEps
 
 from ddpm.diffusion import GaussianDiffusion
 from ddpm.likelihood import discretized_gaussian_log_likelihood, elbo_monte_carlo, elbo_terms, normal_kl
@@ -223,23 +224,6 @@ ELBO_REFERENCE_REPEATS = 64  # exact-in-t sums (elbo_terms) per image
 ELBO_DRAWS = 20_000  # (t, x_t) draws per image and estimator
 STDERR_CALLS = 48
 STDERR_DRAWS = 200
-
-
-class TinyEps(torch.nn.Module):
-    """A fixed small eps_theta(x_t, t): W2 tanh(W1 x + e_t) on the flattened pixels, weights from a generator."""
-
-    def __init__(self, T: int, dim: int, generator: torch.Generator, width: int = 16) -> None:
-        super().__init__()
-        self.inner = torch.nn.Linear(dim, width)
-        self.outer = torch.nn.Linear(width, dim)
-        self.embedding = torch.nn.Parameter(torch.empty(T + 1, width))
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(0.5 * torch.randn(p.shape, generator=generator))
-
-    def forward(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.inner(xt.flatten(1)) + self.embedding[t])  # [B, width]
-        return self.outer(h).reshape(xt.shape)  # [B, C, H, W]
 
 
 @pytest.mark.statistical(alpha=ALPHA_ELBO)

@@ -47,3 +47,13 @@ DISTRIBUTED_WEIGHTS = Tolerance(rtol=1e-4, atol=1e-5)
 # (ours: ~2e-6); ~1e-5 relative on the diverging samples of an untrained model. Bugs move samples far more: a t vs
 # t - 1 slip or a wrong variance changes sigma_t z by ~1e-2 per step.
 DIFFUSERS_FLOAT32_SCHEDULE = Tolerance(rtol=1e-3, atol=1e-3)
+
+
+def float32_chain_atol(steps: int, scale: float, ulps_per_step: float = 8.0) -> float:
+    """Absolute tolerance between two float32 runs of a *contracting* chain of `steps` steps whose values are at most
+    `scale`: each step (a handful of multiply-adds) rounds at most `ulps_per_step` units of float32's last place
+    (2^-23 relative) differently on two devices or orders, and a contracting chain does not amplify what earlier
+    steps left, so the difference stays below steps * ulps_per_step * 2^-23 * scale. (An expanding chain, such as
+    Algorithm 2 with a wrong eps_theta whose samples diverge, amplifies rounding without bound: compare those in
+    float64.)"""
+    return steps * ulps_per_step * 2.0**-23 * scale

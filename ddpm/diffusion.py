@@ -98,7 +98,7 @@ def _variance_tables(choice: ReverseVariance, s2: np.ndarray, d: np.ndarray, bet
                      alphas_t: np.ndarray, one_minus_alpha_bar_t: np.ndarray) -> dict[str, np.ndarray]:
     """The float64 tables [T + 1] every consumer of the reverse variance `choice` reads (the one place they are made).
 
-    s2 = sigma_t^2 and d = log(beta_tilde_t / sigma_t^2), both indexed by t. Returns sigma2_, log_sigma2_, sigma_,
+    s2 = sigma_t^2 and d = log(beta_tilde_t / sigma_t^2), both indexed by t. Returns sigma2_, sigma_,
     loss_weight_ (lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)), Ho et al. eq. 12) and
     kl_variance_term_ (C_t per dimension = KL between the variances alone, 0.5 (r - 1 - log r) with r = beta_tilde_t /
     sigma_t^2, as 0.5 (expm1(d) - d); NaN at t = 0, 1: t = 1 is the decoder's term), each suffixed by the name.
@@ -108,7 +108,6 @@ def _variance_tables(choice: ReverseVariance, s2: np.ndarray, d: np.ndarray, bet
     kl_const[:2] = np.nan
     return {
         f"sigma2_{name}": s2,
-        f"log_sigma2_{name}": np.log(s2),
         f"sigma_{name}": np.sqrt(s2),
         f"loss_weight_{name}": betas_t**2 / (2.0 * s2 * alphas_t * one_minus_alpha_bar_t),
         f"kl_variance_term_{name}": kl_const,
@@ -356,19 +355,14 @@ class GaussianDiffusion:
         log_beta_tilde = self._at(self.learned_log_beta_tildes, t, v, dtype)
         return frac * log_beta + (1.0 - frac) * log_beta_tilde  # [n, ...]
 
-    def _reverse_log_variance(self, choice: ReverseVariance, t: Tensor, x: Tensor, dtype: torch.dtype,
-                              v: Tensor | None) -> Tensor:
-        """log sigma_t^2 of `choice`: [n, 1, ...] from its table, or [n, ...] from v for the learned variance.
-
-        The one place the bound, the losses and the samplers turn a reverse-variance choice into numbers. ValueError
-        when the learned variance is asked for without the network's v.
+    def _reverse_log_variance(self, t: Tensor, dtype: torch.dtype, v: Tensor | None) -> Tensor:
+        """log Sigma_theta [n, ...] of the learned variance, from the network's v: what the bound, the losses and the
+        samplers use for "learned" (the fixed choices read their tables, `_variance_table`). ValueError without v.
         """
-        if choice.is_learned:
-            if v is None:
-                raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                                 "(ModelConfig.learn_variance = True: 2C output channels)")
-            return self._learned_log_variance(v, t, dtype)
-        return self._at(self._variance_table("log_sigma2", choice), t, x, dtype)
+        if v is None:
+            raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                             "(ModelConfig.learn_variance = True: 2C output channels)")
+        return self._learned_log_variance(v, t, dtype)
 
     def _sigma2_table(self, variance: ReverseVariance) -> Tensor:
         return self._variance_table("sigma2", variance)
@@ -383,7 +377,7 @@ class GaussianDiffusion:
         dtype = compute_dtype(xt.dtype)
         mean = self._p_mean(eps, xt, t, clip_x0)
         if variance.is_learned:
-            sigma = torch.exp(0.5 * self._reverse_log_variance(variance, t, xt, dtype, v))  # [B, ...]
+            sigma = torch.exp(0.5 * self._reverse_log_variance(t, dtype, v))  # [B, ...]
         else:
             sigma = self._at(self._sigma_table(variance), t, xt, dtype)
         last = (t == 1).reshape((t.shape[0],) + (1,) * (xt.ndim - 1))  # [B, 1, ...]
@@ -456,7 +450,7 @@ class GaussianDiffusion:
         dtype = compute_dtype(xt.dtype)
         mean = self._p_mean(eps, xt, t, bool(clip_x0))
         if choice.is_learned:
-            var = torch.exp(self._reverse_log_variance(choice, t, xt, dtype, v))  # [B, ...]
+            var = torch.exp(self._reverse_log_variance(t, dtype, v))  # [B, ...]
         else:
             var = self._at(self._sigma2_table(choice), t, xt, dtype)  # [B, 1, ...]
         return mean.to(xt.dtype), var.to(xt.dtype)

@@ -136,7 +136,7 @@ def kl_terms(
     at = GaussianDiffusion._at
     eps_mean = eps if eps_mean is None else eps_mean
     if choice.is_learned:
-        log_sigma2 = diffusion._reverse_log_variance(choice, t, x0, dtype, v)  # [n, ...]
+        log_sigma2 = diffusion._reverse_log_variance(t, dtype, v)  # [n, ...]
         d = at(diffusion.learned_log_beta_tildes, t, x0, dtype) - log_sigma2  # finite at t = 1 (placeholder rows)
         if clip_x0:
             x0_hat = diffusion._predict_x0_from_eps(xt, t, eps_mean).clamp(-1.0, 1.0)
@@ -176,7 +176,7 @@ def decoder_terms(
     dtype = eps.dtype
     mean = diffusion._p_mean(eps, xt, t, clip_x0)  # [n, ...]
     if choice.is_learned:
-        std = torch.exp(0.5 * diffusion._reverse_log_variance(choice, t, xt, torch.float64, v))  # [n, ...]
+        std = torch.exp(0.5 * diffusion._reverse_log_variance(t, torch.float64, v))  # [n, ...]
     else:
         std = GaussianDiffusion._at(diffusion._sigma_table(choice), t, xt, torch.float64)  # [n, 1, ...]
     return -per_image_sum(discretized_log_prob(k, mean, std)).to(dtype)

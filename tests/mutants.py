@@ -18,9 +18,11 @@ Phases:
 3. Every mutant that survived phase 2 (or that no fast test reached) is run again against the `slow` tests, which
    phase 1 deselected (end-to-end training, compile, FID, CLI): MUTANT_UNDER_TEST=name pytest -m slow -x.
 4. The report: the score (killed / (mutants run - equivalent)), per file, and for every survivor its diff and
-   either the test that now kills it or the argument that it is equivalent, both read from
-   tests/mutants_notes.toml ([equivalent] name = "argument"; [killed_by] name = "test id"). A survivor without an
-   entry is listed as open.
+   either the test that now kills it or the argument that it is equivalent, read from tests/mutants_notes.toml:
+   [equivalent] name = "argument" (no input tells it from the original), [cuda_only] name = "argument" (identical
+   on the CPU, e.g. a dropped device= argument: only `nox -s gpu` can kill it), [killed_by] name = "test id" (a test
+   written after the run; the next run confirms it). Equivalent and CUDA-only mutants are left out of the score and
+   counted. A survivor without an entry is listed as open.
 
 Exit status: 0 (the report is the result; a survivor is a finding, not a crash); 2 on bad arguments.
 """
@@ -45,6 +47,7 @@ MUTANTS_DIR = REPO / "mutants"
 NOTES = REPO / "tests" / "mutants_notes.toml"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 NO_MATCH = "zzz-no-mutant-has-this-name"  # phase 1 only: mutmut generates and maps, then finds nothing to run
+OUTCOMES = ("killed", "killed (slow test)", "equivalent", "cuda only", "survived", "not run")
 KILLED = {"killed", "caught by type check", "timeout", "segfault"}  # a timeout or crash is a detected bug too
 
 
@@ -130,10 +133,8 @@ def _file_of(name: str) -> str:
 
 
 def load_notes() -> dict[str, dict[str, str]]:
-    if not NOTES.exists():
-        return {"equivalent": {}, "killed_by": {}}
-    notes = tomllib.loads(NOTES.read_text())
-    return {"equivalent": dict(notes.get("equivalent", {})), "killed_by": dict(notes.get("killed_by", {}))}
+    notes = tomllib.loads(NOTES.read_text()) if NOTES.exists() else {}
+    return {key: dict(notes.get(key, {})) for key in ("equivalent", "cuda_only", "killed_by")}
 
 
 def build_record(run_names: list[str], total: int, status: dict[str, str], slow: dict[str, str | None],
@@ -148,6 +149,8 @@ def build_record(run_names: list[str], total: int, status: dict[str, str], slow:
             outcome[name] = "killed (slow test)"
         elif name in notes["equivalent"]:
             outcome[name] = "equivalent"
+        elif name in notes["cuda_only"]:
+            outcome[name] = "cuda only"
         elif s == "not checked":
             outcome[name] = "not run"
         else:
@@ -157,11 +160,11 @@ def build_record(run_names: list[str], total: int, status: dict[str, str], slow:
     scored = killed + counts["survived"]
     low, high = wilson(killed, scored)
     survivors = []
-    for name in sorted(n for n, o in outcome.items() if o in ("survived", "equivalent")):
+    for name in sorted(n for n, o in outcome.items() if o in ("survived", "equivalent", "cuda only")):
         survivors.append({
             "name": name, "file": _file_of(name), "mutmut_status": status.get(name), "outcome": outcome[name],
             "diff": _mutmut("show", name, check=False).split("\n", 1)[-1].strip(),
-            "equivalent_because": notes["equivalent"].get(name),
+            "equivalent_because": notes["equivalent"].get(name) or notes["cuda_only"].get(name),
             "now_killed_by": notes["killed_by"].get(name),
         })
     per_file: dict[str, Counter] = {}
@@ -201,22 +204,22 @@ def write_report(record: dict, out: Path) -> None:
         "",
         "Outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(r["counts"].items())) + ". "
         "Killed: a fast test failed, crashed or timed out (mutmut); killed (slow test): it survived the fast tests "
-        "and a `slow` test failed; equivalent: no input can tell it from the original (argument below).",
+        "and a `slow` test failed; equivalent: no input can tell it from the original (argument below); cuda only: "
+        "identical on the CPU (argument below), for `nox -s gpu` to kill. Equivalent and CUDA-only mutants are not "
+        "in the score.",
         "",
         "Seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items()) + ".",
         "",
-        "| file | " + " | ".join(["killed", "killed (slow test)", "equivalent", "survived", "not run"]) + " |",
-        "|---|---|---|---|---|---|",
+        "| file | " + " | ".join(OUTCOMES) + " |",
+        "|---" * (len(OUTCOMES) + 1) + "|",
     ]
     for f, c in r["per_file"].items():
-        lines.append(f"| {f} | " + " | ".join(str(c.get(k, 0)) for k in
-                                                ["killed", "killed (slow test)", "equivalent", "survived", "not run"])
-                     + " |")
+        lines.append(f"| {f} | " + " | ".join(str(c.get(k, 0)) for k in OUTCOMES) + " |")
     lines += ["", "## Survivors", ""]
     if not r["survivors"]:
         lines.append("None.")
     for s in r["survivors"]:
-        verdict = (f"equivalent: {s['equivalent_because']}" if s["outcome"] == "equivalent" else
+        verdict = (f"{s['outcome']}: {s['equivalent_because']}" if s["outcome"] in ("equivalent", "cuda only") else
                    f"open (killed since by `{s['now_killed_by']}`, rerun to confirm)" if s["now_killed_by"] else
                    "open: no test kills it yet")
         lines += [f"### `{s['name']}` ({s['file']})", "", verdict, "", "```diff", s["diff"], "```", ""]

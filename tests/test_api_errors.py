@@ -105,6 +105,8 @@ def test_x_wrong_type_dtype_shape(diffusion, x):
         diffusion.p_mean_variance(x[:, :, :1], x, t, "beta")
     with pytest.raises(ValueError, match=r"noise must have the shape of xt"):
         diffusion.p_sample(x, x, t, x[:1], "beta")
+    with pytest.raises(ValueError, match=r"^eps must have the shape of xt"):
+        diffusion.predict_x0_from_eps(x, t, x[:1])
 
 
 @pytest.mark.parametrize("variance", ["large", "small", "fixedlarge", "", None, 1])

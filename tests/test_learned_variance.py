@@ -9,6 +9,8 @@ L_vlb. End to end: a tiny learned-variance run trains, is evaluated under every 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import strategies
@@ -116,14 +118,17 @@ def test_v_plus_and_minus_one_are_the_fixed_variances(betas, u, seed):
     xt = d._q_sample(x0, t, noise)
     ones = torch.ones_like(x0)
     if t_value >= 2:
-        for v, fixed in ((ones, ReverseVariance.BETA), (-ones, ReverseVariance.BETA_TILDE)):
-            got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v).numpy()
-            want = kl_terms(d, fixed, x0, xt, t, noise, eps_theta, False).numpy()
-            assert_allclose(got, want, rtol=1e-9, atol=1e-10, err_msg=f"v = {float(v.flatten()[0])} vs {fixed.value}")
+        for (v, fixed), clip in itertools.product(((ones, ReverseVariance.BETA), (-ones, ReverseVariance.BETA_TILDE)),
+                                                  (False, True)):
+            got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, clip, v).numpy()
+            want = kl_terms(d, fixed, x0, xt, t, noise, eps_theta, clip).numpy()
+            assert_allclose(got, want, rtol=1e-9, atol=1e-10,
+                            err_msg=f"v = {float(v.flatten()[0])} vs {fixed.value}, clip_x0 = {clip}")
     else:
-        got = decoder_terms(d, LEARNED, pixel_index(x0), xt, t, eps_theta, False, ones).numpy()
-        want = decoder_terms(d, ReverseVariance.BETA, pixel_index(x0), xt, t, eps_theta, False).numpy()
-        assert_allclose(got, want, **FLOAT64.kwargs(), err_msg="decoder, v = 1 vs beta_1")
+        for clip in (False, True):
+            got = decoder_terms(d, LEARNED, pixel_index(x0), xt, t, eps_theta, clip, ones).numpy()
+            want = decoder_terms(d, ReverseVariance.BETA, pixel_index(x0), xt, t, eps_theta, clip).numpy()
+            assert_allclose(got, want, **FLOAT64.kwargs(), err_msg=f"decoder, v = 1 vs beta_1, clip_x0 = {clip}")
         # v = -1 at t = 1: improved-diffusion's beta_tilde_2 (beta_tilde_1 = 0), from the betas here.
         one_minus = -np.expm1(np.cumsum(np.log1p(-betas)))  # 1 - alpha_bar_t, t = 1..T
         beta_tilde_2 = one_minus[0] / one_minus[1] * betas[1] if T >= 2 else np.nan

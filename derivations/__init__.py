@@ -14,6 +14,7 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     i  strided                the strided chain q(x_s | x_t, x_0), s < t, its reverse step, and DDIM
     j  optimal_variance       the KL-optimal reverse variance for any data (Analytic-DPM) and its bounds
     k  learned_variance       the learned-range variance, its bound term, and the hybrid objective's stop-gradient
+    l  sampling_noise         why Algorithm 2 adds sigma_t z (the variance recursion), and why z = 0 at t = 1
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ MODULES = (
     "strided",
     "optimal_variance",
     "learned_variance",
+    "sampling_noise",
 )
 
 

@@ -17,7 +17,7 @@ import functools
 
 import sympy as sp
 
-from derivations import forward_marginal, posterior
+from derivations import forward_marginal, gaussian_kl, posterior
 from derivations._core import Check, Derivation, Step
 from derivations._labels import named_step
 from derivations._numeric import float64_function
@@ -67,8 +67,13 @@ SIGMA2_LARGE = sp.factor(SIGMA2_OPTIMAL_GAUSSIAN.subs(DATA_VARIANCE, 1))
 SIGMA2_SMALL = sp.factor(sp.limit(SIGMA2_OPTIMAL_GAUSSIAN, DATA_VARIANCE, 0))
 D_SIGMA2_D_DATA_VARIANCE = sp.factor(sp.diff(SIGMA2_OPTIMAL_GAUSSIAN, DATA_VARIANCE))
 
-# KL lemma: the reverse-step variance minimising KL(N(m, v) || N(m, sigma^2)).
-KL_SAME_MEAN = (sp.log(sigma2 / v) + v / sigma2 - 1) / 2
+# KL lemma: the reverse-step variance minimising KL(N(m, v) || N(m, sigma^2)), from derivation (c)'s Gaussian KL at
+# equal means (not typed in: KL_SAME_MEAN_PAPER is the form it is checked against).
+_m = sp.Symbol("m", real=True)
+KL_SAME_MEAN = gaussian_kl.NORMAL_KL.subs(
+    {gaussian_kl.MEAN_1: _m, gaussian_kl.MEAN_2: _m, gaussian_kl.VAR_1: v, gaussian_kl.VAR_2: sigma2}
+)
+KL_SAME_MEAN_PAPER = (sp.log(sigma2 / v) + v / sigma2 - 1) / 2
 (KL_MINIMISER,) = sp.solve(sp.Eq(sp.diff(KL_SAME_MEAN, sigma2), 0), sigma2)
 KL_SECOND_DERIVATIVE_AT_MINIMISER = sp.diff(KL_SAME_MEAN, sigma2, 2).subs(sigma2, KL_MINIMISER)
 
@@ -80,10 +85,9 @@ def derivation() -> Derivation:
     steps = (
         Step(
             "Which sigma_t^2 is best: for a fixed mean m, KL(N(m, v) || N(m, sigma^2)) as a function of "
-            "sigma^2 (from the Gaussian KL of derivation (c)).",
-            sp.Symbol("KL"),
+            "sigma^2: the Gaussian KL of derivation (c) at equal means (derived there from its integral).",
             KL_SAME_MEAN,
-            Check.DEFINITION,
+            KL_SAME_MEAN_PAPER,
             lhs_latex=r"\mathrm{KL}\left(\mathcal{N}(m, v) \,\|\, \mathcal{N}(m, \sigma_t^2)\right)",
         ),
         named_step(

@@ -48,11 +48,30 @@ class Step:
     # Optional hand-written LaTeX for the left side where SymPy's rendering would hide the meaning
     # (e.g. "q(x_t \mid x_0)"); the right side is always SymPy's own rendering.
     lhs_latex: str | None = None
+    # Symbols renamed in the report only (the check uses the expressions as they are): a t = 1 statement written
+    # in the generic step's symbols shows beta_1, sigma_1^2, ... instead of beta_t, sigma_t^2.
+    display: tuple[tuple[sp.Symbol, sp.Symbol], ...] = field(default=())
+
+    def _shown(self, expr: sp.Basic) -> sp.Basic:
+        return expr.subs(dict(self.display), simultaneous=True) if self.display else expr
 
     def latex(self) -> str:
         """The equation as LaTeX."""
-        left = self.lhs_latex if self.lhs_latex is not None else sp.latex(self.lhs)
-        return f"{left} = {sp.latex(self.rhs)}"
+        left = self.lhs_latex if self.lhs_latex is not None else sp.latex(self._shown(self.lhs))
+        return f"{left} = {sp.latex(self._shown(self.rhs))}"
+
+    def folded_lhs_latex(self) -> str | None:
+        """The derived left side a short name stands for in the report, when the name alone is shown.
+
+        `named_step` drops a derived expression longer than `_labels.MAX_DERIVED_LATEX` characters from the
+        equation line; the report then shows it folded under the step, so nothing the check used is hidden.
+        """
+        if self.lhs_latex is None or isinstance(self.lhs, sp.Symbol):
+            return None
+        derived = sp.latex(self._shown(self.lhs))
+        if derived in self.lhs_latex or derived == sp.latex(self._shown(self.rhs)):
+            return None
+        return derived
 
     def residual(self) -> sp.Basic:
         """`lhs - rhs`, the expression that must vanish."""

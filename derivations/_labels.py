@@ -30,6 +30,11 @@ def named_step(
     rhs: sp.Expr,
     check: Check = Check.SIMPLIFY,
     domains: tuple = (),
+    display: tuple = (),
 ) -> Step:
-    """A Step whose left side is the derived expression `lhs`, shown in the report under `name`."""
-    return Step(description, lhs, rhs, check, domains=domains, lhs_latex=label(name, lhs, rhs))
+    """A Step whose left side is the derived expression `lhs`, shown in the report under `name` (with the symbols
+    renamed by `display`, e.g. beta_t -> beta_1 for a statement at t = 1; the check uses them as they are)."""
+    shown = dict(display)
+    return Step(description, lhs, rhs, check, domains=domains, display=display,
+                lhs_latex=label(name, sp.sympify(lhs).subs(shown, simultaneous=True),
+                                    sp.sympify(rhs).subs(shown, simultaneous=True)))

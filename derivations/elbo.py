@@ -49,7 +49,7 @@ from derivations import forward_marginal, maximum_likelihood, posterior
 from derivations._core import Check, Derivation, Step
 from derivations._numeric import DIGITS, alpha_bar_from_betas
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2, normal_expectation
-from derivations.symbols import alpha_bar, alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0, x_t
+from derivations.symbols import AT_T1, alpha_bar, alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0, x_t
 
 REVERSE_SCALE = sp.Symbol("c_t", real=True)
 REVERSE_SHIFT = sp.Symbol("d_t", real=True)
@@ -385,6 +385,7 @@ def derivation() -> Derivation:
             decoder_generic,
             DECODER_TERM,
             lhs_latex=r"L_0",
+            display=AT_T1 + ((REVERSE_SCALE, sp.Symbol("c_1", real=True)), (REVERSE_SHIFT, sp.Symbol("d_1", real=True))),
         ),
         Step(
             "The gap of the bound is the KL from q(x_{1:2}|x_0) to the model's posterior: log p_theta(x_0) - ELBO "

@@ -43,6 +43,7 @@ from derivations._core import Check, Derivation, Step
 from derivations._numeric import float64_function
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.symbols import (
+    AT_T1,
     alpha_bar_prev,
     alpha_bar_t,
     alpha_t,
@@ -190,6 +191,7 @@ def derivation() -> Derivation:
             decoder,
             LOSS_WEIGHT.subs(t1) * _SQUARE + sp.log(2 * sp.pi * sigma2) / 2,
             lhs_latex=r"-\log \mathcal{N}\left(x_0; \mu_\theta(x_1, 1), \sigma_1^2\right)",
+            display=AT_T1,
         ),
     )
     results = (

@@ -132,7 +132,6 @@ def derivation() -> Derivation:
     hessian = sp.hessian(expected_ll_derived, (mu, v)).subs(population_opt)
 
     log_posterior = normal_log_density(Z, VAE_POSTERIOR_MEAN, VAE_POSTERIOR_VAR)
-    log_q_latex = r"\log q(z|x)"
     steps = (
         Step(
             "Maximum likelihood on n = 3 samples: solving d/dmu = d/dv = 0 for sum_i log N(x^i; mu, v) (SymPy's "

@@ -36,10 +36,11 @@ from derivations._core import Check, Derivation, Step
 from derivations._labels import named_step
 from derivations._numeric import float64_function
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
-from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_0, x_t
+from derivations.symbols import AT_T1, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_0, x_t
 
 # Gamma_t = E ||eps_theta(x_t, t)||^2 / d, the mean squared output of the noise predictor.
 GAMMA = sp.Symbol(r"\Gamma_t", positive=True)
+_AT_T1 = AT_T1 + ((GAMMA, sp.Symbol(r"\Gamma_1", positive=True)),)  # report names at t = 1
 # M_t = E (mu_tilde_t - mu_theta)^2 per dimension, the mean squared difference of the two means.
 M = sp.Symbol("M_t", nonnegative=True)
 # beta_tilde_t as a symbol for the KL lemma; derivation (b)'s expression is substituted once the minimiser
@@ -412,6 +413,7 @@ def _reduction_steps() -> tuple[Step, ...]:
             r"\sigma_1^{*2}",
             SIGMA2_OPTIMAL.subs(alpha_bar_prev, 1),
             beta_t * (1 - GAMMA) / (1 - beta_t),
+            display=_AT_T1,
         ),
         named_step(
             "... which is V_1 = E Var(x_0 | x_1): the step to x_0 needs exactly the data's posterior spread.",
@@ -425,6 +427,7 @@ def _reduction_steps() -> tuple[Step, ...]:
             r"\Gamma_1^{\mathrm{lower}}",
             GAMMA_LOWER.subs(alpha_bar_prev, 1),
             (2 * beta_t - 1) / beta_t,
+            display=_AT_T1,
         ),
     )
 

@@ -44,10 +44,22 @@ def render_derivation(derivation: Derivation) -> str:
     ]
     for number, step in enumerate(derivation.steps, start=1):
         lines += [f"{number}. {step.description} *({step.check.value})*", "", "$$", step.latex(), "$$", ""]
+        lines += _folded(step)
     lines += ["**Results** (exported to the implementation tests):", ""]
     for step in derivation.results:
         lines += [f"- {step.description} *({step.check.value})*", "", "$$", step.latex(), "$$", ""]
+        lines += _folded(step)
     return "\n".join(lines)
+
+
+def _folded(step) -> list[str]:
+    """The derived left side behind a short name, in a collapsed block (empty when the equation shows it)."""
+    derived = step.folded_lhs_latex()
+    if derived is None:
+        return []
+    name = step.lhs_latex
+    return ["<details><summary>" + f"the derived expression behind ${name}$ ({len(derived)} characters of LaTeX)"
+            + "</summary>", "", "$$", derived, "$$", "", "</details>", ""]
 
 
 def render() -> str:

@@ -31,7 +31,7 @@ from derivations import eps_parameterisation, posterior, reverse_variance
 from derivations._core import Check, Derivation, Step
 from derivations._labels import named_step
 from derivations._numeric import float64_function
-from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_t
+from derivations.symbols import AT_T1, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_t
 
 S2 = reverse_variance.DATA_VARIANCE  # s^2
 z_0 = sp.Symbol("z_0", real=True)  # x_0 = s z_0
@@ -195,6 +195,7 @@ def derivation() -> Derivation:
             r"1 - \operatorname{Var}(x_0) / s^2 \big|_{z = 0 \text{ at } t = 1}",
             LAST_STEP_LOST,
             beta_t / ((1 - beta_t) * S2 + beta_t),
+            display=AT_T1,
         ),
     )
     return Derivation(

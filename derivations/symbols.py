@@ -32,6 +32,11 @@ eps_theta = sp.Symbol(r"\epsilon_\theta", real=True)
 # Reverse-process variance sigma_t^2 (a free positive symbol; section 3.2 fixes it).
 sigma2 = sp.Symbol(r"\sigma_t^2", positive=True)
 
+# Names for the report only (`Step.display`): a statement at t = 1 made with the generic symbols above shows these.
+beta_1 = sp.Symbol(r"\beta_1", positive=True)
+sigma2_1 = sp.Symbol(r"\sigma_1^2", positive=True)
+AT_T1 = ((beta_t, beta_1), (sigma2, sigma2_1))
+
 
 def normal_density(x: sp.Expr, mean: sp.Expr, variance: sp.Expr) -> sp.Expr:
     """N(x; mean, variance), the scalar Gaussian density."""

@@ -1,6 +1,6 @@
 """`nox -s mutants`: how many plausible bugs in the math core the verify suite catches (mutmut 3), in reports/mutants.
 
-Usage: python tests/mutants.py [--sample N] [--seed S] [--max-children K] [--out DIR] [--report-only]
+Usage: python tests/mutants.py [--sample N] [--seed S] [--max-children K] [--out DIR] [--skip-run | --report-only]
 
 Why mutmut (not cosmic-ray): mutmut 3 records, in one run of the suite, which tests reach each function, and runs
 only those tests on that function's mutants, each in a process forked from a server that has already imported
@@ -16,7 +16,9 @@ Phases:
 2. Mutants are run: all of them, or with --sample N a uniform random sample of N (seeded), the score then being
    an estimate with a 95% Wilson interval. mutmut stops a mutant's tests at the first failure (a kill).
 3. Every mutant that survived phase 2 (or that no fast test reached) is run again against the `slow` tests, which
-   phase 1 deselected (end-to-end training, compile, FID, CLI): MUTANT_UNDER_TEST=name pytest -m slow -x.
+   phase 1 deselected (end-to-end training, compile, FID, CLI): MUTANT_UNDER_TEST=name pytest -m slow -x; those the
+   notes (below) already call equivalent or CUDA-only are not (no CPU test can kill them).
+   --skip-run starts here from the last run's mutants/ (the same --sample and --seed pick the same mutants).
 4. The report: the score (killed / (mutants run - equivalent)), per file, and for every survivor its diff and
    either the test that now kills it or the argument that it is equivalent, read from tests/mutants_notes.toml:
    [equivalent] name = "argument" (no input tells it from the original), [cuda_only] name = "argument" (identical
@@ -232,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
     parser.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 1)), help="mutmut workers")
     parser.add_argument("--out", default="reports/mutants", help="report folder")
+    parser.add_argument("--skip-run", action="store_true", help="phases 3 and 4 only, on the last run's mutants/")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last run's state")
     args = parser.parse_args(argv)
     if args.sample < 0 or args.max_children < 1:
         parser.error("--sample must be >= 0 and --max-children >= 1")
+    if args.skip_run and args.report_only:
+        parser.error("--skip-run and --report-only exclude each other")
     seconds: dict[str, float] = {}
     state_file = MUTANTS_DIR / "ddpm-mutants-run.json"
     if args.report_only:
@@ -245,16 +250,30 @@ def main(argv: list[str] | None = None) -> int:
         run_names, slow, seconds = state["run_names"], state["slow"], state["seconds"]
         args.sample, args.seed, args.max_children = state["sample"], state["seed"], state["max_children"]
     else:
-        seconds["generate_and_map"] = generate_and_map()
+        if args.skip_run:
+            state = json.loads(state_file.read_text()) if state_file.exists() else {}
+            seconds = {k: v for k, v in state.get("seconds", {}).items() if k != "slow_tests"}
+            if "mutants" not in seconds:  # a run stopped after phase 2: its length from mutmut's file times
+                stats = (MUTANTS_DIR / "mutmut-stats.json").stat().st_mtime
+                seconds["mutants"] = max(m.stat().st_mtime for m in MUTANTS_DIR.rglob("*.py.meta")) - stats
+        else:
+            seconds["generate_and_map"] = generate_and_map()
         names = all_mutant_names()
         run_names = sorted(random.Random(args.seed).sample(names, args.sample)) if 0 < args.sample < len(names) \
             else names
-        print(f"mutants: {len(names)} generated; running {len(run_names)} with {args.max_children} worker(s)",
-              flush=True)
-        seconds["mutants"] = run_mutants(run_names, args.max_children)
+        if not args.skip_run:
+            print(f"mutants: {len(names)} generated; running {len(run_names)} with {args.max_children} worker(s)",
+                  flush=True)
+            seconds["mutants"] = run_mutants(run_names, args.max_children)
+            state_file.write_text(json.dumps({"run_names": run_names, "slow": {}, "seconds": seconds,
+                                              "sample": args.sample, "seed": args.seed,
+                                              "max_children": args.max_children}))
         status = statuses()
-        candidates = [n for n in run_names if status.get(n) in ("survived", "no tests")]
-        print(f"mutants: {len(candidates)} survived the fast tests; running the slow tests on each", flush=True)
+        notes = load_notes()
+        candidates = [n for n in run_names if status.get(n) in ("survived", "no tests")
+                      and n not in notes["equivalent"] and n not in notes["cuda_only"]]
+        print(f"mutants: {len(candidates)} survived the fast tests (less those the notes explain); running the slow "
+              "tests on each", flush=True)
         slow, seconds["slow_tests"] = slow_test_phase(candidates)
         state_file.write_text(json.dumps({"run_names": run_names, "slow": slow, "seconds": seconds,
                                           "sample": args.sample, "seed": args.seed,

@@ -38,7 +38,7 @@ def test_derivations_never_import_torch():
 def test_no_derived_expression_is_hidden_behind_its_name():
     """Where an equation shows only a name for its derived left side (too long to print inline, or a named
     quantity), the derived expression is folded under the step (issue 13: (b)'s step 8 showed only "R = 0")."""
-    text = report.render()
+    text = render()
     for d in all_derivations():
         for step in d.all_steps():
             derived = step.folded_lhs_latex()
@@ -49,7 +49,7 @@ def test_no_derived_expression_is_hidden_behind_its_name():
 
 def test_t_1_statements_are_written_with_index_1():
     """Results stated at t = 1 render beta_1, sigma_1^2 (the check keeps the generic symbols)."""
-    text = report.render()
+    text = render()
     assert r"L_0 = \frac{\log{\left(2 \pi \sigma^{2}_{1} \right)}}{2}" in text
     for d in all_derivations():
         for step in d.all_steps():

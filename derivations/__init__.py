@@ -15,6 +15,7 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     j  optimal_variance       the KL-optimal reverse variance for any data (Analytic-DPM) and its bounds
     k  learned_variance       the learned-range variance, its bound term, and the hybrid objective's stop-gradient
     l  sampling_noise         why Algorithm 2 adds sigma_t z (the variance recursion), and why z = 0 at t = 1
+    m  gaussian_kl_full       the full-covariance Gaussian KL from its integral, its sign, and the bound's gap
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ MODULES = (
     "optimal_variance",
     "learned_variance",
     "sampling_noise",
+    "gaussian_kl_full",
 )
 
 

@@ -187,23 +187,10 @@ def _reverse_posterior(x_obs, mean, var, c, d, s) -> tuple[sp.Expr, sp.Expr]:
 
 
 @functools.lru_cache(maxsize=None)
-def derivation() -> Derivation:
-    """The pointwise rewrite (T = 3, then T = 2), then expectations on the linear-Gaussian T = 2 model."""
-    T = MAX_T
-    q_chain = sp.Add(*(log_q_step(t) for t in range(1, T + 1)))
-    p_chain = log_p_prior(T) + sp.Add(*(log_p_step(t) for t in range(1, T + 1)))
-    bayes_steps = tuple(
-        Step(
-            f"Bayes' rule for t = {t} (with the Markov property q(x_t | x_{{t-1}}, x_0) = q(x_t | x_{{t-1}})): "
-            "the forward step equals posterior times marginal ratio, as an identity in x_0, x_{t-1}, x_t.",
-            log_q_step(t),
-            log_q_posterior(t) + log_q_marginal(t) - log_q_marginal(t - 1),
-            lhs_latex=rf"\log q(x_{t} \mid x_{t - 1})",
-        )
-        for t in range(2, T + 1)
-    )
-    telescoped = sp.Add(*(log_q_marginal(t) - log_q_marginal(t - 1) for t in range(2, T + 1)), evaluate=False)
-
+def t2_model() -> dict:
+    """The linear-Gaussian T = 2 model: every expectation of the bound from its definition, the closed forms,
+    log p_theta(x_0), the model's posterior p_theta(x_1 | x_0) ("post_x1") and p_theta(x_2 | x_1) ("post_x2"),
+    and the gap's KL ("gap_kl"); "gap" is log p_theta(x_0) - ELBO. Used by `derivation` and derivation (m)."""
     # --- expectations, T = 2 -------------------------------------------------------------------
     T2 = 2
     x1, x2 = xs[1], xs[2]
@@ -249,6 +236,41 @@ def derivation() -> Derivation:
         x2, post_x2_mean, post_x2_var
     )
     gap_kl = expect_forward(log_q_joint - log_p_posterior)
+
+    return {
+        "elbo_definition": elbo_definition, "prior_from_definition": prior_from_definition,
+        "transition_from_definition": transition_from_definition, "decoder_from_definition": decoder_from_definition,
+        "prior_closed": prior_closed, "transition_closed": transition_closed, "decoder_closed": decoder_closed,
+        "log_p_x0_composed": log_p_x0_composed, "log_p_x0": log_p_x0, "log_p_joint": log_p_joint,
+        "log_p_posterior": log_p_posterior, "gap_kl": gap_kl, "gap": log_p_x0 - elbo_definition,
+        "post_x1": (post_x1_mean, post_x1_var), "post_x2": (post_x2_mean, post_x2_var),
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def derivation() -> Derivation:
+    """The pointwise rewrite (T = 3, then T = 2), then expectations on the linear-Gaussian T = 2 model."""
+    T = MAX_T
+    q_chain = sp.Add(*(log_q_step(t) for t in range(1, T + 1)))
+    p_chain = log_p_prior(T) + sp.Add(*(log_p_step(t) for t in range(1, T + 1)))
+    bayes_steps = tuple(
+        Step(
+            f"Bayes' rule for t = {t} (with the Markov property q(x_t | x_{{t-1}}, x_0) = q(x_t | x_{{t-1}})): "
+            "the forward step equals posterior times marginal ratio, as an identity in x_0, x_{t-1}, x_t.",
+            log_q_step(t),
+            log_q_posterior(t) + log_q_marginal(t) - log_q_marginal(t - 1),
+            lhs_latex=rf"\log q(x_{t} \mid x_{t - 1})",
+        )
+        for t in range(2, T + 1)
+    )
+    telescoped = sp.Add(*(log_q_marginal(t) - log_q_marginal(t - 1) for t in range(2, T + 1)), evaluate=False)
+
+    t2 = t2_model()
+    (elbo_definition, prior_from_definition, transition_from_definition, decoder_from_definition, prior_closed,
+     transition_closed, decoder_closed, log_p_x0_composed, log_p_x0, log_p_joint, log_p_posterior, gap_kl) = (
+        t2[name] for name in ("elbo_definition", "prior_from_definition", "transition_from_definition",
+                              "decoder_from_definition", "prior_closed", "transition_closed", "decoder_closed",
+                              "log_p_x0_composed", "log_p_x0", "log_p_joint", "log_p_posterior", "gap_kl"))
 
     # Generic step t: L_{t-1} as E_{q(x_t|x_0)} of the KL of derivation (c).
     generic_post_mean = posterior.POSTERIOR_MEAN

@@ -284,3 +284,21 @@ def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
             terms = kl_terms(d, choice, x0_t, xt, tt, noise, linear_model(xt, tt), clip_x0=False)
             got.append(float(terms.mean()))
         assert_allclose(got, want.transitions, **F64.kwargs(), err_msg=f"E[L_(t-1)] ({choice.value})")
+
+
+def test_compensated_cumsum_is_exact_where_naive_summation_is_not():
+    """Neumaier summation keeps every prefix sum to the correctly rounded value (math.fsum) even where a naive
+    running sum loses everything ([1, 1e100, 1, -1e100] sums to 2; naively to 0), and on a schedule's logs."""
+    import math
+
+    from ddpm.diffusion import _compensated_cumsum
+
+    hard = np.array([1.0, 1e100, 1.0, -1e100, 3.0, -2.0])
+    got = _compensated_cumsum(hard)
+    assert got[0] == 0.0
+    for i in range(1, hard.shape[0] + 1):
+        assert got[i] == math.fsum(hard[:i]), f"prefix {i}: {got[i]} vs {math.fsum(hard[:i])}"
+    logs = np.log1p(-np.linspace(1e-4, 0.02, 1000))
+    prefix = _compensated_cumsum(logs)
+    exact = np.array([math.fsum(logs[:i]) for i in range(1001)])
+    assert np.max(np.abs(prefix - exact) / np.maximum(np.abs(exact), 1e-300)) <= 2.0**-52, "1 ulp"

@@ -45,3 +45,10 @@ def test_stride_names_the_argument_that_is_not_an_int():
     x = torch.zeros(1, 1)
     with pytest.raises(ValueError, match=r"^t must be an int \(paper timestep\), got 2\.0"):
         strided_ancestral_step(_diffusion(), x, x, 2.0, 1, x, "beta")
+
+
+def test_a_model_returning_no_tensor_is_named():
+    from ddpm.kernels import model_output
+
+    with pytest.raises(ValueError, match=r"eps_model\(x_t, t\) must return a tensor of shape \(2, 1\) .*got NoneType"):
+        model_output(lambda xt, t: None, torch.zeros(2, 1), torch.tensor([1, 2]))

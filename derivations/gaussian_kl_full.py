@@ -137,11 +137,23 @@ def derivation() -> Derivation:
             domains=_DOMAINS,
         ),
         named_step(
-            "A = M^-1 S_1 M^-T = B B^T with B = M^-1 L invertible: A is symmetric positive definite, so its "
-            "eigenvalues are real and positive ...",
-            "A",
-            A,
-            (M.inv() * L) * (M.inv() * L).T,
+            "A = M^-1 S_1 M^-T is symmetric ...",
+            r"A_{12} - A_{21}",
+            A[0, 1] - A[1, 0],
+            0,
+        ),
+        named_step(
+            "... with a positive leading entry ...",
+            r"A_{11}",
+            A[0, 0],
+            (l11 / n11) ** 2,
+        ),
+        named_step(
+            "... and a positive determinant (Sylvester's criterion: A is positive definite, its eigenvalues are real "
+            "and positive) ...",
+            r"\det A",
+            A.det(),
+            (l11 * l22 / (n11 * n22)) ** 2,
         ),
         named_step(
             "... A has the trace of S_2^-1 S_1 ...",
@@ -150,7 +162,8 @@ def derivation() -> Derivation:
             (S2.inv() * S1).trace(),
         ),
         named_step(
-            "... and the determinant |S_1| / |S_2|.",
+            "... and the determinant |S_1| / |S_2|, so tr(S_2^-1 S_1) and log |S_1| / |S_2| are functions of its "
+            "eigenvalues.",
             r"\det A",
             A.det(),
             S1.det() / S2.det(),

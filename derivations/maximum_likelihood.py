@@ -16,6 +16,8 @@ The seed tutorial opens with two arguments that DDPM inherits:
 
 Exports (symbols: DATA_MEAN m, DATA_VAR s^2, MODEL_MEAN mu, MODEL_VAR v; X, W, B, NOISE_VAR v_x, Q_MEAN m_q,
 Q_VAR v_q):
+    Each export is the derived expression; *_PAPER are the paper's forms the steps compare them with.
+    GENERAL_EXPECTED_LOG_LIKELIHOOD, GENERAL_KL, GENERAL_ENTROPY   the integrals for any positive densities
     EXPECTED_LOG_LIKELIHOOD   E_{N(m, s^2)}[log N(x; mu, v)]
     DATA_ENTROPY              H(N(m, s^2)) = 1/2 log(2 pi e s^2)
     VAE_LOG_MARGINAL          log p(x) = log N(x; b, w^2 + v_x)
@@ -36,7 +38,7 @@ import functools
 
 import sympy as sp
 
-from derivations._core import Derivation, Step
+from derivations._core import Check, Derivation, Step
 from derivations._numeric import float64_function
 from derivations.gaussian_kl import NORMAL_KL, normal_expectation
 from derivations.gaussian_kl import MEAN_1, MEAN_2, VAR_1, VAR_2
@@ -64,10 +66,37 @@ def _kl(m1, v1, m2, v2) -> sp.Expr:
 
 
 # --- part 1 --------------------------------------------------------------------------------------
-EXPECTED_LOG_LIKELIHOOD = -sp.log(2 * sp.pi * MODEL_VAR) / 2 - ((DATA_MEAN - MODEL_MEAN) ** 2 + DATA_VAR) / (
-    2 * MODEL_VAR
+# Any family: p_data(x) > 0 and p_theta(x) > 0 as undetermined positive functions, theta a parameter of p_theta.
+THETA = sp.Symbol(r"\theta", real=True)
+P_DATA = sp.Function(r"p_{\mathrm{data}}", positive=True)(_x)
+P_THETA = sp.Function(r"p_\theta", positive=True)(_x, THETA)
+_LINE = (_x, -sp.oo, sp.oo)
+GENERAL_EXPECTED_LOG_LIKELIHOOD = sp.Integral(P_DATA * sp.log(P_THETA), _LINE)
+GENERAL_KL = sp.Integral(P_DATA * sp.log(P_DATA / P_THETA), _LINE)
+GENERAL_ENTROPY = -sp.Integral(P_DATA * sp.log(P_DATA), _LINE)
+
+
+def merge_integrals(expr: sp.Expr) -> sp.Integral:
+    """A linear combination of integrals over the line as one integral of the combined integrand (linearity)."""
+    total = sp.Integer(0)
+    for term in sp.Add.make_args(sp.expand(expr)):
+        coefficient, integral = term.as_independent(sp.Integral)
+        if not isinstance(integral, sp.Integral) or integral.limits != (_LINE,):
+            raise ValueError(f"merge_integrals takes integrals over the line, got {term}")
+        total += coefficient * integral.function
+    return sp.Integral(total, _LINE)
+
+
+# The Gaussian instance, each export the derived expression (the paper's forms are only compared with):
+# E_{N(m, s^2)}[log N(x; mu, v)] and H(N(m, s^2)) as Gaussian expectations (derivation (c)'s moments).
+EXPECTED_LOG_LIKELIHOOD = sp.expand(
+    normal_expectation(normal_log_density(_x, MODEL_MEAN, MODEL_VAR), _x, DATA_MEAN, DATA_VAR)
 )
-DATA_ENTROPY = sp.log(2 * sp.pi * sp.E * DATA_VAR) / 2
+DATA_ENTROPY = sp.expand(-normal_expectation(normal_log_density(_x, DATA_MEAN, DATA_VAR), _x, DATA_MEAN, DATA_VAR))
+EXPECTED_LOG_LIKELIHOOD_PAPER = -sp.log(2 * sp.pi * MODEL_VAR) / 2 - (
+    (DATA_MEAN - MODEL_MEAN) ** 2 + DATA_VAR
+) / (2 * MODEL_VAR)
+DATA_ENTROPY_PAPER = sp.log(2 * sp.pi * sp.E * DATA_VAR) / 2
 DATA_MODEL_KL = _kl(DATA_MEAN, DATA_VAR, MODEL_MEAN, MODEL_VAR)
 
 # --- part 2 --------------------------------------------------------------------------------------
@@ -81,12 +110,19 @@ _A = sp.Symbol("A", positive=True)
 _Bz = sp.Symbol("B_z", real=True)
 _GAUSSIAN_INTEGRAL_CLOSED = sp.sqrt(2 * sp.pi / _A) * sp.exp(_Bz**2 / (2 * _A))
 
-VAE_LOG_MARGINAL = normal_log_density(X, B, W**2 + NOISE_VAR)
-VAE_POSTERIOR_MEAN = W * (X - B) / (W**2 + NOISE_VAR)
-VAE_POSTERIOR_VAR = NOISE_VAR / (W**2 + NOISE_VAR)
+# Derived: log p(x) = C + log of the Gaussian integral; p(z|x) = N(B_z / A, 1 / A) (the completed square).
+VAE_LOG_MARGINAL = sp.expand_log(
+    _CONSTANT + sp.log(_GAUSSIAN_INTEGRAL_CLOSED.subs({_A: _PRECISION, _Bz: _LINEAR})), force=True
+)
+VAE_POSTERIOR_MEAN = sp.factor(_LINEAR / _PRECISION)
+VAE_POSTERIOR_VAR = sp.factor(1 / _PRECISION)
+VAE_LOG_MARGINAL_PAPER = normal_log_density(X, B, W**2 + NOISE_VAR)
+VAE_POSTERIOR_MEAN_PAPER = W * (X - B) / (W**2 + NOISE_VAR)
+VAE_POSTERIOR_VAR_PAPER = NOISE_VAR / (W**2 + NOISE_VAR)
 
 _LOG_Q = normal_log_density(Z, Q_MEAN, Q_VAR)
-VAE_ELBO = (
+VAE_ELBO = sp.expand(normal_expectation(_LOG_JOINT - _LOG_Q, Z, Q_MEAN, Q_VAR))  # E_q[log p(x, z) - log q(z)]
+VAE_ELBO_PAPER = (
     -sp.log(2 * sp.pi * NOISE_VAR) / 2
     - ((X - B - W * Q_MEAN) ** 2 + W**2 * Q_VAR) / (2 * NOISE_VAR)
     - sp.log(2 * sp.pi) / 2
@@ -112,12 +148,47 @@ _samples = sp.symbols("x^1:4", real=True)
 def derivation() -> Derivation:
     """Part 1 (maximum likelihood = minimum KL) then part 2 (the VAE bound), each step checked."""
     m, s2, mu, v = DATA_MEAN, DATA_VAR, MODEL_MEAN, MODEL_VAR
-    # The integrals (moments, the Gaussian integral) are computed here rather than at import.
-    expected_ll_derived = normal_expectation(normal_log_density(_x, MODEL_MEAN, MODEL_VAR), _x, DATA_MEAN, DATA_VAR)
-    entropy_derived = -normal_expectation(normal_log_density(_x, DATA_MEAN, DATA_VAR), _x, DATA_MEAN, DATA_VAR)
+    expected_ll_derived, entropy_derived = EXPECTED_LOG_LIKELIHOOD, DATA_ENTROPY
     gaussian_integral = sp.integrate(sp.exp(-_A * Z**2 / 2 + _Bz * Z), (Z, -sp.oo, sp.oo))
-    log_marginal_derived = _CONSTANT + sp.log(_GAUSSIAN_INTEGRAL_CLOSED.subs({_A: _PRECISION, _Bz: _LINEAR}))
-    elbo_derived = normal_expectation(_LOG_JOINT - _LOG_Q, Z, Q_MEAN, Q_VAR)
+    log_marginal_derived, elbo_derived = VAE_LOG_MARGINAL, VAE_ELBO
+    general_sum = merge_integrals(GENERAL_EXPECTED_LOG_LIKELIHOOD + GENERAL_KL + GENERAL_ENTROPY)
+    general_gradient = merge_integrals(sp.diff(GENERAL_EXPECTED_LOG_LIKELIHOOD, THETA) + sp.diff(GENERAL_KL, THETA))
+    general_steps = (
+        Step(
+            "Any family: for densities p_data > 0 and p_theta > 0, pointwise log p_theta = log p_data - "
+            "log(p_data / p_theta) ...",
+            P_DATA * sp.log(P_THETA),
+            P_DATA * sp.log(P_DATA) - P_DATA * sp.log(P_DATA / P_THETA),
+            lhs_latex=r"p_{\mathrm{data}}(x) \log p_\theta(x)",
+        ),
+        Step(
+            "... so, integrating (linearity of the integral), E_data[log p_theta] + KL(P_data || P_theta) + "
+            "H(P_data) is the integral of zero: E_data[log p_theta] = -KL(P_data || P_theta) - H(P_data) for "
+            "every model family, not only a Gaussian one.",
+            general_sum,
+            0,
+            lhs_latex=r"\mathbb{E}_{x\sim P_{data}}[\log p_\theta(x)] + D_{\mathrm{KL}}(P_{data}\,\|\,P_\theta)"
+                      r" + H(P_{data})",
+        ),
+        Step(
+            "H(P_data) has no theta: the gradients of the expected log-likelihood and of -KL agree (the same "
+            "integrand, differentiated under the integral), so their maximisers are the same theta.",
+            general_gradient,
+            0,
+            lhs_latex=r"\partial_\theta \mathbb{E}_{data}[\log p_\theta] + \partial_\theta "
+                      r"D_{\mathrm{KL}}(P_{data}\,\|\,P_\theta)",
+        ),
+        Step(
+            "The step from the sample to the expectation is the strong law of large numbers, a theorem assumed here: "
+            "for x^i drawn i.i.d. from P_data with E|log p_theta(x)| finite, (1/n) sum_i log p_theta(x^i) -> "
+            "E_data[log p_theta] almost surely as n -> oo (for each theta; a maximiser over theta needs uniform "
+            "convergence on top, which this derivation does not treat).",
+            sp.Symbol("LLN"),
+            GENERAL_EXPECTED_LOG_LIKELIHOOD,
+            Check.DEFINITION,
+            lhs_latex=r"\lim_{n\to\infty} \frac{1}{n}\sum_{i=1}^{n} \log p_\theta(x^i)",
+        ),
+    )
 
     # n = 3 samples: maximise the sample log-likelihood by solving its gradient equations.
     sample_ll = sp.Add(*(normal_log_density(xi, mu, v) for xi in _samples))
@@ -132,7 +203,7 @@ def derivation() -> Derivation:
     hessian = sp.hessian(expected_ll_derived, (mu, v)).subs(population_opt)
 
     log_posterior = normal_log_density(Z, VAE_POSTERIOR_MEAN, VAE_POSTERIOR_VAR)
-    steps = (
+    steps = general_steps + (
         Step(
             "Maximum likelihood on n = 3 samples: solving d/dmu = d/dv = 0 for sum_i log N(x^i; mu, v) (SymPy's "
             "solve) gives the sample mean ...",
@@ -148,15 +219,16 @@ def derivation() -> Derivation:
             lhs_latex=r"\arg\max_{v_\theta} \sum_{i=1}^{3} \log \mathcal{N}(x^i;\mu_\theta,v_\theta)",
         ),
         Step(
-            "The expected log-likelihood under P_data = N(m, s^2), integrated through the first two moments.",
+            "The Gaussian instance: the expected log-likelihood under P_data = N(m, s^2), integrated through the "
+            "first two moments.",
             expected_ll_derived,
-            EXPECTED_LOG_LIKELIHOOD,
+            EXPECTED_LOG_LIKELIHOOD_PAPER,
             lhs_latex=r"\mathbb{E}_{x\sim P_{data}}[\log P_\theta(x)]",
         ),
         Step(
             "The entropy of the data distribution, -E_data[log P_data], the same way.",
             entropy_derived,
-            DATA_ENTROPY,
+            DATA_ENTROPY_PAPER,
             lhs_latex=r"H(P_{data}) = -\int P_{data}(x)\log P_{data}(x)\,dx",
         ),
         Step(
@@ -221,7 +293,7 @@ def derivation() -> Derivation:
             "So the marginal p(x) = int p(x, z) dz is exp(C) times that integral, C the z-free part of log p(x, z): "
             "x ~ N(b, w^2 + v_x).",
             log_marginal_derived,
-            VAE_LOG_MARGINAL,
+            VAE_LOG_MARGINAL_PAPER,
             lhs_latex=r"\log p(x) = \log \int p(x,z)\,dz",
         ),
         Step(
@@ -229,6 +301,18 @@ def derivation() -> Derivation:
             _LOG_JOINT - log_marginal_derived,
             log_posterior,
             lhs_latex=r"\log p(z|x) = \log p(x,z) - \log p(x)",
+        ),
+        Step(
+            "Its mean B_z / A is the paper's w (x - b) / (w^2 + v_x) ...",
+            VAE_POSTERIOR_MEAN,
+            VAE_POSTERIOR_MEAN_PAPER,
+            lhs_latex=r"B_z / A",
+        ),
+        Step(
+            "... and its variance 1 / A is v_x / (w^2 + v_x).",
+            VAE_POSTERIOR_VAR,
+            VAE_POSTERIOR_VAR_PAPER,
+            lhs_latex=r"1 / A",
         ),
         Step(
             "The seed's first line: log p(x) = int q(z|x) log p(x) dz for any normalised q (q's zeroth moment).",
@@ -245,7 +329,7 @@ def derivation() -> Derivation:
         Step(
             "The first term's expectation under q = N(m_q, v_q) is the ELBO, integrated through q's moments.",
             elbo_derived,
-            VAE_ELBO,
+            VAE_ELBO_PAPER,
             lhs_latex=r"\mathrm{ELBO}(q) = \int q(z|x)\log\frac{p(x,z)}{q(z|x)}\,dz",
         ),
         Step(

@@ -236,3 +236,29 @@ def test_elbo_is_tight_at_the_exact_posterior(x, w, b, vx):
 def test_elbo_is_strictly_below_away_from_the_posterior(x, w, b, vx, shift):
     mq, vq = ml.vae_posterior_mean(x, w, b, vx) + shift, ml.vae_posterior_var(w, vx)
     assert ml.vae_elbo(x, w, b, vx, mq, vq) < ml.vae_log_marginal(x, w, b, vx)
+
+
+def test_general_family_identity_and_its_mutations():
+    """E_data[log p_theta] = -KL - H for any positive densities: the merged integrand is 0; a sign error in the
+    entropy or a swapped KL direction leaves a non-zero integrand."""
+    from derivations import maximum_likelihood as ml
+
+    def vanishes(expr):
+        return sp.simplify(ml.merge_integrals(expr).function) == 0
+
+    E, KL, H = ml.GENERAL_EXPECTED_LOG_LIKELIHOOD, ml.GENERAL_KL, ml.GENERAL_ENTROPY
+    assert vanishes(E + KL + H)
+    assert not vanishes(E + KL - H), "entropy with the wrong sign"
+    swapped = sp.Integral(ml.P_THETA * sp.log(ml.P_THETA / ml.P_DATA), (ml._x, -sp.oo, sp.oo))
+    assert not vanishes(E + swapped + H), "KL(P_theta || P_data) instead of KL(P_data || P_theta)"
+    assert vanishes(sp.diff(E, ml.THETA) + sp.diff(KL, ml.THETA)), "the entropy has no theta"
+
+
+def test_exports_are_the_derived_expressions():
+    from derivations import maximum_likelihood as ml
+
+    for derived, paper in ((ml.EXPECTED_LOG_LIKELIHOOD, ml.EXPECTED_LOG_LIKELIHOOD_PAPER),
+                           (ml.DATA_ENTROPY, ml.DATA_ENTROPY_PAPER), (ml.VAE_LOG_MARGINAL, ml.VAE_LOG_MARGINAL_PAPER),
+                           (ml.VAE_POSTERIOR_MEAN, ml.VAE_POSTERIOR_MEAN_PAPER),
+                           (ml.VAE_POSTERIOR_VAR, ml.VAE_POSTERIOR_VAR_PAPER), (ml.VAE_ELBO, ml.VAE_ELBO_PAPER)):
+        assert sp.simplify(sp.expand_log(derived - paper, force=True)) == 0

@@ -19,7 +19,9 @@ Phases:
    phase 1 deselected (end-to-end training, compile, FID, CLI): MUTANT_UNDER_TEST=name pytest -m slow -x; those the
    notes (below) already call equivalent or CUDA-only are not (no CPU test can kill them).
    --skip-run starts here from the last run's mutants/ (the same --sample and --seed pick the same mutants).
-4. The report: the score (killed / (mutants run - equivalent)), per file, and for every survivor its diff and
+4. Every `killed_by` test of the notes is run on its mutant (the current tests/ copied into mutants/ first); the
+   confirmed ones count as killed by the suite as it is now (the report gives the score before them too).
+5. The report: the score (killed / (mutants run - equivalent)), per file, and for every survivor its diff and
    either the test that now kills it or the argument that it is equivalent, read from tests/mutants_notes.toml:
    [equivalent] name = "argument" (no input tells it from the original), [cuda_only] name = "argument" (identical
    on the CPU, e.g. a dropped device= argument: only `nox -s gpu` can kill it), [killed_by] name = "test id" (a test
@@ -49,7 +51,7 @@ MUTANTS_DIR = REPO / "mutants"
 NOTES = REPO / "tests" / "mutants_notes.toml"
 MUTMUT = [sys.executable, "-m", "mutmut"]
 NO_MATCH = "zzz-no-mutant-has-this-name"  # phase 1 only: mutmut generates and maps, then finds nothing to run
-OUTCOMES = ("killed", "killed (slow test)", "equivalent", "cuda only", "survived", "not run")
+OUTCOMES = ("killed", "killed (slow test)", "killed (new test)", "equivalent", "cuda only", "survived", "not run")
 KILLED = {"killed", "caught by type check", "timeout", "segfault"}  # a timeout or crash is a detected bug too
 
 
@@ -120,6 +122,25 @@ def slow_test_phase(names: list[str]) -> tuple[dict[str, str | None], float]:
     return result, time.perf_counter() - start
 
 
+def confirm_killed_by(killed_by: dict[str, str], names: list[str]) -> dict[str, bool]:
+    """For each mutant of `names` the notes say a later test kills: run that test on it (the current tests/ copied
+    into mutants/tests first); name -> whether the test failed, i.e. killed it."""
+    import shutil
+
+    for source in (REPO / "tests").glob("*.py"):
+        shutil.copy2(source, MUTANTS_DIR / "tests" / source.name)
+    confirmed = {}
+    for name in names:
+        if name not in killed_by:
+            continue
+        env = {**os.environ, "MUTANT_UNDER_TEST": name}
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "--hypothesis-profile=ci", "-p",
+                               "no:cacheprovider", killed_by[name]], cwd=MUTANTS_DIR, env=env, capture_output=True,
+                              text=True)
+        confirmed[name] = proc.returncode == 1  # 1: a test failed (2-5: usage or collection errors prove nothing)
+    return confirmed
+
+
 def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
     """95% Wilson score interval for a binomial proportion k / n."""
     if n == 0:
@@ -140,7 +161,7 @@ def load_notes() -> dict[str, dict[str, str]]:
 
 
 def build_record(run_names: list[str], total: int, status: dict[str, str], slow: dict[str, str | None],
-                 seconds: dict[str, float], args) -> dict:
+                 seconds: dict[str, float], args, confirmed: dict[str, bool]) -> dict:
     notes = load_notes()
     outcome: dict[str, str] = {}
     for name in run_names:
@@ -149,6 +170,8 @@ def build_record(run_names: list[str], total: int, status: dict[str, str], slow:
             outcome[name] = "killed"
         elif name in slow and slow[name] is not None:
             outcome[name] = "killed (slow test)"
+        elif confirmed.get(name):
+            outcome[name] = "killed (new test)"
         elif name in notes["equivalent"]:
             outcome[name] = "equivalent"
         elif name in notes["cuda_only"]:
@@ -158,11 +181,13 @@ def build_record(run_names: list[str], total: int, status: dict[str, str], slow:
         else:
             outcome[name] = "survived"
     counts = Counter(outcome.values())
-    killed = counts["killed"] + counts["killed (slow test)"]
+    killed = counts["killed"] + counts["killed (slow test)"] + counts["killed (new test)"]
     scored = killed + counts["survived"]
     low, high = wilson(killed, scored)
+    killed_as_run = counts["killed"] + counts["killed (slow test)"]  # before the tests written for survivors
     survivors = []
-    for name in sorted(n for n, o in outcome.items() if o in ("survived", "equivalent", "cuda only")):
+    for name in sorted(n for n, o in outcome.items() if o in ("survived", "equivalent", "cuda only",
+                                                              "killed (new test)")):
         survivors.append({
             "name": name, "file": _file_of(name), "mutmut_status": status.get(name), "outcome": outcome[name],
             "diff": _mutmut("show", name, check=False).split("\n", 1)[-1].strip(),
@@ -180,6 +205,7 @@ def build_record(run_names: list[str], total: int, status: dict[str, str], slow:
         "sample": args.sample, "seed": args.seed, "max_children": args.max_children,
         "counts": dict(counts), "killed": killed, "scored": scored,
         "score": killed / scored if scored else math.nan, "score_95": [low, high],
+        "killed_as_run": killed_as_run, "score_as_run": killed_as_run / scored if scored else math.nan,
         "per_file": {f: dict(c) for f, c in sorted(per_file.items())},
         "seconds": seconds, "survivors": survivors,
         "killed_by_slow_tests": {n: t for n, t in sorted(slow.items()) if t},
@@ -198,7 +224,9 @@ def write_report(record: dict, out: Path) -> None:
         "Written by tests/mutants.py; do not edit.",
         "",
         f"**Score: {r['killed']} / {r['scored']} = {100 * r['score']:.1f}%** of the non-equivalent mutants run are "
-        f"killed (95% Wilson interval {100 * r['score_95'][0]:.1f}-{100 * r['score_95'][1]:.1f}%).",
+        f"killed by the suite as it is now (95% Wilson interval {100 * r['score_95'][0]:.1f}-"
+        f"{100 * r['score_95'][1]:.1f}%); by the suite as run, before the tests written for its survivors: "
+        f"{r['killed_as_run']} / {r['scored']} = {100 * r['score_as_run']:.1f}%.",
         "",
         (f"A uniform random sample of {r['mutants_run']} of the {r['mutants_generated']} mutants (seed {r['seed']}); "
          "the interval is that of the whole population's score." if sampled else
@@ -222,7 +250,9 @@ def write_report(record: dict, out: Path) -> None:
         lines.append("None.")
     for s in r["survivors"]:
         verdict = (f"{s['outcome']}: {s['equivalent_because']}" if s["outcome"] in ("equivalent", "cuda only") else
-                   f"open (killed since by `{s['now_killed_by']}`, rerun to confirm)" if s["now_killed_by"] else
+                   f"killed by `{s['now_killed_by']}`, written after the run (confirmed: that test fails on this "
+                   "mutant)" if s["outcome"] == "killed (new test)" else
+                   f"open: `{s['now_killed_by']}` does not kill it" if s["now_killed_by"] else
                    "open: no test kills it yet")
         lines += [f"### `{s['name']}` ({s['file']})", "", verdict, "", "```diff", s["diff"], "```", ""]
     (out / "mutants.md").write_text("\n".join(lines).rstrip() + "\n")
@@ -278,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         state_file.write_text(json.dumps({"run_names": run_names, "slow": slow, "seconds": seconds,
                                           "sample": args.sample, "seed": args.seed,
                                           "max_children": args.max_children}))
-    record = build_record(run_names, len(all_mutant_names()), statuses(), slow, seconds, args)
+    status = statuses()
+    candidates = [n for n in run_names if status.get(n) in ("survived", "no tests") and not (slow.get(n))]
+    confirmed = confirm_killed_by(load_notes()["killed_by"], candidates)
+    record = build_record(run_names, len(all_mutant_names()), status, slow, seconds, args, confirmed)
     write_report(record, REPO / args.out)
     print(f"mutants: score {record['killed']} / {record['scored']} = {100 * record['score']:.1f}% "
           f"({len(record['survivors'])} survivors listed); {args.out}/mutants.md")

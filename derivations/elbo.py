@@ -201,6 +201,91 @@ def _reverse_posterior(x_obs, mean, var, c, d, s) -> tuple[sp.Expr, sp.Expr]:
     return mean + sp.sqrt(var) * standard_mean, var * standard_var
 
 
+# --- every T: the decomposition as a statement in T, by induction ----------------------------------
+# Log-densities as functions of the step index t (x's implicit): the rewrite uses only how they relate.
+_t, _T = sp.symbols("t T", integer=True, positive=True)
+LOG_P_STEP = sp.Function(r"\ell_{p}")  # log p_theta(x_{t-1} | x_t)
+LOG_Q_STEP = sp.Function(r"\ell_{q}")  # log q(x_t | x_{t-1})
+LOG_Q_POSTERIOR = sp.Function(r"\ell_{\tilde q}")  # log q(x_{t-1} | x_t, x_0)
+LOG_Q_MARGINAL = sp.Function(r"\ell_{m}")  # log q(x_t | x_0)
+LOG_P_PRIOR = sp.Function(r"\ell_{\pi}")  # log p(x_T) of a chain of length T
+
+
+def integrand_every_T(n: sp.Expr) -> sp.Expr:
+    """Seed eq. 52 for a chain of length n: log p(x_n) + sum_{t=1}^n (log p_theta(x_{t-1}|x_t) - log q(x_t|x_{t-1}))."""
+    return LOG_P_PRIOR(n) + sp.Sum(LOG_P_STEP(_t) - LOG_Q_STEP(_t), (_t, 1, n))
+
+
+def decomposed_every_T(n: sp.Expr) -> sp.Expr:
+    """Seed eq. 58's shape: -L_n's integrand + sum_{t=2}^n log p_theta/q(x_{t-1}|x_t,x_0) + log p_theta(x_0|x_1)."""
+    return (LOG_P_PRIOR(n) - LOG_Q_MARGINAL(n)) + sp.Sum(LOG_P_STEP(_t) - LOG_Q_POSTERIOR(_t), (_t, 2, n)) \
+        + LOG_P_STEP(1)
+
+
+def _bayes(t: sp.Expr) -> dict:
+    """Bayes' rule at step t >= 2 (proved pointwise above): q(x_t|x_{t-1}) = q(x_{t-1}|x_t,x_0) q(x_t|x_0) / q(x_{t-1}|x_0)."""
+    return {LOG_Q_STEP(t): LOG_Q_POSTERIOR(t) + LOG_Q_MARGINAL(t) - LOG_Q_MARGINAL(t - 1)}
+
+
+def _peel(expr: sp.Expr, n: sp.Expr) -> sp.Expr:
+    """The definition of a finite sum: sum_{t=a}^{n} f(t) = sum_{t=a}^{n-1} f(t) + f(n), for the sums ending at n."""
+    return expr.replace(
+        lambda e: isinstance(e, sp.Sum) and e.limits[0][2] == n,
+        lambda e: sp.Sum(e.function, (_t, e.limits[0][1], n - 1)) + e.function.subs(_t, n),
+    )
+
+
+EVERY_T_DIFFERENCE = integrand_every_T(_T) - decomposed_every_T(_T)  # D(T), to be shown 0 for every T >= 1
+EVERY_T_BASE = EVERY_T_DIFFERENCE.subs(_T, 1).doit().subs({LOG_Q_STEP(1): LOG_Q_MARGINAL(1)})
+EVERY_T_INCREMENT = sp.expand(
+    _peel(integrand_every_T(_T + 1) - decomposed_every_T(_T + 1), _T + 1) - EVERY_T_DIFFERENCE
+)  # D(T + 1) - D(T), the sums of D(T) cancelling
+EVERY_T_INCREMENT_AFTER_BAYES = sp.expand(EVERY_T_INCREMENT.subs(_bayes(_T + 1)))
+
+
+def _every_T_steps() -> tuple[Step, ...]:
+    D = r"D(T)"
+    return (
+        Step(
+            "Every T: write D(T) = (the integrand of eq. 52 for a chain of length T) - (its decomposed form, eq. 58: "
+            "prior term + sum_{t>=2} of the posterior terms + the decoder term), with log-densities as functions "
+            "of the step index.",
+            sp.Symbol("D_T"),
+            EVERY_T_DIFFERENCE,
+            Check.DEFINITION,
+            lhs_latex=D,
+        ),
+        Step(
+            "The two facts used, for every t: Bayes' rule for t >= 2 (the pointwise identities above, from (a) and "
+            "(b)), and q(x_1 | x_0) is both the first forward step and the marginal at t = 1.",
+            LOG_Q_STEP(_t),
+            LOG_Q_POSTERIOR(_t) + LOG_Q_MARGINAL(_t) - LOG_Q_MARGINAL(_t - 1),
+            Check.DEFINITION,
+            lhs_latex=r"\ell_q(t)\ (t \geq 2);\quad \ell_q(1) = \ell_m(1)",
+        ),
+        Step(
+            "Base case T = 1 (the sum from t = 2 is empty): D(1) = 0.",
+            EVERY_T_BASE,
+            0,
+            lhs_latex=r"D(1)",
+        ),
+        Step(
+            "Induction: by the definition of a finite sum (peel the term t = T + 1), D(T + 1) - D(T) leaves only "
+            "step T + 1's terms ...",
+            EVERY_T_INCREMENT,
+            -LOG_Q_STEP(_T + 1) + LOG_Q_POSTERIOR(_T + 1) + LOG_Q_MARGINAL(_T + 1) - LOG_Q_MARGINAL(_T),
+            lhs_latex=r"D(T + 1) - D(T)",
+        ),
+        Step(
+            "... which Bayes' rule at t = T + 1 >= 2 makes 0: D(T + 1) = D(T) = ... = D(1) = 0, so the "
+            "decomposition holds for every T >= 1.",
+            EVERY_T_INCREMENT_AFTER_BAYES,
+            0,
+            lhs_latex=r"D(T + 1) - D(T)\big|_{\text{Bayes at } T + 1}",
+        ),
+    )
+
+
 @functools.lru_cache(maxsize=None)
 def t2_model() -> dict:
     """The linear-Gaussian T = 2 model: every expectation of the bound from its definition, the closed forms,
@@ -381,6 +466,17 @@ def derivation() -> Derivation:
             log_p_joint - log_p_x0,
             log_p_posterior,
             lhs_latex=r"\log p_\theta(x_{0:2}) - \log p_\theta(x_0)",
+        ),
+    )
+    steps = steps + _every_T_steps() + (
+        Step(
+            "Expectations for every T: under q(x_{1:T} | x_0) each term depends on at most (x_{t-1}, x_t), so by "
+            "linearity and the tower rule its expectation is the generic-step result below (L_T, L_{t-1} = "
+            "E_{q(x_t|x_0)} KL, L_0), whatever T: E[integrand] = -L_T - sum_{t=2}^T L_{t-1} - L_0.",
+            sp.Symbol("ELBO_T"),
+            -sp.Symbol("L_T") - sp.Sum(sp.Function("L")(_t - 1), (_t, 2, _T)) - sp.Symbol("L_0"),
+            Check.DEFINITION,
+            lhs_latex=r"\mathbb{E}_{q(x_{1:T} \mid x_0)}\left[\log \frac{p_\theta(x_{0:T})}{q(x_{1:T} \mid x_0)}\right]",
         ),
     )
     results = (

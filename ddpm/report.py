@@ -632,10 +632,15 @@ def _floor_basis(metrics: Mapping) -> str:
 
 
 def _kid_with_error(m: Mapping) -> str:
-    """KID's mean +- its standard error; metrics written before kid_stderr existed show the std over subsets."""
-    if m.get("kid_stderr") is None and m.get("kid_std") is not None:
-        return f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m['kid_std'], 'kid')} (std over subsets)"
-    return f"{fmt(m['kid_mean'], 'kid')} +- {fmt(m.get('kid_stderr'), 'kid')}"
+    """KID's mean +- its standard error (metrics written before kid_stderr existed: computed from their std over
+    subsets, subset size, N and number of subsets by `ddpm.fid.kid_standard_error`)."""
+    stderr = m.get("kid_stderr")
+    needed = ("kid_std", "kid_subset_size", "fid_num_samples", "kid_subsets")
+    if stderr is None and all(m.get(key) is not None for key in needed):
+        from ddpm.fid import kid_standard_error
+
+        stderr = kid_standard_error(m["kid_std"], m["kid_subset_size"], m["fid_num_samples"], m["kid_subsets"])
+    return f"{fmt(m['kid_mean'], 'kid')} +- {fmt(stderr, 'kid')}"
 
 
 def _fid_basis(metrics: Mapping) -> str:

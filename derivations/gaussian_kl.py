@@ -77,7 +77,16 @@ def _integral_latex(weight: str) -> str:
 # The log-ratio inside the KL integral, expanded as a polynomial in x.
 _LOG_RATIO = sp.expand(normal_log_density(_x, MEAN_1, VAR_1) - normal_log_density(_x, MEAN_2, VAR_2))
 
-NORMAL_KL = sp.Rational(1, 2) * (
+# The export is the derived expression: E_1[log N_1 / N_2] integrated through the moments of N_1 (the steps below),
+# written through the mean difference Delta = mu_1 - mu_2 (substituting mu_1 = mu_2 + Delta leaves no mu_2: the KL
+# depends on the means only through their difference) with its logarithms combined.
+_DELTA = sp.Symbol(r"\Delta", real=True)
+_KL_DERIVED = normal_expectation(_LOG_RATIO, _x, MEAN_1, VAR_1)
+_KL_EXPANDED = sp.expand(_KL_DERIVED.subs(MEAN_1, MEAN_2 + _DELTA))
+_LOG_PART = sp.Add(*(term for term in sp.Add.make_args(_KL_EXPANDED) if term.has(sp.log)))
+_KL_IN_DELTA = sp.collect(_KL_EXPANDED - _LOG_PART, _DELTA) + sp.logcombine(2 * _LOG_PART, force=True) / 2
+NORMAL_KL = _KL_IN_DELTA.subs(_DELTA, MEAN_1 - MEAN_2)
+NORMAL_KL_PAPER = sp.Rational(1, 2) * (
     sp.log(VAR_2 / VAR_1) - 1 + VAR_1 / VAR_2 + (MEAN_1 - MEAN_2) ** 2 / VAR_2
 )
 
@@ -201,9 +210,15 @@ def derivation() -> Derivation:
             lhs_latex=_KL_LATEX,
         ),
         Step(
-            "Collected.",
-            kl_derived,
+            "With mu_1 = mu_2 + Delta no mu_2 is left: the KL depends on the means only through Delta = mu_1 - mu_2 ...",
+            sp.diff(sp.expand(kl_derived.subs(m1, m2 + _DELTA)), m2),
+            0,
+            lhs_latex=r"\partial_{\mu_2} D_{\mathrm{KL}}\big|_{\mu_1 = \mu_2 + \Delta}",
+        ),
+        Step(
+            "... and collected it is the textbook form (the export NORMAL_KL is the derived expression itself).",
             NORMAL_KL,
+            NORMAL_KL_PAPER,
             lhs_latex=_KL_LATEX,
         ),
         Step(
@@ -259,8 +274,8 @@ def derivation() -> Derivation:
     results = (
         Step(
             "KL between two scalar Gaussians, derived from its integral definition.",
-            kl_derived,
             NORMAL_KL,
+            NORMAL_KL_PAPER,
             lhs_latex=_KL_LATEX,
         ),
         Step(
@@ -300,6 +315,7 @@ __all__ = [
     "MEAN_2",
     "VAR_2",
     "NORMAL_KL",
+    "NORMAL_KL_PAPER",
     "DIAGONAL_DIMENSION",
     "normal_kl",
     "diagonal_normal_kl",

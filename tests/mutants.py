@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
     parser.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 1)), help="mutmut workers")
     parser.add_argument("--out", default="reports/mutants", help="report folder")
-    parser.add_argument("--skip-run", action="store_true", help="phases 3 and 4 only, on the last run's mutants/")
+    parser.add_argument("--skip-run", action="store_true", help="phases 3 to 5 only, on the last run's mutants/")
     parser.add_argument("--report-only", action="store_true", help="rewrite the report from the last run's state")
     args = parser.parse_args(argv)
     if args.sample < 0 or args.max_children < 1:

@@ -84,9 +84,9 @@ def test_ancestral_cpu_vs_cuda(variance):
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
     model = ToyEps(T)
     kwargs = dict(variance=variance, progress=False, trajectory_steps=[T, 0])
-    # float32: the GPU rounds differently from the CPU. The ToyEps chain diverges (its samples reach ~17) and would
-    # amplify that without bound, so float32 runs the contracting chain of a true eps* (Gaussian data N(0.1, 0.5^2)),
-    # at a tolerance derived from float32 rounding (tolerances.float32_chain_atol).
+    # float32: the GPU rounds differently from the CPU. The ToyEps chain diverges (its samples reach ~18), so what
+    # rounding leaves grows with the chain and no tolerance follows from float32 arithmetic alone; float32 runs the
+    # contracting chain of a true eps* (Gaussian data N(0.1, 0.5^2)) at tolerances.float32_chain_atol instead.
     star = EpsStar(GaussianData(0.1, 0.5), np.linspace(1e-3, 0.3, T))
     for dtype, eps_model in ((torch.float64, model), (torch.float32, star)):
         cpu = ancestral_sample(eps_model, d, SHAPE, torch.Generator().manual_seed(0), dtype=dtype, **kwargs)

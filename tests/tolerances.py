@@ -54,6 +54,6 @@ def float32_chain_atol(steps: int, scale: float, ulps_per_step: float = 8.0) -> 
     `scale`: each step (a handful of multiply-adds) rounds at most `ulps_per_step` units of float32's last place
     (2^-23 relative) differently on two devices or orders, and a contracting chain does not amplify what earlier
     steps left, so the difference stays below steps * ulps_per_step * 2^-23 * scale. (An expanding chain, such as
-    Algorithm 2 with a wrong eps_theta whose samples diverge, amplifies rounding without bound: compare those in
-    float64.)"""
+    Algorithm 2 with a wrong eps_theta whose samples diverge, amplifies rounding with its growth, which this bound
+    does not cover: compare those in float64.)"""
     return steps * ulps_per_step * 2.0**-23 * scale

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from evaluation_run import one_thread
 from stat_checks import Family
 from tiny_models import TinyEps
 
@@ -44,10 +45,8 @@ REPEATS = 150
 @pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny tensors: one thread is faster and keeps the two-core CI machine free."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 def _setup(seed: int):

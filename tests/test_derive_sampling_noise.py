@@ -16,7 +16,7 @@ import sympy as sp
 import tolerances
 import torch
 from numpy.testing import assert_allclose
-from optimal_denoisers import EpsStar, GaussianData
+from optimal_denoisers import EpsStar, GaussianData, alpha_bars
 
 from derivations import sampling_noise as sn
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, beta_t, sigma2
@@ -34,7 +34,7 @@ def _chain_variance(s2: float, variance: str | None) -> tuple[float, float]:
     betas = make_betas("linear", 1000)
     d = GaussianDiffusion(betas)
     star = EpsStar(GaussianData(0.0, float(np.sqrt(s2))), betas)
-    alpha_bar = np.cumprod(1.0 - betas)
+    alpha_bar = alpha_bars(betas)  # [T + 1]
     V = alpha_bar[-1] * s2 + 1.0 - alpha_bar[-1]  # v_T
     one = torch.ones(1, 1, dtype=torch.float64)
     for t_value in range(1000, 0, -1):

@@ -28,6 +28,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from evaluation_run import one_thread
 from optimal_denoisers import EpsStar, GaussianMixture, discretised_normal_log_prob
 from PIL import Image
 from scipy import special, stats
@@ -62,17 +63,16 @@ def _pattern() -> np.ndarray:
 LAW = GaussianMixture(WEIGHTS, (tuple(_pattern()), tuple(-_pattern())), (STD, STD))
 
 
-def _to_grid(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.round((x + 1.0) * 127.5), 0, 255).astype(np.uint8)
+def _to_grid(x: np.ndarray) -> torch.Tensor:
+    """Draws of the continuous law as 8-bit pixels (the data map's inverse: round and clamp), uint8."""
+    return data.to_uint8(torch.from_numpy(x))
 
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """8x8 images: one intra-op thread is faster than two, and a second thread fights any other job for the core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +82,7 @@ def trained(tmp_path_factory):
     folder = root / "images"
     folder.mkdir()
     x, _ = LAW.sample(np.random.default_rng(2024), 2560)
-    for i, image in enumerate(_to_grid(x).reshape(-1, SIDE, SIDE)):
+    for i, image in enumerate(_to_grid(x).reshape(-1, SIDE, SIDE).numpy()):
         Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
     preset = get_preset("tiny")
     preset = preset.replace(training=preset.training.replace(max_steps=UPDATES, ema_decay=0.995))
@@ -97,7 +97,7 @@ def test_trained_l_simple_approaches_the_analytic_minimum(trained, seed_base, re
     gen = torch.Generator().manual_seed(seed_base + 1101)
     rng = np.random.default_rng(seed_base + 1101)
     n = 4096
-    x0 = torch.from_numpy(_to_grid(LAW.sample(rng, n)[0]).astype(np.float64) / 127.5 - 1.0).reshape(n, 1, SIDE, SIDE)
+    x0 = data.to_model_range(_to_grid(LAW.sample(rng, n)[0]), torch.float64).reshape(n, 1, SIDE, SIDE)
     t = torch.randint(1, diffusion.T + 1, (n,), generator=gen)
     eps = torch.randn(x0.shape, generator=gen, dtype=torch.float64)
     star = EpsStar(LAW, np.asarray(betas, dtype=np.float64))
@@ -122,7 +122,7 @@ def test_algorithm_2_samples_follow_the_data_law(trained, seed_base, record_prop
                                torch.Generator().manual_seed(seed_base + 1102), progress=False).x0
     x = data.to_model_range(data.to_uint8(samples)).double().reshape(NUM_SAMPLES, D)  # on the grid, as the data
     rng = np.random.default_rng(seed_base + 1102)
-    ref = torch.from_numpy(_to_grid(LAW.sample(rng, NUM_SAMPLES)[0]).astype(np.float64) / 127.5 - 1.0)
+    ref = data.to_model_range(_to_grid(LAW.sample(rng, NUM_SAMPLES)[0]), torch.float64)
     means = torch.tensor(LAW.means, dtype=torch.float64)  # [2, D]
     component = ((x[:, None, :] - means[None]) ** 2).sum(-1).argmin(1)  # [n]
     family = Family("Algorithm 2 samples vs the data law", ALPHA)

@@ -18,6 +18,7 @@ not diagonal: x_1 and x_2 are correlated under both. Here, for 2-D Gaussians p =
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import sympy as sp
@@ -108,6 +109,14 @@ _DOMAINS = tuple((s, _POSITIVE) for s in (l11, l22, n11, n22)) + tuple(
 def derivation() -> Derivation:
     """From the KL integral of two 2-D Gaussians to its sign and to derivation (f)'s gap."""
     kl_gap, gap, q_mean, q_cov, p_mean, p_cov = gap_as_full_kl()
+    kl_is_seed = named_step(
+        "The full-covariance Gaussian KL, derived from its integral (2-D), is the seed's matrix formula.",
+        r"D_{\mathrm{KL}}\left(\mathcal{N}(\mu_1, S_1) \,\|\, \mathcal{N}(\mu_2, S_2)\right)",
+        KL_FROM_INTEGRAL,
+        KL_SEED_FORMULA,
+        Check.RATIONAL,
+        domains=_DOMAINS,
+    )
     gap_domains = tuple((s, (sp.Rational(1, 10), sp.Rational(2))) for s in elbo.u[:2]) + tuple(
         (s, (sp.Rational(1, 5), sp.Rational(2))) for s in elbo.sigma2s[:2]
     ) + tuple((s, (sp.Rational(-1), sp.Rational(1))) for s in (*elbo.cs[:2], *elbo.ds[:2], elbo.x_0))
@@ -127,14 +136,10 @@ def derivation() -> Derivation:
             LOG_RATIO,
             _log_normal(x, m1, L) - _log_normal(x, m2, M),
         ),
-        named_step(
-            "KL(p || q) = E_z[log p(x) - log q(x)]: derivation (c)'s Gaussian expectation in z_2, then z_1 (each "
-            "moment an integral), equals the seed's matrix formula with d = 2.",
-            r"D_{\mathrm{KL}}\left(\mathcal{N}(\mu_1, S_1) \,\|\, \mathcal{N}(\mu_2, S_2)\right)",
-            KL_FROM_INTEGRAL,
-            KL_SEED_FORMULA,
-            Check.RATIONAL,
-            domains=_DOMAINS,
+        dataclasses.replace(
+            kl_is_seed,
+            description="KL(p || q) = E_z[log p(x) - log q(x)]: derivation (c)'s Gaussian expectation in z_2, then "
+            "z_1 (each moment an integral), equals the seed's matrix formula with d = 2.",
         ),
         named_step(
             "A = M^-1 S_1 M^-T is symmetric ...",
@@ -204,14 +209,7 @@ def derivation() -> Derivation:
         ),
     )
     results = (
-        named_step(
-            "The full-covariance Gaussian KL, derived from its integral (2-D), is the seed's matrix formula.",
-            r"D_{\mathrm{KL}}\left(\mathcal{N}(\mu_1, S_1) \,\|\, \mathcal{N}(\mu_2, S_2)\right)",
-            KL_FROM_INTEGRAL,
-            KL_SEED_FORMULA,
-            Check.RATIONAL,
-            domains=_DOMAINS,
-        ),
+        kl_is_seed,
         named_step(
             "In A = M^-1 S_1 M^-T: half of tr A - 2 - log det A = sum_i f(lambda_i) >= 0, plus a square: the KL is "
             ">= 0, and 0 exactly when lambda_1 = lambda_2 = 1 (A = I: S_1 = S_2) and mu_1 = mu_2.",

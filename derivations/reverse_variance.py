@@ -21,7 +21,17 @@ from derivations import forward_marginal, gaussian_kl, posterior
 from derivations._core import Check, Derivation, Step
 from derivations._labels import named_step
 from derivations._numeric import float64_function
-from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2, x_prev, x_t
+from derivations.symbols import (
+    alpha_bar,
+    alpha_bar_prev,
+    alpha_bar_t,
+    alpha_t,
+    beta_t,
+    linear_covariance,
+    sigma2,
+    x_prev,
+    x_t,
+)
 
 # Variance s^2 of the data distribution x_0 ~ N(0, s^2).
 DATA_VARIANCE = sp.Symbol("s^2", positive=True)
@@ -36,8 +46,7 @@ v = sp.Symbol("v", positive=True)  # a Gaussian's variance in the KL lemma
 
 def _covariance(a: sp.Expr, b: sp.Expr) -> sp.Expr:
     """Cov(a, b) for a, b linear in the independent standard normals `_NOISES`."""
-    a, b = sp.expand(a), sp.expand(b)
-    return sp.expand(sum(a.coeff(n) * b.coeff(n) for n in _NOISES))
+    return linear_covariance(a, b, _NOISES)
 
 
 # x_0 = s z_0; x_{t-1} from derivation (a); one forward step to x_t.

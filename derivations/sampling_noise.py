@@ -31,7 +31,7 @@ from derivations import eps_parameterisation, posterior, reverse_variance
 from derivations._core import Check, Derivation, Step
 from derivations._labels import named_step
 from derivations._numeric import float64_function
-from derivations.symbols import AT_T1, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_t
+from derivations.symbols import AT_T1, alpha_bar_prev, linear_covariance, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_t
 
 S2 = reverse_variance.DATA_VARIANCE  # s^2
 z_0 = sp.Symbol("z_0", real=True)  # x_0 = s z_0
@@ -43,17 +43,11 @@ v_T = sp.Symbol("v_T", positive=True)  # Var(x_T) of the forward process
 W = sp.Symbol("W_t", positive=True)  # Var(x_t of the noiseless chain) / v_t
 
 
-def _covariance(a: sp.Expr, b: sp.Expr, noises: tuple[sp.Symbol, ...]) -> sp.Expr:
-    """Cov(a, b) for a, b linear in the independent standard normals `noises`."""
-    a, b = sp.expand(a), sp.expand(b)
-    return sp.expand(sum(a.coeff(n) * b.coeff(n) for n in noises))
-
-
 # The forward process for N(0, s^2) data: x_t = sqrt(alpha_bar_t) s z_0 + sqrt(1 - alpha_bar_t) eps.
 X_T = sp.sqrt(alpha_bar_t) * sp.sqrt(S2) * z_0 + sp.sqrt(1 - alpha_bar_t) * eps
-VAR_T = _covariance(X_T, X_T, (z_0, eps))
+VAR_T = linear_covariance(X_T, X_T, (z_0, eps))
 VAR_PREV = alpha_bar_prev * S2 + 1 - alpha_bar_prev  # v_{t-1}: the same at t - 1 (derivation (a))
-COV_EPS_T = _covariance(eps, X_T, (z_0, eps))
+COV_EPS_T = linear_covariance(eps, X_T, (z_0, eps))
 EPS_STAR_COEF = sp.factor(COV_EPS_T / VAR_T)  # eps*(x_t) = EPS_STAR_COEF x_t (Gaussian conditioning)
 
 # Algorithm 2 line 4 with eps_theta = eps*: the eps-parameterised mean of derivation (d).
@@ -63,7 +57,7 @@ REGRESSION_COEF = reverse_variance.K_STAR.subs(reverse_variance.DATA_VARIANCE, S
 
 # One step of the chain from x_t = sqrt(V) u: x_{t-1} = c_t x_t + sigma_t z.
 STEP = MEAN_COEF * sp.sqrt(V) * u + sp.sqrt(sigma2) * z
-VAR_AFTER_STEP = sp.factor(_covariance(STEP, STEP, (u, z)))
+VAR_AFTER_STEP = sp.factor(linear_covariance(STEP, STEP, (u, z)))
 SIGMA2_STAR = reverse_variance.SIGMA2_OPTIMAL_GAUSSIAN.subs(reverse_variance.DATA_VARIANCE, S2)
 VAR_AFTER_EXACT_STEP = sp.factor(sp.cancel(VAR_AFTER_STEP.subs({V: VAR_T, sigma2: SIGMA2_STAR})))
 # sigma_t = 0: the fraction of v_{t-1} one noiseless step keeps from V = v_t.

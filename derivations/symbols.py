@@ -38,6 +38,13 @@ sigma2_1 = sp.Symbol(r"\sigma_1^2", positive=True)
 AT_T1 = ((beta_t, beta_1), (sigma2, sigma2_1))
 
 
+def linear_covariance(a: sp.Expr, b: sp.Expr, noises) -> sp.Expr:
+    """Cov(a, b) for a, b linear in the independent standard normals `noises`: the sum of products of their
+    coefficients (bilinearity, with Cov(n_i, n_j) = 1 if i = j else 0)."""
+    a, b = sp.expand(a), sp.expand(b)
+    return sp.expand(sum(a.coeff(n) * b.coeff(n) for n in noises))
+
+
 def normal_density(x: sp.Expr, mean: sp.Expr, variance: sp.Expr) -> sp.Expr:
     """N(x; mean, variance), the scalar Gaussian density."""
     return sp.exp(-((x - mean) ** 2) / (2 * variance)) / sp.sqrt(2 * sp.pi * variance)

@@ -47,7 +47,7 @@ class ReverseVariance(Choice):
     only on a diffusion made by `GaussianDiffusion.with_optimal_variance(gamma)`.
     LEARNED is Nichol & Dhariwal's per-dimension Sigma_theta = exp(frac log beta_t + (1 - frac) log beta_tilde_t),
     frac = (v + 1) / 2, v the network's second output (derivation (k)); beta_tilde_1 = 0 is replaced by beta_tilde_2
-    at t = 1 as in improved-diffusion. It has no table: `GaussianDiffusion._reverse_log_variance` makes it from v.
+    at t = 1 as in improved-diffusion. It has no table: `GaussianDiffusion._learned_log_variance` makes it from v.
     """
 
     BETA = "beta"
@@ -344,25 +344,18 @@ class GaussianDiffusion:
     def _sigma_table(self, variance: ReverseVariance) -> Tensor:
         return self._variance_table("sigma", variance)
 
-    def _learned_log_variance(self, v: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
-        """log Sigma_theta = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1) / 2, per dimension [n, ...].
+    def _learned_log_variance(self, v: Tensor | None, t: Tensor, dtype: torch.dtype) -> Tensor:
+        """log Sigma_theta = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1) / 2, per dimension [n, ...]:
+        the learned variance for the bound, the losses and the samplers (the fixed choices read their tables,
+        `_variance_table`). ValueError without the network's v (`learned_output`).
 
         Nichol & Dhariwal eq. 15 (derivation (k)); v is not clipped (improved-diffusion's convention), and t = 1 uses
         beta_tilde_2 for the lower end. In `dtype`.
         """
-        frac = (v.to(dtype) + 1.0) / 2.0
-        log_beta = self._at(self.log_betas, t, v, dtype)
-        log_beta_tilde = self._at(self.learned_log_beta_tildes, t, v, dtype)
+        frac = (learned_output(ReverseVariance.LEARNED, v, dtype) + 1.0) / 2.0
+        log_beta = self._at(self.log_betas, t, frac, dtype)
+        log_beta_tilde = self._at(self.learned_log_beta_tildes, t, frac, dtype)
         return frac * log_beta + (1.0 - frac) * log_beta_tilde  # [n, ...]
-
-    def _reverse_log_variance(self, t: Tensor, dtype: torch.dtype, v: Tensor | None) -> Tensor:
-        """log Sigma_theta [n, ...] of the learned variance, from the network's v: what the bound, the losses and the
-        samplers use for "learned" (the fixed choices read their tables, `_variance_table`). ValueError without v.
-        """
-        if v is None:
-            raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                             "(ModelConfig.learn_variance = True: 2C output channels)")
-        return self._learned_log_variance(v, t, dtype)
 
     def _sigma2_table(self, variance: ReverseVariance) -> Tensor:
         return self._variance_table("sigma2", variance)
@@ -377,7 +370,7 @@ class GaussianDiffusion:
         dtype = compute_dtype(xt.dtype)
         mean = self._p_mean(eps, xt, t, clip_x0)
         if variance.is_learned:
-            sigma = torch.exp(0.5 * self._reverse_log_variance(t, dtype, v))  # [B, ...]
+            sigma = torch.exp(0.5 * self._learned_log_variance(v, t, dtype))  # [B, ...]
         else:
             sigma = self._at(self._sigma_table(variance), t, xt, dtype)
         last = (t == 1).reshape((t.shape[0],) + (1,) * (xt.ndim - 1))  # [B, 1, ...]
@@ -450,7 +443,7 @@ class GaussianDiffusion:
         dtype = compute_dtype(xt.dtype)
         mean = self._p_mean(eps, xt, t, bool(clip_x0))
         if choice.is_learned:
-            var = torch.exp(self._reverse_log_variance(t, dtype, v))  # [B, ...]
+            var = torch.exp(self._learned_log_variance(v, t, dtype))  # [B, ...]
         else:
             var = self._at(self._sigma2_table(choice), t, xt, dtype)  # [B, 1, ...]
         return mean.to(xt.dtype), var.to(xt.dtype)
@@ -480,6 +473,17 @@ class GaussianDiffusion:
         if choice.is_learned and v is None:
             raise ValueError("the 'learned' reverse variance needs the network's variance output v")
         return self._p_sample(eps, xt, t, noise, choice, bool(clip_x0), v)
+
+
+def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """The model's variance output v in `dtype` when `choice` is "learned" (ValueError if the model has none), else
+    None: the one check every consumer of the learned variance makes (re-exported by `ddpm.kernels`)."""
+    if not choice.is_learned:
+        return None
+    if v is None:
+        raise ValueError("the 'learned' reverse variance needs a model that outputs it "
+                         "(ModelConfig.learn_variance = True: 2C output channels)")
+    return v.to(dtype)
 
 
 def standard_normal(

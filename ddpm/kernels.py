@@ -10,6 +10,8 @@ tensor on one device; `diffusion` is a `ddpm.diffusion.GaussianDiffusion`; t is 
 - `kl_terms` / `decoder_terms` / `prior_term`: the bound's L_{t-1} (t >= 2), L_0 and L_T per row, in nats summed over
   the data dimensions, under any reverse variance (`ddpm.diffusion.ReverseVariance`; "learned" takes v).
 - `pixel_index`, `discretized_log_prob`, `kl_from_log_variances`, `per_image_sum`: their building blocks.
+- `learned_output(choice, v, dtype)`: the check every consumer of the learned variance makes (owned by
+  `ddpm.diffusion`, re-exported here).
 
 Precision conventions are those of `ddpm.likelihood` (its module docstring): the decoder runs in float64 with the
 exact normal CDF; the other terms run in the dtype of their inputs.
@@ -21,7 +23,7 @@ import math
 
 import torch
 
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.diffusion import GaussianDiffusion, ReverseVariance, learned_output
 
 Tensor = torch.Tensor
 
@@ -45,17 +47,6 @@ def model_output(eps_model, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor | Non
     learned = (xt.shape[0], 2 * xt.shape[1], *xt.shape[2:]) if xt.ndim >= 2 else None
     raise ValueError(f"eps_model(x_t, t) must return a tensor of shape {tuple(xt.shape)} (eps) or {learned} "
                      f"(eps and the variance output v), got {got}")
-
-
-def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """The model's variance output v in `dtype` when `choice` is "learned" (ValueError if the model has none), else
-    None: the one check every consumer of the learned variance makes before its loop step."""
-    if not choice.is_learned:
-        return None
-    if v is None:
-        raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                         "(ModelConfig.learn_variance = True: 2C output channels)")
-    return v.to(dtype)
 
 
 def kl_from_log_variances(mean1: Tensor, logvar1: Tensor, mean2: Tensor, logvar2: Tensor, var2: Tensor) -> Tensor:
@@ -136,7 +127,7 @@ def kl_terms(
     at = GaussianDiffusion._at
     eps_mean = eps if eps_mean is None else eps_mean
     if choice.is_learned:
-        log_sigma2 = diffusion._reverse_log_variance(t, dtype, v)  # [n, ...]
+        log_sigma2 = diffusion._learned_log_variance(v, t, dtype)  # [n, ...]
         d = at(diffusion.learned_log_beta_tildes, t, x0, dtype) - log_sigma2  # finite at t = 1 (placeholder rows)
         if clip_x0:
             x0_hat = diffusion._predict_x0_from_eps(xt, t, eps_mean).clamp(-1.0, 1.0)
@@ -176,7 +167,7 @@ def decoder_terms(
     dtype = eps.dtype
     mean = diffusion._p_mean(eps, xt, t, clip_x0)  # [n, ...]
     if choice.is_learned:
-        std = torch.exp(0.5 * diffusion._reverse_log_variance(t, torch.float64, v))  # [n, ...]
+        std = torch.exp(0.5 * diffusion._learned_log_variance(v, t, torch.float64))  # [n, ...]
     else:
         std = GaussianDiffusion._at(diffusion._sigma_table(choice), t, xt, torch.float64)  # [n, 1, ...]
     return -per_image_sum(discretized_log_prob(k, mean, std)).to(dtype)

@@ -132,6 +132,10 @@ class TrainingConfig:
     instead of {1..T} (`ddpm.losses.training_timesteps`). L_simple is reweighted by (1/T) / p(t), so the mean's
     objective keeps Algorithm 1's expectation; the L_vlb term, which trains only the variance (stop-gradient), is
     not, so the small t where the bound's terms are largest get m T / 10 more draws without moving any per-t optimum."""
+    decoder_trains_mean: bool = False
+    """Hybrid objective only: at t = 1 the loss is lambda T L_0 with its gradient through the decoder's mean (no
+    L_simple there), since L_simple's t = 1 target, E[x_0 | x_1], leaves the open edge bins of the discretised
+    decoder with ~0.65 of their mass at sigma_1 = 0.01 (`ddpm.losses`, derivation (n)). Older checkpoints: off."""
     max_steps: int | None = None
     """Stop after this many updates (whole run); None: no step limit."""
     max_minutes: float | None = None
@@ -164,6 +168,10 @@ class TrainingConfig:
         _require(self.small_t_fraction == 0.0 or self.objective == "hybrid",
                  "small_t_fraction needs the 'hybrid' objective "
                  "(it reweights L_simple and leaves L_vlb to the variance)")
+        _require(isinstance(self.decoder_trains_mean, bool),
+                 f"decoder_trains_mean must be a bool, got {self.decoder_trains_mean!r}")
+        _require(not self.decoder_trains_mean or self.objective == "hybrid",
+                 "decoder_trains_mean needs the 'hybrid' objective (it replaces L_simple at t = 1 by L_0)")
         _require(self.max_steps is None or (_is_int(self.max_steps) and self.max_steps >= 1),
                  f"max_steps must be a positive int or None, got {self.max_steps!r}")
         _require(self.max_minutes is None or (_is_number(self.max_minutes) and self.max_minutes > 0),

@@ -18,6 +18,12 @@ x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps is passed to eps_model(x
   (`variance="learned"`), the mean inside L_vlb is made from eps_theta behind a stop-gradient, so L_simple alone
   trains the mean and lambda L_vlb the variance (derivation (k)). With a fixed variance nothing would be left for
   L_vlb to train behind that stop-gradient, so it keeps its gradient through the mean.
+- "hybrid" with `decoder_trains_mean` (derivation (n)): at t = 1 the loss of a row is lambda T L_0 / (C*H*W) alone,
+  with its gradient through the mean as well as the variance, and no L_simple. At t = 1 L_simple trains eps_theta
+  towards E[eps | x_1], i.e. the decoder's mean towards E[x_0 | x_1]; for a pixel in an edge bin (k = 0 or 255, the
+  open bins, most of MNIST) that mean sits at the bin's centre -1 or 1, where the bin holds only
+  Phi(1 / (255 sigma_1)) of the decoder's mass (0.65 at sigma_1 = sqrt(beta_1) = 0.01: 0.62 bits per such pixel),
+  while -log p_theta(x_0 | x_1) keeps falling as the mean moves out past the edge. Rows with t >= 2 are unchanged.
 
 The learned variance needs a model with 2C output channels ([eps, v], `ModelConfig.learn_variance`); L_simple uses
 the eps half. A learned model may also be trained with "simple" (its v then gets no gradient) or "vlb".
@@ -106,10 +112,12 @@ def training_loss_at(
     objective: str | Objective = "simple",
     variance: str | ReverseVariance = "beta",
     simple_weights: Tensor | None = None,
+    decoder_trains_mean: bool = False,
 ) -> Tensor:
     """`training_loss` at given draws: t int64 [B] in {1..T} and eps = `noise` [B, ...] in x_0's compute dtype.
 
     `simple_weights` [B] (from `training_timesteps`) reweight each image's L_simple term (not the L_vlb term).
+    `decoder_trains_mean` ("hybrid" only): rows with t = 1 train mean and variance on L_0 alone (module docstring).
 
     `training_loss(..., generator)` is exactly this function at the t and eps it draws. Callers that draw
     the randomness of a larger batch and keep a slice of it (the data-parallel trainer) use it directly.
@@ -117,6 +125,10 @@ def training_loss_at(
     """
     choice_objective = Objective.from_value(objective)
     choice_variance = ReverseVariance.from_value(variance)
+    if not isinstance(decoder_trains_mean, bool):
+        raise ValueError(f"decoder_trains_mean must be a bool, got {decoder_trains_mean!r}")
+    if decoder_trains_mean and choice_objective is not Objective.HYBRID:
+        raise ValueError(f"decoder_trains_mean needs the 'hybrid' objective, got {choice_objective.value!r}")
     diffusion._check_x("x0", x0)
     dtype = compute_dtype(x0.dtype)
     if not isinstance(t, Tensor) or t.dtype != torch.int64 or t.shape != x0.shape[:1] or t.device != x0.device:
@@ -130,15 +142,22 @@ def training_loss_at(
     xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
     eps, v = model_output(eps_model, xt, t)
     eps, v = eps.to(dtype), learned_output(choice_variance, v, dtype)
-    if simple_weights is None:
+    if simple_weights is None and not decoder_trains_mean:
         simple = ((noise - eps) ** 2).mean()
     else:
         per_image = ((noise - eps) ** 2).reshape(x0.shape[0], -1).mean(dim=1)  # [B]
-        simple = (simple_weights.to(dtype) * per_image).mean()
+        if simple_weights is not None:
+            per_image = simple_weights.to(dtype) * per_image
+        if decoder_trains_mean:  # no L_simple at t = 1: L_0 trains the decoder's mean there
+            per_image = torch.where(t == 1, torch.zeros((), dtype=dtype, device=x0.device), per_image)
+        simple = per_image.mean()
     if choice_objective is Objective.SIMPLE:
         return simple
-    # Hybrid with a learned variance: the stop-gradient of derivation (k) on the mean inside L_vlb.
+    # Hybrid with a learned variance: the stop-gradient of derivation (k) on the mean inside L_vlb (not at t = 1
+    # with decoder_trains_mean).
     eps_mean = eps.detach() if choice_objective is Objective.HYBRID and choice_variance.is_learned else eps
+    if decoder_trains_mean and choice_variance.is_learned:
+        eps_mean = torch.where((t == 1).reshape(-1, *([1] * (eps.ndim - 1))), eps, eps_mean)
     x0c = x0.to(dtype)
     # L_{t-1} / (C*H*W) per image in nats (KL for t >= 2, decoder for t = 1), the means made from eps_mean.
     vlb = (bound_terms(diffusion, choice_variance, x0c, pixel_index(x0c), xt.to(dtype), t, noise, eps, False, v,

@@ -29,12 +29,14 @@ class Option:
     learn_variance: bool
     headline_variance: str
     small_t_fraction: float = 0.0
+    decoder_trains_mean: bool = False
 
     def preset(self, base: Preset) -> Preset:
         model = base.model.replace(learn_variance=self.learn_variance)
         training = base.training.replace(schedule=self.schedule,
                                          objective="hybrid" if self.learn_variance else "simple",
-                                         small_t_fraction=self.small_t_fraction)
+                                         small_t_fraction=self.small_t_fraction,
+                                         decoder_trains_mean=self.decoder_trains_mean)
         evaluation = base.evaluation.replace(variance=self.headline_variance)
         return base.replace(name=f"{base.name}-{self.name}", model=model, training=training, evaluation=evaluation)
 
@@ -47,6 +49,9 @@ OPTIONS = {
         Option("fixed-cosine", "cosine", False, "optimal"),
         Option("learned-cosine", "cosine", True, "learned"),
         Option("learned-linear-small-t", "linear", True, "learned", small_t_fraction=0.2),
+        Option("learned-linear-decoder", "linear", True, "learned", decoder_trains_mean=True),
+        Option("learned-linear-decoder-small-t", "linear", True, "learned", small_t_fraction=0.2,
+               decoder_trains_mean=True),
     )
 }
 
@@ -71,7 +76,8 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
         "schedule": option.schedule,
         "learn_variance": option.learn_variance,
         "objective": preset.training.objective + (f", small-t {option.small_t_fraction:g}"
-                                                  if option.small_t_fraction else ""),
+                                                  if option.small_t_fraction else "")
+                     + (", L_0 trains the decoder mean" if option.decoder_trains_mean else ""),
         "steps": int(result.step),
         "train_seconds": train_seconds,
         "evaluate_seconds": time.perf_counter() - start,

@@ -530,7 +530,8 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
                 x0 = x0.contiguous(memory_format=memory_format)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
                     loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective,
-                                            training_variance, None if weights is None else weights[local])
+                                            training_variance, None if weights is None else weights[local],
+                                            config.decoder_trains_mean)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:

@@ -217,6 +217,74 @@ def test_hybrid_with_a_fixed_variance_keeps_the_mean_gradient():
     assert not np.allclose(hybrid.numpy(), simple.numpy()), "a fixed-variance hybrid's vlb term trains the mean"
 
 
+def test_decoder_trains_mean_replaces_simple_by_l0_at_t1_only():
+    """With decoder_trains_mean, w[1] (used by the t = 1 rows only) gets lambda T times L_0's gradient through the
+    mean and no L_simple; every other parameter gets the plain hybrid's gradient; the value drops L_simple's t = 1
+    rows."""
+    T = 12
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
+    x0 = _grid((8, 1, 2, 2), 3)
+    t = torch.tensor([1, 2, 1, 5, 7, 1, 11, 12])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    model = SplitModel(T)
+
+    def grads(objective, **kwargs):
+        model.zero_grad()
+        loss = training_loss_at(model, d, x0, t, noise, objective, "learned", **kwargs)
+        loss.backward()
+        return {name: p.grad.detach().clone() for name, p in model.named_parameters()}, loss.detach()
+
+    hybrid, hybrid_value = grads("hybrid")
+    decoder, decoder_value = grads("hybrid", decoder_trains_mean=True)
+    vlb, _ = grads("vlb")
+    eps, _ = model_output(model, d._q_sample(x0, t, noise), t)
+    per_image = ((noise - eps.detach()) ** 2).reshape(8, -1).mean(dim=1)
+    assert_allclose(decoder_value.item(), hybrid_value.item() - per_image[t == 1].sum().item() / 8,
+                    **FLOAT64.kwargs(), err_msg="the t = 1 rows lose their L_simple term, nothing else changes")
+    assert_allclose(decoder["w"][1].item(), HYBRID_VLB_WEIGHT * T * vlb["w"][1].item(), **FLOAT64.kwargs(),
+                    err_msg="at t = 1 the mean is trained by lambda T L_0")
+    assert abs(vlb["w"][1].item()) > 0.0
+    others = [k for k in range(T + 1) if k != 1]
+    assert_allclose(decoder["w"][others].numpy(), hybrid["w"][others].numpy(), **FLOAT64.kwargs(),
+                    err_msg="rows with t >= 2 keep the hybrid's gradient (L_simple trains their mean)")
+    assert_allclose(decoder["c"].numpy(), hybrid["c"].numpy(), **FLOAT64.kwargs(),
+                    err_msg="the variance's gradient is the hybrid's")
+
+
+def test_decoder_trains_mean_moves_an_edge_pixel_mean_past_the_edge():
+    """At eps_theta = eps (mean exactly x_0 = -1, L_simple's optimum) the plain hybrid's gradient on eps vanishes at
+    t = 1, while L_0 still falls as the mean moves below -1: its gradient raises eps_theta, which lowers the mean."""
+    T = 12
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
+    x0 = torch.full((4, 1, 2, 2), -1.0, dtype=torch.float64)
+    t = torch.ones(4, dtype=torch.int64)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    out = torch.nn.Parameter(torch.cat([noise.clone(), torch.zeros_like(noise)], dim=1))
+
+    def grad(**kwargs):
+        out.grad = None
+        training_loss_at(lambda xt, tt: out, d, x0, t, noise, "hybrid", "learned", **kwargs).backward()
+        return out.grad[:, :1].clone()
+
+    assert float(grad().abs().max()) == 0.0, "plain hybrid: L_simple at its minimum, L_vlb behind a stop-gradient"
+    assert bool((grad(decoder_trains_mean=True) < 0).all()), "L_0 pushes eps_theta up, the mean below -1"
+
+
+def test_decoder_trains_mean_needs_the_hybrid_objective():
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, 12))
+    x0 = _grid((2, 1, 2, 2), 1)
+    t = torch.tensor([1, 2])
+    noise = torch.zeros_like(x0)
+    model = SplitModel(12)
+    for objective in ("simple", "vlb"):
+        with pytest.raises(ValueError, match="decoder_trains_mean needs the 'hybrid' objective"):
+            training_loss_at(model, d, x0, t, noise, objective, "learned", decoder_trains_mean=True)
+    with pytest.raises(ValueError, match="decoder_trains_mean must be a bool"):
+        training_loss_at(model, d, x0, t, noise, "hybrid", "learned", decoder_trains_mean=1)
+    with pytest.raises(ValueError, match="decoder_trains_mean needs the 'hybrid' objective"):
+        get_preset("tiny").training.replace(decoder_trains_mean=True)
+
+
 # ------------------------------------------------------------------------------------------------- samplers
 def test_ancestral_sampler_with_v_at_the_ends_is_the_fixed_sampler():
     T = 40

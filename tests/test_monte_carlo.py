@@ -152,6 +152,56 @@ def test_sampled_pairs_regress_to_the_posterior(schedule, seed_base, record_prop
     family.check(record_property)
 
 
+# ------------------------------------------------------------------------- strided posterior (derivation (i))
+ALPHA_STRIDED = 1e-3  # family-wise, Holm over (stride, x_0, statistic): 3 x 2 x 3 = 18 comparisons per schedule
+STRIDES = ((50, 20), (400, 100), (T, 600))  # (t, s): x_s ~ q(x_s | x_0), then t - s single forward steps
+N_STRIDED = 20_000
+
+
+@pytest.mark.statistical(alpha=ALPHA_STRIDED)
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_sampled_strides_regress_to_the_strided_posterior(schedule, seed_base, record_property):
+    """x_s ~ q(x_s | x_0), then x_t by t - s single steps x_u = sqrt(alpha_u) x_{u-1} + sqrt(beta_u) z (NumPy, the
+    definition; no stride formula): OLS of x_s on x_t at fixed x_0 has the slope, intercept and residual variance of
+    q(x_s | x_t, x_0), read from the code's `strided_ancestral_step` ("beta_tilde") with the eps that makes x0_hat
+    = x_0: its mean at z = 0 (linear in x_t: slope from x_t = 1 minus x_t = 0) and its sigma (z = 1 minus z = 0).
+    Student t tests on slope and intercept, chi-square on the residual variance."""
+    from ddpm.samplers import strided_ancestral_step
+
+    betas = make_betas(schedule, T)
+    diffusion = GaussianDiffusion(betas)
+    ab = alpha_bars(betas)  # [T + 1]
+    rng = np.random.default_rng(seed_base + 251)
+    family = Family(f"(x_s, x_t) regression vs q(x_s | x_t, x_0), {schedule}", ALPHA_STRIDED)
+
+    def step(t: int, s: int, xt: float, x0: float, z: float) -> float:
+        eps = (xt - math.sqrt(ab[t]) * x0) / math.sqrt(1.0 - ab[t])  # the eps whose x0_hat is x_0
+        one = lambda value: torch.full((1, 1), value, dtype=f64)  # noqa: E731
+        return float(strided_ancestral_step(diffusion, one(eps), one(xt), t, s, one(z), "beta_tilde"))
+
+    for t, s in STRIDES:
+        for x0 in REGRESSION_X0:
+            x_s = math.sqrt(ab[s]) * x0 + math.sqrt(1.0 - ab[s]) * rng.standard_normal(N_STRIDED)
+            x_t = x_s.copy()
+            for u in range(s + 1, t + 1):
+                x_t = math.sqrt(1.0 - betas[u - 1]) * x_t + math.sqrt(betas[u - 1]) * rng.standard_normal(N_STRIDED)
+            xm, ym = x_t.mean(), x_s.mean()
+            sxx = ((x_t - xm) ** 2).sum()
+            slope = ((x_t - xm) * (x_s - ym)).sum() / sxx
+            intercept = ym - slope * xm
+            ssr = ((x_s - intercept - slope * x_t) ** 2).sum()
+            s2 = ssr / (N_STRIDED - 2)
+            mean_at_0 = step(t, s, 0.0, x0, 0.0)
+            code_slope = step(t, s, 1.0, x0, 0.0) - mean_at_0
+            sigma = step(t, s, 0.0, x0, 1.0) - mean_at_0
+            tag = f"t={t}, s={s}, x0={x0}"
+            family.t_test(f"{tag}: slope", slope, code_slope, math.sqrt(s2 / sxx), N_STRIDED - 2)
+            se_intercept = math.sqrt(s2 * (1.0 / N_STRIDED + xm**2 / sxx))
+            family.t_test(f"{tag}: intercept", intercept, mean_at_0, se_intercept, N_STRIDED - 2)
+            family.variance_chi2(f"{tag}: residual variance", ssr, N_STRIDED - 2, sigma**2)
+    family.check(record_property)
+
+
 # ------------------------------------------------------------------------------------ Gaussian KL
 ALPHA_KL = 1e-3  # family-wise, Holm over the cases below
 N_KL = 100_000

@@ -341,7 +341,7 @@ class Preset:
 # Measured side by side on the shared 2-core CPU: ~700-850 forward images/s per core (one thread), the
 # 1M-parameter (1, 2, 2) variant ~0.7x that. The training numbers of `small` are still placeholders.
 # Evaluating `small` adds, beyond the 1e6 sampling forwards: T * gamma_images_per_t = 32 000 forwards for Gamma_t
-# and 2 x 64 x T = 128 000 for the exact bound under the two variances other than the headline one (~2 min).
+# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluate.exact_bounds`).
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -370,7 +370,7 @@ PRESETS: dict[str, Preset] = {
                               middle_attention=False, dropout=0.0, norm_groups=8, patch_size=2, learn_variance=True),
             training=TrainingConfig(schedule="linear", T=1000, batch_size=128, learning_rate=1e-3, warmup_steps=200,
                                     grad_clip=1.0, ema_decay=0.999, objective="hybrid", decoder_trains_mean=True,
-                                    max_steps=None, max_minutes=11.0, log_every=25, checkpoint_every_minutes=2.0),
+                                    max_steps=None, max_minutes=10.0, log_every=25, checkpoint_every_minutes=2.0),
             evaluation=EvaluationConfig(variance="learned", elbo_exact_images=64, elbo_mc_images=None,
                                         elbo_mc_draws_per_image=1, elbo_batch_size=500, fid_num_samples=1000,
                                         sample_batch_size=500, clip_x0=False, gamma_images_per_t=32,

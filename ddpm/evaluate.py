@@ -25,8 +25,9 @@ error of kid_mean, `ddpm.fid.kid_standard_error`), kid_subsets,
 kid_subset_size, fid_reference (the reference set and its cache name), fid_real_vs_real, kid_real_vs_real_mean and
 kid_real_vs_real_std (the floor: N real training images against the same test reference, `ddpm.fid.real_vs_real`,
 cached) with real_vs_real {split, num_images, subset_seed, cached}, timings {train, load, optimal_variance,
-elbo_exact, elbo_monte_carlo, elbo_exact_other_variances, sampling, write_images, fid_kid (floor included)} in
-seconds, the command,
+elbo_exact (the exact subset under every variance, one pass of the network), elbo_monte_carlo, sampling,
+write_images, fid_kid (floor included)} in seconds (metrics written before that pass was shared also have
+elbo_exact_other_variances), the command,
 package versions (now and at training), the preset and the evaluation settings used. Values that are undefined (a
 standard error of one image) are null.
 
@@ -142,7 +143,7 @@ from ddpm.bound_statistics import (
     per_term_matrix,
     standard_error,
 )
-from ddpm.likelihood import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms
+from ddpm.likelihood import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms_by_variance
 from ddpm.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
 from ddpm.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 from ddpm.samplers import ancestral_sample
@@ -319,6 +320,8 @@ class ElboEvaluation:
     monte_carlo: MonteCarloElbo
     proposal: TimestepProposal | None
     monte_carlo_seconds: float
+    by_variance: Mapping[str, ExactBound] = dataclasses.field(default_factory=dict)
+    """The exact bound on the same subset and x_t under each variance evaluated (the headline's is `exact`)."""
 
     @property
     def exact_bits_per_dim(self) -> float:
@@ -356,6 +359,58 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def exact_bounds(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    test_images: Tensor,
+    *,
+    exact_images: int,
+    seed: int,
+    variances: Iterable[str],
+    clip_x0: bool = False,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+) -> dict[str, ExactBound]:
+    """L_T + sum_t L_{t-1} (eq. 5) summed over every t on `exact_images` seeded test images, bits/dim, under each of
+    `variances` ({value: ExactBound}; "optimal" needs a diffusion made by `GaussianDiffusion.with_optimal_variance`).
+
+    The subset is drawn from phase_generator(seed, "subset_exact") and every x_t from phase_generator(seed,
+    "elbo_exact") whatever the variances, and one pass of the network serves them all
+    (`ddpm.likelihood.elbo_terms_by_variance`): the same images, the same x_t and the same eps_theta(x_t, t), so
+    the differences are the variances' alone (L_0 and L_T agree), and each entry equals its own `exact_bound` call.
+    Every entry's `seconds` is the shared pass's.
+    """
+    num = test_images.shape[0]
+    if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
+        raise EvaluationError(
+            f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}"
+        )
+    choices = tuple(dict.fromkeys(ReverseVariance.from_value(variance).value for variance in variances))
+    device = torch.device(device)
+    diffusion = diffusion.to(device)
+    T = diffusion.T
+    start = time.perf_counter()
+    if exact_images == 0:
+        empty = np.full(T + 1, np.nan)
+        return {choice: ExactBound(choice, math.nan, math.nan, 0, empty, empty.copy(), None,
+                                   time.perf_counter() - start) for choice in choices}
+    index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
+    x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
+    by_variance = elbo_terms_by_variance(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), choices,
+                                         batch_size=batch_size, clip_x0=clip_x0)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    out = {}
+    for choice, terms in by_variance.items():
+        per_image = terms.bits_per_dim().cpu()  # [n]
+        matrix = per_term_matrix(terms)  # [n, T + 1]
+        per_term_se = (matrix.std(dim=0, unbiased=True) / math.sqrt(exact_images)).numpy() if exact_images >= 2 \
+            else np.full(T + 1, np.nan)
+        out[choice] = ExactBound(choice, float(per_image.mean()), standard_error(per_image), exact_images,
+                                 matrix.mean(dim=0).numpy(), per_term_se, terms, seconds)
+    return out
+
+
 def exact_bound(
     eps_model,
     diffusion: GaussianDiffusion,
@@ -368,36 +423,11 @@ def exact_bound(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> ExactBound:
-    """L_T + sum_t L_{t-1} (eq. 5) summed over every t on `exact_images` seeded test images, bits/dim.
-
-    The subset is drawn from phase_generator(seed, "subset_exact") and every x_t from phase_generator(seed,
-    "elbo_exact") whatever the variance, so two calls that differ only in `variance` see the same images, the same
-    x_t and the same eps_theta(x_t, t): their difference is the variance's alone (L_0 and L_T agree).
-    """
-    num = test_images.shape[0]
-    if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
-        raise EvaluationError(
-            f"elbo_exact_images must be an integer in 0..{num} (the test split), got {exact_images!r}"
-        )
+    """`exact_bounds` under one reverse variance: two calls that differ only in `variance` see the same images, the
+    same x_t and the same eps_theta(x_t, t)."""
     choice = ReverseVariance.from_value(variance).value
-    device = torch.device(device)
-    diffusion = diffusion.to(device)
-    T = diffusion.T
-    start = time.perf_counter()
-    if exact_images == 0:
-        empty = np.full(T + 1, np.nan)
-        return ExactBound(choice, math.nan, math.nan, 0, empty, empty.copy(), None, time.perf_counter() - start)
-    index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
-    x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
-    terms = elbo_terms(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), variance=choice,
-                       batch_size=batch_size, clip_x0=clip_x0)
-    per_image = terms.bits_per_dim().cpu()  # [n]
-    matrix = per_term_matrix(terms)  # [n, T + 1]
-    per_term_se = (matrix.std(dim=0, unbiased=True) / math.sqrt(exact_images)).numpy() if exact_images >= 2 \
-        else np.full(T + 1, np.nan)
-    _sync(device)
-    return ExactBound(choice, float(per_image.mean()), standard_error(per_image), exact_images, matrix.mean(dim=0).numpy(),
-                      per_term_se, terms, time.perf_counter() - start)
+    return exact_bounds(eps_model, diffusion, test_images, exact_images=exact_images, seed=seed, variances=(choice,),
+                        clip_x0=clip_x0, batch_size=batch_size, device=device)[choice]
 
 
 def evaluate_elbo(
@@ -414,12 +444,14 @@ def evaluate_elbo(
     batch_size: int = 256,
     uniform_mix: float = UNIFORM_MIX,
     device: torch.device | str = "cpu",
+    other_variances: Iterable[str] = (),
 ) -> ElboEvaluation:
     """The bound -log p_theta(x_0) <= L_T + sum_t L_{t-1} (eq. 5) on uint8 test images [N, C, H, W], bits/dim.
 
-    Exact in t on `exact_images` images (a seeded random subset, `exact_bound`), then Monte Carlo with t drawn from
-    the importance proposal built from that subset on `mc_images` images (None: all N). Module docstring: the
-    estimator, its unbiasedness and the seeds.
+    Exact in t on `exact_images` images (a seeded random subset, `exact_bounds`) under `variance` and, from the same
+    pass of the network, under each of `other_variances` (`ElboEvaluation.by_variance`); then Monte Carlo with t
+    drawn from the importance proposal built from the headline's subset on `mc_images` images (None: all N).
+    Module docstring: the estimator, its unbiasedness and the seeds.
     """
     device = torch.device(device)
     num = test_images.shape[0]
@@ -429,11 +461,15 @@ def evaluate_elbo(
             f"elbo_mc_images must be an integer in 1..{num} (the test split) or None, got {mc_images!r}"
         )
     diffusion = diffusion.to(device)
-    exact = exact_bound(eps_model, diffusion, test_images, exact_images=exact_images, seed=seed, variance=variance,
-                        clip_x0=clip_x0, batch_size=batch_size, device=device)
+    headline = ReverseVariance.from_value(variance).value
+    by_variance = exact_bounds(eps_model, diffusion, test_images, exact_images=exact_images, seed=seed,
+                               variances=(headline, *other_variances), clip_x0=clip_x0, batch_size=batch_size,
+                               device=device)
+    exact = by_variance[headline]
     start = time.perf_counter()
     proposal = None if exact.terms is None else importance_proposal(exact.terms, uniform_mix)
     exact = dataclasses.replace(exact, seconds=exact.seconds + time.perf_counter() - start)
+    by_variance[headline] = exact
 
     start = time.perf_counter()
     index = torch.arange(num) if mc_num == num else random_subset(num, mc_num, phase_generator(seed, "subset_mc"))
@@ -445,34 +481,7 @@ def evaluate_elbo(
     )
     _sync(device)
     return ElboEvaluation(exact=exact, monte_carlo=mc, proposal=proposal,
-                          monte_carlo_seconds=time.perf_counter() - start)
-
-
-def exact_bound_by_variance(
-    eps_model,
-    diffusion: GaussianDiffusion,
-    test_images: Tensor,
-    headline: ExactBound,
-    *,
-    seed: int,
-    variances: Iterable[str] = VARIANCES,
-    clip_x0: bool = False,
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-) -> dict[str, ExactBound]:
-    """The exact bound on the headline's subset (same images, same x_t: `exact_bound`) under each of `variances`.
-
-    The headline's own variance is not recomputed: its entry is `headline` itself. "optimal" needs a diffusion
-    made by `GaussianDiffusion.with_optimal_variance`.
-    """
-    out = {}
-    for variance in variances:
-        choice = ReverseVariance.from_value(variance).value
-        out[choice] = headline if choice == headline.variance else exact_bound(
-            eps_model, diffusion, test_images, exact_images=headline.num_images, seed=seed, variance=choice,
-            clip_x0=clip_x0, batch_size=batch_size, device=device,
-        )
-    return out
+                          monte_carlo_seconds=time.perf_counter() - start, by_variance=by_variance)
 
 
 def _per_term_record(bound: ExactBound) -> dict:
@@ -881,28 +890,26 @@ def _gamma_phase(inputs: _Inputs, progress: bool, say: Callable[[str], None]) ->
 
 
 def _bound_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, say: Callable[[str], None]):
-    """Phase 4: the headline bound (exact subset + Monte Carlo) and the exact bound under every variance.
+    """Phase 4: the headline bound (exact subset + Monte Carlo) and, from the same pass of the network, the exact
+    bound under every variance the checkpoint supports.
 
-    Returns (ElboEvaluation, {variance: ExactBound}, seconds of the other variances); writes elbo_terms.json.
+    Returns (ElboEvaluation, {variance: ExactBound}); writes elbo_terms.json.
     """
     config, seed = inputs.config, inputs.seed
     num_test = inputs.test_images.shape[0]
-    say(f"bound: exact on {config.elbo_exact_images} images x T = {diffusion.T}, Monte Carlo on "
-        f"{config.elbo_mc_images or num_test} images, sigma_t^2 = {config.variance}")
-    common = dict(clip_x0=config.clip_x0, batch_size=config.elbo_batch_size, device=inputs.device)
+    variances = checkpoint_variances(inputs.checkpoint)
+    say(f"bound: exact on {config.elbo_exact_images} images x T = {diffusion.T} under {', '.join(variances)} (one "
+        f"pass of the network), Monte Carlo on {config.elbo_mc_images or num_test} images, sigma_t^2 = "
+        f"{config.variance}")
     elbo = evaluate_elbo(
         inputs.eps_model, diffusion, inputs.test_images, exact_images=config.elbo_exact_images,
         mc_images=config.elbo_mc_images, draws_per_image=config.elbo_mc_draws_per_image, seed=seed,
-        variance=config.variance, **common,
+        variance=config.variance, clip_x0=config.clip_x0, batch_size=config.elbo_batch_size, device=inputs.device,
+        other_variances=variances,
     )
-    variances = checkpoint_variances(inputs.checkpoint)
-    say(f"bound: exact on the same {config.elbo_exact_images} images under {', '.join(variances)}")
-    start = time.perf_counter()
-    by_variance = exact_bound_by_variance(inputs.eps_model, diffusion, inputs.test_images, elbo.exact, seed=seed,
-                                          variances=variances, **common)
-    other_seconds = time.perf_counter() - start
+    by_variance = {variance: elbo.by_variance[variance] for variance in variances}
     write_json_atomic(out_dir / ELBO_TERMS_FILE, elbo_terms_record(elbo, config.variance, config.clip_x0, by_variance))
-    return elbo, by_variance, other_seconds
+    return elbo, by_variance
 
 
 def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, progress: bool,
@@ -1099,9 +1106,8 @@ def evaluate_checkpoint(
     optimal = _gamma_phase(inputs, progress, say)
     timings["optimal_variance"] = optimal.seconds
     diffusion = inputs.diffusion.with_optimal_variance(optimal.estimate.gamma)  # every variance, one diffusion
-    elbo, by_variance, other_seconds = _bound_phase(inputs, diffusion, out_dir, say)
-    timings.update(elbo_exact=elbo.exact_seconds, elbo_monte_carlo=elbo.monte_carlo_seconds,
-                   elbo_exact_other_variances=other_seconds)
+    elbo, by_variance = _bound_phase(inputs, diffusion, out_dir, say)
+    timings.update(elbo_exact=elbo.exact_seconds, elbo_monte_carlo=elbo.monte_carlo_seconds)
     samples, write_seconds = _sampling_phase(inputs, diffusion, out_dir, progress, say)
     timings.update(sampling=samples.seconds, write_images=write_seconds)
     fid_record = FID_SKIPPED
@@ -1151,7 +1157,7 @@ __all__ = [
     "evaluate_checkpoint",
     "evaluate_elbo",
     "exact_bound",
-    "exact_bound_by_variance",
+    "exact_bounds",
     "image_grid",
     "keep_previous_file",
     "keep_previous_metrics",

@@ -46,6 +46,7 @@ Conventions (part of the README; each is tested):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,6 +252,23 @@ def elbo_terms(
     diffusion's device. Terms are float64, on x_0's device.
     """
     choice = ReverseVariance.from_value(variance)
+    return elbo_terms_by_variance(eps_model, diffusion, x0, generator, (choice,), batch_size, clip_x0)[choice.value]
+
+
+def elbo_terms_by_variance(
+    eps_model,
+    diffusion: GaussianDiffusion,
+    x0: Tensor,
+    generator: torch.Generator,
+    variances: Sequence[str | ReverseVariance],
+    batch_size: int = 256,
+    clip_x0: bool = False,
+) -> dict[str, ElboTerms]:
+    """`elbo_terms` under each of `variances` {value: ElboTerms}, from one pass of the network: the same x_t and the
+    same eps_theta(x_t, t) (and v) serve every variance, so each result equals its own `elbo_terms` call bitwise."""
+    choices = tuple(dict.fromkeys(ReverseVariance.from_value(variance) for variance in variances))
+    if not choices:
+        raise ValueError("variances must name at least one reverse variance")
     check_generator(generator)
     batch_size = _check_batch_size(batch_size)
     x0 = _check_data(diffusion, x0)
@@ -259,9 +277,9 @@ def elbo_terms(
     noise_dtype = compute_dtype(x0.dtype)
     x0_64 = x0.to(f64)
     k = pixel_index(x0)  # [B, ...]
-    per_pair = torch.empty(T * B, dtype=f64, device=x0.device)  # [T * B], pair p = (t - 1) * B + b
+    per_pair = {choice: torch.empty(T * B, dtype=f64, device=x0.device) for choice in choices}  # [T * B] each
     noise_source = _PerTimestepNoise(generator, x0, noise_dtype)
-    pairs = torch.arange(T * B, device=x0.device)  # [T * B]
+    pairs = torch.arange(T * B, device=x0.device)  # [T * B], pair p = (t - 1) * B + b
     with torch.no_grad():
         for start in range(0, T * B, batch_size):
             end = min(start + batch_size, T * B)
@@ -271,27 +289,32 @@ def elbo_terms(
             noise = noise_source.rows(start, end).to(f64)  # [n, ...]
             x0_c = x0_64[b]
             xt = diffusion._q_sample(x0_c, t, noise)  # [n, ...] float64
-            eps, v = model_output(eps_model, xt.to(x0.dtype), t)
+            eps, v_raw = model_output(eps_model, xt.to(x0.dtype), t)
             eps = eps.to(f64)
-            v = learned_output(choice, v, f64)
             n_decoder = max(0, min(end, B) - start)  # rows with t = 1 come first (t-major)
-            if n_decoder:
-                s = slice(0, n_decoder)
-                per_pair[start : start + n_decoder] = decoder_terms(
-                    diffusion, choice, k[b[s]], xt[s], t[s], eps[s], clip_x0, None if v is None else v[s]
-                )
-            if n_decoder < end - start:
-                s = slice(n_decoder, None)
-                per_pair[start + n_decoder : end] = kl_terms(
-                    diffusion, choice, x0_c[s], xt[s], t[s], noise[s], eps[s], clip_x0, None if v is None else v[s]
-                )
-    rows = per_pair.reshape(T, B)  # [T, B], row t - 1
-    return ElboTerms(
-        prior=prior_term(diffusion, x0),
-        kl=rows[1:].T.contiguous(),  # [B, T - 1]
-        decoder=rows[0].clone(),
-        num_dims=x0[0].numel(),
-    )
+            for choice in choices:
+                v = learned_output(choice, v_raw, f64)
+                if n_decoder:
+                    s = slice(0, n_decoder)
+                    per_pair[choice][start : start + n_decoder] = decoder_terms(
+                        diffusion, choice, k[b[s]], xt[s], t[s], eps[s], clip_x0, None if v is None else v[s]
+                    )
+                if n_decoder < end - start:
+                    s = slice(n_decoder, None)
+                    per_pair[choice][start + n_decoder : end] = kl_terms(
+                        diffusion, choice, x0_c[s], xt[s], t[s], noise[s], eps[s], clip_x0, None if v is None else v[s]
+                    )
+    prior = prior_term(diffusion, x0)
+    out = {}
+    for choice in choices:
+        rows = per_pair[choice].reshape(T, B)  # [T, B], row t - 1
+        out[choice.value] = ElboTerms(
+            prior=prior.clone(),
+            kl=rows[1:].T.contiguous(),  # [B, T - 1]
+            decoder=rows[0].clone(),
+            num_dims=x0[0].numel(),
+        )
+    return out
 
 
 # ----------------------------------------------------------------------------------------- Monte Carlo
@@ -434,5 +457,6 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "elbo_monte_carlo",
     "elbo_terms",
+    "elbo_terms_by_variance",
     "normal_kl",
 ]

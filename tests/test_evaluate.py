@@ -341,7 +341,8 @@ def test_metrics_json_has_the_bound_under_every_variance_and_the_gamma_record(ru
     assert record["images_per_t"] == m["evaluation_config"]["gamma_images_per_t"] == 4, "the tiny preset's 4"
     assert 0 <= record["gamma_clipped_timesteps"] <= m["T"] and record["gamma_stderr_max"] > 0
     assert m["timings"]["optimal_variance"] == record["seconds"] > 0
-    assert m["timings"]["elbo_exact_other_variances"] > 0
+    assert m["timings"]["elbo_exact"] > 0 and "elbo_exact_other_variances" not in m["timings"], \
+        "one pass of the network serves every variance"
 
 
 def test_optimal_variance_json_is_estimate_gamma_with_the_documented_generator(run_dir, tiny_model):
@@ -398,21 +399,31 @@ def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(r
         assert np.all(gap <= allowed), f"{name} vs beta: S_t differs at t = {np.flatnonzero(gap > allowed)[:5] + 2}"
 
 
-def test_exact_bound_by_variance_reuses_the_headline_and_matches_elbo_terms(tiny_model):
-    """The non-headline entries are `elbo_terms` with phase_generator(seed, "elbo_exact") on the seeded subset."""
-    from ddpm.evaluate import exact_bound, exact_bound_by_variance
+def test_exact_bounds_share_one_pass_and_equal_separate_calls(tiny_model):
+    """exact_bounds under several variances = one exact_bound call per variance, bitwise, and = `elbo_terms` with
+    phase_generator(seed, "elbo_exact") on the seeded subset; the network runs once per chunk, not per variance."""
+    from ddpm.evaluate import exact_bound, exact_bounds
 
     model, diffusion = tiny_model
     images = data.load_images("digits", "test")
-    headline = exact_bound(model, diffusion, images, exact_images=3, seed=5, variance="beta")
-    result = exact_bound_by_variance(model, diffusion, images, headline, seed=5, variances=("beta", "beta_tilde"))
-    assert result["beta"] is headline
+    calls = []
+
+    def counted(xt, t):
+        calls.append(xt.shape[0])
+        return model(xt, t)
+
+    result = exact_bounds(counted, diffusion, images, exact_images=3, seed=5, variances=("beta", "beta_tilde"))
+    assert sum(calls) == 3 * diffusion.T, "one network evaluation per (image, t), whatever the number of variances"
+    for variance in ("beta", "beta_tilde"):
+        alone = exact_bound(model, diffusion, images, exact_images=3, seed=5, variance=variance)
+        assert result[variance].bits_per_dim == alone.bits_per_dim
+        assert np.array_equal(result[variance].per_term_bits_per_dim, alone.per_term_bits_per_dim)
     index = random_subset(images.shape[0], 3, phase_generator(5, "subset_exact"))
     terms = elbo_terms(model, diffusion, data.to_model_range(images[index]), phase_generator(5, "elbo_exact"),
                        variance="beta_tilde")
     assert_allclose(result["beta_tilde"].bits_per_dim, terms.bits_per_dim().mean().item(), **F64)
     with pytest.raises(ValueError, match="needs Gamma_t"):
-        exact_bound_by_variance(model, diffusion, images, headline, seed=5, variances=("optimal",))
+        exact_bounds(model, diffusion, images, exact_images=3, seed=5, variances=("beta", "optimal"))
 
 
 def test_presets_size_gamma_and_old_checkpoints_load_with_the_default():

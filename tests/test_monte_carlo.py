@@ -104,6 +104,23 @@ REGRESSION_X0 = (-0.5, 0.75)
 N_PAIRS = 20_000
 
 
+def _regression_tests(family: Family, tag: str, x: np.ndarray, y: np.ndarray, slope: float, intercept: float,
+                      variance: float) -> None:
+    """Ordinary least squares of y on x [N] against a Gaussian conditional law y | x ~ N(intercept + slope x,
+    variance): Student t tests (N - 2 dof) on slope and intercept with the usual OLS standard errors, chi-square
+    (N - 2 dof) on the residual variance."""
+    n = x.shape[0]
+    xm, ym = x.mean(), y.mean()
+    sxx = ((x - xm) ** 2).sum()
+    fitted_slope = ((x - xm) * (y - ym)).sum() / sxx
+    fitted_intercept = ym - fitted_slope * xm
+    ssr = ((y - fitted_intercept - fitted_slope * x) ** 2).sum()
+    s2 = ssr / (n - 2)
+    family.t_test(f"{tag}: slope", fitted_slope, slope, math.sqrt(s2 / sxx), n - 2)
+    family.t_test(f"{tag}: intercept", fitted_intercept, intercept, math.sqrt(s2 * (1.0 / n + xm**2 / sxx)), n - 2)
+    family.variance_chi2(f"{tag}: residual variance", ssr, n - 2, variance)
+
+
 @pytest.mark.statistical(alpha=ALPHA_POSTERIOR)
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_sampled_pairs_regress_to_the_posterior(schedule, seed_base, record_property):
@@ -125,22 +142,11 @@ def test_sampled_pairs_regress_to_the_posterior(schedule, seed_base, record_prop
         for x0 in REGRESSION_X0:
             x_prev = math.sqrt(ab[t - 1]) * x0 + math.sqrt(1.0 - ab[t - 1]) * rng.standard_normal(N_PAIRS)
             x_t = math.sqrt(1.0 - betas[t - 1]) * x_prev + math.sqrt(betas[t - 1]) * rng.standard_normal(N_PAIRS)
-            xm, ym = x_t.mean(), x_prev.mean()
-            sxx = ((x_t - xm) ** 2).sum()
-            slope = ((x_t - xm) * (x_prev - ym)).sum() / sxx
-            intercept = ym - slope * xm
-            ssr = ((x_prev - intercept - slope * x_t) ** 2).sum()
-            s2 = ssr / (N_PAIRS - 2)
-
             tt = _timesteps(t, 1)
             one, zero = torch.ones(1, 1, dtype=f64), torch.zeros(1, 1, dtype=f64)
             coef_xt = float(diffusion.q_posterior_mean_variance(zero, one, tt)[0])
             mean_at_0, var = diffusion.q_posterior_mean_variance(torch.full((1, 1), x0, dtype=f64), zero, tt)
-            tag = f"t={t}, x0={x0}"
-            family.t_test(f"{tag}: slope", slope, coef_xt, math.sqrt(s2 / sxx), N_PAIRS - 2)
-            se_intercept = math.sqrt(s2 * (1.0 / N_PAIRS + xm**2 / sxx))
-            family.t_test(f"{tag}: intercept", intercept, float(mean_at_0), se_intercept, N_PAIRS - 2)
-            family.variance_chi2(f"{tag}: residual variance", ssr, N_PAIRS - 2, float(var))
+            _regression_tests(family, f"t={t}, x0={x0}", x_t, x_prev, coef_xt, float(mean_at_0), float(var))
 
     # t = 1: q(x_0 | x_1, x_0) is the point mass at x_0.
     x0 = torch.tensor(REGRESSION_X0, dtype=f64)[:, None]  # [K, 1]
@@ -185,20 +191,10 @@ def test_sampled_strides_regress_to_the_strided_posterior(schedule, seed_base, r
             x_t = x_s.copy()
             for u in range(s + 1, t + 1):
                 x_t = math.sqrt(1.0 - betas[u - 1]) * x_t + math.sqrt(betas[u - 1]) * rng.standard_normal(N_STRIDED)
-            xm, ym = x_t.mean(), x_s.mean()
-            sxx = ((x_t - xm) ** 2).sum()
-            slope = ((x_t - xm) * (x_s - ym)).sum() / sxx
-            intercept = ym - slope * xm
-            ssr = ((x_s - intercept - slope * x_t) ** 2).sum()
-            s2 = ssr / (N_STRIDED - 2)
             mean_at_0 = step(t, s, 0.0, x0, 0.0)
             code_slope = step(t, s, 1.0, x0, 0.0) - mean_at_0
             sigma = step(t, s, 0.0, x0, 1.0) - mean_at_0
-            tag = f"t={t}, s={s}, x0={x0}"
-            family.t_test(f"{tag}: slope", slope, code_slope, math.sqrt(s2 / sxx), N_STRIDED - 2)
-            se_intercept = math.sqrt(s2 * (1.0 / N_STRIDED + xm**2 / sxx))
-            family.t_test(f"{tag}: intercept", intercept, mean_at_0, se_intercept, N_STRIDED - 2)
-            family.variance_chi2(f"{tag}: residual variance", ssr, N_STRIDED - 2, sigma**2)
+            _regression_tests(family, f"t={t}, s={s}, x0={x0}", x_t, x_s, code_slope, mean_at_0, sigma**2)
     family.check(record_property)
 
 

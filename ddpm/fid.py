@@ -3,9 +3,10 @@
 FID (Heusel et al. 2017) = ||mu_g - mu_r||^2 + tr(S_g + S_r - 2 (S_g S_r)^(1/2)) between Gaussians fitted to the
 2048-d pool features of generated and reference images; KID (Binkowski et al. 2018) = the unbiased MMD^2 with
 the cubic polynomial kernel k(x, y) = (x.y / 2048 + 1)^3, averaged over `kid_subsets` random subsets of
-`kid_subset_size` images per side (mean and standard deviation over subsets are reported). Both are computed by
-torch-fidelity; this module supplies its weights, its inputs and its cache keys. Inception Score is never
-computed (the weights carry no classifier, see below).
+`kid_subset_size` images per side (mean and standard deviation over subsets are reported). Both are torch-fidelity's
+functions of the features (`fid_from_features`, `kid_from_features`); this module supplies the weights, extracts
+the features with torch-fidelity's network (`InceptionFeatures`) and caches the reference's. Inception Score is
+never computed (the weights carry no classifier, see below).
 
 Weights
 -------
@@ -24,20 +25,21 @@ torch-fidelity with these weights reproduces the TorchScript model's features.
 
 Inputs and the reference set
 ----------------------------
-Images are uint8 [N, C, H, W] with C = 1 (repeated to 3 channels) or 3, any size (torch-fidelity resizes to
-299 x 299 with TF1-compatible bilinear interpolation). The reference is either a uint8 tensor (not cached) or a
-`ReferenceSet(source, split, num, seed)` naming a dataset of ddpm.data; its features and FID statistics are
-cached by torch-fidelity under `<cache dir>/fidelity_cache/` with a name that contains the dataset, split, N,
-subset seed, the dataset's content fingerprint and the weights hash (torch-fidelity's own key would ignore N
-and the weights). The reference images are loaded only on a cache miss.
+Images are uint8 [N, C, H, W] with C = 1 (repeated to 3 channels) or 3, any size (torch-fidelity's network resizes
+to 299 x 299 with TF1-compatible bilinear interpolation). The reference is either a uint8 tensor (not cached) or a
+`ReferenceSet(source, split, num, seed)` naming a dataset of ddpm.data; its features are cached as
+`<cache dir>/features/<name>.npy`, the name holding the dataset, split, N, subset seed, the dataset's content
+fingerprint and the weights hash. The reference images are loaded only on a cache miss.
 
 Compare FID only at equal N: FID is biased upwards at small N (500 vs 500 MNIST test images already score
 ~18 from sampling alone), so numbers at different N are not comparable. `fid_kid` refuses unequal N unless
 `allow_unequal_n=True`. KID is unbiased, hence the better number at small N.
 
-Cost: Inception-v3 at 299 x 299 is ~5.7 G multiply-adds per image; on a 2-core CPU that is a few images per second, so
-10 000 images take tens of minutes there and a minute or so on a GPU. Pass `verbose=True` for torch-fidelity's
-progress bar.
+Cost: Inception-v3 at 299 x 299 is ~5.7 G multiply-adds per image. `InceptionFeatures` runs torch-fidelity's
+network in inference mode on channels-last weights, in batches straight from the tensor, one instance per process
+for every pass; `nox -s bench` (its fid_features section) measures it against torch-fidelity's own pipeline and
+against the machine's matmul peak. On a 2-core CPU that is still a few images per second, so 10 000 images take
+tens of minutes there and a minute or so on a GPU. Pass `verbose=True` for progress bars.
 """
 
 from __future__ import annotations
@@ -51,15 +53,16 @@ import os
 import tempfile
 import warnings
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from ddpm import data
-from ddpm.checkpoint import atomic_write_text, new_file_mode
+from ddpm.checkpoint import atomic_write, atomic_write_text, new_file_mode
 
 Tensor = torch.Tensor
 
@@ -298,27 +301,6 @@ def _check_images(images: Tensor, what: str) -> Tensor:
     return images
 
 
-class _RgbUint8(Dataset):
-    """uint8 [N, C, H, W] as a Dataset of [3, H, W] items (gray repeated), optionally built on first access."""
-
-    def __init__(self, num: int, load: Callable[[], Tensor]):
-        self._num = num
-        self._load = load
-        self._images: Tensor | None = None
-
-    def __len__(self) -> int:
-        return self._num
-
-    def __getitem__(self, index: int) -> Tensor:
-        if self._images is None:
-            images = self._load()
-            if images.shape[0] != self._num:
-                raise RuntimeError(f"reference loader returned {images.shape[0]} images, expected {self._num}")
-            self._images = images
-        item = self._images[index]  # [C, H, W]
-        return item.expand(3, -1, -1) if item.shape[0] == 1 else item
-
-
 @dataclass(frozen=True)
 class ReferenceSet:
     """A cacheable reference: `num` images of `split` of a ddpm.data source (all of it when num is None).
@@ -427,6 +409,131 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check_device(device: str | torch.device | None) -> torch.device:
+    name = default_device() if device is None else device
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"unknown device {str(name)!r}; options are 'cpu', 'cuda'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' requested but torch sees no GPU")
+    return device
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Features
+
+
+class InceptionFeatures:
+    """uint8 [N, C, H, W] images -> float32 [N, FEATURE_DIM] pool features of the FID Inception, on `device`.
+
+    The network is torch-fidelity's `FeatureExtractorInceptionV3` with the mapped weights (`inception_weights_path`),
+    so its resize (TF1-compatible bilinear to 299 x 299), its scaling (k - 128) / 128 and its layers are torch-
+    fidelity's own. What differs is how it is run: in inference mode, in batches of `batch_size` straight from the
+    tensor (no DataLoader, gray repeated to 3 channels per batch), with channels-last weights (`channels_last`: the
+    convolutions then run on NHWC activations, which the CPU convolution kernels prefer) and, on CUDA, convolutions
+    in full float32 (`ieee_float32_convolutions`). One instance serves every pass of a process
+    (`inception_features`). tests/test_fid.py checks its features against torch-fidelity's plain forward and
+    against a float64 evaluation within a float32 rounding bound.
+    """
+
+    def __init__(self, weights: Path, device: torch.device, batch_size: int, channels_last: bool = True) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        network = _new_extractor(weights).to(device)
+        if channels_last:
+            network = network.to(memory_format=torch.channels_last)
+        self.network = network
+        self.device = device
+        self.batch_size = batch_size
+        self.channels_last = channels_last
+
+    def __call__(self, images: Tensor, progress: bool = False, desc: str = "Inception features") -> Tensor:
+        images = _check_images(images, "input")
+        out = torch.empty(images.shape[0], FEATURE_DIM, dtype=torch.float32)  # [N, 2048]
+        precision = ieee_float32_convolutions() if self.device.type == "cuda" else contextlib.nullcontext()
+        with precision, torch.inference_mode(), tqdm(total=images.shape[0], desc=desc, unit="img",
+                                                     disable=not progress, leave=False) as bar:
+            for start in range(0, images.shape[0], self.batch_size):
+                batch = images[start:start + self.batch_size].to(self.device)  # [b, C, H, W]
+                if batch.shape[1] == 1:
+                    batch = batch.expand(-1, 3, -1, -1)
+                (features,) = self.network(batch)  # [b, 2048]
+                out[start:start + batch.shape[0]] = features.float().cpu()
+                bar.update(batch.shape[0])
+        return out
+
+
+DEFAULT_BATCH_SIZE = {"cpu": 16, "cuda": 128}  # images per Inception call (CPU: 16 ran ~1.1x faster than 32 or 64)
+FEATURE_DIM = 2048
+_EXTRACTORS: dict[tuple, InceptionFeatures] = {}
+
+
+def inception_features(cache: str | os.PathLike | None = None, device: str | torch.device | None = None,
+                       batch_size: int | None = None, channels_last: bool = True) -> InceptionFeatures:
+    """The process's `InceptionFeatures` for these weights, device, batch size and layout (built on first use)."""
+    device = _check_device(device)
+    batch_size = DEFAULT_BATCH_SIZE[device.type] if batch_size is None else batch_size
+    weights = inception_weights_path(cache)
+    key = (str(weights), str(device), batch_size, channels_last)
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = InceptionFeatures(weights, device, batch_size, channels_last)
+    return _EXTRACTORS[key]
+
+
+def _features_path(reference: ReferenceSet, cache: str | os.PathLike | None) -> Path:
+    return cache_dir(cache) / "features" / f"{reference.cache_name(FID_INCEPTION_SHA256)}.npy"
+
+
+def reference_features(reference: ReferenceSet, extractor: InceptionFeatures, cache: str | os.PathLike | None = None,
+                       progress: bool = False) -> tuple[Tensor, bool]:
+    """(float32 [N, 2048] features of the reference set, whether they came from the cache).
+
+    Cached as `<cache dir>/features/<ReferenceSet.cache_name()>.npy` (written atomically); the images are loaded
+    only on a miss. A file of the wrong shape is recomputed and replaced.
+    """
+    path = _features_path(reference, cache)
+    expected = (reference.size(), FEATURE_DIM)
+    if path.is_file():
+        try:
+            stored = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            stored = None
+        if stored is not None and stored.shape == expected and stored.dtype == np.float32:
+            return torch.from_numpy(stored), True
+    images = _check_images(reference.load(), "reference")
+    features = extractor(images, progress=progress, desc=f"Inception features ({reference.split})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: np.save(f, features.numpy(), allow_pickle=False))
+    return features, False
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Metrics from features (torch-fidelity's own functions)
+
+
+def fid_from_features(generated: Tensor, reference: Tensor) -> float:
+    """FID between two feature sets [N, 2048]: torch-fidelity's statistics (mean, np.cov) and its Frechet distance."""
+    from torch_fidelity.metric_fid import KEY_METRIC_FID, fid_features_to_statistics, fid_statistics_to_metric
+
+    statistics = [fid_features_to_statistics(features) for features in (generated, reference)]
+    return float(fid_statistics_to_metric(*statistics, verbose=False)[KEY_METRIC_FID])
+
+
+def kid_from_features(generated: Tensor, reference: Tensor, subsets: int, subset_size: int,
+                      seed: int) -> tuple[float, float]:
+    """(mean, std) of the unbiased MMD^2 with the cubic kernel over `subsets` subsets of `subset_size` a side,
+    drawn with numpy RandomState(seed): torch-fidelity's KID on these features."""
+    from torch_fidelity.metric_kid import KEY_METRIC_KID_MEAN, KEY_METRIC_KID_STD, kid_features_to_metric
+
+    metric = kid_features_to_metric(generated, reference, kid_subsets=subsets, kid_subset_size=subset_size,
+                                    kid_kernel="poly", kid_kernel_poly_degree=3, kid_kernel_poly_gamma=None,
+                                    kid_kernel_poly_coef0=1, rng_seed=seed, verbose=False)
+    return float(metric[KEY_METRIC_KID_MEAN]), float(metric[KEY_METRIC_KID_STD])
+
+
 def fid_kid(
     generated: Tensor,
     reference: Tensor | ReferenceSet,
@@ -445,21 +552,16 @@ def fid_kid(
     Compare FIDs only at equal N (it is biased at small N); unequal N raises ValueError unless
     `allow_unequal_n`. KID uses `kid_subsets` subsets of `kid_subset_size` (default min(1000, N_g, N_r))
     drawn with numpy RandomState(kid_seed). `device` "cuda" or "cpu" (default: cuda when available);
-    `batch_size` defaults to 32 on CPU and 128 on CUDA; on CUDA the convolutions run in full float32 (no TF32). A ReferenceSet's features are cached (see the module
-    docstring); a tensor reference is not. `verbose` shows torch-fidelity's progress bar on stderr.
+    `batch_size`: images per Inception call (default `DEFAULT_BATCH_SIZE`). Features come from the process's
+    `InceptionFeatures`; a ReferenceSet's are cached (`reference_features`), a tensor reference's are not. FID and
+    KID are torch-fidelity's functions of the features. `verbose` shows progress bars on stderr.
     """
-    import torch_fidelity
-
     generated = _check_images(generated, "generated")
     if isinstance(reference, ReferenceSet):
         num_reference = reference.size()
-        reference_input = _RgbUint8(num_reference, lambda: _check_images(reference.load(), "reference"))
-        reference_cache_name_ = reference.cache_name(FID_INCEPTION_SHA256)
     else:
         reference = _check_images(reference, "reference")
         num_reference = reference.shape[0]
-        reference_input = _RgbUint8(num_reference, lambda: reference)
-        reference_cache_name_ = None
     num_generated = generated.shape[0]
     if num_generated != num_reference and not allow_unequal_n:
         raise ValueError(
@@ -469,43 +571,18 @@ def fid_kid(
     subset = min(DEFAULT_KID_SUBSET_SIZE, num_generated, num_reference) if kid_subset_size is None else kid_subset_size
     if not 2 <= subset <= min(num_generated, num_reference):
         raise ValueError(f"kid_subset_size must be in 2..{min(num_generated, num_reference)}, got {subset}")
-    device = default_device() if device is None else str(device)
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; options are 'cpu', 'cuda'")
-    cuda = device == "cuda"
-    if cuda and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no GPU")
-    if batch_size is None:
-        batch_size = 128 if cuda else 32
-    weights = inception_weights_path(cache)
-    precision = ieee_float32_convolutions() if cuda else contextlib.nullcontext()
-    with precision:
-        metrics = torch_fidelity.calculate_metrics(
-            input1=_RgbUint8(num_generated, lambda: generated),
-            input2=reference_input,
-            input2_cache_name=reference_cache_name_,
-            cache_root=str(cache_dir(cache) / "fidelity_cache"),
-            cache=True,
-            fid=True,
-            kid=True,
-            isc=False,
-            prc=False,
-            feature_extractor=FEATURE_EXTRACTOR,
-            feature_extractor_weights_path=str(weights),
-            kid_subsets=kid_subsets,
-            kid_subset_size=subset,
-            rng_seed=kid_seed,
-            batch_size=batch_size,
-            cuda=cuda,
-            save_cpu_ram=True,
-            verbose=verbose,
-        )
+    extractor = inception_features(cache, _check_device(device), batch_size)
+    if isinstance(reference, ReferenceSet):
+        reference_set, _ = reference_features(reference, extractor, cache, progress=verbose)
+    else:
+        reference_set = extractor(reference, progress=verbose, desc="Inception features (reference)")
+    generated_set = extractor(generated, progress=verbose, desc="Inception features (generated)")
+    kid_mean, kid_std = kid_from_features(generated_set, reference_set, kid_subsets, subset, kid_seed)
     return FidResult(
-        fid=float(metrics[torch_fidelity.KEY_METRIC_FID]),
-        kid_mean=float(metrics[torch_fidelity.KEY_METRIC_KID_MEAN]),
-        kid_std=float(metrics[torch_fidelity.KEY_METRIC_KID_STD]),
-        kid_stderr=kid_standard_error(float(metrics[torch_fidelity.KEY_METRIC_KID_STD]), subset,
-                                      min(num_generated, num_reference), kid_subsets),
+        fid=fid_from_features(generated_set, reference_set),
+        kid_mean=kid_mean,
+        kid_std=kid_std,
+        kid_stderr=kid_standard_error(kid_std, subset, min(num_generated, num_reference), kid_subsets),
         num_generated=num_generated,
         num_reference=num_reference,
         feature_extractor=f"{FEATURE_EXTRACTOR} (TF 2015-12-05 FID Inception, from {FID_HELPER_WHEEL})",
@@ -514,6 +591,21 @@ def fid_kid(
 
 
 REAL_VS_REAL_SEED = 1  # the training subset's seed (the test reference uses seed 0)
+
+
+def _real_vs_real_prefix(train: ReferenceSet, test: ReferenceSet) -> str:
+    return f"real-vs-real-{train.cache_name()}-vs-{test.cache_name()}-kid"
+
+
+def cached_inception_images(source: str, num: int, cache: str | os.PathLike | None = None) -> int:
+    """How many of the 3 num images an evaluation at N = num pushes through Inception on a cold cache are cached:
+    num for the test reference's features, num for a real-vs-real floor at this N (any KID settings)."""
+    test = ReferenceSet(source, "test", num, seed=0)
+    train = ReferenceSet(source, "train", num, seed=REAL_VS_REAL_SEED)
+    cached = num if _features_path(test, cache).is_file() else 0
+    if any(cache_dir(cache).glob(f"{_real_vs_real_prefix(train, test)}*.json")):
+        cached += num
+    return cached
 
 
 def real_vs_real(source: str, num: int, *, kid_subsets: int = DEFAULT_KID_SUBSETS, kid_subset_size: int | None = None,
@@ -530,8 +622,7 @@ def real_vs_real(source: str, num: int, *, kid_subsets: int = DEFAULT_KID_SUBSET
     train = ReferenceSet(source, "train", num, seed=REAL_VS_REAL_SEED)
     test = ReferenceSet(source, "test", num, seed=0)
     subset = "default" if kid_subset_size is None else str(kid_subset_size)
-    path = cache_dir(cache) / f"real-vs-real-{train.cache_name()}-vs-{test.cache_name()}-kid{kid_subsets}x{subset}" \
-                              f"-s{kid_seed}.json"
+    path = cache_dir(cache) / f"{_real_vs_real_prefix(train, test)}{kid_subsets}x{subset}-s{kid_seed}.json"
     if path.is_file():
         return FidResult(**json.loads(path.read_text(encoding="utf-8"))), True
     result = fid_kid(train.load(), test, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_seed=kid_seed,

@@ -590,7 +590,7 @@ def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
     assert reference["num_images"] == m["fid_num_samples"] == 8 and reference["split"] == "test"
     assert "-n8-" in reference["cache_name"] and "digits" in reference["cache_name"]
     assert m["timings"]["fid_kid"] > 0
-    assert (tmp_path / "cache" / "fidelity_cache").is_dir(), "reference statistics are cached"
+    assert (tmp_path / "cache" / "features").is_dir(), "reference features are cached"
     # The floor: 8 real training images against the same 8 test images, computed once and then cached.
     assert isinstance(m["fid_real_vs_real"], float) and math.isfinite(m["fid_real_vs_real"])
     assert m["real_vs_real"] == {"split": "train", "num_images": 8, "subset_seed": 1, "cached": False}

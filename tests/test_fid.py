@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import math
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +122,43 @@ def test_features_match_the_torchscript_model(extractor, torchscript, seed_base)
         assert_allclose(ours.numpy(), reference.numpy(), **FEATURES, err_msg="mapped torch-fidelity vs TorchScript")
 
 
+def float32_error_vs_float64(features: torch.Tensor, exact: torch.Tensor) -> float:
+    """Largest |float32 feature - float64 feature| over max |float64 feature|."""
+    return float((features.double() - exact).abs().max() / exact.abs().max())
+
+
+def test_fast_features_are_torch_fidelitys_up_to_float32_rounding(fid_cache, seed_base):
+    """`InceptionFeatures` (channels-last, batched, inference mode) against torch-fidelity's plain forward.
+
+    The float64 evaluation of the same network (its weights and internal dtype set to float64) is the exact value. A
+    channels-last float32 evaluation only sums in another order, so its rounding error must be of the size of the
+    plain float32 forward's: the tolerance is ROUNDING_FACTOR times the plain path's own error on these images
+    (a maximum over 2 x 2048 features of two errors of the same distribution; the factor bounds the ratio of two
+    such maxima). bfloat16 autocast, the ~2.3x faster option that was rejected, leaves it far behind.
+    """
+    rounding_factor = 4.0
+    g = torch.Generator().manual_seed(seed_base + 16)
+    images = torch.randint(0, 256, (2, 1, 28, 28), generator=g, dtype=torch.uint8)
+    exact_net = fid.inception_feature_extractor(fid_cache).double()
+    exact_net.feature_extractor_internal_dtype = torch.float64  # torch-fidelity's forward casts its input to this
+    with torch.no_grad():
+        (exact,) = exact_net(images.expand(-1, 3, -1, -1))
+    exact = exact.double()  # the extractor returns float32; the float64 run rounds once at the end
+    assert next(exact_net.parameters()).dtype == torch.float64
+    plain = extractor_features(fid.inception_feature_extractor(fid_cache), images.expand(-1, 3, -1, -1))
+    fast = fid.inception_features(fid_cache, "cpu")(images)
+    plain_error = float32_error_vs_float64(plain, exact)
+    assert plain_error < 1e-4, f"torch-fidelity's float32 forward is {plain_error:.2g} from float64"
+    assert float32_error_vs_float64(fast, exact) <= rounding_factor * max(plain_error, 2.0**-24), \
+        "the fast extractor leaves float64 by more than float32 rounding"
+    assert_allclose(fast.numpy(), plain.numpy(), rtol=0.0,
+                    atol=2 * rounding_factor * max(plain_error, 2.0**-24) * float(exact.abs().max()),
+                    err_msg="fast vs plain torch-fidelity features")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rejected = fid.inception_features(fid_cache, "cpu")(images)
+    assert float32_error_vs_float64(rejected, exact) > 100 * rounding_factor * plain_error, "bfloat16 must fail"
+
+
 def test_a_wrong_mapping_is_detected(extractor, torchscript, seed_base):
     """The comparison above has teeth: swapped layers or a wrong batch-norm epsilon break it by orders of magnitude."""
     g = torch.Generator().manual_seed(seed_base + 12)
@@ -206,20 +244,20 @@ def test_fid_kid_noise_vs_mnist_self_and_cache(fid_cache, monkeypatch, seed_base
     assert isinstance(on_noise, FidResult)
     assert (on_noise.num_generated, on_noise.num_reference) == (n, n)
     assert on_noise.weights_sha256 == fid.FID_INCEPTION_SHA256 and "inception-v3-compat" in on_noise.feature_extractor
-    cache_files = set((fid_cache / "fidelity_cache").glob("*"))
-    assert {p.name.split("-inception-v3-compat-")[0] for p in cache_files} == {reference.cache_name()}
-    assert len(cache_files) == 2, "reference features and FID statistics are cached under the keyed name"
+    cache_files = set((fid_cache / "features").glob("*"))
+    assert cache_files == {fid_cache / "features" / f"{reference.cache_name()}.npy"}, "features cached by the key"
+    assert np.load(next(iter(cache_files))).shape == (n, 2048)
 
     # From now on the reference must come from the cache: loading its images would be a bug.
     def refuse(self):
-        raise AssertionError("reference images were loaded although their statistics are cached")
+        raise AssertionError("reference images were loaded although their features are cached")
 
     monkeypatch.setattr(ReferenceSet, "load", refuse)
     on_digits = fid_kid(other_digits, reference, cache=fid_cache, device="cpu")
     # The same images as a plain tensor: computed afresh and not cached.
     itself = reference_images(seed_base, n)
     on_itself = fid_kid(itself, itself.clone(), cache=fid_cache, device="cpu")
-    assert set((fid_cache / "fidelity_cache").glob("*")) == cache_files, "a tensor reference is not cached"
+    assert set((fid_cache / "features").glob("*")) == cache_files, "a tensor reference is not cached"
 
     assert_allclose(on_itself.fid, 0.0, **FID_SELF, err_msg="FID of a set against itself")
     assert on_digits.fid > 10 * tolerances.FID_SELF.atol, "different digits are not identical"
@@ -228,47 +266,116 @@ def test_fid_kid_noise_vs_mnist_self_and_cache(fid_cache, monkeypatch, seed_base
     assert on_noise.kid_std >= 0 and np.isfinite([on_noise.fid, on_noise.kid_mean, on_digits.fid]).all()
 
 
+class _RgbDataset(torch.utils.data.Dataset):
+    """uint8 [N, 1, H, W] as torch-fidelity's input: a Dataset of uint8 [3, H, W] items."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index].expand(3, -1, -1)
+
+
+@pytest.mark.slow
+def test_fid_kid_equal_torch_fidelitys_own_pipeline(fid_cache, seed_base):
+    """The values do not move: `fid_kid` against torch-fidelity's calculate_metrics (its DataLoader, its plain
+    forward, the same weights) on the same 10 + 10 MNIST images. FID is quoted to 2 decimals, KID with its standard
+    error: each may move by a small fraction of that (tolerances.FID_QUOTED, KID_OF_STDERR)."""
+    import torch_fidelity
+
+    n = 10
+    g = torch.Generator().manual_seed(seed_base + 17)
+    train = load_images("mnist", "train")
+    generated = train[torch.randperm(train.shape[0], generator=g)[:n]]
+    reference = reference_images(seed_base, n)
+    ours = fid_kid(generated, reference, kid_subset_size=5, kid_seed=3, cache=fid_cache, device="cpu")
+    theirs = torch_fidelity.calculate_metrics(
+        input1=_RgbDataset(generated), input2=_RgbDataset(reference), fid=True, kid=True, isc=False, prc=False,
+        feature_extractor=fid.FEATURE_EXTRACTOR, feature_extractor_weights_path=str(fid.inception_weights_path(fid_cache)),
+        kid_subsets=fid.DEFAULT_KID_SUBSETS, kid_subset_size=5, rng_seed=3, batch_size=32, cuda=False,
+        save_cpu_ram=True, cache=False, verbose=False)
+    assert abs(ours.fid - theirs[torch_fidelity.KEY_METRIC_FID]) <= tolerances.FID_QUOTED, "FID moved"
+    assert math.isfinite(ours.kid_stderr) and ours.kid_stderr > 0
+    assert abs(ours.kid_mean - theirs[torch_fidelity.KEY_METRIC_KID_MEAN]) <= tolerances.KID_OF_STDERR * ours.kid_stderr
+    assert abs(ours.kid_std - theirs[torch_fidelity.KEY_METRIC_KID_STD]) <= tolerances.KID_OF_STDERR * ours.kid_stderr
+
+
 def reference_images(seed: int, n: int) -> torch.Tensor:
     """The same subset ReferenceSet('mnist', 'test', n, seed) holds, rebuilt here from the documented rule."""
     test = load_images("mnist", "test")
     return test[torch.randperm(test.shape[0], generator=torch.Generator().manual_seed(seed))[:n].sort().values]
 
 
-def test_torch_fidelity_is_called_offline_on_cpu_without_inception_score(fid_cache, monkeypatch):
-    """The arguments handed to torch-fidelity (stubbed: no Inception run), for a tensor and a cached reference."""
-    import torch_fidelity
+class RecordingNetwork(torch.nn.Module):
+    """Stands in for torch-fidelity's Inception: records its inputs, returns (features,) = (mean pixel, ...)."""
 
-    calls = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.inputs: list[torch.Tensor] = []
 
-    def fake_calculate_metrics(**kwargs):
-        calls.append(kwargs)
-        return {
-            torch_fidelity.KEY_METRIC_FID: 1.5,
-            torch_fidelity.KEY_METRIC_KID_MEAN: 0.25,
-            torch_fidelity.KEY_METRIC_KID_STD: 0.125,
-        }
+    def forward(self, x):
+        self.inputs.append(x.clone())
+        assert torch.is_inference_mode_enabled(), "features are extracted in inference mode"
+        base = x.float().mean(dim=(1, 2, 3))  # [b]
+        return (base[:, None] * torch.linspace(0.5, 1.5, 2048)[None, :],)  # [b, 2048]
 
-    monkeypatch.setattr(torch_fidelity, "calculate_metrics", fake_calculate_metrics)
+
+def test_features_are_batched_gray_repeated_and_one_extractor_serves_a_process(fid_cache, monkeypatch):
+    networks = []
+
+    def fake_extractor(weights):
+        networks.append(RecordingNetwork())
+        return networks[-1]
+
+    monkeypatch.setattr(fid, "_new_extractor", fake_extractor)
+    monkeypatch.setattr(fid, "_EXTRACTORS", {})
     gray = torch.randint(0, 256, (5, 1, 8, 8), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
-    rgb = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    result = fid_kid(gray, rgb, allow_unequal_n=True, cache=fid_cache, device="cpu", kid_seed=7)
-    assert result == FidResult(1.5, 0.25, 0.125, 5, 4, result.feature_extractor, fid.FID_INCEPTION_SHA256)
-    kwargs = calls[-1]
-    assert kwargs["cuda"] is False and kwargs["save_cpu_ram"] is True
-    assert kwargs["fid"] and kwargs["kid"] and not kwargs["isc"] and not kwargs["prc"]
-    assert kwargs["feature_extractor"] == "inception-v3-compat"
-    assert Path(kwargs["feature_extractor_weights_path"]) == fid.inception_weights_path(fid_cache)
-    assert Path(kwargs["cache_root"]).parent == fid_cache and kwargs["input2_cache_name"] is None
-    assert kwargs["kid_subset_size"] == 4 and kwargs["rng_seed"] == 7 and kwargs["verbose"] is False
-    first = kwargs["input1"][0]
-    assert first.shape == (3, 8, 8) and first.dtype == torch.uint8 and torch.equal(first, gray[0].expand(3, -1, -1))
-    assert len(kwargs["input1"]) == 5 and len(kwargs["input2"]) == 4 and torch.equal(kwargs["input2"][3], rgb[3])
+    extractor = fid.inception_features(fid_cache, "cpu", batch_size=2)
+    assert fid.inception_features(fid_cache, "cpu", batch_size=2) is extractor and len(networks) == 1
+    features = extractor(gray)
+    inputs = networks[0].inputs
+    assert [x.shape[0] for x in inputs] == [2, 2, 1], "batches of batch_size, the last one smaller"
+    assert all(x.dtype == torch.uint8 and x.shape[1:] == (3, 8, 8) for x in inputs)
+    assert torch.equal(torch.cat(inputs), gray.expand(-1, 3, -1, -1)), "gray images repeated to 3 channels, in order"
+    assert features.shape == (5, 2048) and features.dtype == torch.float32
 
-    reference = ReferenceSet("digits", "test", 5, seed=2)
-    fid_kid(gray, reference, cache=fid_cache, device="cpu", verbose=True)
-    kwargs = calls[-1]
-    assert kwargs["input2_cache_name"] == reference.cache_name() and kwargs["verbose"] is True
-    assert torch.equal(kwargs["input2"][0], reference.load()[0].expand(3, -1, -1))
+    rgb = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    result = fid_kid(gray, rgb, allow_unequal_n=True, cache=fid_cache, device="cpu", kid_seed=7, batch_size=2)
+    f_gray, f_rgb = extractor(gray), extractor(rgb)
+    assert result.fid == fid.fid_from_features(f_gray, f_rgb)
+    assert (result.kid_mean, result.kid_std) == fid.kid_from_features(f_gray, f_rgb, fid.DEFAULT_KID_SUBSETS, 4, 7)
+    assert (result.num_generated, result.num_reference) == (5, 4) and len(networks) == 1
+
+
+def test_metrics_are_torch_fidelitys_functions_of_the_features():
+    """FID and KID from features equal torch-fidelity's own statistics, Frechet distance and KID on them."""
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+    from torch_fidelity.metric_kid import kid_features_to_metric
+
+    g = torch.Generator().manual_seed(2)
+    a, b = torch.randn(40, 2048, generator=g), torch.randn(30, 2048, generator=g) + 0.1
+    expected = fid_statistics_to_metric(fid_features_to_statistics(a), fid_features_to_statistics(b), False)
+    assert fid.fid_from_features(a, b) == expected["frechet_inception_distance"]
+    kid = kid_features_to_metric(a, b, kid_subsets=20, kid_subset_size=10, rng_seed=3, verbose=False)
+    assert fid.kid_from_features(a, b, 20, 10, 3) == (kid["kernel_inception_distance_mean"],
+                                                      kid["kernel_inception_distance_std"])
+
+
+def test_cached_inception_images_counts_the_cached_passes(fid_cache, tmp_path):
+    cache = tmp_path / "cache"
+    assert fid.cached_inception_images("digits", 6, cache) == 0
+    test = ReferenceSet("digits", "test", 6, seed=0)
+    path = fid._features_path(test, cache)  # private: the file name is what is being counted
+    path.parent.mkdir(parents=True)
+    np.save(path, np.zeros((6, 2048), dtype=np.float32))
+    assert fid.cached_inception_images("digits", 6, cache) == 6
+    train = ReferenceSet("digits", "train", 6, seed=fid.REAL_VS_REAL_SEED)
+    (cache / f"real-vs-real-{train.cache_name()}-vs-{test.cache_name()}-kid100x3-s0.json").write_text("{}")
+    assert fid.cached_inception_images("digits", 6, cache) == 12
+    assert fid.cached_inception_images("digits", 7, cache) == 0, "another N is another cache entry"
 
 
 def test_cuda_convolutions_are_full_float32_inside_and_restored_after():

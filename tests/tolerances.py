@@ -1,4 +1,4 @@
-"""The one place tolerances live (house style rule 11): code-vs-oracle comparisons by dtype."""
+"""The one place tolerances live: code-vs-oracle comparisons by dtype, and what a reported number may move by."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ PUBLISHED_4_DECIMALS = Tolerance(rtol=0.0, atol=5e-5)
 # torch-fidelity's InceptionV3 with the mapped weights vs the TorchScript FID Inception: the same float32 ops in
 # another order (observed: 1.4e-6 absolute on features up to ~6, 1.5e-7 relative in norm).
 INCEPTION_FEATURES = Tolerance(rtol=1e-5, atol=1e-5)
+# FID is quoted to two decimals: a change of implementation (how features are extracted) may move it by at most half
+# a unit of the last quoted digit.
+FID_QUOTED = 0.005
+# KID is quoted with its standard error (`ddpm.fid.kid_standard_error`): a change of implementation may move its
+# mean (and its spread over subsets) by at most this fraction of that error.
+KID_OF_STDERR = 0.01
 # FID of a set against itself: the eigenvalue square roots of a rank-deficient covariance product leave ~1e-4;
 # FID is quoted to two decimals.
 FID_SELF = Tolerance(rtol=0.0, atol=1e-2)

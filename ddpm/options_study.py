@@ -65,7 +65,7 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
     run = out / option.name
     preset = option.preset(get_preset(base))
     # Equal updates, not equal time: the base preset's time budget must not stop a run early on a busy machine.
-    preset = preset.replace(training=preset.training.replace(max_steps=steps, max_minutes=None))
+    preset = preset.replace(training=preset.training.replace(max_steps=steps, max_minutes=None, session_minutes=None))
     start = time.perf_counter()
     result = train(data, run, preset, seed=seed, max_steps=steps, progress=progress)
     train_seconds = time.perf_counter() - start

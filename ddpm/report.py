@@ -307,21 +307,43 @@ def plot_elbo_terms(record: Mapping, path: Path) -> bool:
     return True
 
 
+# Evaluation phases (metrics.json "timings") grouped into the shares the report shows; what is left is "other".
+TIME_GROUPS = {
+    "training": ("train",),
+    "sampling": ("sampling", "write_images"),
+    "FID/KID": ("fid_kid",),
+    "bound": ("optimal_variance", "elbo_exact", "elbo_monte_carlo", "elbo_exact_other_variances"),
+}
+
+
+def time_split(timings: Mapping[str, float]) -> dict[str, float]:
+    """Seconds per group of TIME_GROUPS (training, sampling, FID/KID, bound) and "other" (the remaining phases)."""
+    seconds = {name: float(v) for name, v in timings.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    split = {group: sum(seconds.pop(name, 0.0) for name in names) for group, names in TIME_GROUPS.items()}
+    split["other"] = sum(seconds.values())
+    return split
+
+
 def plot_timings(timings: Mapping[str, float], path: Path) -> bool:
-    """Horizontal bars: seconds per phase (training and each evaluation phase)."""
-    items = [(name, float(v)) for name, v in timings.items() if isinstance(v, (int, float)) and math.isfinite(v)]
-    if not items:
+    """One horizontal bar of train + evaluate seconds, split into training, sampling, FID/KID, bound and other."""
+    split = {name: v for name, v in time_split(timings).items() if v > 0}
+    total = sum(split.values())
+    if total <= 0:
         return False
     plt = _pyplot()
-    names, seconds = zip(*items)
-    figure, axis = plt.subplots(figsize=(7, 0.45 * len(items) + 1.2))
-    bars = axis.barh(range(len(items)), seconds)
-    axis.set_yticks(range(len(items)), names)
-    axis.invert_yaxis()
-    axis.set_xlabel("seconds")
-    axis.bar_label(bars, labels=[f"{s:.1f} s" for s in seconds], padding=3)
-    axis.set_xlim(0, max(seconds) * 1.25 if max(seconds) > 0 else 1.0)
-    axis.set_title("where the time went")
+    figure, axis = plt.subplots(figsize=(8, 1.9))
+    left = 0.0
+    for index, (name, seconds) in enumerate(split.items()):
+        bar = axis.barh(0, seconds, left=left, color=f"C{index}", label=f"{name}: {seconds / 60:.1f} min "
+                        f"({100 * seconds / total:.0f}%)")
+        if seconds / total >= 0.06:
+            axis.bar_label(bar, labels=[f"{100 * seconds / total:.0f}%"], label_type="center", color="white")
+        left += seconds
+    axis.set_yticks([])
+    axis.set_xlim(0, total)
+    axis.set_xlabel("seconds of train + evaluate")
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, frameon=False)
+    axis.set_title(f"where the {total / 60:.1f} minutes went")
     _save_figure(figure, path)
     return True
 
@@ -543,27 +565,71 @@ def _fid_blocks(m: Mapping) -> list[Block]:
     return b
 
 
-def _throughput_blocks(m: Mapping) -> list[Block]:
-    """Images per second of training and sampling."""
+def _throughput_blocks(m: Mapping, run: Mapping) -> list[Block]:
+    """Images per second of training and sampling, and sampling against the raw forward the budget probe measured."""
     b: list[Block] = []
     b.append(Heading(2, "Throughput"))
     b.append(Table(("phase", "images/s"), (
         ("training (images seen / training seconds)", fmt(m["train_images_per_second"], "rate")),
         (f"sampling (Algorithm 2, T = {m.get('T')})", fmt(m["sample_images_per_second"], "rate")),
     )))
+    sessions = run.get("sessions") if isinstance(run.get("sessions"), list) else []
+    plan = sessions[-1].get("budget") if sessions and isinstance(sessions[-1], Mapping) else None
+    forward = (plan.get("speed") or {}).get("sampling_forwards_per_second") if isinstance(plan, Mapping) else None
+    if forward and m.get("T") and m.get("sample_images_per_second"):
+        achieved = m["sample_images_per_second"] * m["T"]
+        b.append(Paragraph(f"Algorithm 2 made {fmt(achieved, 'rate')} network calls per second (compile time "
+                           f"included), {achieved / forward:.2f} of the raw forward the budget probe measured at the "
+                           f"same batch ({fmt(forward, 'rate')} inputs/s)."))
     return b
 
 
-def _time_blocks(m: Mapping, plots: Mapping[str, bool]) -> list[Block]:
-    """Seconds per phase."""
+def _time_blocks(m: Mapping, run: Mapping, plots: Mapping[str, bool]) -> list[Block]:
+    """Seconds per phase, their split into training / sampling / FID / bound, and the session budget's plan."""
     b: list[Block] = []
     b.append(Heading(2, "Where the time went"))
     timings = m.get("timings") or {}
     if plots.get(TIMINGS_PNG):
-        b.append(Figure(TIMINGS_PNG, "seconds per phase (training from the checkpoint, then each evaluation phase)"))
+        b.append(Figure(TIMINGS_PNG, "train + evaluate seconds split into training, sampling, FID/KID, the bound "
+                                     "(Gamma_t, exact and Monte Carlo) and the rest"))
+    split = time_split(timings)
+    total = sum(split.values())
+    b.append(Table(("share", "seconds", "% of train + evaluate"),
+                   tuple((name, fmt(v, "seconds"), f"{100 * v / total:.0f}" if total > 0 else "n/a")
+                         for name, v in split.items())))
     b.append(Table(("phase", "seconds"), tuple((name, fmt(v, "seconds")) for name, v in timings.items())
                    + (("total (train + evaluate)", fmt(m["wall_seconds"], "seconds")),)))
+    b += _budget_blocks(run, split)
     return b
+
+
+def _budget_blocks(run: Mapping, split: Mapping[str, float]) -> list[Block]:
+    """The session budget's plan (run.json, last session) beside what the phases then took; [] without a plan."""
+    sessions = run.get("sessions") if isinstance(run.get("sessions"), list) else []
+    plan = sessions[-1].get("budget") if sessions and isinstance(sessions[-1], Mapping) else None
+    if not isinstance(plan, Mapping):
+        return []
+    predicted = plan.get("predicted_evaluation") or {}
+    speed = plan.get("speed") or {}
+    rows = [("spent before training (venv, installs, start-up, probe)", fmt(plan.get("spent_seconds"), "seconds"),
+             "")]
+    rows.append(("training", fmt(plan.get("training_seconds"), "seconds"), fmt(split.get("training"), "seconds")))
+    for name, group in (("sampling", "sampling"), ("fid_kid", "FID/KID"), ("bound", "bound")):
+        rows.append((group, fmt(predicted.get(name), "seconds"), fmt(split.get(group), "seconds")))
+    rows.append(("fixed costs / other", fmt(predicted.get("fixed"), "seconds"), fmt(split.get("other"), "seconds")))
+    rows.append(("margin", fmt(plan.get("margin_seconds"), "seconds"), ""))
+    return [
+        Heading(3, "The session budget"),
+        Paragraph(f"The preset's session budget of {fmt(plan.get('session_seconds'), 'seconds')} s "
+                  f"(`TrainingConfig.session_minutes`, `ddpm.budget`) set the training time at the start of the run "
+                  f"from this machine's measured speed: the network's forward "
+                  f"{fmt(speed.get('sampling_forwards_per_second'), 'rate')} inputs/s at the sampling batch "
+                  f"(eager {fmt(speed.get('eager_forwards_per_second'), 'rate')}), the Inception network "
+                  f"{fmt(speed.get('inception_images_per_second'), 'rate')} images/s, a first compiled call of "
+                  f"{fmt(speed.get('compile_seconds'), 'seconds')} s; the probe took "
+                  f"{fmt(speed.get('probe_seconds'), 'seconds')} s."),
+        Table(("part", "planned seconds", "measured seconds"), tuple(rows)),
+    ]
 
 
 def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Sequence[Mapping], elbo_record: Mapping,
@@ -579,8 +645,8 @@ def build_blocks(run_dir: Path, metrics: Mapping, run: Mapping, train_log: Seque
         *_bound_blocks(m, elbo_record, plots),
         *_sample_blocks(m),
         *_fid_blocks(m),
-        *_throughput_blocks(m),
-        *_time_blocks(m, plots),
+        *_throughput_blocks(m, run),
+        *_time_blocks(m, run, plots),
     ]
 
 
@@ -690,6 +756,7 @@ __all__ = [
     "plot_elbo_terms",
     "plot_loss_curve",
     "plot_timings",
+    "time_split",
     "term_curves",
     "variance_blocks",
     "render_html",

@@ -59,6 +59,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ddpm.budget import BudgetPlan, plan_session
 from ddpm.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
@@ -286,10 +287,26 @@ def _resolve_preset(preset: str | Preset | None, stored: Checkpoint | None, max_
     if max_steps is not None:
         changes["max_steps"] = max_steps
     if max_minutes is not None:
-        changes["max_minutes"] = max_minutes
+        changes.update(max_minutes=max_minutes, session_minutes=None)
     if changes:
         chosen = chosen.replace(training=chosen.training.replace(**changes))
     return chosen
+
+
+def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: DatasetInfo, device: torch.device,
+                          session_start: float, seed: int) -> tuple[Preset, BudgetPlan | None]:
+    """The preset with max_minutes set by a session budget's plan (`ddpm.budget`), and the plan (None: no budget).
+
+    A resumed run trains this session's planned seconds on top of the training time it already has."""
+    minutes = preset.training.session_minutes
+    if minutes is None:
+        return preset, None
+    plan = plan_session(preset, (info.channels, info.height, info.width), info.num("test"), info.name,
+                        60.0 * minutes, session_start, device, seed)
+    done = 0.0 if stored is None else stored.train_seconds
+    print(f"ddpm: {plan.summary()}", file=sys.stderr)
+    training = preset.training.replace(max_minutes=(done + plan.training_seconds) / 60.0)
+    return preset.replace(training=training), plan
 
 
 def _rng_state(device: torch.device) -> dict:
@@ -325,13 +342,18 @@ def train(
     compile: bool = False,
     progress: bool = True,
     command: Sequence[str] | None = None,
+    session_start: float | None = None,
 ) -> TrainResult:
     """Train eps_theta by Algorithm 1 into the run folder `out` (see the module docstring).
 
     data: "mnist", "digits" or a folder of images (None with resume: the run's). preset: a name or a Preset
     (None: "small" for a new run, the run's own when resuming). max_steps / max_minutes override the preset's
-    budget (whole-run counts). ValueError (or DataError / CheckpointError, both ValueErrors) for bad input.
+    budget (whole-run counts); an explicit max_minutes turns a preset's session budget off. A preset with
+    `TrainingConfig.session_minutes` plans its training time at the start (`ddpm.budget.plan_session`) for a
+    session that began at `session_start` (time.time() seconds; default: now). ValueError (or DataError /
+    CheckpointError / BudgetError, all ValueErrors) for bad input.
     """
+    session_start = time.time() if session_start is None else float(session_start)
     context = distributed_from_env()
     out = Path(out)
     stored, restart = _check_out(out, resume)
@@ -367,6 +389,7 @@ def train(
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {context.world_size} processes")
     images = load_images(data, "train")  # uint8 [N, C, H, W]
     device = resolve_device(device, context)
+    chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed)
 
     if context.enabled:
         if device.type == "cuda":
@@ -377,7 +400,8 @@ def train(
         with torch.random.fork_rng(devices=fork_devices):
             return _train(out=out, preset=chosen, seed=seed, device=device, context=context,
                           stored=stored, info=info, images=images, compile=compile, progress=progress,
-                          command=list(sys.argv if command is None else command))
+                          command=list(sys.argv if command is None else command),
+                          budget=None if plan is None else plan.to_dict())
     finally:
         if context.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -385,7 +409,7 @@ def train(
 
 def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, context: DistributedContext,
            stored: Checkpoint | None, info: DatasetInfo, images: Tensor, compile: bool, progress: bool,
-           command: list[str]) -> TrainResult:
+           command: list[str], budget: dict | None) -> TrainResult:
     config = preset.training
     training_variance = preset.training_variance
     cuda = device.type == "cuda"
@@ -441,7 +465,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
     log_path, run_path, checkpoint_path = out / LOG_NAME, out / RUN_NAME, out / CHECKPOINT_NAME
     session = {"command": command, "started": _now(), "start_step": start_step, "device": str(device),
                "world_size": context.world_size, "compile": compile, "bfloat16_autocast": cuda,
-               "channels_last": True}
+               "channels_last": True, "budget": budget}
     run_record: dict = {}
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)

@@ -4,8 +4,8 @@
 included. What evaluation costs does not depend on how long the model trained: Algorithm 2 is N T network calls,
 the bound and Gamma_t are T (exact images + Gamma_t's images per t) + (Monte Carlo images) calls, FID/KID is one
 Inception pass per image set that is not cached yet. So a run with a `TrainingConfig.session_minutes` budget
-measures this machine at its start (`probe_speed`: the network's forward at the sampling batch, compiled when
-the evaluation compiles it, and the Inception network on one batch), predicts the evaluation's seconds from those
+measures this machine at its start (`probe_speed`: the evaluation's own Algorithm-2 sampler over a few steps, compiled
+when the evaluation compiles it, the network's eager forward, and the Inception network on one batch), predicts the evaluation's seconds from those
 counts (`predict_evaluation`), and trains for what is left of the session after the time already spent, the
 prediction times SAFETY and MARGIN_SECONDS (`plan_training`). Machines differ by ~1.4x; the plan is made on the
 machine that then runs the evaluation, which is what makes the end time hold on a slower one too.
@@ -28,10 +28,11 @@ from ddpm.config import Preset
 
 Tensor = torch.Tensor
 
-SAFETY = 1.05  # predicted evaluation seconds are multiplied by this ...
+SAFETY = 1.10  # predicted evaluation seconds are multiplied by this ...
 MARGIN_SECONDS = 45.0  # ... and this is added (the report, process start-up, a noisy neighbour)
 MIN_TRAINING_SECONDS = 60.0  # a plan never trains for less than this (the deadline then slips, and it says so)
-PROBE_FORWARD_CALLS = 6  # timed calls of the network per probe (after one untimed call)
+PROBE_FORWARD_CALLS = 6  # timed eager calls of the network per probe (after one untimed call)
+PROBE_SAMPLER_STEPS = 8  # Algorithm-2 steps timed per probe (beyond a 2-step chain)
 PROBE_INCEPTION_BATCHES = 1  # timed Inception batches (after one untimed batch)
 FIXED_EVALUATION_SECONDS = 30.0  # loading data and the model, writing images and files, FID's matrix square roots
 
@@ -73,10 +74,10 @@ def evaluation_work(preset: Preset, test_images: int, cached_inception_images: i
 class MachineSpeed:
     """This machine's measured throughputs (network inputs or images per second) and what measuring cost."""
 
-    sampling_forwards_per_second: float  # at the sampling batch, compiled when the evaluation compiles
+    sampling_forwards_per_second: float  # network calls per second inside Algorithm 2 as evaluated (compiled or not)
     eager_forwards_per_second: float  # at the sampling batch, eager (the bound and Gamma_t run eager)
     inception_images_per_second: float
-    compile_seconds: float  # the first compiled call (0 when not compiled)
+    compile_seconds: float  # the sampler's first (1-step) call: the compilation when it compiles
     probe_seconds: float
 
 
@@ -89,34 +90,40 @@ def _time_calls(call: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def _seconds(call: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
 def probe_speed(model: torch.nn.Module, image_shape: tuple[int, int, int], T: int, batch_size: int,
-                compile: bool, inception: Callable[[Tensor], Tensor] | None, inception_batch: int,
+                sample: Callable[[int], object], inception: Callable[[Tensor], Tensor] | None, inception_batch: int,
                 device: torch.device, generator: torch.Generator) -> MachineSpeed:
     """Measure the throughputs `predict_evaluation` needs, on `model` (any weights: the cost is the architecture's).
 
-    The forward runs in inference mode on random x_t and t at `batch_size`; `inception` (uint8 [B, C, H, W] ->
-    features, or None to skip) runs on `inception_batch` random images.
+    The eager forward runs under no_grad on random x_t and t at `batch_size`. `sample(steps)` runs the evaluation's
+    own sampler (Algorithm 2, compiled or not, at `batch_size`) over a chain of `steps` steps: its first call
+    (1 step) holds the compilation, and the sampling rate is PROBE_SAMPLER_STEPS steps' worth of network calls over
+    the time they add to a 2-step chain, so what a sampling loop spends beyond the network is counted. `inception`
+    (uint8 [B, C, H, W] -> features, or None to skip) runs on `inception_batch` random images.
     """
     start = time.perf_counter()
     model = model.eval()
     x = torch.randn((batch_size, *image_shape), generator=generator).to(device)  # [B, C, H, W]
     t = torch.randint(1, T + 1, (batch_size,), generator=generator).to(device)  # [B]
-    with torch.inference_mode():
+    with torch.no_grad():
         eager = _time_calls(lambda: model(x, t), PROBE_FORWARD_CALLS)
-        compile_seconds, compiled = 0.0, eager
-        if compile:
-            net = torch.compile(model, dynamic=False)
-            compile_start = time.perf_counter()
-            net(x, t)
-            compile_seconds = time.perf_counter() - compile_start
-            compiled = _time_calls(lambda: net(x, t), PROBE_FORWARD_CALLS)
+    compile_seconds = _seconds(lambda: sample(1))
+    short = _seconds(lambda: sample(2))
+    long = _seconds(lambda: sample(2 + PROBE_SAMPLER_STEPS))
+    sampling = batch_size * PROBE_SAMPLER_STEPS / max(long - short, 1e-9)
     inception_rate = math.inf
     if inception is not None:
         images = torch.randint(0, 256, (inception_batch, *image_shape), generator=generator, dtype=torch.uint8)
         inception_rate = inception_batch / _time_calls(lambda: inception(images), PROBE_INCEPTION_BATCHES)
-    return MachineSpeed(sampling_forwards_per_second=batch_size / compiled,
-                        eager_forwards_per_second=batch_size / eager, inception_images_per_second=inception_rate,
-                        compile_seconds=compile_seconds, probe_seconds=time.perf_counter() - start)
+    return MachineSpeed(sampling_forwards_per_second=sampling, eager_forwards_per_second=batch_size / eager,
+                        inception_images_per_second=inception_rate, compile_seconds=compile_seconds,
+                        probe_seconds=time.perf_counter() - start)
 
 
 def predict_evaluation(work: EvaluationWork, speed: MachineSpeed) -> dict[str, float]:
@@ -194,7 +201,10 @@ def plan_session(preset: Preset, image_shape: tuple[int, int, int], test_images:
     Inception (skipped when every Inception pass is cached), and plan the session that started at `session_start`
     (time.time() seconds) and lasts `session_seconds`."""
     from ddpm import fid
+    from ddpm.diffusion import GaussianDiffusion
     from ddpm.model import build_unet
+    from ddpm.samplers import ancestral_sample
+    from ddpm.schedules import make_betas
 
     evaluation = preset.evaluation
     cached = fid.cached_inception_images(dataset, evaluation.fid_num_samples, cache)
@@ -202,12 +212,23 @@ def plan_session(preset: Preset, image_shape: tuple[int, int, int], test_images:
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         model = build_unet(preset.model, image_shape[0], image_shape[1:], preset.training.T)
-    model = model.requires_grad_(False).to(device=device, memory_format=torch.channels_last)  # as evaluated
+    model = model.requires_grad_(False).to(device=device, memory_format=torch.channels_last).eval()  # as evaluated
+    network = torch.compile(model, dynamic=False) if evaluation.compile_sampler else model
+    betas = make_betas(preset.training.schedule, preset.training.T)
+    shape = (evaluation.sample_batch_size, *image_shape)
+    # The optimal variance needs Gamma_t, which is estimated later; "beta" costs the same per step.
+    variance = "learned" if evaluation.variance == "learned" else "beta"
+
+    def sample(steps: int) -> None:
+        chain = GaussianDiffusion(betas[:steps]).to(device)  # the schedule's first steps: the same network calls
+        ancestral_sample(network, chain, shape, torch.Generator(device=device).manual_seed(seed), variance=variance,
+                         clip_x0=evaluation.clip_x0, progress=False, device=device)
+
     inception = None
     if work.inception_images > 0:
         inception = fid.inception_features(cache, device)
-    speed = probe_speed(model, image_shape, preset.training.T, evaluation.sample_batch_size,
-                        evaluation.compile_sampler, inception, fid.DEFAULT_BATCH_SIZE[device.type], device, generator)
+    speed = probe_speed(model, image_shape, preset.training.T, evaluation.sample_batch_size, sample, inception,
+                        fid.DEFAULT_BATCH_SIZE[device.type], device, generator)
     return plan_training(session_seconds, time.time() - session_start, work, speed)
 
 

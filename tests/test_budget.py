@@ -84,21 +84,41 @@ def test_plan_leaves_the_prediction_with_its_margin_before_the_deadline():
 def test_probe_measures_finite_positive_rates_on_the_tiny_network():
     tiny = get_preset("tiny")
     model = build_unet(tiny.model, 1, (8, 8), tiny.training.T)
-    calls = []
+    calls, chains = [], []
 
     def inception(images):
         calls.append(images.shape)
         return torch.zeros(images.shape[0], 2048)
 
-    speed = probe_speed(model, (1, 8, 8), tiny.training.T, 4, False, inception, 3, torch.device("cpu"),
+    def sample(steps):
+        chains.append(steps)
+        for _ in range(steps):
+            model(torch.zeros(4, 1, 8, 8), torch.ones(4, dtype=torch.int64))
+
+    speed = probe_speed(model, (1, 8, 8), tiny.training.T, 4, sample, inception, 3, torch.device("cpu"),
                         torch.Generator().manual_seed(0))
-    assert math.isfinite(speed.sampling_forwards_per_second) and speed.sampling_forwards_per_second > 0
-    assert speed.sampling_forwards_per_second == speed.eager_forwards_per_second and speed.compile_seconds == 0.0
+    assert chains == [1, 2, 2 + budget.PROBE_SAMPLER_STEPS], "the compile call, then a short and a long chain"
+    for rate in (speed.sampling_forwards_per_second, speed.eager_forwards_per_second):
+        assert math.isfinite(rate) and rate > 0
     assert 0 < speed.inception_images_per_second < math.inf and speed.probe_seconds > 0
+    assert speed.compile_seconds > 0
     assert calls and all(shape == (3, 1, 8, 8) for shape in calls)
-    skipped = probe_speed(model, (1, 8, 8), tiny.training.T, 4, False, None, 3, torch.device("cpu"),
+    skipped = probe_speed(model, (1, 8, 8), tiny.training.T, 4, sample, None, 3, torch.device("cpu"),
                           torch.Generator().manual_seed(0))
     assert skipped.inception_images_per_second == math.inf, "no Inception pass to predict: no Inception probe"
+
+
+def test_plan_session_probes_the_evaluations_sampler(monkeypatch):
+    """plan_session on the tiny preset: its sampler runs (eager here), the Inception probe is skipped when cached."""
+    from ddpm import fid
+
+    monkeypatch.setattr(fid, "cached_inception_images", lambda source, num, cache=None: 3 * num)
+    tiny = get_preset("tiny")
+    tiny = tiny.replace(training=tiny.training.replace(session_minutes=10.0))
+    plan = budget.plan_session(tiny, (1, 8, 8), 297, "digits", 600.0, __import__("time").time(), torch.device("cpu"),
+                               0)
+    assert plan.work.inception_images == 0 and plan.speed.inception_images_per_second == math.inf
+    assert plan.speed.sampling_forwards_per_second > 0 and plan.training_seconds > 0
 
 
 def _fixed_plan(training_seconds: float) -> BudgetPlan:

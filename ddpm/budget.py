@@ -28,7 +28,7 @@ from ddpm.config import Preset
 
 Tensor = torch.Tensor
 
-SAFETY = 1.10  # predicted evaluation seconds are multiplied by this ...
+SAFETY = 1.15  # predicted evaluation seconds are multiplied by this ...
 MARGIN_SECONDS = 45.0  # ... and this is added (the report, process start-up, a noisy neighbour)
 MIN_TRAINING_SECONDS = 60.0  # a plan never trains for less than this (the deadline then slips, and it says so)
 PROBE_FORWARD_CALLS = 6  # timed eager calls of the network per probe (after one untimed call)

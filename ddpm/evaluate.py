@@ -92,9 +92,10 @@ N = fid_num_samples samples by Algorithm 2 at the trained T with the EMA weights
 batches of sample_batch_size (one generator, batches drawn in order), with sample images/s = N / sampling seconds;
 with EvaluationConfig.compile_sampler the network runs through torch.compile (compiled once; its compile time is
 part of the sampling seconds; metrics.json "sampling_compiled").
-FID and KID (`ddpm.fid.fid_kid`, torch-fidelity with the TF FID Inception) against the reference set: N test
-images, a seeded subset when N is smaller than the test split (ReferenceSet(dataset, "test", N, seed=0)), its
-statistics cached keyed by dataset, split, N, subset seed, data fingerprint and weights. FID is compared only
+FID and KID (`ddpm.fid.fid_kid`: torch-fidelity's network and metrics with the TF FID Inception, one feature
+extractor for the samples, the reference and the floor) against the reference set: N test images, a seeded subset
+when N is smaller than the test split (ReferenceSet(dataset, "test", N, seed=0)), its features cached keyed by
+dataset, split, N, subset seed, data fingerprint and weights. FID is compared only
 at equal N, so N larger than the test split is an error. KID is the mean (and standard deviation) of the
 unbiased MMD^2 over KID_SUBSETS random subsets of min(1000, N // 2) images a side (subsets of all N images would
 all be the same set, with a standard deviation of 0). Inception Score is never computed.

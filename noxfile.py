@@ -44,7 +44,9 @@ def install_project(session: nox.Session, *extras: str) -> None:
 def verify(session: nox.Session) -> None:
     """Run the whole test suite (symbolic, numeric-vs-oracle, property, statistical, CLI)."""
     install_project(session, "test")
-    session.run("pytest", "--hypothesis-profile=ci", *session.posargs)
+    # One pytest-xdist worker per core, each with one torch thread (tests/conftest.py); a test file stays on one
+    # worker, so its module fixtures (a trained tiny run, a bench run) are built once.
+    session.run("pytest", "-n", "auto", "--dist", "loadfile", "--hypothesis-profile=ci", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

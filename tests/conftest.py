@@ -32,6 +32,16 @@ def seed_base() -> int:
     return SEED_BASE
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`nox -s verify` runs one worker per core) each worker uses one torch thread, and so do the
+    processes it starts: two workers with two threads each would fight over two cores."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip `gpu` tests when CUDA is absent (they run on a machine that has it)."""
     try:

@@ -579,8 +579,8 @@ def _throughput_blocks(m: Mapping, run: Mapping) -> list[Block]:
     if forward and m.get("T") and m.get("sample_images_per_second"):
         achieved = m["sample_images_per_second"] * m["T"]
         b.append(Paragraph(f"Algorithm 2 made {fmt(achieved, 'rate')} network calls per second (compile time "
-                           f"included), {achieved / forward:.2f} of the raw forward the budget probe measured at the "
-                           f"same batch ({fmt(forward, 'rate')} inputs/s)."))
+                           f"included), {achieved / forward:.2f} of what the budget probe measured for the same "
+                           f"sampler at the start of training ({fmt(forward, 'rate')} calls/s)."))
     return b
 
 
@@ -622,9 +622,10 @@ def _budget_blocks(run: Mapping, split: Mapping[str, float]) -> list[Block]:
         Heading(3, "The session budget"),
         Paragraph(f"The preset's session budget of {fmt(plan.get('session_seconds'), 'seconds')} s "
                   f"(`TrainingConfig.session_minutes`, `ddpm.budget`) set the training time at the start of the run "
-                  f"from this machine's measured speed: the network's forward "
-                  f"{fmt(speed.get('sampling_forwards_per_second'), 'rate')} inputs/s at the sampling batch "
-                  f"(eager {fmt(speed.get('eager_forwards_per_second'), 'rate')}), the Inception network "
+                  f"from this machine's measured speed: Algorithm 2 at the sampling batch "
+                  f"{fmt(speed.get('sampling_forwards_per_second'), 'rate')} network calls/s (the evaluation's "
+                  f"sampler timed over a few steps; the eager forward {fmt(speed.get('eager_forwards_per_second'), 'rate')}"
+                  f" inputs/s), the Inception network "
                   f"{fmt(speed.get('inception_images_per_second'), 'rate')} images/s, a first compiled call of "
                   f"{fmt(speed.get('compile_seconds'), 'seconds')} s; the probe took "
                   f"{fmt(speed.get('probe_seconds'), 'seconds')} s."),

@@ -219,3 +219,38 @@ def test_cli_report_writes_and_refuses_with_one_line(run, tmp_path, capsys):
     assert main(["report", str(empty)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ddpm: error: ") and "metrics.json" in err[0]
+
+
+def test_time_split_groups_every_phase_once():
+    from ddpm.report import time_split
+
+    timings = {"train": 600.0, "load": 5.0, "optimal_variance": 20.0, "elbo_exact": 40.0, "elbo_monte_carlo": 8.0,
+               "sampling": 500.0, "write_images": 1.0, "fid_kid": 300.0, "notes": "ignored", "nan": float("nan")}
+    split = time_split(timings)
+    assert split == {"training": 600.0, "sampling": 501.0, "FID/KID": 300.0, "bound": 68.0, "other": 5.0}
+    assert sum(split.values()) == sum(v for k, v in timings.items() if k not in ("notes", "nan"))
+
+
+def test_report_shows_the_time_split_and_the_session_budget_beside_what_it_took(run):
+    """A run whose run.json holds a session budget's plan: planned and measured seconds side by side."""
+    from ddpm.report import time_split
+
+    record = json.loads((run / "run.json").read_text())
+    plan = {"session_seconds": 1620.0, "spent_seconds": 150.0, "training_seconds": 528.5, "margin_seconds": 89.0,
+            "predicted_evaluation": {"sampling": 486.0, "fid_kid": 282.0, "bound": 54.0, "fixed": 30.0},
+            "speed": {"sampling_forwards_per_second": 2100.0, "eager_forwards_per_second": 1500.0,
+                      "inception_images_per_second": 10.6, "compile_seconds": 31.0, "probe_seconds": 44.0}}
+    record["sessions"][-1]["budget"] = plan
+    (run / "run.json").write_text(json.dumps(record))
+    write_report(run, command=REPORT_COMMAND)
+    md = (run / "report.md").read_text(encoding="utf-8")
+    m = read_metrics(run)
+    split = time_split(m["timings"])
+    assert "### The session budget" in md
+    assert f"| training | 528.5 | {split['training']:.1f} |" in md
+    assert f"| sampling | 486.0 | {split['sampling']:.1f} |" in md
+    assert f"| FID/KID | 282.0 | {split['FID/KID']:.1f} |" in md
+    total = sum(split.values())
+    assert f"| training | {split['training']:.1f} | {100 * split['training'] / total:.0f} |" in md
+    achieved = m["sample_images_per_second"] * m["T"]
+    assert f"{achieved / 2100.0:.2f} of what the budget probe measured" in md

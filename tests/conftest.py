@@ -42,6 +42,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Recorded properties as plain Python values: pytest-xdist sends reports between processes and cannot send
+    NumPy scalars (tests record np.float64 figures with record_property)."""
+    outcome = yield
+    report = outcome.get_result()
+    report.user_properties = [(name, value.item() if hasattr(value, "item") and hasattr(value, "dtype") else value)
+                              for name, value in report.user_properties]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip `gpu` tests when CUDA is absent (they run on a machine that has it)."""
     try:

@@ -656,20 +656,6 @@ def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, 
 
 
 # ------------------------------------------------------------------------------------------- FID features
-class _RgbImages(torch.utils.data.Dataset):
-    """uint8 [N, C, H, W] as torch-fidelity's input Dataset of uint8 [3, H, W] items."""
-
-    def __init__(self, images: Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> Tensor:
-        item = self.images[index]
-        return item.expand(3, -1, -1) if item.shape[0] == 1 else item
-
-
 def inception_flops_per_image(network: torch.nn.Module, image_shape: tuple[int, int, int]) -> float:
     """FLOPs of one Inception forward (the resize to 299 x 299 included; convolutions and matmuls counted)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -702,7 +688,7 @@ def bench_fid_features(dataset: str, config: BenchConfig, device: torch.device) 
 
     def plain_side(r: int) -> float:
         seconds, features = _timed(lambda: get_featuresdict_from_dataset(
-            _RgbImages(images), plain, ours.batch_size, device.type == "cuda", True, False), device)
+            fid.RgbDataset(images), plain, ours.batch_size, device.type == "cuda", True, False), device)
         outputs["torch_fidelity"] = features[fid.FEATURE_LAYER]
         return images.shape[0] / seconds
 

@@ -301,6 +301,21 @@ def _check_images(images: Tensor, what: str) -> Tensor:
     return images
 
 
+class RgbDataset(torch.utils.data.Dataset):
+    """uint8 [N, C, H, W] (C = 1 or 3) as torch-fidelity's own input: a Dataset of uint8 [3, H, W] items (gray
+    repeated). For comparisons with torch-fidelity's pipeline; `InceptionFeatures` reads the tensor directly."""
+
+    def __init__(self, images: Tensor) -> None:
+        self.images = _check_images(images, "input")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> Tensor:
+        item = self.images[index]  # [C, H, W]
+        return item.expand(3, -1, -1) if item.shape[0] == 1 else item
+
+
 @dataclass(frozen=True)
 class ReferenceSet:
     """A cacheable reference: `num` images of `split` of a ddpm.data source (all of it when num is None).

@@ -266,19 +266,6 @@ def test_fid_kid_noise_vs_mnist_self_and_cache(fid_cache, monkeypatch, seed_base
     assert on_noise.kid_std >= 0 and np.isfinite([on_noise.fid, on_noise.kid_mean, on_digits.fid]).all()
 
 
-class _RgbDataset(torch.utils.data.Dataset):
-    """uint8 [N, 1, H, W] as torch-fidelity's input: a Dataset of uint8 [3, H, W] items."""
-
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index].expand(3, -1, -1)
-
-
 @pytest.mark.slow
 def test_fid_kid_equal_torch_fidelitys_own_pipeline(fid_cache, seed_base):
     """The values do not move: `fid_kid` against torch-fidelity's calculate_metrics (its DataLoader, its plain
@@ -293,7 +280,7 @@ def test_fid_kid_equal_torch_fidelitys_own_pipeline(fid_cache, seed_base):
     reference = reference_images(seed_base, n)
     ours = fid_kid(generated, reference, kid_subset_size=5, kid_seed=3, cache=fid_cache, device="cpu")
     theirs = torch_fidelity.calculate_metrics(
-        input1=_RgbDataset(generated), input2=_RgbDataset(reference), fid=True, kid=True, isc=False, prc=False,
+        input1=fid.RgbDataset(generated), input2=fid.RgbDataset(reference), fid=True, kid=True, isc=False, prc=False,
         feature_extractor=fid.FEATURE_EXTRACTOR, feature_extractor_weights_path=str(fid.inception_weights_path(fid_cache)),
         kid_subsets=fid.DEFAULT_KID_SUBSETS, kid_subset_size=5, rng_seed=3, batch_size=32, cuda=False,
         save_cpu_ram=True, cache=False, verbose=False)

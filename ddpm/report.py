@@ -565,6 +565,13 @@ def _fid_blocks(m: Mapping) -> list[Block]:
     return b
 
 
+def _budget_plan(run: Mapping) -> Mapping | None:
+    """The session budget's plan of the run's last training session (run.json), or None."""
+    sessions = run.get("sessions") if isinstance(run.get("sessions"), list) else []
+    plan = sessions[-1].get("budget") if sessions and isinstance(sessions[-1], Mapping) else None
+    return plan if isinstance(plan, Mapping) else None
+
+
 def _throughput_blocks(m: Mapping, run: Mapping) -> list[Block]:
     """Images per second of training and sampling, and sampling against the raw forward the budget probe measured."""
     b: list[Block] = []
@@ -573,8 +580,7 @@ def _throughput_blocks(m: Mapping, run: Mapping) -> list[Block]:
         ("training (images seen / training seconds)", fmt(m["train_images_per_second"], "rate")),
         (f"sampling (Algorithm 2, T = {m.get('T')})", fmt(m["sample_images_per_second"], "rate")),
     )))
-    sessions = run.get("sessions") if isinstance(run.get("sessions"), list) else []
-    plan = sessions[-1].get("budget") if sessions and isinstance(sessions[-1], Mapping) else None
+    plan = _budget_plan(run)
     forward = (plan.get("speed") or {}).get("sampling_forwards_per_second") if isinstance(plan, Mapping) else None
     if forward and m.get("T") and m.get("sample_images_per_second"):
         achieved = m["sample_images_per_second"] * m["T"]
@@ -605,8 +611,7 @@ def _time_blocks(m: Mapping, run: Mapping, plots: Mapping[str, bool]) -> list[Bl
 
 def _budget_blocks(run: Mapping, split: Mapping[str, float]) -> list[Block]:
     """The session budget's plan (run.json, last session) beside what the phases then took; [] without a plan."""
-    sessions = run.get("sessions") if isinstance(run.get("sessions"), list) else []
-    plan = sessions[-1].get("budget") if sessions and isinstance(sessions[-1], Mapping) else None
+    plan = _budget_plan(run)
     if not isinstance(plan, Mapping):
         return []
     predicted = plan.get("predicted_evaluation") or {}

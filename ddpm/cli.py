@@ -53,7 +53,7 @@ positive_float = _number(float, 0.0, True, "a positive number")
 
 
 def add_train_parser(subcommands) -> None:
-    from ddpm.config import PRESETS
+    from ddpm.training.config import PRESETS
 
     p = subcommands.add_parser(
         "train", help="train eps_theta by Algorithm 1 into a run folder",
@@ -77,7 +77,7 @@ def add_train_parser(subcommands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ddpm.train import StopReason, train
+    from ddpm.training.trainer import StopReason, train
 
     if args.data is None and not args.resume:
         raise UsageError("train: --data is required (mnist, digits or a folder of images)")
@@ -85,7 +85,7 @@ def run_train(args: argparse.Namespace) -> int:
                    max_steps=args.max_steps, max_minutes=args.max_minutes, compile=args.compile,
                    progress=not args.no_progress, command=[sys.executable, "-m", "ddpm", *sys.argv[1:]],
                    session_start=args.session_start)
-    from ddpm.train import distributed_from_env
+    from ddpm.training.trainer import distributed_from_env
 
     if distributed_from_env().is_main:
         print(f"ddpm: step {result.step} ({result.stop_reason.value}); this session {result.session_seconds:.1f} s, "
@@ -131,11 +131,11 @@ def add_sample_parser(subcommands) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from ddpm.checkpoint import load_checkpoint
-    from ddpm.generate import generate, save_image_grid, save_npz
-    from ddpm.train import DistributedContext, resolve_device
+    from ddpm.training.checkpoint import load_checkpoint
+    from ddpm.evaluation.generate import generate, save_image_grid, save_npz
+    from ddpm.training.trainer import DistributedContext, resolve_device
 
-    from ddpm.samplers import check_sampler_options, network_evaluations
+    from ddpm.core.samplers import check_sampler_options, network_evaluations
 
     out: Path = args.out
     for option, path, suffix in (("--out", out, ".png"), ("--npz", args.npz, ".npz")):
@@ -155,7 +155,7 @@ def run_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"sample: {error}") from None
     gamma = None
     if args.variance == "optimal":
-        from ddpm.optimal_variance import FILE_NAME, load_gamma
+        from ddpm.evaluation.optimal_variance import FILE_NAME, load_gamma
 
         gamma_path = args.checkpoint.parent / FILE_NAME
         if not gamma_path.is_file():
@@ -192,7 +192,7 @@ def add_evaluate_parser(subcommands) -> None:
         "evaluate", help="test-set bound (bits/dim), Algorithm-2 samples and FID/KID of a checkpoint",
         description="Evaluate a checkpoint on its dataset's test split into --out: metrics.json, elbo_terms.json, "
                     "optimal_variance.json (Gamma_t on the training split, reused when it matches the checkpoint), "
-                    "samples_uint8.npz, samples.png, trajectory.png (see ddpm/evaluate.py). Defaults come from the "
+                    "samples_uint8.npz, samples.png, trajectory.png (see ddpm/evaluation/evaluate.py). Defaults come from the "
                     "checkpoint's preset and seed. An existing metrics.json is kept as metrics.previous-<time>.json.")
     p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt written by train")
     p.add_argument("--out", required=True, type=Path, help="folder for the results (usually the run folder)")
@@ -233,7 +233,7 @@ def _as_command(name: str, args: argparse.Namespace, options: Sequence[str], pos
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ddpm.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import evaluate_checkpoint
 
     command = _as_command("evaluate", args, ["--checkpoint", "--out", "--fid-samples", "--device", "--seed",
                                               "--skip-fid", "--elbo-exact-images", "--elbo-mc-images",
@@ -268,7 +268,7 @@ def add_report_parser(subcommands) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ddpm.report import write_report
+    from ddpm.evaluation.report import write_report
 
     files = write_report(args.dir, command=_as_command("report", args, [], ["dir"]))
     print(f"ddpm: wrote {files.markdown} and {files.html}")
@@ -285,7 +285,7 @@ def add_set_aside_parser(subcommands) -> None:
 
 
 def run_set_aside(args: argparse.Namespace) -> int:
-    from ddpm.evaluate import move_run_aside
+    from ddpm.evaluation.evaluate import move_run_aside
 
     moved = move_run_aside(args.dir)
     print(f"ddpm: moved {args.dir} to {moved}" if moved else f"ddpm: {args.dir} is empty or absent; nothing to move")
@@ -302,7 +302,7 @@ def add_bench_parser(subcommands) -> None:
         description="Write --out/bench.json and bench.md: Algorithm-2 sampling and the training step against "
                     "diffusers with the same network, the exact bound against a per-timestep loop and the raw "
                     "forward, the Monte Carlo bound's cost, utilisation, and the verify suite's parts (see "
-                    "ddpm/bench.py). Needs the `bench` extra (diffusers) for the two diffusers comparisons.")
+                    "ddpm/studies/bench.py). Needs the `bench` extra (diffusers) for the two diffusers comparisons.")
     p.add_argument("--out", required=True, type=Path, help="folder for bench.json and bench.md")
     p.add_argument("--quick", action="store_true", help="smaller sizes, one round each, no verify parts (~3 min)")
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
@@ -315,7 +315,7 @@ def add_bench_parser(subcommands) -> None:
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from ddpm.bench import BENCH_MODES, run_bench
+    from ddpm.studies.bench import BENCH_MODES, run_bench
 
     mode = "quick" if args.quick else "full"
     config = BENCH_MODES[mode]
@@ -410,7 +410,7 @@ def _one_line(error: BaseException) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run `ddpm` with `argv` (default sys.argv[1:]); returns the exit status."""
-    from ddpm.train import TrainingError
+    from ddpm.training.trainer import TrainingError
 
     try:
         args = build_parser().parse_args(argv)

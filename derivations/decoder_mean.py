@@ -15,7 +15,7 @@ h = 1/255 centred on the grid x = k / 127.5 - 1; the edge bins are open: k = 0 t
   (linear schedule), 0.510 bits at the learned variance's floor sqrt(beta_tilde_2). There
   d L_0 / d eps_theta = -sqrt(beta_1 / alpha_1) d L_0 / d mu < 0: training eps_theta on L_0 at t = 1 moves it.
   MNIST has 81% of its pixels at 0 and 0.7% at 255 (measured on both splits), so with L_simple's target at t = 1
-  about half a bit per dimension of L_0 comes from the open edge bins alone. `ddpm.losses`' decoder_trains_mean
+  about half a bit per dimension of L_0 comes from the open edge bins alone. `ddpm.core.losses`' decoder_trains_mean
   trains the t = 1 mean on L_0 instead.
 The right edge bin k = 255 is the mirror image (mu -> -mu).
 """
@@ -165,7 +165,7 @@ def derivation() -> Derivation:
             "centre -1 it is -log Phi(h / sigma_1), 0.616 bits at sigma_1 = 0.01. Since d mu / d eps_theta = "
             "-sqrt(beta_1 / alpha_1), the bound's gradient in eps_theta is negative there: on data with many "
             "saturated pixels (81% of MNIST's are 0) the t = 1 mean should be trained on L_0 itself, which "
-            "`ddpm.losses`' decoder_trains_mean does."
+            "`ddpm.core.losses`' decoder_trains_mean does."
         ),
         steps=steps,
         results=results,

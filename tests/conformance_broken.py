@@ -12,7 +12,7 @@ import torch
 
 from ddpm.conformance.adapters.reference import ReferenceAdapter
 from ddpm.conformance.protocol import Chain, Convention, NotOffered
-from ddpm.samplers import ancestral_sample
+from ddpm.core.samplers import ancestral_sample
 
 T = 50
 

@@ -1,7 +1,7 @@
 """A tiny trained-and-evaluated run shared by test_evaluate.py and test_report.py (built once per pytest process).
 
-`ddpm.train.train` runs the `tiny` preset on sklearn's digits for TRAIN_STEPS updates, then
-`ddpm.evaluate.evaluate_checkpoint` evaluates it into the same folder with FID skipped (Inception is tested once,
+`ddpm.training.trainer.train` runs the `tiny` preset on sklearn's digits for TRAIN_STEPS updates, then
+`ddpm.evaluation.evaluate.evaluate_checkpoint` evaluates it into the same folder with FID skipped (Inception is tested once,
 separately, as slow) and small sample counts. Everything runs with one torch thread: on the shared 2-core
 machine two OpenMP threads per process collapse under contention (measured: 17 ms vs 1.2 s per forward of the
 tiny U-Net at batch 8 while other processes were busy), and one thread is as fast when the machine is quiet.
@@ -38,8 +38,8 @@ def one_thread():
 def trained_and_evaluated_run(tmp_path_factory) -> Path:
     """The run folder (checkpoint.pt, run.json, train_log.jsonl and the evaluation's files), built once."""
     if "run" not in _CACHE:
-        from ddpm.evaluate import evaluate_checkpoint
-        from ddpm.train import train
+        from ddpm.evaluation.evaluate import evaluate_checkpoint
+        from ddpm.training.trainer import train
 
         run = tmp_path_factory.mktemp("tiny-digits-run") / "run"
         with one_thread():

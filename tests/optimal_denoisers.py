@@ -31,7 +31,7 @@ minimum is E tr Cov(eps | x_t), and a perturbed denoiser f = eps* + g pays exact
 
 (c) Discretised Gaussian data (`DiscretisedGaussian`): x_0 = the 8-bit grid value k / 127.5 - 1 of the bin
     of a N(m, s^2) draw (256 bins of width 2/255, the edge bins open to -inf / +inf, as in the decoder of
-    ddpm.likelihood), i.i.d. over dimensions. P(k) is a difference of normal CDFs; the exact negative
+    ddpm.core.bound), i.i.d. over dimensions. P(k) is a difference of normal CDFs; the exact negative
     log-likelihood of an image is -sum_d log P(k_d) and the entropy H = -sum_k P(k) log P(k) per dimension.
     `expected_bound` gives E over x_0 and x_{1:T} of the bound L_T + sum_{t>=2} L_{t-1} + L_0 (Ho et al. eq. 5)
     for eps* of the *continuous* law N(m, s^2) (its docstring derives every term); E[bound] - H >= 0 is the
@@ -178,7 +178,7 @@ class EpsStar:
 def discretised_normal_log_prob(k: np.ndarray, mean, std) -> np.ndarray:
     """log P(bin k | N(mean, std^2)) over the 256 bins (edge bins open), float64, via scipy's log_ndtr.
 
-    Written independently of ddpm.likelihood: log(Phi(hi) - Phi(lo)) = log Phi(hi) + log1p(-exp(log Phi(lo) -
+    Written independently of ddpm.core.bound: log(Phi(hi) - Phi(lo)) = log Phi(hi) + log1p(-exp(log Phi(lo) -
     log Phi(hi))) after mirroring bins right of the mean so that both CDF values are <= 1/2.
     """
     k = np.asarray(k)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.likelihood import (
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.bound import (
     ElboTerms,
     bound_estimate,
     discretized_gaussian_log_likelihood,
@@ -14,8 +14,8 @@ from ddpm.likelihood import (
     elbo_terms,
     normal_kl,
 )
-from ddpm.losses import Objective, training_loss
-from ddpm.schedules import make_betas
+from ddpm.core.losses import Objective, training_loss
+from ddpm.core.schedules import make_betas
 
 T = 10
 B = 3

@@ -1,4 +1,4 @@
-"""The bench (ddpm/bench.py): its ratios come from its raw figures, its baselines compute what ours computes.
+"""The bench (ddpm/studies/bench.py): its ratios come from its raw figures, its baselines compute what ours computes.
 
 - A tiny bench run (tiny preset on sklearn digits, T = 100, a few images and updates) writes bench.json and bench.md
   with the documented keys; every ratio is recomputed here from the raw per-round throughputs; bench.md is
@@ -19,7 +19,7 @@ import tolerances
 import torch
 from numpy.testing import assert_allclose
 
-from ddpm.bench import (
+from ddpm.studies.bench import (
     BENCH_JSON,
     BENCH_MD,
     BENCH_MODES,
@@ -33,9 +33,9 @@ from ddpm.bench import (
     median_ratio,
     run_bench,
 )
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.likelihood import elbo_terms
-from ddpm.samplers import ancestral_sample
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.bound import elbo_terms
+from ddpm.core.samplers import ancestral_sample
 
 F64 = tolerances.FLOAT64.kwargs()
 
@@ -148,8 +148,8 @@ def test_tiny_bench_cross_checks_agree(tiny_run):
 @pytest.fixture(scope="module")
 def learned_checkpoint(tmp_path_factory):
     """A tiny learned-variance model (2 output channels, hybrid objective) trained for 3 updates on digits."""
-    from ddpm.config import get_preset
-    from ddpm.train import train
+    from ddpm.training.config import get_preset
+    from ddpm.training.trainer import train
 
     tiny = get_preset("tiny")
     preset = tiny.replace(model=tiny.model.replace(learn_variance=True),
@@ -183,7 +183,7 @@ def test_cli_bench_quick_runs_on_a_learned_variance_checkpoint(learned_checkpoin
 @pytest.mark.parametrize("T", [2, 25])
 def test_diffusers_learned_range_loop_is_algorithm2_with_the_learned_variance(T):
     """diffusers' learned_range (its float32 tables replaced by our float64 ones) is our "learned" variance."""
-    from ddpm.bench import diffusers_ancestral_sample
+    from ddpm.studies.bench import diffusers_ancestral_sample
 
     betas = np.linspace(1e-3, 0.3, T)
     diffusion = GaussianDiffusion(betas)
@@ -290,7 +290,7 @@ def test_per_timestep_loop_equals_elbo_terms(dtype):
 # ------------------------------------------------------------------------------------------- diffusers
 def float64_scheduler(diffusion: GaussianDiffusion, variance: str):
     """diffusers' scheduler for our betas, its float32 tables replaced by our float64 ones (exact arithmetic check)."""
-    from ddpm.bench import diffusers_scheduler
+    from ddpm.studies.bench import diffusers_scheduler
 
     scheduler = diffusers_scheduler(diffusion, variance)
     scheduler.betas = diffusion.betas[1:].clone()
@@ -303,7 +303,7 @@ def float64_scheduler(diffusion: GaussianDiffusion, variance: str):
 @pytest.mark.parametrize(("variance", "variance_type"), [("beta", "fixed_large"), ("beta_tilde", "fixed_small")])
 @pytest.mark.parametrize("T", [1, 2, 25])
 def test_diffusers_step_loop_is_algorithm2(variance, variance_type, T):
-    from ddpm.bench import diffusers_ancestral_sample
+    from ddpm.studies.bench import diffusers_ancestral_sample
 
     betas = np.linspace(1e-3, 0.3, T)
     diffusion = GaussianDiffusion(betas)
@@ -322,7 +322,7 @@ def test_diffusers_step_loop_is_algorithm2(variance, variance_type, T):
 @needs_diffusers
 def test_diffusers_add_noise_is_q_sample_at_t_plus_one():
     T = 1000
-    from ddpm.schedules import make_betas
+    from ddpm.core.schedules import make_betas
 
     diffusion = GaussianDiffusion(make_betas("linear", T))
     scheduler = float64_scheduler(diffusion, "beta")
@@ -351,8 +351,8 @@ def test_float32_samplers_at_T1000_against_float64_algorithm2():
     """The bench's configuration (float32 samples, diffusers' own float32 tables) at T = 1000 with a stable eps*."""
     from optimal_denoisers import EpsStar, GaussianData
 
-    from ddpm.bench import diffusers_ancestral_sample, diffusers_scheduler
-    from ddpm.schedules import make_betas
+    from ddpm.studies.bench import diffusers_ancestral_sample, diffusers_scheduler
+    from ddpm.core.schedules import make_betas
 
     T = 1000
     betas = make_betas("linear", T)

@@ -1,6 +1,6 @@
-"""ddpm.budget: the session budget's counts, prediction and plan, the probe, and how `train` applies a plan.
+"""ddpm.training.budget: the session budget's counts, prediction and plan, the probe, and how `train` applies a plan.
 
-- `evaluation_work` counts what `ddpm.evaluate` computes for the small preset (N T sampling calls, the bound's and
+- `evaluation_work` counts what `ddpm.evaluation.evaluate` computes for the small preset (N T sampling calls, the bound's and
   Gamma_t's calls, three Inception passes on a cold cache less what is cached).
 - `plan_training` leaves exactly the predicted evaluation times SAFETY plus MARGIN_SECONDS before the deadline.
 - `probe_speed` measures positive, finite rates on the tiny network.
@@ -16,8 +16,8 @@ import math
 import pytest
 import torch
 
-from ddpm import budget
-from ddpm.budget import (
+from ddpm.training import budget
+from ddpm.training.budget import (
     MARGIN_SECONDS,
     MIN_TRAINING_SECONDS,
     SAFETY,
@@ -30,9 +30,9 @@ from ddpm.budget import (
     predict_evaluation,
     probe_speed,
 )
-from ddpm.checkpoint import load_checkpoint
-from ddpm.config import get_preset
-from ddpm.model import build_unet
+from ddpm.training.checkpoint import load_checkpoint
+from ddpm.training.config import get_preset
+from ddpm.training.model import build_unet
 
 SPEED = MachineSpeed(sampling_forwards_per_second=2000.0, eager_forwards_per_second=1600.0,
                      inception_images_per_second=10.0, compile_seconds=30.0, probe_seconds=12.0)
@@ -110,7 +110,7 @@ def test_probe_measures_finite_positive_rates_on_the_tiny_network():
 
 def test_plan_session_probes_the_evaluations_sampler(monkeypatch):
     """plan_session on the tiny preset: its sampler runs (eager here), the Inception probe is skipped when cached."""
-    from ddpm import fid
+    from ddpm.images import fid
 
     monkeypatch.setattr(fid, "cached_inception_images", lambda source, num, cache=None: 3 * num)
     tiny = get_preset("tiny")
@@ -128,7 +128,7 @@ def _fixed_plan(training_seconds: float) -> BudgetPlan:
 
 
 def test_train_trains_the_planned_seconds_and_records_the_plan(tmp_path, monkeypatch):
-    from ddpm import train as train_module
+    from ddpm.training import trainer as train_module
 
     calls = []
 
@@ -150,7 +150,7 @@ def test_train_trains_the_planned_seconds_and_records_the_plan(tmp_path, monkeyp
 
 
 def test_an_explicit_max_minutes_turns_the_session_budget_off(tmp_path, monkeypatch):
-    from ddpm import train as train_module
+    from ddpm.training import trainer as train_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("an explicit max_minutes must not be replaced by a session plan")

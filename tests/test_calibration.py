@@ -27,14 +27,14 @@ from evaluation_run import one_thread
 from stat_checks import Family
 from tiny_models import TinyEps
 
-from ddpm.bound_statistics import importance_proposal
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.evaluate import exact_bound
-from ddpm.fid import kid_standard_error
-from ddpm.likelihood import elbo_monte_carlo, elbo_terms
-from ddpm.optimal_variance import estimate_gamma
-from ddpm.pixels import to_model_range
-from ddpm.schedules import make_betas
+from ddpm.core.bound_statistics import importance_proposal
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.evaluation.evaluate import exact_bound
+from ddpm.images.fid import kid_standard_error
+from ddpm.core.bound import elbo_monte_carlo, elbo_terms
+from ddpm.evaluation.optimal_variance import estimate_gamma
+from ddpm.core.pixels import to_model_range
+from ddpm.core.schedules import make_betas
 
 ALPHA = 1e-3  # family-wise per test, Holm
 T = 40

@@ -1,4 +1,4 @@
-"""Checkpoints (`ddpm.checkpoint`): round trip, atomic writes, and one-line errors for bad files."""
+"""Checkpoints (`ddpm.training.checkpoint`): round trip, atomic writes, and one-line errors for bad files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.checkpoint import (
+from ddpm.training.checkpoint import (
     Checkpoint,
     CheckpointError,
     atomic_write,
@@ -19,10 +19,10 @@ from ddpm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ddpm.config import get_preset
-from ddpm.data import MinibatchSampler, dataset_info
-from ddpm.model import build_unet
-from ddpm.schedules import make_betas
+from ddpm.training.config import get_preset
+from ddpm.images.data import MinibatchSampler, dataset_info
+from ddpm.training.model import build_unet
+from ddpm.core.schedules import make_betas
 
 
 def make_checkpoint(preset_name: str = "tiny", step: int = 3) -> Checkpoint:

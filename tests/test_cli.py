@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ddpm.checkpoint import load_checkpoint, save_checkpoint
+from ddpm.training.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.cli import main
-from ddpm.generate import generate
-from ddpm.train import train
+from ddpm.evaluation.generate import generate
+from ddpm.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 

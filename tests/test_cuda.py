@@ -19,10 +19,10 @@ from optimal_denoisers import EpsStar, GaussianData
 from oracles import assert_close_linear, to_numpy
 from test_diffusion_oracle import DTYPES, finite_mask, method_cases, setup
 
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.likelihood import elbo_terms
-from ddpm.losses import training_loss
-from ddpm.samplers import ancestral_sample, ddim_sample
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.bound import elbo_terms
+from ddpm.core.losses import training_loss
+from ddpm.core.samplers import ancestral_sample, ddim_sample
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")

@@ -1,4 +1,4 @@
-"""ddpm.data: MNIST from the pinned wheel file, sklearn digits, a folder of images, pixel ranges, resumable batches.
+"""ddpm.images.data: MNIST from the pinned wheel file, sklearn digits, a folder of images, pixel ranges, resumable batches.
 
 Expected values come from the raw files read here independently (gzip + pickle, sklearn, the PNGs we write),
 from published MNIST statistics, or from the documented rules (the digits map, the folder split by name hash).
@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
 
-from ddpm import data
-from ddpm.data import (
+from ddpm.images import data
+from ddpm.images.data import (
     DataError,
     MinibatchSampler,
     Split,
@@ -41,7 +41,7 @@ PUBLISHED = tolerances.PUBLISHED_4_DECIMALS.kwargs()
 
 @pytest.fixture(scope="module")
 def raw_mnist():
-    """The pickle's three (images, labels) parts, read here without ddpm.data."""
+    """The pickle's three (images, labels) parts, read here without ddpm.images.data."""
     with gzip.open(data.mnist_path(), "rb") as f:
         return pickle.load(f, encoding="latin1")
 

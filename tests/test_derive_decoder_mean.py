@@ -1,6 +1,6 @@
 """(n) The decoder's mean at an edge bin: ddpm's decoder against the derivation, the summary's numbers, mutations.
 
-ddpm's discretised decoder (`ddpm.kernels.discretized_log_prob`, `decoder_terms`) must give the derived edge-bin
+ddpm's discretised decoder (`ddpm.core.kernels.discretized_log_prob`, `decoder_terms`) must give the derived edge-bin
 cost -log Phi((-1 + h - mu) / sigma_1) at any mean, and at t = 1 with eps_theta = eps (L_simple's target for a pixel
 certain to be 0) its autograd gradient in eps_theta must be the derived negative value. The summary's figures
 (0.616 bits at sigma_1 = 0.01, 0.510 at sqrt(beta_tilde_2), MNIST's share of zero pixels) are recomputed. Each
@@ -23,9 +23,9 @@ from numpy.testing import assert_allclose
 from derivations import decoder_mean as dm
 from derivations._core import Step
 from derivations.symbols import beta_t, eps, eps_theta, x_0, x_t
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.kernels import decoder_terms, discretized_log_prob
-from ddpm.schedules import make_betas
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.kernels import decoder_terms, discretized_log_prob
+from ddpm.core.schedules import make_betas
 
 pytestmark = pytest.mark.symbolic
 
@@ -74,7 +74,7 @@ def test_summary_figures():
 
 
 def test_mnist_share_of_saturated_pixels():
-    from ddpm.data import Split, _load_mnist
+    from ddpm.images.data import Split, _load_mnist
 
     for split in ("train", "test"):
         pixels = _load_mnist(Split(split)).numpy()

@@ -20,8 +20,8 @@ from optimal_denoisers import EpsStar, GaussianData, alpha_bars
 
 from derivations import sampling_noise as sn
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, beta_t, sigma2
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.schedules import make_betas
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.schedules import make_betas
 
 pytestmark = pytest.mark.symbolic
 

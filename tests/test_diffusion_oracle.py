@@ -1,6 +1,6 @@
 """GaussianDiffusion and the bound's terms against the derivations' 50-digit oracles, over Hypothesis schedules.
 
-Every coefficient, mean and variance of ddpm.diffusion, the loss weights lambda_t, the KL constants C_t and
+Every coefficient, mean and variance of ddpm.core.diffusion, the loss weights lambda_t, the KL constants C_t and
 the per-timestep bound terms are compared with the lambdified SymPy results of derivations/ (evaluated at
 50 digits, alpha_bar_t passed at 50 digits) for schedules with T from 1 to 2000, betas from 1e-8 to 0.999
 (monotone or not), at t = 1, t = T and drawn timesteps. float64 uses tolerances.FLOAT64; float32 and bfloat16
@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from oracles import Schedule, assert_close_linear, evaluate, evaluate_mp, linear_coefficients, oracle, to_numpy
 
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.kernels import kl_terms, prior_term
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.kernels import kl_terms, prior_term
 
 # The derivations' exports used here: (module, name). Issue #2 fixes the names.
 Q_MEAN_COEF = ("forward_marginal", "q_xt_mean_coef")  # sqrt(alpha_bar_t)
@@ -291,7 +291,7 @@ def test_compensated_cumsum_is_exact_where_naive_summation_is_not():
     running sum loses everything ([1, 1e100, 1, -1e100] sums to 2; naively to 0), and on a schedule's logs."""
     import math
 
-    from ddpm.diffusion import _compensated_cumsum
+    from ddpm.core.diffusion import _compensated_cumsum
 
     hard = np.array([1.0, 1e100, 1.0, -1e100, 3.0, -2.0])
     got = _compensated_cumsum(hard)

@@ -18,8 +18,8 @@ import torch
 import tolerances
 from numpy.testing import assert_allclose
 
-from ddpm.checkpoint import load_checkpoint
-from ddpm.train import LOG_NAME, train
+from ddpm.training.checkpoint import load_checkpoint
+from ddpm.training.trainer import LOG_NAME, train
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10  # the tiny preset logs every 10 updates: one log line, its loss averaged over both processes

@@ -1,4 +1,4 @@
-"""End to end: Algorithm 1 through the real trainer (`ddpm.train`) and Algorithm 2 through the real sampler, on data
+"""End to end: Algorithm 1 through the real trainer (`ddpm.training.trainer`) and Algorithm 2 through the real sampler, on data
 whose law is known exactly, checked against that law.
 
 The law: 8x8 gray images x_0 = the 8-bit grid value of a draw of the two-component Gaussian mixture
@@ -34,12 +34,12 @@ from PIL import Image
 from scipy import special, stats
 from stat_checks import Family
 
-from ddpm import data
-from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-from ddpm.config import get_preset
-from ddpm.likelihood import elbo_terms
-from ddpm.samplers import ancestral_sample
-from ddpm.train import train
+from ddpm.images import data
+from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+from ddpm.training.config import get_preset
+from ddpm.core.bound import elbo_terms
+from ddpm.core.samplers import ancestral_sample
+from ddpm.training.trainer import train
 
 pytestmark = [pytest.mark.slow]
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.losses import training_loss_at
-from ddpm.pixels import to_model_range
-from ddpm.samplers import ancestral_sample, strided_ancestral_step
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.losses import training_loss_at
+from ddpm.core.pixels import to_model_range
+from ddpm.core.samplers import ancestral_sample, strided_ancestral_step
 
 
 def _diffusion(T: int = 20) -> GaussianDiffusion:
@@ -48,7 +48,7 @@ def test_stride_names_the_argument_that_is_not_an_int():
 
 
 def test_a_model_returning_no_tensor_is_named():
-    from ddpm.kernels import model_output
+    from ddpm.core.kernels import model_output
 
     with pytest.raises(ValueError, match=r"eps_model\(x_t, t\) must return a tensor of shape \(2, 1\) .*got NoneType"):
         model_output(lambda xt, t: None, torch.zeros(2, 1), torch.tensor([1, 2]))

@@ -1,4 +1,4 @@
-"""ddpm.evaluate: the importance proposal over t, the test-set bound, samples, files and metrics.json.
+"""ddpm.evaluation.evaluate: the importance proposal over t, the test-set bound, samples, files and metrics.json.
 
 The proposal and the predicted variance are checked against independent NumPy computations (enumerating every
 (image, t) pair); the bound of a tiny trained model is checked for agreement between the exact sum and the
@@ -30,11 +30,11 @@ from PIL import Image
 from scipy import stats
 from stat_checks import Family
 
-from ddpm import data
-from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-from ddpm.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
-from ddpm.config import EvaluationConfig, Preset, get_preset
-from ddpm.evaluate import (
+from ddpm.images import data
+from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+from ddpm.core.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
+from ddpm.training.config import EvaluationConfig, Preset, get_preset
+from ddpm.evaluation.evaluate import (
     METRICS_FILE,
     VARIANCES,
     EvaluationError,
@@ -47,9 +47,9 @@ from ddpm.evaluate import (
     trajectory_strip,
     write_json_atomic,
 )
-from ddpm.likelihood import ElboTerms, elbo_monte_carlo, elbo_terms
-from ddpm.optimal_variance import FILE_NAME as GAMMA_FILE
-from ddpm.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
+from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
+from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
+from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 
 ALPHA = 0.01  # false-failure probability of each statistical test
 F64 = tolerances.FLOAT64.kwargs()
@@ -402,7 +402,7 @@ def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(r
 def test_exact_bounds_share_one_pass_and_equal_separate_calls(tiny_model):
     """exact_bounds under several variances = one exact_bound call per variance, bitwise, and = `elbo_terms` with
     phase_generator(seed, "elbo_exact") on the seeded subset; the network runs once per chunk, not per variance."""
-    from ddpm.evaluate import exact_bound, exact_bounds
+    from ddpm.evaluation.evaluate import exact_bound, exact_bounds
 
     model, diffusion = tiny_model
     images = data.load_images("digits", "test")
@@ -594,7 +594,7 @@ def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
     # The floor: 8 real training images against the same 8 test images, computed once and then cached.
     assert isinstance(m["fid_real_vs_real"], float) and math.isfinite(m["fid_real_vs_real"])
     assert m["real_vs_real"] == {"split": "train", "num_images": 8, "subset_seed": 1, "cached": False}
-    from ddpm.fid import ReferenceSet, fid_kid, real_vs_real
+    from ddpm.images.fid import ReferenceSet, fid_kid, real_vs_real
 
     direct = fid_kid(ReferenceSet("digits", "train", 8, seed=1).load(), ReferenceSet("digits", "test", 8, seed=0),
                      kid_subsets=m["kid_subsets"], kid_subset_size=m["kid_subset_size"], kid_seed=m["seed"],
@@ -607,7 +607,7 @@ def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
 
 
 def test_png_bytes_round_trip():
-    from ddpm.evaluate import png_bytes
+    from ddpm.evaluation.evaluate import png_bytes
 
     image = image_grid(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), scale=1)
     assert Image.open(io.BytesIO(png_bytes(image))).size == image.size

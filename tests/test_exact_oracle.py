@@ -37,11 +37,11 @@ from optimal_denoisers import (
 from scipy import stats
 from stat_checks import Family
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.likelihood import elbo_terms
-from ddpm.losses import training_loss
-from ddpm.samplers import ancestral_sample
-from ddpm.schedules import make_betas
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.bound import elbo_terms
+from ddpm.core.losses import training_loss
+from ddpm.core.samplers import ancestral_sample
+from ddpm.core.schedules import make_betas
 
 F64 = tolerances.FLOAT64.kwargs()
 LN2 = math.log(2.0)

@@ -1,4 +1,4 @@
-"""ddpm.fid: the mapped FID Inception reproduces the TorchScript model, FID/KID behave, caches are keyed right.
+"""ddpm.images.fid: the mapped FID Inception reproduces the TorchScript model, FID/KID behave, caches are keyed right.
 
 Inception costs ~0.2-0.5 s per image on a 2-core CPU, so every test here pushes at most a few images through
 it; the FID/KID tests (8 images a side) are marked slow. The mapped weights are built once per session in a
@@ -18,9 +18,9 @@ import tolerances
 import torch
 from numpy.testing import assert_allclose
 
-from ddpm import fid
-from ddpm.data import load_images
-from ddpm.fid import FidResult, FidWeightsError, ReferenceSet, fid_kid
+from ddpm.images import fid
+from ddpm.images.data import load_images
+from ddpm.images.fid import FidResult, FidWeightsError, ReferenceSet, fid_kid
 
 FEATURES = tolerances.INCEPTION_FEATURES.kwargs()
 FID_SELF = tolerances.FID_SELF.kwargs()

@@ -1,7 +1,7 @@
 """Every file the project writes gets the permissions the umask gives a new file (0644 under umask 022), not 0600.
 
 Files are written atomically (a temporary file from mkstemp, which is owner-only, then a rename), so the mode
-must be set on purpose (`ddpm.checkpoint.new_file_mode`). The test runs train, evaluate, report, sample and bench
+must be set on purpose (`ddpm.training.checkpoint.new_file_mode`). The test runs train, evaluate, report, sample and bench
 (tiny settings) and the conformance report under a non-default umask 027 and checks every file they leave.
 """
 
@@ -15,15 +15,15 @@ import pytest
 import torch
 from evaluation_run import EVAL_OPTIONS, one_thread
 
-from ddpm.bench import BenchConfig, run_bench
-from ddpm.checkpoint import atomic_write_text, new_file_mode
+from ddpm.studies.bench import BenchConfig, run_bench
+from ddpm.training.checkpoint import atomic_write_text, new_file_mode
 from ddpm.cli import main
 from ddpm.conformance.cases import SuiteConfig
 from ddpm.conformance.report import write_report as write_conformance_report
 from ddpm.conformance.runner import run_suite
-from ddpm.evaluate import evaluate_checkpoint
-from ddpm.report import write_report
-from ddpm.train import train
+from ddpm.evaluation.evaluate import evaluate_checkpoint
+from ddpm.evaluation.report import write_report
+from ddpm.training.trainer import train
 
 
 @pytest.fixture

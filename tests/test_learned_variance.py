@@ -22,13 +22,13 @@ from oracles import Schedule, evaluate
 from stat_checks import Family
 from tolerances import FLOAT64
 
-from ddpm.config import get_preset
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.kernels import decoder_terms, kl_terms, model_output, pixel_index
-from ddpm.losses import HYBRID_VLB_WEIGHT, training_loss_at
-from ddpm.model import build_unet
-from ddpm.samplers import ancestral_sample, strided_sample
-from ddpm.schedules import make_betas
+from ddpm.training.config import get_preset
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.kernels import decoder_terms, kl_terms, model_output, pixel_index
+from ddpm.core.losses import HYBRID_VLB_WEIGHT, training_loss_at
+from ddpm.training.model import build_unet
+from ddpm.core.samplers import ancestral_sample, strided_sample
+from ddpm.core.schedules import make_betas
 from derivations import learned_variance
 
 ALPHA = 1e-3
@@ -351,7 +351,7 @@ def test_learned_variance_errors_are_clear():
         training_loss_at(lambda x, tt: x, d, x0, t, noise, "hybrid", "learned")
     with pytest.raises(ValueError, match="needs the network's variance output v"):
         d.p_sample(x0, x0, t, noise, "learned")
-    from ddpm.likelihood import elbo_terms
+    from ddpm.core.bound import elbo_terms
 
     with pytest.raises(ValueError, match=r"needs a model that outputs it \(ModelConfig.learn_variance"):
         elbo_terms(lambda x, tt: x, d, x0, torch.Generator(), variance="learned")
@@ -368,7 +368,7 @@ def test_learned_variance_errors_are_clear():
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def learned_run(tmp_path_factory):
-    from ddpm.train import train
+    from ddpm.training.trainer import train
 
     tiny = get_preset("tiny")
     preset = tiny.replace(model=tiny.model.replace(learn_variance=True),
@@ -385,7 +385,7 @@ def learned_run(tmp_path_factory):
 
 
 def test_learned_run_is_evaluated_under_every_variance(learned_run, tmp_path):
-    from ddpm.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import evaluate_checkpoint
 
     result = evaluate_checkpoint(learned_run / "checkpoint.pt", tmp_path / "eval", skip_fid=True, elbo_exact_images=2,
                                  elbo_mc_images=8, gamma_images_per_t=2, progress=False)
@@ -407,7 +407,7 @@ def test_sample_cli_with_the_learned_variance(learned_run, tmp_path, capsys):
 
 def test_sample_cli_refuses_learned_for_a_fixed_variance_checkpoint(tmp_path, capsys):
     from ddpm.cli import main
-    from ddpm.train import train
+    from ddpm.training.trainer import train
 
     run = tmp_path / "fixed"
     train("digits", run, "tiny", seed=1, max_steps=1, progress=False)
@@ -419,7 +419,7 @@ def test_sample_cli_refuses_learned_for_a_fixed_variance_checkpoint(tmp_path, ca
 
 
 def test_options_study_writes_its_table(tmp_path, capsys):
-    from ddpm.options_study import main
+    from ddpm.studies.options_study import main
 
     out = tmp_path / "study"
     assert main(["--out", str(out), "--steps", "2", "--fid-samples", "4", "--exact-images", "2", "--data", "digits",
@@ -433,8 +433,8 @@ def test_options_study_writes_its_table(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------ small-t draws for L_vlb
 def test_training_timesteps_without_the_mixture_are_algorithm_1():
-    from ddpm.diffusion import uniform_timesteps
-    from ddpm.losses import training_timesteps
+    from ddpm.core.diffusion import uniform_timesteps
+    from ddpm.core.losses import training_timesteps
 
     t, weights = training_timesteps(64, 1000, torch.Generator().manual_seed(3), torch.device("cpu"))
     assert weights is None
@@ -444,7 +444,7 @@ def test_training_timesteps_without_the_mixture_are_algorithm_1():
 @pytest.mark.parametrize("m, T", [(0.25, 1000), (0.5, 12), (0.1, 4)])
 def test_small_t_weights_keep_l_simple_unbiased(m, T):
     """p(t) w(t) = 1 / T for every t, so E_p[w(t) f(t)] = mean_t f(t) (exact, enumerating t)."""
-    from ddpm.losses import SMALL_T_MAX, training_timesteps
+    from ddpm.core.losses import SMALL_T_MAX, training_timesteps
 
     K = min(SMALL_T_MAX, T)
     t, weights = training_timesteps(20_000, T, torch.Generator().manual_seed(4), torch.device("cpu"), m)
@@ -489,7 +489,7 @@ def test_weighted_simple_term_is_the_weighted_mean():
 def test_options_study_keeps_earlier_rows_of_the_same_settings(tmp_path):
     import json
 
-    from ddpm.options_study import _earlier_rows
+    from ddpm.studies.options_study import _earlier_rows
 
     settings = {"steps": 5, "seed": 0, "fid_samples": 4, "exact_images": 2, "data": "digits", "preset": "tiny"}
     rows = [{"option": "fixed-linear"}, {"option": "learned-linear"}]

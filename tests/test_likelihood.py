@@ -1,4 +1,4 @@
-"""ddpm.likelihood: Gaussian KL, the discretised decoder, ElboTerms, the exact ELBO and the importance-weighted estimator.
+"""ddpm.core.bound: Gaussian KL, the discretised decoder, ElboTerms, the exact ELBO and the importance-weighted estimator.
 
 The exact ELBO is compared with a slow reference written from the paper (one network call per t, KLs from
 the two means, the decoder from 60-digit normal CDFs); the estimator's unbiasedness is checked exactly by
@@ -20,8 +20,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.likelihood import (
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.bound import (
     ElboTerms,
     bound_estimate,
     discretized_gaussian_log_likelihood,

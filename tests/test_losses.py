@@ -1,4 +1,4 @@
-"""ddpm.losses: Algorithm 1's L_simple and the bound objectives, reproduced from the same generator draws."""
+"""ddpm.core.losses: Algorithm 1's L_simple and the bound objectives, reproduced from the same generator draws."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import tolerances
 import torch
 from numpy.testing import assert_allclose
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.kernels import prior_term
-from ddpm.likelihood import bound_estimate
-from ddpm.losses import HYBRID_VLB_WEIGHT, Objective, training_loss
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.kernels import prior_term
+from ddpm.core.bound import bound_estimate
+from ddpm.core.losses import HYBRID_VLB_WEIGHT, Objective, training_loss
 
 T = 12
 BETAS = np.linspace(1e-3, 0.3, T)

@@ -1,4 +1,4 @@
-"""The U-Net eps_theta(x_t, t) (ddpm/model.py) and its configs (ddpm/config.py).
+"""The U-Net eps_theta(x_t, t) (ddpm/training/model.py) and its configs (ddpm/training/config.py).
 
 Shapes for every supported image size, the time embedding of the paper's t, input checks, determinism,
 gradient flow through every input channel of every layer (so a dropped skip or an ignored t shows),
@@ -13,8 +13,8 @@ import torch
 from numpy.testing import assert_allclose
 
 import tolerances
-from ddpm.config import PRESETS, ModelConfig, count_parameters, forward_flops_per_image, get_preset
-from ddpm.model import UNet, build_unet, timestep_embedding
+from ddpm.training.config import PRESETS, ModelConfig, count_parameters, forward_flops_per_image, get_preset
+from ddpm.training.model import UNet, build_unet, timestep_embedding
 
 T = 1000
 # A fast config that still has every kind of layer: two levels, attention at level 1 and in the middle,

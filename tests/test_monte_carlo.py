@@ -22,9 +22,9 @@ from scipy import stats
 from stat_checks import Family
 from tiny_models import TinyEps
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.likelihood import discretized_gaussian_log_likelihood, elbo_monte_carlo, elbo_terms, normal_kl
-from ddpm.schedules import make_betas
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.bound import discretized_gaussian_log_likelihood, elbo_monte_carlo, elbo_terms, normal_kl
+from ddpm.core.schedules import make_betas
 
 T = 1000
 f64 = torch.float64
@@ -172,7 +172,7 @@ def test_sampled_strides_regress_to_the_strided_posterior(schedule, seed_base, r
     q(x_s | x_t, x_0), read from the code's `strided_ancestral_step` ("beta_tilde") with the eps that makes x0_hat
     = x_0: its mean at z = 0 (linear in x_t: slope from x_t = 1 minus x_t = 0) and its sigma (z = 1 minus z = 0).
     Student t tests on slope and intercept, chi-square on the residual variance."""
-    from ddpm.samplers import strided_ancestral_step
+    from ddpm.core.samplers import strided_ancestral_step
 
     betas = make_betas(schedule, T)
     diffusion = GaussianDiffusion(betas)

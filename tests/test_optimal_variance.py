@@ -19,9 +19,9 @@ from optimal_denoisers import EpsStar, GaussianData, alpha_bars
 from stat_checks import Family
 from tolerances import FLOAT64
 
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
-from ddpm.schedules import make_betas
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
+from ddpm.core.schedules import make_betas
 from derivations import reverse_variance
 
 ALPHA = 1e-3
@@ -111,8 +111,8 @@ def test_estimated_gamma_with_eps_star_matches_the_analytic_gamma(seed_base, rec
 
 def test_sampler_and_bound_read_the_optimal_tables():
     """Gamma_t = 1 makes the optimal variance beta_tilde_t: Algorithm 2 and the exact bound then agree with it."""
-    from ddpm.likelihood import elbo_terms
-    from ddpm.samplers import ancestral_sample, strided_sample
+    from ddpm.core.bound import elbo_terms
+    from ddpm.core.samplers import ancestral_sample, strided_sample
 
     T = 30
     betas = make_betas("linear", T, rescale=False)
@@ -138,7 +138,7 @@ def test_sampler_and_bound_read_the_optimal_tables():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from ddpm.train import train
+    from ddpm.training.trainer import train
 
     run = tmp_path_factory.mktemp("optimal") / "run"
     previous = torch.get_num_threads()
@@ -152,11 +152,11 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_sample_with_the_optimal_variance_reads_the_estimate_next_to_the_checkpoint(tmp_path, capsys,
                                                                                    tiny_checkpoint):
-    from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
     from ddpm.cli import main
-    from ddpm.data import load_images, to_model_range
-    from ddpm.generate import generate
-    from ddpm.optimal_variance import FILE_NAME
+    from ddpm.images.data import load_images, to_model_range
+    from ddpm.evaluation.generate import generate
+    from ddpm.evaluation.optimal_variance import FILE_NAME
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     argv = ["sample", "--checkpoint", str(tiny_checkpoint), "--num", "3", "--variance", "optimal", "--device", "cpu",

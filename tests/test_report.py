@@ -1,4 +1,4 @@
-"""ddpm.report: report.md / report.html of a trained and evaluated run, built only from the run's files.
+"""ddpm.evaluation.report: report.md / report.html of a trained and evaluated run, built only from the run's files.
 
 The run is the tiny digits run of `evaluation_run` (built once per session); each test copies it, so the
 report's files land in a folder of its own. Numbers are checked against metrics.json in the report's documented
@@ -16,7 +16,7 @@ import pytest
 from evaluation_run import EVAL_COMMAND, read_metrics, trained_and_evaluated_run
 
 from ddpm.cli import main
-from ddpm.report import REQUIRED_METRICS, ReportError, term_curves, write_report
+from ddpm.evaluation.report import REQUIRED_METRICS, ReportError, term_curves, write_report
 
 SECTIONS = (
     "Headline numbers", "How this run was produced", "Configuration and versions", "Training",
@@ -162,7 +162,7 @@ def test_fid_and_kid_are_shown_with_n_and_the_reference_set(run):
     assert f"{n} images of the test split of digits (seeded random subset (seed 0))" in md
     assert "`ddpm-digits-test-n16-x`" in md and "100 subsets of 8 images a side" in md
     assert "Inception Score is not reported" in md
-    from ddpm.fid import kid_standard_error
+    from ddpm.images.fid import kid_standard_error
 
     computed = kid_standard_error(0.00098765, 8, n, 100)  # a metrics file without kid_stderr: computed from its std
     assert f"| KID +- standard error | 0.01235 +- {computed:.5f} |" in md
@@ -222,7 +222,7 @@ def test_cli_report_writes_and_refuses_with_one_line(run, tmp_path, capsys):
 
 
 def test_time_split_groups_every_phase_once():
-    from ddpm.report import time_split
+    from ddpm.evaluation.report import time_split
 
     timings = {"train": 600.0, "load": 5.0, "optimal_variance": 20.0, "elbo_exact": 40.0, "elbo_monte_carlo": 8.0,
                "sampling": 500.0, "write_images": 1.0, "fid_kid": 300.0, "notes": "ignored", "nan": float("nan")}
@@ -233,7 +233,7 @@ def test_time_split_groups_every_phase_once():
 
 def test_report_shows_the_time_split_and_the_session_budget_beside_what_it_took(run):
     """A run whose run.json holds a session budget's plan: planned and measured seconds side by side."""
-    from ddpm.report import time_split
+    from ddpm.evaluation.report import time_split
 
     record = json.loads((run / "run.json").read_text())
     plan = {"session_seconds": 1620.0, "spent_seconds": 150.0, "training_seconds": 528.5, "margin_seconds": 89.0,

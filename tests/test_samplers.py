@@ -13,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.samplers import (
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.samplers import (
     SampleResult,
     ancestral_sample,
     ddim_sample,
@@ -25,7 +25,7 @@ from ddpm.samplers import (
     strided_ancestral_step,
     strided_sample,
 )
-from ddpm.schedules import make_betas
+from ddpm.core.schedules import make_betas
 
 F64 = tolerances.FLOAT64.kwargs()
 SHAPE = (3, 1, 2, 2)

@@ -1,4 +1,4 @@
-"""ddpm.schedules against independent formulas (50-digit mpmath), the published values, and its ValueErrors."""
+"""ddpm.core.schedules against independent formulas (50-digit mpmath), the published values, and its ValueErrors."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from ddpm.schedules import Schedule, make_betas, validate_betas
+from ddpm.core.schedules import Schedule, make_betas, validate_betas
 
 F64 = tolerances.FLOAT64.kwargs()
 

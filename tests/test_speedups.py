@@ -1,9 +1,9 @@
 """The speed-ups of issue 5 change no result: each fast path against the slow path it replaced.
 
-- Algorithm 2's step with its constants cast once (`ddpm.samplers._Algorithm2Step`) is bitwise the per-step gather
+- Algorithm 2's step with its constants cast once (`ddpm.core.samplers._Algorithm2Step`) is bitwise the per-step gather
   and cast of `GaussianDiffusion._p_sample`, for float32, float64 and bfloat16 samples and both variances.
 - `ancestral_sample(compile=True)` (torch.compile of the network) gives the eager samples up to float32 rounding.
-- The trainer's multi-tensor Adam and EMA (`ddpm.train`) give bitwise the weights of the per-parameter loops.
+- The trainer's multi-tensor Adam and EMA (`ddpm.training.trainer`) give bitwise the weights of the per-parameter loops.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import tolerances
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
-from ddpm.config import get_preset
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance, compute_dtype, standard_normal
-from ddpm.model import build_unet
-from ddpm.samplers import ancestral_sample
-from ddpm.schedules import make_betas
+from ddpm.training.config import get_preset
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, compute_dtype, standard_normal
+from ddpm.training.model import build_unet
+from ddpm.core.samplers import ancestral_sample
+from ddpm.core.schedules import make_betas
 
 
 class ToyEps:
@@ -106,7 +106,7 @@ def test_compile_flag_must_be_a_bool():
 
 
 def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
-    from ddpm.update_rules import ema_update
+    from ddpm.training.update_rules import ema_update
 
     preset = get_preset("tiny")
     torch.manual_seed(2)
@@ -137,7 +137,7 @@ def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
 
 
 def test_ema_update_rejects_mismatched_models():
-    from ddpm.update_rules import ema_update
+    from ddpm.training.update_rules import ema_update
 
     preset = get_preset("tiny")
     with pytest.raises(ValueError, match="the EMA model has"):
@@ -147,7 +147,7 @@ def test_ema_update_rejects_mismatched_models():
 @pytest.mark.slow
 def test_draw_samples_compiled_once_equals_eager():
     """evaluate's compile_sampler path: one torch.compile for every batch, samples as eager up to float32 rounding."""
-    from ddpm.evaluate import draw_samples
+    from ddpm.evaluation.evaluate import draw_samples
 
     preset = get_preset("tiny")
     torch.manual_seed(2)

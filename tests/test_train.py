@@ -1,4 +1,4 @@
-"""Algorithm 1 trainer (`ddpm.train`): warmup, EMA, clipping, learning, reproducibility, exact resume, SIGINT.
+"""Algorithm 1 trainer (`ddpm.training.trainer`): warmup, EMA, clipping, learning, reproducibility, exact resume, SIGINT.
 
 All runs use the `tiny` preset on sklearn digits (8x8) for a handful of updates, with one intra-op thread: on a
 shared 2-core machine two OpenMP threads can be tens of times slower, and bitwise comparisons between runs need
@@ -22,16 +22,16 @@ import torch
 import tolerances
 from numpy.testing import assert_allclose
 
-from ddpm.checkpoint import load_checkpoint
-from ddpm.config import TrainingConfig, get_preset
-from ddpm.model import build_unet
-from ddpm.train import (
+from ddpm.training.checkpoint import load_checkpoint
+from ddpm.training.config import TrainingConfig, get_preset
+from ddpm.training.model import build_unet
+from ddpm.training.trainer import (
     LOG_NAME,
     StopReason,
     derived_seed,
     train,
 )
-from ddpm.update_rules import ema_decay_at, ema_update, learning_rate_at
+from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -206,16 +206,16 @@ def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path):
 
 
 def test_periodic_checkpoints_are_written_and_change_nothing(tmp_path, monkeypatch):
-    import ddpm.train
+    import ddpm.training.trainer
 
     saved_steps = []
-    original = ddpm.train.save_checkpoint
+    original = ddpm.training.trainer.save_checkpoint
 
     def recording_save(path, checkpoint):
         saved_steps.append(checkpoint.step)
         original(path, checkpoint)
 
-    monkeypatch.setattr(ddpm.train, "save_checkpoint", recording_save)
+    monkeypatch.setattr(ddpm.training.trainer, "save_checkpoint", recording_save)
     train("digits", tmp_path / "often", tiny(max_steps=5, checkpoint_every_minutes=1e-9), seed=2, progress=False)
     assert saved_steps == [1, 2, 3, 4, 5], "a due checkpoint is written before each update, and one at the end"
     monkeypatch.undo()
@@ -294,8 +294,8 @@ def test_a_folder_of_rgb_images_trains(tmp_path):
 @pytest.mark.gpu
 def test_cuda_run_bf16_channels_last_compiled_resume(tmp_path):
     """The CUDA path (bfloat16 autocast, channels_last, torch.compile) trains, resumes and loads on the CPU."""
-    from ddpm.checkpoint import build_eps_model
-    from ddpm.generate import generate
+    from ddpm.training.checkpoint import build_eps_model
+    from ddpm.evaluation.generate import generate
 
     first = train("digits", tmp_path / "run", tiny(max_steps=20, log_every=10), device="cuda", progress=False)
     assert first.step == 20

@@ -34,7 +34,7 @@ INCEPTION_FEATURES = Tolerance(rtol=1e-5, atol=1e-5)
 # FID is quoted to two decimals: a change of implementation (how features are extracted) may move it by at most half
 # a unit of the last quoted digit.
 FID_QUOTED = 0.005
-# KID is quoted with its standard error (`ddpm.fid.kid_standard_error`): a change of implementation may move its
+# KID is quoted with its standard error (`ddpm.images.fid.kid_standard_error`): a change of implementation may move its
 # mean (and its spread over subsets) by at most this fraction of that error.
 KID_OF_STDERR = 0.01
 # FID of a set against itself: the eigenvalue square roots of a rank-deficient covariance product leave ~1e-4;

@@ -47,7 +47,7 @@ def _state_digest(state: dict) -> dict:
 
 
 def _variants():
-    from ddpm.config import get_preset
+    from ddpm.training.config import get_preset
 
     tiny = get_preset("tiny")
     learned = tiny.replace(model=tiny.model.replace(learn_variance=True),
@@ -57,7 +57,7 @@ def _variants():
 
 
 def _train(preset, folder: Path) -> Path:
-    from ddpm.train import train
+    from ddpm.training.trainer import train
 
     run = folder / "run"
     train("digits", run, preset, seed=0, device="cpu", max_steps=GOLDEN_STEPS, progress=False,
@@ -72,7 +72,7 @@ def _training_record(run: Path, checkpoint) -> dict:
 
 
 def _sampling_record(model, diffusion, shape, variances) -> dict:
-    from ddpm.samplers import ancestral_sample, ddim_sample, strided_sample
+    from ddpm.core.samplers import ancestral_sample, ddim_sample, strided_sample
 
     out = {}
     for index, variance in enumerate(variances):
@@ -93,9 +93,9 @@ def _sampling_record(model, diffusion, shape, variances) -> dict:
 
 
 def _bound_record(model, diffusion, test_images, variances) -> dict:
-    from ddpm.data import to_model_range
-    from ddpm.evaluate import exact_bounds
-    from ddpm.likelihood import elbo_monte_carlo
+    from ddpm.images.data import to_model_range
+    from ddpm.evaluation.evaluate import exact_bounds
+    from ddpm.core.bound import elbo_monte_carlo
 
     exact = exact_bounds(model, diffusion, test_images, exact_images=3, seed=0, variances=variances, batch_size=64)
     out = {f"exact_{name}": {"bits_per_dim": bound.bits_per_dim, "stderr": bound.stderr,
@@ -110,8 +110,8 @@ def _bound_record(model, diffusion, test_images, variances) -> dict:
 
 
 def _run_record(preset, folder: Path) -> dict:
-    from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-    from ddpm.data import load_images
+    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+    from ddpm.images.data import load_images
 
     run = _train(preset, folder)
     checkpoint = load_checkpoint(run / "checkpoint.pt")

@@ -20,7 +20,7 @@ import scipy
 import sympy
 import torch
 
-from ddpm.checkpoint import atomic_write_text
+from ddpm.training.checkpoint import atomic_write_text
 from ddpm.conformance import oracle
 from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.runner import AdapterRun, json_ready

@@ -2,7 +2,7 @@
 
 It uses the paper's timesteps (timestep_base = 1), float64 tensors, sigma_1^2 = beta_1 for both fixed
 variances (Algorithm 2 adds no noise at t = 1 anyway) and no clipping. Its strided and DDIM steps are
-`ddpm.samplers.strided_ancestral_step` and `ddim_step`; its chains are `ancestral_sample` and `ddim_sample`.
+`ddpm.core.samplers.strided_ancestral_step` and `ddim_step`; its chains are `ancestral_sample` and `ddim_sample`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 from ddpm.conformance.protocol import Chain, ChainKind, ScheduleKind, ScheduleSpec, VarianceKind
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.losses import training_loss_at
-from ddpm.samplers import ancestral_sample, ddim_sample, ddim_step, ddim_timesteps, strided_ancestral_step
-from ddpm.schedules import make_betas
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.losses import training_loss_at
+from ddpm.core.samplers import ancestral_sample, ddim_sample, ddim_step, ddim_timesteps, strided_ancestral_step
+from ddpm.core.schedules import make_betas
 
 Tensor = torch.Tensor
 

@@ -36,7 +36,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ddpm.choices import Choice
+from ddpm.core.choices import Choice
 
 
 class Schedule(Choice):

@@ -34,8 +34,8 @@ from __future__ import annotations
 
 import torch
 
-from ddpm.choices import Choice
-from ddpm.diffusion import (
+from ddpm.core.choices import Choice
+from ddpm.core.diffusion import (
     GaussianDiffusion,
     ReverseVariance,
     check_generator,
@@ -43,7 +43,7 @@ from ddpm.diffusion import (
     standard_normal,
     uniform_timesteps,
 )
-from ddpm.kernels import bound_terms, learned_output, model_output, pixel_index
+from ddpm.core.kernels import bound_terms, learned_output, model_output, pixel_index
 
 Tensor = torch.Tensor
 

@@ -1,11 +1,11 @@
 """Algorithm 1 of Ho et al. (2020) as a resumable training run: repeat { x_0 ~ q(x_0), t ~ Uniform{1..T},
 eps ~ N(0, I), gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 }.
 
-`train(data, out, preset, ...)` runs it with the preset's `TrainingConfig`: the objective of `ddpm.losses`
-("simple" by default), Adam with linear learning-rate warmup (`ddpm.update_rules.learning_rate_at`), gradient clipping by global
-norm, and an exponential moving average of the weights (`ddpm.update_rules.ema_update`), which is what evaluation and sampling use.
+`train(data, out, preset, ...)` runs it with the preset's `TrainingConfig`: the objective of `ddpm.core.losses`
+("simple" by default), Adam with linear learning-rate warmup (`ddpm.training.update_rules.learning_rate_at`), gradient clipping by global
+norm, and an exponential moving average of the weights (`ddpm.training.update_rules.ema_update`), which is what evaluation and sampling use.
 
-Run folder `out` (layout in the README): checkpoint.pt (atomic, `ddpm.checkpoint`), train_log.jsonl (one
+Run folder `out` (layout in the README): checkpoint.pt (atomic, `ddpm.training.checkpoint`), train_log.jsonl (one
 JSON object per `log_every` updates, appended and flushed: step, loss = the mean over the `loss_updates` updates
 since the previous line of this session, lr, images_per_second over those updates, elapsed_seconds of training,
 epoch, images_seen), run.json (command, config, seed, device, versions,
@@ -59,8 +59,8 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from ddpm.budget import BudgetPlan, plan_session
-from ddpm.checkpoint import (
+from ddpm.training.budget import BudgetPlan, plan_session
+from ddpm.training.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
     atomic_write_text,
@@ -68,13 +68,13 @@ from ddpm.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from ddpm.config import Preset, count_parameters, get_preset
-from ddpm.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
-from ddpm.diffusion import GaussianDiffusion, standard_normal
-from ddpm.losses import training_loss_at, training_timesteps
-from ddpm.model import build_unet
-from ddpm.schedules import make_betas
-from ddpm.update_rules import ema_decay_at, ema_update, learning_rate_at
+from ddpm.training.config import Preset, count_parameters, get_preset
+from ddpm.images.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
+from ddpm.core.diffusion import GaussianDiffusion, standard_normal
+from ddpm.core.losses import training_loss_at, training_timesteps
+from ddpm.training.model import build_unet
+from ddpm.core.schedules import make_betas
+from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
 
 Tensor = torch.Tensor
 
@@ -295,7 +295,7 @@ def _resolve_preset(preset: str | Preset | None, stored: Checkpoint | None, max_
 
 def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: DatasetInfo, device: torch.device,
                           session_start: float, seed: int) -> tuple[Preset, BudgetPlan | None]:
-    """The preset with max_minutes set by a session budget's plan (`ddpm.budget`), and the plan (None: no budget).
+    """The preset with max_minutes set by a session budget's plan (`ddpm.training.budget`), and the plan (None: no budget).
 
     A resumed run trains this session's planned seconds on top of the training time it already has."""
     minutes = preset.training.session_minutes
@@ -349,7 +349,7 @@ def train(
     data: "mnist", "digits" or a folder of images (None with resume: the run's). preset: a name or a Preset
     (None: "small" for a new run, the run's own when resuming). max_steps / max_minutes override the preset's
     budget (whole-run counts); an explicit max_minutes turns a preset's session budget off. A preset with
-    `TrainingConfig.session_minutes` plans its training time at the start (`ddpm.budget.plan_session`) for a
+    `TrainingConfig.session_minutes` plans its training time at the start (`ddpm.training.budget.plan_session`) for a
     session that began at `session_start` (time.time() seconds; default: now). ValueError (or DataError /
     CheckpointError / BudgetError, all ValueErrors) for bad input.
     """

@@ -1,5 +1,5 @@
 """The data map of Ho et al. (2020): uint8 pixels k in {0..255} <-> x = k / 127.5 - 1 in [-1, 1], and back by
-rounding. Re-exported by `ddpm.data`, whose loaders return uint8 images.
+rounding. Re-exported by `ddpm.images.data`, whose loaders return uint8 images.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ddpm.config import Preset
+from ddpm.training.config import Preset
 
 Tensor = torch.Tensor
 
@@ -43,7 +43,7 @@ class BudgetError(ValueError):
 
 @dataclass(frozen=True)
 class EvaluationWork:
-    """What `ddpm.evaluate` will compute for a preset, counted in network calls and Inception images."""
+    """What `ddpm.evaluation.evaluate` will compute for a preset, counted in network calls and Inception images."""
 
     sample_forwards: int  # N T: Algorithm 2
     bound_forwards: int  # T exact_images + Monte Carlo images (one draw each)
@@ -200,11 +200,11 @@ def plan_session(preset: Preset, image_shape: tuple[int, int, int], test_images:
     """Probe this machine with `preset`'s network (freshly built; the caller's RNG state is kept) and the FID
     Inception (skipped when every Inception pass is cached), and plan the session that started at `session_start`
     (time.time() seconds) and lasts `session_seconds`."""
-    from ddpm import fid
-    from ddpm.diffusion import GaussianDiffusion
-    from ddpm.model import build_unet
-    from ddpm.samplers import ancestral_sample
-    from ddpm.schedules import make_betas
+    from ddpm.images import fid
+    from ddpm.core.diffusion import GaussianDiffusion
+    from ddpm.training.model import build_unet
+    from ddpm.core.samplers import ancestral_sample
+    from ddpm.core.schedules import make_betas
 
     evaluation = preset.evaluation
     cached = fid.cached_inception_images(dataset, evaluation.fid_num_samples, cache)

@@ -23,7 +23,7 @@ No clipping unless `clip_x0=True` (Algorithm 2 as written). With clipping, DDIM 
 clamped x0_hat before the update (as improved-diffusion does), so (x0_hat, eps_hat) stay consistent with x_t.
 
 Dtypes: x_t is kept in `dtype` (the network's input); half dtypes do the step arithmetic in float32 and draw
-noise in float32 (see `ddpm.diffusion`).
+noise in float32 (see `ddpm.core.diffusion`).
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm.choices import Choice
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
-from ddpm.kernels import learned_output, model_output
+from ddpm.core.choices import Choice
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
+from ddpm.core.kernels import learned_output, model_output
 
 Tensor = torch.Tensor
 

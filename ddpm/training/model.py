@@ -11,7 +11,7 @@ FLOPs, which is what lets a CPU draw 1000 samples x 1000 steps in minutes (see t
 
 The output convolution starts at zero, so an untrained model predicts eps_theta = 0 (the prior mean). With
 `ModelConfig.learn_variance` the network outputs 2C channels [eps_theta, v] (v = 0 at the start: the geometric
-mean of beta_t and beta_tilde_t, derivation (k)); `ddpm.kernels.model_output` splits them.
+mean of beta_t and beta_tilde_t, derivation (k)); `ddpm.core.kernels.model_output` splits them.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ddpm.config import ModelConfig
+from ddpm.training.config import ModelConfig
 
 
 def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) -> torch.Tensor:

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm.checkpoint import atomic_write_text
-from ddpm.diffusion import GaussianDiffusion, check_generator, compute_dtype, standard_normal
-from ddpm.kernels import model_output
+from ddpm.training.checkpoint import atomic_write_text
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, compute_dtype, standard_normal
+from ddpm.core.kernels import model_output
 
 Tensor = torch.Tensor
 FILE_NAME = "optimal_variance.json"

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm.evaluate import (
+from ddpm.evaluation.evaluate import (
     ELBO_TERMS_FILE,
     METRICS_FILE,
     SAMPLES_PNG,
@@ -626,7 +626,7 @@ def _budget_blocks(run: Mapping, split: Mapping[str, float]) -> list[Block]:
     return [
         Heading(3, "The session budget"),
         Paragraph(f"The preset's session budget of {fmt(plan.get('session_seconds'), 'seconds')} s "
-                  f"(`TrainingConfig.session_minutes`, `ddpm.budget`) set the training time at the start of the run "
+                  f"(`TrainingConfig.session_minutes`, `ddpm.training.budget`) set the training time at the start of the run "
                   f"from this machine's measured speed: Algorithm 2 at the sampling batch "
                   f"{fmt(speed.get('sampling_forwards_per_second'), 'rate')} network calls/s (the evaluation's "
                   f"sampler timed over a few steps; the eager forward {fmt(speed.get('eager_forwards_per_second'), 'rate')}"
@@ -705,11 +705,11 @@ def _floor_basis(metrics: Mapping) -> str:
 
 def _kid_with_error(m: Mapping) -> str:
     """KID's mean +- its standard error (metrics written before kid_stderr existed: computed from their std over
-    subsets, subset size, N and number of subsets by `ddpm.fid.kid_standard_error`)."""
+    subsets, subset size, N and number of subsets by `ddpm.images.fid.kid_standard_error`)."""
     stderr = m.get("kid_stderr")
     needed = ("kid_std", "kid_subset_size", "fid_num_samples", "kid_subsets")
     if stderr is None and all(m.get(key) is not None for key in needed):
-        from ddpm.fid import kid_standard_error
+        from ddpm.images.fid import kid_standard_error
 
         stderr = kid_standard_error(m["kid_std"], m["kid_subset_size"], m["fid_num_samples"], m["kid_subsets"])
     return f"{fmt(m['kid_mean'], 'kid')} +- {fmt(stderr, 'kid')}"

@@ -1,5 +1,5 @@
 """The statistics of the test-set bound: the importance proposal over t, the predicted variance of one Monte Carlo
-draw, the per-term matrix of the exact bound and standard errors (used by `ddpm.evaluate`, checked in
+draw, the per-term matrix of the exact bound and standard errors (used by `ddpm.evaluation.evaluate`, checked in
 tests/test_evaluate.py and, for the spread they predict, tests/test_calibration.py).
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ddpm.likelihood import ElboTerms
+from ddpm.core.bound import ElboTerms
 
 Tensor = torch.Tensor
 

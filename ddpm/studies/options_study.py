@@ -1,8 +1,8 @@
 """Side-by-side study of `small` preset options on MNIST: which combination gives the lowest test bound.
 
-`python -m ddpm.options_study --out DIR [--steps N] [--fid-samples N] [--options a,b,...]` trains each option of
+`python -m ddpm.studies.options_study --out DIR [--steps N] [--fid-samples N] [--options a,b,...]` trains each option of
 OPTIONS for the same number of updates from the same seed (so the comparison does not depend on how busy the
-machine is), evaluates each with `ddpm.evaluate.evaluate_checkpoint` (exact bound on the same seeded test images
+machine is), evaluates each with `ddpm.evaluation.evaluate.evaluate_checkpoint` (exact bound on the same seeded test images
 under every reverse variance the model supports, FID/KID of N Algorithm-2 samples with the option's headline
 variance), and writes DIR/study.md and DIR/study.json next to one run folder per option. It is how the `small`
 preset's default was chosen (issue 10); `nox -s train_small_options` runs it.
@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ddpm.config import Preset, get_preset
+from ddpm.training.config import Preset, get_preset
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ OPTIONS = {
 def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_images: int, seed: int,
                progress: bool, data: str = "mnist", base: str = "small") -> dict:
     """Train `option` for `steps` updates into out/<name>, evaluate it, return its row of the study."""
-    from ddpm.evaluate import evaluate_checkpoint
-    from ddpm.train import train
+    from ddpm.evaluation.evaluate import evaluate_checkpoint
+    from ddpm.training.trainer import train
 
     run = out / option.name
     preset = option.preset(get_preset(base))
@@ -93,8 +93,8 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
 
 def write_study(out: Path, rows: list[dict], settings: dict) -> None:
     """study.json (rows and settings) and study.md (one table) in `out`, atomically."""
-    from ddpm.evaluate import write_json_atomic
-    from ddpm.checkpoint import atomic_write_text
+    from ddpm.evaluation.evaluate import write_json_atomic
+    from ddpm.training.checkpoint import atomic_write_text
 
     write_json_atomic(out / "study.json", {"settings": settings, "rows": rows})
     variances = ("beta", "beta_tilde", "optimal", "learned")
@@ -144,7 +144,7 @@ def _earlier_rows(out: Path, settings: dict, names: list[str]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ddpm.options_study", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.studies.options_study", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="folder of the study (run folders inside)")
     parser.add_argument("--steps", type=int, default=1500, help="updates per option (default 1500)")
     parser.add_argument("--fid-samples", type=int, default=250, help="samples for FID/KID per option (default 250)")
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               "minimum (steps >= 1, fid-samples >= 2, exact-images >= 2)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {"command": "python -m ddpm.options_study " + " ".join(argv if argv is not None else sys.argv[1:]),
+    settings = {"command": "python -m ddpm.studies.options_study " + " ".join(argv if argv is not None else sys.argv[1:]),
                 "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples, "data": args.data,
                 "preset": args.preset,
                 "exact_images": args.exact_images}

@@ -32,11 +32,11 @@ import numpy as np
 import torch
 
 import ddpm
-from ddpm.config import Preset
-from ddpm.data import DatasetInfo
-from ddpm.diffusion import GaussianDiffusion
-from ddpm.model import UNet, build_unet
-from ddpm.schedules import validate_betas
+from ddpm.training.config import Preset
+from ddpm.images.data import DatasetInfo
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.training.model import UNet, build_unet
+from ddpm.core.schedules import validate_betas
 
 Tensor = torch.Tensor
 

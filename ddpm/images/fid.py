@@ -27,7 +27,7 @@ Inputs and the reference set
 ----------------------------
 Images are uint8 [N, C, H, W] with C = 1 (repeated to 3 channels) or 3, any size (torch-fidelity's network resizes
 to 299 x 299 with TF1-compatible bilinear interpolation). The reference is either a uint8 tensor (not cached) or a
-`ReferenceSet(source, split, num, seed)` naming a dataset of ddpm.data; its features are cached as
+`ReferenceSet(source, split, num, seed)` naming a dataset of ddpm.images.data; its features are cached as
 `<cache dir>/features/<name>.npy`, the name holding the dataset, split, N, subset seed, the dataset's content
 fingerprint and the weights hash. The reference images are loaded only on a cache miss.
 
@@ -61,8 +61,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm import data
-from ddpm.checkpoint import atomic_write, atomic_write_text, new_file_mode
+from ddpm.images import data
+from ddpm.training.checkpoint import atomic_write, atomic_write_text, new_file_mode
 
 Tensor = torch.Tensor
 
@@ -318,7 +318,7 @@ class RgbDataset(torch.utils.data.Dataset):
 
 @dataclass(frozen=True)
 class ReferenceSet:
-    """A cacheable reference: `num` images of `split` of a ddpm.data source (all of it when num is None).
+    """A cacheable reference: `num` images of `split` of a ddpm.images.data source (all of it when num is None).
 
     With num smaller than the split, the subset is the first `num` of a permutation drawn from
     torch.Generator().manual_seed(seed), in increasing index order (MNIST's test file is ordered by difficulty,

@@ -65,8 +65,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ddpm.choices import Choice
-from ddpm.pixels import to_model_range, to_uint8  # the data map, part of this module's API (__all__)
+from ddpm.core.choices import Choice
+from ddpm.core.pixels import to_model_range, to_uint8  # the data map, part of this module's API (__all__)
 
 Tensor = torch.Tensor
 

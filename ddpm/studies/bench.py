@@ -5,7 +5,7 @@ Every headline figure is a ratio of two throughputs measured in the same process
 median over rounds of the per-round ratio; the raw per-round throughputs are stored next to it, and
 `compute_ratios` rebuilds every ratio from them.
 
-1. Sampling. Algorithm 2 at the preset's T (1000 for `small`) for one fixed batch: `ddpm.samplers.ancestral_sample`
+1. Sampling. Algorithm 2 at the preset's T (1000 for `small`) for one fixed batch: `ddpm.core.samplers.ancestral_sample`
    against the step loop of diffusers' DDPMPipeline (`DDPMScheduler.step`) driving the very same network object.
    Mapping: our sigma_t^2 = beta_t ("beta") is diffusers' variance_type "fixed_large", beta_tilde_t ("beta_tilde")
    is "fixed_small"; clip_sample=False (Algorithm 2 as written); prediction_type "epsilon"; diffusers numbers its
@@ -15,19 +15,19 @@ median over rounds of the per-round ratio; the raw per-round throughputs are sto
    beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} by cancellation, so the agreement is ~1e-4, not float32 rounding).
    Also timed, not the headline: `ancestral_sample(compile=True)` (torch.compile of the network; both loops would
    gain alike from a compiled network) and its compilation time.
-2. Training. Images/s of the trainer itself (`ddpm.train.train` in a temporary folder; its train_log.jsonl gives the
+2. Training. Images/s of the trainer itself (`ddpm.training.trainer.train` in a temporary folder; its train_log.jsonl gives the
    rate of a window of updates after as many warm-up updates) against a plain diffusers-style loop (diffusers'
    train_unconditional example: add_noise, the same network, MSE, backward, gradient clipping at 1, Adam, EMAModel),
    timed over the same windows. Each side builds the network from the same preset and seed.
-3. The exact bound. `ddpm.likelihood.elbo_terms` ((image, t) pairs packed into batches) against a per-timestep loop
+3. The exact bound. `ddpm.core.bound.elbo_terms` ((image, t) pairs packed into batches) against a per-timestep loop
    (`elbo_terms_loop`: one network call per t on the image batch, as improved-diffusion's calc_bpd_loop, through our
    public q_sample / p_mean_variance / q_posterior_mean_variance / normal_kl / discretized_gaussian_log_likelihood);
    the bound's throughput over the network's raw forward throughput (inference mode, same batch size), over a sweep
    of batch sizes; and the Monte Carlo estimate's cost for a standard error of 0.01 bits/dim on the test split
-   (`ddpm.evaluate.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
+   (`ddpm.evaluation.evaluate.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
    variance s^2 it measures gives n = s^2 / 0.01^2 draws (one network call each; conservative: it counts the
    variation between images too), plus the exact subset's T calls per image, against T calls per test image.
-4. Utilisation. Forward FLOPs per image (`ddpm.config.forward_flops_per_image`, torch.utils.flop_counter: convolutions
+4. Utilisation. Forward FLOPs per image (`ddpm.training.config.forward_flops_per_image`, torch.utils.flop_counter: convolutions
    and matrix products) times images/s, over the peak measured in the same run (the best of float32 2048^3 matmuls
    on CPU, bfloat16 8192^3 on CUDA, before and after the measurements).
 5. Wall time of the parts of `nox -s verify` (pytest -m symbolic, -m statistical, and the rest), each run once.
@@ -57,19 +57,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm import data
-from ddpm.config import Preset, forward_flops_per_image, get_preset
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
-from ddpm.likelihood import (
+from ddpm.images import data
+from ddpm.training.config import Preset, forward_flops_per_image, get_preset
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
+from ddpm.core.bound import (
     ElboTerms,
     discretized_gaussian_log_likelihood,
     elbo_terms,
     normal_kl,
 )
-from ddpm.kernels import model_output
-from ddpm.model import build_unet
-from ddpm.samplers import ancestral_sample
-from ddpm.schedules import make_betas
+from ddpm.core.kernels import model_output
+from ddpm.training.model import build_unet
+from ddpm.core.samplers import ancestral_sample
+from ddpm.core.schedules import make_betas
 
 Tensor = torch.Tensor
 
@@ -427,8 +427,8 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 # ------------------------------------------------------------------------------------------- training
 def _ours_training_rate(dataset: str, preset: Preset, steps: int, seed: int, device: torch.device,
                         workdir: Path, name: str) -> float:
-    """Images/s of `ddpm.train.train` over updates steps+1 .. 2 steps (its second train_log.jsonl window)."""
-    from ddpm.train import LOG_NAME, train
+    """Images/s of `ddpm.training.trainer.train` over updates steps+1 .. 2 steps (its second train_log.jsonl window)."""
+    from ddpm.training.trainer import LOG_NAME, train
 
     training = preset.training.replace(max_steps=2 * steps, max_minutes=None, session_minutes=None,
                                        log_every=steps, checkpoint_every_minutes=1e6)
@@ -448,13 +448,13 @@ def _diffusers_training_rate(images: Tensor, preset: Preset, steps: int, seed: i
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
 
-    from ddpm.train import derived_seed
+    from ddpm.training.trainer import derived_seed
 
     config = preset.training
     _, C, H, W = images.shape
     B, T = config.batch_size, config.T
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
-        torch.manual_seed(derived_seed(seed, 0))  # the trainer's initial weights (same stream as ddpm.train)
+        torch.manual_seed(derived_seed(seed, 0))  # the trainer's initial weights (same stream as ddpm.training.trainer)
         model = build_unet(preset.model, C, (H, W), T).to(device).train()
         noise_scheduler = DDPMScheduler(num_train_timesteps=T, trained_betas=make_betas(config.schedule, T))
         optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
@@ -622,7 +622,7 @@ def bench_exact_bound(model, diffusion: GaussianDiffusion, x0: Tensor, config: B
 def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, config: BenchConfig,
                       batch_size: int, device: torch.device) -> dict:
     """Network calls for a `mc_target_stderr` Monte Carlo bound on the test split vs T calls per test image."""
-    from ddpm.evaluate import evaluate_elbo
+    from ddpm.evaluation.evaluate import evaluate_elbo
 
     T = diffusion.T
     num_test = test_images.shape[0]
@@ -668,9 +668,9 @@ def inception_flops_per_image(network: torch.nn.Module, image_shape: tuple[int, 
 
 
 def bench_fid_features(dataset: str, config: BenchConfig, device: torch.device) -> dict:
-    """Inception images/s: `ddpm.fid.InceptionFeatures` against torch-fidelity's own feature pipeline (its
+    """Inception images/s: `ddpm.images.fid.InceptionFeatures` against torch-fidelity's own feature pipeline (its
     DataLoader and plain forward, the same weights and batch size), alternating rounds on the same test images."""
-    from ddpm import fid
+    from ddpm.images import fid
 
     try:
         ours = fid.inception_features(device=device)
@@ -789,8 +789,8 @@ def utilisation_record(flops_per_image: float, train_flops_per_image: float, pea
 
 def _load_model(config: BenchConfig, device: torch.device, workdir: Path):
     """(eps_model, diffusion, dataset, preset, description): the checkpoint's EMA model, or one trained here briefly."""
-    from ddpm.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-    from ddpm.train import train
+    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+    from ddpm.training.trainer import train
 
     path = None if config.checkpoint is None else Path(config.checkpoint)
     if path is not None and path.is_file():
@@ -879,7 +879,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
 
 def write_bench(record: Mapping, out: str | os.PathLike) -> tuple[Path, Path]:
     """bench.json (the record, NaN/inf as null) and bench.md (`bench_markdown`) in `out`, atomically."""
-    from ddpm.evaluate import atomic_write_bytes, write_json_atomic
+    from ddpm.evaluation.evaluate import atomic_write_bytes, write_json_atomic
 
     out = Path(out)
     json_path = write_json_atomic(out / BENCH_JSON, record)
@@ -959,7 +959,7 @@ def bench_markdown(record: Mapping) -> str:
               f"{tr['warmup_updates']} warm-up updates per round", ""]
     if tr.get("diffusers_images_per_second"):
         lines += ["| side | images/s |", "|---|---|",
-                  f"| ours (ddpm.train.train) | {_rates(tr['ours_images_per_second'])} |",
+                  f"| ours (ddpm.training.trainer.train) | {_rates(tr['ours_images_per_second'])} |",
                   f"| diffusers-style loop | {_rates(tr['diffusers_images_per_second'])} |"]
     else:
         lines += [f"ours {_rates(tr['ours_images_per_second'])} images/s; diffusers: {tr.get('skipped')}."]
@@ -994,7 +994,7 @@ def bench_markdown(record: Mapping) -> str:
     f = record.get("fid_features") or {}
     lines += ["", "## FID features: the Inception network", ""]
     if f.get("ours_images_per_second"):
-        lines += [f"{f['images']} test images in batches of {f['batch_size']}: `ddpm.fid.InceptionFeatures` "
+        lines += [f"{f['images']} test images in batches of {f['batch_size']}: `ddpm.images.fid.InceptionFeatures` "
                   f"(inference mode, channels-last weights: {f['channels_last']}) against torch-fidelity's own "
                   f"pipeline (its DataLoader and plain forward) with the same weights, "
                   f"{f['flops_per_image'] / 1e9:.2f} GFLOP per image.", "",

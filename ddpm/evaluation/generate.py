@@ -2,7 +2,7 @@
 
 `generate(checkpoint, num, generator, ...)` draws `num` samples x_0 ~ p_theta(x_0) in batches of `batch_size`
 (one generator shared by the batches in order, so the images depend on the seed and the batch size) and returns
-them as uint8 pixels [N, C, H, W] (`ddpm.data.to_uint8`: x in [-1, 1] -> round((x + 1) 127.5), clamped).
+them as uint8 pixels [N, C, H, W] (`ddpm.images.data.to_uint8`: x in [-1, 1] -> round((x + 1) 127.5), clamped).
 `image_grid` tiles images row-major into ceil(sqrt(N)) columns with `padding` pixels of `pad_value` around and
 between them; `save_image_grid` writes the grid as a PNG atomically.
 """
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from
-from ddpm.data import to_uint8
-from ddpm.diffusion import ReverseVariance
-from ddpm.samplers import Sampler, ancestral_sample, check_sampler_options, ddim_sample, strided_sample
+from ddpm.training.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from
+from ddpm.images.data import to_uint8
+from ddpm.core.diffusion import ReverseVariance
+from ddpm.core.samplers import Sampler, ancestral_sample, check_sampler_options, ddim_sample, strided_sample
 
 Tensor = torch.Tensor
 
@@ -42,9 +42,9 @@ def generate(
     """`num` samples from the checkpoint's model as uint8 [N, C, H, W]; by default Algorithm 2 (x_T ~ N(0, I), t = T..1).
 
     `sampler` "ddim" (Song et al., `num_steps` S and `eta`, default 0) or "strided" (Algorithm 2 over S steps,
-    derivation (i)) take S network evaluations per image instead of T (`ddpm.samplers.check_sampler_options` says
+    derivation (i)) take S network evaluations per image instead of T (`ddpm.core.samplers.check_sampler_options` says
     which combinations are valid). variance, batch_size and clip_x0 default to the preset's evaluation config.
-    variance "optimal" needs `gamma`, the Gamma_t estimates of this checkpoint (`ddpm.optimal_variance`).
+    variance "optimal" needs `gamma`, the Gamma_t estimates of this checkpoint (`ddpm.evaluation.optimal_variance`).
     """
     choice, num_steps, eta = check_sampler_options(sampler, checkpoint.T, num_steps, eta, variance is not None)
     if choice is not Sampler.ANCESTRAL and clip_x0:

@@ -11,10 +11,10 @@ Terms (per image, in nats, summed over the C*H*W dimensions):
   cancellation. With `clip_x0=True` the difference is sqrt(alpha_bar_{t-1}) beta_t / (1 - alpha_bar_t)
   (x_0 - clamp(x0_hat, -1, 1)) instead.
 - L_0 = -log p_theta(x_0 | x_1), the discretised Gaussian decoder (eq. 13) with mean mu_theta(x_1, 1) and
-  variance sigma_1^2 = beta_1 (for every tabled reverse-variance choice; see `ddpm.diffusion`).
+  variance sigma_1^2 = beta_1 (for every tabled reverse-variance choice; see `ddpm.core.diffusion`).
 - Learned variance (a model with 2C output channels, `ModelConfig.learn_variance`): every term takes the model's
   per-dimension Sigma_theta(v) (derivation (k)); L_{t-1} is then the general Gaussian KL per dimension and L_0 the
-  discretised decoder with standard deviation sqrt(Sigma_theta) per pixel. The shared kernels are in `ddpm.kernels`.
+  discretised decoder with standard deviation sqrt(Sigma_theta) per pixel. The shared kernels are in `ddpm.core.kernels`.
 
 Conventions (part of the README; each is tested):
 
@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ddpm.diffusion import (
+from ddpm.core.diffusion import (
     GaussianDiffusion,
     ReverseVariance,
     check_generator,
@@ -61,7 +61,7 @@ from ddpm.diffusion import (
     uniform_timesteps,
 )
 
-from ddpm.kernels import (
+from ddpm.core.kernels import (
     NUM_BINS,
     bound_terms,
     decoder_terms,

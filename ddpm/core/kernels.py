@@ -1,19 +1,19 @@
 """The unchecked kernels the bound, the losses, the samplers and the Gamma_t estimate share (internal API).
 
 These functions do no validation and no host sync, so the loops that call them stay on the device and
-`torch.compile` traces them without breaks; the public functions of `ddpm.likelihood`, `ddpm.losses`,
-`ddpm.samplers` and `ddpm.optimal_variance` check their inputs first and then call these. Every input is a
-tensor on one device; `diffusion` is a `ddpm.diffusion.GaussianDiffusion`; t is int64 [n] in {1..T}.
+`torch.compile` traces them without breaks; the public functions of `ddpm.core.bound`, `ddpm.core.losses`,
+`ddpm.core.samplers` and `ddpm.evaluation.optimal_variance` check their inputs first and then call these. Every input is a
+tensor on one device; `diffusion` is a `ddpm.core.diffusion.GaussianDiffusion`; t is int64 [n] in {1..T}.
 
 - `model_output(eps_model, x_t, t)` -> (eps, v): the network's eps_theta [n, ...] and, for a model that learns its
   variance (2C output channels, `ModelConfig.learn_variance`), its variance output v [n, ...]; else v is None.
 - `kl_terms` / `decoder_terms` / `prior_term`: the bound's L_{t-1} (t >= 2), L_0 and L_T per row, in nats summed over
-  the data dimensions, under any reverse variance (`ddpm.diffusion.ReverseVariance`; "learned" takes v).
+  the data dimensions, under any reverse variance (`ddpm.core.diffusion.ReverseVariance`; "learned" takes v).
 - `pixel_index`, `discretized_log_prob`, `kl_from_log_variances`, `per_image_sum`: their building blocks.
 - `learned_output(choice, v, dtype)`: the check every consumer of the learned variance makes (owned by
-  `ddpm.diffusion`, re-exported here).
+  `ddpm.core.diffusion`, re-exported here).
 
-Precision conventions are those of `ddpm.likelihood` (its module docstring): the decoder runs in float64 with the
+Precision conventions are those of `ddpm.core.bound` (its module docstring): the decoder runs in float64 with the
 exact normal CDF; the other terms run in the dtype of their inputs.
 """
 
@@ -23,7 +23,7 @@ import math
 
 import torch
 
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance, learned_output
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, learned_output
 
 Tensor = torch.Tensor
 

@@ -1,5 +1,5 @@
 """The per-update rules of Algorithm 1's optimiser around the gradient step: the learning rate's linear warmup and
-the exponential moving average of the weights (its decay schedule and the update itself). `ddpm.train` applies
+the exponential moving average of the weights (its decay schedule and the update itself). `ddpm.training.trainer` applies
 them; tests/test_train.py checks each against its formula.
 """
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from ddpm.config import TrainingConfig
+from ddpm.training.config import TrainingConfig
 
 
 def learning_rate_at(config: TrainingConfig, update: int) -> float:

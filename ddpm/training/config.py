@@ -1,7 +1,7 @@
 """Configuration records: one frozen dataclass per concern, and small named presets.
 
-Concerns: `ModelConfig` (the U-Net eps_theta, `ddpm/model.py`), `TrainingConfig` (Algorithm 1 as run by
-`ddpm/train.py`) and `EvaluationConfig` (the bound and FID of `evaluate`), joined in a `Preset`. A preset
+Concerns: `ModelConfig` (the U-Net eps_theta, `ddpm/training/model.py`), `TrainingConfig` (Algorithm 1 as run by
+`ddpm/training/trainer.py`) and `EvaluationConfig` (the bound and FID of `evaluate`), joined in a `Preset`. A preset
 names a tested combination; everything in it is a plain frozen value, so a preset can be printed, compared
 and stored in a checkpoint (`Preset.to_dict` / `Preset.from_dict`).
 """
@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Shape of the U-Net eps_theta(x_t, t) (`ddpm.model.UNet`).
+    """Shape of the U-Net eps_theta(x_t, t) (`ddpm.training.model.UNet`).
 
     Level i of the U-Net works at resolution ceil(H / 2**i) x ceil(W / 2**i) with
     `base_channels * channel_mults[i]` channels: 28x28 MNIST with three levels runs at 28, 14, 7.
@@ -97,7 +97,7 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Algorithm 1 as run by `ddpm.train`: schedule, objective, Adam with linear warmup, clipping, EMA, budget.
+    """Algorithm 1 as run by `ddpm.training.trainer`: schedule, objective, Adam with linear warmup, clipping, EMA, budget.
 
     The learning rate of update n (n = 1, 2, ...) is learning_rate * min(1, n / warmup_steps) (constant when
     warmup_steps = 0). The EMA weights follow ema <- d_n * ema + (1 - d_n) * theta after update n, starting from the
@@ -108,7 +108,7 @@ class TrainingConfig:
     """
 
     schedule: str = "linear"
-    """Name of the beta schedule (`ddpm.schedules.make_betas`)."""
+    """Name of the beta schedule (`ddpm.core.schedules.make_betas`)."""
     T: int = 1000
     """Number of diffusion steps; Algorithm 2 runs at this T."""
     batch_size: int = 128
@@ -126,22 +126,22 @@ class TrainingConfig:
     ema_decay^n of the EMA (0.999^1500 = 0.22; 0.9999^20000 = 0.14), which for a short run is much of the
     evaluated model (its output starts at eps_theta = 0). Checkpoints written before this field load with it on."""
     objective: str = "simple"
-    """"simple" (Algorithm 1), "vlb" (the bound term of the sampled t) or "hybrid" (`ddpm.losses.Objective`)."""
+    """"simple" (Algorithm 1), "vlb" (the bound term of the sampled t) or "hybrid" (`ddpm.core.losses.Objective`)."""
     small_t_fraction: float = 0.0
     """Learned variances with the hybrid objective only: the fraction m of draws whose t comes from {1..10}
-    instead of {1..T} (`ddpm.losses.training_timesteps`). L_simple is reweighted by (1/T) / p(t), so the mean's
+    instead of {1..T} (`ddpm.core.losses.training_timesteps`). L_simple is reweighted by (1/T) / p(t), so the mean's
     objective keeps Algorithm 1's expectation; the L_vlb term, which trains only the variance (stop-gradient), is
     not, so the small t where the bound's terms are largest get m T / 10 more draws without moving any per-t optimum."""
     decoder_trains_mean: bool = False
     """Hybrid objective only: at t = 1 the loss is lambda T L_0 with its gradient through the decoder's mean (no
     L_simple there), since L_simple's t = 1 target, E[x_0 | x_1], leaves the open edge bins of the discretised
-    decoder with ~0.65 of their mass at sigma_1 = 0.01 (`ddpm.losses`, derivation (n)). Older checkpoints: off."""
+    decoder with ~0.65 of their mass at sigma_1 = 0.01 (`ddpm.core.losses`, derivation (n)). Older checkpoints: off."""
     max_steps: int | None = None
     """Stop after this many updates (whole run); None: no step limit."""
     max_minutes: float | None = None
     """Stop after this much training time in minutes (whole run, excluding start-up); None: no time limit."""
     session_minutes: float | None = None
-    """A budget for a whole session of training and then evaluating with this preset (`ddpm.budget`): the run
+    """A budget for a whole session of training and then evaluating with this preset (`ddpm.training.budget`): the run
     measures this machine's speed at its start and trains for what is left after the time already spent since the
     session started and the evaluation's predicted cost: that sets max_minutes. An explicit max_minutes (`train
     --max-minutes`) turns the budget off. None: no session budget. Checkpoints written before this field load
@@ -152,8 +152,8 @@ class TrainingConfig:
     """Write DIR/checkpoint.pt (atomically) at least this often, and at the end."""
 
     def __post_init__(self) -> None:
-        from ddpm.losses import Objective
-        from ddpm.schedules import Schedule
+        from ddpm.core.losses import Objective
+        from ddpm.core.schedules import Schedule
 
         Schedule.from_value(self.schedule)
         Objective.from_value(self.objective)
@@ -225,11 +225,11 @@ class EvaluationConfig:
     samples differ from eager ones by float32 rounding only. Checkpoints written before this field load with False."""
     gamma_images_per_t: int = 32
     """Training images per t of the Monte Carlo estimate of Gamma_t = E||eps_theta(x_t, t)||^2 / d (the "optimal"
-    variance; `ddpm.optimal_variance.estimate_gamma`): T * gamma_images_per_t network calls. Checkpoints written
+    variance; `ddpm.evaluation.optimal_variance.estimate_gamma`): T * gamma_images_per_t network calls. Checkpoints written
     before this field existed load with this default."""
 
     def __post_init__(self) -> None:
-        from ddpm.diffusion import ReverseVariance
+        from ddpm.core.diffusion import ReverseVariance
 
         object.__setattr__(self, "trajectory_steps", tuple(self.trajectory_steps))
         ReverseVariance.from_value(self.variance)
@@ -349,12 +349,12 @@ class Preset:
 # Measured side by side on the shared 2-core CPU: ~700-850 forward images/s per core (one thread), the
 # 1M-parameter (1, 2, 2) variant ~0.7x that. The training numbers of `small` are still placeholders.
 # Evaluating `small` adds, beyond the 1e6 sampling forwards: T * gamma_images_per_t = 32 000 forwards for Gamma_t
-# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluate.exact_bounds`), and
+# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluation.evaluate.exact_bounds`), and
 # three 1000-image Inception passes for FID/KID on a cold cache. Its training time is not fixed: session_minutes = 26
 # makes the run measure the machine at its start and train for what the whole `nox -s train_small` session (venv
-# and cold caches included) leaves after the evaluation's predicted cost (`ddpm.budget`).
+# and cold caches included) leaves after the evaluation's predicted cost (`ddpm.training.budget`).
 # 26, not 30: the promise is 27 minutes, and this 2-core machine's speed drifted by 20-30% between runs minutes apart
-# (the same Algorithm-2 loop ran at 2.5 and 3.5 steps/s), on top of the plan's own margin (`ddpm.budget.SAFETY`).
+# (the same Algorithm-2 loop ran at 2.5 and 3.5 steps/s), on top of the plan's own margin (`ddpm.training.budget.SAFETY`).
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (

@@ -33,8 +33,8 @@ import copy
 import numpy as np
 import torch
 
-from ddpm.choices import Choice
-from ddpm.schedules import validate_betas
+from ddpm.core.choices import Choice
+from ddpm.core.schedules import validate_betas
 
 Tensor = torch.Tensor
 
@@ -118,7 +118,7 @@ class GaussianDiffusion:
     """The forward process q(x_t | x_0) and the fixed-variance reverse process p_theta of Ho et al. (2020).
 
     `betas` is a 1-D float64 array-like [T] (NumPy or torch), `betas[t - 1] = beta_t`; it is validated by
-    `ddpm.schedules.validate_betas`. The float64 tables are attributes of length T + 1 indexed by t; see the
+    `ddpm.core.schedules.validate_betas`. The float64 tables are attributes of length T + 1 indexed by t; see the
     module docstring for the conventions (t = 1 variance, clipping, dtypes).
     """
 
@@ -214,7 +214,7 @@ class GaussianDiffusion:
         table = getattr(self, f"{kind}_{choice.value}", None)
         if table is None:
             raise ValueError(f"the {choice.value!r} reverse variance needs Gamma_t estimates of the trained network: "
-                             "use diffusion.with_optimal_variance(gamma) (ddpm.optimal_variance.estimate_gamma)")
+                             "use diffusion.with_optimal_variance(gamma) (ddpm.evaluation.optimal_variance.estimate_gamma)")
         return table
 
     def has_variance(self, variance: str | ReverseVariance) -> bool:
@@ -477,7 +477,7 @@ class GaussianDiffusion:
 
 def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     """The model's variance output v in `dtype` when `choice` is "learned" (ValueError if the model has none), else
-    None: the one check every consumer of the learned variance makes (re-exported by `ddpm.kernels`)."""
+    None: the one check every consumer of the learned variance makes (re-exported by `ddpm.core.kernels`)."""
     if not choice.is_learned:
         return None
     if v is None:

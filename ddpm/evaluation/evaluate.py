@@ -2,7 +2,7 @@
 
 `evaluate_checkpoint(checkpoint, out_dir)` writes into out_dir (all files atomically: temp file + rename):
 
-- optimal_variance.json (`ddpm.optimal_variance.FILE_NAME`): Gamma_t of the checkpoint's EMA model, its standard
+- optimal_variance.json (`ddpm.evaluation.optimal_variance.FILE_NAME`): Gamma_t of the checkpoint's EMA model, its standard
   errors, images per t, seed and checkpoint step (`save_gamma`): what the "optimal" variance of this run's bound
   and samples is built from, and what `sample --variance optimal` reads next to the checkpoint (so it finds it
   when out_dir is the run folder).
@@ -21,9 +21,9 @@ Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte 
 checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
 predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound, elbo_exact_* and
 the samples behind FID all use it), elbo_exact_by_variance and optimal_variance (below), kid_std (spread over subsets), kid_stderr (the standard
-error of kid_mean, `ddpm.fid.kid_standard_error`), kid_subsets,
+error of kid_mean, `ddpm.images.fid.kid_standard_error`), kid_subsets,
 kid_subset_size, fid_reference (the reference set and its cache name), fid_real_vs_real, kid_real_vs_real_mean and
-kid_real_vs_real_std (the floor: N real training images against the same test reference, `ddpm.fid.real_vs_real`,
+kid_real_vs_real_std (the floor: N real training images against the same test reference, `ddpm.images.fid.real_vs_real`,
 cached) with real_vs_real {split, num_images, subset_seed, cached}, timings {train, load, optimal_variance,
 elbo_exact (the exact subset under every variance, one pass of the network), elbo_monte_carlo, sampling,
 write_images, fid_kid (floor included)} in seconds (metrics written before that pass was shared also have
@@ -44,13 +44,13 @@ standard error of one image) are null.
 
 The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfig)
 --------------------------------------------------------------------------------
-1. Exact in t on a subset: `ddpm.likelihood.elbo_terms` sums all T + 1 terms for each of
+1. Exact in t on a subset: `ddpm.core.bound.elbo_terms` sums all T + 1 terms for each of
    `elbo_exact_images` test images (one x_t ~ q(x_t | x_0) per (image, t)): T network calls per image. The
    subset is the first n of a permutation of the test split drawn from torch.Generator().manual_seed(seed)
    (MNIST's test file is ordered, a prefix would be biased). Its standard error is the standard deviation of
    the per-image bounds over sqrt(n).
 2. Monte Carlo on the whole test split (or the first `elbo_mc_images` of a second seeded permutation; the
-   number used is stated as elbo_num_images): `ddpm.likelihood.elbo_monte_carlo` with
+   number used is stated as elbo_num_images): `ddpm.core.bound.elbo_monte_carlo` with
    `elbo_mc_draws_per_image` draws (t, x_t) per image, L_T added exactly. One draw per image is the cheapest
    way to a given standard error: with sigma_b^2 the variance between images and sigma_w^2 the variance of one
    draw about its image's bound, B images with M draws each give variance (sigma_b^2 + sigma_w^2 / M) / B
@@ -77,7 +77,7 @@ The bound (test split, sigma_t^2 and clipping as in the preset's EvaluationConfi
 The "optimal" variance (Gamma_t)
 --------------------------------
 sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) with Gamma_t = E||eps_theta(x_t,
-t)||^2 / d (Bao et al. 2022; `ddpm.diffusion.ReverseVariance`), Gamma_t estimated on the TRAINING split:
+t)||^2 / d (Bao et al. 2022; `ddpm.core.diffusion.ReverseVariance`), Gamma_t estimated on the TRAINING split:
 `estimate_gamma` with the EMA model, x_0 = to_model_range(load_images(dataset, "train")) (drawn with replacement),
 generator = phase_generator(seed, "gamma"), gamma_images_per_t images per t (EvaluationConfig) in batches of
 elbo_batch_size: T * gamma_images_per_t network calls. It is stored as out_dir/optimal_variance.json with the seed
@@ -92,7 +92,7 @@ N = fid_num_samples samples by Algorithm 2 at the trained T with the EMA weights
 batches of sample_batch_size (one generator, batches drawn in order), with sample images/s = N / sampling seconds;
 with EvaluationConfig.compile_sampler the network runs through torch.compile (compiled once; its compile time is
 part of the sampling seconds; metrics.json "sampling_compiled").
-FID and KID (`ddpm.fid.fid_kid`: torch-fidelity's network and metrics with the TF FID Inception, one feature
+FID and KID (`ddpm.images.fid.fid_kid`: torch-fidelity's network and metrics with the TF FID Inception, one feature
 extractor for the samples, the reference and the floor) against the reference set: N test images, a seeded subset
 when N is smaller than the test split (ReferenceSet(dataset, "test", N, seed=0)), its features cached keyed by
 dataset, split, N, subset seed, data fingerprint and weights. FID is compared only
@@ -132,22 +132,22 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm import data
-from ddpm.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from, load_checkpoint
-from ddpm.config import EvaluationConfig
-from ddpm.diffusion import GaussianDiffusion, ReverseVariance
-from ddpm.generate import save_npz
-from ddpm.bound_statistics import (
+from ddpm.images import data
+from ddpm.training.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from, load_checkpoint
+from ddpm.training.config import EvaluationConfig
+from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.evaluation.generate import save_npz
+from ddpm.core.bound_statistics import (
     UNIFORM_MIX,
     TimestepProposal,
     importance_proposal,
     per_term_matrix,
     standard_error,
 )
-from ddpm.likelihood import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms_by_variance
-from ddpm.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
-from ddpm.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
-from ddpm.samplers import ancestral_sample
+from ddpm.core.bound import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_terms_by_variance
+from ddpm.evaluation.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
+from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
+from ddpm.core.samplers import ancestral_sample
 
 Tensor = torch.Tensor
 
@@ -186,7 +186,7 @@ class EvaluationError(ValueError):
 
 # ------------------------------------------------------------------------------------------------ files
 def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write `payload` to `path` all-or-nothing (`ddpm.checkpoint.atomic_write`: temp file, fsync, os.replace)."""
+    """Write `payload` to `path` all-or-nothing (`ddpm.training.checkpoint.atomic_write`: temp file, fsync, os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda f: f.write(payload))
@@ -377,7 +377,7 @@ def exact_bounds(
 
     The subset is drawn from phase_generator(seed, "subset_exact") and every x_t from phase_generator(seed,
     "elbo_exact") whatever the variances, and one pass of the network serves them all
-    (`ddpm.likelihood.elbo_terms_by_variance`): the same images, the same x_t and the same eps_theta(x_t, t), so
+    (`ddpm.core.bound.elbo_terms_by_variance`): the same images, the same x_t and the same eps_theta(x_t, t), so
     the differences are the variances' alone (L_0 and L_T agree), and each entry equals its own `exact_bound` call.
     Every entry's `seconds` is the shared pass's.
     """
@@ -830,7 +830,7 @@ def _check_sizes(checkpoint: Checkpoint, config: EvaluationConfig, test_images: 
 
 def _check_fid_weights(cache_dir) -> None:
     """Before hours of sampling: the FID weights must be there (mapped once, then cached)."""
-    from ddpm.fid import FidWeightsError, inception_weights_path
+    from ddpm.images.fid import FidWeightsError, inception_weights_path
 
     try:
         inception_weights_path(cache_dir)
@@ -935,7 +935,7 @@ def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path
 def _fid_phase(inputs: _Inputs, samples: SampleRun, cache_dir, progress: bool,
                say: Callable[[str], None]) -> tuple[dict, float]:
     """Phase 6: FID and KID of the samples against N test images; (the metrics entries, seconds)."""
-    from ddpm.fid import REAL_VS_REAL_SEED, ReferenceSet, fid_kid, real_vs_real, reference_cache_name
+    from ddpm.images.fid import REAL_VS_REAL_SEED, ReferenceSet, fid_kid, real_vs_real, reference_cache_name
 
     config, checkpoint = inputs.config, inputs.checkpoint
     n = config.fid_num_samples

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.bound import (
     ElboTerms,
     bound_estimate,

@@ -19,7 +19,10 @@ from optimal_denoisers import EpsStar, GaussianData
 from oracles import assert_close_linear, to_numpy
 from test_diffusion_oracle import DTYPES, finite_mask, method_cases, setup
 
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.forward import forward_sample
+from ddpm.core.reverse import ReverseStep, single_step_tables
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.bound import elbo_terms
 from ddpm.core.losses import training_loss
 from ddpm.core.samplers import ancestral_sample, ddim_sample
@@ -159,7 +162,8 @@ def test_torch_compile_on_cuda():
     t = torch.tensor([1, 2, 500, 1000], device=CUDA)
 
     def step(x0, xt, eps, noise, t):
-        return d._q_sample(x0, t, noise), d._p_sample(eps, xt, t, noise, ReverseVariance.BETA, False)
+        step = ReverseStep(single_step_tables(d, ReverseVariance.BETA, False, xt.dtype))
+        return forward_sample(d, x0, t, noise), step(eps, xt, t, noise)
 
     compiled = torch.compile(step, fullgraph=True)
     for got, want in zip(compiled(x0, xt, eps, noise, t), step(x0, xt, eps, noise, t)):

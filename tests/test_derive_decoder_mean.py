@@ -23,7 +23,9 @@ from numpy.testing import assert_allclose
 from derivations import decoder_mean as dm
 from derivations._core import Step
 from derivations.symbols import beta_t, eps, eps_theta, x_0, x_t
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.forward import forward_sample
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.kernels import decoder_terms, discretized_log_prob
 from ddpm.core.schedules import make_betas
 
@@ -54,7 +56,7 @@ def test_code_gradient_at_the_simple_target_is_the_derived_one():
     x0 = torch.full((3, 1, 2, 2), -1.0, dtype=torch.float64)
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     t = torch.ones(3, dtype=torch.int64)
-    x1 = d._q_sample(x0, t, noise)
+    x1 = forward_sample(d, x0, t, noise)
     eps_hat = noise.clone().requires_grad_(True)
     loss = decoder_terms(d, ReverseVariance.BETA, torch.zeros_like(x0, dtype=torch.int64), x1, t, eps_hat,
                          False).sum()

@@ -22,7 +22,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from oracles import Schedule, assert_close_linear, evaluate, evaluate_mp, linear_coefficients, oracle, to_numpy
 
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.forward import forward_sample
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.kernels import kl_terms, prior_term
 
 # The derivations' exports used here: (module, name). Issue #2 fixes the names.
@@ -234,7 +236,7 @@ def test_kl_terms_and_prior_match_oracles(betas, us, seed):
     mu_theta = evaluate_mp(eps_mean, {**values, "x_t": xt, "\\epsilon_\\theta": ne})
     beta_tilde = evaluate_mp(post_var, values)
     tt = torch.from_numpy(t)
-    xt_code = d._q_sample(x0, tt, noise)
+    xt_code = forward_sample(d, x0, tt, noise)
     for choice, name in SIGMA2.items():
         sigma2 = evaluate_mp(oracle(*name), values)
         terms = evaluate_mp(kl, {"\\mu_1": mu_tilde, "\\sigma_1^2": beta_tilde, "\\mu_2": mu_theta,
@@ -280,7 +282,7 @@ def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
         got = []
         for t in range(2, T + 1):
             tt = torch.full((2,), t)
-            xt = d._q_sample(x0_t, tt, noise)
+            xt = forward_sample(d, x0_t, tt, noise)
             terms = kl_terms(d, choice, x0_t, xt, tt, noise, linear_model(xt, tt), clip_x0=False)
             got.append(float(terms.mean()))
         assert_allclose(got, want.transitions, **F64.kwargs(), err_msg=f"E[L_(t-1)] ({choice.value})")

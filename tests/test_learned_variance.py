@@ -23,7 +23,9 @@ from stat_checks import Family
 from tolerances import FLOAT64
 
 from ddpm.training.config import get_preset
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.forward import forward_sample
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.kernels import decoder_terms, kl_terms, model_output, pixel_index
 from ddpm.core.losses import HYBRID_VLB_WEIGHT, training_loss_at
 from ddpm.training.model import build_unet
@@ -86,7 +88,7 @@ def test_learned_kl_kernel_is_derivation_k(betas, u, seed, v_scale):
     v = torch.tensor(rng.uniform(-v_scale, v_scale, (n, *dims)))
     d = GaussianDiffusion(betas)
     t = torch.full((n,), t_value)
-    xt = d._q_sample(x0, t, noise)
+    xt = forward_sample(d, x0, t, noise)
     got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v).numpy()
     # Oracle: derivation (k)'s KL per dimension at Delta = beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t))
     # (eps_theta - eps) (derivation (d)); alpha_bar_{t-1} at 50 digits (1 - alpha_bar_{t-1} rounded to float64
@@ -115,7 +117,7 @@ def test_v_plus_and_minus_one_are_the_fixed_variances(betas, u, seed):
     eps_theta = torch.tensor(rng.standard_normal((n, *dims)))
     d = GaussianDiffusion(betas)
     t = torch.full((n,), t_value)
-    xt = d._q_sample(x0, t, noise)
+    xt = forward_sample(d, x0, t, noise)
     ones = torch.ones_like(x0)
     if t_value >= 2:
         for (v, fixed), clip in itertools.product(((ones, ReverseVariance.BETA), (-ones, ReverseVariance.BETA_TILDE)),
@@ -155,7 +157,7 @@ def test_learned_kl_matches_its_monte_carlo_estimate(seed_base):
             eps_theta = noise + torch.tensor(rng.normal(0.0, 0.3, (1, *dims)))
             v = torch.tensor(v_level + rng.normal(0.0, 0.2, (1, *dims)))
             t = torch.full((1,), t_value)
-            xt = d._q_sample(x0, t, noise)
+            xt = forward_sample(d, x0, t, noise)
             kernel = float(kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v)[0])
             mean_q, var_q = d.q_posterior_mean_variance(x0, xt, t)
             mean_p, var_p = d.p_mean_variance(eps_theta, xt, t, "learned", v=v)
@@ -237,7 +239,7 @@ def test_decoder_trains_mean_replaces_simple_by_l0_at_t1_only():
     hybrid, hybrid_value = grads("hybrid")
     decoder, decoder_value = grads("hybrid", decoder_trains_mean=True)
     vlb, _ = grads("vlb")
-    eps, _ = model_output(model, d._q_sample(x0, t, noise), t)
+    eps, _ = model_output(model, forward_sample(d, x0, t, noise), t)
     per_image = ((noise - eps.detach()) ** 2).reshape(8, -1).mean(dim=1)
     assert_allclose(decoder_value.item(), hybrid_value.item() - per_image[t == 1].sum().item() / 8,
                     **FLOAT64.kwargs(), err_msg="the t = 1 rows lose their L_simple term, nothing else changes")
@@ -481,7 +483,7 @@ def test_weighted_simple_term_is_the_weighted_mean():
     model = SplitModel(T)
     w = torch.tensor([0.5, 2.0, 1.0, 0.25])
     got = training_loss_at(model, d, x0, t, noise, "simple", "learned", w)
-    eps = model(d._q_sample(x0, t, noise), t)[:, :1]
+    eps = model(forward_sample(d, x0, t, noise), t)[:, :1]
     want = (w.double() * ((noise - eps) ** 2).reshape(4, -1).mean(dim=1)).mean()
     assert_allclose(got.item(), want.item(), **FLOAT64.kwargs())
 

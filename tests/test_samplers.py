@@ -13,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
+from ddpm.core.forward import forward_sample
+from ddpm.core.reverse import ReverseStep, single_step_tables
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.samplers import (
     SampleResult,
     ancestral_sample,
@@ -441,7 +444,8 @@ def test_torch_compile_q_sample_and_p_sample():
     t = torch.tensor([1, 500, 1000])
 
     def internal(x0, xt, eps, noise, t):
-        return d._q_sample(x0, t, noise), d._p_sample(eps, xt, t, noise, ReverseVariance.BETA_TILDE, False)
+        step = ReverseStep(single_step_tables(d, ReverseVariance.BETA_TILDE, False, xt.dtype))
+        return forward_sample(d, x0, t, noise), step(eps, xt, t, noise)
 
     def public(x0, xt, eps, noise, t):
         return d.q_sample(x0, t, noise), d.p_sample(eps, xt, t, noise, "beta")

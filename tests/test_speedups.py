@@ -1,7 +1,8 @@
 """The speed-ups of issue 5 change no result: each fast path against the slow path it replaced.
 
-- Algorithm 2's step with its constants cast once (`ddpm.core.samplers._Algorithm2Step`) is bitwise the per-step gather
-  and cast of `GaussianDiffusion._p_sample`, for float32, float64 and bfloat16 samples and both variances.
+- Algorithm 2's step as the sampler runs it (`ddpm.core.reverse.ReverseStep` with its constants cast once, one int key
+  per step) is bitwise the literal per-step gather and cast of line 4, for float32, float64 and bfloat16 samples and
+  both variances.
 - `ancestral_sample(compile=True)` (torch.compile of the network) gives the eager samples up to float32 rounding.
 - The trainer's multi-tensor Adam and EMA (`ddpm.training.trainer`) give bitwise the weights of the per-parameter loops.
 """
@@ -17,7 +18,9 @@ import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
 from ddpm.training.config import get_preset
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, compute_dtype, standard_normal
+from ddpm.core.diffusion import GaussianDiffusion, standard_normal
+from ddpm.core.forward import compute_dtype
+from ddpm.core.variance import ReverseVariance
 from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
@@ -35,7 +38,7 @@ class ToyEps:
 
 
 def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):
-    """Algorithm 2 as the sampler ran it before issue 5: `_p_sample` gathers and casts the constants every step."""
+    """Algorithm 2 line 4 written out: each step gathers the constants of its t from the float64 tables and casts them."""
     choice = ReverseVariance.from_value(variance)
     generator = torch.Generator().manual_seed(seed)
     noise_dtype = compute_dtype(dtype)
@@ -46,7 +49,11 @@ def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):
         eps = model(x, t)
         if t_value > 1:
             z.normal_(generator=generator)
-        x = diffusion._p_sample(eps, x, t, z, choice, False)
+        def at(table):
+            return table[t].to(noise_dtype).reshape((-1,) + (1,) * (x.ndim - 1))  # [B, 1, ...]
+
+        mean = at(diffusion.recip_sqrt_alphas) * (x.to(noise_dtype) - at(diffusion.eps_coefs) * eps.to(noise_dtype))
+        x = (mean + at(diffusion.reverse_std(choice)) * z if t_value > 1 else mean).to(dtype)
     return x
 
 
@@ -62,7 +69,7 @@ def test_cast_once_step_is_bitwise_the_per_step_gather(dtype, variance):
     slow = per_step_gather_sample(model, diffusion, shape, 8, variance, dtype)
     assert fast.dtype == slow.dtype == dtype
     assert_array_equal(fast.float().numpy(), slow.float().numpy(),
-                       err_msg="the cast-once Algorithm 2 step must equal _p_sample bit for bit")
+                       err_msg="the cast-once Algorithm 2 step must equal the per-step gather bit for bit")
 
 
 def test_cast_once_step_with_the_unet_on_the_linear_schedule():

@@ -52,15 +52,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ddpm.core.diffusion import (
-    GaussianDiffusion,
-    ReverseVariance,
-    check_generator,
-    compute_dtype,
-    standard_normal,
-    uniform_timesteps,
-)
-
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
+from ddpm.core.forward import compute_dtype, forward_sample
+from ddpm.core.variance import ReverseVariance, learned_output
 from ddpm.core.kernels import (
     NUM_BINS,
     bound_terms,
@@ -68,7 +62,6 @@ from ddpm.core.kernels import (
     discretized_log_prob,
     kl_from_log_variances,
     kl_terms,
-    learned_output,
     model_output,
     pixel_index,
     prior_term,
@@ -204,7 +197,7 @@ def _check_batch_size(batch_size: object) -> int:
 
 
 def _check_data(diffusion: GaussianDiffusion, x0: object) -> Tensor:
-    diffusion._check_x("x0", x0)
+    diffusion.check_x("x0", x0)
     assert isinstance(x0, Tensor)
     if x0.ndim < 2:
         raise ValueError(f"x0 must have shape [B, ...] with at least one data dimension, got {tuple(x0.shape)}")
@@ -288,7 +281,7 @@ def elbo_terms_by_variance(
             b = p - (t - 1) * B  # [n]
             noise = noise_source.rows(start, end).to(f64)  # [n, ...]
             x0_c = x0_64[b]
-            xt = diffusion._q_sample(x0_c, t, noise)  # [n, ...] float64
+            xt = forward_sample(diffusion, x0_c, t, noise)  # [n, ...] float64
             eps, v_raw = model_output(eps_model, xt.to(x0.dtype), t)
             eps = eps.to(f64)
             n_decoder = max(0, min(end, B) - start)  # rows with t = 1 come first (t-major)
@@ -359,7 +352,7 @@ def _weighted_terms(
     """L_T + L_{t-1} / p(t) per row [n] (nats, float64); rows may mix t = 1 and t >= 2 (no host sync)."""
     f64 = torch.float64
     x0_64, noise = x0.to(f64), noise.to(f64)
-    xt = diffusion._q_sample(x0_64, t, noise)  # [n, ...]
+    xt = forward_sample(diffusion, x0_64, t, noise)  # [n, ...]
     eps, v = model_output(eps_model, xt.to(x0.dtype), t)
     eps, v = eps.to(f64), learned_output(choice, v, f64)
     term = bound_terms(diffusion, choice, x0_64, k, xt, t, noise, eps, clip_x0, v)  # [n], L_{t-1}
@@ -384,8 +377,8 @@ def bound_estimate(
     """
     choice = ReverseVariance.from_value(variance)
     x0 = _check_data(diffusion, x0)
-    diffusion._check_like("noise", noise, x0, "x0")
-    diffusion._check_t(t, x0)
+    diffusion.check_like("noise", noise, x0, "x0")
+    diffusion.check_t(t, x0)
     p = None if proposal is None else _check_proposal(proposal, diffusion.T, x0.device)
     inv_p = _inverse_probabilities(p, diffusion.T, x0.device)
     with torch.no_grad():

@@ -22,8 +22,10 @@ Conventions (part of the README; each is tested):
   mean mu_tilde(x0_hat, x_t); this divides by sqrt(alpha_bar_t) and overflows when alpha_bar_t underflows
   (e.g. the cosine schedule near t = T with many steps).
 - Validation: public methods check shapes, dtypes, devices and that every t lies in {1..T} (ValueError); the
-  range check costs one device-to-host sync. Samplers and the ELBO call the underscored methods, which do no
-  checks and no host syncs, so their loops stay on the device and `torch.compile` traces them without breaks.
+  range check costs one device-to-host sync. They are the checked front of the unchecked kernels in
+  `ddpm.core.forward` (q) and `ddpm.core.reverse` (p_theta and Algorithm 2's step), which the samplers, the bound
+  and the losses call directly after checking their own inputs with `check_x` / `check_like` / `check_t`, so their
+  loops stay on the device and `torch.compile` traces them without breaks.
 """
 
 from __future__ import annotations
@@ -33,49 +35,12 @@ import copy
 import numpy as np
 import torch
 
-from ddpm.core.choices import Choice
+from ddpm.core.forward import compute_dtype, forward_sample, gather, posterior_mean, x0_from_eps
+from ddpm.core.reverse import ReverseStep, single_step_tables
 from ddpm.core.schedules import validate_betas
+from ddpm.core.variance import ReverseVariance
 
 Tensor = torch.Tensor
-
-
-class ReverseVariance(Choice):
-    """The reverse-process variance sigma_t^2: Ho et al.'s fixed beta_t or beta_tilde_t, the KL-optimal one, or learned.
-
-    OPTIMAL is Analytic-DPM's sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) with
-    Gamma_t = E||eps_theta(x_t, t)||^2 / d (derivation (j)); it depends on the trained network, so its table exists
-    only on a diffusion made by `GaussianDiffusion.with_optimal_variance(gamma)`.
-    LEARNED is Nichol & Dhariwal's per-dimension Sigma_theta = exp(frac log beta_t + (1 - frac) log beta_tilde_t),
-    frac = (v + 1) / 2, v the network's second output (derivation (k)); beta_tilde_1 = 0 is replaced by beta_tilde_2
-    at t = 1 as in improved-diffusion. It has no table: `GaussianDiffusion._learned_log_variance` makes it from v.
-    """
-
-    BETA = "beta"
-    BETA_TILDE = "beta_tilde"
-    OPTIMAL = "optimal"
-    LEARNED = "learned"
-
-    @classmethod
-    def tabled(cls) -> tuple[ReverseVariance, ...]:
-        """The choices with a table [T + 1] (every one but "learned")."""
-        return tuple(choice for choice in cls if not choice.is_learned)
-
-    @property
-    def is_learned(self) -> bool:
-        """True for the per-dimension variance the network outputs (no table; it needs the model's v)."""
-        return self is ReverseVariance.LEARNED
-
-    @classmethod
-    def label(cls) -> str:
-        return "reverse variance"
-
-
-_HALF_DTYPES = (torch.bfloat16, torch.float16)
-
-
-def compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """The dtype arithmetic runs in for inputs of `dtype`: float32 for half types, else `dtype` itself."""
-    return torch.float32 if dtype in _HALF_DTYPES else dtype
 
 
 def _compensated_cumsum(values: np.ndarray) -> np.ndarray:
@@ -226,6 +191,10 @@ class GaussianDiffusion:
         """sigma_t^2 as a float64 table [T + 1] (index t; sigma_1^2 = beta_1 for every choice)."""
         return self._variance_table("sigma2", variance)
 
+    def reverse_std(self, variance: str | ReverseVariance) -> Tensor:
+        """sigma_t as a float64 table [T + 1] (the square root of `reverse_variance`, made with it)."""
+        return self._variance_table("sigma", variance)
+
     def loss_weights(self, variance: str | ReverseVariance) -> Tensor:
         """lambda_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - alpha_bar_t)) as float64 [T + 1] (Ho et al. eq. 12)."""
         return self._variance_table("loss_weight", variance)
@@ -266,7 +235,8 @@ class GaussianDiffusion:
         return other
 
     # ------------------------------------------------------------------------------------------- validation
-    def _check_x(self, name: str, x: object) -> None:
+    def check_x(self, name: str, x: object) -> None:
+        """ValueError unless `x` is a floating tensor [B, ...] on the tables' device (named `name` in the message)."""
         if not isinstance(x, Tensor):
             raise ValueError(f"{name} must be a torch.Tensor of shape [B, ...], got {type(x).__name__}")
         if not x.is_floating_point():
@@ -278,15 +248,17 @@ class GaussianDiffusion:
                 f"{name} is on {x.device} but the diffusion's tables are on {self.device}; use diffusion.to(device)"
             )
 
-    def _check_like(self, name: str, y: object, x: Tensor, x_name: str) -> None:
-        self._check_x(name, y)
+    def check_like(self, name: str, y: object, x: Tensor, x_name: str) -> None:
+        """`check_x` of `y`, and ValueError unless it has the shape and dtype of `x` (named `x_name`)."""
+        self.check_x(name, y)
         assert isinstance(y, Tensor)
         if y.shape != x.shape:
             raise ValueError(f"{name} must have the shape of {x_name} {tuple(x.shape)}, got {tuple(y.shape)}")
         if y.dtype != x.dtype:
             raise ValueError(f"{name} must have the dtype of {x_name} ({x.dtype}), got {y.dtype}")
 
-    def _check_t(self, t: object, x: Tensor) -> None:
+    def check_t(self, t: object, x: Tensor) -> None:
+        """ValueError unless `t` is int64 [B] on the tables' device with every value in 1..T (one host sync)."""
         if not isinstance(t, Tensor):
             raise ValueError(
                 f"t must be an int64 tensor of shape [B] with values in 1..{self.T}, got {type(t).__name__}"
@@ -302,102 +274,27 @@ class GaussianDiffusion:
             value = int(t[bad][0])
             raise ValueError(f"t must lie in {{1, ..., T = {self.T}}} (paper convention), got t = {value}")
 
-    # ---------------------------------------------------------------------------------------- internals
-    @staticmethod
-    def _at(table: Tensor, t: Tensor, x: Tensor, dtype: torch.dtype) -> Tensor:
-        """table[t] cast to `dtype` and shaped [B, 1, ..., 1] to broadcast against x."""
-        return table[t].to(dtype).reshape((t.shape[0],) + (1,) * (x.ndim - 1))  # [B, 1, ...]
-
-    def _q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        dtype = compute_dtype(x0.dtype)
-        mean_coef = self._at(self.sqrt_alpha_bars, t, x0, dtype)
-        std = self._at(self.sqrt_one_minus_alpha_bars, t, x0, dtype)
-        return (mean_coef * x0.to(dtype) + std * noise.to(dtype)).to(x0.dtype)  # [B, ...]
-
-    def _predict_x0_from_eps(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
-        dtype = compute_dtype(xt.dtype)
-        a = self._at(self.sqrt_recip_alpha_bars, t, xt, dtype)
-        b = self._at(self.sqrt_recipm1_alpha_bars, t, xt, dtype)
-        return a * xt.to(dtype) - b * eps.to(dtype)  # [B, ...] in the compute dtype
-
-    def _predict_eps_from_x0(self, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-        dtype = compute_dtype(xt.dtype)
-        a = self._at(self.sqrt_recip_alpha_bars, t, xt, dtype)
-        b = self._at(self.sqrt_recipm1_alpha_bars, t, xt, dtype)
-        return (a * xt.to(dtype) - x0.to(dtype)) / b  # [B, ...] in the compute dtype
-
-    def _posterior_mean(self, x0: Tensor, xt: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
-        c0 = self._at(self.posterior_mean_coef_x0, t, xt, dtype)
-        ct = self._at(self.posterior_mean_coef_xt, t, xt, dtype)
-        return c0 * x0.to(dtype) + ct * xt.to(dtype)  # [B, ...]
-
-    def _p_mean(self, eps: Tensor, xt: Tensor, t: Tensor, clip_x0: bool) -> Tensor:
-        """mu_theta(x_t, t) in the compute dtype."""
-        dtype = compute_dtype(xt.dtype)
-        if clip_x0:
-            x0_hat = self._predict_x0_from_eps(xt, t, eps).clamp(-1.0, 1.0)
-            return self._posterior_mean(x0_hat, xt, t, dtype)
-        a = self._at(self.recip_sqrt_alphas, t, xt, dtype)
-        b = self._at(self.eps_coefs, t, xt, dtype)
-        return a * (xt.to(dtype) - b * eps.to(dtype))  # [B, ...], Algorithm 2 line 4
-
-    def _sigma_table(self, variance: ReverseVariance) -> Tensor:
-        return self._variance_table("sigma", variance)
-
-    def _learned_log_variance(self, v: Tensor | None, t: Tensor, dtype: torch.dtype) -> Tensor:
-        """log Sigma_theta = frac log beta_t + (1 - frac) log beta_tilde_t, frac = (v + 1) / 2, per dimension [n, ...]:
-        the learned variance for the bound, the losses and the samplers (the fixed choices read their tables,
-        `_variance_table`). ValueError without the network's v (`learned_output`).
-
-        Nichol & Dhariwal eq. 15 (derivation (k)); v is not clipped (improved-diffusion's convention), and t = 1 uses
-        beta_tilde_2 for the lower end. In `dtype`.
-        """
-        frac = (learned_output(ReverseVariance.LEARNED, v, dtype) + 1.0) / 2.0
-        log_beta = self._at(self.log_betas, t, frac, dtype)
-        log_beta_tilde = self._at(self.learned_log_beta_tildes, t, frac, dtype)
-        return frac * log_beta + (1.0 - frac) * log_beta_tilde  # [n, ...]
-
-    def _sigma2_table(self, variance: ReverseVariance) -> Tensor:
-        return self._variance_table("sigma2", variance)
-
-    def _p_sample(
-        self, eps: Tensor, xt: Tensor, t: Tensor, noise: Tensor, variance: ReverseVariance, clip_x0: bool,
-        v: Tensor | None = None,
-    ) -> Tensor:
-        """x_{t-1} = mu_theta + sigma_t z, z = noise for t > 1 and z = 0 for t = 1; no checks, no host sync.
-
-        The learned variance takes the network's v [B, ...] (sigma per dimension)."""
-        dtype = compute_dtype(xt.dtype)
-        mean = self._p_mean(eps, xt, t, clip_x0)
-        if variance.is_learned:
-            sigma = torch.exp(0.5 * self._learned_log_variance(v, t, dtype))  # [B, ...]
-        else:
-            sigma = self._at(self._sigma_table(variance), t, xt, dtype)
-        last = (t == 1).reshape((t.shape[0],) + (1,) * (xt.ndim - 1))  # [B, 1, ...]
-        out = torch.where(last, mean, mean + sigma * noise.to(dtype))
-        return out.to(xt.dtype)  # [B, ...]
-
     # ------------------------------------------------------------------------------------------- public
     def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         """x_t ~ q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), eq. 4, reparameterised.
 
         x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise; x0, noise [B, ...], t int64 [B] in 1..T.
         """
-        self._check_x("x0", x0)
-        self._check_like("noise", noise, x0, "x0")
-        self._check_t(t, x0)
-        return self._q_sample(x0, t, noise)
+        self.check_x("x0", x0)
+        self.check_like("noise", noise, x0, "x0")
+        self.check_t(t, x0)
+        return forward_sample(self, x0, t, noise)
 
     def q_mean_variance(self, x0: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(x_t | x_0) = N(sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I), eq. 4.
 
         The variance has shape [B, 1, ...].
         """
-        self._check_x("x0", x0)
-        self._check_t(t, x0)
+        self.check_x("x0", x0)
+        self.check_t(t, x0)
         dtype = compute_dtype(x0.dtype)
-        mean = self._at(self.sqrt_alpha_bars, t, x0, dtype) * x0.to(dtype)  # [B, ...]
-        variance = self._at(self.one_minus_alpha_bars, t, x0, dtype)  # [B, 1, ...]
+        mean = gather(self.sqrt_alpha_bars, t, x0, dtype) * x0.to(dtype)  # [B, ...]
+        variance = gather(self.one_minus_alpha_bars, t, x0, dtype)  # [B, 1, ...]
         return mean.to(x0.dtype), variance.to(x0.dtype)
 
     def q_posterior_mean_variance(self, x0: Tensor, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
@@ -408,20 +305,20 @@ class GaussianDiffusion:
         and beta_tilde_t = (1 - alpha_bar_{t-1}) / (1 - alpha_bar_t) beta_t, which is exactly 0 at t = 1 (the
         posterior of x_0 given x_0 is a point mass; the mean is x_0). The variance has shape [B, 1, ...].
         """
-        self._check_x("x0", x0)
-        self._check_like("xt", xt, x0, "x0")
-        self._check_t(t, x0)
+        self.check_x("x0", x0)
+        self.check_like("xt", xt, x0, "x0")
+        self.check_t(t, x0)
         dtype = compute_dtype(xt.dtype)
-        mean = self._posterior_mean(x0, xt, t, dtype)  # [B, ...]
-        variance = self._at(self.posterior_variance, t, xt, dtype)  # [B, 1, ...]
+        mean = posterior_mean(self, x0, xt, t, dtype)  # [B, ...]
+        variance = gather(self.posterior_variance, t, xt, dtype)  # [B, 1, ...]
         return mean.to(xt.dtype), variance.to(xt.dtype)
 
     def predict_x0_from_eps(self, xt: Tensor, t: Tensor, eps: Tensor) -> Tensor:
         """x0_hat = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t), eq. 4 solved for x_0 (no clipping)."""
-        self._check_x("xt", xt)
-        self._check_like("eps", eps, xt, "xt")
-        self._check_t(t, xt)
-        return self._predict_x0_from_eps(xt, t, eps).to(xt.dtype)
+        self.check_x("xt", xt)
+        self.check_like("eps", eps, xt, "xt")
+        self.check_t(t, xt)
+        return x0_from_eps(self, xt, t, eps).to(xt.dtype)
 
     def p_mean_variance(
         self, eps: Tensor, xt: Tensor, t: Tensor, variance: str | ReverseVariance, clip_x0: bool = False,
@@ -435,17 +332,17 @@ class GaussianDiffusion:
         Sigma_theta(v) [B, ...] from the network's variance output v (derivation (k)).
         """
         choice = ReverseVariance.from_value(variance)
-        self._check_x("xt", xt)
-        self._check_like("eps", eps, xt, "xt")
-        self._check_t(t, xt)
+        self.check_x("xt", xt)
+        self.check_like("eps", eps, xt, "xt")
+        self.check_t(t, xt)
         if v is not None:
-            self._check_like("v", v, xt, "xt")
-        dtype = compute_dtype(xt.dtype)
-        mean = self._p_mean(eps, xt, t, bool(clip_x0))
+            self.check_like("v", v, xt, "xt")
+        step = ReverseStep(single_step_tables(self, choice, bool(clip_x0), compute_dtype(xt.dtype)))
+        mean = step.mean(eps, xt, t)
         if choice.is_learned:
-            var = torch.exp(self._learned_log_variance(v, t, dtype))  # [B, ...]
+            var = torch.exp(step.log_variance(v, t))  # [B, ...]
         else:
-            var = self._at(self._sigma2_table(choice), t, xt, dtype)  # [B, 1, ...]
+            var = gather(self.reverse_variance(choice), t, xt, step.dtype)  # [B, 1, ...]
         return mean.to(xt.dtype), var.to(xt.dtype)
 
     def p_sample(
@@ -464,26 +361,15 @@ class GaussianDiffusion:
         sigma per dimension from the network's variance output v [B, ...].
         """
         choice = ReverseVariance.from_value(variance)
-        self._check_x("xt", xt)
-        self._check_like("eps", eps, xt, "xt")
-        self._check_like("noise", noise, xt, "xt")
-        self._check_t(t, xt)
+        self.check_x("xt", xt)
+        self.check_like("eps", eps, xt, "xt")
+        self.check_like("noise", noise, xt, "xt")
+        self.check_t(t, xt)
         if v is not None:
-            self._check_like("v", v, xt, "xt")
+            self.check_like("v", v, xt, "xt")
         if choice.is_learned and v is None:
             raise ValueError("the 'learned' reverse variance needs the network's variance output v")
-        return self._p_sample(eps, xt, t, noise, choice, bool(clip_x0), v)
-
-
-def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    """The model's variance output v in `dtype` when `choice` is "learned" (ValueError if the model has none), else
-    None: the one check every consumer of the learned variance makes (re-exported by `ddpm.core.kernels`)."""
-    if not choice.is_learned:
-        return None
-    if v is None:
-        raise ValueError("the 'learned' reverse variance needs a model that outputs it "
-                         "(ModelConfig.learn_variance = True: 2C output channels)")
-    return v.to(dtype)
+        return ReverseStep(single_step_tables(self, choice, bool(clip_x0), compute_dtype(xt.dtype)))(eps, xt, t, noise, v)
 
 
 def standard_normal(
@@ -508,9 +394,7 @@ def check_generator(generator: object) -> torch.Generator:
 
 __all__ = [
     "GaussianDiffusion",
-    "ReverseVariance",
     "check_generator",
-    "compute_dtype",
     "standard_normal",
     "uniform_timesteps",
 ]

@@ -1,17 +1,17 @@
-"""The unchecked kernels the bound, the losses, the samplers and the Gamma_t estimate share (internal API).
+"""The unchecked kernels of the bound: the network's output, the KL terms, the decoder and the prior, per row.
 
-These functions do no validation and no host sync, so the loops that call them stay on the device and
-`torch.compile` traces them without breaks; the public functions of `ddpm.core.bound`, `ddpm.core.losses`,
-`ddpm.core.samplers` and `ddpm.evaluation.optimal_variance` check their inputs first and then call these. Every input is a
-tensor on one device; `diffusion` is a `ddpm.core.diffusion.GaussianDiffusion`; t is int64 [n] in {1..T}.
+Public fast paths (CONTRIBUTING.md, "Checked fronts, unchecked kernels"): no validation and no host sync, so the
+loops that call them stay on the device and `torch.compile` traces them without breaks; the public functions of
+`ddpm.core.bound`, `ddpm.core.losses`, `ddpm.core.samplers` and `ddpm.evaluation.optimal_variance` check their
+inputs first and then call these. Every input is a tensor on one device; `diffusion` is a
+`ddpm.core.diffusion.GaussianDiffusion`; t is int64 [n] in {1..T}. The reverse process's mean and variance come
+from `ddpm.core.reverse` (the one implementation), the forward process's from `ddpm.core.forward`.
 
 - `model_output(eps_model, x_t, t)` -> (eps, v): the network's eps_theta [n, ...] and, for a model that learns its
   variance (2C output channels, `ModelConfig.learn_variance`), its variance output v [n, ...]; else v is None.
 - `kl_terms` / `decoder_terms` / `prior_term`: the bound's L_{t-1} (t >= 2), L_0 and L_T per row, in nats summed over
-  the data dimensions, under any reverse variance (`ddpm.core.diffusion.ReverseVariance`; "learned" takes v).
+  the data dimensions, under any reverse variance (`ddpm.core.variance.ReverseVariance`; "learned" takes v).
 - `pixel_index`, `discretized_log_prob`, `kl_from_log_variances`, `per_image_sum`: their building blocks.
-- `learned_output(choice, v, dtype)`: the check every consumer of the learned variance makes (owned by
-  `ddpm.core.diffusion`, re-exported here).
 
 Precision conventions are those of `ddpm.core.bound` (its module docstring): the decoder runs in float64 with the
 exact normal CDF; the other terms run in the dtype of their inputs.
@@ -20,10 +20,16 @@ exact normal CDF; the other terms run in the dtype of their inputs.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, learned_output
+from ddpm.core.forward import gather, x0_from_eps
+from ddpm.core.reverse import learned_log_variance, reverse_mean
+from ddpm.core.variance import ReverseVariance
+
+if TYPE_CHECKING:
+    from ddpm.core.diffusion import GaussianDiffusion
 
 Tensor = torch.Tensor
 
@@ -124,13 +130,13 @@ def kl_terms(
     a `torch.where` stay finite.
     """
     dtype = eps.dtype
-    at = GaussianDiffusion._at
+    at = gather
     eps_mean = eps if eps_mean is None else eps_mean
     if choice.is_learned:
-        log_sigma2 = diffusion._learned_log_variance(v, t, dtype)  # [n, ...]
+        log_sigma2 = learned_log_variance(diffusion, v, t, dtype)  # [n, ...]
         d = at(diffusion.learned_log_beta_tildes, t, x0, dtype) - log_sigma2  # finite at t = 1 (placeholder rows)
         if clip_x0:
-            x0_hat = diffusion._predict_x0_from_eps(xt, t, eps_mean).clamp(-1.0, 1.0)
+            x0_hat = x0_from_eps(diffusion, xt, t, eps_mean).clamp(-1.0, 1.0)
             gap2 = at(diffusion.posterior_mean_coef_x0, t, x0, dtype) ** 2 * (x0 - x0_hat) ** 2
         else:
             gap2 = at(diffusion.mean_gap_coefs, t, x0, dtype) ** 2 * (noise - eps_mean) ** 2
@@ -140,9 +146,9 @@ def kl_terms(
     const = at(diffusion.kl_variance_terms(choice), t, x0, dtype).reshape(-1)  # [n]
     const = torch.where(t >= 2, const, torch.zeros_like(const))
     if clip_x0:
-        x0_hat = diffusion._predict_x0_from_eps(xt, t, eps_mean).clamp(-1.0, 1.0)
+        x0_hat = x0_from_eps(diffusion, xt, t, eps_mean).clamp(-1.0, 1.0)
         weight = at(diffusion.posterior_mean_coef_x0, t, x0, dtype) ** 2 / (
-            2.0 * at(diffusion._sigma2_table(choice), t, x0, dtype)
+            2.0 * at(diffusion.reverse_variance(choice), t, x0, dtype)
         )  # [n, 1, ...]
         return per_image_sum(weight * (x0 - x0_hat) ** 2) + num_dims * const
     weight = at(diffusion.loss_weights(choice), t, x0, dtype)  # [n, 1, ...], lambda_t
@@ -165,11 +171,11 @@ def decoder_terms(
     sigma_1 (fixed choices: sqrt(beta_1)) or, learned, exp(log Sigma_theta(v) / 2) per dimension.
     """
     dtype = eps.dtype
-    mean = diffusion._p_mean(eps, xt, t, clip_x0)  # [n, ...]
+    mean = reverse_mean(diffusion, eps, xt, t, clip_x0)  # [n, ...]
     if choice.is_learned:
-        std = torch.exp(0.5 * diffusion._learned_log_variance(v, t, torch.float64))  # [n, ...]
+        std = torch.exp(0.5 * learned_log_variance(diffusion, v, t, torch.float64))  # [n, ...]
     else:
-        std = GaussianDiffusion._at(diffusion._sigma_table(choice), t, xt, torch.float64)  # [n, 1, ...]
+        std = gather(diffusion.reverse_std(choice), t, xt, torch.float64)  # [n, 1, ...]
     return -per_image_sum(discretized_log_prob(k, mean, std)).to(dtype)
 
 
@@ -200,7 +206,6 @@ __all__ = [
     "discretized_log_prob",
     "kl_from_log_variances",
     "kl_terms",
-    "learned_output",
     "log1mexp",
     "model_output",
     "per_image_sum",

@@ -35,15 +35,10 @@ from __future__ import annotations
 import torch
 
 from ddpm.core.choices import Choice
-from ddpm.core.diffusion import (
-    GaussianDiffusion,
-    ReverseVariance,
-    check_generator,
-    compute_dtype,
-    standard_normal,
-    uniform_timesteps,
-)
-from ddpm.core.kernels import bound_terms, learned_output, model_output, pixel_index
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
+from ddpm.core.forward import compute_dtype, forward_sample
+from ddpm.core.variance import ReverseVariance, learned_output
+from ddpm.core.kernels import bound_terms, model_output, pixel_index
 
 Tensor = torch.Tensor
 
@@ -76,7 +71,7 @@ def training_loss(
     Objective.from_value(objective)
     ReverseVariance.from_value(variance)
     check_generator(generator)
-    diffusion._check_x("x0", x0)
+    diffusion.check_x("x0", x0)
     B = x0.shape[0]
     dtype = compute_dtype(x0.dtype)
     t = uniform_timesteps(B, diffusion.T, generator, x0.device)  # [B]
@@ -129,7 +124,7 @@ def training_loss_at(
         raise ValueError(f"decoder_trains_mean must be a bool, got {decoder_trains_mean!r}")
     if decoder_trains_mean and choice_objective is not Objective.HYBRID:
         raise ValueError(f"decoder_trains_mean needs the 'hybrid' objective, got {choice_objective.value!r}")
-    diffusion._check_x("x0", x0)
+    diffusion.check_x("x0", x0)
     dtype = compute_dtype(x0.dtype)
     if not isinstance(t, Tensor) or t.dtype != torch.int64 or t.shape != x0.shape[:1] or t.device != x0.device:
         got = (t.dtype, tuple(t.shape), str(t.device)) if isinstance(t, Tensor) else type(t).__name__
@@ -139,7 +134,7 @@ def training_loss_at(
         got = ((noise.dtype, tuple(noise.shape), str(noise.device)) if isinstance(noise, Tensor)
                else type(noise).__name__)
         raise ValueError(f"noise must be a {dtype} tensor of shape {tuple(x0.shape)} on {x0.device}, got {got}")
-    xt = diffusion._q_sample(x0, t, noise)  # [B, ...] in x0.dtype
+    xt = forward_sample(diffusion, x0, t, noise)  # [B, ...] in x0.dtype
     eps, v = model_output(eps_model, xt, t)
     eps, v = eps.to(dtype), learned_output(choice_variance, v, dtype)
     if simple_weights is None and not decoder_trains_mean:

@@ -3,9 +3,9 @@
 Both are stateless functions of (eps_model, diffusion, shape, generator, ...) that run under torch.no_grad(),
 draw every random number from the injected torch.Generator (on the generator's device, then moved, so a CPU
 generator reproduces a CUDA run draw for draw), and return a `SampleResult`. Their loops do no validation and
-no host sync; per step they allocate only what the network call does plus one output tensor: Algorithm 2's
-constants are cast to the working dtype once per call (`_Algorithm2Step`, bitwise equal to casting them at every
-step as `GaussianDiffusion._p_sample` does), the noise buffer is refilled and scaled in place.
+no host sync. Algorithm 2's step, single or strided, is `ddpm.core.reverse.ReverseStep` (the one implementation,
+shared with `GaussianDiffusion.p_sample`, the bound and the losses), its constants cast to the working dtype once
+per call; the noise buffer is refilled in place.
 
 Speed (issue 5, `nox -s bench`): on CPU a step costs the network call and well under 1% more. `compile=True` runs
 the network through `torch.compile(dynamic=False)`: on the 2-core CPU Algorithm 2 with the `small` network then
@@ -36,8 +36,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm.core.choices import Choice
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
-from ddpm.core.kernels import learned_output, model_output
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal
+from ddpm.core.forward import compute_dtype, eps_from_x0, x0_from_eps
+from ddpm.core.kernels import model_output
+from ddpm.core.reverse import ReverseStep, single_step_tables, stride_coefficients, stride_tables
+from ddpm.core.variance import ReverseVariance
 
 Tensor = torch.Tensor
 
@@ -120,34 +123,6 @@ class _Noise:
         return self.target
 
 
-class _Algorithm2Step:
-    """x_{t-1} = 1/sqrt(alpha_t) (x_t - beta_t / sqrt(1 - alpha_bar_t) eps) + sigma_t z at one t for the whole batch.
-
-    Algorithm 2 line 4 without clipping. The constants are the diffusion's float64 tables cast once to the compute
-    dtype `dtype`, the very values `GaussianDiffusion._p_sample` casts at every step, and the arithmetic is the same
-    elementwise float operations in the same order, so the result is bitwise that of `_p_sample` (tested); only
-    the per-step gathers and casts and all but one allocation are gone. `noise` (z, in `dtype`) is scaled in place.
-    """
-
-    def __init__(self, diffusion: GaussianDiffusion, variance: ReverseVariance, dtype: torch.dtype,
-                 device: torch.device) -> None:
-        def cast(table: Tensor) -> tuple[Tensor, ...]:
-            return table.to(device).to(dtype).unbind()  # T + 1 0-d tensors, index t
-
-        self.dtype = dtype
-        self.recip_sqrt_alpha = cast(diffusion.recip_sqrt_alphas)
-        self.eps_coef = cast(diffusion.eps_coefs)
-        self.sigma = cast(diffusion._sigma_table(variance))
-
-    def __call__(self, eps: Tensor, xt: Tensor, t: int, noise: Tensor | None) -> Tensor:
-        out = torch.mul(eps.to(self.dtype), self.eps_coef[t])  # [B, ...], the step's one new tensor
-        torch.sub(xt.to(self.dtype), out, out=out)
-        out.mul_(self.recip_sqrt_alpha[t])  # mu_theta(x_t, t)
-        if noise is not None:
-            out.add_(noise.mul_(self.sigma[t]))
-        return out.to(xt.dtype)
-
-
 @torch.no_grad()
 def ancestral_sample(
     eps_model,
@@ -181,7 +156,7 @@ def ancestral_sample(
     snaps = _snapshot_steps(trajectory_steps, range(T, -1, -1))
     noise_dtype = compute_dtype(dtype)
     timesteps = _step_timesteps(list(range(T, 0, -1)), shape[0], device)  # [T, B], row i is t = T - i
-    step = None if clip_x0 or choice.is_learned else _Algorithm2Step(diffusion, choice, noise_dtype, device)
+    step = ReverseStep(single_step_tables(diffusion, choice, bool(clip_x0), noise_dtype))
     trajectory: dict[int, Tensor] = {}
     x = standard_normal(shape, generator, noise_dtype, device).to(dtype)  # [B, ...], x_T
     if T in snaps:
@@ -191,47 +166,10 @@ def ancestral_sample(
         t_value = T - i
         t = timesteps[i]  # [B]
         eps, v = model_output(model, x, t)
-        v = learned_output(choice, v, noise_dtype)
-        if step is not None:
-            x = step(eps, x, t_value, z.draw() if t_value > 1 else None)  # z = 0 at t = 1: no draw
-        else:
-            noise = z.draw() if t_value > 1 else z.last  # z = 0 at t = 1 (p_sample ignores the buffer there)
-            x = diffusion._p_sample(eps, x, t, noise, choice, clip_x0, v)
+        x = step(eps, x, t_value, z.draw() if t_value > 1 else z.last, v)  # z = 0 at t = 1: no draw, not read
         if t_value - 1 in snaps:
             trajectory[t_value - 1] = x.clone()
     return SampleResult(x0=x, trajectory=trajectory)
-
-
-@dataclass(frozen=True)
-class _StrideCoefficients:
-    """float64 [S] coefficients of steps t -> s (derivation (i)); every field indexed like the step lists."""
-
-    coef_x: np.ndarray  # sqrt(alpha_bar_s / alpha_bar_t): x_t's coefficient (DDIM eq. 12 and the strided mean)
-    coef_eps: np.ndarray  # DDIM: sqrt(1 - a_s - sigma^2) - sqrt(a_s) sqrt(1 - a_t) / sqrt(a_t)
-    sigma: np.ndarray  # DDIM sigma(eta), eq. 16
-    sqrt_a_prev: np.ndarray  # sqrt(alpha_bar_s)
-    direction: np.ndarray  # sqrt(1 - alpha_bar_s - sigma^2)
-    stride_beta: np.ndarray  # 1 - alpha_bar_t / alpha_bar_s, the forward variance of the stride
-    stride_beta_tilde: np.ndarray  # (1 - alpha_bar_s) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_s)
-    strided_eps_coef: np.ndarray  # (1 - alpha_bar_t / alpha_bar_s) / sqrt(1 - alpha_bar_t)
-
-
-def _ddim_coefficients(diffusion: GaussianDiffusion, ts, ss, eta: float) -> _StrideCoefficients:
-    """Coefficients of the steps ts[i] -> ss[i] (paper timesteps, 0 <= s < t), from the float64 log tables."""
-    L = diffusion.log_alpha_bars.cpu().numpy()
-    one_minus = diffusion.one_minus_alpha_bars.cpu().numpy()
-    t_idx, p_idx = np.asarray(ts, dtype=np.int64), np.asarray(ss, dtype=np.int64)
-    L_t, L_p = L[t_idx], L[p_idx]
-    stride_beta = -np.expm1(L_t - L_p)  # 1 - a / a', no cancellation
-    stride_beta_tilde = one_minus[p_idx] / one_minus[t_idx] * stride_beta
-    # 1 - a / a' = -expm1(L_t - L_prev); sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a').
-    sigma2 = eta**2 * one_minus[p_idx] / one_minus[t_idx] * stride_beta  # [S]
-    direction = np.sqrt(np.clip(one_minus[p_idx] - sigma2, 0.0, None))  # sqrt(1 - a' - sigma^2)
-    sqrt_a_prev = np.exp(0.5 * L_p)
-    coef_x = np.exp(0.5 * (L_p - L_t))  # sqrt(a' / a)
-    coef_eps = direction - sqrt_a_prev * np.sqrt(one_minus[t_idx]) * np.exp(-0.5 * L_t)
-    return _StrideCoefficients(coef_x, coef_eps, np.sqrt(sigma2), sqrt_a_prev, direction, stride_beta,
-                               stride_beta_tilde, stride_beta / np.sqrt(one_minus[t_idx]))
 
 
 def _check_stride(diffusion: GaussianDiffusion, t: object, s: object) -> tuple[int, int]:
@@ -253,19 +191,13 @@ def strided_ancestral_step(
     mu_{t,s} = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s) / sqrt(1 - alpha_bar_t) eps),
     the mean of the strided posterior q(x_s | x_t, x_0) at x0_hat; sigma_{t,s}^2 is the stride's forward variance
     1 - alpha_bar_t / alpha_bar_s ("beta") or its posterior variance beta_tilde_{t,s} ("beta_tilde"), or "learned"
-    from the network's v (`_stride_sigma`); z is not used at s = 0 (the last step adds no noise). With s = t - 1
+    from the network's v (`ddpm.core.reverse.stride_tables`); z is not used at s = 0 (the last step adds no noise). With s = t - 1
     this is `GaussianDiffusion.p_sample`.
     """
     choice = _strided_variance(variance, v)
     t, s = _check_stride(diffusion, t, s)
-    dtype = compute_dtype(xt.dtype)
-    c = _ddim_coefficients(diffusion, [t], [s], 0.0)
-    mean = float(c.coef_x[0]) * (xt.to(dtype) - float(c.strided_eps_coef[0]) * eps.to(dtype))
-    if s == 0:
-        return mean.to(xt.dtype)
-    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64, device=xt.device).to(dtype)  # noqa: E731  [1]
-    sigma = _stride_sigma(choice, c, as_tensor)(0, v)
-    return (mean + sigma * z.to(dtype)).to(xt.dtype)
+    step = ReverseStep(stride_tables(diffusion, [t], [s], choice, compute_dtype(xt.dtype), xt.device))
+    return step(eps, xt, 0, z, v)
 
 
 def _strided_variance(variance: str | ReverseVariance, v: Tensor | None) -> ReverseVariance:
@@ -275,24 +207,6 @@ def _strided_variance(variance: str | ReverseVariance, v: Tensor | None) -> Reve
         raise ValueError("strided sampling offers the 'beta', 'beta_tilde' and 'learned' variances; the 'optimal' "
                          "one is estimated for single steps t -> t - 1 (use the ancestral sampler)")
     return choice
-
-
-def _stride_sigma(choice: ReverseVariance, c: _StrideCoefficients, as_tensor):
-    """sigma_{t,s} of step i as a function (i, v) -> Tensor, its tables cast once: the stride's forward or posterior
-    standard deviation, or, learned, per dimension exp((frac log beta_{t,s} + (1 - frac) log beta_tilde_{t,s}) / 2),
-    frac = (v + 1) / 2 (improved-diffusion's respacing interpolates the respaced schedule's two variances the same
-    way). `as_tensor` casts a float64 array [S] to the working dtype and device."""
-    if choice.is_learned:
-        with np.errstate(divide="ignore"):  # beta_tilde_{t,0} = 0 on the last step, which adds no noise
-            log_hi, log_lo = as_tensor(np.log(c.stride_beta)), as_tensor(np.log(c.stride_beta_tilde))  # [S]
-
-        def learned(i: int, v: Tensor | None) -> Tensor:
-            frac = (learned_output(choice, v, log_hi.dtype) + 1.0) / 2.0
-            return torch.exp(0.5 * (frac * log_hi[i] + (1.0 - frac) * log_lo[i]))  # [B, ...]
-
-        return learned
-    sigma = as_tensor(np.sqrt(c.stride_beta if choice is ReverseVariance.BETA else c.stride_beta_tilde))  # [S]
-    return lambda i, v: sigma[i]
 
 
 @torch.no_grad()
@@ -310,13 +224,13 @@ def ddim_step(
     if not np.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     cdtype = compute_dtype(xt.dtype)
-    c = _ddim_coefficients(diffusion, [t], [s], eta)
+    c = stride_coefficients(diffusion, [t], [s], eta)
     cast = lambda v: torch.tensor(v[0], dtype=torch.float64, device=xt.device).to(cdtype)  # noqa: E731
     xc, e = xt.to(cdtype), eps.to(cdtype)
     if clip_x0:
         tt = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
-        x0_hat = diffusion._predict_x0_from_eps(xc, tt, e).clamp(-1.0, 1.0)
-        eps_hat = diffusion._predict_eps_from_x0(xc, tt, x0_hat)
+        x0_hat = x0_from_eps(diffusion, xc, tt, e).clamp(-1.0, 1.0)
+        eps_hat = eps_from_x0(diffusion, xc, tt, x0_hat)
         new = cast(c.sqrt_a_prev) * x0_hat + cast(c.direction) * eps_hat
     else:
         new = cast(c.coef_x) * xc + cast(c.coef_eps) * e
@@ -373,7 +287,7 @@ def ddim_sample(
     # Per-step float64 coefficients, step i going from t = taus_desc[i] to prev = prevs[i].
     taus_desc = taus[::-1]
     prevs = taus_desc[1:] + [0]
-    coefs = _ddim_coefficients(diffusion, taus_desc, prevs, eta)
+    coefs = stride_coefficients(diffusion, taus_desc, prevs, eta)
     as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
     coef_x, coef_eps, sigma = as_tensor(coefs.coef_x), as_tensor(coefs.coef_eps), as_tensor(coefs.sigma)
     sqrt_a_prev_t, direction_t = as_tensor(coefs.sqrt_a_prev), as_tensor(coefs.direction)
@@ -390,8 +304,8 @@ def ddim_sample(
         eps = model_output(eps_model, x, t)[0].to(cdtype)
         xc = x.to(cdtype)
         if clip_x0:
-            x0_hat = diffusion._predict_x0_from_eps(xc, t, eps).clamp(-1.0, 1.0)
-            eps_hat = diffusion._predict_eps_from_x0(xc, t, x0_hat)
+            x0_hat = x0_from_eps(diffusion, xc, t, eps).clamp(-1.0, 1.0)
+            eps_hat = eps_from_x0(diffusion, xc, t, x0_hat)
             new = sqrt_a_prev_t[i] * x0_hat + direction_t[i] * eps_hat
         else:
             new = coef_x[i] * xc + coef_eps[i] * eps
@@ -431,10 +345,7 @@ def strided_sample(
     prevs = taus_desc[1:] + [0]
     snaps = _snapshot_steps(trajectory_steps, [*taus_desc, 0])
     cdtype = compute_dtype(dtype)
-    c = _ddim_coefficients(diffusion, taus_desc, prevs, 0.0)
-    as_tensor = lambda a: torch.tensor(a, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
-    coef_x, coef_eps = as_tensor(c.coef_x), as_tensor(c.strided_eps_coef)
-    stride_sigma = _stride_sigma(choice, c, as_tensor)
+    step = ReverseStep(stride_tables(diffusion, taus_desc, prevs, choice, cdtype, device))
     timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
     trajectory: dict[int, Tensor] = {}
     x = standard_normal(shape, generator, cdtype, device).to(dtype)  # [B, ...], x_T
@@ -443,10 +354,7 @@ def strided_sample(
     z = _Noise(shape, generator, cdtype, device)
     for i in tqdm(range(len(taus_desc)), desc="strided Algorithm 2", disable=not progress, leave=False):
         eps, v = model_output(eps_model, x, timesteps[i])
-        new = coef_x[i] * (x.to(cdtype) - coef_eps[i] * eps.to(cdtype))
-        if prevs[i] > 0:
-            new = new + stride_sigma(i, v) * z.draw()
-        x = new.to(dtype)
+        x = step(eps, x, i, z.draw() if prevs[i] > 0 else z.last, v)  # no noise on the last step to x_0
         if prevs[i] in snaps:
             trajectory[prevs[i]] = x.clone()
     return SampleResult(x0=x, trajectory=trajectory)

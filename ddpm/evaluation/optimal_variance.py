@@ -22,7 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm.training.checkpoint import atomic_write_text
-from ddpm.core.diffusion import GaussianDiffusion, check_generator, compute_dtype, standard_normal
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal
+from ddpm.core.forward import compute_dtype, forward_sample
 from ddpm.core.kernels import model_output
 
 Tensor = torch.Tensor
@@ -69,7 +70,7 @@ def estimate_gamma(
     for name, value in (("images_per_t", images_per_t), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 2 - (name == "batch_size"):
             raise ValueError(f"{name} must be an int >= {2 - (name == 'batch_size')}, got {value!r}")
-    diffusion._check_x("x0", x0)
+    diffusion.check_x("x0", x0)
     T, n = diffusion.T, images_per_t
     dtype = compute_dtype(x0.dtype)
     t_all = torch.arange(1, T + 1, device=x0.device).repeat_interleave(n)  # [T n], t-major
@@ -79,7 +80,7 @@ def estimate_gamma(
         index = torch.randint(0, x0.shape[0], (t.shape[0],), generator=generator, device=generator.device)
         images = x0[index.to(x0.device)]  # [b, C, H, W]
         noise = standard_normal(tuple(images.shape), generator, dtype, x0.device)
-        eps, _ = model_output(eps_model, diffusion._q_sample(images, t, noise), t)
+        eps, _ = model_output(eps_model, forward_sample(diffusion, images, t, noise), t)
         values[start : start + t.shape[0]] = eps.to(torch.float64).pow(2).flatten(1).mean(1)
     per_t = values.reshape(T, n).cpu().numpy()
     gamma = per_t.mean(axis=1)

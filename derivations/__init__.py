@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 
-from derivations._core import Check, Derivation, Step
+from derivations.chain import Check, Derivation, Step
 
 MODULES = (
     "forward_marginal",

@@ -27,9 +27,9 @@ import functools
 import sympy as sp
 
 from derivations import eps_parameterisation
-from derivations._core import Check, Derivation, Step
-from derivations._labels import named_step
-from derivations._numeric import float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.labels import named_step
+from derivations.numeric import float64_function
 from derivations.symbols import AT_T1, alpha_bar_prev, beta_t, eps, eps_theta, x_0, x_t
 
 mu = sp.Symbol(r"\mu", real=True)  # the decoder's mean mu_theta(x_1, 1)

@@ -46,8 +46,8 @@ import numpy as np
 import sympy as sp
 
 from derivations import forward_marginal, maximum_likelihood, posterior
-from derivations._core import Check, Derivation, Step
-from derivations._numeric import DIGITS, alpha_bar_from_betas
+from derivations.chain import Check, Derivation, Step
+from derivations.numeric import DIGITS, alpha_bar_from_betas
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2, normal_expectation
 from derivations.symbols import AT_T1, alpha_bar, alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0, x_t
 
@@ -120,7 +120,7 @@ def log_q_step(t: int) -> sp.Expr:
     return normal_log_density(xs[t], sp.sqrt(ALPHAS[t - 1]) * xs[t - 1], 1 - ALPHAS[t - 1])
 
 
-def _marginal(t: int) -> tuple[sp.Expr, sp.Expr]:
+def marginal(t: int) -> tuple[sp.Expr, sp.Expr]:
     """Mean and variance of q(x_t | x_0), from derivation (a)."""
     ab = _alpha_bar(t)
     return forward_marginal.MEAN_COEF.subs(alpha_bar, ab) * x_0, forward_marginal.VARIANCE.subs(alpha_bar, ab)
@@ -128,7 +128,7 @@ def _marginal(t: int) -> tuple[sp.Expr, sp.Expr]:
 
 def log_q_marginal(t: int) -> sp.Expr:
     """log q(x_t | x_0) (derivation (a))."""
-    return normal_log_density(xs[t], *_marginal(t))
+    return normal_log_density(xs[t], *marginal(t))
 
 
 def _posterior(t: int) -> tuple[sp.Expr, sp.Expr]:
@@ -294,8 +294,8 @@ def t2_model() -> dict:
     # --- expectations, T = 2 -------------------------------------------------------------------
     T2 = 2
     x1, x2 = xs[1], xs[2]
-    q1_mean, q1_var = _marginal(1)
-    q2_mean, q2_var = _marginal(2)
+    q1_mean, q1_var = marginal(1)
+    q2_mean, q2_var = marginal(2)
     step2_mean, step2_var = sp.sqrt(ALPHAS[1]) * x1, 1 - ALPHAS[1]
     post2_mean, post2_var = _posterior(2)
     log_p_joint = log_p_prior(T2) + log_p_step(2) + log_p_step(1)

@@ -25,8 +25,8 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from derivations._core import Check, Derivation, Step
-from derivations._numeric import DIGITS, float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.numeric import DIGITS, float64_function
 from derivations.symbols import normal_density, normal_log_density
 
 MEAN_1 = sp.Symbol(r"\mu_1", real=True)
@@ -121,7 +121,7 @@ _m2s = sp.symbols(r"\mu_{2\,1:4}", real=True)
 _v2s = sp.symbols(r"\sigma^2_{2\,1:4}", positive=True)
 
 
-def _seed_matrix_kl(mu_x: sp.Matrix, cov_x: sp.Matrix, mu_y: sp.Matrix, cov_y: sp.Matrix) -> sp.Expr:
+def seed_matrix_kl(mu_x: sp.Matrix, cov_x: sp.Matrix, mu_y: sp.Matrix, cov_y: sp.Matrix) -> sp.Expr:
     """The seed's formula 1/2[log|S_y|/|S_x| - d + tr(S_y^-1 S_x) + (mu_y - mu_x)^T S_y^-1 (mu_y - mu_x)]."""
     d = mu_x.shape[0]
     diff = mu_y - mu_x
@@ -161,7 +161,7 @@ def derivation() -> Derivation:
     diagonal_sum = sp.Add(
         *(NORMAL_KL.subs({m1: a, v1: b, m2: c, v2: e}, simultaneous=True) for a, b, c, e in zip(_m1s, _v1s, _m2s, _v2s))
     )
-    seed_form = _seed_matrix_kl(sp.Matrix(_m1s), sp.diag(*_v1s), sp.Matrix(_m2s), sp.diag(*_v2s))
+    seed_form = seed_matrix_kl(sp.Matrix(_m1s), sp.diag(*_v1s), sp.Matrix(_m2s), sp.diag(*_v2s))
 
     steps = (
         Step(

@@ -24,8 +24,8 @@ import functools
 import sympy as sp
 
 from derivations import elbo, gaussian_kl
-from derivations._core import Check, Derivation, Step
-from derivations._labels import named_step
+from derivations.chain import Check, Derivation, Step
+from derivations.labels import named_step
 
 D = 2
 z1, z2 = sp.symbols("z_1 z_2", real=True)
@@ -50,7 +50,7 @@ LOG_RATIO = sp.expand(_log_normal(x, m1, L) - _log_normal(x, m2, M))  # a quadra
 KL_FROM_INTEGRAL = sp.simplify(
     gaussian_kl.normal_expectation(gaussian_kl.normal_expectation(LOG_RATIO, z2, 0, 1), z1, 0, 1)
 )
-KL_SEED_FORMULA = gaussian_kl._seed_matrix_kl(m1, S1, m2, S2)
+KL_SEED_FORMULA = gaussian_kl.seed_matrix_kl(m1, S1, m2, S2)
 
 # The sign: A = M^-1 S_1 M^-T, its trace and determinant, and the eigenvalue form.
 A = sp.simplify(M.inv() * S1 * M.inv().T)
@@ -80,7 +80,7 @@ def _linear_in(expr: sp.Expr, var: sp.Symbol) -> tuple[sp.Expr, sp.Expr]:
 @functools.lru_cache(maxsize=None)
 def gap_as_full_kl() -> tuple[sp.Expr, sp.Expr, sp.Matrix, sp.Matrix, sp.Matrix, sp.Matrix]:
     """(the 2-D Gaussian KL of the two joint laws, derivation (f)'s gap, q's mean, q's cov, p's mean, p's cov)."""
-    q_mean, q_cov = _joint_from_chain(*elbo._marginal(1), sp.sqrt(elbo.ALPHAS[1]), 0, 1 - elbo.ALPHAS[1])
+    q_mean, q_cov = _joint_from_chain(*elbo.marginal(1), sp.sqrt(elbo.ALPHAS[1]), 0, 1 - elbo.ALPHAS[1])
     parts = elbo.t2_model()
     post_x1_mean, post_x1_var = parts["post_x1"]
     post_x2_mean, post_x2_var = parts["post_x2"]  # linear in x_1

@@ -39,8 +39,8 @@ import functools
 import sympy as sp
 
 from derivations import eps_parameterisation, posterior
-from derivations._core import Check, Derivation, Step
-from derivations._numeric import float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.numeric import float64_function
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.symbols import (
     AT_T1,

@@ -38,8 +38,8 @@ import functools
 
 import sympy as sp
 
-from derivations._core import Check, Derivation, Step
-from derivations._numeric import float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.numeric import float64_function
 from derivations.gaussian_kl import NORMAL_KL, normal_expectation
 from derivations.gaussian_kl import MEAN_1, MEAN_2, VAR_1, VAR_2
 from derivations.symbols import normal_log_density

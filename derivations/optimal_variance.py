@@ -32,9 +32,9 @@ import functools
 import sympy as sp
 
 from derivations import eps_parameterisation, posterior, reverse_variance
-from derivations._core import Check, Derivation, Step
-from derivations._labels import named_step
-from derivations._numeric import float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.labels import named_step
+from derivations.numeric import float64_function
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.symbols import AT_T1, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_0, x_t
 

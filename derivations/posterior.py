@@ -20,9 +20,9 @@ import functools
 import sympy as sp
 
 from derivations import forward_marginal
-from derivations._core import Check, Derivation, Step
-from derivations._labels import named_step
-from derivations._numeric import float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.labels import named_step
+from derivations.numeric import float64_function
 from derivations.symbols import (
     alpha_bar,
     alpha_bar_prev,

@@ -13,7 +13,7 @@ from pathlib import Path
 import sympy as sp
 
 from derivations import all_derivations
-from derivations._core import Derivation
+from derivations.chain import Derivation
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "reports" / "derivations.md"
 

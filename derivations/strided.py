@@ -24,9 +24,9 @@ import functools
 import sympy as sp
 
 from derivations import eps_parameterisation, forward_marginal, posterior
-from derivations._core import Check, Derivation, Step
-from derivations._labels import named_step
-from derivations._numeric import float64_function
+from derivations.chain import Check, Derivation, Step
+from derivations.labels import named_step
+from derivations.numeric import float64_function
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, beta_t, eps, eps_theta, normal_density, x_0, x_t
 
 # abar_s, the earlier end of the stride: 0 < abar_t < abar_s <= 1 (abar_s = 1 at s = 0, i.e. x_s = x_0).

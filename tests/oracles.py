@@ -1,6 +1,6 @@
 """Adapters from the derivations' float64 oracles to the quantities ddpm/ computes (tests only).
 
-Each oracle is a `derivations._numeric.float64_function`: it carries `.args`, the SymPy symbols it takes.
+Each oracle is a `derivations.numeric.float64_function`: it carries `.args`, the SymPy symbols it takes.
 `evaluate` calls one with values keyed by symbol, so the tests do not depend on argument order. Schedule
 values are passed at 50 digits (`alpha_bar_from_betas`), never rounded to float64 first.
 
@@ -24,7 +24,7 @@ import tolerances
 import torch
 
 from derivations import symbols as S
-from derivations._numeric import DIGITS, alpha_bar_from_betas
+from derivations.numeric import DIGITS, alpha_bar_from_betas
 
 
 def oracle(module: str, name: str):

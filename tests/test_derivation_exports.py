@@ -14,7 +14,7 @@ import pytest
 import sympy as sp
 
 from derivations import MODULES
-from derivations._core import Check
+from derivations.chain import Check
 
 pytestmark = pytest.mark.symbolic
 

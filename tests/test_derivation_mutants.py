@@ -15,7 +15,7 @@ import pytest
 import sympy as sp
 
 from derivations import decoder_mean, elbo, gaussian_kl_full, maximum_likelihood, reverse_variance, sampling_noise
-from derivations._core import Check, Step
+from derivations.chain import Check, Step
 
 pytestmark = pytest.mark.symbolic
 

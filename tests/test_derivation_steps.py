@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from derivations import all_derivations
-from derivations._core import Check
+from derivations.chain import Check
 
 pytestmark = pytest.mark.symbolic
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from derivations import decoder_mean as dm
-from derivations._core import Step
+from derivations.chain import Step
 from derivations.symbols import beta_t, eps, eps_theta, x_0, x_t
 from ddpm.core.forward import forward_sample
 from ddpm.core.diffusion import GaussianDiffusion

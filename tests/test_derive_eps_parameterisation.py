@@ -18,7 +18,7 @@ from numpy.testing import assert_allclose
 
 from derivations import eps_parameterisation as ep
 from derivations import posterior as post
-from derivations._numeric import float64_function
+from derivations.numeric import float64_function
 from derivations.forward_marginal import q_xt_mean_coef, q_xt_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, x_0, x_t
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 from derivations import forward_marginal as fm
-from derivations._core import Step
-from derivations._numeric import alpha_bar_from_betas, float64_function
+from derivations.chain import Step
+from derivations.numeric import alpha_bar_from_betas, float64_function
 from derivations.symbols import (
     alpha_bar,
     alpha_bar_prev,

@@ -25,7 +25,7 @@ from derivations import eps_parameterisation as ep
 from derivations import gaussian_kl as gk
 from derivations import learned_variance as lv
 from derivations import loss_weights, posterior
-from derivations._core import Check
+from derivations.chain import Check
 from derivations.symbols import alpha_bar_prev, beta_t, eps, eps_theta
 
 pytestmark = pytest.mark.symbolic

@@ -28,8 +28,8 @@ from derivations import gaussian_kl as gk
 from derivations import optimal_variance as ov
 from derivations import posterior
 from derivations import reverse_variance as rv
-from derivations._core import Check
-from derivations._numeric import alpha_bar_from_betas
+from derivations.chain import Check
+from derivations.numeric import alpha_bar_from_betas
 from derivations.symbols import alpha_bar_prev, beta_t, sigma2
 
 pytestmark = pytest.mark.symbolic

@@ -17,7 +17,7 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 from derivations import posterior as post
-from derivations._numeric import alpha_bar_from_betas, float64_function
+from derivations.numeric import alpha_bar_from_betas, float64_function
 from derivations.symbols import (
     alpha_bar_prev,
     alpha_bar_t,

@@ -19,7 +19,7 @@ from numpy.testing import assert_allclose
 
 from derivations import gaussian_kl
 from derivations import reverse_variance as rv
-from derivations._numeric import float64_function
+from derivations.numeric import float64_function
 from derivations.posterior import posterior_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2
 

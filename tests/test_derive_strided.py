@@ -23,8 +23,8 @@ import derivations
 from derivations import eps_parameterisation as ep
 from derivations import posterior as post
 from derivations import strided
-from derivations._core import Check, Step
-from derivations._numeric import DIGITS
+from derivations.chain import Check, Step
+from derivations.numeric import DIGITS
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, beta_t, eps, normal_density, x_0, x_t
 
 pytestmark = pytest.mark.symbolic

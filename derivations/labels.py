@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy as sp
 
-from derivations._core import Check, Step
+from derivations.chain import Check, Step
 
 MAX_DERIVED_LATEX = 600  # characters of LaTeX beyond which the derived form is named, not printed
 

@@ -92,11 +92,21 @@ def _defined_names(tree: ast.AST) -> set[str]:
     return names
 
 
+THIRD_PARTY = ("torch", "np", "numpy", "sp", "sympy", "sys", "os")
+
+
+def _third_party(node: ast.expr) -> bool:
+    """True for an attribute of a third-party or standard module (`torch._foreach_lerp_`): that library's own
+    private API, a choice the using line explains, not a project module reaching into another."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return isinstance(node, ast.Name) and node.id in THIRD_PARTY
+
+
 def private_uses(path: Path) -> list[PrivateUse]:
     """Underscored names imported from another module, or reached as an attribute the module does not define.
 
-    Python's own private names that libraries document for use (`torch._dynamo`, `sys._getframe`) count too: the
-    figure is what a reader sees, and each such line says why where it is allowed.
+    Attributes of third-party modules (`torch._foreach_lerp_`) are not counted: see `_third_party`.
     """
     tree = ast.parse(path.read_text(encoding="utf-8"))
     own = _defined_names(tree)
@@ -110,7 +120,8 @@ def private_uses(path: Path) -> list[PrivateUse]:
         elif isinstance(node, ast.Import):
             out += [PrivateUse(module_name(path), node.lineno, alias.name) for alias in node.names
                     if any(_is_private(part) for part in alias.name.split("."))]
-        elif isinstance(node, ast.Attribute) and _is_private(node.attr) and node.attr not in own:
+        elif (isinstance(node, ast.Attribute) and _is_private(node.attr) and node.attr not in own
+              and not _third_party(node.value)):
             out.append(PrivateUse(module_name(path), node.lineno, node.attr))
     return out
 

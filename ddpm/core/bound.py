@@ -14,7 +14,8 @@ Terms (per image, in nats, summed over the C*H*W dimensions):
   variance sigma_1^2 = beta_1 (for every tabled reverse-variance choice; see `ddpm.core.diffusion`).
 - Learned variance (a model with 2C output channels, `ModelConfig.learn_variance`): every term takes the model's
   per-dimension Sigma_theta(v) (derivation (k)); L_{t-1} is then the general Gaussian KL per dimension and L_0 the
-  discretised decoder with standard deviation sqrt(Sigma_theta) per pixel. The shared kernels are in `ddpm.core.kernels`.
+  discretised decoder with standard deviation sqrt(Sigma_theta) per pixel. The shared kernels are in
+  `ddpm.core.kernels`.
 
 Conventions (part of the README; each is tested):
 
@@ -54,7 +55,6 @@ import torch
 
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
 from ddpm.core.forward import compute_dtype, forward_sample
-from ddpm.core.variance import ReverseVariance, learned_output
 from ddpm.core.kernels import (
     NUM_BINS,
     bound_terms,
@@ -66,6 +66,7 @@ from ddpm.core.kernels import (
     pixel_index,
     prior_term,
 )
+from ddpm.core.variance import ReverseVariance, learned_output
 
 Tensor = torch.Tensor
 

@@ -179,7 +179,8 @@ class GaussianDiffusion:
         table = getattr(self, f"{kind}_{choice.value}", None)
         if table is None:
             raise ValueError(f"the {choice.value!r} reverse variance needs Gamma_t estimates of the trained network: "
-                             "use diffusion.with_optimal_variance(gamma) (ddpm.evaluation.optimal_variance.estimate_gamma)")
+                             "use diffusion.with_optimal_variance(gamma) "
+                             "(ddpm.evaluation.optimal_variance.estimate_gamma)")
         return table
 
     def has_variance(self, variance: str | ReverseVariance) -> bool:
@@ -369,7 +370,8 @@ class GaussianDiffusion:
             self.check_like("v", v, xt, "xt")
         if choice.is_learned and v is None:
             raise ValueError("the 'learned' reverse variance needs the network's variance output v")
-        return ReverseStep(single_step_tables(self, choice, bool(clip_x0), compute_dtype(xt.dtype)))(eps, xt, t, noise, v)
+        step = ReverseStep(single_step_tables(self, choice, bool(clip_x0), compute_dtype(xt.dtype)))
+        return step(eps, xt, t, noise, v)
 
 
 def standard_normal(

@@ -52,7 +52,8 @@ def x0_from_eps(diffusion: GaussianDiffusion, xt: Tensor, t: Tensor, eps: Tensor
 
 
 def eps_from_x0(diffusion: GaussianDiffusion, xt: Tensor, t: Tensor, x0: Tensor) -> Tensor:
-    """eps = (x_t / sqrt(alpha_bar_t) - x_0) / sqrt(1 / alpha_bar_t - 1), the inverse of `x0_from_eps`, compute dtype."""
+    """eps = (x_t / sqrt(alpha_bar_t) - x_0) / sqrt(1 / alpha_bar_t - 1), the inverse of `x0_from_eps`, compute
+    dtype."""
     dtype = compute_dtype(xt.dtype)
     a = gather(diffusion.sqrt_recip_alpha_bars, t, xt, dtype)
     b = gather(diffusion.sqrt_recipm1_alpha_bars, t, xt, dtype)
@@ -60,7 +61,8 @@ def eps_from_x0(diffusion: GaussianDiffusion, xt: Tensor, t: Tensor, x0: Tensor)
 
 
 def posterior_mean(diffusion: GaussianDiffusion, x0: Tensor, xt: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
-    """mu_tilde_t(x_t, x_0) = coef_x0_t x_0 + coef_xt_t x_t, the mean of q(x_{t-1} | x_t, x_0) (eqs. 6-7), in `dtype`."""
+    """mu_tilde_t(x_t, x_0) = coef_x0_t x_0 + coef_xt_t x_t, the mean of q(x_{t-1} | x_t, x_0) (eqs. 6-7), in
+    `dtype`."""
     c0 = gather(diffusion.posterior_mean_coef_x0, t, xt, dtype)
     ct = gather(diffusion.posterior_mean_coef_xt, t, xt, dtype)
     return c0 * x0.to(dtype) + ct * xt.to(dtype)  # [B, ...]

@@ -31,14 +31,13 @@ the eps half. A learned model may also be trained with "simple" (its v then gets
 
 from __future__ import annotations
 
-
 import torch
 
 from ddpm.core.choices import Choice
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
 from ddpm.core.forward import compute_dtype, forward_sample
-from ddpm.core.variance import ReverseVariance, learned_output
 from ddpm.core.kernels import bound_terms, model_output, pixel_index
+from ddpm.core.variance import ReverseVariance, learned_output
 
 Tensor = torch.Tensor
 

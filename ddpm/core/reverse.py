@@ -82,7 +82,8 @@ def single_step_tables(diffusion: GaussianDiffusion, variance: ReverseVariance |
     elif variance is not None:
         sigma = cast(diffusion.reverse_std(variance))
     clip = ClipTables(cast(diffusion.sqrt_recip_alpha_bars), cast(diffusion.sqrt_recipm1_alpha_bars),
-                      cast(diffusion.posterior_mean_coef_x0), cast(diffusion.posterior_mean_coef_xt)) if clip_x0 else None
+                      cast(diffusion.posterior_mean_coef_x0),
+                      cast(diffusion.posterior_mean_coef_xt)) if clip_x0 else None
     adds_noise = torch.arange(diffusion.T + 1, device=diffusion.device) > 1
     return StepTables(dtype, cast(diffusion.recip_sqrt_alphas), cast(diffusion.eps_coefs), adds_noise,
                       tuple(t > 1 for t in range(diffusion.T + 1)), sigma, ends, clip)

@@ -191,8 +191,8 @@ def strided_ancestral_step(
     mu_{t,s} = sqrt(alpha_bar_s / alpha_bar_t) (x_t - (1 - alpha_bar_t / alpha_bar_s) / sqrt(1 - alpha_bar_t) eps),
     the mean of the strided posterior q(x_s | x_t, x_0) at x0_hat; sigma_{t,s}^2 is the stride's forward variance
     1 - alpha_bar_t / alpha_bar_s ("beta") or its posterior variance beta_tilde_{t,s} ("beta_tilde"), or "learned"
-    from the network's v (`ddpm.core.reverse.stride_tables`); z is not used at s = 0 (the last step adds no noise). With s = t - 1
-    this is `GaussianDiffusion.p_sample`.
+    from the network's v (`ddpm.core.reverse.stride_tables`); z is not used at s = 0 (the last step adds no noise).
+    With s = t - 1 this is `GaussianDiffusion.p_sample`.
     """
     choice = _strided_variance(variance, v)
     t, s = _check_stride(diffusion, t, s)
@@ -214,7 +214,8 @@ def ddim_step(
     diffusion: GaussianDiffusion, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor | None,
     clip_x0: bool = False,
 ) -> Tensor:
-    """x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z: one DDIM step (Song et al. eq. 12).
+    """x_s = sqrt(alpha_bar_s) x0_hat + sqrt(1 - alpha_bar_s - sigma^2) eps + sigma z: one DDIM step (Song et al.
+    eq. 12).
 
     sigma^2 = eta^2 (1 - alpha_bar_s) / (1 - alpha_bar_t) (1 - alpha_bar_t / alpha_bar_s) (eq. 16); the same
     coefficients and arithmetic as one step of `ddim_sample`. z may be None when eta = 0 or s = 0 (no noise).

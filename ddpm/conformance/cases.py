@@ -342,7 +342,7 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
     clip = Convention.CLIPS_X0 in ctx.adapter.conventions
     rng = ctx.rng(name)
     worst = _Worst()
-    for t, s in zip(steps, steps[1:] + [ctx.base - 1]):
+    for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
         p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
 
         def step(e, x, zz, vv, t=t, s=s):
@@ -362,7 +362,7 @@ def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     clip = Convention.CLIPS_X0 in ctx.adapter.conventions
     rng = ctx.rng(name)
     worst = _Worst()
-    for t, s in zip(steps, steps[1:] + [ctx.base - 1]):
+    for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
         p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
         eps_, xt_, z_ = _draw(rng, ctx, "eps"), _draw(rng, ctx, "xt"), _draw(rng, ctx, "z")
         out = _numpy(ctx.adapter.ddim_step(ctx.tensor(eps_), ctx.tensor(xt_), t, s, eta_value, ctx.tensor(z_)))
@@ -388,12 +388,17 @@ def case_finite(ctx: Context) -> CaseResult:
     for p in range(1, ctx.T + 1):
         t = ctx.to_adapter(p)
         x0_, xt_, e_, z_ = (ctx.tensor(_draw(rng, ctx, k)) for k in ("x0", "xt", "eps", "z"))
-        calls = [("q_sample", lambda: a.q_sample(x0_, t, z_)), ("q_posterior", lambda: a.q_posterior(x0_, xt_, t))]
+        # Each thunk is called in this iteration; the defaults bind this iteration's inputs all the same.
+        calls: list[tuple[str, Callable[[], object]]] = [
+            ("q_sample", lambda x0_=x0_, t=t, z_=z_: a.q_sample(x0_, t, z_)),
+            ("q_posterior", lambda x0_=x0_, xt_=xt_, t=t: a.q_posterior(x0_, xt_, t)),
+        ]
         for option, kind in a.variances.items():
             v_ = _learned_input(rng, ctx, kind)
             vt = None if v_ is None else ctx.tensor(v_)
             calls.append((f"reverse_step:{option}",
-                          lambda option=option, vt=vt: a.reverse_step(e_, xt_, t, z_, option, vt)))
+                          lambda option=option, vt=vt, e_=e_, xt_=xt_, t=t, z_=z_: a.reverse_step(
+                              e_, xt_, t, z_, option, vt)))
         for operation, call in calls:
             try:
                 out = call()
@@ -434,7 +439,7 @@ def chain_law(ctx: Context, chain: Chain) -> tuple[float, float]:
     data = ctx.config.data
     steps = [ctx.to_paper(t) for t in chain.timesteps]
     mean, var = 0.0, 1.0
-    for p, s in zip(steps, steps[1:] + [0]):
+    for p, s in zip(steps, steps[1:] + [0], strict=True):
         at, as_ = ctx.alpha_bar(p), ctx.alpha_bar(s)
         kappa = float(data.kappa(np.float64(at)))
         # eps* = kappa (x - sqrt(at) m); both step kinds are c_x x + c_e eps + sigma z.
@@ -482,7 +487,7 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
     data = config.data
     detail = (f"predicted N({mean:.5f}, {sd:.5f}^2) (data N({data.mean:g}, {data.std:g}^2)); sample mean "
               f"{x.mean():.5f}, sd {x.std(ddof=1):.5f}; Holm p: " + ", ".join(
-                  f"{lab} {p:.3g}" for lab, p in zip(labels, adjusted)))
+                  f"{lab} {p:.3g}" for lab, p in zip(labels, adjusted, strict=True)))
     strided = len(chain.timesteps) < ctx.T  # the visited timesteps matter only when some are skipped
     notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if strided else ()))
     if Convention.CLIPS_X0 in ctx.adapter.conventions:
@@ -542,7 +547,7 @@ def case_loss_at_eps_star(ctx: Context) -> CaseResult:
         parts.append(f"t = {ctx.to_adapter(p)}: {means.mean():.5f} vs {expected:.5f}")
     adjusted = _holm(p_values)
     k = int(np.argmin(adjusted))
-    detail = "; ".join(f"{part} (Holm p {q:.3g})" for part, q in zip(parts, adjusted))
+    detail = "; ".join(f"{part} (Holm p {q:.3g})" for part, q in zip(parts, adjusted, strict=True))
     status = Status.FAIL if adjusted[k] < config.alpha else Status.PASS
     return CaseResult("loss_at_eps_star", status, criterion, detail, operation="training_loss",
                       t=ctx.to_adapter(ts[k]), p_value=float(adjusted[k]))

@@ -85,7 +85,7 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps) / 2.0
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(form: sp.Expr):
     """(value, [(symbol, |d form / d symbol|)]) as NumPy functions of all symbols."""
     symbols = INTERMEDIATES + INPUTS
@@ -142,8 +142,8 @@ def sigma_form(kind: VarianceKind) -> sp.Expr:
 
 # ---------------------------------------------------------------------------------------------- schedules
 def linear_betas(T: int, rescaled: bool) -> np.ndarray:
-    """Ho et al.'s linear schedule, beta_t = b_1 + (b_T - b_1) (t - 1) / (T - 1), b_1 = 1e-4 k, b_T = 0.02 k, k = 1000 / T
-    when rescaled (improved-diffusion, lucidrains, this project) else 1 (TF original, diffusers)."""
+    """Ho et al.'s linear schedule, beta_t = b_1 + (b_T - b_1) (t - 1) / (T - 1), b_1 = 1e-4 k, b_T = 0.02 k,
+    k = 1000 / T when rescaled (improved-diffusion, lucidrains, this project) else 1 (TF original, diffusers)."""
     k = 1000.0 / T if rescaled else 1.0
     if T == 1:
         return np.array([1e-4 * k])
@@ -152,7 +152,8 @@ def linear_betas(T: int, rescaled: bool) -> np.ndarray:
 
 
 def cosine_betas(T: int, s: float = 0.008, max_beta: float = 0.999) -> np.ndarray:
-    """Nichol & Dhariwal eq. 17: beta_t = min(1 - alpha_bar(t) / alpha_bar(t - 1), 0.999), f(t) = cos^2((t/T + s)/(1 + s) pi/2)."""
+    """Nichol & Dhariwal eq. 17: beta_t = min(1 - alpha_bar(t) / alpha_bar(t - 1), 0.999),
+    f(t) = cos^2((t/T + s)/(1 + s) pi/2)."""
     f = np.cos(_cosine_angles(T, s)) ** 2
     return np.minimum(1.0 - f[1:] / f[:-1], max_beta)
 

@@ -20,10 +20,10 @@ import scipy
 import sympy
 import torch
 
-from ddpm.training.checkpoint import atomic_write_text
 from ddpm.conformance import oracle
 from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.runner import AdapterRun, json_ready
+from ddpm.training.checkpoint import atomic_write_text
 
 MARK = {Status.PASS: "pass", Status.FAIL: "**FAIL**", Status.NOT_APPLICABLE: "n/a", Status.CONVENTION: "conv."}
 
@@ -130,7 +130,8 @@ def to_markdown(report: dict) -> str:
             if case.get("reproduction"):
                 lines += ["```python", case["reproduction"].rstrip(), "```", ""]
             if case.get("reproduction_output"):
-                lines += ["Output of that snippet in this run:", "", "```", case["reproduction_output"].rstrip(), "```", ""]
+                lines += ["Output of that snippet in this run:", "", "```", case["reproduction_output"].rstrip(),
+                          "```", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.adapters.diffusers_ddpm import (
     BETA_SCHEDULES,
     diffusers_version,
@@ -34,6 +33,7 @@ from ddpm.conformance.adapters.diffusers_ddpm import (
     schedule_conventions,
     schedule_spec,
 )
+from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.protocol import Chain, ChainKind, Convention, NotOffered, VarianceKind
 
 Tensor = torch.Tensor

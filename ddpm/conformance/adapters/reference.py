@@ -57,7 +57,9 @@ class ReferenceAdapter:
     def q_posterior(self, x0: Tensor, xt: Tensor, t: int) -> tuple[Tensor, Tensor]:
         return self.diffusion.q_posterior_mean_variance(x0, xt, self._t(t, x0))
 
-    def reverse_step(self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str, v: Tensor | None = None) -> Tensor:
+    def reverse_step(
+        self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str, v: Tensor | None = None
+    ) -> Tensor:
         return self.diffusion.p_sample(eps, xt, self._t(t, xt), z, variance)
 
     def strided_timesteps(self, num_steps: int) -> list[int]:

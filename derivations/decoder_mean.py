@@ -56,7 +56,7 @@ EDGE_Z = (-1 + h - mu) / sigma_1  # the upper end of bin k = 0 in standard units
 EDGE_COST = -sp.log(normal_cdf(EDGE_Z))  # L_0 of a pixel in bin k = 0
 EDGE_COST_DERIVATIVE = sp.diff(EDGE_COST, mu)
 EDGE_COST_DERIVATIVE_FORM = normal_pdf(EDGE_Z) / (sigma_1 * normal_cdf(EDGE_Z))
-EDGE_DERIVATIVE_SIGN = sp.sign((normal_pdf(z) / (sigma_1 * P)))  # with Phi(z) a probability in (0, 1)
+EDGE_DERIVATIVE_SIGN = sp.sign(normal_pdf(z) / (sigma_1 * P))  # with Phi(z) a probability in (0, 1)
 EDGE_COST_LIMIT = sp.limit(-sp.log(normal_cdf(z)), z, sp.oo)  # mu -> -inf is z -> inf
 INTERIOR_COST = -sp.log(normal_cdf((c + h - mu) / sigma_1) - normal_cdf((c - h - mu) / sigma_1))
 INTERIOR_DERIVATIVE_AT_CENTRE = sp.simplify(sp.diff(INTERIOR_COST, mu).subs(mu, c))
@@ -75,7 +75,7 @@ r = sp.Symbol("r", positive=True)  # beta_1 in (0, 1) written 1 / (1 + r): then 
 EDGE_EPS_GRADIENT_SIGN = sp.sign((normal_pdf(z) / (sigma_1 * P)) * MEAN_PER_EPS.subs(beta_t, 1 / (1 + r)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """From the discretised decoder to the edge bin's cost at L_simple's t = 1 target and its gradient there."""
     steps = (
@@ -146,8 +146,8 @@ def derivation() -> Derivation:
             display=AT_1,
         ),
         named_step(
-            "... which is negative (beta_1 in (0, 1) written 1 / (1 + r), r > 0): L_simple's t = 1 optimum is not the bound's; training the t = 1 mean on L_0 "
-            "raises eps_theta and lowers the mean below -1.",
+            "... which is negative (beta_1 in (0, 1) written 1 / (1 + r), r > 0): L_simple's t = 1 optimum is not "
+            "the bound's; training the t = 1 mean on L_0 raises eps_theta and lowers the mean below -1.",
             r"\operatorname{sign}(\partial L_0^{\mathrm{edge}} / \partial \epsilon_\theta)",
             EDGE_EPS_GRADIENT_SIGN,
             -1,

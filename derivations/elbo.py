@@ -47,8 +47,8 @@ import sympy as sp
 
 from derivations import forward_marginal, maximum_likelihood, posterior
 from derivations.chain import Check, Derivation, Step
-from derivations.numeric import DIGITS, alpha_bar_from_betas
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2, normal_expectation
+from derivations.numeric import DIGITS, alpha_bar_from_betas
 from derivations.symbols import AT_T1, alpha_bar, alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0, x_t
 
 REVERSE_SCALE = sp.Symbol("c_t", real=True)
@@ -223,7 +223,8 @@ def decomposed_every_T(n: sp.Expr) -> sp.Expr:
 
 
 def _bayes(t: sp.Expr) -> dict:
-    """Bayes' rule at step t >= 2 (proved pointwise above): q(x_t|x_{t-1}) = q(x_{t-1}|x_t,x_0) q(x_t|x_0) / q(x_{t-1}|x_0)."""
+    """Bayes' rule at step t >= 2 (proved pointwise above):
+    q(x_t|x_{t-1}) = q(x_{t-1}|x_t,x_0) q(x_t|x_0) / q(x_{t-1}|x_0)."""
     return {LOG_Q_STEP(t): LOG_Q_POSTERIOR(t) + LOG_Q_MARGINAL(t) - LOG_Q_MARGINAL(t - 1)}
 
 
@@ -286,7 +287,7 @@ def _every_T_steps() -> tuple[Step, ...]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def t2_model() -> dict:
     """The linear-Gaussian T = 2 model: every expectation of the bound from its definition, the closed forms,
     log p_theta(x_0), the model's posterior p_theta(x_1 | x_0) ("post_x1") and p_theta(x_2 | x_1) ("post_x2"),
@@ -347,7 +348,7 @@ def t2_model() -> dict:
     }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The pointwise rewrite (T = 3, then T = 2), then expectations on the linear-Gaussian T = 2 model."""
     T = MAX_T
@@ -476,7 +477,10 @@ def derivation() -> Derivation:
             sp.Symbol("ELBO_T"),
             -sp.Symbol("L_T") - sp.Sum(sp.Function("L")(_t - 1), (_t, 2, _T)) - sp.Symbol("L_0"),
             Check.DEFINITION,
-            lhs_latex=r"\mathbb{E}_{q(x_{1:T} \mid x_0)}\left[\log \frac{p_\theta(x_{0:T})}{q(x_{1:T} \mid x_0)}\right]",
+            lhs_latex=(
+                r"\mathbb{E}_{q(x_{1:T} \mid x_0)}"
+                r"\left[\log \frac{p_\theta(x_{0:T})}{q(x_{1:T} \mid x_0)}\right]"
+            ),
         ),
     )
     results = (
@@ -505,7 +509,8 @@ def derivation() -> Derivation:
             decoder_generic,
             DECODER_TERM_PAPER,
             lhs_latex=r"L_0",
-            display=AT_T1 + ((REVERSE_SCALE, sp.Symbol("c_1", real=True)), (REVERSE_SHIFT, sp.Symbol("d_1", real=True))),
+            display=AT_T1
+            + ((REVERSE_SCALE, sp.Symbol("c_1", real=True)), (REVERSE_SHIFT, sp.Symbol("d_1", real=True))),
         ),
         Step(
             "The gap of the bound is the KL from q(x_{1:2}|x_0) to the model's posterior: log p_theta(x_0) - ELBO "

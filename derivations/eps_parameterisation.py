@@ -19,7 +19,6 @@ from derivations.labels import named_step
 from derivations.numeric import float64_function
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, x_0, x_t
 
-
 # x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, from derivation (a), at step t.
 FORWARD_SAMPLE = forward_marginal.X_T_REPARAMETERISED.subs(alpha_bar, alpha_bar_t)
 # Invert it for x_0 (it is linear in x_0 with a nonzero coefficient: exactly one solution).
@@ -46,7 +45,7 @@ PAPER_X0_FROM_EPS_COEF_XT = 1 / sp.sqrt(alpha_bar_t)
 PAPER_X0_FROM_EPS_COEF_EPS = -sp.sqrt(1 - alpha_bar_t) / sp.sqrt(alpha_bar_t)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain of steps from the posterior mean to Algorithm 2, line 4."""
     steps = (

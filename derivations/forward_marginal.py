@@ -128,7 +128,7 @@ def _paper_variance(ab: sp.Expr) -> sp.Expr:
     return 1 - ab
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain of steps from q(x_t | x_{t-1}) to q(x_t | x_0)."""
     marginal_t = normal_density(x_t, _paper_mean_coef(alpha_bar_t) * x_0, _paper_variance(alpha_bar_t))

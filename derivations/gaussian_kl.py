@@ -39,7 +39,7 @@ _m = sp.Symbol("m", real=True)
 _v = sp.Symbol("v", positive=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _central_moment_in_v(k: int) -> sp.Expr:
     """E[(x - m)^k] under N(m, v): the integral of (x - m)^k N(x; m, v) over the line, by SymPy."""
     return sp.integrate(_x**k * normal_density(_x, 0, _v), (_x, -sp.oo, sp.oo))
@@ -107,7 +107,7 @@ def diagonal_normal_kl(mean1, var1, mean2, var2) -> float:
         raise ValueError(f"diagonal_normal_kl takes four 1-D arrays of one length, got shapes {shapes}")
     with mpmath.workdps(DIGITS):
         total = mpmath.mpf(0)
-        for m1, v1, m2, v2 in zip(*arrays):
+        for m1, v1, m2, v2 in zip(*arrays, strict=True):
             total += _normal_kl_mp(*(mpmath.mpf(float(v)) for v in (m1, v1, m2, v2)))
         return float(total)
 
@@ -129,7 +129,7 @@ def seed_matrix_kl(mu_x: sp.Matrix, cov_x: sp.Matrix, mu_y: sp.Matrix, cov_y: sp
     return sp.Rational(1, 2) * (sp.log(cov_y.det() / cov_x.det()) - d + (cov_y.inv() * cov_x).trace() + quadratic)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The steps from the integral definition to the closed form, then to d diagonal dimensions."""
     m1, v1, m2, v2 = MEAN_1, VAR_1, MEAN_2, VAR_2
@@ -145,21 +145,24 @@ def derivation() -> Derivation:
     # d = 3: the log-ratio of the product densities, and its expectation under the first product.
     log_ratios = [
         normal_log_density(xi, a, b) - normal_log_density(xi, c, e)
-        for xi, a, b, c, e in zip(_xs, _m1s, _v1s, _m2s, _v2s)
+        for xi, a, b, c, e in zip(_xs, _m1s, _v1s, _m2s, _v2s, strict=True)
     ]
     product_log_ratio = sp.log(
-        sp.Mul(*(normal_density(xi, a, b) for xi, a, b in zip(_xs, _m1s, _v1s)))
-        / sp.Mul(*(normal_density(xi, c, e) for xi, c, e in zip(_xs, _m2s, _v2s)))
+        sp.Mul(*(normal_density(xi, a, b) for xi, a, b in zip(_xs, _m1s, _v1s, strict=True)))
+        / sp.Mul(*(normal_density(xi, c, e) for xi, c, e in zip(_xs, _m2s, _v2s, strict=True)))
     )
     # E over the product density: the i-th term integrates against N_i, every other coordinate's
     # density integrates to its zeroth moment (= 1, computed).
     coordinate_terms = []
-    for i, (xi, a, b) in enumerate(zip(_xs, _m1s, _v1s)):
+    for i, (xi, a, b) in enumerate(zip(_xs, _m1s, _v1s, strict=True)):
         others = sp.Mul(*(central_moment(0, _v1s[j]) for j in range(DIAGONAL_DIMENSION) if j != i))
         coordinate_terms.append(normal_expectation(log_ratios[i], xi, a, b) * others)
     diagonal_derived = sp.Add(*coordinate_terms)
     diagonal_sum = sp.Add(
-        *(NORMAL_KL.subs({m1: a, v1: b, m2: c, v2: e}, simultaneous=True) for a, b, c, e in zip(_m1s, _v1s, _m2s, _v2s))
+        *(
+            NORMAL_KL.subs({m1: a, v1: b, m2: c, v2: e}, simultaneous=True)
+            for a, b, c, e in zip(_m1s, _v1s, _m2s, _v2s, strict=True)
+        )
     )
     seed_form = seed_matrix_kl(sp.Matrix(_m1s), sp.diag(*_v1s), sp.Matrix(_m2s), sp.diag(*_v2s))
 
@@ -210,7 +213,8 @@ def derivation() -> Derivation:
             lhs_latex=_KL_LATEX,
         ),
         Step(
-            "With mu_1 = mu_2 + Delta no mu_2 is left: the KL depends on the means only through Delta = mu_1 - mu_2 ...",
+            "With mu_1 = mu_2 + Delta no mu_2 is left: the KL depends on the means only through "
+            "Delta = mu_1 - mu_2 ...",
             sp.diff(sp.expand(kl_derived.subs(m1, m2 + _DELTA)), m2),
             0,
             lhs_latex=r"\partial_{\mu_2} D_{\mathrm{KL}}\big|_{\mu_1 = \mu_2 + \Delta}",

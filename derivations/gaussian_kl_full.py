@@ -77,7 +77,7 @@ def _linear_in(expr: sp.Expr, var: sp.Symbol) -> tuple[sp.Expr, sp.Expr]:
     return expr.coeff(var), expr.subs(var, 0)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def gap_as_full_kl() -> tuple[sp.Expr, sp.Expr, sp.Matrix, sp.Matrix, sp.Matrix, sp.Matrix]:
     """(the 2-D Gaussian KL of the two joint laws, derivation (f)'s gap, q's mean, q's cov, p's mean, p's cov)."""
     q_mean, q_cov = _joint_from_chain(*elbo.marginal(1), sp.sqrt(elbo.ALPHAS[1]), 0, 1 - elbo.ALPHAS[1])
@@ -105,7 +105,7 @@ _DOMAINS = tuple((s, _POSITIVE) for s in (l11, l22, n11, n22)) + tuple(
 )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """From the KL integral of two 2-D Gaussians to its sign and to derivation (f)'s gap."""
     kl_gap, gap, q_mean, q_cov, p_mean, p_cov = gap_as_full_kl()

@@ -32,9 +32,9 @@ import sympy as sp
 
 from derivations import eps_parameterisation, loss_weights, optimal_variance, posterior
 from derivations.chain import Check, Derivation, Step
+from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.labels import named_step
 from derivations.numeric import float64_function
-from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.optimal_variance import beta_tilde, mu_theta, mu_tilde
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2
 
@@ -315,7 +315,7 @@ def _t1_steps() -> tuple[Step, ...]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain from eq. (15) to the bound term's optimum in v and the hybrid objective's stop-gradient."""
     steps = _interpolation_steps() + _bound_term_steps() + _hybrid_steps() + _t1_steps()

@@ -40,8 +40,8 @@ import sympy as sp
 
 from derivations import eps_parameterisation, posterior
 from derivations.chain import Check, Derivation, Step
-from derivations.numeric import float64_function
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
+from derivations.numeric import float64_function
 from derivations.symbols import (
     AT_T1,
     alpha_bar_prev,
@@ -97,7 +97,7 @@ def _d_remainder(variable: str) -> str:
 _SQUARE = (eps - eps_theta) ** 2
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """From the KL of derivation (c) to lambda_t (eps - eps_theta)^2 + C_t; the two fixed variances; t = 1."""
     remainder = KL_IN_EPS - LOSS_WEIGHT * _SQUARE

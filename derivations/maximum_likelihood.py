@@ -39,9 +39,8 @@ import functools
 import sympy as sp
 
 from derivations.chain import Check, Derivation, Step
+from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2, normal_expectation
 from derivations.numeric import float64_function
-from derivations.gaussian_kl import NORMAL_KL, normal_expectation
-from derivations.gaussian_kl import MEAN_1, MEAN_2, VAR_1, VAR_2
 from derivations.symbols import normal_log_density
 
 # Part 1: data and model distributions.
@@ -144,7 +143,7 @@ N_SAMPLES = 3
 _samples = sp.symbols("x^1:4", real=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """Part 1 (maximum likelihood = minimum KL) then part 2 (the VAE bound), each step checked."""
     m, s2, mu, v = DATA_MEAN, DATA_VAR, MODEL_MEAN, MODEL_VAR

@@ -33,9 +33,9 @@ import sympy as sp
 
 from derivations import eps_parameterisation, posterior, reverse_variance
 from derivations.chain import Check, Derivation, Step
+from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.labels import named_step
 from derivations.numeric import float64_function
-from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2
 from derivations.symbols import AT_T1, alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_0, x_t
 
 # Gamma_t = E ||eps_theta(x_t, t)||^2 / d, the mean squared output of the noise predictor.
@@ -432,7 +432,7 @@ def _reduction_steps() -> tuple[Step, ...]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain from the expected bound term to Analytic-DPM's optimal variance, its bounds and reductions."""
     steps = _bound_term_steps() + _mean_gap_steps() + _bound_steps() + _reduction_steps()

@@ -88,7 +88,7 @@ def _gaussian_mgf(mean: sp.Expr, variance: sp.Expr) -> sp.Expr:
     return sp.exp(s * mean + variance * s**2 / 2)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain of steps from Bayes' rule to q(x_{t-1} | x_t, x_0)."""
     steps = (

@@ -87,7 +87,7 @@ KL_SAME_MEAN_PAPER = (sp.log(sigma2 / v) + v / sigma2 - 1) / 2
 KL_SECOND_DERIVATIVE_AT_MINIMISER = sp.diff(KL_SAME_MEAN, sigma2, 2).subs(sigma2, KL_MINIMISER)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain of steps from the joint Gaussian of (x_{t-1}, x_t) to the two fixed variances."""
     vp = alpha_bar_prev * DATA_VARIANCE + 1 - alpha_bar_prev  # Var(x_{t-1}) as the paper would write it

@@ -31,7 +31,18 @@ from derivations import eps_parameterisation, posterior, reverse_variance
 from derivations.chain import Check, Derivation, Step
 from derivations.labels import named_step
 from derivations.numeric import float64_function
-from derivations.symbols import AT_T1, alpha_bar_prev, linear_covariance, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, sigma2, x_t
+from derivations.symbols import (
+    AT_T1,
+    alpha_bar_prev,
+    alpha_bar_t,
+    alpha_t,
+    beta_t,
+    eps,
+    eps_theta,
+    linear_covariance,
+    sigma2,
+    x_t,
+)
 
 S2 = reverse_variance.DATA_VARIANCE  # s^2
 z_0 = sp.Symbol("z_0", real=True)  # x_0 = s z_0
@@ -81,7 +92,7 @@ LAST_STEP_KEPT = sp.factor(NOISELESS_KEPT.subs(alpha_bar_prev, 1))
 LAST_STEP_LOST = sp.factor(1 - LAST_STEP_KEPT)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """From the exact eps* of Gaussian data to the variance recursion with and without sigma_t z."""
     v_prev = VAR_PREV

@@ -580,7 +580,7 @@ def _ddim_steps() -> tuple[Step, ...]:
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def derivation() -> Derivation:
     """The chain of steps from the forward process over a stride to the strided posterior and DDIM."""
     steps = _forward_chain_steps() + _bayes_steps() + _reduction_steps() + _ddim_steps()

@@ -51,12 +51,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
 from ddpm.core.forward import compute_dtype, forward_sample
 from ddpm.core.kernels import (
     NUM_BINS,
+    EpsModel,
     bound_terms,
     decoder_terms,
     discretized_log_prob,
@@ -76,7 +78,7 @@ GRID_TOLERANCE = 0.3  # in bins: |(x_0 + 1) * 127.5 - k| allowed by the public o
 
 
 # ------------------------------------------------------------------------------------------------ Gaussian KL
-def normal_kl(mean1, var1, mean2, var2) -> Tensor:
+def normal_kl(mean1: Tensor | float, var1: Tensor | float, mean2: Tensor | float, var2: Tensor | float) -> Tensor:
     """KL(N(mean1, var1) || N(mean2, var2)) elementwise in nats (the seed tutorial's Gaussian KL).
 
     KL = 1/2 (log(var2/var1) + (var1 + (mean1 - mean2)^2)/var2 - 1).
@@ -121,7 +123,7 @@ def _check_on_grid(x0: Tensor, name: str = "x0") -> None:
         )
 
 
-def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> Tensor:
+def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance: Tensor | float) -> Tensor:
     """log P(x_0) under the discretised N(mean, variance): log of the integral over x_0's bin (Ho et al. eq. 13), nats.
 
     Elementwise over x_0 [B, ...] (mean and variance broadcast against it). 256 bins of width 2/255 centred
@@ -136,7 +138,7 @@ def discretized_gaussian_log_likelihood(x0: Tensor, mean: Tensor, variance) -> T
     if not bool((torch.isfinite(variance) & (variance > 0)).all()):
         raise ValueError("variance must be positive and finite")
     try:
-        torch.broadcast_shapes(x0.shape, mean.shape, variance.shape)
+        torch.broadcast_shapes(x0.shape, mean.shape, variance.shape)  # type: ignore[no-untyped-call]  # torch: no hints
     except RuntimeError as error:
         raise ValueError(
             f"mean {tuple(mean.shape)} and variance {tuple(variance.shape)} must broadcast to x0 {tuple(x0.shape)}"
@@ -211,7 +213,8 @@ class _PerTimestepNoise:
 
     def __init__(self, generator: torch.Generator, x0: Tensor, dtype: torch.dtype) -> None:
         self.generator, self.x0, self.dtype = generator, x0, dtype
-        self.t, self.block = 0, None
+        self.t = 0
+        self.block: Tensor | None = None
 
     def rows(self, start: int, end: int) -> Tensor:
         B = self.x0.shape[0]
@@ -224,13 +227,13 @@ class _PerTimestepNoise:
                 self.block = standard_normal(tuple(self.x0.shape), self.generator, self.dtype, self.x0.device)
                 self.t = t
             lo, hi = p - (t - 1) * B, min(end - (t - 1) * B, B)
-            pieces.append(self.block[lo:hi])  # type: ignore[index]
+            pieces.append(self.block[lo:hi])  # type: ignore[index]  # set above on the first visit (t = 1)
             p = (t - 1) * B + hi
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces)  # [end - start, ...]
 
 
 def elbo_terms(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     x0: Tensor,
     generator: torch.Generator,
@@ -250,7 +253,7 @@ def elbo_terms(
 
 
 def elbo_terms_by_variance(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     x0: Tensor,
     generator: torch.Generator,
@@ -325,7 +328,7 @@ class MonteCarloElbo:
     num_draws: int
 
 
-def _check_proposal(proposal, T: int, device: torch.device) -> Tensor:
+def _check_proposal(proposal: Tensor | npt.ArrayLike, T: int, device: torch.device) -> Tensor:
     """The proposal as a float64 probability vector [T] (renormalised); ValueError if invalid."""
     values = proposal.detach().cpu() if isinstance(proposal, Tensor) else proposal
     p = torch.as_tensor(np.asarray(values, dtype=np.float64))
@@ -348,7 +351,8 @@ def _inverse_probabilities(proposal: Tensor | None, T: int, device: torch.device
 
 
 def _weighted_terms(
-    eps_model, diffusion, choice, x0: Tensor, k: Tensor, t: Tensor, noise: Tensor, inv_p: Tensor, clip_x0: bool
+    eps_model: EpsModel, diffusion: GaussianDiffusion, choice: ReverseVariance, x0: Tensor, k: Tensor, t: Tensor,
+    noise: Tensor, inv_p: Tensor, clip_x0: bool,
 ) -> Tensor:
     """L_T + L_{t-1} / p(t) per row [n] (nats, float64); rows may mix t = 1 and t >= 2 (no host sync)."""
     f64 = torch.float64
@@ -361,12 +365,12 @@ def _weighted_terms(
 
 
 def bound_estimate(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     x0: Tensor,
     t: Tensor,
     noise: Tensor,
-    proposal=None,
+    proposal: Tensor | npt.ArrayLike | None = None,
     variance: str | ReverseVariance = "beta",
     clip_x0: bool = False,
 ) -> Tensor:
@@ -387,12 +391,12 @@ def bound_estimate(
 
 
 def elbo_monte_carlo(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     x0: Tensor,
     generator: torch.Generator,
     draws_per_image: int = 1,
-    proposal=None,
+    proposal: Tensor | npt.ArrayLike | None = None,
     variance: str | ReverseVariance = "beta",
     batch_size: int = 256,
     clip_x0: bool = False,

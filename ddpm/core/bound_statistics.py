@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ddpm.core.bound import ElboTerms
@@ -54,7 +55,7 @@ def terms_by_t(terms: ElboTerms) -> Tensor:
     return torch.cat([terms.decoder[:, None], terms.kl], dim=1).to(torch.float64).cpu() * scale
 
 
-def predicted_draw_variance(terms: ElboTerms, probabilities) -> float:
+def predicted_draw_variance(terms: ElboTerms, probabilities: npt.ArrayLike) -> float:
     """Variance of one draw L_T + L_{t-1} / p(t) (bits/dim^2) with t ~ p, predicted from the exact terms.
 
     E[Y^2] = mean_b (L_T^2 + 2 L_T S_b + sum_t L_{t-1}^2 / p(t)), S_b = sum_t L_{t-1}, each L_{t-1}(b) being one

@@ -9,6 +9,9 @@ rule 5). A subclass names what it chooses with `LABEL` and may raise another Val
 from __future__ import annotations
 
 import enum
+from typing import TypeVar
+
+_ChoiceT = TypeVar("_ChoiceT", bound="Choice")
 
 
 class Choice(enum.Enum):
@@ -25,7 +28,7 @@ class Choice(enum.Enum):
         return ValueError
 
     @classmethod
-    def from_value(cls, value):
+    def from_value(cls: type[_ChoiceT], value: object) -> _ChoiceT:
         """The member for `value` (a member or its string); the class's error naming the options otherwise."""
         if isinstance(value, cls):
             return value

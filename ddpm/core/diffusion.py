@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from ddpm.core.forward import compute_dtype, forward_sample, gather, posterior_mean, x0_from_eps
@@ -87,7 +88,33 @@ class GaussianDiffusion:
     module docstring for the conventions (t = 1 variance, clipping, dtypes).
     """
 
-    def __init__(self, betas) -> None:
+    # The float64 tables [T + 1] indexed by t, set in __init__ (the per-variance ones, sigma2_<choice> etc., are read
+    # by name); optimal_gamma only on a copy made by `with_optimal_variance`.
+    T: int
+    betas: Tensor
+    alphas: Tensor
+    log_alphas: Tensor
+    alpha_bars: Tensor
+    log_alpha_bars: Tensor
+    alpha_bars_prev: Tensor
+    sqrt_alpha_bars: Tensor
+    one_minus_alpha_bars: Tensor
+    sqrt_one_minus_alpha_bars: Tensor
+    log_one_minus_alpha_bars: Tensor
+    sqrt_recip_alpha_bars: Tensor
+    sqrt_recipm1_alpha_bars: Tensor
+    recip_sqrt_alphas: Tensor
+    eps_coefs: Tensor
+    posterior_variance: Tensor
+    posterior_log_variance: Tensor
+    posterior_mean_coef_x0: Tensor
+    posterior_mean_coef_xt: Tensor
+    mean_gap_coefs: Tensor
+    log_betas: Tensor
+    learned_log_beta_tildes: Tensor
+    optimal_gamma: Tensor
+
+    def __init__(self, betas: npt.ArrayLike) -> None:
         beta = validate_betas(betas)  # [T] float64
         T = int(beta.shape[0])
         self.T = T
@@ -176,7 +203,7 @@ class GaussianDiffusion:
         if choice.is_learned:
             raise ValueError("the 'learned' reverse variance is per dimension, made from the network's output v: it "
                              "has no table (use a model with ModelConfig.learn_variance and the bound or sampler)")
-        table = getattr(self, f"{kind}_{choice.value}", None)
+        table: Tensor | None = getattr(self, f"{kind}_{choice.value}", None)
         if table is None:
             raise ValueError(f"the {choice.value!r} reverse variance needs Gamma_t estimates of the trained network: "
                              "use diffusion.with_optimal_variance(gamma) "
@@ -204,7 +231,7 @@ class GaussianDiffusion:
         """C_t per dimension = KL(N(0, beta_tilde_t) || N(0, sigma_t^2)), float64 [T + 1], NaN at t = 0, 1."""
         return self._variance_table("kl_variance_term", variance)
 
-    def with_optimal_variance(self, gamma) -> GaussianDiffusion:
+    def with_optimal_variance(self, gamma: npt.ArrayLike) -> GaussianDiffusion:
         """A copy that also holds the "optimal" reverse variance for Gamma_t = E||eps_theta(x_t, t)||^2 / d.
 
         sigma*_t^2 = beta_tilde_t + beta_t^2 / (alpha_t (1 - alpha_bar_t)) (1 - Gamma_t) (derivation (j), Bao et al.
@@ -219,7 +246,10 @@ class GaussianDiffusion:
             g = g[1:]
         if g.shape[0] != T or not np.all(np.isfinite(g)):
             raise ValueError(f"gamma must hold T = {T} finite values (t = 1..T), got shape {np.shape(gamma)}")
-        table = lambda name: getattr(self, name).cpu().numpy()  # noqa: E731  float64 [T + 1]
+        def table(name: str) -> np.ndarray:
+            values: Tensor = getattr(self, name)
+            return values.cpu().numpy()  # float64 [T + 1]
+
         betas_t, alphas_t, ab = table("betas"), table("alphas"), table("alpha_bars")
         one_minus = table("one_minus_alpha_bars")
         lower = np.maximum(0.0, 1.0 - ab[1:] / one_minus[1:])

@@ -20,6 +20,7 @@ exact normal CDF; the other terms run in the dtype of their inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -32,12 +33,14 @@ if TYPE_CHECKING:
     from ddpm.core.diffusion import GaussianDiffusion
 
 Tensor = torch.Tensor
+# The network eps_theta(x_t, t) -> eps [n, C, ...] or, learning its variance, [eps, v] along dim 1 ([n, 2C, ...]).
+EpsModel = Callable[[Tensor, Tensor], Tensor]
 
 NUM_BINS = 256
 LN2 = math.log(2.0)
 
 
-def model_output(eps_model, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
+def model_output(eps_model: EpsModel, xt: Tensor, t: Tensor) -> tuple[Tensor, Tensor | None]:
     """(eps_theta(x_t, t), v or None): a [n, C, ...] output is eps alone; [n, 2C, ...] is eps then v along dim 1.
 
     ValueError naming the shapes for anything else (the one check here: shapes are known without a host sync).
@@ -201,6 +204,7 @@ def bound_terms(
 
 
 __all__ = [
+    "EpsModel",
     "bound_terms",
     "decoder_terms",
     "discretized_log_prob",

@@ -36,7 +36,7 @@ import torch
 from ddpm.core.choices import Choice
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
 from ddpm.core.forward import compute_dtype, forward_sample
-from ddpm.core.kernels import bound_terms, model_output, pixel_index
+from ddpm.core.kernels import EpsModel, bound_terms, model_output, pixel_index
 from ddpm.core.variance import ReverseVariance, learned_output
 
 Tensor = torch.Tensor
@@ -54,7 +54,7 @@ class Objective(Choice):
 
 
 def training_loss(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     x0: Tensor,
     generator: torch.Generator,
@@ -98,7 +98,7 @@ def training_timesteps(n: int, T: int, generator: torch.Generator, device: torch
 
 
 def training_loss_at(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     x0: Tensor,
     t: Tensor,

@@ -28,7 +28,7 @@ noise in float32 (see `ddpm.core.diffusion`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from ddpm.core.choices import Choice
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal
 from ddpm.core.forward import compute_dtype, eps_from_x0, x0_from_eps
-from ddpm.core.kernels import model_output
+from ddpm.core.kernels import EpsModel, model_output
 from ddpm.core.reverse import ReverseStep, single_step_tables, stride_coefficients, stride_tables
 from ddpm.core.variance import ReverseVariance
 
@@ -81,13 +81,15 @@ def _snapshot_steps(trajectory_steps: Iterable[int] | None, visited: Iterable[in
         if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
             raise ValueError(f"trajectory_steps must be integers, got {t!r}")
         if int(t) not in allowed:
-            shown = visited if len(visited) <= 12 else visited[:6] + ["..."] + visited[-6:]
+            shown: Sequence[int | str] = visited if len(visited) <= 12 else [*visited[:6], "...", *visited[-6:]]
             raise ValueError(f"trajectory step t = {t} is not visited by this sampler; visited t: {shown}")
         steps.add(int(t))
     return frozenset(steps)
 
 
-def _setup(diffusion: GaussianDiffusion, shape, generator, device, dtype):
+def _setup(
+    diffusion: GaussianDiffusion, shape: object, generator: object, device: torch.device | str | None, dtype: object
+) -> tuple[GaussianDiffusion, tuple[int, ...], torch.device, torch.dtype]:
     check_generator(generator)
     if not isinstance(diffusion, GaussianDiffusion):
         raise ValueError(f"diffusion must be a GaussianDiffusion, got {type(diffusion).__name__}")
@@ -107,7 +109,9 @@ def _step_timesteps(values: list[int], batch: int, device: torch.device) -> Tens
 class _Noise:
     """A reusable z buffer of `shape`, refilled in place from the generator (on its device) and moved if needed."""
 
-    def __init__(self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype, device: torch.device
+    ) -> None:
         self.generator = generator
         self.source = torch.empty(shape, dtype=dtype, device=generator.device)  # [B, ...]
         self.target = self.source if generator.device == device else torch.empty(shape, dtype=dtype, device=device)
@@ -125,7 +129,7 @@ class _Noise:
 
 @torch.no_grad()
 def ancestral_sample(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     shape: tuple[int, ...],
     generator: torch.Generator,
@@ -172,7 +176,7 @@ def ancestral_sample(
     return SampleResult(x0=x, trajectory=trajectory)
 
 
-def _check_stride(diffusion: GaussianDiffusion, t: object, s: object) -> tuple[int, int]:
+def _check_stride(diffusion: GaussianDiffusion, t: int, s: int) -> tuple[int, int]:
     for name, value in (("t", t), ("s", s)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise ValueError(f"{name} must be an int (paper timestep), got {value!r}")
@@ -226,7 +230,9 @@ def ddim_step(
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     cdtype = compute_dtype(xt.dtype)
     c = stride_coefficients(diffusion, [t], [s], eta)
-    cast = lambda v: torch.tensor(v[0], dtype=torch.float64, device=xt.device).to(cdtype)  # noqa: E731
+    def cast(values: np.ndarray) -> Tensor:
+        return torch.tensor(values[0], dtype=torch.float64, device=xt.device).to(cdtype)
+
     xc, e = xt.to(cdtype), eps.to(cdtype)
     if clip_x0:
         tt = torch.full((xt.shape[0],), t, dtype=torch.int64, device=xt.device)
@@ -248,15 +254,15 @@ def ddim_timesteps(T: int, num_steps: int) -> list[int]:
         raise ValueError(f"num_steps must be an integer in 1..T = {T}, got {num_steps!r}")
     if num_steps == 1:
         return [T]
-    taus = np.floor(np.linspace(1.0, float(T), int(num_steps)) + 0.5).astype(np.int64)
-    taus = sorted(set(int(v) for v in taus))
+    rounded = np.floor(np.linspace(1.0, float(T), int(num_steps)) + 0.5).astype(np.int64)
+    taus = sorted(set(int(v) for v in rounded))
     assert len(taus) == num_steps and taus[-1] == T
     return taus
 
 
 @torch.no_grad()
 def ddim_sample(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     shape: tuple[int, ...],
     generator: torch.Generator,
@@ -289,7 +295,9 @@ def ddim_sample(
     taus_desc = taus[::-1]
     prevs = taus_desc[1:] + [0]
     coefs = stride_coefficients(diffusion, taus_desc, prevs, eta)
-    as_tensor = lambda v: torch.tensor(v, dtype=torch.float64, device=device).to(cdtype)  # noqa: E731  [S]
+    def as_tensor(values: np.ndarray) -> Tensor:
+        return torch.tensor(values, dtype=torch.float64, device=device).to(cdtype)  # [S]
+
     coef_x, coef_eps, sigma = as_tensor(coefs.coef_x), as_tensor(coefs.coef_eps), as_tensor(coefs.sigma)
     sqrt_a_prev_t, direction_t = as_tensor(coefs.sqrt_a_prev), as_tensor(coefs.direction)
     draws = eta > 0
@@ -320,7 +328,7 @@ def ddim_sample(
 
 @torch.no_grad()
 def strided_sample(
-    eps_model,
+    eps_model: EpsModel,
     diffusion: GaussianDiffusion,
     shape: tuple[int, ...],
     generator: torch.Generator,
@@ -371,7 +379,9 @@ class Sampler(Choice):
 
 def network_evaluations(sampler: str | Sampler, T: int, num_steps: int | None) -> int:
     """eps_theta calls per image: T for Algorithm 2, S for DDIM and strided sampling."""
-    return T if Sampler.from_value(sampler) is Sampler.ANCESTRAL else int(num_steps)
+    if Sampler.from_value(sampler) is Sampler.ANCESTRAL:
+        return T
+    return int(num_steps)  # type: ignore[arg-type]  # None only with ancestral (check_sampler_options' contract)
 
 
 def check_sampler_options(sampler: str | Sampler, T: int, num_steps: int | None, eta: float | None,

@@ -35,6 +35,7 @@ import numbers
 from collections.abc import Callable
 
 import numpy as np
+import numpy.typing as npt
 
 from ddpm.core.choices import Choice
 
@@ -65,7 +66,7 @@ def _check_real(name: str, value: object) -> float:
     return value
 
 
-def validate_betas(betas) -> np.ndarray:
+def validate_betas(betas: npt.ArrayLike) -> np.ndarray:
     """A float64 copy of `betas` (1-D, length T >= 1, every beta_t finite and in the open interval (0, 1)).
 
     Accepts anything NumPy can convert (lists, arrays) and torch tensors (moved to the CPU). ValueError, naming
@@ -134,7 +135,7 @@ _OPTIONS: dict[Schedule, tuple[str, ...]] = {
 }
 
 
-def make_betas(name: str | Schedule, T: int, **options) -> np.ndarray:
+def make_betas(name: str | Schedule, T: int, **options: object) -> np.ndarray:
     """beta_1..beta_T of a named schedule as float64 [T], `betas[t - 1] = beta_t` (see the module docstring).
 
     ValueError for an unknown name, T not an integer >= 1, an unknown option (the message lists the valid

@@ -7,6 +7,8 @@ every consumer of the learned variance makes. May import torch and `ddpm.core.ch
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import torch
 
 from ddpm.core.choices import Choice
@@ -43,6 +45,14 @@ class ReverseVariance(Choice):
     @classmethod
     def label(cls) -> str:
         return "reverse variance"
+
+
+@overload
+def learned_output(choice: Literal[ReverseVariance.LEARNED], v: Tensor | None, dtype: torch.dtype) -> Tensor: ...
+
+
+@overload
+def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None: ...
 
 
 def learned_output(choice: ReverseVariance, v: Tensor | None, dtype: torch.dtype) -> Tensor | None:

@@ -15,13 +15,29 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 from scipy import stats
 
 from ddpm.conformance import oracle
-from ddpm.conformance.protocol import Adapter, Chain, ChainKind, Convention, NotOffered, ScheduleKind, VarianceKind
+from ddpm.conformance.protocol import (
+    Adapter,
+    Chain,
+    ChainKind,
+    Convention,
+    DdimSteps,
+    NotOffered,
+    ScheduleKind,
+    StridedSteps,
+    TrainingLoss,
+    VarianceKind,
+)
+
+if TYPE_CHECKING:
+    import sympy as sp
 
 Tensor = torch.Tensor
 IMAGE = (1, 2, 2)  # [C, H, W] of the tensors fed to adapters: small, but shaped like images
@@ -230,9 +246,9 @@ def case_schedule(ctx: Context) -> CaseResult:
     dev = np.abs(ctx.alpha_bars - product)
     tol = (np.arange(1, T + 1) + 2) * ctx.u * product
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(np.isfinite(ctx.alpha_bars), dev / tol, np.inf)
-    k = int(np.argmax(ratio))
-    problems.append((ratio[k], dev[k], k + 1, "alpha_bar vs prod (1 - beta)"))
+        ratios = np.where(np.isfinite(ctx.alpha_bars), dev / tol, np.inf)
+    k = int(np.argmax(ratios))
+    problems.append((ratios[k], dev[k], k + 1, "alpha_bar vs prod (1 - beta)"))
     ratio, deviation, paper_t, part = max(problems, key=lambda p: p[0])
     where = f"t = {ctx.to_adapter(paper_t)} in its convention (paper t = {paper_t})"
     notes = ctx.notes(Convention.SCHEDULE)
@@ -276,8 +292,9 @@ def case_posterior(ctx: Context) -> CaseResult:
         expected, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, values, ctx.u)
         worst.update("mean", _numpy(mean), expected, tol, p, inputs)
         expected, tol = oracle.evaluate(oracle.POSTERIOR_VARIANCE, values, ctx.u)
-        var = np.broadcast_to(_numpy(var), np.broadcast_shapes(np.shape(_numpy(var)), x0_.shape))
-        worst.update("variance", var, np.broadcast_to(expected, var.shape), np.broadcast_to(tol, var.shape), p, inputs)
+        var_np = np.broadcast_to(_numpy(var), np.broadcast_shapes(np.shape(_numpy(var)), x0_.shape))
+        worst.update("variance", var_np, np.broadcast_to(expected, var_np.shape), np.broadcast_to(tol, var_np.shape),
+                     p, inputs)
     return _exact_result(ctx, "posterior", worst, _criterion(ctx), "q_posterior")
 
 
@@ -338,7 +355,7 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
     kind = ctx.adapter.variances[option]
     S = min(ctx.config.strided_steps, ctx.T)
     name = f"strided[{option}, S={S}]"
-    steps = [int(t) for t in ctx.adapter.strided_timesteps(S)]
+    steps = [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
     clip = Convention.CLIPS_X0 in ctx.adapter.conventions
     rng = ctx.rng(name)
     worst = _Worst()
@@ -358,16 +375,18 @@ def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     """A DDIM step t -> s against Song et al. eq. 12 with sigma(eta) of eq. 16, every step of S."""
     S = min(ctx.config.ddim_steps, ctx.T)
     name = f"ddim[eta={eta_value:g}, S={S}]"
-    steps = [int(t) for t in ctx.adapter.ddim_timesteps(S)]
+    adapter = cast(DdimSteps, ctx.adapter)  # run only when offered (run_adapter checks)
+    steps = [int(t) for t in adapter.ddim_timesteps(S)]
     clip = Convention.CLIPS_X0 in ctx.adapter.conventions
     rng = ctx.rng(name)
     worst = _Worst()
     for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
         p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
         eps_, xt_, z_ = _draw(rng, ctx, "eps"), _draw(rng, ctx, "xt"), _draw(rng, ctx, "z")
-        out = _numpy(ctx.adapter.ddim_step(ctx.tensor(eps_), ctx.tensor(xt_), t, s, eta_value, ctx.tensor(z_)))
-        values = {**oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: xt_,
-                  oracle.eps: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_), oracle.eta: eta_value}
+        out = _numpy(adapter.ddim_step(ctx.tensor(eps_), ctx.tensor(xt_), t, s, eta_value, ctx.tensor(z_)))
+        values: dict[sp.Symbol, np.ndarray | float] = {
+            **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: xt_,
+            oracle.eps: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_), oracle.eta: eta_value}
         if clip:
             x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HAT, values, ctx.u)
             x0c = np.clip(x0_hat, -1.0, 1.0)
@@ -388,17 +407,14 @@ def case_finite(ctx: Context) -> CaseResult:
     for p in range(1, ctx.T + 1):
         t = ctx.to_adapter(p)
         x0_, xt_, e_, z_ = (ctx.tensor(_draw(rng, ctx, k)) for k in ("x0", "xt", "eps", "z"))
-        # Each thunk is called in this iteration; the defaults bind this iteration's inputs all the same.
         calls: list[tuple[str, Callable[[], object]]] = [
-            ("q_sample", lambda x0_=x0_, t=t, z_=z_: a.q_sample(x0_, t, z_)),
-            ("q_posterior", lambda x0_=x0_, xt_=xt_, t=t: a.q_posterior(x0_, xt_, t)),
+            ("q_sample", partial(a.q_sample, x0_, t, z_)),
+            ("q_posterior", partial(a.q_posterior, x0_, xt_, t)),
         ]
         for option, kind in a.variances.items():
             v_ = _learned_input(rng, ctx, kind)
             vt = None if v_ is None else ctx.tensor(v_)
-            calls.append((f"reverse_step:{option}",
-                          lambda option=option, vt=vt, e_=e_, xt_=xt_, t=t, z_=z_: a.reverse_step(
-                              e_, xt_, t, z_, option, vt)))
+            calls.append((f"reverse_step:{option}", partial(a.reverse_step, e_, xt_, t, z_, option, vt)))
         for operation, call in calls:
             try:
                 out = call()
@@ -446,10 +462,11 @@ def chain_law(ctx: Context, chain: Chain) -> tuple[float, float]:
         if chain.kind is ChainKind.ANCESTRAL:
             b = 1.0 - at / as_
             c_x, c_e = np.sqrt(as_ / at), -np.sqrt(as_ / at) * b / np.sqrt(1.0 - at)
-            kind = ctx.adapter.variances[chain.variance]
+            kind = ctx.adapter.variances[chain.variance]  # type: ignore[index]  # an ancestral Chain names one
             sigma2 = 0.0 if s == 0 else (b if kind is VarianceKind.BETA else (1.0 - as_) / (1.0 - at) * b)
         else:
-            sigma2 = 0.0 if s == 0 else chain.eta**2 * (1.0 - as_) / (1.0 - at) * (1.0 - at / as_)
+            sigma2 = 0.0 if s == 0 else (
+                chain.eta**2 * (1.0 - as_) / (1.0 - at) * (1.0 - at / as_))  # type: ignore[operator]  # ddim: eta set
             direction = np.sqrt(max(1.0 - as_ - sigma2, 0.0))
             c_x = np.sqrt(as_ / at)
             c_e = direction - np.sqrt(as_) * np.sqrt(1.0 - at) / np.sqrt(at)
@@ -465,8 +482,9 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
     name = f"chain[{chain.label}]"
     criterion = (f"n = {config.chain_samples} x 4 values; KS, mean z-test and variance chi-square against the "
                  f"predicted law, Holm, family-wise alpha = {config.alpha:g}")
-    if chain.kind is ChainKind.ANCESTRAL and (chain.variance not in ctx.adapter.variances
-                                             or ctx.adapter.variances[chain.variance].learned):
+    if chain.kind is ChainKind.ANCESTRAL and (
+            chain.variance not in ctx.adapter.variances
+            or ctx.adapter.variances[chain.variance].learned):  # type: ignore[index]  # in variances: a str
         return CaseResult(name, Status.NOT_APPLICABLE, criterion, "needs a fixed variance option")
     mean, var = chain_law(ctx, chain)
     eps_model = config.data.eps_model(ctx.alpha_bars, ctx.base)
@@ -502,12 +520,13 @@ def case_loss_given_draws(ctx: Context) -> CaseResult:
     rng = ctx.rng("loss_given_draws")
     config = ctx.config
     eps_model = config.data.eps_model(ctx.alpha_bars, ctx.base)
+    adapter = cast(TrainingLoss, ctx.adapter)  # run only when offered (run_adapter checks)
     worst = _Worst()
     criterion = _criterion(ctx)
     for p in sorted({1, max(1, ctx.T // 2), ctx.T}):
         x0_, n = _draw(rng, ctx, "x0"), _draw(rng, ctx, "noise")
         t = torch.full((x0_.shape[0],), ctx.to_adapter(p), dtype=torch.int64)
-        out = _numpy(ctx.adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n)))
+        out = _numpy(adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n)))
         values = {**ctx.step(p), oracle.x0: x0_,
                   oracle.noise: n}
         xt_, tol_xt = oracle.evaluate(oracle.Q_SAMPLE, values, ctx.u)
@@ -528,6 +547,7 @@ def case_loss_at_eps_star(ctx: Context) -> CaseResult:
     rng = ctx.rng("loss_at_eps_star")
     data = config.data
     eps_model = data.eps_model(ctx.alpha_bars, ctx.base)
+    adapter = cast(TrainingLoss, ctx.adapter)  # run only when offered (run_adapter checks)
     ts = sorted({int(round(v)) for v in np.linspace(1, ctx.T, config.loss_timesteps)})
     criterion = (f"{config.loss_batches} batches of {config.loss_batch} per t at paper t in {ts}; t-test of the "
                  f"batch means against a s^2 / (a s^2 + 1 - a), Holm, family-wise alpha = {config.alpha:g}")
@@ -539,12 +559,12 @@ def case_loss_at_eps_star(ctx: Context) -> CaseResult:
             x0_ = ctx.exact(rng.normal(data.mean, data.std, shape))
             n = ctx.exact(rng.standard_normal(shape))
             t = torch.full((shape[0],), ctx.to_adapter(p), dtype=torch.int64)
-            means.append(float(_numpy(ctx.adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n))).mean()))
-        means = np.asarray(means)
+            means.append(float(_numpy(adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n))).mean()))
+        batch_means = np.asarray(means)
         expected = data.loss_minimum(ctx.alpha_bar(p))
-        test = stats.ttest_1samp(means, expected)
+        test = stats.ttest_1samp(batch_means, expected)
         p_values.append(test.pvalue)
-        parts.append(f"t = {ctx.to_adapter(p)}: {means.mean():.5f} vs {expected:.5f}")
+        parts.append(f"t = {ctx.to_adapter(p)}: {batch_means.mean():.5f} vs {expected:.5f}")
     adjusted = _holm(p_values)
     k = int(np.argmin(adjusted))
     detail = "; ".join(f"{part} (Holm p {q:.3g})" for part, q in zip(parts, adjusted, strict=True))
@@ -563,14 +583,14 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
         ("posterior", lambda: case_posterior(ctx), None),
     ]
     for option in a.variances:
-        out.append((f"reverse_step[{option}]", lambda option=option: case_reverse_step(ctx, option), None))
+        out.append((f"reverse_step[{option}]", partial(case_reverse_step, ctx, option), None))
     out.append(("finite", lambda: case_finite(ctx), None))
     S = min(ctx.config.strided_steps, ctx.T)
     for option in a.variances:
-        out.append((f"strided[{option}, S={S}]", lambda option=option: case_strided(ctx, option), "strided_step"))
+        out.append((f"strided[{option}, S={S}]", partial(case_strided, ctx, option), "strided_step"))
     D = min(ctx.config.ddim_steps, ctx.T)
     for eta_value in ctx.config.ddim_etas:
-        out.append((f"ddim[eta={eta_value:g}, S={D}]", lambda e=eta_value: case_ddim(ctx, e), "ddim_step"))
+        out.append((f"ddim[eta={eta_value:g}, S={D}]", partial(case_ddim, ctx, eta_value), "ddim_step"))
     out.append(("loss_given_draws", lambda: case_loss_given_draws(ctx), "training_loss"))
     out.append(("loss_at_eps_star", lambda: case_loss_at_eps_star(ctx), "training_loss"))
     return out
@@ -579,7 +599,7 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
 def chain_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult]]]:
     """One statistical case per full sampler the adapter offers (none without `chains`)."""
     chains = ctx.adapter.chains() if hasattr(ctx.adapter, "chains") else []
-    return [(f"chain[{c.label}]", lambda c=c: case_chain(ctx, c)) for c in chains]
+    return [(f"chain[{c.label}]", partial(case_chain, ctx, c)) for c in chains]
 
 
 def not_applicable(name: str, why: str) -> CaseResult:

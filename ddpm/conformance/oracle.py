@@ -33,6 +33,7 @@ import functools
 from collections.abc import Mapping
 
 import numpy as np
+import numpy.typing as npt
 import sympy as sp
 import torch
 
@@ -111,7 +112,7 @@ def stride_intermediates(alpha_bar_t, alpha_bar_s, beta=None) -> dict[sp.Symbol,
             m_t: 1.0 - at, m_s: 1.0 - as_}
 
 
-def evaluate(forms: sp.Expr | tuple[sp.Expr, ...], values: Mapping[sp.Symbol, np.ndarray],
+def evaluate(forms: sp.Expr | tuple[sp.Expr, ...], values: Mapping[sp.Symbol, np.ndarray | float],
              u: float) -> tuple[np.ndarray, np.ndarray]:
     """(oracle value, tolerance) of `forms` (one form or several equal ones) at `values` (module docstring)."""
     forms = forms if isinstance(forms, tuple) else (forms,)
@@ -132,7 +133,7 @@ def evaluate(forms: sp.Expr | tuple[sp.Expr, ...], values: Mapping[sp.Symbol, np
                 err = err + np.nan_to_num(d * dq, nan=np.inf, posinf=np.inf)
             out = f if out is None else out
             bound = err if bound is None else np.maximum(bound, err)
-    return out, ROUNDING_FACTOR * bound
+    return out, ROUNDING_FACTOR * bound  # type: ignore[return-value, operator]  # forms is never empty: both are set
 
 
 def sigma_form(kind: VarianceKind) -> sp.Expr:
@@ -189,7 +190,7 @@ class GaussianData:
     def __init__(self, mean: float = 0.1, std: float = 0.25) -> None:
         self.mean, self.std = float(mean), float(std)
 
-    def kappa(self, alpha_bar: np.ndarray) -> np.ndarray:
+    def kappa(self, alpha_bar: npt.NDArray[np.float64] | np.float64) -> npt.NDArray[np.float64] | np.float64:
         """eps* = kappa (x_t - sqrt(a_t) m)."""
         return np.sqrt(1.0 - alpha_bar) / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
 

@@ -161,6 +161,30 @@ class Adapter(Protocol):
                      v: Tensor | None = None) -> Tensor: ...
 
 
+class StridedSteps(Protocol):
+    """The optional strided (respaced) ancestral step (module docstring); cases that need it run only when present."""
+
+    def strided_timesteps(self, num_steps: int) -> Sequence[int]: ...
+
+    def strided_step(self, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor, variance: str,
+                     v: Tensor | None = None) -> Tensor: ...
+
+
+class DdimSteps(Protocol):
+    """The optional DDIM step, Song et al. eq. 12 (module docstring)."""
+
+    def ddim_timesteps(self, num_steps: int) -> Sequence[int]: ...
+
+    def ddim_step(self, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor) -> Tensor: ...
+
+
+class TrainingLoss(Protocol):
+    """The optional eps-prediction training loss at given draws (module docstring)."""
+
+    def training_loss(self, eps_model: Callable[[Tensor, Tensor], Tensor], x0: Tensor, t: Tensor,
+                      noise: Tensor) -> Tensor: ...
+
+
 OPTIONAL = ("strided_timesteps", "strided_step", "ddim_timesteps", "ddim_step", "training_loss", "chains",
             "reproduction")
 _ATTRIBUTES = ("name", "version", "timestep_base", "dtype", "schedule", "variances", "conventions")
@@ -203,8 +227,11 @@ __all__ = [
     "Chain",
     "ChainKind",
     "Convention",
+    "DdimSteps",
     "ScheduleKind",
     "ScheduleSpec",
+    "StridedSteps",
+    "TrainingLoss",
     "VarianceKind",
     "check_adapter",
 ]

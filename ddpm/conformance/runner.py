@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,7 +127,9 @@ def run_adapter(adapter: Adapter, config: SuiteConfig, spec: str = "", index: in
     start = time.perf_counter()
     ctx = Context(adapter, config)
     results = []
-    plan = [(name, thunk, None) for name, thunk in chain_cases(ctx)]
+    plan: list[tuple[str, Callable[[], CaseResult], str | None]] = [
+        (name, thunk, None) for name, thunk in chain_cases(ctx)
+    ]
     plan = planned_cases(ctx) + plan
     for name, thunk, needs in tqdm(plan, desc=adapter.name[:40], disable=not progress, leave=False):
         if needs is not None and not hasattr(adapter, needs):

@@ -45,7 +45,7 @@ def float64_function(expr: sp.Expr, args: Sequence[sp.Symbol], name: str) -> Cal
     return function
 
 
-def alpha_bar_from_betas(betas: Sequence[float]) -> np.ndarray:
+def alpha_bar_from_betas(betas: Sequence[float] | np.ndarray) -> np.ndarray:
     """alpha_bar_t = prod_{s<=t} (1 - beta_s) for t = 0..T (index t; alpha_bar_0 = 1).
 
     Returned as an object array of 50-digit mpmath numbers, so that oracle functions fed with it do

@@ -40,8 +40,8 @@ def float64_function(expr: sp.Expr, args: Sequence[sp.Symbol], name: str) -> Cal
 
     function.__name__ = name
     function.__doc__ = f"{name}({', '.join(a.name for a in args)}) = {sp.sstr(expr)}, evaluated at {DIGITS} digits."
-    function.expr = expr  # type: ignore[attr-defined]
-    function.args = tuple(args)  # type: ignore[attr-defined]
+    function.expr = expr  # type: ignore[attr-defined]  # an attribute added to the function object
+    function.args = tuple(args)  # type: ignore[attr-defined]  # an attribute added to the function object
     return function
 
 

@@ -77,7 +77,7 @@ def import_diffusers() -> ModuleType:
     try:
         import diffusers
         import diffusers.schedulers.scheduling_ddim  # noqa: F401  (the modules whose names the adapters patch)
-        import diffusers.schedulers.scheduling_ddpm  # noqa: F401
+        import diffusers.schedulers.scheduling_ddpm  # noqa: F401  (likewise)
     except ImportError as exc:
         raise AdapterError(INSTALL_HINT) from exc
     return diffusers

@@ -1,7 +1,8 @@
 """Shared pytest configuration: Hypothesis profiles, markers, seeds for statistical tests.
 
 tests/ is deliberately not a package (torch-fidelity installs a top-level `tests` package that would
-shadow ours); helper modules here (`tolerances`, `strategies`, ...) are imported by their bare names.
+shadow ours); the helpers are the package `testkit` (tests/testkit), importable because pytest puts tests/ on
+sys.path (`pythonpath` in pyproject.toml).
 """
 
 from __future__ import annotations

@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 import pytest
-import tolerances
 import torch
 from numpy.testing import assert_allclose
 
@@ -36,6 +35,8 @@ from ddpm.studies.bench import (
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.bound import elbo_terms
 from ddpm.core.samplers import ancestral_sample
+
+from testkit import tolerances
 
 F64 = tolerances.FLOAT64.kwargs()
 
@@ -349,7 +350,7 @@ def paper_algorithm2_float64(model, betas, shape, seed):
 @needs_diffusers
 def test_float32_samplers_at_T1000_against_float64_algorithm2():
     """The bench's configuration (float32 samples, diffusers' own float32 tables) at T = 1000 with a stable eps*."""
-    from optimal_denoisers import EpsStar, GaussianData
+    from testkit.optimal_denoisers import EpsStar, GaussianData
 
     from ddpm.studies.bench import diffusers_ancestral_sample, diffusers_scheduler
     from ddpm.core.schedules import make_betas

@@ -23,9 +23,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from evaluation_run import one_thread
-from stat_checks import Family
-from tiny_models import TinyEps
 
 from ddpm.core.bound_statistics import importance_proposal
 from ddpm.core.diffusion import GaussianDiffusion
@@ -35,6 +32,10 @@ from ddpm.core.bound import elbo_monte_carlo, elbo_terms
 from ddpm.evaluation.optimal_variance import estimate_gamma
 from ddpm.core.pixels import to_model_range
 from ddpm.core.schedules import make_betas
+
+from testkit.doubles import TinyEps
+from testkit.stat_checks import Family
+from testkit.threads import one_thread
 
 ALPHA = 1e-3  # family-wise per test, Holm
 T = 40

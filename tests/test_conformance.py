@@ -1,7 +1,7 @@
 """The conformance suite (ddpm/conformance): the reference passes every case, broken adapters fail exactly theirs.
 
 No third-party package is needed here (their adapters are tested by tests/test_conformance_adapters.py in
-`nox -s conformance`). The broken adapters of tests/conformance_broken.py each carry one plausible bug; the
+`nox -s conformance`). The broken adapters of tests/broken_adapters.py each carry one plausible bug; the
 suite must fail the cases that bug touches and no other, which shows both that the cases can fail and that
 their tolerances do not flag correct code.
 """
@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
 
-import conformance_broken
 from ddpm.cli import main
 from ddpm.conformance.adapters.reference import ReferenceAdapter
 from ddpm.conformance.cases import Status, SuiteConfig
@@ -23,7 +21,10 @@ from ddpm.conformance.protocol import AdapterError, check_adapter
 from ddpm.conformance.report import to_json, to_markdown
 from ddpm.conformance.runner import load_adapters, run_adapter, run_suite
 
-SMALL = SuiteConfig(strided_steps=conformance_broken.S, ddim_steps=conformance_broken.S, chain_samples=1000,
+from testkit import broken_adapters
+from testkit.paths import REPO, TESTS
+
+SMALL = SuiteConfig(strided_steps=broken_adapters.S, ddim_steps=broken_adapters.S, chain_samples=1000,
                     loss_batches=20)
 STATISTICAL = {"loss_at_eps_star"}
 
@@ -72,12 +73,12 @@ def test_reference_at_T_1000_with_the_default_config_is_conformant():
         assert all(r.status is Status.PASS for r in run.results), _statuses(run)
 
 
-@pytest.mark.parametrize("bug", sorted(conformance_broken.EXPECTED_FAILURES))
+@pytest.mark.parametrize("bug", sorted(broken_adapters.EXPECTED_FAILURES))
 def test_broken_adapter_fails_exactly_its_cases(bug):
-    runs, _ = run_suite([f"conformance_broken:{bug}"], SMALL, progress=False)
+    runs, _ = run_suite([f"testkit.broken_adapters:{bug}"], SMALL, progress=False)
     (run,) = runs
     failed = {case for case, status in _statuses(run).items() if status is Status.FAIL}
-    assert failed == conformance_broken.EXPECTED_FAILURES[bug], f"{bug}: failed {sorted(failed)}"
+    assert failed == broken_adapters.EXPECTED_FAILURES[bug], f"{bug}: failed {sorted(failed)}"
     for result in run.results:
         if result.status is Status.FAIL:
             assert result.detail, result.case
@@ -85,7 +86,7 @@ def test_broken_adapter_fails_exactly_its_cases(bug):
 
 
 def test_failures_say_where_and_by_how_much():
-    (run,) = run_suite(["conformance_broken:noise_at_t_one"], SMALL, progress=False)[0]
+    (run,) = run_suite(["testkit.broken_adapters:noise_at_t_one"], SMALL, progress=False)[0]
     result = next(r for r in run.results if r.case == "reverse_step[beta]")
     assert "paper t = 1" in result.where and result.t == 1
     assert result.ratio > 1e6 and result.deviation > 1e-3
@@ -93,42 +94,26 @@ def test_failures_say_where_and_by_how_much():
 
 
 def test_declared_clipping_is_shown_as_a_convention():
-    (run,) = run_suite(["conformance_broken:clips_declared"], SMALL, progress=False)[0]
+    (run,) = run_suite(["testkit.broken_adapters:clips_declared"], SMALL, progress=False)[0]
     statuses = _statuses(run)
     assert statuses["reverse_step[beta]"] is Status.CONVENTION
     assert statuses["reverse_step[beta_tilde]"] is Status.CONVENTION
-    assert statuses[f"strided[beta, S={conformance_broken.S}]"] is Status.NOT_APPLICABLE
+    assert statuses[f"strided[beta, S={broken_adapters.S}]"] is Status.NOT_APPLICABLE
     note = next(r for r in run.results if r.case == "reverse_step[beta]").conventions
     assert note and "clips_x0" in note[0]
     assert run.conformant
 
 
 def test_not_offered_is_not_applicable():
-    (run,) = run_suite(["conformance_broken:no_posterior"], SMALL, progress=False)[0]
+    (run,) = run_suite(["testkit.broken_adapters:no_posterior"], SMALL, progress=False)[0]
     result = next(r for r in run.results if r.case == "posterior")
     assert result.status is Status.NOT_APPLICABLE and "no q(x_{t-1}" in result.detail
 
 
 # ------------------------------------------------------------------------------------------ protocol, loading
-class _MissingPosterior:
-    name, version, timestep_base, dtype = "x", "1", 0, torch.float32
-    schedule = ReferenceAdapter().schedule
-    variances = ReferenceAdapter.variances
-    conventions: dict = {}
-
-    def betas(self): ...
-    def alpha_bars(self): ...
-    def q_sample(self, x0, t, noise): ...
-    def reverse_step(self, eps, xt, t, z, variance, v=None): ...
-
-
-def missing_posterior():
-    return _MissingPosterior()
-
-
 def test_check_adapter_names_what_is_missing():
     with pytest.raises(AdapterError, match="no method q_posterior"):
-        check_adapter(_MissingPosterior())
+        check_adapter(broken_adapters.MissingPosterior())
     bad = ReferenceAdapter("linear", 50)
     bad.timestep_base = 2
     with pytest.raises(AdapterError, match="timestep_base must be 0 or 1"):
@@ -138,8 +123,8 @@ def test_check_adapter_names_what_is_missing():
 @pytest.mark.parametrize("spec, message", [
     ("no_colon", "must look like package.module:factory"),
     ("no_such_module_xyz:factory", "does not import"),
-    ("conformance_broken:no_such_factory", "has no callable"),
-    ("test_conformance:missing_posterior", "no method q_posterior"),
+    ("testkit.broken_adapters:no_such_factory", "has no callable"),
+    ("testkit.broken_adapters:missing_posterior", "no method q_posterior"),
 ])
 def test_load_adapters_rejects_bad_specs(spec, message):
     with pytest.raises(AdapterError, match=message):
@@ -148,10 +133,10 @@ def test_load_adapters_rejects_bad_specs(spec, message):
 
 # ------------------------------------------------------------------------------------------------------- CLI
 def test_cli_exit_codes_and_report(tmp_path, capsys, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setattr("ddpm.conformance.cases.SuiteConfig", lambda seed=0: SMALL)
     monkeypatch.setattr("ddpm.cli.argv_is_cli", lambda: False)
-    assert main(["conform", "--adapter", "conformance_broken:wrong_variance", "--adapter", "reference",
+    assert main(["conform", "--adapter", "testkit.broken_adapters:wrong_variance", "--adapter", "reference",
                  "--out", str(tmp_path), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "NOT conformant: reverse_step[beta_tilde]" in out
@@ -172,7 +157,7 @@ def test_cli_exit_codes_and_report(tmp_path, capsys, monkeypatch):
 
 def test_cli_exit_0_when_conformant(capsys, monkeypatch):
     monkeypatch.setattr("ddpm.conformance.cases.SuiteConfig", lambda seed=0: SMALL)
-    assert main(["conform", "--adapter", "conformance_broken:clips_declared", "--no-progress"]) == 0
+    assert main(["conform", "--adapter", "testkit.broken_adapters:clips_declared", "--no-progress"]) == 0
     assert ": conformant" in capsys.readouterr().out
 
 
@@ -184,14 +169,14 @@ def test_cli_bad_adapter_is_a_one_line_error_with_exit_2(spec, capsys):
 
 
 def test_markdown_lists_conventions_and_not_applicable():
-    runs, _ = run_suite(["conformance_broken:clips_declared"], SMALL, progress=False)
+    runs, _ = run_suite(["testkit.broken_adapters:clips_declared"], SMALL, progress=False)
     text = to_markdown(to_json(runs, SMALL, [], "test", 0.0))
     assert "Declared conventions:" in text and "conv." in text and "n/a" in text
 
 
 def test_readme_example_adapter_is_conformant(tmp_path, monkeypatch):
     """The README's example adapter (the code block after its conformance-example marker) passes the suite."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     block = readme.split("<!-- conformance-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "my_ddpm_adapter.py").write_text(block)
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -9,20 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import strategies
-import tolerances
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from optimal_denoisers import EpsStar, GaussianData
-from oracles import assert_close_linear, to_numpy
-from test_diffusion_oracle import DTYPES, finite_mask, method_cases, setup
 
 from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
 from ddpm.core.bound import elbo_terms
 from ddpm.core.losses import training_loss
 from ddpm.core.samplers import ancestral_sample, ddim_sample
+
+from testkit import strategies, tolerances
+from testkit.diffusion_cases import DTYPES, finite_mask, method_cases, setup
+from testkit.optimal_denoisers import EpsStar, GaussianData
+from testkit.oracles import assert_close_linear, to_numpy
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")

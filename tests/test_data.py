@@ -14,7 +14,6 @@ import sys
 
 import numpy as np
 import pytest
-import tolerances
 import torch
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -31,6 +30,8 @@ from ddpm.images.data import (
     to_model_range,
     to_uint8,
 )
+
+from testkit import tolerances
 
 PUBLISHED = tolerances.PUBLISHED_4_DECIMALS.kwargs()
 

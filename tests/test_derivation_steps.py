@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from derivations import all_derivations
 from derivations._core import Check
+
+from testkit.symbolic import step_cases
 
 pytestmark = pytest.mark.symbolic
 
-CASES = [
-    pytest.param(step, id=f"{d.key}-{d.module.split('.')[-1]}-{i}")
-    for d in all_derivations()
-    for i, step in enumerate(d.all_steps(), start=1)
-    if step.check is not Check.DEFINITION
-]
 
-
-@pytest.mark.parametrize("step", CASES)
+@pytest.mark.parametrize("step", step_cases())
 def test_step_holds(step):
     if step.check is Check.SIMPLIFY:
         assert step.holds_symbolically(), f"simplify(lhs - rhs) != 0 for: {step.description}"

@@ -14,7 +14,6 @@ import math
 import numpy as np
 import pytest
 import sympy as sp
-import tolerances
 import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
@@ -26,6 +25,8 @@ from derivations.symbols import beta_t, eps, eps_theta, x_0, x_t
 from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
 from ddpm.core.kernels import decoder_terms, discretized_log_prob
 from ddpm.core.schedules import make_betas
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
 
-import tolerances
 from derivations import elbo, gaussian_kl, posterior
 from derivations.symbols import alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -11,7 +11,6 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -21,6 +20,8 @@ from derivations import posterior as post
 from derivations._numeric import float64_function
 from derivations.forward_marginal import q_xt_mean_coef, q_xt_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, x_0, x_t
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
 
-import tolerances
 from derivations import gaussian_kl as gk
 from derivations.symbols import normal_density, normal_log_density
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

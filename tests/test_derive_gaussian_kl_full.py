@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import sympy as sp
-import tolerances
 from numpy.testing import assert_allclose
 
 from derivations import gaussian_kl_full as m
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -13,20 +13,20 @@ import dataclasses
 import numpy as np
 import pytest
 import sympy as sp
-from symbolic_checks import is_zero, is_zero_on_domain
-import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 import derivations
-import test_derivation_steps
 from derivations import eps_parameterisation as ep
 from derivations import gaussian_kl as gk
 from derivations import learned_variance as lv
 from derivations import loss_weights, posterior
 from derivations._core import Check
 from derivations.symbols import alpha_bar_prev, beta_t, eps, eps_theta
+
+from testkit import tolerances
+from testkit.symbolic import is_zero, is_zero_on_domain, step_cases
 
 pytestmark = pytest.mark.symbolic
 
@@ -81,7 +81,7 @@ def test_registered_as_derivation_k():
 
 def test_every_checked_step_is_covered_by_the_generic_step_test():
     (d,) = [d for d in derivations.all_derivations() if d.key == "k"]
-    ids = {case.id for case in test_derivation_steps.CASES}
+    ids = {case.id for case in step_cases()}
     expected = {
         f"k-learned_variance-{i}" for i, step in enumerate(d.all_steps(), start=1) if step.check is not Check.DEFINITION
     }

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
 
-import tolerances
 from derivations import maximum_likelihood as ml
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -15,15 +15,11 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-from symbolic_checks import is_zero, is_zero_on_domain
-import strategies
-import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 
 import derivations
-import test_derivation_steps
 from derivations import gaussian_kl as gk
 from derivations import optimal_variance as ov
 from derivations import posterior
@@ -31,6 +27,9 @@ from derivations import reverse_variance as rv
 from derivations._core import Check
 from derivations._numeric import alpha_bar_from_betas
 from derivations.symbols import alpha_bar_prev, beta_t, sigma2
+
+from testkit import strategies, tolerances
+from testkit.symbolic import is_zero, is_zero_on_domain, step_cases
 
 pytestmark = pytest.mark.symbolic
 
@@ -88,7 +87,7 @@ def test_registered_as_derivation_j():
 
 def test_every_checked_step_is_covered_by_the_generic_step_test():
     (d,) = [d for d in derivations.all_derivations() if d.key == "j"]
-    ids = {case.id for case in test_derivation_steps.CASES}
+    ids = {case.id for case in step_cases()}
     expected = {
         f"j-optimal_variance-{i}" for i, step in enumerate(d.all_steps(), start=1) if step.check is not Check.DEFINITION
     }

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import strategies
 import sympy as sp
-import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -28,6 +26,8 @@ from derivations.symbols import (
     x_prev,
     x_t,
 )
+
+from testkit import strategies, tolerances
 
 pytestmark = pytest.mark.symbolic
 

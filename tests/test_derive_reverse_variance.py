@@ -12,7 +12,6 @@ import functools
 import numpy as np
 import pytest
 import sympy as sp
-import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -22,6 +21,8 @@ from derivations import reverse_variance as rv
 from derivations._numeric import float64_function
 from derivations.posterior import posterior_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2
+
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -13,8 +13,6 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-from symbolic_checks import is_zero, is_zero_on_domain
-import tolerances
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
@@ -26,6 +24,9 @@ from derivations import strided
 from derivations._core import Check, Step
 from derivations._numeric import DIGITS
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, beta_t, eps, normal_density, x_0, x_t
+
+from testkit import tolerances
+from testkit.symbolic import is_zero, is_zero_on_domain
 
 pytestmark = pytest.mark.symbolic
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import tolerances
 from numpy.testing import assert_allclose
 
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.trainer import LOG_NAME, train
+
+from testkit import tolerances
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10  # the tiny preset logs every 10 updates: one log line, its loss averaged over both processes

@@ -28,11 +28,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from evaluation_run import one_thread
-from optimal_denoisers import EpsStar, GaussianMixture, discretised_normal_log_prob
 from PIL import Image
 from scipy import special, stats
-from stat_checks import Family
 
 from ddpm.images import data
 from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
@@ -40,6 +37,10 @@ from ddpm.training.config import get_preset
 from ddpm.core.bound import elbo_terms
 from ddpm.core.samplers import ancestral_sample
 from ddpm.training.trainer import train
+
+from testkit.optimal_denoisers import EpsStar, GaussianMixture, discretised_normal_log_prob
+from testkit.stat_checks import Family
+from testkit.threads import one_thread
 
 pytestmark = [pytest.mark.slow]
 

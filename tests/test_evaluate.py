@@ -20,15 +20,12 @@ import shutil
 
 import numpy as np
 import pytest
-import tolerances
 import torch
-from evaluation_run import EVAL_OPTIONS, TRAIN_STEPS, one_thread, read_metrics, trained_and_evaluated_run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from PIL import Image
 from scipy import stats
-from stat_checks import Family
 
 from ddpm.images import data
 from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
@@ -50,6 +47,11 @@ from ddpm.evaluation.evaluate import (
 from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
 from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
+
+from testkit import tolerances
+from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics, trained_and_evaluated_run
+from testkit.stat_checks import Family
+from testkit.threads import one_thread
 
 ALPHA = 0.01  # false-failure probability of each statistical test
 F64 = tolerances.FLOAT64.kwargs()

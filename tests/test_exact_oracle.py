@@ -21,10 +21,18 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-import tolerances
 import torch
 from numpy.testing import assert_allclose
-from optimal_denoisers import (
+from scipy import stats
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.bound import elbo_terms
+from ddpm.core.losses import training_loss
+from ddpm.core.samplers import ancestral_sample
+from ddpm.core.schedules import make_betas
+
+from testkit import tolerances
+from testkit.optimal_denoisers import (
     GRID,
     DiscretisedGaussian,
     EpsStar,
@@ -34,14 +42,7 @@ from optimal_denoisers import (
     alpha_bars,
     gaussian_reverse_gap,
 )
-from scipy import stats
-from stat_checks import Family
-
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.bound import elbo_terms
-from ddpm.core.losses import training_loss
-from ddpm.core.samplers import ancestral_sample
-from ddpm.core.schedules import make_betas
+from testkit.stat_checks import Family
 
 F64 = tolerances.FLOAT64.kwargs()
 LN2 = math.log(2.0)

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import tolerances
 import torch
 from numpy.testing import assert_allclose
 
@@ -22,13 +21,15 @@ from ddpm.images import fid
 from ddpm.images.data import load_images
 from ddpm.images.fid import FidResult, FidWeightsError, ReferenceSet, fid_kid
 
+from testkit import tolerances
+
 FEATURES = tolerances.INCEPTION_FEATURES.kwargs()
 FID_SELF = tolerances.FID_SELF.kwargs()
 
 
 def test_our_test_helpers_are_imported_not_an_installed_tests_package():
-    """torch-fidelity installs a top-level `tests` package; our helpers must come from this folder."""
-    assert Path(tolerances.__file__).resolve().parent == Path(__file__).resolve().parent
+    """torch-fidelity installs a top-level `tests` package; our helpers must come from this checkout's tests/testkit."""
+    assert Path(tolerances.__file__).resolve().parent == Path(__file__).resolve().parent / "testkit"
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from evaluation_run import EVAL_OPTIONS, one_thread
 
 from ddpm.studies.bench import BenchConfig, run_bench
 from ddpm.training.checkpoint import atomic_write_text, new_file_mode
@@ -24,6 +23,9 @@ from ddpm.conformance.runner import run_suite
 from ddpm.evaluation.evaluate import evaluate_checkpoint
 from ddpm.evaluation.report import write_report
 from ddpm.training.trainer import train
+
+from testkit.runs import EVAL_OPTIONS
+from testkit.threads import one_thread
 
 
 @pytest.fixture

@@ -13,14 +13,10 @@ import itertools
 
 import numpy as np
 import pytest
-import strategies
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from oracles import Schedule, evaluate
-from stat_checks import Family
-from tolerances import FLOAT64
 
 from ddpm.training.config import get_preset
 from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
@@ -30,6 +26,11 @@ from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample, strided_sample
 from ddpm.core.schedules import make_betas
 from derivations import learned_variance
+
+from testkit import strategies
+from testkit.oracles import Schedule, evaluate
+from testkit.stat_checks import Family
+from testkit.tolerances import FLOAT64
 
 ALPHA = 1e-3
 LEARNED = ReverseVariance.LEARNED

@@ -13,8 +13,6 @@ import math
 import mpmath
 import numpy as np
 import pytest
-import strategies
-import tolerances
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
@@ -30,6 +28,8 @@ from ddpm.core.bound import (
     normal_kl,
 )
 from derivations.gaussian_kl import normal_kl as oracle_normal_kl
+
+from testkit import strategies, tolerances
 
 F64 = tolerances.FLOAT64.kwargs()
 LN2 = math.log(2.0)

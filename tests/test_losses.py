@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import tolerances
 import torch
 from numpy.testing import assert_allclose
 
@@ -12,6 +11,8 @@ from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.kernels import prior_term
 from ddpm.core.bound import bound_estimate
 from ddpm.core.losses import HYBRID_VLB_WEIGHT, Objective, training_loss
+
+from testkit import tolerances
 
 T = 12
 BETAS = np.linspace(1e-3, 0.3, T)

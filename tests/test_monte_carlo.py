@@ -14,17 +14,18 @@ import math
 
 import numpy as np
 import pytest
-import tolerances
 import torch
 from numpy.testing import assert_allclose
-from optimal_denoisers import GRID, alpha_bars
 from scipy import stats
-from stat_checks import Family
-from tiny_models import TinyEps
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.bound import discretized_gaussian_log_likelihood, elbo_monte_carlo, elbo_terms, normal_kl
 from ddpm.core.schedules import make_betas
+
+from testkit import tolerances
+from testkit.doubles import TinyEps
+from testkit.optimal_denoisers import GRID, alpha_bars
+from testkit.stat_checks import Family
 
 T = 1000
 f64 = torch.float64

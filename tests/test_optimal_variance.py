@@ -10,19 +10,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import strategies
 import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from optimal_denoisers import EpsStar, GaussianData, alpha_bars
-from stat_checks import Family
-from tolerances import FLOAT64
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 from ddpm.core.schedules import make_betas
 from derivations import reverse_variance
+
+from testkit import strategies
+from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
+from testkit.stat_checks import Family
+from testkit.tolerances import FLOAT64
 
 ALPHA = 1e-3
 

@@ -13,10 +13,11 @@ import re
 import shutil
 
 import pytest
-from evaluation_run import EVAL_COMMAND, read_metrics, trained_and_evaluated_run
 
 from ddpm.cli import main
 from ddpm.evaluation.report import REQUIRED_METRICS, ReportError, term_curves, write_report
+
+from testkit.runs import EVAL_COMMAND, read_metrics, trained_and_evaluated_run
 
 SECTIONS = (
     "Headline numbers", "How this run was produced", "Configuration and versions", "Training",

@@ -6,8 +6,6 @@ import time
 
 import numpy as np
 import pytest
-import strategies
-import tolerances
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,6 +24,8 @@ from ddpm.core.samplers import (
     strided_sample,
 )
 from ddpm.core.schedules import make_betas
+
+from testkit import strategies, tolerances
 
 F64 = tolerances.FLOAT64.kwargs()
 SHAPE = (3, 1, 2, 2)

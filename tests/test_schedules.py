@@ -7,12 +7,13 @@ import math
 import mpmath
 import numpy as np
 import pytest
-import tolerances
 from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 
 from ddpm.core.schedules import Schedule, make_betas, validate_betas
+
+from testkit import tolerances
 
 F64 = tolerances.FLOAT64.kwargs()
 

@@ -12,7 +12,6 @@ import copy
 
 import numpy as np
 import pytest
-import tolerances
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
@@ -21,6 +20,8 @@ from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, compute_dtyp
 from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
+
+from testkit import tolerances
 
 
 class ToyEps:

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import tolerances
 from numpy.testing import assert_allclose
 
 from ddpm.training.checkpoint import load_checkpoint
@@ -32,6 +31,8 @@ from ddpm.training.trainer import (
     train,
 )
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
+
+from testkit import tolerances
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,8 +1,9 @@
-"""Deliberately broken adapters for tests/test_conformance.py: the reference with one plausible bug each.
+"""Deliberately broken adapters for the conformance tests: the reference with one plausible bug each.
 
 Each factory returns one adapter (T = 50, paper timesteps); `EXPECTED_FAILURES` names the cases each must fail,
-and no other. They are importable as `conformance_broken:<factory>` specs while pytest runs (tests/ is on
-sys.path), so the CLI and the runner's generic reproductions can load them by name.
+and no other. They are importable as `testkit.broken_adapters:<factory>` specs while pytest runs (tests/ is on
+sys.path), so the CLI and the runner's generic reproductions can load them by name. `MissingPosterior` is not an
+adapter at all: it lacks `q_posterior`, which `check_adapter` must name.
 """
 
 from __future__ import annotations
@@ -152,6 +153,24 @@ class NoPosterior(_Broken):
 
     def q_posterior(self, x0, xt, t):
         raise NotOffered("this implementation has no q(x_{t-1} | x_t, x_0)")
+
+
+class MissingPosterior:
+    """An object that offers everything an adapter does but q_posterior (check_adapter must refuse it)."""
+
+    name, version, timestep_base, dtype = "x", "1", 0, torch.float32
+    schedule = ReferenceAdapter().schedule
+    variances = ReferenceAdapter.variances
+    conventions: dict = {}
+
+    def betas(self): ...
+    def alpha_bars(self): ...
+    def q_sample(self, x0, t, noise): ...
+    def reverse_step(self, eps, xt, t, z, variance, v=None): ...
+
+
+def missing_posterior():
+    return MissingPosterior()
 
 
 def _steps(cls):

@@ -9,11 +9,10 @@ tiny U-Net at batch 8 while other processes were busy), and one thread is as fas
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
-import torch
+from testkit.threads import one_thread
 
 TRAIN_STEPS = 60
 EVAL_OPTIONS = dict(
@@ -22,17 +21,6 @@ EVAL_OPTIONS = dict(
 EVAL_COMMAND = "python -m ddpm evaluate --checkpoint RUN/checkpoint.pt --out RUN --skip-fid (test fixture)"
 
 _CACHE: dict[str, Path] = {}
-
-
-@contextlib.contextmanager
-def one_thread():
-    """torch.set_num_threads(1) inside the block, the previous value restored after it."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def trained_and_evaluated_run(tmp_path_factory) -> Path:

@@ -20,11 +20,12 @@ import mpmath
 import numpy as np
 import pytest
 import sympy as sp
-import tolerances
 import torch
 
 from derivations import symbols as S
 from derivations._numeric import DIGITS, alpha_bar_from_betas
+
+from testkit import tolerances
 
 
 def oracle(module: str, name: str):

@@ -33,6 +33,17 @@ def seed_base() -> int:
     return SEED_BASE
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The test runs with one torch thread, the previous count restored after it (`testkit.threads.one_thread`).
+    Test files that make many small tensor ops or train the tiny preset use it for every test:
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    from testkit.threads import one_thread  # torch is imported here, not by the symbolic tests
+
+    with one_thread():
+        yield
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist (`nox -s verify` runs one worker per core) each worker uses one torch thread, and so do the
     processes it starts: two workers with two threads each would fight over two cores."""

@@ -37,6 +37,7 @@ from ddpm.core.bound import elbo_terms
 from ddpm.core.samplers import ancestral_sample
 
 from testkit import tolerances
+from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 F64 = tolerances.FLOAT64.kwargs()
 
@@ -190,7 +191,7 @@ def test_diffusers_learned_range_loop_is_algorithm2_with_the_learned_variance(T)
     diffusion = GaussianDiffusion(betas)
     scheduler = float64_scheduler(diffusion, "learned")
     assert scheduler.config.variance_type == "learned_range"
-    eps = ToyEps(T)
+    eps = ToyEps(T, STEEP_SLOPES)
 
     def model(xt, t):  # [B, 2C]: eps, then v = sin(x) in [-1, 1], per dimension
         return torch.cat([eps(xt, t), torch.sin(3.0 * xt)], dim=1)
@@ -259,28 +260,13 @@ def test_bench_config_errors_and_modes():
 
 
 # ------------------------------------------------------------------------------------ the bound baseline
-class ToyEps:
-    """Deterministic, t-dependent eps_theta: tanh(w_t x + 0.1)."""
-
-    def __init__(self, T: int) -> None:
-        self.w = torch.linspace(0.3, 2.0, T + 1, dtype=torch.float64)
-
-    def __call__(self, xt, t):
-        return torch.tanh(self.w.to(xt.device)[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1)) * xt + 0.1)
-
-
-def grid_data(shape, seed):
-    k = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-    return k.double() / 127.5 - 1.0
-
-
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_per_timestep_loop_equals_elbo_terms(dtype):
     T = 15
     betas = np.linspace(1e-3, 0.3, T)
     diffusion = GaussianDiffusion(betas)
     x0 = grid_data((3, 1, 2, 2), 0).to(dtype)
-    model = ToyEps(T)
+    model = ToyEps(T, STEEP_SLOPES)
     ours = elbo_terms(model, diffusion, x0, torch.Generator().manual_seed(4), batch_size=7)
     loop = elbo_terms_loop(model, diffusion, x0, torch.Generator().manual_seed(4))
     for name in ("prior", "kl", "decoder"):
@@ -311,7 +297,7 @@ def test_diffusers_step_loop_is_algorithm2(variance, variance_type, T):
     scheduler = float64_scheduler(diffusion, variance)
     assert scheduler.config.variance_type == variance_type and not scheduler.config.clip_sample
     shape = (3, 1, 2, 2)
-    model = ToyEps(T)
+    model = ToyEps(T, STEEP_SLOPES)
     ours = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(11), variance=variance,
                             progress=False, dtype=torch.float64).x0
     theirs = diffusers_ancestral_sample(model, scheduler, shape, torch.Generator().manual_seed(11),

@@ -35,19 +35,13 @@ from ddpm.core.schedules import make_betas
 
 from testkit.doubles import TinyEps
 from testkit.stat_checks import Family
-from testkit.threads import one_thread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ALPHA = 1e-3  # family-wise per test, Holm
 T = 40
 SHAPE = (1, 2, 2)
 REPEATS = 150
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster and keeps the two-core CI machine free."""
-    with one_thread():
-        yield
 
 
 def _setup(seed: int):

@@ -23,25 +23,18 @@ from ddpm.cli import main
 from ddpm.evaluation.generate import generate
 from ddpm.training.trainer import train
 
-REPO = Path(__file__).resolve().parents[1]
+from testkit.paths import REPO
+from testkit.threads import one_thread
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     """A finished 3-update tiny run on digits (its folder)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("cli") / "run"
-    train("digits", run, "tiny", seed=2, max_steps=3, progress=False)
-    torch.set_num_threads(previous)
+    with one_thread():
+        train("digits", run, "tiny", seed=2, max_steps=3, progress=False)
     return run
 
 

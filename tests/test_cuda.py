@@ -21,6 +21,7 @@ from ddpm.core.samplers import ancestral_sample, ddim_sample
 
 from testkit import strategies, tolerances
 from testkit.diffusion_cases import DTYPES, finite_mask, method_cases, setup
+from testkit.doubles import ToyEps, grid_data
 from testkit.optimal_denoisers import EpsStar, GaussianData
 from testkit.oracles import assert_close_linear, to_numpy
 
@@ -30,28 +31,12 @@ F64 = tolerances.FLOAT64.kwargs()
 SHAPE = (4, 1, 3, 3)
 
 
-class ToyEps:
-    """Deterministic, t-dependent eps_theta on any device: tanh(w_t x + 0.1)."""
-
-    def __init__(self, T: int) -> None:
-        self.w = torch.linspace(0.2, 1.5, T + 1, dtype=torch.float64)
-
-    def __call__(self, xt, t):
-        w = self.w.to(xt.device)[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1))
-        return torch.tanh(w * xt + 0.1)
-
-
 class SyncCheckingModel(ToyEps):
     """ToyEps that turns on torch.cuda sync debugging (error) at its first call: the loop after setup."""
 
     def __call__(self, xt, t):
         torch.cuda.set_sync_debug_mode("error")
         return super().__call__(xt, t)
-
-
-def grid_data(shape, seed):
-    k = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-    return k.double() / 127.5 - 1.0
 
 
 @pytest.mark.parametrize("dtype_name", ["float64", "float32", "bfloat16"])

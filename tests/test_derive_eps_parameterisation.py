@@ -22,6 +22,7 @@ from derivations.forward_marginal import q_xt_mean_coef, q_xt_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, x_0, x_t
 
 from testkit import tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -42,10 +43,6 @@ FORWARD_SAMPLE = sp.sqrt(alpha_bar_t) * x_0 + sp.sqrt(1 - alpha_bar_t) * eps
 _a, _b, _u = (sp.Symbol(n, positive=True) for n in "abu")
 _p = 2 * _u / (1 + _u**2)
 _c = (1 - _u**2) / (1 + _u**2)
-
-
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
 
 
 def _is_zero_fast(expr: sp.Expr) -> bool:
@@ -97,12 +94,12 @@ def consistent_numerically(eps_coef_xt, eps_coef_eps, beta, abp, x0, noise) -> b
 
 # --- results equal the paper --------------------------------------------------------------------
 def test_results_equal_algorithm_2_line_4():
-    assert _is_zero(ep.EPS_MEAN - SEED_MEAN), "eps-mean differs from Algorithm 2, line 4"
-    assert _is_zero(ep.MU_THETA - SEED_MEAN.subs(eps, eps_theta)), "mu_theta differs from eq. (11)"
-    assert _is_zero(ep.EPS_MEAN_COEF_XT - 1 / sp.sqrt(alpha_t))
-    assert _is_zero(ep.EPS_MEAN_COEF_EPS + beta_t / (sp.sqrt(alpha_t) * sp.sqrt(1 - alpha_bar_t)))
-    assert _is_zero(ep.X0_FROM_EPS_COEF_XT - 1 / sp.sqrt(alpha_bar_t))
-    assert _is_zero(ep.X0_FROM_EPS_COEF_EPS + sp.sqrt(1 - alpha_bar_t) / sp.sqrt(alpha_bar_t))
+    assert is_zero(ep.EPS_MEAN - SEED_MEAN), "eps-mean differs from Algorithm 2, line 4"
+    assert is_zero(ep.MU_THETA - SEED_MEAN.subs(eps, eps_theta)), "mu_theta differs from eq. (11)"
+    assert is_zero(ep.EPS_MEAN_COEF_XT - 1 / sp.sqrt(alpha_t))
+    assert is_zero(ep.EPS_MEAN_COEF_EPS + beta_t / (sp.sqrt(alpha_t) * sp.sqrt(1 - alpha_bar_t)))
+    assert is_zero(ep.X0_FROM_EPS_COEF_XT - 1 / sp.sqrt(alpha_bar_t))
+    assert is_zero(ep.X0_FROM_EPS_COEF_EPS + sp.sqrt(1 - alpha_bar_t) / sp.sqrt(alpha_bar_t))
     assert not ep.EPS_MEAN.has(x_0), "the eps-mean must not depend on x_0"
 
 

@@ -29,6 +29,7 @@ from derivations.symbols import (
 )
 
 from testkit import strategies, tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -37,17 +38,13 @@ alpha_bars = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 examples = settings(max_examples=60, deadline=None)
 
 
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
-
-
 # --- the checks, each usable on the true result and on a mutant ---------------------------------
 def equals_paper_mean_coef(expr: sp.Expr) -> bool:
-    return _is_zero(expr - sp.sqrt(alpha_bar))
+    return is_zero(expr - sp.sqrt(alpha_bar))
 
 
 def equals_paper_variance(expr: sp.Expr) -> bool:
-    return _is_zero(expr - (1 - alpha_bar))
+    return is_zero(expr - (1 - alpha_bar))
 
 
 def two_step_merge_is_one_step(x2: sp.Expr) -> bool:
@@ -55,7 +52,7 @@ def two_step_merge_is_one_step(x2: sp.Expr) -> bool:
     x2 = sp.expand(x2)
     mean = x2.subs({fm.eps_1: 0, fm.eps_2: 0})
     variance = x2.coeff(fm.eps_1) ** 2 + x2.coeff(fm.eps_2) ** 2
-    return _is_zero(mean - sp.sqrt(fm.alpha_1 * fm.alpha_2) * x_0) and _is_zero(
+    return is_zero(mean - sp.sqrt(fm.alpha_1 * fm.alpha_2) * x_0) and is_zero(
         variance - (1 - fm.alpha_1 * fm.alpha_2)
     )
 
@@ -71,33 +68,33 @@ def convolution_is_marginal(marginal_mean_coef: sp.Expr, marginal_variance: sp.E
 def test_results_equal_eq4():
     assert equals_paper_mean_coef(fm.MEAN_COEF), "mean coefficient differs from sqrt(alpha_bar_t)"
     assert equals_paper_variance(fm.VARIANCE), "variance differs from 1 - alpha_bar_t"
-    assert _is_zero(fm.X_T_REPARAMETERISED - (sp.sqrt(alpha_bar) * x_0 + sp.sqrt(1 - alpha_bar) * eps))
+    assert is_zero(fm.X_T_REPARAMETERISED - (sp.sqrt(alpha_bar) * x_0 + sp.sqrt(1 - alpha_bar) * eps))
     assert fm.MEAN_COEF.free_symbols == {alpha_bar} and fm.VARIANCE.free_symbols == {alpha_bar}
 
 
 def test_two_step_composition():
     assert two_step_merge_is_one_step(fm.X2_COMPOSED)
     # The merged variance, term by term as the seed writes it: a2 (1 - a1) + (1 - a2).
-    assert _is_zero(fm.X2_VARIANCE_SUM - (fm.alpha_2 * (1 - fm.alpha_1) + (1 - fm.alpha_2)))
+    assert is_zero(fm.X2_VARIANCE_SUM - (fm.alpha_2 * (1 - fm.alpha_1) + (1 - fm.alpha_2)))
 
 
 def test_inductive_step_in_terms_of_alpha_bar_t():
-    assert _is_zero(fm.MEAN_COEF_T - sp.sqrt(alpha_bar_t))
-    assert _is_zero(fm.VARIANCE_T - (1 - alpha_bar_t))
+    assert is_zero(fm.MEAN_COEF_T - sp.sqrt(alpha_bar_t))
+    assert is_zero(fm.VARIANCE_T - (1 - alpha_bar_t))
     # Applying the step t times from alpha_bar_0 = 1 reproduces prod alpha_s: unroll T = 3 symbolically.
     a = sp.symbols("a1:4", positive=True)
     coef, var = sp.Integer(1), sp.Integer(0)
     for a_s in a:
         coef = fm.MEAN_COEF_T.subs({alpha_bar_prev: coef**2, beta_t: 1 - a_s})
         var = fm.VARIANCE_T.subs({alpha_bar_prev: 1 - var, beta_t: 1 - a_s})
-    assert _is_zero(coef - sp.sqrt(a[0] * a[1] * a[2]))
-    assert _is_zero(var - (1 - a[0] * a[1] * a[2]))
+    assert is_zero(coef - sp.sqrt(a[0] * a[1] * a[2]))
+    assert is_zero(var - (1 - a[0] * a[1] * a[2]))
 
 
 def test_gaussian_integral_lemma_by_sympy_integrate():
     u, A, B = fm.u, fm.A, fm.B
     integral = sp.integrate(sp.exp(-A * u**2 + B * u), (u, -sp.oo, sp.oo))
-    assert _is_zero(integral - fm.GAUSSIAN_INTEGRAL)
+    assert is_zero(integral - fm.GAUSSIAN_INTEGRAL)
 
 
 def test_convolution_is_the_marginal_density():

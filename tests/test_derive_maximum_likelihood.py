@@ -16,6 +16,7 @@ from scipy import integrate, stats
 from derivations import maximum_likelihood as ml
 
 from testkit import tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -37,17 +38,13 @@ def textbook_kl(m1, v1, m2, v2):
     return sp.log(s2_ / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2_**2) - sp.Rational(1, 2)
 
 
-def _is_zero(expr) -> bool:
-    return sp.simplify(expr) == 0
-
-
 # --- part 1: maximum likelihood ------------------------------------------------------------------
 
 
 def test_expected_log_likelihood_is_minus_kl_minus_entropy():
     derived = _step("integrated through the first two moments").lhs
     entropy = sp.Rational(1, 2) + sp.log(2 * sp.pi * s2) / 2  # textbook differential entropy of N(m, s^2)
-    assert _is_zero(derived - (-textbook_kl(m, s2, mu, v) - entropy))
+    assert is_zero(derived - (-textbook_kl(m, s2, mu, v) - entropy))
 
 
 @pytest.mark.parametrize(
@@ -59,19 +56,19 @@ def test_expected_log_likelihood_is_minus_kl_minus_entropy():
 )
 def test_kl_decomposition_check_rejects_mutant(mutant_entropy):
     derived = _step("integrated through the first two moments").lhs
-    assert not _is_zero(derived - (-textbook_kl(m, s2, mu, v) - mutant_entropy))
+    assert not is_zero(derived - (-textbook_kl(m, s2, mu, v) - mutant_entropy))
 
 
 def test_maximiser_is_data_mean_and_variance():
-    assert _is_zero(_step("has mu = m").lhs - m)
-    assert _is_zero(_step("... and v = s^2.").lhs - s2)
+    assert is_zero(_step("has mu = m").lhs - m)
+    assert is_zero(_step("... and v = s^2.").lhs - s2)
 
 
 def test_sample_maximiser_is_sample_moments():
     xs = sp.symbols("x^1:4", real=True)
     mean = (xs[0] + xs[1] + xs[2]) / 3
-    assert _is_zero(_step("gives the sample mean").lhs - mean)
-    assert _is_zero(_step("biased) sample variance").lhs - (sum(xi**2 for xi in xs) / 3 - mean**2))
+    assert is_zero(_step("gives the sample mean").lhs - mean)
+    assert is_zero(_step("biased) sample variance").lhs - (sum(xi**2 for xi in xs) / 3 - mean**2))
 
 
 @settings(deadline=None)  # SymPy/mpmath oracles: time varies on a shared machine
@@ -109,18 +106,18 @@ def test_expected_log_likelihood_matches_quadrature(data_mean, data_var, model_m
 def test_marginal_and_posterior_equal_textbook_linear_gaussian_formulas():
     """Bishop, PRML eqs. 2.115-2.117 with prior N(0, 1), likelihood N(w z + b, v_x)."""
     marginal = -sp.log(2 * sp.pi * (W**2 + VX)) / 2 - (X - B) ** 2 / (2 * (W**2 + VX))
-    assert _is_zero(_step("So the marginal p(x)").lhs - marginal)
+    assert is_zero(_step("So the marginal p(x)").lhs - marginal)
     posterior_var = 1 / (1 + W**2 / VX)
     posterior_mean = posterior_var * W * (X - B) / VX
-    assert _is_zero(ml.VAE_POSTERIOR_VAR - posterior_var)
-    assert _is_zero(ml.VAE_POSTERIOR_MEAN - posterior_mean)
+    assert is_zero(ml.VAE_POSTERIOR_VAR - posterior_var)
+    assert is_zero(ml.VAE_POSTERIOR_MEAN - posterior_mean)
 
 
 def test_log_marginal_equals_elbo_plus_posterior_kl():
     log_marginal = _step("So the marginal p(x)").lhs
     elbo = _step("The first term's expectation under q").lhs
     kl = textbook_kl(MQ, VQ, ml.VAE_POSTERIOR_MEAN, ml.VAE_POSTERIOR_VAR)
-    assert _is_zero(log_marginal - elbo - kl)
+    assert is_zero(log_marginal - elbo - kl)
 
 
 @pytest.mark.parametrize(
@@ -134,7 +131,7 @@ def test_log_marginal_equals_elbo_plus_posterior_kl():
 def test_vae_identity_check_rejects_mutant(mutant_kl):
     log_marginal = _step("So the marginal p(x)").lhs
     elbo = _step("The first term's expectation under q").lhs
-    assert not _is_zero(log_marginal - elbo - mutant_kl)
+    assert not is_zero(log_marginal - elbo - mutant_kl)
 
 
 def _log_joint(z, x, w, b, vx):

@@ -28,6 +28,7 @@ from derivations.symbols import (
 )
 
 from testkit import strategies, tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -40,10 +41,6 @@ examples = settings(max_examples=60, deadline=None)
 PAPER_C0 = sp.sqrt(alpha_bar_prev) * beta_t / (1 - alpha_bar_t)
 PAPER_CT = sp.sqrt(alpha_t) * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
 PAPER_VAR = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
-
-
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
 
 
 # --- numpy reference, written independently (stable: 1 - alpha_bar_t = (1 - alpha_bar_{t-1}) + alpha_bar_{t-1} beta_t)
@@ -65,7 +62,7 @@ def np_var(beta, abp):
 
 # --- the checks, each usable on the true result and on a mutant ---------------------------------
 def equals_paper(derived: sp.Expr, paper: sp.Expr) -> bool:
-    return _is_zero(derived - paper)
+    return is_zero(derived - paper)
 
 
 # On the domain 0 < beta_t < 1, 0 < alpha_bar_{t-1} <= 1 write alpha_t = a^2 and alpha_bar_{t-1} = b^2 with
@@ -115,7 +112,7 @@ def test_mean_coefficients_and_variance_equal_eq7():
 
 def test_seed_precision_form():
     # The seed's bracket: 1/beta_tilde = alpha_t / (1 - alpha_t) + 1 / (1 - alpha_bar_{t-1}).
-    assert _is_zero(1 / post.VARIANCE - (alpha_t / (1 - alpha_t) + 1 / (1 - alpha_bar_prev)))
+    assert is_zero(1 / post.VARIANCE - (alpha_t / (1 - alpha_t) + 1 / (1 - alpha_bar_prev)))
 
 
 def test_density_is_exactly_the_bayes_ratio_normalisation_included():
@@ -124,7 +121,7 @@ def test_density_is_exactly_the_bayes_ratio_normalisation_included():
 
 def test_t1_is_a_point_mass_at_x0():
     assert post.VARIANCE.subs(alpha_bar_prev, 1) == 0
-    assert _is_zero(post.POSTERIOR_MEAN.subs(alpha_bar_prev, 1) - x_0)
+    assert is_zero(post.POSTERIOR_MEAN.subs(alpha_bar_prev, 1) - x_0)
     assert post.posterior_variance(0.02, 1.0) == 0.0, "beta_tilde_1 must be exactly 0"
     assert post.posterior_mean_coef_x0(0.02, 1.0) == 1.0
     assert post.posterior_mean_coef_xt(0.02, 1.0) == 0.0
@@ -132,7 +129,7 @@ def test_t1_is_a_point_mass_at_x0():
 
 def test_variance_gap_is_a_square_times_positive():
     # beta_t - beta_tilde_t = beta_t^2 alpha_bar_{t-1} / (1 - alpha_bar_t) >= 0, zero only as beta_t -> 0.
-    assert _is_zero(beta_t - post.VARIANCE - beta_t**2 * alpha_bar_prev / (1 - alpha_bar_t))
+    assert is_zero(beta_t - post.VARIANCE - beta_t**2 * alpha_bar_prev / (1 - alpha_bar_t))
 
 
 # --- mutants are rejected by the same checks ----------------------------------------------------

@@ -23,6 +23,7 @@ from derivations.posterior import posterior_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2
 
 from testkit import tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -34,10 +35,6 @@ data_variances = st.floats(min_value=0.0, max_value=4.0, allow_nan=False)
 examples = settings(max_examples=60, deadline=None)
 
 PAPER_BETA_TILDE = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
-
-
-def _is_zero(expr: sp.Expr) -> bool:
-    return sp.simplify(expr) == 0
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,7 +54,7 @@ def is_the_conditional_variance(expr: sp.Expr) -> bool:
 
 def has_the_paper_ends(expr: sp.Expr) -> bool:
     """s^2 = 1 gives beta_t and s^2 -> 0 gives beta_tilde_t."""
-    return _is_zero(expr.subs(S2, 1) - beta_t) and _is_zero(sp.limit(expr, S2, 0) - PAPER_BETA_TILDE)
+    return is_zero(expr.subs(S2, 1) - beta_t) and is_zero(sp.limit(expr, S2, 0) - PAPER_BETA_TILDE)
 
 
 def np_conditional_variance(beta, abp, s2):
@@ -74,8 +71,8 @@ def test_optimal_variance_is_the_gaussian_conditional_variance():
 
 
 def test_large_and_small_are_the_paper_choices():
-    assert _is_zero(rv.SIGMA2_LARGE - beta_t), "sigma_t^2 = beta_t"
-    assert _is_zero(rv.SIGMA2_SMALL - PAPER_BETA_TILDE), "sigma_t^2 = beta_tilde_t"
+    assert is_zero(rv.SIGMA2_LARGE - beta_t), "sigma_t^2 = beta_t"
+    assert is_zero(rv.SIGMA2_SMALL - PAPER_BETA_TILDE), "sigma_t^2 = beta_tilde_t"
     assert has_the_paper_ends(rv.SIGMA2_OPTIMAL_GAUSSIAN)
 
 
@@ -84,7 +81,7 @@ def test_kl_lemma_is_the_gaussian_kl_with_equal_means():
     kl = gaussian_kl.NORMAL_KL.subs(
         {gaussian_kl.MEAN_1: m, gaussian_kl.MEAN_2: m, gaussian_kl.VAR_1: rv.v, gaussian_kl.VAR_2: sigma2}
     )
-    assert _is_zero(sp.expand_log(kl - rv.KL_SAME_MEAN, force=True)), "KL(N(m, v) || N(m, sigma^2))"
+    assert is_zero(sp.expand_log(kl - rv.KL_SAME_MEAN, force=True)), "KL(N(m, v) || N(m, sigma^2))"
     assert rv.KL_MINIMISER == rv.v and rv.KL_SECOND_DERIVATIVE_AT_MINIMISER.is_positive
 
 

@@ -11,18 +11,17 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-import torch
 from numpy.testing import assert_allclose
 
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.trainer import LOG_NAME, train
 
 from testkit import tolerances
+from testkit.paths import REPO
+from testkit.threads import one_thread
 
-REPO = Path(__file__).resolve().parents[1]
 STEPS = 10  # the tiny preset logs every 10 updates: one log line, its loss averaged over both processes
 
 
@@ -36,12 +35,8 @@ def test_two_processes_train_the_one_process_model(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stdout.count("ddpm: step") == 1, "only rank 0 reports"
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train("digits", tmp_path / "one", "tiny", seed=1, max_steps=STEPS, device="cpu", progress=False)
-    finally:
-        torch.set_num_threads(previous)
 
     one = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
     two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")

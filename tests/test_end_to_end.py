@@ -42,7 +42,7 @@ from testkit.optimal_denoisers import EpsStar, GaussianMixture, discretised_norm
 from testkit.stat_checks import Family
 from testkit.threads import one_thread
 
-pytestmark = [pytest.mark.slow]
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 
 ALPHA = 1e-3
 UPDATES = 600
@@ -69,27 +69,21 @@ def _to_grid(x: np.ndarray) -> torch.Tensor:
     return data.to_uint8(torch.from_numpy(x))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """8x8 images: one intra-op thread is faster than two, and a second thread fights any other job for the core."""
-    with one_thread():
-        yield
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(eps model, diffusion, data folder) after UPDATES updates of the tiny preset on 2560 images of LAW."""
-    root = tmp_path_factory.mktemp("mixture")
-    folder = root / "images"
-    folder.mkdir()
-    x, _ = LAW.sample(np.random.default_rng(2024), 2560)
-    for i, image in enumerate(_to_grid(x).reshape(-1, SIDE, SIDE).numpy()):
-        Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
-    preset = get_preset("tiny")
-    preset = preset.replace(training=preset.training.replace(max_steps=UPDATES, ema_decay=0.995))
-    train(str(folder), root / "run", preset, seed=0, progress=False)
-    checkpoint = load_checkpoint(root / "run" / "checkpoint.pt")
-    return build_eps_model(checkpoint), diffusion_from(checkpoint), folder, checkpoint.betas
+    with one_thread():  # 8x8 images: one intra-op thread is faster than two, and a second fights other jobs
+        root = tmp_path_factory.mktemp("mixture")
+        folder = root / "images"
+        folder.mkdir()
+        x, _ = LAW.sample(np.random.default_rng(2024), 2560)
+        for i, image in enumerate(_to_grid(x).reshape(-1, SIDE, SIDE).numpy()):
+            Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
+        preset = get_preset("tiny")
+        preset = preset.replace(training=preset.training.replace(max_steps=UPDATES, ema_decay=0.995))
+        train(str(folder), root / "run", preset, seed=0, progress=False)
+        checkpoint = load_checkpoint(root / "run" / "checkpoint.pt")
+        return build_eps_model(checkpoint), diffusion_from(checkpoint), folder, checkpoint.betas
 
 
 @pytest.mark.statistical(alpha=ALPHA)

@@ -51,7 +51,8 @@ from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load
 from testkit import tolerances
 from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics, trained_and_evaluated_run
 from testkit.stat_checks import Family
-from testkit.threads import one_thread
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ALPHA = 0.01  # false-failure probability of each statistical test
 F64 = tolerances.FLOAT64.kwargs()
@@ -63,12 +64,6 @@ REQUIRED_KEYS = {
     "elbo_bits_per_dim_stderr": float, "elbo_num_images": int, "fid": (float, type(None)),
     "kid_mean": (float, type(None)), "fid_num_samples": int, "wall_seconds": float,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    with one_thread():
-        yield
 
 
 @pytest.fixture(scope="session")

@@ -44,6 +44,8 @@ from testkit.optimal_denoisers import (
 )
 from testkit.stat_checks import Family
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 F64 = tolerances.FLOAT64.kwargs()
 LN2 = math.log(2.0)
 f64 = torch.float64
@@ -61,16 +63,6 @@ MIXTURE_2D = GaussianMixture(weights=(0.35, 0.65), means=((-0.3, 0.2), (0.4, -0.
 LAWS = {"gaussian": GAUSSIAN, "points": POINTS, "mixture": MIXTURE_1D}
 # T = 20 with beta_t alternating 0.02, 0.2: neighbouring steps differ tenfold, so an index slip shows at once.
 JAGGED_BETAS = np.tile([0.02, 0.2], 10)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run on one intra-op thread: these tests make many small tensor ops, which two threads slow down (a lot on
-    a shared 2-core machine, where we measured 10x); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _eps_star(law, x: np.ndarray, alpha_bar: float) -> np.ndarray:

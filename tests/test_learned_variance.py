@@ -28,17 +28,14 @@ from ddpm.core.schedules import make_betas
 from derivations import learned_variance
 
 from testkit import strategies
+from testkit.doubles import grid_data
 from testkit.oracles import Schedule, evaluate
 from testkit.stat_checks import Family
+from testkit.threads import one_thread
 from testkit.tolerances import FLOAT64
 
 ALPHA = 1e-3
 LEARNED = ReverseVariance.LEARNED
-
-
-def _grid(shape, seed) -> torch.Tensor:
-    k = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-    return k.double() / 127.5 - 1.0
 
 
 class SplitModel(torch.nn.Module):
@@ -81,7 +78,7 @@ def test_learned_kl_kernel_is_derivation_k(betas, u, seed, v_scale):
     t_value = max(2, strategies.timestep_from_fraction(u, T))  # KL rows: t >= 2
     rng = np.random.default_rng(seed)
     n, dims = 3, (1, 2, 2)
-    x0 = _grid((n, *dims), seed)
+    x0 = grid_data((n, *dims), seed)
     noise = torch.tensor(rng.standard_normal((n, *dims)))
     eps_theta = torch.tensor(rng.standard_normal((n, *dims)))
     v = torch.tensor(rng.uniform(-v_scale, v_scale, (n, *dims)))
@@ -111,7 +108,7 @@ def test_v_plus_and_minus_one_are_the_fixed_variances(betas, u, seed):
     t_value = strategies.timestep_from_fraction(u, T)
     rng = np.random.default_rng(seed)
     n, dims = 2, (1, 2, 3)
-    x0 = _grid((n, *dims), seed)
+    x0 = grid_data((n, *dims), seed)
     noise = torch.tensor(rng.standard_normal((n, *dims)))
     eps_theta = torch.tensor(rng.standard_normal((n, *dims)))
     d = GaussianDiffusion(betas)
@@ -151,7 +148,7 @@ def test_learned_kl_matches_its_monte_carlo_estimate(seed_base):
     dims, N = (1, 2, 2), 20_000
     for t_value in (2, 10, 200, 900):
         for v_level in (-1.5, 0.0, 0.7):
-            x0 = _grid((1, *dims), int(rng.integers(2**31)))
+            x0 = grid_data((1, *dims), int(rng.integers(2**31)))
             noise = torch.tensor(rng.standard_normal((1, *dims)))
             eps_theta = noise + torch.tensor(rng.normal(0.0, 0.3, (1, *dims)))
             v = torch.tensor(v_level + rng.normal(0.0, 0.2, (1, *dims)))
@@ -174,7 +171,7 @@ def test_learned_kl_matches_its_monte_carlo_estimate(seed_base):
 def test_hybrid_stop_gradient_trains_the_mean_by_simple_and_the_variance_by_vlb():
     T = 12
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
-    x0 = _grid((8, 1, 2, 2), 3)
+    x0 = grid_data((8, 1, 2, 2), 3)
     g = torch.Generator().manual_seed(4)
     t = torch.tensor([1, 2, 3, 5, 7, 9, 11, 12])  # decoder and KL rows
     noise = torch.randn(x0.shape, generator=g, dtype=torch.float64)
@@ -205,7 +202,7 @@ def test_hybrid_stop_gradient_trains_the_mean_by_simple_and_the_variance_by_vlb(
 def test_hybrid_with_a_fixed_variance_keeps_the_mean_gradient():
     T = 12
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
-    x0 = _grid((6, 1, 2, 2), 5)
+    x0 = grid_data((6, 1, 2, 2), 5)
     t = torch.tensor([1, 2, 4, 6, 8, 12])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
 
@@ -224,7 +221,7 @@ def test_decoder_trains_mean_replaces_simple_by_l0_at_t1_only():
     rows."""
     T = 12
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
-    x0 = _grid((8, 1, 2, 2), 3)
+    x0 = grid_data((8, 1, 2, 2), 3)
     t = torch.tensor([1, 2, 1, 5, 7, 1, 11, 12])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     model = SplitModel(T)
@@ -273,7 +270,7 @@ def test_decoder_trains_mean_moves_an_edge_pixel_mean_past_the_edge():
 
 def test_decoder_trains_mean_needs_the_hybrid_objective():
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, 12))
-    x0 = _grid((2, 1, 2, 2), 1)
+    x0 = grid_data((2, 1, 2, 2), 1)
     t = torch.tensor([1, 2])
     noise = torch.zeros_like(x0)
     model = SplitModel(12)
@@ -343,7 +340,7 @@ def test_unet_with_learned_variance_outputs_eps_and_v():
 
 def test_learned_variance_errors_are_clear():
     d = GaussianDiffusion(make_betas("linear", 10, rescale=False))
-    x0 = _grid((2, 1, 2, 2), 0)
+    x0 = grid_data((2, 1, 2, 2), 0)
     t = torch.tensor([3, 4])
     noise = torch.zeros_like(x0)
     with pytest.raises(ValueError, match="'learned' reverse variance is per dimension.*no table"):
@@ -376,12 +373,8 @@ def learned_run(tmp_path_factory):
                           training=tiny.training.replace(objective="hybrid"),
                           evaluation=tiny.evaluation.replace(variance="learned"))
     run = tmp_path_factory.mktemp("learned") / "run"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train("digits", run, preset, seed=3, max_steps=5, progress=False)
-    finally:
-        torch.set_num_threads(previous)
     return run
 
 
@@ -476,7 +469,7 @@ def test_small_t_fraction_needs_the_hybrid_objective_and_a_learned_variance():
 def test_weighted_simple_term_is_the_weighted_mean():
     T = 12
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
-    x0 = _grid((4, 1, 2, 2), 9)
+    x0 = grid_data((4, 1, 2, 2), 9)
     t = torch.tensor([1, 3, 7, 12])
     noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     model = SplitModel(T)

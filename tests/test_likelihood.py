@@ -30,6 +30,7 @@ from ddpm.core.bound import (
 from derivations.gaussian_kl import normal_kl as oracle_normal_kl
 
 from testkit import strategies, tolerances
+from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 F64 = tolerances.FLOAT64.kwargs()
 LN2 = math.log(2.0)
@@ -167,16 +168,6 @@ def test_elbo_terms_record_arithmetic():
 
 
 # ---------------------------------------------------------------------------------- exact ELBO vs reference
-class ToyEps:
-    """Deterministic, t-dependent eps_theta: tanh(w_t x + 0.1)."""
-
-    def __init__(self, T: int) -> None:
-        self.w = torch.linspace(0.3, 2.0, T + 1, dtype=torch.float64)
-
-    def __call__(self, xt, t):
-        return torch.tanh(self.w[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1)) * xt + 0.1)
-
-
 def reference_elbo(model, betas, x0, seed, variance, clip_x0=False):
     """The bound of eq. 5 the slow way: per t one network call on all images, KLs from the two means."""
     alphas = 1.0 - betas
@@ -217,18 +208,13 @@ def reference_elbo(model, betas, x0, seed, variance, clip_x0=False):
     return prior, kl, decoder
 
 
-def grid_data(shape, seed, dtype=torch.float64):
-    k = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-    return (k.double() / 127.5 - 1.0).to(dtype)
-
-
 @pytest.mark.parametrize("clip_x0", [False, True])
 @pytest.mark.parametrize("variance", ["beta", "beta_tilde"])
 def test_elbo_terms_equal_slow_reference(variance, clip_x0):
     T = 12
     betas = np.linspace(1e-3, 0.3, T)
     x0 = grid_data((3, 1, 2, 2), 0)
-    model = ToyEps(T)
+    model = ToyEps(T, STEEP_SLOPES)
     terms = elbo_terms(model, GaussianDiffusion(betas), x0, torch.Generator().manual_seed(5), variance=variance,
                        batch_size=7, clip_x0=clip_x0)
     prior, kl, decoder = reference_elbo(model, betas, x0, 5, variance, clip_x0)
@@ -242,7 +228,7 @@ def test_elbo_terms_float32_data_equal_reference():
     T = 6
     betas = np.linspace(1e-3, 0.3, T)
     x0 = grid_data((2, 1, 3, 3), 1, torch.float32)
-    model = ToyEps(T)
+    model = ToyEps(T, STEEP_SLOPES)
     terms = elbo_terms(model, GaussianDiffusion(betas), x0, torch.Generator().manual_seed(8))
     prior, kl, decoder = reference_elbo(model, betas, x0, 8, "beta")
     tol = tolerances.FLOAT32.kwargs()
@@ -255,7 +241,7 @@ def test_elbo_terms_independent_of_batch_size_and_t1_variance_convention():
     T = 9
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
     x0 = grid_data((4, 1, 2, 2), 2)
-    model = ToyEps(T)
+    model = ToyEps(T, STEEP_SLOPES)
     runs = [elbo_terms(model, d, x0, torch.Generator().manual_seed(3), batch_size=n) for n in (1, 3, 4, 5, 1000)]
     for other in runs[1:]:
         for name in ("prior", "kl", "decoder"):
@@ -268,8 +254,8 @@ def test_elbo_terms_independent_of_batch_size_and_t1_variance_convention():
 def test_single_step_chain():
     betas = np.array([0.3])
     x0 = grid_data((2, 1, 2, 2), 3)
-    terms = elbo_terms(ToyEps(1), GaussianDiffusion(betas), x0, torch.Generator().manual_seed(0))
-    prior, kl, decoder = reference_elbo(ToyEps(1), betas, x0, 0, "beta")
+    terms = elbo_terms(ToyEps(1, STEEP_SLOPES), GaussianDiffusion(betas), x0, torch.Generator().manual_seed(0))
+    prior, kl, decoder = reference_elbo(ToyEps(1, STEEP_SLOPES), betas, x0, 0, "beta")
     assert terms.kl.shape == (2, 0)
     assert_allclose(terms.prior.numpy(), prior, **F64)
     assert_allclose(terms.decoder.numpy(), decoder, **F64)
@@ -333,7 +319,7 @@ def test_monte_carlo_reproducible_and_stderr_cases():
     T = 8
     d = GaussianDiffusion(np.linspace(1e-3, 0.3, T))
     x0 = grid_data((3, 1, 2, 2), 7)
-    model = ToyEps(T)
+    model = ToyEps(T, STEEP_SLOPES)
     a = elbo_monte_carlo(model, d, x0, torch.Generator().manual_seed(0), draws_per_image=2, batch_size=4)
     b = elbo_monte_carlo(model, d, x0, torch.Generator().manual_seed(0), draws_per_image=2, batch_size=4)
     assert a == b

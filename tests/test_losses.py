@@ -13,27 +13,10 @@ from ddpm.core.bound import bound_estimate
 from ddpm.core.losses import HYBRID_VLB_WEIGHT, Objective, training_loss
 
 from testkit import tolerances
+from testkit.doubles import TrainableToyEps, grid_data
 
 T = 12
 BETAS = np.linspace(1e-3, 0.3, T)
-
-
-class ToyEps(torch.nn.Module):
-    """A one-parameter-per-t eps_theta: tanh(w_t x + b), differentiable in w and b."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.linspace(0.3, 2.0, T + 1, dtype=torch.float64))
-        self.b = torch.nn.Parameter(torch.tensor(0.1, dtype=torch.float64))
-
-    def forward(self, xt, t):
-        w = self.w[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1))
-        return torch.tanh(w * xt + self.b.to(xt.dtype))
-
-
-def grid_data(shape, seed, dtype=torch.float64):
-    k = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(seed))
-    return (k.double() / 127.5 - 1.0).to(dtype)
 
 
 def draws(seed, B, shape, dtype):
@@ -47,7 +30,7 @@ def draws(seed, B, shape, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_simple_is_algorithm1(dtype):
     x0 = grid_data((5, 1, 3, 3), 0, dtype)
-    model = ToyEps()
+    model = TrainableToyEps(T)
     loss = training_loss(model, GaussianDiffusion(BETAS), x0, torch.Generator().manual_seed(3), "simple")
     t, noise = draws(3, 5, x0.shape, dtype)
     ab = torch.tensor(np.cumprod(1 - BETAS))[t - 1].reshape(-1, 1, 1, 1)
@@ -60,7 +43,7 @@ def test_simple_is_algorithm1(dtype):
 def test_vlb_is_the_sampled_bound_term_per_dim():
     x0 = grid_data((6, 1, 2, 2), 1)
     d = GaussianDiffusion(BETAS)
-    model = ToyEps()
+    model = TrainableToyEps(T)
     for variance in ("beta", "beta_tilde"):
         vlb = training_loss(model, d, x0, torch.Generator().manual_seed(1), "vlb", variance=variance)
         t, noise = draws(1, 6, x0.shape, torch.float64)
@@ -75,7 +58,7 @@ def test_vlb_is_the_sampled_bound_term_per_dim():
 def test_hybrid_is_simple_plus_weighted_vlb_and_gradients_flow():
     x0 = grid_data((6, 1, 2, 2), 2)
     d = GaussianDiffusion(BETAS)
-    model = ToyEps()
+    model = TrainableToyEps(T)
     losses = {o: training_loss(model, d, x0, torch.Generator().manual_seed(15), o) for o in Objective}
     assert HYBRID_VLB_WEIGHT == 0.001
     assert_allclose(
@@ -94,7 +77,7 @@ def test_vlb_gradients_finite_with_decoder_rows_and_far_means():
     # Every t = 1 row uses the decoder; a model far off the data must still give finite gradients.
     x0 = torch.tensor([-1.0, 1.0, 1 / 127.5 - 1, 1 - 1 / 127.5], dtype=torch.float64).reshape(4, 1, 1, 1)
     d = GaussianDiffusion(BETAS)
-    model = ToyEps()
+    model = TrainableToyEps(T)
     with torch.no_grad():
         model.b.fill_(30.0)
     for seed in range(5):

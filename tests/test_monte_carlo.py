@@ -27,18 +27,10 @@ from testkit.doubles import TinyEps
 from testkit.optimal_denoisers import GRID, alpha_bars
 from testkit.stat_checks import Family
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 T = 1000
 f64 = torch.float64
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run on one intra-op thread: these tests make many small tensor ops, which two threads slow down (a lot on
-    a shared 2-core machine, where we measured 10x); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _timesteps(t: int, n: int) -> torch.Tensor:

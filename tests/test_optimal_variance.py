@@ -23,6 +23,7 @@ from derivations import reverse_variance
 from testkit import strategies
 from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
 from testkit.stat_checks import Family
+from testkit.threads import one_thread
 from testkit.tolerances import FLOAT64
 
 ALPHA = 1e-3
@@ -142,12 +143,8 @@ def tiny_checkpoint(tmp_path_factory):
     from ddpm.training.trainer import train
 
     run = tmp_path_factory.mktemp("optimal") / "run"
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train("digits", run, "tiny", seed=5, max_steps=3, progress=False)
-    finally:
-        torch.set_num_threads(previous)
     return run / "checkpoint.pt"
 
 

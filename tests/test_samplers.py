@@ -26,20 +26,10 @@ from ddpm.core.samplers import (
 from ddpm.core.schedules import make_betas
 
 from testkit import strategies, tolerances
+from testkit.doubles import ToyEps
 
 F64 = tolerances.FLOAT64.kwargs()
 SHAPE = (3, 1, 2, 2)
-
-
-class ToyEps:
-    """A deterministic, t-dependent stand-in for eps_theta: tanh(w_t x + 0.1) with w_t distinct per t."""
-
-    def __init__(self, T: int) -> None:
-        self.w = torch.linspace(0.2, 1.5, T + 1, dtype=torch.float64)
-
-    def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        w = self.w.to(xt.device)[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1))
-        return torch.tanh(w * xt + 0.1)
 
 
 def paper_schedule(betas: np.ndarray) -> dict[str, np.ndarray]:

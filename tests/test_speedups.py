@@ -22,17 +22,7 @@ from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
 
 from testkit import tolerances
-
-
-class ToyEps:
-    """A deterministic, t-dependent stand-in for eps_theta: tanh(w_t x + 0.1)."""
-
-    def __init__(self, T: int) -> None:
-        self.w = torch.linspace(0.2, 1.5, T + 1, dtype=torch.float64)
-
-    def __call__(self, xt: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        w = self.w[t].to(xt.dtype).reshape((-1,) + (1,) * (xt.ndim - 1))
-        return torch.tanh(w * xt + 0.1)
+from testkit.doubles import ToyEps
 
 
 def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):

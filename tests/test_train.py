@@ -33,16 +33,9 @@ from ddpm.training.trainer import (
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
 
 from testkit import tolerances
+from testkit.paths import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny(**training_changes):

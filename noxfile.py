@@ -117,7 +117,7 @@ def bench(session: nox.Session) -> None:
     """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
     install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite
     # The bench's own tests, here with diffusers installed (verify runs them without it).
-    session.run("pytest", "tests/test_bench.py", "--hypothesis-profile=ci", "-q")
+    session.run("pytest", "tests/studies/test_bench.py", "--hypothesis-profile=ci", "-q")
     session.run("python", "-m", "ddpm", "bench", "--out", "reports/bench", *session.posargs)
 
 
@@ -125,8 +125,7 @@ def bench(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """Check ours, diffusers and lucidrains against the derivations; write reports/conformance (fails only if ours fails)."""
     install_project(session, "conformance", "test")
-    session.run("pytest", "tests/test_conformance_adapters.py", "tests/test_conformance.py",
-                "tests/test_conformance_oracle.py")
+    session.run("pytest", "tests/conformance")
     # Exit 1 (a third-party case failed) is a finding, not a broken session; the report is what it produces.
     session.run("python", "-m", "ddpm", "conform", "--out", "reports/conformance", "--no-progress", *session.posargs,
                 success_codes=[0, 1])

@@ -29,7 +29,7 @@ FID_SELF = tolerances.FID_SELF.kwargs()
 
 def test_our_test_helpers_are_imported_not_an_installed_tests_package():
     """torch-fidelity installs a top-level `tests` package; our helpers must come from this checkout's tests/testkit."""
-    assert Path(tolerances.__file__).resolve().parent == Path(__file__).resolve().parent / "testkit"
+    assert Path(tolerances.__file__).resolve().parent == Path(__file__).resolve().parents[1] / "testkit"
 
 
 @pytest.fixture(scope="session")

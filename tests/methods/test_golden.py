@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-RECORD = ROOT / "tests" / "golden" / "tiny_runs.json"
+from testkit.paths import REPO, TESTS
+
+RECORD = TESTS / "golden" / "tiny_runs.json"
 
 
 def _golden_tool():
     """tools/golden.py, loaded from its file: tools/ is not a package (it is not part of the library)."""
-    spec = importlib.util.spec_from_file_location("golden_tool", ROOT / "tools" / "golden.py")
+    spec = importlib.util.spec_from_file_location("golden_tool", REPO / "tools" / "golden.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -2,12 +2,12 @@
 
 The proposal and the predicted variance are checked against independent NumPy computations (enumerating every
 (image, t) pair); the bound of a tiny trained model is checked for agreement between the exact sum and the
-importance-sampled Monte Carlo estimate (statistical, ALPHA per test); the files of an evaluated run (built once,
-see `evaluation_run`) are checked for their keys, types and internal consistency. The bound under every reverse
-variance is checked for consistency, not for an ordering that holds only in expectation: the headline variance's
-entry is the headline number, and the three per-term curves share images, x_t and network outputs (checked exactly
-from elbo_terms.json); optimal_variance.json is `estimate_gamma` with the documented generator and is reused by a
-second evaluate, a stale one set aside. FID runs once, with N = 8 (slow: Inception on a CPU).
+importance-sampled Monte Carlo estimate (statistical, ALPHA per test); the files of an evaluated run (the
+`evaluated_run` fixture, built once) are checked for their keys, types and internal consistency. The bound under
+every reverse variance is checked for consistency, not for an ordering that holds only in expectation: the headline
+variance's entry is the headline number, and the three per-term curves share images, x_t and network outputs
+(checked exactly from elbo_terms.json); optimal_variance.json is `estimate_gamma` with the documented generator and
+is reused by a second evaluate, a stale one set aside. FID runs once, with N = 8 (slow: Inception on a CPU).
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 
 from testkit import tolerances
-from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics, trained_and_evaluated_run
+from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics
 from testkit.stat_checks import Family
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -67,13 +67,8 @@ REQUIRED_KEYS = {
 
 
 @pytest.fixture(scope="session")
-def run_dir(tmp_path_factory):
-    return trained_and_evaluated_run(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def tiny_model(run_dir):
-    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+def tiny_model(evaluated_run):
+    checkpoint = load_checkpoint(evaluated_run / "checkpoint.pt")
     return build_eps_model(checkpoint), diffusion_from(checkpoint)
 
 
@@ -234,8 +229,8 @@ def test_write_json_atomic_writes_null_for_nan_and_leaves_no_temporary(tmp_path)
 
 
 # ------------------------------------------------------------------------------------- the evaluated run
-def test_metrics_json_has_the_required_keys_and_types(run_dir):
-    metrics = read_metrics(run_dir)
+def test_metrics_json_has_the_required_keys_and_types(evaluated_run):
+    metrics = read_metrics(evaluated_run)
     for key, kind in REQUIRED_KEYS.items():
         assert key in metrics, f"metrics.json lacks {key!r}"
         assert isinstance(metrics[key], kind) and not isinstance(metrics[key], bool), f"{key}: {metrics[key]!r}"
@@ -251,9 +246,9 @@ def test_metrics_json_has_the_required_keys_and_types(run_dir):
         assert math.isfinite(metrics[key]) and metrics[key] > 0, key
 
 
-def test_metrics_numbers_are_consistent_with_each_other(run_dir):
-    m = read_metrics(run_dir)
-    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+def test_metrics_numbers_are_consistent_with_each_other(evaluated_run):
+    m = read_metrics(evaluated_run)
+    checkpoint = load_checkpoint(evaluated_run / "checkpoint.pt")
     assert_allclose(m["wall_seconds"], checkpoint.train_seconds + m["evaluate_seconds"], **F64)
     assert_allclose(m["train_images_per_second"], checkpoint.images_seen / checkpoint.train_seconds, **F64)
     assert_allclose(m["sample_images_per_second"], m["sample_count"] / m["sample_seconds"], **F64)
@@ -263,28 +258,28 @@ def test_metrics_numbers_are_consistent_with_each_other(run_dir):
     assert m["T"] == checkpoint.T and m["trajectory_timesteps"] == list(checkpoint.preset.evaluation.trajectory_steps)
 
 
-def test_sample_files_hold_the_n_samples(run_dir):
-    m = read_metrics(run_dir)
-    with np.load(run_dir / "samples_uint8.npz") as archive:
+def test_sample_files_hold_the_n_samples(evaluated_run):
+    m = read_metrics(evaluated_run)
+    with np.load(evaluated_run / "samples_uint8.npz") as archive:
         images = archive["images"]
     assert images.dtype == np.uint8 and images.shape == (m["sample_count"], 1, 8, 8)
     assert images.min() < images.max(), "samples are not constant images"
     scale = math.ceil(56 / 8)
-    grid = Image.open(run_dir / "samples.png")
+    grid = Image.open(evaluated_run / "samples.png")
     n = m["sample_count"]
     columns, rows = min(10, n), math.ceil(n / min(10, n))
     assert grid.size == (scale * (columns * 10 + 2), scale * (rows * 10 + 2))
     assert_allclose(  # the first cell of the grid is the first sample, upscaled
         np.asarray(grid)[2 * scale : 10 * scale : scale, 2 * scale : 10 * scale : scale], images[0, 0], rtol=0, atol=0
     )
-    strip = Image.open(run_dir / "trajectory.png")
+    strip = Image.open(evaluated_run / "trajectory.png")
     steps = len(m["trajectory_timesteps"])
     assert strip.size == (scale * (steps * 10 + 2), scale * (8 * 10 + 2))
 
 
-def test_elbo_terms_json_sums_to_the_exact_bound(run_dir):
-    m = read_metrics(run_dir)
-    record = json.loads((run_dir / "elbo_terms.json").read_text())
+def test_elbo_terms_json_sums_to_the_exact_bound(evaluated_run):
+    m = read_metrics(evaluated_run)
+    record = json.loads((evaluated_run / "elbo_terms.json").read_text())
     T = m["T"]
     assert record["T"] == T and len(record["bits_per_dim"]) == T + 1 and len(record["proposal"]) == T
     assert_allclose(sum(record["bits_per_dim"]), m["elbo_exact_bits_per_dim"], rtol=1e-12, atol=0,
@@ -313,8 +308,8 @@ def test_evaluate_elbo_exact_part_is_elbo_terms_with_the_documented_generator(ti
 
 
 # ------------------------------------------------------------------- every variance, and Gamma_t behind "optimal"
-def test_metrics_json_has_the_bound_under_every_variance_and_the_gamma_record(run_dir):
-    m = read_metrics(run_dir)
+def test_metrics_json_has_the_bound_under_every_variance_and_the_gamma_record(evaluated_run):
+    m = read_metrics(evaluated_run)
     by_variance = m["elbo_exact_by_variance"]
     assert list(by_variance) == list(VARIANCES) == ["beta", "beta_tilde", "optimal"]
     for name, entry in by_variance.items():
@@ -342,15 +337,15 @@ def test_metrics_json_has_the_bound_under_every_variance_and_the_gamma_record(ru
         "one pass of the network serves every variance"
 
 
-def test_optimal_variance_json_is_estimate_gamma_with_the_documented_generator(run_dir, tiny_model):
+def test_optimal_variance_json_is_estimate_gamma_with_the_documented_generator(evaluated_run, tiny_model):
     """optimal_variance.json = estimate_gamma(EMA model, the training split, phase_generator(seed, "gamma"),
     gamma_images_per_t, elbo_batch_size) with seed and step filled in; it round-trips through save/load_gamma.
 
     Both sides run the same float32 network calls in the same order: float32 tolerance (STYLE 19)."""
-    m = read_metrics(run_dir)
+    m = read_metrics(evaluated_run)
     model, diffusion = tiny_model
-    config = load_checkpoint(run_dir / "checkpoint.pt").preset.evaluation
-    stored = load_gamma(run_dir / GAMMA_FILE)
+    config = load_checkpoint(evaluated_run / "checkpoint.pt").preset.evaluation
+    stored = load_gamma(evaluated_run / GAMMA_FILE)
     direct = estimate_gamma(model, diffusion, data.to_model_range(data.load_images("digits", "train")),
                             phase_generator(m["seed"], "gamma"), images_per_t=config.gamma_images_per_t,
                             batch_size=config.elbo_batch_size, progress=False)
@@ -360,12 +355,12 @@ def test_optimal_variance_json_is_estimate_gamma_with_the_documented_generator(r
     assert m["optimal_variance"]["gamma_stderr_max"] == max(stored.stderr)
     clipped = diffusion.with_optimal_variance(stored.gamma).optimal_gamma.numpy()[1:]
     assert m["optimal_variance"]["gamma_clipped_timesteps"] == int(np.sum(clipped != np.array(stored.gamma)))
-    copy = save_gamma(run_dir.parent / "round-trip.json", stored)
+    copy = save_gamma(evaluated_run.parent / "round-trip.json", stored)
     assert load_gamma(copy) == stored
     copy.unlink()
 
 
-def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(run_dir, tiny_model):
+def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(evaluated_run, tiny_model):
     """From elbo_terms.json alone: the three per-term curves come from one set of (x_0, x_t, eps_theta).
 
     L_0 (sigma_1^2 = beta_1 for every variance) and L_T (no network) agree; for t >= 2 (clip_x0 = False)
@@ -375,9 +370,9 @@ def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(r
     lambda_t, which sets the tolerance.
     """
     _, diffusion = tiny_model
-    record = json.loads((run_dir / "elbo_terms.json").read_text())
+    record = json.loads((evaluated_run / "elbo_terms.json").read_text())
     assert record["clip_x0"] is False and list(record["by_variance"]) == list(VARIANCES)
-    diffusion = diffusion.with_optimal_variance(load_gamma(run_dir / GAMMA_FILE).gamma)
+    diffusion = diffusion.with_optimal_variance(load_gamma(evaluated_run / GAMMA_FILE).gamma)
     T = record["T"]
     top = record["by_variance"][record["variance"]]
     assert top["bits_per_dim"] == record["bits_per_dim"] and top["total_bits_per_dim"] == record["total_bits_per_dim"]
@@ -435,12 +430,12 @@ def test_presets_size_gamma_and_old_checkpoints_load_with_the_default():
     assert EvaluationConfig(variance="optimal").variance == "optimal"
 
 
-def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_path):
+def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(evaluated_run, tmp_path):
     """A second identical evaluate reproduces every number, keeps the first metrics.json and reuses Gamma_t."""
     out = tmp_path / "again"
     options = dict(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, sample_batch_size=2,
                    progress=False, device="cpu", seed=11)
-    first = evaluate_checkpoint(run_dir / "checkpoint.pt", out, **options)
+    first = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, **options)
     assert first.previous_metrics is None
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["metrics.json", "elbo_terms.json", "samples_uint8.npz", "samples.png", "trajectory.png", "run.json",
@@ -449,7 +444,7 @@ def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_pa
     first_samples = np.load(out / "samples_uint8.npz")["images"]
     gamma_bytes, gamma_mtime = (out / GAMMA_FILE).read_bytes(), (out / GAMMA_FILE).stat().st_mtime_ns
     assert first.metrics["optimal_variance"]["reused"] is False
-    second = evaluate_checkpoint(run_dir / "checkpoint.pt", out, **options)
+    second = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, **options)
     assert second.previous_metrics is not None and second.previous_metrics.read_bytes() == first_bytes
     assert second.metrics["previous_metrics"] == second.previous_metrics.name
     for key in ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_exact_bits_per_dim", "elbo_exact_by_variance"):
@@ -463,15 +458,15 @@ def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(run_dir, tmp_pa
 
 
 @pytest.mark.parametrize(("step_offset", "requested"), [(1, None), (0, 3)], ids=["other step", "other images per t"])
-def test_evaluate_sets_a_stale_gamma_file_aside_and_estimates_again(run_dir, tmp_path, step_offset, requested):
+def test_evaluate_sets_a_stale_gamma_file_aside_and_estimates_again(evaluated_run, tmp_path, step_offset, requested):
     """A file of another checkpoint step, or of another sample size than asked for, is renamed, never reused."""
-    checkpoint = load_checkpoint(run_dir / "checkpoint.pt")
+    checkpoint = load_checkpoint(evaluated_run / "checkpoint.pt")
     out = tmp_path / "stale"
     out.mkdir()
     T, per_t = checkpoint.T, checkpoint.preset.evaluation.gamma_images_per_t
     stale = GammaEstimate((0.5,) * T, (0.01,) * T, per_t, seed=0, step=checkpoint.step + step_offset)
     save_gamma(out / GAMMA_FILE, stale)
-    result = evaluate_checkpoint(run_dir / "checkpoint.pt", out, fid_samples=2, skip_fid=True, elbo_exact_images=2,
+    result = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, fid_samples=2, skip_fid=True, elbo_exact_images=2,
                                  elbo_mc_images=4, sample_batch_size=2, gamma_images_per_t=requested,
                                  progress=False, device="cpu")
     record = result.metrics["optimal_variance"]
@@ -493,12 +488,12 @@ def test_evaluate_sets_a_stale_gamma_file_aside_and_estimates_again(run_dir, tmp
         (dict(gamma_images_per_t=1, skip_fid=True), "gamma_images_per_t must be an int >= 2"),
     ],
 )
-def test_evaluate_refuses_bad_requests_before_touching_out_dir(run_dir, tmp_path, options, match):
+def test_evaluate_refuses_bad_requests_before_touching_out_dir(evaluated_run, tmp_path, options, match):
     out = tmp_path / "out"
     out.mkdir()
     (out / METRICS_FILE).write_text("{}")
     with pytest.raises(ValueError, match=match):
-        evaluate_checkpoint(run_dir / "checkpoint.pt", out, progress=False, **options)
+        evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, progress=False, **options)
     assert sorted(p.name for p in out.iterdir()) == [METRICS_FILE] and (out / METRICS_FILE).read_text() == "{}"
 
 
@@ -529,7 +524,7 @@ def test_exact_and_importance_sampled_bounds_agree_per_image(tiny_model, seed_ba
 
 
 @pytest.mark.statistical(alpha=ALPHA)
-def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, run_dir, seed_base, record_property):
+def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, evaluated_run, seed_base, record_property):
     """evaluate_elbo's two estimates, both unbiased for the mean bound of the test split, agree (z with both
     standard errors; conservative, as the subset lies inside the Monte Carlo set), for sigma_t^2 = beta,
     beta_tilde and optimal (the run's Gamma_t; Holm over the three). This is the check of the exact bound's
@@ -538,7 +533,7 @@ def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, run_dir, s
     the three variances, `tests/sweep.py --seeds 40` rejected 0 of 40 at ALPHA and 1 of 40 at 0.05.
     """
     model, diffusion = tiny_model
-    diffusion = diffusion.with_optimal_variance(load_gamma(run_dir / GAMMA_FILE).gamma)
+    diffusion = diffusion.with_optimal_variance(load_gamma(evaluated_run / GAMMA_FILE).gamma)
     images = data.load_images("digits", "test")
     family = Family("evaluate_elbo: exact subset vs Monte Carlo", ALPHA)
     for offset, variance in enumerate(VARIANCES):
@@ -573,9 +568,9 @@ def test_importance_sampling_lowers_the_variance_of_a_draw(tiny_model, seed_base
 
 # ------------------------------------------------------------------------------------------------ FID
 @pytest.mark.slow
-def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
+def test_evaluate_with_fid_on_8_samples(evaluated_run, tmp_path):
     out = tmp_path / "fid"
-    result = evaluate_checkpoint(run_dir / "checkpoint.pt", out, fid_samples=8, elbo_exact_images=1,
+    result = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, fid_samples=8, elbo_exact_images=1,
                                  elbo_mc_images=4, sample_batch_size=8, progress=False, device="cpu",
                                  cache_dir=tmp_path / "cache")
     m = read_metrics(out)
@@ -611,11 +606,11 @@ def test_png_bytes_round_trip():
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def test_cli_evaluate_writes_metrics_and_records_its_command(run_dir, tmp_path, capsys):
+def test_cli_evaluate_writes_metrics_and_records_its_command(evaluated_run, tmp_path, capsys):
     from ddpm.cli import main
 
     out = tmp_path / "cli"
-    argv = ["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out", str(out), "--fid-samples", "2",
+    argv = ["evaluate", "--checkpoint", str(evaluated_run / "checkpoint.pt"), "--out", str(out), "--fid-samples", "2",
             "--device", "cpu", "--seed", "5", "--skip-fid", "--elbo-exact-images", "2", "--elbo-mc-images", "4",
             "--sample-batch-size", "2", "--variance", "optimal", "--gamma-images", "3", "--no-progress"]
     assert main(argv) == 0
@@ -647,10 +642,10 @@ def test_cli_evaluate_writes_metrics_and_records_its_command(run_dir, tmp_path, 
         (["report"], "DIR"),
     ],
 )
-def test_cli_errors_are_one_line_with_status_2(run_dir, tmp_path, capsys, argv, match):
+def test_cli_errors_are_one_line_with_status_2(evaluated_run, tmp_path, capsys, argv, match):
     from ddpm.cli import main
 
-    argv = [{"CKPT": str(run_dir / "checkpoint.pt"), "OUT": str(tmp_path / "out")}.get(a, a) for a in argv]
+    argv = [{"CKPT": str(evaluated_run / "checkpoint.pt"), "OUT": str(tmp_path / "out")}.get(a, a) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("ddpm: error: ") and match in err[0], err

@@ -1,7 +1,7 @@
 """ddpm.evaluation.report: report.md / report.html of a trained and evaluated run, built only from the run's files.
 
-The run is the tiny digits run of `evaluation_run` (built once per session); each test copies it, so the
-report's files land in a folder of its own. Numbers are checked against metrics.json in the report's documented
+The run is the tiny digits run of the `evaluated_run` fixture (tests/evaluation/conftest.py, built once per
+session); each test copies it, so the report's files land in a folder of its own. Numbers are checked against metrics.json in the report's documented
 formats (bits/dim to 4 decimals, FID 2, KID 5, rates 2, seconds 1), written out here independently.
 """
 
@@ -17,7 +17,7 @@ import pytest
 from ddpm.cli import main
 from ddpm.evaluation.report import REQUIRED_METRICS, ReportError, term_curves, write_report
 
-from testkit.runs import EVAL_COMMAND, read_metrics, trained_and_evaluated_run
+from testkit.runs import EVAL_COMMAND, read_metrics
 
 SECTIONS = (
     "Headline numbers", "How this run was produced", "Configuration and versions", "Training",
@@ -28,15 +28,10 @@ FIGURES = ("loss_curve.png", "elbo_terms.png", "samples.png", "trajectory.png", 
 REPORT_COMMAND = "python -m ddpm report RUN (test)"
 
 
-@pytest.fixture(scope="session")
-def source_run(tmp_path_factory):
-    return trained_and_evaluated_run(tmp_path_factory)
-
-
 @pytest.fixture
-def run(source_run, tmp_path):
+def run(evaluated_run, tmp_path):
     copy = tmp_path / "run"
-    shutil.copytree(source_run, copy)
+    shutil.copytree(evaluated_run, copy)
     return copy
 
 

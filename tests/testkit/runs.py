@@ -1,10 +1,8 @@
-"""A tiny trained-and-evaluated run shared by test_evaluate.py and test_report.py (built once per pytest process).
+"""The settings of the tiny trained-and-evaluated run (the `evaluated_run` fixture, tests/evaluation/conftest.py).
 
-`ddpm.training.trainer.train` runs the `tiny` preset on sklearn's digits for TRAIN_STEPS updates, then
-`ddpm.evaluation.evaluate.evaluate_checkpoint` evaluates it into the same folder with FID skipped (Inception is tested once,
-separately, as slow) and small sample counts. Everything runs with one torch thread: on the shared 2-core
-machine two OpenMP threads per process collapse under contention (measured: 17 ms vs 1.2 s per forward of the
-tiny U-Net at batch 8 while other processes were busy), and one thread is as fast when the machine is quiet.
+The `tiny` preset on sklearn's digits for TRAIN_STEPS updates, evaluated with FID skipped and small sample counts
+(EVAL_OPTIONS); the commands the run records are TRAIN_COMMAND and EVAL_COMMAND. The tests that read the run compare
+its files with these settings, and other tests evaluate with the same small options.
 """
 
 from __future__ import annotations
@@ -12,30 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from testkit.threads import one_thread
-
 TRAIN_STEPS = 60
 EVAL_OPTIONS = dict(
     fid_samples=16, skip_fid=True, elbo_exact_images=8, elbo_mc_images=0, sample_batch_size=16, progress=False
 )
+TRAIN_COMMAND = ["python", "-m", "ddpm", "train", "--data", "digits", "--preset", "tiny", "--out", "RUN"]
 EVAL_COMMAND = "python -m ddpm evaluate --checkpoint RUN/checkpoint.pt --out RUN --skip-fid (test fixture)"
-
-_CACHE: dict[str, Path] = {}
-
-
-def trained_and_evaluated_run(tmp_path_factory) -> Path:
-    """The run folder (checkpoint.pt, run.json, train_log.jsonl and the evaluation's files), built once."""
-    if "run" not in _CACHE:
-        from ddpm.evaluation.evaluate import evaluate_checkpoint
-        from ddpm.training.trainer import train
-
-        run = tmp_path_factory.mktemp("tiny-digits-run") / "run"
-        with one_thread():
-            train("digits", run, "tiny", seed=0, device="cpu", max_steps=TRAIN_STEPS, progress=False,
-                  command=["python", "-m", "ddpm", "train", "--data", "digits", "--preset", "tiny", "--out", "RUN"])
-            evaluate_checkpoint(run / "checkpoint.pt", run, device="cpu", command=EVAL_COMMAND, **EVAL_OPTIONS)
-        _CACHE["run"] = run
-    return _CACHE["run"]
 
 
 def read_metrics(run: Path) -> dict:

@@ -60,7 +60,7 @@ def derive(session: nox.Session) -> None:
 def sweep(session: nox.Session) -> None:
     """Rerun the statistical tests over many seed bases (50; --seeds N) and print false-failure rates next to alpha."""
     install_project(session, "test")
-    session.run("python", "tests/sweep.py", *session.posargs)
+    session.run("python", "-m", "ddpm.studies.sweep", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -109,7 +109,7 @@ def train_small_options(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Mutation score of the verify suite over the math core (mutmut), reports/mutants (-- --sample N for a sample)."""
     install_project(session, "test", "mutants")
-    session.run("python", "tests/mutants.py", *session.posargs)
+    session.run("python", "-m", "ddpm.studies.mutants", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)

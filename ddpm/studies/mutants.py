@@ -1,12 +1,12 @@
 """`nox -s mutants`: how many plausible bugs in the math core the verify suite catches (mutmut 3), in reports/mutants.
 
-Usage: python tests/mutants.py [--sample N] [--seed S] [--max-children K] [--out DIR] [--skip-run | --report-only]
+Usage: python -m ddpm.studies.mutants [--sample N] [--seed S] [--max-children K] [--out DIR] [--skip-run | --report-only]
 
 Why mutmut (not cosmic-ray): mutmut 3 records, in one run of the suite, which tests reach each function, and runs
 only those tests on that function's mutants, each in a process forked from a server that has already imported
 torch and collected the tests. cosmic-ray starts a fresh test command per mutant (torch's import alone is ~2 s
 here) and leaves test selection to the user. The configuration is `[tool.mutmut]` in pyproject.toml: the files
-mutated (schedules, diffusion, kernels, likelihood, losses, samplers, optimal_variance, update_rules for the EMA
+mutated (schedules, diffusion, kernels, bound, losses, samplers, optimal_variance, update_rules for the EMA
 and the learning rate, bound_statistics for the bound's estimators, pixels for the data scaling) and the lines not
 mutated (those that only build an error message).
 
@@ -22,7 +22,7 @@ Phases:
 4. Every `killed_by` test of the notes is run on its mutant (the current tests/ copied into mutants/ first); the
    confirmed ones count as killed by the suite as it is now (the report gives the score before them too).
 5. The report: the score (killed / (mutants run - equivalent)), per file, and for every survivor its diff and
-   either the test that now kills it or the argument that it is equivalent, read from tests/mutants_notes.toml:
+   either the test that now kills it or the argument that it is equivalent, read from ddpm/studies/mutants_notes.toml:
    [equivalent] name = "argument" (no input tells it from the original), [cuda_only] name = "argument" (identical
    on the CPU, e.g. a dropped device= argument: only `nox -s gpu` can kill it), [killed_by] name = "test id" (a test
    written after the run; the next run confirms it). Equivalent and CUDA-only mutants are left out of the score and
@@ -46,9 +46,9 @@ import tomllib
 from collections import Counter
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MUTANTS_DIR = REPO / "mutants"
-NOTES = REPO / "tests" / "mutants_notes.toml"
+NOTES = Path(__file__).with_name("mutants_notes.toml")
 MUTMUT = [sys.executable, "-m", "mutmut"]
 NO_MATCH = "zzz-no-mutant-has-this-name"  # phase 1 only: mutmut generates and maps, then finds nothing to run
 OUTCOMES = ("killed", "killed (slow test)", "killed (new test)", "equivalent", "cuda only", "survived", "not run")
@@ -127,8 +127,10 @@ def confirm_killed_by(killed_by: dict[str, str], names: list[str]) -> dict[str, 
     into mutants/tests first); name -> whether the test failed, i.e. killed it."""
     import shutil
 
-    for source in (REPO / "tests").glob("*.py"):
-        shutil.copy2(source, MUTANTS_DIR / "tests" / source.name)
+    for source in (REPO / "tests").rglob("*.py"):
+        target = MUTANTS_DIR / "tests" / source.relative_to(REPO / "tests")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
     confirmed = {}
     for name in names:
         if name not in killed_by:
@@ -152,7 +154,8 @@ def wilson(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
 
 
 def _file_of(name: str) -> str:
-    return "ddpm/" + name.split(".")[1] + ".py"
+    """The file of a mutant: ddpm.core.diffusion.x_name__mutmut_1 -> ddpm/core/diffusion.py."""
+    return "/".join(name.split(".")[:-1]) + ".py"
 
 
 def load_notes() -> dict[str, dict[str, str]]:
@@ -221,7 +224,7 @@ def write_report(record: dict, out: Path) -> None:
         "# Mutation score of the verify suite over the math core",
         "",
         f"Generated {r['generated']} by `{r['command']}` ({r['tool']}, {r['max_children']} worker(s)). "
-        "Written by tests/mutants.py; do not edit.",
+        "Written by ddpm/studies/mutants.py; do not edit.",
         "",
         f"**Score: {r['killed']} / {r['scored']} = {100 * r['score']:.1f}%** of the non-equivalent mutants run are "
         f"killed by the suite as it is now (95% Wilson interval {100 * r['score_95'][0]:.1f}-"
@@ -259,7 +262,7 @@ def write_report(record: dict, out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tests/mutants.py", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.studies.mutants", description=__doc__.split("\n")[0])
     parser.add_argument("--sample", type=int, default=0, help="run a seeded random sample of N mutants (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="the sample's seed")
     parser.add_argument("--max-children", type=int, default=max(1, (os.cpu_count() or 1)), help="mutmut workers")

@@ -1,6 +1,6 @@
 """Rerun the `statistical` tests over many seed bases; print each test's observed false-failure rate next to ALPHA.
 
-    python tests/sweep.py [--seeds N] [--first-base B] [--spacing S] [--json PATH] [pytest arguments ...]
+    python -m ddpm.studies.sweep [--seeds N] [--first-base B] [--spacing S] [--json PATH] [pytest arguments ...]
 
 (`nox -s sweep -- ...` runs this.) N defaults to $DDPM_SWEEP_SEEDS or 50. One pytest process: a plugin
 parametrizes the `seed_base` fixture of every test marked `statistical` over the bases B, B + S, ...,
@@ -138,7 +138,7 @@ def print_table(rows: list[dict], n_bases: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, run pytest once with the sweep plugin, print the table; exit 1 if a rate is flagged."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ddpm.studies.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=int(os.environ.get("DDPM_SWEEP_SEEDS", "50")))
     parser.add_argument("--first-base", type=int, default=100_000)
     parser.add_argument("--spacing", type=int, default=100_000)

@@ -1,6 +1,7 @@
 """`nox -s mutants`: how many plausible bugs in the math core the verify suite catches (mutmut 3), in reports/mutants.
 
-Usage: python -m ddpm.studies.mutants [--sample N] [--seed S] [--max-children K] [--out DIR] [--skip-run | --report-only]
+Usage: python -m ddpm.studies.mutants [--sample N] [--seed S] [--max-children K] [--out DIR]
+                                      [--skip-run | --report-only]
 
 Why mutmut (not cosmic-ray): mutmut 3 records, in one run of the suite, which tests reach each function, and runs
 only those tests on that function's mutants, each in a process forked from a server that has already imported

@@ -1,7 +1,7 @@
 """The conformance suite (ddpm/conformance): the reference passes every case, broken adapters fail exactly theirs.
 
-No third-party package is needed here (their adapters are tested by tests/test_conformance_adapters.py in
-`nox -s conformance`). The broken adapters of tests/broken_adapters.py each carry one plausible bug; the
+No third-party package is needed here (their adapters are tested by tests/conformance/test_adapters.py in
+`nox -s conformance`). The broken adapters of tests/testkit/broken_adapters.py each carry one plausible bug; the
 suite must fail the cases that bug touches and no other, which shows both that the cases can fail and that
 their tolerances do not flag correct code.
 """

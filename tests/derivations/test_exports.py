@@ -1,4 +1,4 @@
-"""No exported result is typed in (issue 13, item 5): every SymPy expression a derivation module exports is the
+"""No exported result is typed in: every SymPy expression a derivation module exports is the
 left side of one of its checked steps (a derived expression whose equality with a stated form was checked), or it
 is in the reviewed table below, which says what it is instead: a substitution of derived results into derivation
 (c)'s KL, a sum of derived coefficients, a definition, or the paper's statement a derived result is compared with.

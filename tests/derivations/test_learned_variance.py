@@ -52,7 +52,7 @@ def kl(mean_gap: sp.Expr, beta_tilde: sp.Expr, sigma: sp.Expr) -> sp.Expr:
     return (sp.log(sigma / beta_tilde) + (beta_tilde + mean_gap**2) / sigma - 1) / 2
 
 
-# The schedule's domain as beta_t = 1 / (1 + r), alpha_bar_{t-1} = 1 / (1 + u), r, u > 0 (see test_derive_strided.py).
+# The schedule's domain as beta_t = 1 / (1 + r), alpha_bar_{t-1} = 1 / (1 + u), r, u > 0 (see test_strided.py).
 _r, _u = sp.symbols("r u", positive=True)
 _DOMAIN = {beta_t: 1 / (1 + _r), alpha_bar_prev: 1 / (1 + _u)}
 

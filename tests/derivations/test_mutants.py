@@ -1,4 +1,4 @@
-"""Each step added by issue 13 (and derivation (n)) fails under a mutation of its formula (issue 13, item 7).
+"""Each step of the results listed below fails under a mutation of its formula: its check is not vacuous.
 
 The mutation is a sign slip: in the stated right side the first sum met (pre-order) has its first term negated (a
 right side with no sum is doubled and shifted, 2 r + 3). The mutated step is checked the way the step itself is

@@ -37,7 +37,7 @@ def test_derivations_never_import_torch():
 
 def test_no_derived_expression_is_hidden_behind_its_name():
     """Where an equation shows only a name for its derived left side (too long to print inline, or a named
-    quantity), the derived expression is folded under the step (issue 13: (b)'s step 8 showed only "R = 0")."""
+    quantity), the derived expression is folded under the step (without it, (b)'s step 8 showed only "R = 0")."""
     text = render()
     for d in all_derivations():
         for step in d.all_steps():

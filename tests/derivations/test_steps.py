@@ -1,6 +1,6 @@
 """Every step of every derivation holds: SymPy closes it, or exact rational substitution does.
 
-These are the generic checks; each derivation also has its own tests (tests/test_derive_*.py) that
+These are the generic checks; each derivation also has its own tests (tests/derivations/test_<module>.py) that
 pin the results against the paper's formulas and show that a mutated formula is caught.
 """
 

@@ -57,7 +57,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 ALPHA = 0.01  # false-failure probability of each statistical test
 F64 = tolerances.FLOAT64.kwargs()
 
-# The keys issue 4 requires, with their JSON types (None allowed only for FID/KID when FID is skipped).
+# The keys metrics.json must have, with their JSON types (None allowed only for FID/KID when FID is skipped).
 REQUIRED_KEYS = {
     "dataset": str, "preset": str, "device": str, "seed": int, "train_steps": int,
     "train_images_per_second": float, "sample_images_per_second": float, "elbo_bits_per_dim": float,
@@ -530,7 +530,7 @@ def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, evaluated_
     beta_tilde and optimal (the run's Gamma_t; Holm over the three). This is the check of the exact bound's
     error bar under each variance the report prints. 4 draws per image tame the right tail of the importance
     weights: a sweep over seed bases 0..99 (beta_tilde) rejected 1 of 100 at 0.005 and 5 of 100 at 0.05; with
-    the three variances, `tests/sweep.py --seeds 40` rejected 0 of 40 at ALPHA and 1 of 40 at 0.05.
+    the three variances, `python -m ddpm.studies.sweep --seeds 40` rejected 0 of 40 at ALPHA and 1 of 40 at 0.05.
     """
     model, diffusion = tiny_model
     diffusion = diffusion.with_optimal_variance(load_gamma(evaluated_run / GAMMA_FILE).gamma)

@@ -1,5 +1,5 @@
-"""Calibration of every error bar the project prints (house style 20): over R independent repeats, the spread of an
-estimate matches the standard error it reports.
+"""Calibration of every error bar the project prints: over R independent repeats, the spread of an estimate
+matches the standard error it reports (an error bar that is not tested can be off by any factor unnoticed).
 
 Each family compares, with `stat_checks.Family.spread_test` (a t-test of Var(estimate) = E[stderr^2] over the
 repeats, valid for non-Gaussian estimates), the reported standard errors of:

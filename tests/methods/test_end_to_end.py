@@ -3,7 +3,7 @@ whose law is known exactly, checked against that law.
 
 The law: 8x8 gray images x_0 = the 8-bit grid value of a draw of the two-component Gaussian mixture
 0.35 N(P, s^2 I) + 0.65 N(-P, s^2 I), s = 0.15, P a smooth +-0.4 pattern (`LAW`). Its optimal denoiser eps* is in
-closed form (tests/optimal_denoisers.py, case (b)) and so is the exact likelihood of a grid image (per pixel a
+closed form (tests/testkit/optimal_denoisers.py, case (b)) and so is the exact likelihood of a grid image (per pixel a
 difference of normal CDFs, case (c), mixed over the two components). 2560 such images are written as PNGs and the
 `tiny` preset is trained on the folder for 600 updates (~25 s on one core).
 

@@ -1,6 +1,6 @@
 """Exact-oracle tests: data whose optimal denoiser eps*(x_t, t) = E[eps | x_t] is known in closed form.
 
-The closed forms and their derivations are in tests/optimal_denoisers.py; the first tests here cross-check them
+The closed forms and their derivations are in tests/testkit/optimal_denoisers.py; the first tests here cross-check them
 (SymPy for the Gaussian case, 30-digit quadrature and Tweedie's formula for mixtures and points). Then, with
 eps* plugged into ddpm as the network:
   (i)   L_simple (Algorithm 1, `training_loss`) at eps* equals its analytic minimum, and a perturbed denoiser
@@ -181,7 +181,7 @@ def test_training_loss_at_eps_star_is_minimal(law_name, seed_base, record_proper
     """Algorithm 1's loss (`training_loss`, t ~ U{1..T}) at eps*, at eps* + DELTA and at eps* + SCALE x_t.
 
     Each batch draws x_0 (NumPy) and runs the three losses with identically seeded generators, so t and eps are
-    shared and the differences are paired. By the Pythagoras identity of tests/optimal_denoisers.py the
+    shared and the differences are paired. By the Pythagoras identity of testkit/optimal_denoisers.py the
     expected excess of eps* + g is E[g^2] per dimension: DELTA^2, and SCALE^2 mean_t(ab_t E[x_0^2] + 1 - ab_t)
     (E[x_t (eps - eps*)] = 0). Student t tests over the batches; for Gaussian data also E L_simple(eps*) =
     mean_t Var(eps | x_t), the analytic minimum. Finally eps* must be below both perturbed denoisers: the

@@ -1,4 +1,4 @@
-"""The speed-ups of issue 5 change no result: each fast path against the slow path it replaced.
+"""The speed-ups change no result: each fast path against the slow path it replaced.
 
 - Algorithm 2's step with its constants cast once (`ddpm.core.samplers._Algorithm2Step`) is bitwise the per-step gather
   and cast of `GaussianDiffusion._p_sample`, for float32, float64 and bfloat16 samples and both variances.
@@ -26,7 +26,7 @@ from testkit.doubles import ToyEps
 
 
 def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):
-    """Algorithm 2 as the sampler ran it before issue 5: `_p_sample` gathers and casts the constants every step."""
+    """Algorithm 2 as the sampler ran it before the speed-ups: `_p_sample` gathers and casts the constants each step."""
     choice = ReverseVariance.from_value(variance)
     generator = torch.Generator().manual_seed(seed)
     noise_dtype = compute_dtype(dtype)
@@ -78,7 +78,7 @@ def test_compiled_sampler_equals_eager():
     torch.nn.init.normal_(model.output_conv.weight, std=0.05)
     diffusion = GaussianDiffusion(np.linspace(1e-3, 0.2, 20))
     shape = (2, 1, 8, 8)
-    # Both sides in float64 (house style 19): compiled kernels sum in another order, and a float32 U-Net's rounding
+    # Both sides in float64: compiled kernels sum in another order, and a float32 U-Net's rounding
     # through 20 steps depends on the weights; in float64 that reordering stays ~1e-13, far below FLOAT64's rtol.
     model = model.double()
     eager = ancestral_sample(model, diffusion, shape, torch.Generator().manual_seed(4), progress=False,

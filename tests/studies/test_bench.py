@@ -137,7 +137,7 @@ def test_tiny_bench_cross_checks_agree(tiny_run):
     _, record = tiny_run
     loop = record["exact_bound"]["loop"]
     # Both sides run the float32 network, on differently composed batches, so eps_theta agrees to float32 rounding
-    # only: a float32 tolerance (house style 19). A float64 one failed when only the trained weights changed
+    # only: the tolerance is float32's. A float64 one failed when only the trained weights changed
     # (3.3e-9 against 1.6e-9 bits/dim); a missing or misweighted term would differ by orders of magnitude more.
     tolerance = tolerances.FLOAT32.rtol * abs(loop["bits_per_dim"]) + tolerances.FLOAT32.atol
     assert loop["max_abs_difference_bits_per_dim"] <= tolerance, "elbo_terms and the per-timestep loop must agree"

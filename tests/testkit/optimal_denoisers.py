@@ -25,9 +25,9 @@ minimum is E tr Cov(eps | x_t), and a perturbed denoiser f = eps* + g pays exact
     and the tower rule eps* = sum_k r_k(x_t) b (x_t - a mu_k) / v_k. For points (v_k = b^2) this is
     (x_t - a E[x_0 | x_t]) / b with E[x_0 | x_t] = sum_k r_k mu_k.
     Cross-check (Tweedie): the marginal density of x_t is p_t = sum_k w_k N(a mu_k, v_k I), and
-    -b grad log p_t(x_t) = sum_k r_k b (x_t - a mu_k) / v_k = eps*. tests/test_exact_oracle.py compares eps* with
-    -b grad log p_t computed by 50-digit numerical differentiation, and (1-D) with E[eps | x_t] computed by
-    30-digit quadrature of eps p(eps) p(x_t | eps) over eps; SymPy completes the square of case (a).
+    -b grad log p_t(x_t) = sum_k r_k b (x_t - a mu_k) / v_k = eps*. tests/methods/test_exact_oracle.py compares
+    eps* with -b grad log p_t computed by 50-digit numerical differentiation, and (1-D) with E[eps | x_t] computed
+    by 30-digit quadrature of eps p(eps) p(x_t | eps) over eps; SymPy completes the square of case (a).
 
 (c) Discretised Gaussian data (`DiscretisedGaussian`): x_0 = the 8-bit grid value k / 127.5 - 1 of the bin
     of a N(m, s^2) draw (256 bins of width 2/255, the edge bins open to -inf / +inf, as in the decoder of

@@ -5,7 +5,7 @@ Each oracle is a `derivations._numeric.float64_function`: it carries `.args`, th
 values are passed at 50 digits (`alpha_bar_from_betas`), never rounded to float64 first.
 
 `oracle(module, name)` imports `derivations.<module>` and returns its export `name`; while a derivation
-module has not landed, the test that needs it is skipped with a message naming it (issue #2 delivers them).
+module has not landed, the test that needs it is skipped with a message naming it.
 
 Linear maps (means) are compared relative to the size of their terms: for y = sum_i c_i x_i the rounding
 error of any floating-point evaluation is proportional to sum_i |c_i x_i|, not to |y| (the condition number
@@ -33,7 +33,7 @@ def oracle(module: str, name: str):
     try:
         mod = importlib.import_module(f"derivations.{module}")
     except ModuleNotFoundError:
-        pytest.skip(f"derivations.{module} has not landed yet (issue #2)")
+        pytest.skip(f"derivations.{module} has not landed yet")
     if not hasattr(mod, name):
         pytest.skip(f"derivations.{module} does not export {name!r} (yet)")
     return getattr(mod, name)

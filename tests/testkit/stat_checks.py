@@ -1,10 +1,13 @@
-"""A family of hypothesis tests with one family-wise error rate ALPHA (house style rule 13), for statistical tests.
+"""A family of hypothesis tests with one family-wise error rate ALPHA, for statistical tests.
+
+A statistical test fails on correct code with a probability it states (ALPHA), however many comparisons it makes:
+that is what makes a failure informative and lets `nox -s sweep` measure the rate.
 
 A statistical test collects every comparison it makes into a `Family` (label, p-value, and what was compared),
 then calls `check()`: the p-values are adjusted for multiplicity by Holm's step-down procedure (default) or by
 Bonferroni, and the test fails iff some adjusted p-value is <= ALPHA. Both corrections keep the probability of
 any false failure <= ALPHA whatever the dependence between the comparisons. `check(record_property)` also
-records the smallest adjusted p-value ("min_adjusted_p"), which `tests/sweep.py` collects across seeds.
+records the smallest adjusted p-value ("min_adjusted_p"), which `ddpm/studies/sweep.py` collects across seeds.
 
 The helpers return two-sided p-values unless `alternative` says otherwise; each documents its null
 distribution. No retries: a family is evaluated once, on draws from a generator seeded by seed_base + offset.

@@ -41,8 +41,8 @@ KID_OF_STDERR = 0.01
 # FID is quoted to two decimals.
 FID_SELF = Tolerance(rtol=0.0, atol=1e-2)
 # torchrun with 2 processes vs 1 process, same seed and global batch, weights after a few Adam updates of the tiny
-# preset (tests/test_distributed.py). The two runs see the same images, t and eps; their gradients differ only by
-# float32 summation order (the all-reduce averages two half-batch means instead of one full-batch mean), ~1e-7
+# preset (tests/training/test_distributed.py). The two runs see the same images, t and eps; their gradients differ
+# only by float32 summation order (the all-reduce averages two half-batch means instead of one full-batch mean), ~1e-7
 # relative. Adam's update g / sqrt(v) passes that on, amplified only for elements whose gradient nearly cancels.
 # Over the first updates (lr <= 2e-3) each weight moves by up to ~3e-3; atol 1e-5 is ~1/300 of that movement,
 # while a wrong per-process slice of the batch changes the updates themselves (differences of the movement's size).

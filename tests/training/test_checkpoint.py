@@ -57,7 +57,7 @@ def test_round_trip_keeps_every_field(tmp_path):
         elif field.name == "loss_generator_state":
             assert torch.equal(a, b)
         elif field.name in ("optimizer_state", "sampler_state", "rng_states"):
-            continue  # compared through their use in tests/test_train.py (bitwise resume)
+            continue  # compared through their use in tests/training/test_trainer.py (bitwise resume)
         else:
             assert a == b, field.name
     assert loaded.T == 100 and (loaded.channels, loaded.height, loaded.width) == (1, 8, 8)

@@ -2,7 +2,7 @@
 
 Both runs use the same seed and the same global batch (tiny preset: 64 digits per update); each of the 2
 processes draws the whole batch's indices, t and eps and keeps its half by rank, so the averaged gradient equals
-the one-process gradient up to float32 summation order (tolerance `DISTRIBUTED_WEIGHTS`, see tests/tolerances.py).
+the one-process gradient up to float32 summation order (tolerance `DISTRIBUTED_WEIGHTS` in testkit/tolerances.py).
 """
 
 from __future__ import annotations

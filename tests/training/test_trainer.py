@@ -306,7 +306,7 @@ def test_cuda_run_bf16_channels_last_compiled_resume(tmp_path):
 
 
 def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path, capsys):
-    """SIGKILL before the first checkpoint leaves run.json and log lines but no checkpoint.pt (issue 11, item 5)."""
+    """SIGKILL before the first checkpoint leaves run.json and log lines but no checkpoint.pt."""
     from ddpm.cli import main
 
     out = tmp_path / "run"

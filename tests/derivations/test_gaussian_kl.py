@@ -17,6 +17,7 @@ from derivations import gaussian_kl as gk
 from derivations.symbols import normal_density, normal_log_density
 
 from testkit import tolerances
+from testkit.symbolic import textbook_kl
 
 pytestmark = pytest.mark.symbolic
 
@@ -25,12 +26,6 @@ _x = sp.Symbol("x", real=True)
 
 means = st.floats(min_value=-5.0, max_value=5.0, allow_nan=False, allow_infinity=False)
 variances = st.floats(min_value=0.05, max_value=20.0, allow_nan=False, allow_infinity=False)
-
-
-def textbook_kl(m1, v1, m2, v2):
-    """KL in the standard-deviation form found in textbooks: log(s2/s1) + (s1^2 + (m1-m2)^2)/(2 s2^2) - 1/2."""
-    s1, s2 = sp.sqrt(v1), sp.sqrt(v2)
-    return sp.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - sp.Rational(1, 2)
 
 
 def derived_kl():

@@ -16,7 +16,7 @@ from scipy import integrate, stats
 from derivations import maximum_likelihood as ml
 
 from testkit import tolerances
-from testkit.symbolic import is_zero
+from testkit.symbolic import is_zero, textbook_kl
 
 pytestmark = pytest.mark.symbolic
 
@@ -31,11 +31,6 @@ def _step(fragment: str):
     """The derivation step whose description contains `fragment` (so tests read the derived lhs)."""
     (step,) = [s for s in ml.derivation().all_steps() if fragment in s.description]
     return step
-
-
-def textbook_kl(m1, v1, m2, v2):
-    s1, s2_ = sp.sqrt(v1), sp.sqrt(v2)
-    return sp.log(s2_ / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2_**2) - sp.Rational(1, 2)
 
 
 # --- part 1: maximum likelihood ------------------------------------------------------------------

@@ -34,6 +34,13 @@ def is_zero_on_domain(expr: sp.Expr, domain: dict) -> bool:
     return sp.simplify(sp.expand_power_base(sp.expand_power_exp(sp.expand_log(factored)))) == 0
 
 
+def textbook_kl(m1, v1, m2, v2):
+    """KL(N(m1, v1) || N(m2, v2)) in the standard-deviation form found in textbooks, typed independently of the
+    derivations: log(s2/s1) + (s1^2 + (m1-m2)^2)/(2 s2^2) - 1/2 with s = sqrt(v)."""
+    s1, s2 = sp.sqrt(v1), sp.sqrt(v2)
+    return sp.log(s2 / s1) + (s1**2 + (m1 - m2) ** 2) / (2 * s2**2) - sp.Rational(1, 2)
+
+
 @functools.cache
 def step_cases() -> list:
     """A pytest.param per checked step of every derivation (definitions are not checked), with the id

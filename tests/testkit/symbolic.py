@@ -16,8 +16,7 @@ import functools
 import pytest
 import sympy as sp
 
-from derivations import all_derivations
-from derivations._core import Check
+from derivations import Check, all_derivations
 
 
 def is_zero(expr: sp.Expr) -> bool:

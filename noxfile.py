@@ -60,7 +60,7 @@ def derive(session: nox.Session) -> None:
 def sweep(session: nox.Session) -> None:
     """Rerun the statistical tests over many seed bases (50; --seeds N) and print false-failure rates next to alpha."""
     install_project(session, "test")
-    session.run("python", "tests/sweep.py", *session.posargs)
+    session.run("python", "-m", "ddpm.studies.sweep", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -109,7 +109,7 @@ def train_small_options(session: nox.Session) -> None:
 def mutants(session: nox.Session) -> None:
     """Mutation score of the verify suite over the math core (mutmut), reports/mutants (-- --sample N for a sample)."""
     install_project(session, "test", "mutants")
-    session.run("python", "tests/mutants.py", *session.posargs)
+    session.run("python", "-m", "ddpm.studies.mutants", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -117,7 +117,7 @@ def bench(session: nox.Session) -> None:
     """Measure sampling, training and the bound side by side with diffusers and the machine's peak (reports/bench)."""
     install_project(session, "bench", "test")  # test: the bench times the parts of the verify suite
     # The bench's own tests, here with diffusers installed (verify runs them without it).
-    session.run("pytest", "tests/test_bench.py", "--hypothesis-profile=ci", "-q")
+    session.run("pytest", "tests/studies/test_bench.py", "--hypothesis-profile=ci", "-q")
     session.run("python", "-m", "ddpm", "bench", "--out", "reports/bench", *session.posargs)
 
 
@@ -125,8 +125,7 @@ def bench(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """Check ours, diffusers and lucidrains against the derivations; write reports/conformance (fails only if ours fails)."""
     install_project(session, "conformance", "test")
-    session.run("pytest", "tests/test_conformance_adapters.py", "tests/test_conformance.py",
-                "tests/test_conformance_oracle.py")
+    session.run("pytest", "tests/conformance")
     # Exit 1 (a third-party case failed) is a finding, not a broken session; the report is what it produces.
     session.run("python", "-m", "ddpm", "conform", "--out", "reports/conformance", "--no-progress", *session.posargs,
                 success_codes=[0, 1])

@@ -149,7 +149,7 @@ eps_mean_coef_xt = float64_function(EPS_MEAN_COEF_XT, _ARGS, "eps_mean_coef_xt")
 eps_mean_coef_eps = float64_function(EPS_MEAN_COEF_EPS, _ARGS, "eps_mean_coef_eps")
 x0_from_eps_coef_xt = float64_function(X0_FROM_EPS_COEF_XT, _ARGS, "x0_from_eps_coef_xt")
 x0_from_eps_coef_eps = float64_function(X0_FROM_EPS_COEF_EPS, _ARGS, "x0_from_eps_coef_eps")
-# Whole linear maps, for tests that compare them (tests/test_diffusion_oracle.py): mu_theta(x_t, eps_theta)
+# Whole linear maps, for tests that compare them (tests/core/test_diffusion.py): mu_theta(x_t, eps_theta)
 # and x_0(x_t, eps).
 eps_mean = float64_function(MU_THETA, (x_t, eps_theta, *_ARGS), "eps_mean")
 x0_from_eps = float64_function(X0_FROM_EPS, (x_t, eps, *_ARGS), "x0_from_eps")

@@ -219,7 +219,7 @@ def derivation() -> Derivation:
         ),
         Step(
             "The same at the level of densities. Lemma (the Gaussian integral, checked by sympy.integrate "
-            "in tests/test_derive_forward_marginal.py): for A > 0, int exp(-A u^2 + B u) du over the real line.",
+            "in tests/derivations/test_forward_marginal.py): for A > 0, int exp(-A u^2 + B u) du over the real line.",
             sp.Symbol("I_{A,B}"),
             GAUSSIAN_INTEGRAL,
             Check.DEFINITION,

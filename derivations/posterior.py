@@ -242,7 +242,7 @@ _ARGS = (beta_t, alpha_bar_prev)
 posterior_mean_coef_x0 = float64_function(MEAN_COEF_X0, _ARGS, "posterior_mean_coef_x0")
 posterior_mean_coef_xt = float64_function(MEAN_COEF_XT, _ARGS, "posterior_mean_coef_xt")
 posterior_variance = float64_function(VARIANCE, _ARGS, "posterior_variance")
-# The whole mean mu_tilde_t(x_0, x_t), for tests that compare a linear map (tests/test_diffusion_oracle.py).
+# The whole mean mu_tilde_t(x_0, x_t), for tests that compare a linear map (tests/core/test_diffusion.py).
 posterior_mean = float64_function(POSTERIOR_MEAN, (x_0, x_t, *_ARGS), "posterior_mean")
 
 __all__ = [

@@ -227,7 +227,7 @@ def derivation() -> Derivation:
 _ARGS = (beta_t, alpha_bar_prev)
 sigma2_large = float64_function(SIGMA2_LARGE, _ARGS, "sigma2_large")
 sigma2_small = float64_function(SIGMA2_SMALL, _ARGS, "sigma2_small")
-# The names tests/test_diffusion_oracle.py uses for the two choices (ddpm.core.diffusion.ReverseVariance).
+# The names tests/core/test_diffusion.py uses for the two choices (ddpm.core.diffusion.ReverseVariance).
 sigma2_beta = sigma2_large
 sigma2_beta_tilde = sigma2_small
 sigma2_optimal_gaussian = float64_function(

@@ -1,7 +1,8 @@
 """Shared pytest configuration: Hypothesis profiles, markers, seeds for statistical tests.
 
 tests/ is deliberately not a package (torch-fidelity installs a top-level `tests` package that would
-shadow ours); helper modules here (`tolerances`, `strategies`, ...) are imported by their bare names.
+shadow ours); the helpers are the package `testkit` (tests/testkit), importable because pytest puts tests/ on
+sys.path (`pythonpath` in pyproject.toml).
 """
 
 from __future__ import annotations
@@ -30,6 +31,17 @@ SEED_BASE = int(os.environ.get("DDPM_TEST_SEED_BASE", "0"))
 def seed_base() -> int:
     """The base seed statistical tests add their own offset to (see `nox -s sweep`)."""
     return SEED_BASE
+
+
+@pytest.fixture
+def one_torch_thread():
+    """The test runs with one torch thread, the previous count restored after it (`testkit.threads.one_thread`).
+    Test files that make many small tensor ops or train the tiny preset use it for every test:
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    from testkit.threads import one_thread  # torch is imported here, not by the symbolic tests
+
+    with one_thread():
+        yield
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -10,7 +10,7 @@ exact bound under every variance and a Monte Carlo bound; and a small conformanc
     python tools/golden.py --check tests/golden/tiny_runs.json   # compare (exit 1 naming what changed)
 
 Everything runs on the CPU with one torch thread, so the bytes depend on the torch build and the CPU's vector
-instructions only; the record keeps both (`machine`), and `tests/end_to_end/test_golden.py` compares bitwise where
+instructions only; the record keeps both (`machine`), and `tests/methods/test_golden.py` compares bitwise where
 they match.
 """
 

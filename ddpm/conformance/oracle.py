@@ -6,8 +6,8 @@ at a step t -> s (s = t - 1 for the one-step operations; the paper's s = 0 is x_
     a_t = alpha_bar_t, a_s = alpha_bar_s, b = beta_t from the adapter's own betas table and al = 1 - b (one step),
     or b = 1 - a_t / a_s and al = a_t / a_s (a stride: its forward variance), m_t = 1 - a_t, m_s = 1 - a_s,
 
-and the inputs x0, xt, noise, eps, z (and v, eta). The forms are the paper's formulas; `tests/test_conformance_
-oracle.py` proves each equal to the derived expression of derivations (a), (b), (d) and (i) (simplify(a - b) == 0),
+and the inputs x0, xt, noise, eps, z (and v, eta). The forms are the paper's formulas; `tests/conformance/
+test_oracle.py` proves each equal to the derived expression of derivations (a), (b), (d) and (i) (simplify(a - b) == 0),
 so the suite checks other code against the derivations, not against this file.
 
 Oracle values are computed in float64 from the ADAPTER'S OWN alpha_bar table (cast exactly to float64), so a
@@ -24,7 +24,7 @@ m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1}, alpha_t = 1 - b
 relative error of 1e-5), which is exact to u absolutely, not relatively. Where implementations take different routes
 to the same mean (Algorithm 2's eps form, or x0_hat through the posterior mean), the bound is the largest over
 the forms, so neither route is penalised for its own rounding. Real bugs (a t vs t - 1 slip, a missing square
-root, a wrong variance) move outputs by orders of magnitude more than this bound (tests/test_conformance.py).
+root, a wrong variance) move outputs by orders of magnitude more than this bound (tests/conformance/test_suite.py).
 """
 
 from __future__ import annotations

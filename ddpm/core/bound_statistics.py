@@ -1,6 +1,6 @@
 """The statistics of the test-set bound: the importance proposal over t, the predicted variance of one Monte Carlo
 draw, the per-term matrix of the exact bound and standard errors (used by `ddpm.evaluation.evaluate`, checked in
-tests/test_evaluate.py and, for the spread they predict, tests/test_calibration.py).
+tests/evaluation/test_evaluate.py and, for the spread they predict, tests/methods/test_calibration.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ graph has no batch-norm scale); both use eps = 0.001. The TorchScript model has 
 filled with NaN: anything that reads the logits (Inception Score) gets NaN rather than a plausible number.
 The mapped file is written atomically (temp file + rename, checked by loading it into torch-fidelity's model)
 to `<cache dir>/inception-v3-compat-fid-tf2015-<sha256[:16]>.pth`, keyed by the source's hash; the cache dir
-is the `cache_dir` argument, else $DDPM_CACHE_DIR, else ~/.cache/ddpm-verified. tests/test_fid.py proves that
+is the `cache_dir` argument, else $DDPM_CACHE_DIR, else ~/.cache/ddpm-verified. tests/images/test_fid.py proves that
 torch-fidelity with these weights reproduces the TorchScript model's features.
 
 Inputs and the reference set
@@ -395,7 +395,7 @@ def kid_standard_error(kid_std: float, subset_size: int, num_samples: int, subse
     the mean over all subsets estimates U_N, Var(U_N) = c / N, plus the subsets' own Monte Carlo error std^2 /
     subsets. Hence SE^2 = std^2 (s / (N - s) + 1 / subsets): the std itself at s = N / 2, a third of it at
     N = 10 000, s = 1000. Two equal laws (real vs real) make U degenerate and this SE conservative (about 2x at
-    s = N / 2). Calibrated over independent samples in tests/test_calibration.py. NaN when s >= N.
+    s = N / 2). Calibrated over independent samples in tests/methods/test_calibration.py. NaN when s >= N.
     """
     if subset_size >= num_samples:
         return math.nan
@@ -450,7 +450,7 @@ class InceptionFeatures:
     tensor (no DataLoader, gray repeated to 3 channels per batch), with channels-last weights (`channels_last`: the
     convolutions then run on NHWC activations, which the CPU convolution kernels prefer) and, on CUDA, convolutions
     in full float32 (`ieee_float32_convolutions`). One instance serves every pass of a process
-    (`inception_features`). tests/test_fid.py checks its features against torch-fidelity's plain forward and
+    (`inception_features`). tests/images/test_fid.py checks its features against torch-fidelity's plain forward and
     against a float64 evaluation within a float32 rounding bound.
     """
 

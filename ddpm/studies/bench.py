@@ -1002,7 +1002,7 @@ def bench_markdown(record: Mapping) -> str:
                   f"| ours | {_rates(f['ours_images_per_second'])} |",
                   f"| torch-fidelity | {_rates(f['torch_fidelity_images_per_second'])} |", "",
                   f"Largest feature difference {f['max_abs_feature_difference']:.2g} (largest feature "
-                  f"{f['max_abs_feature']:.3g}; tests/test_fid.py bounds it by float32 rounding)."]
+                  f"{f['max_abs_feature']:.3g}; tests/images/test_fid.py bounds it by float32 rounding)."]
     else:
         lines += [f"Skipped: {f.get('skipped', 'not measured')}."]
 

@@ -432,7 +432,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
     model.train()
     ema.eval()
     # foreach: one multi-tensor update for all parameters (torch's default on CUDA only); on CPU it saves ~1 ms of
-    # per-parameter Python per update and gives bitwise the same weights (tests/test_speedups.py).
+    # per-parameter Python per update and gives bitwise the same weights (tests/methods/test_speedups.py).
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate_at(config, 1), foreach=True)
     sampler = MinibatchSampler(images.shape[0], B, torch.Generator().manual_seed(derived_seed(seed, _SEED_DATA)))
     loss_generator = torch.Generator(device=device).manual_seed(derived_seed(seed, _SEED_LOSS))

@@ -1,6 +1,6 @@
 """The per-update rules of Algorithm 1's optimiser around the gradient step: the learning rate's linear warmup and
 the exponential moving average of the weights (its decay schedule and the update itself). `ddpm.training.trainer` applies
-them; tests/test_train.py checks each against its formula.
+them; tests/training/test_trainer.py checks each against its formula.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def ema_decay_at(config: TrainingConfig, step: int) -> float:
 def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """theta_ema <- decay * theta_ema + (1 - decay) * theta for every parameter; buffers are copied.
 
-    One multi-tensor lerp over all parameters (bitwise the per-parameter lerp_ loop, tests/test_speedups.py).
+    One multi-tensor lerp over all parameters (bitwise the per-parameter lerp_ loop, tests/methods/test_speedups.py).
     """
     ema_parameters, parameters = list(ema_model.parameters()), list(model.parameters())
     if len(ema_parameters) != len(parameters):

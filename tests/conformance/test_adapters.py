@@ -1,0 +1,306 @@
+"""Third-party conformance adapters (diffusers DDPM/DDIM, lucidrains): protocol, timestep mapping, noise injection,
+reproduction snippets and chains.
+
+Tests of an adapter are skipped where its library is absent (`nox -s verify` installs neither); the import and
+missing-library tests run everywhere. Values are checked against the derived oracles by the conformance suite
+itself; here only the adapters' plumbing is.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import importlib
+import importlib.metadata
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from numpy.testing import assert_allclose, assert_array_equal
+
+from ddpm.conformance.protocol import AdapterError, ScheduleKind, VarianceKind, check_adapter
+
+from testkit import tolerances
+
+F32 = tolerances.FLOAT32.kwargs()
+# float32 storage of alpha_bar_1 = 1 - beta_1 rounds to within half an ulp of 1: one float32 epsilon bounds it.
+F32_EPS_AT_ONE = float(np.finfo(np.float32).eps)
+SHAPE = (2, 1, 2, 2)  # [B, C, H, W], as the suite feeds them
+
+# adapter module -> the package it wraps; each factory returns [linear, cosine].
+MODULES = {
+    "diffusers_ddpm": "diffusers",
+    "diffusers_ddim": "diffusers",
+    "lucidrains": "denoising_diffusion_pytorch",
+}
+CASES = [(module, index) for module in MODULES for index in (0, 1)]
+
+
+def _installed(library: str) -> bool:
+    try:
+        importlib.import_module(library)
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _adapters(module: str) -> list:
+    return importlib.import_module(f"ddpm.conformance.adapters.{module}").factory()
+
+
+@pytest.fixture(scope="module", params=CASES, ids=[f"{m}-{('linear', 'cosine')[i]}" for m, i in CASES])
+def adapter(request):
+    module, index = request.param
+    pytest.importorskip(MODULES[module])
+    return _adapters(module)[index]
+
+
+def _draws(seed: int, count: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(SHAPE, generator=g, dtype=torch.float32) for _ in range(count)]  # each [B, C, H, W]
+
+
+def _v_for(kind: VarianceKind) -> torch.Tensor | None:
+    """A constant variance output v (so sigma is one number): sigma^2 = 0.04, or f = 0.6 for learned_range."""
+    if kind is VarianceKind.LEARNED_VARIANCE:
+        return torch.full(SHAPE, 0.04)
+    if kind is VarianceKind.LEARNED_RANGE:
+        return torch.full(SHAPE, 0.2)
+    return None
+
+
+def _paper_beta_1(adapter) -> float:
+    """beta at paper t = 1 from the formula the ScheduleSpec claims, in float64."""
+    spec = adapter.schedule
+    if spec.kind is ScheduleKind.LINEAR:
+        return 1e-4 * (1000 / spec.T if spec.rescaled else 1.0)
+    f = [math.cos((u / spec.T + 0.008) / 1.008 * math.pi / 2) ** 2 for u in (0, 1)]
+    return 1.0 - f[1] / f[0]
+
+
+# -- protocol and timestep mapping -------------------------------------------------------------------------------
+
+
+def test_adapter_satisfies_protocol_and_names_its_library(adapter):
+    assert check_adapter(adapter) is adapter
+    assert adapter.timestep_base == 0 and adapter.dtype == torch.float32
+    distribution = "diffusers" if adapter.name.startswith("diffusers ") else "denoising-diffusion-pytorch"
+    assert adapter.version == f"{distribution} {importlib.metadata.version(distribution)}", adapter.version
+    module = sys.modules[type(adapter).__module__]
+    assert f"Tested with {distribution} {module.TESTED_VERSION}" in module.__doc__
+
+
+def test_tables_have_length_T_and_start_at_paper_t_1(adapter):
+    T = adapter.schedule.T
+    betas, alpha_bars = np.asarray(adapter.betas()), np.asarray(adapter.alpha_bars())
+    assert betas.shape == alpha_bars.shape == (T,)
+    beta_1 = _paper_beta_1(adapter)
+    assert_allclose(betas[0], beta_1, **F32, err_msg="betas()[0] is beta at paper t = 1")
+    assert_allclose(1.0 - np.float64(alpha_bars[0]), beta_1, rtol=0.0, atol=F32_EPS_AT_ONE,
+                    err_msg="alpha_bars()[0] is alpha_bar_1 = 1 - beta_1 (adapter t = 0 is paper t = 1)")
+
+
+# -- noise injection ---------------------------------------------------------------------------------------------
+
+
+def _steps(adapter):
+    """(label, z -> step output) for reverse_step per variance option and t, and the optional strided / DDIM steps."""
+    eps, xt = _draws(1, 2)
+    T = adapter.schedule.T
+    for variance, kind in adapter.variances.items():
+        for t in (1, T // 2, T - 1):
+            step = functools.partial(adapter.reverse_step, eps, xt, t, variance=variance, v=_v_for(kind))
+            yield f"reverse_step({variance!r}, t={t})", lambda z, step=step: step(z=z)
+    if hasattr(adapter, "strided_timesteps"):
+        t, s = adapter.strided_timesteps(100)[:2]
+        yield f"strided_step(t={t}, s={s})", lambda z: adapter.strided_step(eps, xt, t, s, z, "fixed_small")
+    if hasattr(adapter, "ddim_timesteps"):
+        t, s = adapter.ddim_timesteps(50)[:2]
+        yield f"ddim_step(eta=1, t={t}, s={s})", lambda z: adapter.ddim_step(eps, xt, t, s, 1.0, z)
+
+
+def test_step_is_linear_in_the_injected_z(adapter):
+    (z,) = _draws(2, 1)
+    for label, step in _steps(adapter):
+        if "fixed_large_log" in label:
+            continue  # NaN in diffusers 0.42.1: test_diffusers_fixed_large_log_is_nan
+        d = (step(z) - step(torch.zeros_like(z))).double()  # sigma z if z is what the library adds
+        sigma = float((d * z).sum() / (z * z).sum())
+        assert sigma > 0, f"{label}: the injected z does not reach the output"
+        assert_allclose(d, sigma * z.double(), **F32, err_msg=f"{label}: step(z) - step(0) = sigma z")
+
+
+def test_reverse_step_noise_scale_is_the_claimed_fixed_variance(adapter):
+    """At paper t = 2, beta_tilde / beta ~ 0.45: the injected step's sigma^2 is nearer its claim than the other one."""
+    (z,) = _draws(2, 1)
+    eps, xt = _draws(1, 2)
+    ab = np.asarray(adapter.alpha_bars(), dtype=np.float64)
+    beta = 1.0 - ab[1] / ab[0]
+    claims = {VarianceKind.BETA: beta, VarianceKind.BETA_TILDE: (1.0 - ab[0]) / (1.0 - ab[1]) * beta}
+    for variance, kind in adapter.variances.items():
+        if kind not in claims or variance == "fixed_large_log":
+            continue
+        d = (adapter.reverse_step(eps, xt, 1, z, variance) - adapter.reverse_step(eps, xt, 1, 0 * z, variance)).double()
+        sigma2 = float((d * z).sum() / (z * z).sum()) ** 2
+        nearest = min(claims, key=lambda k: abs(math.log(sigma2 / claims[k])))
+        assert nearest is kind, f"{variance!r}: sigma^2 = {sigma2:.4g}, claims {kind}, nearer to {nearest}"
+
+
+def test_no_noise_at_paper_t_1(adapter):
+    (z,) = _draws(2, 1)
+    eps, xt = _draws(1, 2)
+    for variance, kind in adapter.variances.items():
+        v = _v_for(kind)
+        assert_array_equal(adapter.reverse_step(eps, xt, 0, z, variance, v),
+                           adapter.reverse_step(eps, xt, 0, torch.zeros_like(z), variance, v),
+                           err_msg=f"{variance!r}: Algorithm 2 adds no noise at t = 1")
+
+
+def test_diffusers_fixed_large_log_is_nan():
+    """diffusers 0.42.1: _get_variance gives log(beta_t) and step() takes its ** 0.5, so every t > 0 step is NaN."""
+    pytest.importorskip("diffusers")
+    ddpm = _adapters("diffusers_ddpm")[0]
+    eps, xt, z = _draws(3, 3)
+    assert torch.isnan(ddpm.reverse_step(eps, xt, 500, z, "fixed_large_log")).all()
+    assert torch.isfinite(ddpm.reverse_step(eps, xt, 0, z, "fixed_large_log")).all()
+
+
+def test_strides_the_library_cannot_take_raise():
+    pytest.importorskip("diffusers")
+    eps, xt, z = _draws(3, 3)
+    ddpm, ddim = _adapters("diffusers_ddpm")[0], _adapters("diffusers_ddim")[0]
+    ddpm.strided_timesteps(100)
+    with pytest.raises(ValueError, match="t = 995 to s = 980"):
+        ddpm.strided_step(eps, xt, 995, 980, z, "fixed_small")
+    ddim.ddim_timesteps(50)
+    with pytest.raises(ValueError, match="t = 20 to s = -1"):  # "leading" ends at t = 0
+        ddim.ddim_step(eps, xt, 20, -1, 0.0, z)
+    assert torch.isfinite(ddim.ddim_step(eps, xt, 0, -1, 1.0, z)).all()
+
+
+# -- reproduction snippets ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_reverse_step_snippets_run_and_match_the_adapter():
+    """Each "reverse_step:<option>" snippet runs standalone (exit 0) and prints the adapter's own output."""
+    jobs = []
+    eps, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
+    inputs = {"eps": eps.flatten().tolist(), "xt": xt.flatten().tolist(), "z": z.flatten().tolist()}
+    for module, library in MODULES.items():
+        if not _installed(library):
+            continue
+        adapter = _adapters(module)[0]  # linear; the cosine snippets differ only in the schedule's name
+        for variance in adapter.variances:
+            kind = adapter.variances[variance]
+            v = None if _v_for(kind) is None else torch.full_like(eps, float(_v_for(kind).flatten()[0]))
+            given = {**inputs, **({} if v is None else {"v": v.flatten().tolist()})}
+            t = adapter.schedule.T // 2
+            code = adapter.reproduction(f"reverse_step:{variance}", t, given)
+            expected = adapter.reverse_step(eps, xt, t, z, variance, v)
+            process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                       stderr=subprocess.PIPE, text=True)
+            jobs.append((f"{adapter.name} {variance!r}", process, expected))
+    if not jobs:
+        pytest.skip("neither diffusers nor denoising_diffusion_pytorch is installed")
+    for label, process, expected in jobs:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{label}: snippet failed\n{err}"
+        printed = np.array(ast.literal_eval(out.strip().replace("nan", "None")), dtype=np.float64)
+        assert_allclose(printed, expected.flatten().double().numpy(), **F32, err_msg=f"{label}: snippet output")
+
+
+@pytest.mark.slow
+def test_other_snippets_run():
+    """The remaining operations' snippets run (one interpreter per library, each snippet in a fresh namespace)."""
+    operations = {
+        # The chain first: the step snippets replace diffusers' randn_tensor in the shared interpreter.
+        "diffusers_ddpm": [("chain:DDPMScheduler.step loop (variance_type='fixed_large', num_inference_steps=100)", 0),
+                           ("q_sample", 500), ("q_posterior", 500), ("strided_step:fixed_small:100", 990),
+                           ("strided_step:learned_range:100", 0), ("schedule", 0)],
+        "diffusers_ddim": [("q_sample", 500), ("ddim_step:0.0:50", 980), ("ddim_step:1.0:50", 0), ("schedule", 999)],
+        "lucidrains": [("q_sample", 500), ("q_posterior", 500), ("training_loss", 500), ("schedule", 0)],
+    }
+    jobs = []
+    for module, library in MODULES.items():
+        if not _installed(library):
+            continue
+        adapter = _adapters(module)[0]
+        snippets = [adapter.reproduction(op, t, {"eps": [0.1, -0.3, 0.2, 0.0]}) for op, t in operations[module]]
+        assert all(snippets), f"{module}: an offered operation has no snippet"
+        assert adapter.reproduction("chain:any", 0, {}) is None
+        runner = f"for code in {snippets!r}:\n    exec(code, {{}})\n"
+        jobs.append((module, subprocess.Popen([sys.executable, "-c", runner], stdout=subprocess.PIPE,
+                                              stderr=subprocess.PIPE, text=True)))
+    if not jobs:
+        pytest.skip("neither diffusers nor denoising_diffusion_pytorch is installed")
+    for module, process in jobs:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, f"{module}: a snippet failed\n{err}"
+        assert len(out.strip().splitlines()) >= len(operations[module]), f"{module}: missing output\n{out}"
+
+
+# -- chains ------------------------------------------------------------------------------------------------------
+
+
+def test_chains_have_the_shape_and_are_reproducible(adapter):
+    ab = torch.as_tensor(np.asarray(adapter.alpha_bars(), dtype=np.float64))
+
+    def eps_star(x, t):  # exact eps for x_0 ~ N(0, I): sqrt(1 - alpha_bar_t) x_t
+        return (1.0 - ab[t]).sqrt().reshape(-1, 1, 1, 1).to(x.dtype) * x
+
+    global_state = torch.get_rng_state()
+    for chain in adapter.chains():
+        steps = list(chain.timesteps)
+        assert steps == sorted(steps, reverse=True) and 0 <= steps[-1] and steps[0] < adapter.schedule.T, chain.label
+        first = chain.run(eps_star, SHAPE, torch.Generator().manual_seed(5))
+        again = chain.run(eps_star, SHAPE, torch.Generator().manual_seed(5))
+        assert first.shape == SHAPE, chain.label
+        assert_array_equal(first.numpy(), again.numpy(), err_msg=f"{chain.label}: same seed, same x_0")
+    assert torch.equal(torch.get_rng_state(), global_state), "a chain changed the global RNG"
+
+
+def test_visited_timesteps():
+    expected = {  # adapter (library) convention: paper t - 1
+        "diffusers_ddpm": [list(range(999, -1, -1)), list(range(990, -1, -10))] * 4,
+        "diffusers_ddim": [list(range(980, -1, -20))] * 2,
+        "lucidrains": [list(range(999, -1, -1))] + [list(range(999, 18, -20))] * 2,
+    }
+    tested = 0
+    for module, library in MODULES.items():
+        if not _installed(library):
+            continue
+        tested += 1
+        assert [list(c.timesteps) for c in _adapters(module)[0].chains()] == expected[module], module
+    if not tested:
+        pytest.skip("neither diffusers nor denoising_diffusion_pytorch is installed")
+
+
+# -- imports -----------------------------------------------------------------------------------------------------
+
+
+def test_importing_the_adapters_imports_no_third_party_library():
+    code = ("import sys\nimport ddpm.conformance.adapters.diffusers_ddpm, ddpm.conformance.adapters.diffusers_ddim, "
+            "ddpm.conformance.adapters.lucidrains\n"
+            "loaded = [m for m in ('diffusers', 'denoising_diffusion_pytorch') if m in sys.modules]\n"
+            "assert not loaded, loaded\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("module, library, hint", [
+    ("diffusers_ddpm", "diffusers", "diffusers is not installed: pip install 'ddpm-verified[conformance]'"),
+    ("diffusers_ddim", "diffusers", "diffusers is not installed: pip install 'ddpm-verified[conformance]'"),
+    ("lucidrains", "denoising_diffusion_pytorch",
+     "denoising-diffusion-pytorch is not installed: pip install 'ddpm-verified[conformance]'"),
+])
+def test_factory_without_the_library_raises_one_line_adapter_error(monkeypatch, module, library, hint):
+    factory = importlib.import_module(f"ddpm.conformance.adapters.{module}").factory
+    monkeypatch.setitem(sys.modules, library, None)  # `import library` now raises ImportError
+    with pytest.raises(AdapterError) as info:
+        factory()
+    assert str(info.value) == hint

@@ -1,0 +1,63 @@
+"""No exported result is typed in: every SymPy expression a derivation module exports is the
+left side of one of its checked steps (a derived expression whose equality with a stated form was checked), or it
+is in the reviewed table below, which says what it is instead: a substitution of derived results into derivation
+(c)'s KL, a sum of derived coefficients, a definition, or the paper's statement a derived result is compared with.
+
+A new export that is neither fails here until it is derived in a step or added to the table with its reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import sympy as sp
+
+from derivations import MODULES
+from derivations.chain import Check
+
+pytestmark = pytest.mark.symbolic
+
+NOT_A_STEP_LHS = {
+    ("posterior", "POSTERIOR_MEAN"): "MEAN_COEF_X0 x_0 + MEAN_COEF_XT x_t, both derived in steps",
+    ("strided", "STRIDED_POSTERIOR_MEAN"): "STRIDED_MEAN_COEF_X0 x_0 + STRIDED_MEAN_COEF_XT x_t, both derived in steps",
+    ("loss_weights", "BETA_TILDE"): "derivation (b)'s VARIANCE, re-exported",
+    ("loss_weights", "KL_IN_X0"): "(c)'s NORMAL_KL at (b)'s posterior and (d)'s mean: the definition of L_{t-1}",
+    ("loss_weights", "LOSS_CONSTANT"): "(c)'s NORMAL_KL at equal means, variances beta_tilde_t and sigma_t^2",
+    ("loss_weights", "PAPER_LOSS_WEIGHT"): "the paper's lambda_t (Ho et al. eq. 12), compared with LOSS_WEIGHT",
+    ("elbo", "PRIOR_TERM"): "(c)'s NORMAL_KL at (a)'s q(x_T | x_0) and N(0, 1): the definition of L_T",
+    ("elbo", "TRANSITION_TERM_PAPER"): "the paper's closed form, compared with the derived TRANSITION_TERM",
+    ("elbo", "DECODER_TERM_PAPER"): "the paper's closed form, compared with the derived DECODER_TERM",
+    ("maximum_likelihood", "DATA_MODEL_KL"): "(c)'s NORMAL_KL at the data and model Gaussians",
+    ("maximum_likelihood", "VAE_POSTERIOR_KL"): "(c)'s NORMAL_KL at the encoder and the true posterior",
+    ("gaussian_kl_full", "KL_SEED_FORMULA"): "the seed's matrix formula, compared with the integrated KL",
+    ("decoder_mean", "EDGE_COST"): "the decoder's edge bin (Ho et al. eq. 13): a definition",
+    ("decoder_mean", "HALF_BIN"): "the constant 1/255 (half a bin of the 8-bit grid)",
+}
+
+
+def _exports_not_derived_in_a_step() -> set[tuple[str, str]]:
+    found = set()
+    for name in MODULES:
+        module = importlib.import_module(f"derivations.{name}")
+        checked = [step.lhs for step in module.derivation().all_steps() if step.check is not Check.DEFINITION]
+        for export in module.__all__:
+            value = getattr(module, export)
+            if not isinstance(value, sp.Basic) or isinstance(value, sp.Symbol):
+                continue
+            if not any(value == lhs for lhs in checked):
+                found.add((name, export))
+    return found
+
+
+def test_every_export_is_derived_or_reviewed():
+    found = _exports_not_derived_in_a_step()
+    assert found - set(NOT_A_STEP_LHS) == set(), "exports that are neither a checked step's left side nor reviewed"
+    assert set(NOT_A_STEP_LHS) - found == set(), "reviewed entries that are now derived in a step (drop them)"
+
+
+def test_a_typed_in_export_is_caught(monkeypatch):
+    from derivations import posterior
+
+    monkeypatch.setattr(posterior, "VARIANCE", sp.Symbol("beta") * 2)  # typed in, no step derives it
+    assert ("posterior", "VARIANCE") in _exports_not_derived_in_a_step()

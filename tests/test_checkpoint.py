@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from ddpm.runtime.files import atomic_write
 from ddpm.training.checkpoint import (
     Checkpoint,
     CheckpointError,
-    atomic_write,
     build_eps_model,
     current_versions,
     diffusion_from,

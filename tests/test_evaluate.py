@@ -45,9 +45,9 @@ from ddpm.evaluation.evaluate import (
     phase_generator,
     random_subset,
     trajectory_strip,
-    write_json_atomic,
 )
 from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
+from ddpm.runtime.files import write_json_atomic
 from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 

@@ -1,7 +1,7 @@
 """Every file the project writes gets the permissions the umask gives a new file (0644 under umask 022), not 0600.
 
 Files are written atomically (a temporary file from mkstemp, which is owner-only, then a rename), so the mode
-must be set on purpose (`ddpm.training.checkpoint.new_file_mode`). The test runs train, evaluate, report, sample and bench
+must be set on purpose (`ddpm.runtime.files.new_file_mode`). The test runs train, evaluate, report, sample and bench
 (tiny settings) and the conformance report under a non-default umask 027 and checks every file they leave.
 """
 
@@ -16,7 +16,7 @@ import torch
 from evaluation_run import EVAL_OPTIONS, one_thread
 
 from ddpm.studies.bench import BenchConfig, run_bench
-from ddpm.training.checkpoint import atomic_write_text, new_file_mode
+from ddpm.runtime.files import atomic_write_text, new_file_mode
 from ddpm.cli import main
 from ddpm.conformance.cases import SuiteConfig
 from ddpm.conformance.report import write_report as write_conformance_report

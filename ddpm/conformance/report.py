@@ -20,10 +20,10 @@ import scipy
 import sympy
 import torch
 
-from ddpm.training.checkpoint import atomic_write_text
 from ddpm.conformance import oracle
 from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.runner import AdapterRun, json_ready
+from ddpm.runtime.files import atomic_write_text
 
 MARK = {Status.PASS: "pass", Status.FAIL: "**FAIL**", Status.NOT_APPLICABLE: "n/a", Status.CONVENTION: "conv."}
 

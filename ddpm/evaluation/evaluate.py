@@ -117,7 +117,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import math
 import os
 import platform
@@ -133,7 +132,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm.images import data
-from ddpm.training.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from, load_checkpoint
+from ddpm.training.checkpoint import Checkpoint, build_eps_model, diffusion_from, load_checkpoint
 from ddpm.training.config import EvaluationConfig
 from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance
 from ddpm.evaluation.generate import save_npz
@@ -148,6 +147,13 @@ from ddpm.core.bound import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_te
 from ddpm.evaluation.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 from ddpm.core.samplers import ancestral_sample
+from ddpm.runtime.files import (
+    atomic_write_bytes,
+    finite_or_none,
+    keep_previous_file,
+    move_folder_aside,
+    write_json_atomic,
+)
 
 Tensor = torch.Tensor
 
@@ -185,58 +191,6 @@ class EvaluationError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ files
-def atomic_write_bytes(path: str | os.PathLike, payload: bytes) -> Path:
-    """Write `payload` to `path` all-or-nothing (`ddpm.training.checkpoint.atomic_write`: temp file, fsync, os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(payload))
-    return path
-
-
-def _json_default(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def write_json_atomic(path: str | os.PathLike, obj) -> Path:
-    """`obj` as indented JSON (NaN/inf written as null) to `path`, atomically."""
-    text = json.dumps(_finite_or_none(obj), indent=2, default=_json_default, allow_nan=False)
-    return atomic_write_bytes(path, (text + "\n").encode("utf-8"))
-
-
-def _finite_or_none(obj):
-    """A copy of a JSON-like object with non-finite floats replaced by None (JSON has no NaN)."""
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_finite_or_none(v) for v in obj]
-    return obj
-
-
-def keep_previous_file(path: str | os.PathLike) -> Path | None:
-    """Rename an existing file <stem><suffix> to <stem>.previous-<UTC mtime>[-k]<suffix>; its new path or None."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    stamp = datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.stem}.previous-{stamp}{path.suffix}")
-    k = 1
-    while target.exists():
-        target = path.with_name(f"{path.stem}.previous-{stamp}-{k}{path.suffix}")
-        k += 1
-    os.replace(path, target)
-    return target
-
-
 def keep_previous_metrics(out_dir: str | os.PathLike) -> Path | None:
     """Rename an existing out_dir/metrics.json to metrics.previous-<UTC mtime>[-k].json; its new path or None."""
     return keep_previous_file(Path(out_dir) / METRICS_FILE)
@@ -249,20 +203,9 @@ def move_run_aside(run_dir: str | os.PathLike) -> Path | None:
     the last one: `train` refuses a non-empty folder, and nothing is ever overwritten.
     """
     path = Path(run_dir)
-    if not path.exists():
-        return None
-    if not path.is_dir():
+    if path.exists() and not path.is_dir():
         raise EvaluationError(f"{str(path)!r} is not a folder")
-    if not any(path.iterdir()):
-        return None
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    target = path.with_name(f"{path.name}.previous-{stamp}")
-    k = 1
-    while target.exists():
-        target = path.with_name(f"{path.name}.previous-{stamp}-{k}")
-        k += 1
-    os.replace(path, target)
-    return target
+    return move_folder_aside(path)
 
 
 def png_bytes(image) -> bytes:
@@ -1138,7 +1081,7 @@ def evaluate_checkpoint(
         **_sample_metrics(inputs, samples, fid_record, skip_fid, diffusion.T),
         **_provenance_metrics(inputs, checkpoint_path, timings, evaluate_seconds, command, copied, previous),
     }
-    metrics = _finite_or_none(metrics)  # what metrics.json holds: JSON has no NaN, so undefined values are null
+    metrics = finite_or_none(metrics)  # what metrics.json holds: JSON has no NaN, so undefined values are null
     write_json_atomic(out_dir / METRICS_FILE, metrics)
     return EvaluationResult(metrics=metrics, out_dir=out_dir, previous_metrics=previous)
 
@@ -1152,7 +1095,6 @@ __all__ = [
     "ExactBound",
     "OptimalVarianceRun",
     "SampleRun",
-    "atomic_write_bytes",
     "draw_samples",
     "elbo_terms_record",
     "evaluate_checkpoint",
@@ -1160,7 +1102,6 @@ __all__ = [
     "exact_bound",
     "exact_bounds",
     "image_grid",
-    "keep_previous_file",
     "keep_previous_metrics",
     "kid_subset_size",
     "move_run_aside",
@@ -1169,5 +1110,4 @@ __all__ = [
     "random_subset",
     "reusable_gamma",
     "trajectory_strip",
-    "write_json_atomic",
 ]

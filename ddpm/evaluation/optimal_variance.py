@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm.training.checkpoint import atomic_write_text
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, compute_dtype, standard_normal
 from ddpm.core.kernels import model_output
+from ddpm.runtime.files import atomic_write_text
 
 Tensor = torch.Tensor
 FILE_NAME = "optimal_variance.json"

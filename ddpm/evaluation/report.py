@@ -39,9 +39,9 @@ from ddpm.evaluation.evaluate import (
     METRICS_FILE,
     SAMPLES_PNG,
     TRAJECTORY_PNG,
-    atomic_write_bytes,
     command_line,
 )
+from ddpm.runtime.files import atomic_write_bytes
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"

@@ -62,7 +62,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm.images import data
-from ddpm.training.checkpoint import atomic_write, atomic_write_text, new_file_mode
+from ddpm.runtime.files import atomic_write, atomic_write_text, new_file_mode
 
 Tensor = torch.Tensor
 

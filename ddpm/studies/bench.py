@@ -879,7 +879,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
 
 def write_bench(record: Mapping, out: str | os.PathLike) -> tuple[Path, Path]:
     """bench.json (the record, NaN/inf as null) and bench.md (`bench_markdown`) in `out`, atomically."""
-    from ddpm.evaluation.evaluate import atomic_write_bytes, write_json_atomic
+    from ddpm.runtime.files import atomic_write_bytes, write_json_atomic
 
     out = Path(out)
     json_path = write_json_atomic(out / BENCH_JSON, record)

@@ -93,8 +93,7 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
 
 def write_study(out: Path, rows: list[dict], settings: dict) -> None:
     """study.json (rows and settings) and study.md (one table) in `out`, atomically."""
-    from ddpm.evaluation.evaluate import write_json_atomic
-    from ddpm.training.checkpoint import atomic_write_text
+    from ddpm.runtime.files import atomic_write_text, write_json_atomic
 
     write_json_atomic(out / "study.json", {"settings": settings, "rows": rows})
     variances = ("beta", "beta_tilde", "optimal", "learned")

@@ -63,7 +63,6 @@ from ddpm.training.budget import BudgetPlan, plan_session
 from ddpm.training.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
-    atomic_write_text,
     current_versions,
     load_checkpoint,
     save_checkpoint,
@@ -75,6 +74,7 @@ from ddpm.core.losses import training_loss_at, training_timesteps
 from ddpm.training.model import build_unet
 from ddpm.core.schedules import make_betas
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
+from ddpm.runtime.files import atomic_write_text
 
 Tensor = torch.Tensor
 

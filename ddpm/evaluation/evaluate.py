@@ -119,8 +119,6 @@ import dataclasses
 import io
 import math
 import os
-import platform
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -154,6 +152,7 @@ from ddpm.runtime.files import (
     move_folder_aside,
     write_json_atomic,
 )
+from ddpm.runtime.provenance import command_line, device_description, versions
 
 Tensor = torch.Tensor
 
@@ -645,31 +644,7 @@ def trajectory_strip(trajectory: Mapping[int, Tensor], scale: int | None = None)
     return image_grid(stacked.reshape(k * s, *stacked.shape[2:]), columns=s, scale=scale)
 
 
-# -------------------------------------------------------------------------------------------- provenance
-def package_versions() -> dict[str, str]:
-    """Versions of Python and of the packages that produce the numbers (keys as in checkpoints: python, torch, ...)."""
-    from importlib import metadata
-
-    import ddpm
-
-    versions = {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
-                "ddpm": str(ddpm.__version__)}
-    for name in ("scipy", "torch-fidelity", "matplotlib", "pillow", "tqdm"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def device_description(device: torch.device) -> str:
-    """'cpu (<processor>, N threads)' or 'cuda:0 (<GPU name>)'."""
-    if device.type == "cuda":
-        return f"{device} ({torch.cuda.get_device_name(device)})"
-    processor = platform.processor() or platform.machine()
-    return f"cpu ({processor}, {torch.get_num_threads()} threads)"
-
-
+# -------------------------------------------------------------------------------------------- devices
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """The requested device, or cuda when available else cpu; EvaluationError for an unusable one."""
     if device is None:
@@ -683,14 +658,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationError(f"device {device!r} requested but torch sees no GPU")
     return resolved
-
-
-def command_line() -> str:
-    """The command that is running, as a shell-like string (python -m ddpm ... when run as a module)."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("__main__.py", "ddpm")):
-        argv[0] = "python -m ddpm"
-    return " ".join(argv)
 
 
 # ------------------------------------------------------------------------------------------ the whole run
@@ -1005,7 +972,7 @@ def _provenance_metrics(inputs: _Inputs, checkpoint_path: Path, timings: Mapping
         "evaluation_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         "preset_config": checkpoint.preset.to_dict(),
         "command": command if command is not None else command_line(),
-        "versions": package_versions(),
+        "versions": versions("scipy", "torch-fidelity", "matplotlib", "pillow", "tqdm"),
         "checkpoint_versions": dict(getattr(checkpoint, "versions", {}) or {}),
         "files_copied_from_checkpoint_dir": copied,
         "previous_metrics": None if previous is None else previous.name,

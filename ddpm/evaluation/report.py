@@ -39,9 +39,9 @@ from ddpm.evaluation.evaluate import (
     METRICS_FILE,
     SAMPLES_PNG,
     TRAJECTORY_PNG,
-    command_line,
 )
 from ddpm.runtime.files import atomic_write_bytes
+from ddpm.runtime.provenance import command_line
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"

@@ -70,6 +70,7 @@ from ddpm.core.kernels import model_output
 from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
+from ddpm.runtime.provenance import versions
 
 Tensor = torch.Tensor
 
@@ -254,16 +255,17 @@ def machine_description(device: torch.device) -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    software = versions("platform", base=("torch", "python"))
     description = {
         "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch": str(torch.__version__),
+        "torch": software["torch"],
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        "python": software["python"],
+        "platform": software["platform"],
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -8,7 +8,7 @@ read back with `torch.load(weights_only=True)`, so loading a checkpoint cannot e
     (updates done), epoch, images_seen, train_seconds, betas (float64 [T]), model_state, ema_state,
     optimizer_state, sampler_state (`MinibatchSampler.state_dict()`), loss_generator_state (the generator of
     t and eps), rng_states (one {"cpu", "cuda"} pair of torch's global RNG states per process, for dropout),
-    world_size, device, versions {python, torch, numpy, ddpm}.
+    world_size, device, versions {python, torch, numpy, ddpm} (`ddpm.runtime.provenance.versions`).
 
 Writes are atomic (`ddpm.runtime.files.atomic_write`): the bytes go to a temporary file in the same folder, are
 flushed and fsync'ed, and `os.replace` renames it over the target; a failure at any point removes the temporary
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,12 +91,6 @@ class Checkpoint:
     def train_images_per_second(self) -> float:
         """Training throughput over the whole run: images_seen / train_seconds (0 before the first update)."""
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
-
-
-def current_versions() -> dict[str, str]:
-    """Versions recorded in checkpoints and run.json."""
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
-            "ddpm": str(ddpm.__version__)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -278,7 +271,6 @@ __all__ = [
     "CheckpointError",
     "FORMAT_VERSION",
     "build_eps_model",
-    "current_versions",
     "diffusion_from",
     "load_checkpoint",
     "save_checkpoint",

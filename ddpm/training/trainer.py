@@ -63,7 +63,6 @@ from ddpm.training.budget import BudgetPlan, plan_session
 from ddpm.training.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
-    current_versions,
     load_checkpoint,
     save_checkpoint,
 )
@@ -75,6 +74,7 @@ from ddpm.training.model import build_unet
 from ddpm.core.schedules import make_betas
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
 from ddpm.runtime.files import atomic_write_text
+from ddpm.runtime.provenance import versions
 
 Tensor = torch.Tensor
 
@@ -478,7 +478,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
             "dataset": info.name,
             "dataset_info": dataclasses.asdict(info),
             "parameters": count_parameters(model),
-            "versions": current_versions(),
+            "versions": versions(),
         })
         run_record.setdefault("sessions", []).append(session)
         atomic_write_text(run_path, json.dumps(run_record, indent=2) + "\n")
@@ -498,7 +498,7 @@ def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, contex
                 sampler_state=sampler.state_dict(), loss_generator_state=loss_generator.get_state(),
                 rng_states=tuple(states), epoch=sampler.epoch, images_seen=images_seen,
                 train_seconds=train_seconds, world_size=context.world_size, device=str(device),
-                versions=current_versions()))
+                versions=versions()))
         if context.enabled:
             dist.barrier()
 

@@ -133,7 +133,7 @@ def run_sample(args: argparse.Namespace) -> int:
 
     from ddpm.training.checkpoint import load_checkpoint
     from ddpm.evaluation.generate import generate, save_image_grid, save_npz
-    from ddpm.training.trainer import DistributedContext, resolve_device
+    from ddpm.runtime.devices import resolve_device
 
     from ddpm.core.samplers import check_sampler_options, network_evaluations
 
@@ -166,7 +166,7 @@ def run_sample(args: argparse.Namespace) -> int:
             raise UsageError(f"sample: {gamma_path} was estimated at step {estimate.step}, the checkpoint is at step "
                              f"{checkpoint.step}; rerun python -m ddpm evaluate")
         gamma = estimate.gamma
-    device = resolve_device(args.device, DistributedContext())
+    device = resolve_device(args.device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
     images = generate(checkpoint, args.num, generator, variance=args.variance, batch_size=args.batch_size,
                       device=device, progress=not args.no_progress, sampler=sampler, num_steps=steps, eta=eta,

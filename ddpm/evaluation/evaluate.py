@@ -145,6 +145,7 @@ from ddpm.core.bound import ElboTerms, MonteCarloElbo, elbo_monte_carlo, elbo_te
 from ddpm.evaluation.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 from ddpm.core.samplers import ancestral_sample
+from ddpm.runtime.devices import resolve_device, synchronize
 from ddpm.runtime.files import (
     atomic_write_bytes,
     finite_or_none,
@@ -297,11 +298,6 @@ class ElboEvaluation:
         return self.exact.seconds
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def exact_bounds(
     eps_model,
     diffusion: GaussianDiffusion,
@@ -341,7 +337,7 @@ def exact_bounds(
     x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
     by_variance = elbo_terms_by_variance(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), choices,
                                          batch_size=batch_size, clip_x0=clip_x0)
-    _sync(device)
+    synchronize(device)
     seconds = time.perf_counter() - start
     out = {}
     for choice, terms in by_variance.items():
@@ -422,7 +418,7 @@ def evaluate_elbo(
         proposal=None if proposal is None else proposal.probabilities, variance=variance,
         batch_size=batch_size, clip_x0=clip_x0,
     )
-    _sync(device)
+    synchronize(device)
     return ElboEvaluation(exact=exact, monte_carlo=mc, proposal=proposal,
                           monte_carlo_seconds=time.perf_counter() - start, by_variance=by_variance)
 
@@ -537,7 +533,7 @@ def optimal_variance_phase(
     estimate = dataclasses.replace(estimate, seed=int(seed), step=int(step))
     previous = keep_previous_file(path)
     save_gamma(path, estimate)
-    _sync(device)
+    synchronize(device)
     return OptimalVarianceRun(estimate, path, False, previous, int(train_images.shape[0]),
                               time.perf_counter() - start)
 
@@ -603,7 +599,7 @@ def draw_samples(
         bar.update(b)
         bar.set_postfix(img_per_s=f"{done / max(time.perf_counter() - start, 1e-9):.2f}")
     bar.close()
-    _sync(device)
+    synchronize(device)
     return SampleRun(images=out, trajectory=trajectory, seconds=time.perf_counter() - start)
 
 
@@ -642,22 +638,6 @@ def trajectory_strip(trajectory: Mapping[int, Tensor], scale: int | None = None)
     stacked = torch.stack([trajectory[t] for t in steps], dim=1)  # [k, S, C, H, W]
     k, s = stacked.shape[:2]
     return image_grid(stacked.reshape(k * s, *stacked.shape[2:]), columns=s, scale=scale)
-
-
-# -------------------------------------------------------------------------------------------- devices
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """The requested device, or cuda when available else cpu; EvaluationError for an unusable one."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise EvaluationError(f"unknown device {device!r}; options: cpu, cuda, cuda:N") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise EvaluationError(f"unsupported device {device!r}; options: cpu, cuda, cuda:N")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationError(f"device {device!r} requested but torch sees no GPU")
-    return resolved
 
 
 # ------------------------------------------------------------------------------------------ the whole run

@@ -62,6 +62,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm.images import data
+from ddpm.runtime.devices import resolve_device
 from ddpm.runtime.files import atomic_write, atomic_write_text, new_file_mode
 
 Tensor = torch.Tensor
@@ -419,24 +420,6 @@ def ieee_float32_convolutions():
         conv.fp32_precision = saved
 
 
-def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _check_device(device: str | torch.device | None) -> torch.device:
-    name = default_device() if device is None else device
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {str(name)!r}; options are 'cpu', 'cuda'")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no GPU")
-    return device
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Features
 
@@ -489,7 +472,7 @@ _EXTRACTORS: dict[tuple, InceptionFeatures] = {}
 def inception_features(cache: str | os.PathLike | None = None, device: str | torch.device | None = None,
                        batch_size: int | None = None, channels_last: bool = True) -> InceptionFeatures:
     """The process's `InceptionFeatures` for these weights, device, batch size and layout (built on first use)."""
-    device = _check_device(device)
+    device = resolve_device(device)
     batch_size = DEFAULT_BATCH_SIZE[device.type] if batch_size is None else batch_size
     weights = inception_weights_path(cache)
     key = (str(weights), str(device), batch_size, channels_last)
@@ -586,7 +569,7 @@ def fid_kid(
     subset = min(DEFAULT_KID_SUBSET_SIZE, num_generated, num_reference) if kid_subset_size is None else kid_subset_size
     if not 2 <= subset <= min(num_generated, num_reference):
         raise ValueError(f"kid_subset_size must be in 2..{min(num_generated, num_reference)}, got {subset}")
-    extractor = inception_features(cache, _check_device(device), batch_size)
+    extractor = inception_features(cache, device, batch_size)
     if isinstance(reference, ReferenceSet):
         reference_set, _ = reference_features(reference, extractor, cache, progress=verbose)
     else:

@@ -70,6 +70,7 @@ from ddpm.core.kernels import model_output
 from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
+from ddpm.runtime.devices import synchronize
 from ddpm.runtime.provenance import versions
 
 Tensor = torch.Tensor
@@ -195,17 +196,12 @@ BENCH_MODES: dict[str, BenchConfig] = {
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
     """(seconds, fn()) with the device synchronised on both ends."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start, out
 
 
@@ -469,7 +465,7 @@ def _diffusers_training_rate(images: Tensor, preset: Preset, steps: int, seed: i
         cuda = device.type == "cuda"
         seconds = 0.0
         for step in range(2 * steps):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             index = torch.randint(0, images.shape[0], (B,), generator=index_generator).to(device)
             clean = images[index].to(torch.float32) / 127.5 - 1.0  # [B, C, H, W]
@@ -485,7 +481,7 @@ def _diffusers_training_rate(images: Tensor, preset: Preset, steps: int, seed: i
             lr_scheduler.step()
             optimizer.zero_grad()
             ema.step(model.parameters())
-            _sync(device)
+            synchronize(device)
             if step >= steps:
                 seconds += time.perf_counter() - start
     return B * steps / seconds

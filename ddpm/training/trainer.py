@@ -73,6 +73,7 @@ from ddpm.core.losses import training_loss_at, training_timesteps
 from ddpm.training.model import build_unet
 from ddpm.core.schedules import make_betas
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
+from ddpm.runtime.devices import resolve_device
 from ddpm.runtime.files import atomic_write_text
 from ddpm.runtime.provenance import versions
 
@@ -152,28 +153,6 @@ def distributed_from_env(environ: dict[str, str] | None = None) -> DistributedCo
     if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
-
-
-def resolve_device(device: str | torch.device | None, context: DistributedContext) -> torch.device:
-    """The training device: `device`, or CUDA when available, else CPU; under torchrun cuda:LOCAL_RANK."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if context.enabled:
-            resolved = torch.device("cuda", context.local_rank)
-        elif resolved.index is None:
-            resolved = torch.device("cuda", torch.cuda.current_device())
-        if resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {resolved} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    elif resolved.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; use cpu or cuda")
-    return resolved
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -388,7 +367,7 @@ def train(
     if config.batch_size % context.world_size:
         raise ValueError(f"batch_size {config.batch_size} is not divisible by the {context.world_size} processes")
     images = load_images(data, "train")  # uint8 [N, C, H, W]
-    device = resolve_device(device, context)
+    device = resolve_device(device, context.local_rank if context.enabled else None)
     chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed)
 
     if context.enabled:
@@ -617,6 +596,5 @@ __all__ = [
     "TrainingError",
     "derived_seed",
     "distributed_from_env",
-    "resolve_device",
     "train",
 ]

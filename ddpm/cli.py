@@ -285,7 +285,7 @@ def add_set_aside_parser(subcommands) -> None:
 
 
 def run_set_aside(args: argparse.Namespace) -> int:
-    from ddpm.evaluation.evaluate import move_run_aside
+    from ddpm.evaluation.run_folder import move_run_aside
 
     moved = move_run_aside(args.dir)
     print(f"ddpm: moved {args.dir} to {moved}" if moved else f"ddpm: {args.dir} is empty or absent; nothing to move")

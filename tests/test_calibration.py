@@ -29,7 +29,7 @@ from tiny_models import TinyEps
 
 from ddpm.core.bound_statistics import importance_proposal
 from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.evaluation.evaluate import exact_bound
+from ddpm.evaluation.bounds import exact_bound
 from ddpm.images.fid import kid_standard_error
 from ddpm.core.bound import elbo_monte_carlo, elbo_terms
 from ddpm.evaluation.optimal_variance import estimate_gamma

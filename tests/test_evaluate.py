@@ -34,18 +34,12 @@ from ddpm.images import data
 from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
 from ddpm.core.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
 from ddpm.training.config import EvaluationConfig, Preset, get_preset
-from ddpm.evaluation.evaluate import (
-    METRICS_FILE,
-    VARIANCES,
-    EvaluationError,
-    evaluate_checkpoint,
-    evaluate_elbo,
-    image_grid,
-    keep_previous_metrics,
-    phase_generator,
-    random_subset,
-    trajectory_strip,
-)
+from ddpm.evaluation.bounds import VARIANCES, evaluate_elbo
+from ddpm.evaluation.errors import EvaluationError
+from ddpm.evaluation.evaluate import evaluate_checkpoint
+from ddpm.evaluation.randomness import phase_generator, random_subset
+from ddpm.evaluation.run_folder import METRICS_FILE, keep_previous_metrics
+from ddpm.images.pictures import image_grid, trajectory_strip
 from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
 from ddpm.runtime.files import write_json_atomic
 from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
@@ -402,7 +396,7 @@ def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(r
 def test_exact_bounds_share_one_pass_and_equal_separate_calls(tiny_model):
     """exact_bounds under several variances = one exact_bound call per variance, bitwise, and = `elbo_terms` with
     phase_generator(seed, "elbo_exact") on the seeded subset; the network runs once per chunk, not per variance."""
-    from ddpm.evaluation.evaluate import exact_bound, exact_bounds
+    from ddpm.evaluation.bounds import exact_bound, exact_bounds
 
     model, diffusion = tiny_model
     images = data.load_images("digits", "test")
@@ -607,7 +601,7 @@ def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
 
 
 def test_png_bytes_round_trip():
-    from ddpm.evaluation.evaluate import png_bytes
+    from ddpm.images.pictures import png_bytes
 
     image = image_grid(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), scale=1)
     assert Image.open(io.BytesIO(png_bytes(image))).size == image.size

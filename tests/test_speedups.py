@@ -147,7 +147,7 @@ def test_ema_update_rejects_mismatched_models():
 @pytest.mark.slow
 def test_draw_samples_compiled_once_equals_eager():
     """evaluate's compile_sampler path: one torch.compile for every batch, samples as eager up to float32 rounding."""
-    from ddpm.evaluation.evaluate import draw_samples
+    from ddpm.evaluation.sampling import draw_samples
 
     preset = get_preset("tiny")
     torch.manual_seed(2)

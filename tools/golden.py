@@ -94,7 +94,7 @@ def _sampling_record(model, diffusion, shape, variances) -> dict:
 
 def _bound_record(model, diffusion, test_images, variances) -> dict:
     from ddpm.images.data import to_model_range
-    from ddpm.evaluation.evaluate import exact_bounds
+    from ddpm.evaluation.bounds import exact_bounds
     from ddpm.core.bound import elbo_monte_carlo
 
     exact = exact_bounds(model, diffusion, test_images, exact_images=3, seed=0, variances=variances, batch_size=64)

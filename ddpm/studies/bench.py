@@ -24,7 +24,7 @@ median over rounds of the per-round ratio; the raw per-round throughputs are sto
    public q_sample / p_mean_variance / q_posterior_mean_variance / normal_kl / discretized_gaussian_log_likelihood);
    the bound's throughput over the network's raw forward throughput (inference mode, same batch size), over a sweep
    of batch sizes; and the Monte Carlo estimate's cost for a standard error of 0.01 bits/dim on the test split
-   (`ddpm.evaluation.evaluate.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
+   (`ddpm.evaluation.bounds.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
    variance s^2 it measures gives n = s^2 / 0.01^2 draws (one network call each; conservative: it counts the
    variation between images too), plus the exact subset's T calls per image, against T calls per test image.
 4. Utilisation. Forward FLOPs per image (`ddpm.training.config.forward_flops_per_image`, torch.utils.flop_counter: convolutions
@@ -620,7 +620,7 @@ def bench_exact_bound(model, diffusion: GaussianDiffusion, x0: Tensor, config: B
 def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, config: BenchConfig,
                       batch_size: int, device: torch.device) -> dict:
     """Network calls for a `mc_target_stderr` Monte Carlo bound on the test split vs T calls per test image."""
-    from ddpm.evaluation.evaluate import evaluate_elbo
+    from ddpm.evaluation.bounds import evaluate_elbo
 
     T = diffusion.T
     num_test = test_images.shape[0]

@@ -233,19 +233,20 @@ def _as_command(name: str, args: argparse.Namespace, options: Sequence[str], pos
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 
     command = _as_command("evaluate", args, ["--checkpoint", "--out", "--fid-samples", "--device", "--seed",
                                               "--skip-fid", "--elbo-exact-images", "--elbo-mc-images",
                                               "--sample-batch-size", "--variance", "--gamma-images", "--cache-dir",
                                               "--no-progress"])
-    result = evaluate_checkpoint(
-        args.checkpoint, args.out, fid_samples=args.fid_samples, device=args.device, seed=args.seed,
-        skip_fid=args.skip_fid, elbo_exact_images=args.elbo_exact_images, elbo_mc_images=args.elbo_mc_images,
+    overrides = EvaluationOverrides(
+        fid_samples=args.fid_samples, elbo_exact_images=args.elbo_exact_images, elbo_mc_images=args.elbo_mc_images,
         sample_batch_size=args.sample_batch_size, variance=args.variance, gamma_images_per_t=args.gamma_images,
-        cache_dir=args.cache_dir, progress=not args.no_progress, command=command,
-        log=lambda message: print(f"ddpm: {message}", file=sys.stderr),
+        seed=args.seed, skip_fid=args.skip_fid,
     )
+    result = evaluate_checkpoint(args.checkpoint, args.out, overrides, device=args.device, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress, command=command,
+                                 log=lambda message: print(f"ddpm: {message}", file=sys.stderr))
     m = result.metrics
     fid = "skipped" if m["fid"] is None else f"{m['fid']:.2f}"
     kid = "skipped" if m["kid_mean"] is None else f"{m['kid_mean']:.5f}"

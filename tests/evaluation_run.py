@@ -16,9 +16,7 @@ from pathlib import Path
 import torch
 
 TRAIN_STEPS = 60
-EVAL_OPTIONS = dict(
-    fid_samples=16, skip_fid=True, elbo_exact_images=8, elbo_mc_images=0, sample_batch_size=16, progress=False
-)
+EVAL_OPTIONS = dict(fid_samples=16, skip_fid=True, elbo_exact_images=8, elbo_mc_images=0, sample_batch_size=16)
 EVAL_COMMAND = "python -m ddpm evaluate --checkpoint RUN/checkpoint.pt --out RUN --skip-fid (test fixture)"
 
 _CACHE: dict[str, Path] = {}
@@ -38,14 +36,15 @@ def one_thread():
 def trained_and_evaluated_run(tmp_path_factory) -> Path:
     """The run folder (checkpoint.pt, run.json, train_log.jsonl and the evaluation's files), built once."""
     if "run" not in _CACHE:
-        from ddpm.evaluation.evaluate import evaluate_checkpoint
+        from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
         from ddpm.training.trainer import train
 
         run = tmp_path_factory.mktemp("tiny-digits-run") / "run"
         with one_thread():
             train("digits", run, "tiny", seed=0, device="cpu", max_steps=TRAIN_STEPS, progress=False,
                   command=["python", "-m", "ddpm", "train", "--data", "digits", "--preset", "tiny", "--out", "RUN"])
-            evaluate_checkpoint(run / "checkpoint.pt", run, device="cpu", command=EVAL_COMMAND, **EVAL_OPTIONS)
+            evaluate_checkpoint(run / "checkpoint.pt", run, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
+                                progress=False, command=EVAL_COMMAND)
         _CACHE["run"] = run
     return _CACHE["run"]
 

@@ -21,7 +21,7 @@ from ddpm.cli import main
 from ddpm.conformance.cases import SuiteConfig
 from ddpm.conformance.report import write_report as write_conformance_report
 from ddpm.conformance.runner import run_suite
-from ddpm.evaluation.evaluate import evaluate_checkpoint
+from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 from ddpm.evaluation.report import write_report
 from ddpm.training.trainer import train
 
@@ -59,7 +59,8 @@ def test_every_file_train_evaluate_report_sample_bench_and_conform_write(tmp_pat
     out.mkdir()
     with one_thread():
         train("digits", run, "tiny", seed=0, device="cpu", max_steps=3, progress=False)
-        evaluate_checkpoint(run / "checkpoint.pt", run, device="cpu", command="test", **EVAL_OPTIONS)
+        evaluate_checkpoint(run / "checkpoint.pt", run, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
+                            progress=False, command="test")
         write_report(run)
         assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--num", "2", "--out", str(out / "s.png"),
                      "--npz", str(out / "s.npz"), "--device", "cpu", "--no-progress"]) == 0

@@ -385,10 +385,10 @@ def learned_run(tmp_path_factory):
 
 
 def test_learned_run_is_evaluated_under_every_variance(learned_run, tmp_path):
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 
-    result = evaluate_checkpoint(learned_run / "checkpoint.pt", tmp_path / "eval", skip_fid=True, elbo_exact_images=2,
-                                 elbo_mc_images=8, gamma_images_per_t=2, progress=False)
+    overrides = EvaluationOverrides(skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, gamma_images_per_t=2)
+    result = evaluate_checkpoint(learned_run / "checkpoint.pt", tmp_path / "eval", overrides, progress=False)
     by_variance = result.metrics["elbo_exact_by_variance"]
     assert set(by_variance) == {"beta", "beta_tilde", "optimal", "learned"}
     assert result.metrics["elbo_variance"] == "learned"

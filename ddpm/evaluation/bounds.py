@@ -60,6 +60,7 @@ from ddpm.evaluation.run_folder import METRICS_FORMAT_VERSION
 from ddpm.images import data
 from ddpm.runtime.devices import synchronize
 from ddpm.training.checkpoint import Checkpoint
+from ddpm.training.config import EvaluationConfig
 
 Tensor = torch.Tensor
 
@@ -134,20 +135,46 @@ class ElboEvaluation:
         return self.exact.seconds
 
 
+@dataclass(frozen=True)
+class BoundSettings:
+    """How the test-set bound is computed: the EvaluationConfig fields it reads, and the evaluation's seed.
+
+    exact_images: test images of the exact sum over t (a seeded subset; 0: none, and the Monte Carlo estimate
+    draws t uniformly); seed: the evaluation's seed (`ddpm.evaluation.randomness.phase_generator`); mc_images: test
+    images of the Monte Carlo estimate (None: the whole split); draws_per_image: its (t, x_t) draws per image;
+    variance: the headline's sigma_t^2; clip_x0: clip the predicted x_0 to [-1, 1]; batch_size: (image, t) pairs
+    per network call; uniform_mix: the uniform distribution's share of the proposal over t.
+    """
+
+    exact_images: int
+    seed: int
+    mc_images: int | None = None
+    draws_per_image: int = 1
+    variance: str = "beta"
+    clip_x0: bool = False
+    batch_size: int = 256
+    uniform_mix: float = UNIFORM_MIX
+
+    @classmethod
+    def from_config(cls, config: EvaluationConfig, seed: int) -> BoundSettings:
+        """The settings of an evaluation with `config` (the preset's, with the caller's overrides) and `seed`."""
+        return cls(exact_images=config.elbo_exact_images, seed=seed, mc_images=config.elbo_mc_images,
+                   draws_per_image=config.elbo_mc_draws_per_image, variance=config.variance,
+                   clip_x0=config.clip_x0, batch_size=config.elbo_batch_size)
+
+
 def exact_bounds(
     eps_model,
     diffusion: GaussianDiffusion,
     test_images: Tensor,
-    *,
-    exact_images: int,
-    seed: int,
+    settings: BoundSettings,
     variances: Iterable[str],
-    clip_x0: bool = False,
-    batch_size: int = 256,
+    *,
     device: torch.device | str = "cpu",
 ) -> dict[str, ExactBound]:
-    """L_T + sum_t L_{t-1} (eq. 5) summed over every t on `exact_images` seeded test images, bits/dim, under each of
-    `variances` ({value: ExactBound}; "optimal" needs a diffusion made by `GaussianDiffusion.with_optimal_variance`).
+    """L_T + sum_t L_{t-1} (eq. 5) summed over every t on `settings.exact_images` seeded test images, bits/dim,
+    under each of `variances` ({value: ExactBound}; "optimal" needs a diffusion made by
+    `GaussianDiffusion.with_optimal_variance`). Reads exact_images, seed, clip_x0 and batch_size of `settings`.
 
     The subset is drawn from phase_generator(seed, "subset_exact") and every x_t from phase_generator(seed,
     "elbo_exact") whatever the variances, and one pass of the network serves them all
@@ -155,6 +182,7 @@ def exact_bounds(
     the differences are the variances' alone (L_0 and L_T agree), and each entry equals its own `exact_bound` call.
     Every entry's `seconds` is the shared pass's.
     """
+    exact_images, seed = settings.exact_images, settings.seed
     num = test_images.shape[0]
     if isinstance(exact_images, bool) or not isinstance(exact_images, int) or not 0 <= exact_images <= num:
         raise EvaluationError(
@@ -172,7 +200,7 @@ def exact_bounds(
     index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
     x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
     by_variance = elbo_terms_by_variance(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), choices,
-                                         batch_size=batch_size, clip_x0=clip_x0)
+                                         batch_size=settings.batch_size, clip_x0=settings.clip_x0)
     synchronize(device)
     seconds = time.perf_counter() - start
     out = {}
@@ -190,44 +218,33 @@ def exact_bound(
     eps_model,
     diffusion: GaussianDiffusion,
     test_images: Tensor,
+    settings: BoundSettings,
     *,
-    exact_images: int,
-    seed: int,
-    variance: str = "beta",
-    clip_x0: bool = False,
-    batch_size: int = 256,
     device: torch.device | str = "cpu",
 ) -> ExactBound:
-    """`exact_bounds` under one reverse variance: two calls that differ only in `variance` see the same images, the
-    same x_t and the same eps_theta(x_t, t)."""
-    choice = ReverseVariance.from_value(variance).value
-    return exact_bounds(eps_model, diffusion, test_images, exact_images=exact_images, seed=seed, variances=(choice,),
-                        clip_x0=clip_x0, batch_size=batch_size, device=device)[choice]
+    """`exact_bounds` under `settings.variance` alone: two calls that differ only in the variance see the same images,
+    the same x_t and the same eps_theta(x_t, t)."""
+    choice = ReverseVariance.from_value(settings.variance).value
+    return exact_bounds(eps_model, diffusion, test_images, settings, (choice,), device=device)[choice]
 
 
 def evaluate_elbo(
     eps_model,
     diffusion: GaussianDiffusion,
     test_images: Tensor,
+    settings: BoundSettings,
     *,
-    exact_images: int,
-    mc_images: int | None,
-    draws_per_image: int,
-    seed: int,
-    variance: str = "beta",
-    clip_x0: bool = False,
-    batch_size: int = 256,
-    uniform_mix: float = UNIFORM_MIX,
-    device: torch.device | str = "cpu",
     other_variances: Iterable[str] = (),
+    device: torch.device | str = "cpu",
 ) -> ElboEvaluation:
     """The bound -log p_theta(x_0) <= L_T + sum_t L_{t-1} (eq. 5) on uint8 test images [N, C, H, W], bits/dim.
 
-    Exact in t on `exact_images` images (a seeded random subset, `exact_bounds`) under `variance` and, from the same
-    pass of the network, under each of `other_variances` (`ElboEvaluation.by_variance`); then Monte Carlo with t
-    drawn from the importance proposal built from the headline's subset on `mc_images` images (None: all N).
-    Module docstring: the estimator, its unbiasedness and the seeds.
+    Exact in t on `settings.exact_images` images (a seeded random subset, `exact_bounds`) under `settings.variance`
+    and, from the same pass of the network, under each of `other_variances` (`ElboEvaluation.by_variance`); then
+    Monte Carlo with t drawn from the importance proposal built from the headline's subset on `settings.mc_images`
+    images (None: all N). Module docstring: the estimator, its unbiasedness and the seeds.
     """
+    mc_images, seed, variance = settings.mc_images, settings.seed, settings.variance
     device = torch.device(device)
     num = test_images.shape[0]
     mc_num = num if mc_images is None else mc_images
@@ -237,12 +254,11 @@ def evaluate_elbo(
         )
     diffusion = diffusion.to(device)
     headline = ReverseVariance.from_value(variance).value
-    by_variance = exact_bounds(eps_model, diffusion, test_images, exact_images=exact_images, seed=seed,
-                               variances=(headline, *other_variances), clip_x0=clip_x0, batch_size=batch_size,
+    by_variance = exact_bounds(eps_model, diffusion, test_images, settings, (headline, *other_variances),
                                device=device)
     exact = by_variance[headline]
     start = time.perf_counter()
-    proposal = None if exact.terms is None else importance_proposal(exact.terms, uniform_mix)
+    proposal = None if exact.terms is None else importance_proposal(exact.terms, settings.uniform_mix)
     exact = dataclasses.replace(exact, seconds=exact.seconds + time.perf_counter() - start)
     by_variance[headline] = exact
 
@@ -250,9 +266,9 @@ def evaluate_elbo(
     index = torch.arange(num) if mc_num == num else random_subset(num, mc_num, phase_generator(seed, "subset_mc"))
     x0 = data.to_model_range(test_images[index]).to(device)
     mc = elbo_monte_carlo(
-        eps_model, diffusion, x0, phase_generator(seed, "elbo_mc"), draws_per_image=draws_per_image,
+        eps_model, diffusion, x0, phase_generator(seed, "elbo_mc"), draws_per_image=settings.draws_per_image,
         proposal=None if proposal is None else proposal.probabilities, variance=variance,
-        batch_size=batch_size, clip_x0=clip_x0,
+        batch_size=settings.batch_size, clip_x0=settings.clip_x0,
     )
     synchronize(device)
     return ElboEvaluation(exact=exact, monte_carlo=mc, proposal=proposal,
@@ -303,6 +319,7 @@ def elbo_terms_record(evaluation: ElboEvaluation, variance: str, clip_x0: bool,
 
 __all__ = [
     "VARIANCES",
+    "BoundSettings",
     "ElboEvaluation",
     "ExactBound",
     "checkpoint_variances",

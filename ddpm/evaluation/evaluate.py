@@ -70,11 +70,19 @@ import numpy as np
 import torch
 
 from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.evaluation.bounds import ElboEvaluation, ExactBound, checkpoint_variances, elbo_terms_record, evaluate_elbo
+from ddpm.evaluation.bounds import (
+    BoundSettings,
+    ElboEvaluation,
+    ExactBound,
+    checkpoint_variances,
+    elbo_terms_record,
+    evaluate_elbo,
+)
 from ddpm.evaluation.errors import EvaluationError
 from ddpm.evaluation.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
 from ddpm.evaluation.optimal_variance import (
     GammaEstimate,
+    GammaRequest,
     OptimalVarianceRun,
     optimal_variance_phase,
     reusable_gamma,
@@ -82,13 +90,13 @@ from ddpm.evaluation.optimal_variance import (
 from ddpm.evaluation.randomness import phase_generator
 from ddpm.evaluation.run_folder import ELBO_TERMS_FILE, METRICS_FILE, METRICS_FORMAT_VERSION, prepare_run_folder
 from ddpm.evaluation.sample_quality import FID_SKIPPED, check_fid_weights, measure_sample_quality
-from ddpm.evaluation.sampling import SampleRun, draw_samples, write_sample_files
+from ddpm.evaluation.sampling import SampleRequest, SampleRun, draw_samples, write_sample_files
 from ddpm.images import data
 from ddpm.runtime.devices import resolve_device
 from ddpm.runtime.files import finite_or_none, write_json_atomic
 from ddpm.runtime.provenance import command_line, device_description, versions
 from ddpm.training.checkpoint import Checkpoint, build_eps_model, diffusion_from, load_checkpoint
-from ddpm.training.config import EvaluationConfig
+from ddpm.training.config import EvaluationConfig, Preset
 
 Tensor = torch.Tensor
 
@@ -126,16 +134,38 @@ class _Inputs:
         return tuple(int(v) for v in self.test_images.shape[1:])
 
 
-def _evaluation_config(preset, *, fid_samples=None, elbo_exact_images=None, elbo_mc_images=None,
-                       sample_batch_size=None, variance=None, gamma_images_per_t=None) -> EvaluationConfig:
-    """The preset's EvaluationConfig with the given overrides (validated); elbo_mc_images = 0: the whole split."""
-    changes = {name: value for name, value in (
-        ("fid_num_samples", fid_samples), ("elbo_exact_images", elbo_exact_images),
-        ("sample_batch_size", sample_batch_size), ("variance", variance), ("gamma_images_per_t", gamma_images_per_t),
-    ) if value is not None}
-    if elbo_mc_images is not None:
-        changes["elbo_mc_images"] = None if elbo_mc_images == 0 else elbo_mc_images
-    return preset.evaluation.replace(**changes) if changes else preset.evaluation
+@dataclass(frozen=True)
+class EvaluationOverrides:
+    """What a caller asks for on top of the checkpoint's preset (its EvaluationConfig) and seed; None keeps the
+    checkpoint's own (the options of `python -m ddpm evaluate`).
+
+    fid_samples: N, the Algorithm-2 samples compared with N test images; elbo_exact_images: test images of the exact
+    bound; elbo_mc_images: test images of the Monte Carlo bound (0: the whole test split); sample_batch_size: images
+    per Algorithm-2 batch; variance: the headline's sigma_t^2 (bound, samples and FID); gamma_images_per_t: training
+    images per t of the Gamma_t estimate; seed: the evaluation's seed; skip_fid: draw the samples but compute no
+    FID/KID.
+    """
+
+    fid_samples: int | None = None
+    elbo_exact_images: int | None = None
+    elbo_mc_images: int | None = None
+    sample_batch_size: int | None = None
+    variance: str | None = None
+    gamma_images_per_t: int | None = None
+    seed: int | None = None
+    skip_fid: bool = False
+
+    def config(self, preset: Preset) -> EvaluationConfig:
+        """The preset's EvaluationConfig with these overrides (validated by EvaluationConfig.replace)."""
+        changes = {name: value for name, value in (
+            ("fid_num_samples", self.fid_samples), ("elbo_exact_images", self.elbo_exact_images),
+            ("sample_batch_size", self.sample_batch_size), ("variance", self.variance),
+            ("gamma_images_per_t", self.gamma_images_per_t),
+        ) if value is not None}
+        if self.elbo_mc_images is not None:
+            changes["elbo_mc_images"] = None if self.elbo_mc_images == 0 else self.elbo_mc_images
+        return preset.evaluation.replace(**changes) if changes else preset.evaluation
+
 
 def _check_sizes(checkpoint: Checkpoint, config: EvaluationConfig, test_images: Tensor, skip_fid: bool) -> None:
     """EvaluationError unless the test split fits the checkpoint and holds the images the config asks for."""
@@ -158,22 +188,22 @@ def _check_sizes(checkpoint: Checkpoint, config: EvaluationConfig, test_images: 
         )
 
 
-def _load_inputs(checkpoint_path: Path, out_dir: Path, overrides: Mapping[str, object], seed: int | None,
-                 device, skip_fid: bool, cache_dir) -> _Inputs:
+def _load_inputs(checkpoint_path: Path, out_dir: Path, overrides: EvaluationOverrides, device,
+                 cache_dir) -> _Inputs:
     """Phase 1 (validation): checkpoint, settings, data, network; raises before anything in out_dir changes."""
     checkpoint = load_checkpoint(checkpoint_path)
-    config = _evaluation_config(checkpoint.preset, **overrides)
-    seed = int(checkpoint.seed if seed is None else seed)
+    config = overrides.config(checkpoint.preset)
+    seed = int(checkpoint.seed if overrides.seed is None else overrides.seed)
     if isinstance(seed, bool) or seed < 0:
         raise EvaluationError(f"seed must be an integer >= 0, got {seed!r}")
     torch_device = resolve_device(device)
     test_images = data.load_images(checkpoint.dataset, "test")  # [N, C, H, W] uint8
     info = data.dataset_info(checkpoint.dataset)
-    _check_sizes(checkpoint, config, test_images, skip_fid)
+    _check_sizes(checkpoint, config, test_images, overrides.skip_fid)
     if config.variance not in checkpoint_variances(checkpoint):
         raise EvaluationError(f"variance {config.variance!r} needs a model that learns its variance; this checkpoint "
                               f"supports {', '.join(checkpoint_variances(checkpoint))}")
-    if not skip_fid:
+    if not overrides.skip_fid:
         check_fid_weights(cache_dir)
     gamma_path = out_dir / OPTIMAL_VARIANCE_FILE
     reuse = reusable_gamma(gamma_path, int(checkpoint.step), int(checkpoint.T), config.gamma_images_per_t)
@@ -202,12 +232,12 @@ def _gamma_phase(inputs: _Inputs, progress: bool, say: Callable[[str], None]) ->
         say(f"Gamma_t: reusing {inputs.gamma_path} (step {checkpoint.step})")
     else:
         say(f"Gamma_t: {config.gamma_images_per_t} training images x T = {checkpoint.T} -> {inputs.gamma_path}")
-    return optimal_variance_phase(
-        inputs.eps_model, inputs.diffusion, inputs.gamma_path, reuse=inputs.reusable_gamma,
-        train_images=inputs.train_images, step=int(checkpoint.step), seed=inputs.seed,
-        images_per_t=config.gamma_images_per_t, batch_size=config.elbo_batch_size, device=inputs.device,
-        progress=progress,
-    )
+    request = GammaRequest(step=int(checkpoint.step), seed=inputs.seed, images_per_t=config.gamma_images_per_t,
+                           batch_size=config.elbo_batch_size)
+    return optimal_variance_phase(inputs.eps_model, inputs.diffusion, inputs.gamma_path, request,
+                                  reuse=inputs.reusable_gamma, train_images=inputs.train_images,
+                                  device=inputs.device, progress=progress)
+
 
 def _bound_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, say: Callable[[str], None]):
     """Phase 4: the headline bound (exact subset + Monte Carlo) and, from the same pass of the network, the exact
@@ -221,12 +251,8 @@ def _bound_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, s
     say(f"bound: exact on {config.elbo_exact_images} images x T = {diffusion.T} under {', '.join(variances)} (one "
         f"pass of the network), Monte Carlo on {config.elbo_mc_images or num_test} images, sigma_t^2 = "
         f"{config.variance}")
-    elbo = evaluate_elbo(
-        inputs.eps_model, diffusion, inputs.test_images, exact_images=config.elbo_exact_images,
-        mc_images=config.elbo_mc_images, draws_per_image=config.elbo_mc_draws_per_image, seed=seed,
-        variance=config.variance, clip_x0=config.clip_x0, batch_size=config.elbo_batch_size, device=inputs.device,
-        other_variances=variances,
-    )
+    elbo = evaluate_elbo(inputs.eps_model, diffusion, inputs.test_images, BoundSettings.from_config(config, seed),
+                         other_variances=variances, device=inputs.device)
     by_variance = {variance: elbo.by_variance[variance] for variance in variances}
     write_json_atomic(out_dir / ELBO_TERMS_FILE, elbo_terms_record(elbo, config.variance, config.clip_x0, by_variance))
     return elbo, by_variance
@@ -238,12 +264,8 @@ def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path
     config = inputs.config
     say(f"sampling: {config.fid_num_samples} images by Algorithm 2 at T = {diffusion.T}, sigma_t^2 = "
         f"{config.variance}")
-    samples = draw_samples(
-        inputs.eps_model, diffusion, config.fid_num_samples, inputs.image_shape, batch_size=config.sample_batch_size,
-        generator=phase_generator(inputs.seed, "sampling"), variance=config.variance, clip_x0=config.clip_x0,
-        trajectory_steps=config.trajectory_steps, device=inputs.device, progress=progress,
-        compile=config.compile_sampler,
-    )
+    samples = draw_samples(inputs.eps_model, diffusion, SampleRequest.from_config(config, inputs.image_shape),
+                           phase_generator(inputs.seed, "sampling"), device=inputs.device, progress=progress)
     start = time.perf_counter()
     write_sample_files(out_dir, samples)
     return samples, time.perf_counter() - start
@@ -300,6 +322,7 @@ def _bound_metrics(inputs: _Inputs, elbo: ElboEvaluation, by_variance: Mapping[s
         "elbo_clip_x0": config.clip_x0,
     }
 
+
 def _optimal_variance_metrics(run: OptimalVarianceRun, diffusion: GaussianDiffusion) -> dict:
     """The metrics.json entry "optimal_variance": where Gamma_t came from, its size, error and clipping."""
     estimate = run.estimate
@@ -317,6 +340,7 @@ def _optimal_variance_metrics(run: OptimalVarianceRun, diffusion: GaussianDiffus
         "gamma_clipped_timesteps": int(np.sum(clipped != np.asarray(estimate.gamma, dtype=np.float64))),
         "seconds": run.seconds,
     }
+
 
 def _sample_metrics(inputs: _Inputs, samples: SampleRun, fid_record: Mapping, skip_fid: bool, T: int) -> dict:
     """metrics.json entries of the samples and FID beyond the headline."""
@@ -339,6 +363,7 @@ def _sample_metrics(inputs: _Inputs, samples: SampleRun, fid_record: Mapping, sk
         "trajectory_timesteps": sorted(samples.trajectory, reverse=True),
         "T": T,
     }
+
 
 def _provenance_metrics(inputs: _Inputs, checkpoint_path: Path, timings: Mapping[str, float], evaluate_seconds: float,
                         command: str | None, copied: list, previous: Path | None) -> dict:
@@ -395,16 +420,9 @@ def _metrics_record(inputs: _Inputs, outcome: _Outcome, checkpoint_path: Path, e
 def evaluate_checkpoint(
     checkpoint_path: str | os.PathLike,
     out_dir: str | os.PathLike,
+    overrides: EvaluationOverrides | None = None,
     *,
-    fid_samples: int | None = None,
     device: str | torch.device | None = None,
-    seed: int | None = None,
-    skip_fid: bool = False,
-    elbo_exact_images: int | None = None,
-    elbo_mc_images: int | None = None,
-    sample_batch_size: int | None = None,
-    variance: str | None = None,
-    gamma_images_per_t: int | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
     command: str | None = None,
@@ -412,17 +430,18 @@ def evaluate_checkpoint(
 ) -> EvaluationResult:
     """Evaluate a checkpoint on its dataset's test split and write the files of the module docstring into out_dir.
 
-    Defaults come from the checkpoint's preset (EvaluationConfig) and seed; the keyword arguments override
-    them. `elbo_mc_images=0` means the whole test split; `variance` is the headline's sigma_t^2 (bound and
-    samples). Errors about the request (sizes, device, data, checkpoint) are raised before anything in out_dir
-    changes. The phases, in order: validate, prepare out_dir, Gamma_t, the bound, samples, FID/KID, metrics.json.
+    Defaults come from the checkpoint's preset (EvaluationConfig) and seed; `overrides` changes them. `device`: cpu,
+    cuda or cuda:N (None: cuda when available); `cache_dir`: FID weights and reference features; `command`: what
+    metrics.json records as the command (None: this process's command line); `log`: receives one line per phase.
+    Errors about the request (sizes, device, data, checkpoint) are raised before anything in out_dir changes. The
+    phases, in order: validate, prepare out_dir, Gamma_t, the bound, samples, FID/KID, metrics.json.
     """
     say = log or (lambda message: None)
+    overrides = EvaluationOverrides() if overrides is None else overrides
+    skip_fid = overrides.skip_fid
     wall_start = time.perf_counter()
     checkpoint_path, out_dir = Path(checkpoint_path), Path(out_dir)
-    overrides = dict(fid_samples=fid_samples, elbo_exact_images=elbo_exact_images, elbo_mc_images=elbo_mc_images,
-                     sample_batch_size=sample_batch_size, variance=variance, gamma_images_per_t=gamma_images_per_t)
-    inputs = _load_inputs(checkpoint_path, out_dir, overrides, seed, device, skip_fid, cache_dir)
+    inputs = _load_inputs(checkpoint_path, out_dir, overrides, device, cache_dir)
     timings: dict[str, float] = {"load": time.perf_counter() - wall_start}
     previous, copied = _prepare_out_dir(checkpoint_path, out_dir, say)
     optimal = _gamma_phase(inputs, progress, say)
@@ -442,4 +461,4 @@ def evaluate_checkpoint(
     return EvaluationResult(metrics=metrics, out_dir=out_dir, previous_metrics=previous)
 
 
-__all__ = ["EVALUATION_PACKAGES", "EvaluationResult", "evaluate_checkpoint"]
+__all__ = ["EVALUATION_PACKAGES", "EvaluationOverrides", "EvaluationResult", "evaluate_checkpoint"]

@@ -155,26 +155,35 @@ def reusable_gamma(path: str | os.PathLike, step: int, T: int, images_per_t: int
     return estimate
 
 
+@dataclass(frozen=True)
+class GammaRequest:
+    """The Gamma_t estimate an evaluation needs: of the checkpoint at `step`, from `images_per_t` training images per
+    t in batches of `batch_size`, drawn from phase_generator(`seed`, "gamma")."""
+
+    step: int
+    seed: int
+    images_per_t: int
+    batch_size: int
+
+
 def optimal_variance_phase(
     eps_model,
     diffusion: GaussianDiffusion,
     path: str | os.PathLike,
+    request: GammaRequest,
     *,
-    reuse: GammaEstimate | None,
-    train_images: Tensor | None,
-    step: int,
-    seed: int,
-    images_per_t: int,
-    batch_size: int,
+    reuse: GammaEstimate | None = None,
+    train_images: Tensor | None = None,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> OptimalVarianceRun:
     """Gamma_t = E||eps_theta(x_t, t)||^2 / d for the "optimal" variance: `reuse` when given, else estimated.
 
     The estimate is `estimate_gamma(eps_model, diffusion, to_model_range(train_images), phase_generator(seed,
-    "gamma"), images_per_t, batch_size)` (training images, drawn with replacement), stored with `seed` and `step`
-    in `path` (an older file there is first renamed to <name>.previous-<UTC mtime>.json).
+    "gamma"), images_per_t, batch_size)` (training images, drawn with replacement), stored with the request's seed
+    and step in `path` (an older file there is first renamed to <name>.previous-<UTC mtime>.json).
     """
+    seed, step = request.seed, request.step
     path = Path(path)
     start = time.perf_counter()
     if reuse is not None:
@@ -184,7 +193,8 @@ def optimal_variance_phase(
     device = torch.device(device)
     x0 = data.to_model_range(train_images).to(device)  # [M, C, H, W]
     estimate = estimate_gamma(eps_model, diffusion.to(device), x0, phase_generator(seed, "gamma"),
-                              images_per_t=images_per_t, batch_size=batch_size, progress=progress)
+                              images_per_t=request.images_per_t, batch_size=request.batch_size,
+                              progress=progress)
     estimate = dataclasses.replace(estimate, seed=int(seed), step=int(step))
     previous = keep_previous_file(path)
     save_gamma(path, estimate)
@@ -196,6 +206,7 @@ def optimal_variance_phase(
 __all__ = [
     "FILE_NAME",
     "GammaEstimate",
+    "GammaRequest",
     "OptimalVarianceRun",
     "estimate_gamma",
     "load_gamma",

@@ -25,6 +25,7 @@ from ddpm.evaluation.errors import EvaluationError
 from ddpm.evaluation.generate import save_npz
 from ddpm.evaluation.run_folder import SAMPLES_NPZ, SAMPLES_PNG, TRAJECTORY_PNG
 from ddpm.images import data
+from ddpm.training.config import EvaluationConfig
 from ddpm.images.pictures import image_grid, png_bytes, trajectory_strip
 from ddpm.runtime.devices import synchronize
 from ddpm.runtime.files import atomic_write_bytes
@@ -49,33 +50,51 @@ class SampleRun:
         return self.images.shape[0] / self.seconds if self.seconds > 0 else math.nan
 
 
+@dataclass(frozen=True)
+class SampleRequest:
+    """What `draw_samples` draws: `num` images of `image_shape` (C, H, W) in batches of `batch_size`, under the
+    reverse variance `variance` (clip_x0: the predicted x_0 clipped to [-1, 1]), with snapshots x_t at
+    `trajectory_steps` of the first `trajectory_rows` images of the first batch, through torch.compile or not."""
+
+    num: int
+    image_shape: tuple[int, int, int]
+    batch_size: int
+    variance: str = "beta"
+    clip_x0: bool = False
+    trajectory_steps: Iterable[int] | None = None
+    trajectory_rows: int = TRAJECTORY_ROWS
+    compile: bool = False
+
+    @classmethod
+    def from_config(cls, config: EvaluationConfig, image_shape: tuple[int, int, int]) -> SampleRequest:
+        """The evaluation's samples: fid_num_samples images under the headline variance, as `config` says."""
+        return cls(num=config.fid_num_samples, image_shape=image_shape, batch_size=config.sample_batch_size,
+                   variance=config.variance, clip_x0=config.clip_x0, trajectory_steps=config.trajectory_steps,
+                   compile=config.compile_sampler)
+
+
 def draw_samples(
     eps_model,
     diffusion: GaussianDiffusion,
-    num: int,
-    image_shape: tuple[int, int, int],
-    *,
-    batch_size: int,
+    request: SampleRequest,
     generator: torch.Generator,
-    variance: str = "beta",
-    clip_x0: bool = False,
-    trajectory_steps: Iterable[int] | None = None,
-    trajectory_rows: int = TRAJECTORY_ROWS,
+    *,
     device: torch.device | str = "cpu",
     progress: bool = True,
-    compile: bool = False,
 ) -> SampleRun:
-    """`num` samples of p_theta(x_0) by Algorithm 2 in batches of `batch_size`, as uint8 (clamped to [-1, 1]).
+    """`request.num` samples of p_theta(x_0) by Algorithm 2 in batches of `request.batch_size`, as uint8 (clamped to
+    [-1, 1]), all drawn from `generator` in order.
 
-    `compile=True` wraps the network in torch.compile(dynamic=False) once for all batches (a smaller last batch
+    `request.compile` wraps the network in torch.compile(dynamic=False) once for all batches (a smaller last batch
     compiles its own shape); the compile time counts in `seconds`."""
+    num, batch_size, image_shape = request.num, request.batch_size, request.image_shape
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
         raise EvaluationError(f"number of samples must be an integer >= 1, got {num!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise EvaluationError(f"sample batch size must be an integer >= 1, got {batch_size!r}")
     device = torch.device(device)
     diffusion = diffusion.to(device)
-    if compile:
+    if request.compile:
         eps_model = torch.compile(eps_model, dynamic=False)
     out = torch.empty((num, *image_shape), dtype=torch.uint8)  # [N, C, H, W]
     trajectory: dict[int, Tensor] = {}
@@ -85,12 +104,12 @@ def draw_samples(
     while done < num:
         b = min(batch_size, num - done)
         result = ancestral_sample(
-            eps_model, diffusion, (b, *image_shape), generator, variance=variance, clip_x0=clip_x0,
-            progress=progress, trajectory_steps=trajectory_steps if done == 0 else None, device=device,
+            eps_model, diffusion, (b, *image_shape), generator, variance=request.variance, clip_x0=request.clip_x0,
+            progress=progress, trajectory_steps=request.trajectory_steps if done == 0 else None, device=device,
         )
         out[done : done + b] = data.to_uint8(result.x0).cpu()
         if done == 0:
-            trajectory = {t: data.to_uint8(x[:trajectory_rows]).cpu() for t, x in result.trajectory.items()}
+            trajectory = {t: data.to_uint8(x[:request.trajectory_rows]).cpu() for t, x in result.trajectory.items()}
         done += b
         bar.update(b)
         bar.set_postfix(img_per_s=f"{done / max(time.perf_counter() - start, 1e-9):.2f}")
@@ -106,4 +125,4 @@ def write_sample_files(out_dir: Path, samples: SampleRun) -> None:
     atomic_write_bytes(out_dir / TRAJECTORY_PNG, png_bytes(trajectory_strip(samples.trajectory)))
 
 
-__all__ = ["GRID_MAX_IMAGES", "TRAJECTORY_ROWS", "SampleRun", "draw_samples", "write_sample_files"]
+__all__ = ["GRID_MAX_IMAGES", "TRAJECTORY_ROWS", "SampleRequest", "SampleRun", "draw_samples", "write_sample_files"]

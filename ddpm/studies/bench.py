@@ -620,16 +620,15 @@ def bench_exact_bound(model, diffusion: GaussianDiffusion, x0: Tensor, config: B
 def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, config: BenchConfig,
                       batch_size: int, device: torch.device) -> dict:
     """Network calls for a `mc_target_stderr` Monte Carlo bound on the test split vs T calls per test image."""
-    from ddpm.evaluation.bounds import evaluate_elbo
+    from ddpm.evaluation.bounds import BoundSettings, evaluate_elbo
 
     T = diffusion.T
     num_test = test_images.shape[0]
     mc_images = None if config.mc_images is None else min(config.mc_images, num_test)
     exact = min(config.mc_exact_images, num_test)
-    common = {"mc_images": mc_images, "draws_per_image": 1, "seed": config.seed, "batch_size": batch_size,
-              "device": device}
-    importance = evaluate_elbo(model, diffusion, test_images, exact_images=exact, **common)
-    uniform = evaluate_elbo(model, diffusion, test_images, exact_images=0, **common)
+    settings = BoundSettings(exact_images=exact, seed=config.seed, mc_images=mc_images, batch_size=batch_size)
+    importance = evaluate_elbo(model, diffusion, test_images, settings, device=device)
+    uniform = evaluate_elbo(model, diffusion, test_images, dataclasses.replace(settings, exact_images=0), device=device)
     target = config.mc_target_stderr
     record: dict = {"test_images": num_test, "T": T, "target_stderr_bits_per_dim": target,
                     "exact_subset_images": exact, "measured_on_images": importance.monte_carlo.num_images}

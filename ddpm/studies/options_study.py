@@ -59,7 +59,7 @@ OPTIONS = {
 def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_images: int, seed: int,
                progress: bool, data: str = "mnist", base: str = "small") -> dict:
     """Train `option` for `steps` updates into out/<name>, evaluate it, return its row of the study."""
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
     from ddpm.training.trainer import train
 
     run = out / option.name
@@ -70,8 +70,8 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
     result = train(data, run, preset, seed=seed, max_steps=steps, progress=progress)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, fid_samples=fid_samples,
-                                     elbo_exact_images=exact_images, progress=progress, log=print)
+    overrides = EvaluationOverrides(fid_samples=fid_samples, elbo_exact_images=exact_images)
+    evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, overrides, progress=progress, log=print)
     metrics = evaluation.metrics
     return {
         "option": option.name,

@@ -77,14 +77,14 @@ def add_train_parser(subcommands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ddpm.training.trainer import StopReason, train
+    from ddpm.training.trainer import StopReason, TrainOptions, train
 
     if args.data is None and not args.resume:
         raise UsageError("train: --data is required (mnist, digits or a folder of images)")
-    result = train(args.data, args.out, args.preset, seed=args.seed, device=args.device, resume=args.resume,
-                   max_steps=args.max_steps, max_minutes=args.max_minutes, compile=args.compile,
-                   progress=not args.no_progress, command=[sys.executable, "-m", "ddpm", *sys.argv[1:]],
-                   session_start=args.session_start)
+    options = TrainOptions(seed=args.seed, resume=args.resume, max_steps=args.max_steps,
+                           max_minutes=args.max_minutes, compile=args.compile, session_start=args.session_start)
+    result = train(args.data, args.out, args.preset, options, device=args.device, progress=not args.no_progress,
+                   command=[sys.executable, "-m", "ddpm", *sys.argv[1:]])
     from ddpm.training.trainer import distributed_from_env
 
     if distributed_from_env().is_main:

@@ -37,11 +37,12 @@ def trained_and_evaluated_run(tmp_path_factory) -> Path:
     """The run folder (checkpoint.pt, run.json, train_log.jsonl and the evaluation's files), built once."""
     if "run" not in _CACHE:
         from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
-        from ddpm.training.trainer import train
+        from ddpm.training.trainer import TrainOptions, train
 
         run = tmp_path_factory.mktemp("tiny-digits-run") / "run"
         with one_thread():
-            train("digits", run, "tiny", seed=0, device="cpu", max_steps=TRAIN_STEPS, progress=False,
+            train("digits", run, "tiny", options=TrainOptions(seed=0, max_steps=TRAIN_STEPS), device="cpu",
+                  progress=False,
                   command=["python", "-m", "ddpm", "train", "--data", "digits", "--preset", "tiny", "--out", "RUN"])
             evaluate_checkpoint(run / "checkpoint.pt", run, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
                                 progress=False, command=EVAL_COMMAND)

@@ -158,7 +158,8 @@ def test_an_explicit_max_minutes_turns_the_session_budget_off(tmp_path, monkeypa
     monkeypatch.setattr(train_module, "plan_session", refuse)
     tiny = get_preset("tiny")
     preset = tiny.replace(training=tiny.training.replace(max_steps=2, session_minutes=2.0))
-    result = train_module.train("digits", tmp_path / "run", preset, max_minutes=5.0, progress=False)
+    result = train_module.train("digits", tmp_path / "run", preset,
+                                options=train_module.TrainOptions(max_minutes=5.0), progress=False)
     assert load_checkpoint(result.checkpoint_path).preset.training.session_minutes is None
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["sessions"][-1]["budget"] is None

@@ -21,7 +21,7 @@ from PIL import Image
 from ddpm.training.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.cli import main
 from ddpm.evaluation.generate import generate
-from ddpm.training.trainer import train
+from ddpm.training.trainer import TrainOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def finished_run(tmp_path_factory) -> Path:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     run = tmp_path_factory.mktemp("cli") / "run"
-    train("digits", run, "tiny", seed=2, max_steps=3, progress=False)
+    train("digits", run, "tiny", options=TrainOptions(seed=2, max_steps=3), progress=False)
     torch.set_num_threads(previous)
     return run
 

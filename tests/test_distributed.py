@@ -19,7 +19,7 @@ import tolerances
 from numpy.testing import assert_allclose
 
 from ddpm.training.checkpoint import load_checkpoint
-from ddpm.training.trainer import LOG_NAME, train
+from ddpm.training.trainer import LOG_NAME, TrainOptions, train
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10  # the tiny preset logs every 10 updates: one log line, its loss averaged over both processes
@@ -38,7 +38,8 @@ def test_two_processes_train_the_one_process_model(tmp_path):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train("digits", tmp_path / "one", "tiny", seed=1, max_steps=STEPS, device="cpu", progress=False)
+        train("digits", tmp_path / "one", "tiny", options=TrainOptions(seed=1, max_steps=STEPS), device="cpu",
+              progress=False)
     finally:
         torch.set_num_threads(previous)
 

@@ -23,7 +23,7 @@ from ddpm.conformance.report import write_report as write_conformance_report
 from ddpm.conformance.runner import run_suite
 from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 from ddpm.evaluation.report import write_report
-from ddpm.training.trainer import train
+from ddpm.training.trainer import TrainOptions, train
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_every_file_train_evaluate_report_sample_bench_and_conform_write(tmp_pat
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     with one_thread():
-        train("digits", run, "tiny", seed=0, device="cpu", max_steps=3, progress=False)
+        train("digits", run, "tiny", options=TrainOptions(seed=0, max_steps=3), device="cpu", progress=False)
         evaluate_checkpoint(run / "checkpoint.pt", run, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
                             progress=False, command="test")
         write_report(run)

@@ -368,7 +368,7 @@ def test_learned_variance_errors_are_clear():
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def learned_run(tmp_path_factory):
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     tiny = get_preset("tiny")
     preset = tiny.replace(model=tiny.model.replace(learn_variance=True),
@@ -378,7 +378,7 @@ def learned_run(tmp_path_factory):
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train("digits", run, preset, seed=3, max_steps=5, progress=False)
+        train("digits", run, preset, options=TrainOptions(seed=3, max_steps=5), progress=False)
     finally:
         torch.set_num_threads(previous)
     return run
@@ -407,10 +407,10 @@ def test_sample_cli_with_the_learned_variance(learned_run, tmp_path, capsys):
 
 def test_sample_cli_refuses_learned_for_a_fixed_variance_checkpoint(tmp_path, capsys):
     from ddpm.cli import main
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = tmp_path / "fixed"
-    train("digits", run, "tiny", seed=1, max_steps=1, progress=False)
+    train("digits", run, "tiny", options=TrainOptions(seed=1, max_steps=1), progress=False)
     code = main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--num", "2", "--variance", "learned",
                  "--out", str(tmp_path / "x.png"), "--no-progress"])
     err = capsys.readouterr().err

@@ -138,13 +138,13 @@ def test_sampler_and_bound_read_the_optimal_tables():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = tmp_path_factory.mktemp("optimal") / "run"
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        train("digits", run, "tiny", seed=5, max_steps=3, progress=False)
+        train("digits", run, "tiny", options=TrainOptions(seed=5, max_steps=3), progress=False)
     finally:
         torch.set_num_threads(previous)
     return run / "checkpoint.pt"

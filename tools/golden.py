@@ -57,10 +57,10 @@ def _variants():
 
 
 def _train(preset, folder: Path) -> Path:
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = folder / "run"
-    train("digits", run, preset, seed=0, device="cpu", max_steps=GOLDEN_STEPS, progress=False,
+    train("digits", run, preset, options=TrainOptions(seed=0, max_steps=GOLDEN_STEPS), device="cpu", progress=False,
           command=["golden"])
     return run
 

@@ -426,14 +426,14 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 def _ours_training_rate(dataset: str, preset: Preset, steps: int, seed: int, device: torch.device,
                         workdir: Path, name: str) -> float:
     """Images/s of `ddpm.training.trainer.train` over updates steps+1 .. 2 steps (its second train_log.jsonl window)."""
-    from ddpm.training.trainer import LOG_NAME, train
+    from ddpm.training.trainer import LOG_NAME, TrainOptions, train
 
     training = preset.training.replace(max_steps=2 * steps, max_minutes=None, session_minutes=None,
                                        log_every=steps, checkpoint_every_minutes=1e6)
     out = workdir / name
     try:
-        train(dataset, out, preset.replace(training=training), seed=seed, device=device, progress=False,
-              command=["ddpm", "bench"])
+        train(dataset, out, preset.replace(training=training), options=TrainOptions(seed=seed), device=device,
+              progress=False, command=["ddpm", "bench"])
         lines = (out / LOG_NAME).read_text(encoding="utf-8").splitlines()
         return float(json.loads(lines[-1])["images_per_second"])
     finally:
@@ -787,7 +787,7 @@ def utilisation_record(flops_per_image: float, train_flops_per_image: float, pea
 def _load_model(config: BenchConfig, device: torch.device, workdir: Path):
     """(eps_model, diffusion, dataset, preset, description): the checkpoint's EMA model, or one trained here briefly."""
     from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     path = None if config.checkpoint is None else Path(config.checkpoint)
     if path is not None and path.is_file():
@@ -800,8 +800,8 @@ def _load_model(config: BenchConfig, device: torch.device, workdir: Path):
                                            max_minutes=config.fallback_train_minutes, session_minutes=None)
         out = workdir / "model"
         start = time.perf_counter()
-        result = train(config.data, out, preset.replace(training=training), seed=config.seed, device=device,
-                       progress=False, command=["ddpm", "bench"])
+        result = train(config.data, out, preset.replace(training=training), options=TrainOptions(seed=config.seed),
+                       device=device, progress=False, command=["ddpm", "bench"])
         checkpoint = load_checkpoint(result.checkpoint_path)
         source = {"source": "trained here (no checkpoint at "
                             f"{config.checkpoint!r})", "train_steps": result.step,

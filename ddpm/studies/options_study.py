@@ -60,14 +60,14 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
                progress: bool, data: str = "mnist", base: str = "small") -> dict:
     """Train `option` for `steps` updates into out/<name>, evaluate it, return its row of the study."""
     from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = out / option.name
     preset = option.preset(get_preset(base))
     # Equal updates, not equal time: the base preset's time budget must not stop a run early on a busy machine.
     preset = preset.replace(training=preset.training.replace(max_steps=steps, max_minutes=None, session_minutes=None))
     start = time.perf_counter()
-    result = train(data, run, preset, seed=seed, max_steps=steps, progress=progress)
+    result = train(data, run, preset, options=TrainOptions(seed=seed, max_steps=steps), progress=progress)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     overrides = EvaluationOverrides(fid_samples=fid_samples, elbo_exact_images=exact_images)

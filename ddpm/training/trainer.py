@@ -280,8 +280,7 @@ def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: Datas
     minutes = preset.training.session_minutes
     if minutes is None:
         return preset, None
-    plan = plan_session(preset, (info.channels, info.height, info.width), info.num("test"), info.name,
-                        60.0 * minutes, session_start, device, seed)
+    plan = plan_session(preset, info, 60.0 * minutes, session_start, device, seed)
     done = 0.0 if stored is None else stored.train_seconds
     print(f"ddpm: {plan.summary()}", file=sys.stderr)
     training = preset.training.replace(max_minutes=(done + plan.training_seconds) / 60.0)

@@ -132,7 +132,7 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ddpm.training.checkpoint import load_checkpoint
-    from ddpm.evaluation.generate import generate, save_image_grid, save_npz
+    from ddpm.evaluation.generate import SamplerOptions, generate, save_image_grid, save_npz
     from ddpm.runtime.devices import resolve_device
 
     from ddpm.core.samplers import check_sampler_options, network_evaluations
@@ -168,9 +168,9 @@ def run_sample(args: argparse.Namespace) -> int:
         gamma = estimate.gamma
     device = resolve_device(args.device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    images = generate(checkpoint, args.num, generator, variance=args.variance, batch_size=args.batch_size,
-                      device=device, progress=not args.no_progress, sampler=sampler, num_steps=steps, eta=eta,
-                      gamma=gamma)
+    options = SamplerOptions(sampler=sampler, num_steps=steps, eta=eta, variance=args.variance, gamma=gamma)
+    images = generate(checkpoint, args.num, generator, options, batch_size=args.batch_size, device=device,
+                      progress=not args.no_progress)
     width, height = save_image_grid(out, images)
     written = f"{out} ({width}x{height})"
     if args.npz is not None:

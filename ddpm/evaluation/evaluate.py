@@ -3,8 +3,8 @@
 `evaluate_checkpoint(checkpoint, out_dir)` writes into out_dir (all files atomically: temp file + rename):
 
 - optimal_variance.json (`ddpm.evaluation.optimal_variance.FILE_NAME`): Gamma_t of the checkpoint's EMA model, its
-  standard errors, images per t, seed and checkpoint step (`save_gamma`): what the "optimal" variance of this run's bound
-  and samples is built from, and what `sample --variance optimal` reads next to the checkpoint (so it finds it
+  standard errors, images per t, seed and checkpoint step (`save_gamma`): what the "optimal" variance of this run's
+  bound and samples is built from, and what `sample --variance optimal` reads next to the checkpoint (so it finds it
   when out_dir is the run folder).
 - elbo_terms.json: the per-term bound of Ho et al. eq. 5 on the exact subset (bits/dim of L_0 .. L_T) under the
   headline variance, the same under every variance ("by_variance"), and the importance proposal over t, for the
@@ -14,8 +14,8 @@
 - metrics.json: every number (keys below), written last. A run directory whose metrics.json exists is a
   finished evaluation.
 
-metrics.json keys (the headline ones first, then details): dataset, preset, device, seed (of the evaluation), train_steps,
-train_images_per_second (images seen / training seconds, from the checkpoint), sample_images_per_second (N /
+metrics.json keys (the headline ones first, then details): dataset, preset, device, seed (of the evaluation),
+train_steps, train_images_per_second (images seen / training seconds, from the checkpoint), sample_images_per_second (N /
 Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate), elbo_num_images
 (its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training seconds from the
 checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
@@ -32,8 +32,8 @@ and the evaluation settings used. Values that are undefined (a
 standard error of one image) are null.
 
 - elbo_exact_by_variance: {"beta" | "beta_tilde" | "optimal" | "learned": {"bits_per_dim", "stderr", "images"}},
-  the exact bound (`ddpm.evaluation.bounds`) on the same subset with the same x_t under each reverse variance the checkpoint
-  supports ("learned" for a learned-variance model: `checkpoint_variances`); the headline variance's entry is
+  the exact bound (`ddpm.evaluation.bounds`) on the same subset with the same x_t under each reverse variance the
+  checkpoint supports ("learned" for a learned-variance model: `checkpoint_variances`); the headline variance's entry is
   elbo_exact_bits_per_dim and its stderr themselves (not recomputed). They share the network's
   outputs, so their differences are the variances' alone (not noise between subsets).
 - optimal_variance: {"file" (name in out_dir), "reused" (an existing file of this checkpoint step, T and images per

@@ -590,14 +590,13 @@ def test_evaluate_with_fid_on_8_samples(run_dir, tmp_path):
     # The floor: 8 real training images against the same 8 test images, computed once and then cached.
     assert isinstance(m["fid_real_vs_real"], float) and math.isfinite(m["fid_real_vs_real"])
     assert m["real_vs_real"] == {"split": "train", "num_images": 8, "subset_seed": 1, "cached": False}
-    from ddpm.images.fid import ReferenceSet, fid_kid, real_vs_real
+    from ddpm.images.fid import KidSettings, ReferenceSet, fid_kid, real_vs_real
 
+    kid = KidSettings(subsets=m["kid_subsets"], subset_size=m["kid_subset_size"], seed=m["seed"])
     direct = fid_kid(ReferenceSet("digits", "train", 8, seed=1).load(), ReferenceSet("digits", "test", 8, seed=0),
-                     kid_subsets=m["kid_subsets"], kid_subset_size=m["kid_subset_size"], kid_seed=m["seed"],
-                     device="cpu", cache=tmp_path / "cache")
+                     kid=kid, device="cpu", cache=tmp_path / "cache")
     assert direct.fid == pytest.approx(m["fid_real_vs_real"], rel=1e-9), "the floor is FID(train subset, test set)"
-    again, cached = real_vs_real("digits", 8, kid_subsets=m["kid_subsets"], kid_subset_size=m["kid_subset_size"],
-                                 kid_seed=m["seed"], device="cpu", cache=tmp_path / "cache")
+    again, cached = real_vs_real("digits", 8, kid=kid, device="cpu", cache=tmp_path / "cache")
     assert cached and again.fid == m["fid_real_vs_real"] and again.kid_mean == m["kid_real_vs_real_mean"]
     shutil.rmtree(tmp_path / "cache")
 

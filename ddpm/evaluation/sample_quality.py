@@ -23,6 +23,7 @@ from ddpm.images.fid import (
     REAL_VS_REAL_SEED,
     FidResult,
     FidWeightsError,
+    KidSettings,
     ReferenceSet,
     fid_kid,
     inception_weights_path,
@@ -100,11 +101,10 @@ def measure_sample_quality(images: Tensor, dataset: str, seed: int, *, device: s
     say(f"FID/KID: {n} samples vs {n} test images")
     reference = ReferenceSet(dataset, "test", n, seed=0)
     subset = kid_subset_size(n)
-    result = fid_kid(images, reference, kid_subsets=KID_SUBSETS, kid_subset_size=subset, kid_seed=seed,
-                     device=device, cache=cache, verbose=progress)
+    kid = KidSettings(subsets=KID_SUBSETS, subset_size=subset, seed=seed)
+    result = fid_kid(images, reference, kid=kid, device=device, cache=cache, verbose=progress)
     say(f"FID/KID floor: {n} training images vs the same {n} test images (cached after the first run)")
-    floor, cached = real_vs_real(dataset, n, kid_subsets=KID_SUBSETS, kid_subset_size=subset, kid_seed=seed,
-                                 device=device, cache=cache, verbose=progress)
+    floor, cached = real_vs_real(dataset, n, kid=kid, device=device, cache=cache, verbose=progress)
     return SampleQuality(samples=result, floor=floor, floor_cached=cached, kid_subset_size=subset)
 
 

@@ -1,4 +1,4 @@
-"""Speed of this library, measured side by side (issue 5): `run_bench` writes bench.json and bench.md.
+"""Speed of this library, measured side by side: `run_bench` writes bench.json and bench.md.
 
 Every headline figure is a ratio of two throughputs measured in the same process in alternating rounds
 (A B, then B A, then A B, ...), so that the drift of a shared machine hits both sides alike. A ratio is the
@@ -361,13 +361,7 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
     if _diffusers() is None:
         record["diffusers"] = None
         record["skipped"] = "diffusers is not installed (pip install -e .[bench])"
-
-        def ours_only(r: int) -> float:
-            seconds, _ = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed + r, device),
-                                                         variance=variance, progress=False, device=device), device)
-            return config.sample_batch / seconds
-
-        rates = alternating_rounds({"ours": ours_only, "forward": forward}, config.sample_repeats)
+        rates = _ours_and_forward_rates(model, diffusion, shape, config, device, variance, forward)
         record["ours_images_per_second"] = rates["ours"]
         record["forward_images_per_second"] = rates["forward"]
         return record
@@ -407,15 +401,33 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
     rates = alternating_rounds(sides, config.sample_repeats)
     for name in sides:
         record[f"{name}_images_per_second"] = rates[name]
+    record["cross_check"] = _cross_check(outputs, config.compile_sampler)
+    return record
+
+
+def _ours_and_forward_rates(model, diffusion: GaussianDiffusion, shape: tuple[int, ...], config: BenchConfig,
+                            device: torch.device, variance: str, forward: Callable[[int], float]) -> dict[str, list]:
+    """Images/s of our Algorithm 2 and of the raw forward (`forward(round)`), alternating rounds: the sampling
+    figures when diffusers is not installed."""
+
+    def ours_only(r: int) -> float:
+        seconds, _ = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed + r, device),
+                                                     variance=variance, progress=False, device=device), device)
+        return config.sample_batch / seconds
+
+    return alternating_rounds({"ours": ours_only, "forward": forward}, config.sample_repeats)
+
+
+def _cross_check(outputs: Mapping[str, list[Tensor]], compiled: bool) -> dict:
+    """The largest |x_0| difference of our samples from diffusers' (and from our compiled sampler's) per round."""
     def largest_difference(other: str) -> float:
         return max(float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs[other], strict=True))
 
     scale = max(float(x.abs().max()) for x in outputs["ours"])
-    record["cross_check"] = {"max_abs_difference": largest_difference("diffusers"), "max_abs_sample": scale,
-                             "same_noise": True}
-    if config.compile_sampler:
-        record["cross_check"]["compiled_max_abs_difference"] = largest_difference("ours_compiled")
-    return record
+    check = {"max_abs_difference": largest_difference("diffusers"), "max_abs_sample": scale, "same_noise": True}
+    if compiled:
+        check["compiled_max_abs_difference"] = largest_difference("ours_compiled")
+    return check
 
 
 def _generator(seed: int, device: torch.device) -> torch.Generator:
@@ -840,15 +852,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
         record["training"] = bench_training(dataset, preset, config, device)
         log(f"training: ours {_rates(record['training']['ours_images_per_second'])} images/s, diffusers "
             f"{_rates(record['training'].get('diffusers_images_per_second'))}")
-        test_images = data.load_images(dataset, "test")
-        n = min(config.bound_images, test_images.shape[0])
-        x0 = data.to_model_range(test_images[:n]).to(device)  # [n, C, H, W]
-        record["exact_bound"] = bench_exact_bound(model, diffusion, x0, config, device)
-        log(f"exact bound: best batch {record['exact_bound']['best_batch_size']}")
-        record["monte_carlo"] = bench_monte_carlo(model, diffusion, test_images, config,
-                                                  record["exact_bound"]["best_batch_size"], device)
-        log(f"monte carlo: {record['monte_carlo']['importance']['network_calls_for_target']} network calls for "
-            f"the target standard error vs {record['monte_carlo']['exact_network_calls']} for the exact sum")
+        record["exact_bound"], record["monte_carlo"] = _bound_records(model, diffusion, dataset, config, device, log)
         record["fid_features"] = bench_fid_features(dataset, config, device)
         log(f"FID features: ours {_rates(record['fid_features'].get('ours_images_per_second'))} images/s, "
             f"torch-fidelity {_rates(record['fid_features'].get('torch_fidelity_images_per_second'))}")
@@ -858,12 +862,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
         flops = forward_flops_per_image(model, image_shape[0], image_shape[1:], diffusion.T)
         train_flops = training_flops_per_image(model, image_shape[0], image_shape[1:], diffusion.T)
         record["utilisation"] = utilisation_record(flops, train_flops, peak, record)
-        if config.verify:
-            root = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
-            log("timing the verify parts")
-            record["verify"] = time_verify_parts(root, config.verify_timeout_seconds)
-        else:
-            record["verify"] = {"skipped": "not requested (quick mode or --no-verify)"}
+        record["verify"] = _verify_record(config, repo, log)
         record["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         record["ratios"] = compute_ratios(record)
         record["wall_seconds"] = time.perf_counter() - started
@@ -872,6 +871,30 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
     if out is not None:
         write_bench(record, out)
     return record
+
+
+def _bound_records(model, diffusion: GaussianDiffusion, dataset: str, config: BenchConfig, device: torch.device,
+                   log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Section 3's records: the exact bound on the first `bound_images` test images, then the Monte Carlo bound's
+    cost at the exact bound's best batch size."""
+    test_images = data.load_images(dataset, "test")
+    n = min(config.bound_images, test_images.shape[0])
+    x0 = data.to_model_range(test_images[:n]).to(device)  # [n, C, H, W]
+    exact = bench_exact_bound(model, diffusion, x0, config, device)
+    log(f"exact bound: best batch {exact['best_batch_size']}")
+    monte_carlo = bench_monte_carlo(model, diffusion, test_images, config, exact["best_batch_size"], device)
+    log(f"monte carlo: {monte_carlo['importance']['network_calls_for_target']} network calls for "
+        f"the target standard error vs {monte_carlo['exact_network_calls']} for the exact sum")
+    return exact, monte_carlo
+
+
+def _verify_record(config: BenchConfig, repo: str | os.PathLike | None, log: Callable[[str], None]) -> dict:
+    """Section 5's record: the verify parts timed in `repo`, or why they were not."""
+    if not config.verify:
+        return {"skipped": "not requested (quick mode or --no-verify)"}
+    root = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+    log("timing the verify parts")
+    return time_verify_parts(root, config.verify_timeout_seconds)
 
 
 def write_bench(record: Mapping, out: str | os.PathLike) -> tuple[Path, Path]:
@@ -904,6 +927,16 @@ def _rates(values: Sequence[float] | None) -> str:
 
 def bench_markdown(record: Mapping) -> str:
     """bench.md: the ratios against their targets, then each section's raw figures, from the bench.json record."""
+    lines = _ratio_section(record)
+    for section in (_sampling_section, _training_section, _bound_section, _fid_features_section,
+                    _utilisation_section, _verify_section):
+        lines += section(record)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _ratio_section(record: Mapping) -> list[str]:
+    """The title, command, machine and model, and the table of ratios against their targets."""
     ratios, machine = record["ratios"], record["machine"]
     lines = ["# `nox -s bench`: speed side by side", ""]
     lines += [f"Command: `{record.get('command') or 'python -m ddpm bench'}` (mode {record['mode']}), started "
@@ -923,8 +956,14 @@ def bench_markdown(record: Mapping) -> str:
         value, target = ratios.get(name), record["targets"].get(name)
         met = "n/a" if value is None or target is None else ("yes" if value >= target else "no")
         lines.append(f"| {name} | {_fmt(value)} | {_fmt(target) if target is not None else '-'} | {met} |")
+    return lines
 
+
+def _sampling_section(record: Mapping) -> list[str]:
+    """Section 1: Algorithm 2 ours vs diffusers, and the raw forward beside it."""
+    ratios = record["ratios"]
     s = record["sampling"]
+    lines: list[str] = []
     lines += ["", f"## 1. Sampling: Algorithm 2, T = {s['T']}, batch {s['batch']}", ""]
     if s.get("diffusers_images_per_second"):
         cross = s["cross_check"]
@@ -950,8 +989,13 @@ def bench_markdown(record: Mapping) -> str:
                   f"{_rates(s['forward_images_per_second'])} inputs/s, i.e. "
                   f"{_rates([rate / s['T'] for rate in s['forward_images_per_second']])} images/s at T = {s['T']} "
                   f"steps; Algorithm 2 runs at {_fmt(ratios.get('sampling_vs_forward'))} of it (`sampling_vs_forward`)."]
+    return lines
 
+
+def _training_section(record: Mapping) -> list[str]:
+    """Section 2: the training step, ours vs a diffusers-style loop."""
     tr = record["training"]
+    lines: list[str] = []
     lines += ["", f"## 2. Training step: batch {tr['batch']}, {tr['timed_updates']} timed updates after "
               f"{tr['warmup_updates']} warm-up updates per round", ""]
     if tr.get("diffusers_images_per_second"):
@@ -960,8 +1004,13 @@ def bench_markdown(record: Mapping) -> str:
                   f"| diffusers-style loop | {_rates(tr['diffusers_images_per_second'])} |"]
     else:
         lines += [f"ours {_rates(tr['ours_images_per_second'])} images/s; diffusers: {tr.get('skipped')}."]
+    return lines
 
+
+def _bound_section(record: Mapping) -> list[str]:
+    """Section 3: the exact bound over batch sizes and against the loop, and the Monte Carlo bound's cost."""
     b = record["exact_bound"]
+    lines: list[str] = []
     lines += ["", f"## 3. The exact bound: {b['images']} test images x T = {b['T']} (image, t) pairs", "",
               "| batch size | bound pairs/s | raw forward images/s | bound / forward |", "|---|---|---|---|"]
     for row in b["sweep"]:
@@ -987,8 +1036,13 @@ def bench_markdown(record: Mapping) -> str:
                      f"{mc['exact_network_calls'] / row['network_calls_for_target']:.1f} |")
     lines += ["", f"Importance calls include the exact subset that builds the proposal ({mc['exact_subset_images']} "
               f"images x T = {imp['proposal_network_calls']} calls)."]
+    return lines
 
+
+def _fid_features_section(record: Mapping) -> list[str]:
+    """The Inception network: ours vs torch-fidelity's pipeline."""
     f = record.get("fid_features") or {}
+    lines: list[str] = []
     lines += ["", "## FID features: the Inception network", ""]
     if f.get("ours_images_per_second"):
         lines += [f"{f['images']} test images in batches of {f['batch_size']}: `ddpm.images.fid.InceptionFeatures` "
@@ -1002,9 +1056,14 @@ def bench_markdown(record: Mapping) -> str:
                   f"{f['max_abs_feature']:.3g}; tests/test_fid.py bounds it by float32 rounding)."]
     else:
         lines += [f"Skipped: {f.get('skipped', 'not measured')}."]
+    return lines
 
+
+def _utilisation_section(record: Mapping) -> list[str]:
+    """Section 4: achieved FLOP/s over the peak."""
     u = record["utilisation"]
     peak = record["peak"]
+    lines: list[str] = []
     lines += ["", "## 4. Utilisation", "",
               f"Forward {u['forward_flops_per_image'] / 1e6:.1f} MFLOP/image, forward + backward "
               f"{u['training_flops_per_image'] / 1e6:.1f} MFLOP/image (torch.utils.flop_counter); peak "
@@ -1015,8 +1074,13 @@ def bench_markdown(record: Mapping) -> str:
     for key in ("sampling_ours", "sampling_diffusers", "training_ours", "training_diffusers",
                 "forward_at_best_bound_batch", "exact_bound", "fid_features_ours", "fid_features_torch_fidelity"):
         lines.append(f"| {key} | {_fmt(u[key])} |")
+    return lines
 
+
+def _verify_section(record: Mapping) -> list[str]:
+    """Section 5: the parts of `nox -s verify`."""
     v = record["verify"]
+    lines: list[str] = []
     lines += ["", "## 5. `nox -s verify` parts", ""]
     if "parts" in v:
         lines += [f"{v['how']}.", "", "| part | seconds | exit status | pytest summary |", "|---|---|---|---|"]
@@ -1024,8 +1088,7 @@ def bench_markdown(record: Mapping) -> str:
             lines.append(f"| {name} | {part['seconds']:.0f} | {part['exit_status']} | {part['summary']} |")
     else:
         lines.append(f"Skipped: {v['skipped']}.")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _fmt_load(load) -> str:

@@ -84,6 +84,8 @@ def estimate_gamma(
     for name, value in (("images_per_t", images_per_t), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 2 - (name == "batch_size"):
             raise ValueError(f"{name} must be an int >= {2 - (name == 'batch_size')}, got {value!r}")
+    # GaussianDiffusion's validation and its unchecked q_sample: the public q_sample requires noise of x0's dtype,
+    # which would change the noise of half-precision images; ddpm.core has no public names for these two yet.
     diffusion._check_x("x0", x0)
     T, n = diffusion.T, images_per_t
     dtype = compute_dtype(x0.dtype)

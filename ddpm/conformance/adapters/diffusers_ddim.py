@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddpm.conformance.adapters._snippets import snippet_tensors
+from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.adapters.diffusers_ddpm import (
     BETA_SCHEDULES,
     diffusers_version,

@@ -38,7 +38,7 @@ from unittest import mock
 import numpy as np
 import torch
 
-from ddpm.conformance.adapters._snippets import snippet_tensors
+from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.protocol import (
     AdapterError,
     Chain,

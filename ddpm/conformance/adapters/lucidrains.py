@@ -41,7 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ddpm.conformance.adapters._snippets import snippet_tensors
+from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.protocol import (
     AdapterError,
     Chain,

@@ -5,7 +5,7 @@ reverse variance the checkpoint supports (`checkpoint_variances`), from one pass
 
 1. Exact in t on a subset: `ddpm.core.bound.elbo_terms` sums all T + 1 terms for each of
    `elbo_exact_images` test images (one x_t ~ q(x_t | x_0) per (image, t)): T network calls per image. The
-   subset is the first n of a permutation of the test split drawn from torch.Generator().manual_seed(seed)
+   subset is the first n of a permutation of the test split drawn from phase_generator(seed, "subset_exact")
    (MNIST's test file is ordered, a prefix would be biased). Its standard error is the standard deviation of
    the per-image bounds over sqrt(n).
 2. Monte Carlo on the whole test split (or the first `elbo_mc_images` of a second seeded permutation; the

@@ -77,14 +77,14 @@ def add_train_parser(subcommands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from ddpm.training.trainer import StopReason, train
+    from ddpm.training.trainer import StopReason, TrainOptions, train
 
     if args.data is None and not args.resume:
         raise UsageError("train: --data is required (mnist, digits or a folder of images)")
-    result = train(args.data, args.out, args.preset, seed=args.seed, device=args.device, resume=args.resume,
-                   max_steps=args.max_steps, max_minutes=args.max_minutes, compile=args.compile,
-                   progress=not args.no_progress, command=[sys.executable, "-m", "ddpm", *sys.argv[1:]],
-                   session_start=args.session_start)
+    options = TrainOptions(seed=args.seed, resume=args.resume, max_steps=args.max_steps,
+                           max_minutes=args.max_minutes, compile=args.compile, session_start=args.session_start)
+    result = train(args.data, args.out, args.preset, options, device=args.device, progress=not args.no_progress,
+                   command=[sys.executable, "-m", "ddpm", *sys.argv[1:]])
     from ddpm.training.trainer import distributed_from_env
 
     if distributed_from_env().is_main:
@@ -132,8 +132,8 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from ddpm.training.checkpoint import load_checkpoint
-    from ddpm.evaluation.generate import generate, save_image_grid, save_npz
-    from ddpm.training.trainer import DistributedContext, resolve_device
+    from ddpm.evaluation.generate import SamplerOptions, generate, save_image_grid, save_npz
+    from ddpm.runtime.devices import resolve_device
 
     from ddpm.core.samplers import check_sampler_options, network_evaluations
 
@@ -166,11 +166,11 @@ def run_sample(args: argparse.Namespace) -> int:
             raise UsageError(f"sample: {gamma_path} was estimated at step {estimate.step}, the checkpoint is at step "
                              f"{checkpoint.step}; rerun python -m ddpm evaluate")
         gamma = estimate.gamma
-    device = resolve_device(args.device, DistributedContext())
+    device = resolve_device(args.device)
     generator = torch.Generator(device=device).manual_seed(args.seed)
-    images = generate(checkpoint, args.num, generator, variance=args.variance, batch_size=args.batch_size,
-                      device=device, progress=not args.no_progress, sampler=sampler, num_steps=steps, eta=eta,
-                      gamma=gamma)
+    options = SamplerOptions(sampler=sampler, num_steps=steps, eta=eta, variance=args.variance, gamma=gamma)
+    images = generate(checkpoint, args.num, generator, options, batch_size=args.batch_size, device=device,
+                      progress=not args.no_progress)
     width, height = save_image_grid(out, images)
     written = f"{out} ({width}x{height})"
     if args.npz is not None:
@@ -233,19 +233,20 @@ def _as_command(name: str, args: argparse.Namespace, options: Sequence[str], pos
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 
     command = _as_command("evaluate", args, ["--checkpoint", "--out", "--fid-samples", "--device", "--seed",
                                               "--skip-fid", "--elbo-exact-images", "--elbo-mc-images",
                                               "--sample-batch-size", "--variance", "--gamma-images", "--cache-dir",
                                               "--no-progress"])
-    result = evaluate_checkpoint(
-        args.checkpoint, args.out, fid_samples=args.fid_samples, device=args.device, seed=args.seed,
-        skip_fid=args.skip_fid, elbo_exact_images=args.elbo_exact_images, elbo_mc_images=args.elbo_mc_images,
+    overrides = EvaluationOverrides(
+        fid_samples=args.fid_samples, elbo_exact_images=args.elbo_exact_images, elbo_mc_images=args.elbo_mc_images,
         sample_batch_size=args.sample_batch_size, variance=args.variance, gamma_images_per_t=args.gamma_images,
-        cache_dir=args.cache_dir, progress=not args.no_progress, command=command,
-        log=lambda message: print(f"ddpm: {message}", file=sys.stderr),
+        seed=args.seed, skip_fid=args.skip_fid,
     )
+    result = evaluate_checkpoint(args.checkpoint, args.out, overrides, device=args.device, cache_dir=args.cache_dir,
+                                 progress=not args.no_progress, command=command,
+                                 log=lambda message: print(f"ddpm: {message}", file=sys.stderr))
     m = result.metrics
     fid = "skipped" if m["fid"] is None else f"{m['fid']:.2f}"
     kid = "skipped" if m["kid_mean"] is None else f"{m['kid_mean']:.5f}"
@@ -285,7 +286,7 @@ def add_set_aside_parser(subcommands) -> None:
 
 
 def run_set_aside(args: argparse.Namespace) -> int:
-    from ddpm.evaluation.evaluate import move_run_aside
+    from ddpm.evaluation.run_folder import move_run_aside
 
     moved = move_run_aside(args.dir)
     print(f"ddpm: moved {args.dir} to {moved}" if moved else f"ddpm: {args.dir} is empty or absent; nothing to move")

@@ -57,10 +57,10 @@ def _variants():
 
 
 def _train(preset, folder: Path) -> Path:
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = folder / "run"
-    train("digits", run, preset, seed=0, device="cpu", max_steps=GOLDEN_STEPS, progress=False,
+    train("digits", run, preset, options=TrainOptions(seed=0, max_steps=GOLDEN_STEPS), device="cpu", progress=False,
           command=["golden"])
     return run
 
@@ -94,10 +94,10 @@ def _sampling_record(model, diffusion, shape, variances) -> dict:
 
 def _bound_record(model, diffusion, test_images, variances) -> dict:
     from ddpm.images.data import to_model_range
-    from ddpm.evaluation.evaluate import exact_bounds
+    from ddpm.evaluation.bounds import BoundSettings, exact_bounds
     from ddpm.core.bound import elbo_monte_carlo
 
-    exact = exact_bounds(model, diffusion, test_images, exact_images=3, seed=0, variances=variances, batch_size=64)
+    exact = exact_bounds(model, diffusion, test_images, BoundSettings(exact_images=3, seed=0, batch_size=64), variances)
     out = {f"exact_{name}": {"bits_per_dim": bound.bits_per_dim, "stderr": bound.stderr,
                              "per_term": tensor_digest(bound.per_term_bits_per_dim)}
            for name, bound in exact.items()}

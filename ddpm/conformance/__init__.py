@@ -9,4 +9,6 @@
 - `adapters/`: the reference (this project) and diffusers / lucidrains adapters (the `conformance` extra).
 
 `python -m ddpm conform` runs it (exit 0 all conformant, 1 a case failed, 2 bad input).
+
+May import `ddpm.core` (the reference adapter) and `ddpm.runtime`; never training, evaluation or the studies.
 """

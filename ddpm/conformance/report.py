@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-import scipy
-import sympy
-import torch
-
 from ddpm.conformance import oracle
 from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.runner import AdapterRun, json_ready
-from ddpm.training.checkpoint import atomic_write_text
+from ddpm.runtime.files import atomic_write_text
+from ddpm.runtime.provenance import versions
 
 MARK = {Status.PASS: "pass", Status.FAIL: "**FAIL**", Status.NOT_APPLICABLE: "n/a", Status.CONVENTION: "conv."}
 
@@ -45,8 +40,7 @@ def to_json(runs: Sequence[AdapterRun], config: SuiteConfig, skipped: Sequence[s
         "seconds": round(seconds, 1),
         "config": config_dict,
         "rounding_factor": oracle.ROUNDING_FACTOR,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-                     "scipy": scipy.__version__, "sympy": sympy.__version__, "platform": platform.platform()},
+        "versions": versions("scipy", "sympy", "platform", base=("python", "torch", "numpy")),
         "skipped": list(skipped),
         "implementations": [
             {

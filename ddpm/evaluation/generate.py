@@ -11,43 +11,59 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm.training.checkpoint import Checkpoint, atomic_write, build_eps_model, diffusion_from
+from ddpm.training.checkpoint import Checkpoint, build_eps_model, diffusion_from
 from ddpm.images.data import to_uint8
-from ddpm.core.diffusion import ReverseVariance
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.samplers import Sampler, ancestral_sample, check_sampler_options, ddim_sample, strided_sample
+from ddpm.runtime.files import atomic_write
 
 Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class SamplerOptions:
+    """How `generate` samples: `sampler` "ancestral" (Algorithm 2, all T steps), "ddim" (Song et al., `num_steps` S
+    and `eta`, default 0) or "strided" (Algorithm 2 over S steps, derivation (i)); `variance` sigma_t^2 of the
+    ancestral and strided samplers and `clip_x0` (ancestral only), by default the preset's evaluation config;
+    `gamma`: this checkpoint's Gamma_t estimates, which variance "optimal" needs (`ddpm.evaluation.optimal_variance`).
+    `ddpm.core.samplers.check_sampler_options` says which combinations are valid."""
+
+    sampler: str | Sampler = "ancestral"
+    num_steps: int | None = None
+    eta: float | None = None
+    variance: str | ReverseVariance | None = None
+    clip_x0: bool | None = None
+    gamma: tuple[float, ...] | None = None
 
 
 def generate(
     checkpoint: Checkpoint,
     num: int,
     generator: torch.Generator,
-    variance: str | ReverseVariance | None = None,
+    options: SamplerOptions | None = None,
+    *,
     batch_size: int | None = None,
     device: str | torch.device = "cpu",
-    clip_x0: bool | None = None,
     use_ema: bool = True,
     progress: bool = True,
-    sampler: str | Sampler = "ancestral",
-    num_steps: int | None = None,
-    eta: float | None = None,
-    gamma=None,
 ) -> Tensor:
-    """`num` samples from the checkpoint's model as uint8 [N, C, H, W]; by default Algorithm 2 (x_T ~ N(0, I), t = T..1).
+    """`num` samples from the checkpoint's model as uint8 [N, C, H, W]; by default Algorithm 2 (x_T ~ N(0, I),
+    t = T..1).
 
-    `sampler` "ddim" (Song et al., `num_steps` S and `eta`, default 0) or "strided" (Algorithm 2 over S steps,
-    derivation (i)) take S network evaluations per image instead of T (`ddpm.core.samplers.check_sampler_options` says
-    which combinations are valid). variance, batch_size and clip_x0 default to the preset's evaluation config.
-    variance "optimal" needs `gamma`, the Gamma_t estimates of this checkpoint (`ddpm.evaluation.optimal_variance`).
+    `options` (`SamplerOptions`): DDIM or strided sampling take S network evaluations per image instead of T.
+    batch_size defaults to the preset's evaluation config; use_ema=False samples with the raw weights.
     """
-    choice, num_steps, eta = check_sampler_options(sampler, checkpoint.T, num_steps, eta, variance is not None)
-    if choice is not Sampler.ANCESTRAL and clip_x0:
+    options = SamplerOptions() if options is None else options
+    variance = options.variance
+    choice, num_steps, eta = check_sampler_options(options.sampler, checkpoint.T, options.num_steps, options.eta,
+                                                   variance is not None)
+    if choice is not Sampler.ANCESTRAL and options.clip_x0:
         raise ValueError(f"clip_x0 is offered by the ancestral sampler only, not {choice.value!r}")
     evaluation = checkpoint.preset.evaluation
     if isinstance(num, bool) or not isinstance(num, int) or num < 1:
@@ -58,32 +74,38 @@ def generate(
     variance = ReverseVariance.from_value(evaluation.variance if variance is None else variance)
     if variance.is_learned and not checkpoint.preset.model.learn_variance:
         raise ValueError("variance 'learned' needs a checkpoint whose model learns its variance (learn_variance)")
-    clip_x0 = (evaluation.clip_x0 and choice is Sampler.ANCESTRAL) if clip_x0 is None else bool(clip_x0)
+    clip_x0 = (evaluation.clip_x0 and choice is Sampler.ANCESTRAL) if options.clip_x0 is None else bool(options.clip_x0)
     device = torch.device(device)
     model = build_eps_model(checkpoint, use_ema=use_ema, device=device)
     diffusion = diffusion_from(checkpoint, device)
     if variance is ReverseVariance.OPTIMAL:
-        if gamma is None:
+        if options.gamma is None:
             raise ValueError("variance 'optimal' needs the checkpoint's Gamma_t estimates (optimal_variance.json, "
                              "written by python -m ddpm evaluate)")
-        diffusion = diffusion.with_optimal_variance(gamma)
+        diffusion = diffusion.with_optimal_variance(options.gamma)
+    settled = SamplerOptions(choice, num_steps, eta, variance, clip_x0, options.gamma)
     shape = (checkpoint.channels, checkpoint.height, checkpoint.width)
     out = torch.empty((num, *shape), dtype=torch.uint8)  # [N, C, H, W]
     with tqdm(total=num, unit="img", desc="sample", disable=not progress) as bar:
         for start in range(0, num, batch_size):
             n = min(batch_size, num - start)
-            if choice is Sampler.ANCESTRAL:
-                result = ancestral_sample(model, diffusion, (n, *shape), generator, variance=variance,
-                                          clip_x0=clip_x0, progress=progress, device=device)
-            elif choice is Sampler.DDIM:
-                result = ddim_sample(model, diffusion, (n, *shape), generator, num_steps=num_steps, eta=eta,
-                                     progress=progress, device=device)
-            else:
-                result = strided_sample(model, diffusion, (n, *shape), generator, num_steps=num_steps,
-                                        variance=variance, progress=progress, device=device)
+            result = _sample_batch(model, diffusion, (n, *shape), generator, settled, device, progress)
             out[start : start + n] = to_uint8(result.x0.float()).cpu()
             bar.update(n)
     return out
+
+
+def _sample_batch(model, diffusion, shape: tuple[int, ...], generator: torch.Generator, options: SamplerOptions,
+                  device: torch.device, progress: bool):
+    """One batch by the sampler of `options` (its choices settled by `generate`)."""
+    if options.sampler is Sampler.ANCESTRAL:
+        return ancestral_sample(model, diffusion, shape, generator, variance=options.variance,
+                                clip_x0=options.clip_x0, progress=progress, device=device)
+    if options.sampler is Sampler.DDIM:
+        return ddim_sample(model, diffusion, shape, generator, num_steps=options.num_steps, eta=options.eta,
+                           progress=progress, device=device)
+    return strided_sample(model, diffusion, shape, generator, num_steps=options.num_steps,
+                          variance=options.variance, progress=progress, device=device)
 
 
 def grid_shape(num: int, columns: int | None = None) -> tuple[int, int]:
@@ -133,4 +155,4 @@ def save_npz(path: str | os.PathLike, images: Tensor) -> None:
     atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-__all__ = ["generate", "grid_shape", "image_grid", "save_image_grid", "save_npz"]
+__all__ = ["SamplerOptions", "generate", "grid_shape", "image_grid", "save_image_grid", "save_npz"]

@@ -34,24 +34,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ddpm.evaluation.evaluate import (
-    ELBO_TERMS_FILE,
-    METRICS_FILE,
-    SAMPLES_PNG,
-    TRAJECTORY_PNG,
-    atomic_write_bytes,
-    command_line,
-)
+from ddpm.evaluation.run_folder import ELBO_TERMS_FILE, METRICS_FILE, RUN_JSON, SAMPLES_PNG, TRAIN_LOG, TRAJECTORY_PNG
+from ddpm.runtime.files import atomic_write_bytes
+from ddpm.runtime.provenance import command_line
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 LOSS_CURVE_PNG = "loss_curve.png"
 ELBO_TERMS_PNG = "elbo_terms.png"
 TIMINGS_PNG = "timings.png"
-RUN_JSON = "run.json"
-TRAIN_LOG = "train_log.jsonl"
 
-# Keys metrics.json must have for a report (issue 4's list).
+# Keys metrics.json must have for a report (its headline keys, `ddpm.evaluation.evaluate`).
 REQUIRED_METRICS = (
     "dataset", "preset", "device", "seed", "train_steps", "train_images_per_second", "sample_images_per_second",
     "elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_num_images", "fid", "kid_mean", "fid_num_samples",

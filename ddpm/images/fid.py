@@ -62,7 +62,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ddpm.images import data
-from ddpm.training.checkpoint import atomic_write, atomic_write_text, new_file_mode
+from ddpm.runtime.devices import resolve_device
+from ddpm.runtime.files import atomic_write, atomic_write_text, new_file_mode
 
 Tensor = torch.Tensor
 
@@ -419,24 +420,6 @@ def ieee_float32_convolutions():
         conv.fp32_precision = saved
 
 
-def default_device() -> str:
-    """"cuda" when torch sees a GPU, else "cpu"."""
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _check_device(device: str | torch.device | None) -> torch.device:
-    name = default_device() if device is None else device
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        device = None
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ValueError(f"unknown device {str(name)!r}; options are 'cpu', 'cuda'")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but torch sees no GPU")
-    return device
-
-
 # ------------------------------------------------------------------------------------------------------------
 # Features
 
@@ -489,7 +472,7 @@ _EXTRACTORS: dict[tuple, InceptionFeatures] = {}
 def inception_features(cache: str | os.PathLike | None = None, device: str | torch.device | None = None,
                        batch_size: int | None = None, channels_last: bool = True) -> InceptionFeatures:
     """The process's `InceptionFeatures` for these weights, device, batch size and layout (built on first use)."""
-    device = _check_device(device)
+    device = resolve_device(device)
     batch_size = DEFAULT_BATCH_SIZE[device.type] if batch_size is None else batch_size
     weights = inception_weights_path(cache)
     key = (str(weights), str(device), batch_size, channels_last)
@@ -549,13 +532,21 @@ def kid_from_features(generated: Tensor, reference: Tensor, subsets: int, subset
     return float(metric[KEY_METRIC_KID_MEAN]), float(metric[KEY_METRIC_KID_STD])
 
 
+@dataclass(frozen=True)
+class KidSettings:
+    """How KID is estimated: the unbiased MMD^2 over `subsets` random subsets of `subset_size` images a side (None:
+    min(DEFAULT_KID_SUBSET_SIZE, N_g, N_r)), drawn with numpy RandomState(`seed`)."""
+
+    subsets: int = DEFAULT_KID_SUBSETS
+    subset_size: int | None = None
+    seed: int = 0
+
+
 def fid_kid(
     generated: Tensor,
     reference: Tensor | ReferenceSet,
     *,
-    kid_subsets: int = DEFAULT_KID_SUBSETS,
-    kid_subset_size: int | None = None,
-    kid_seed: int = 0,
+    kid: KidSettings = KidSettings(),
     batch_size: int | None = None,
     device: str | None = None,
     cache: str | os.PathLike | None = None,
@@ -565,8 +556,8 @@ def fid_kid(
     """FID and KID between uint8 `generated` [N, C, H, W] and `reference` (a uint8 tensor or a ReferenceSet).
 
     Compare FIDs only at equal N (it is biased at small N); unequal N raises ValueError unless
-    `allow_unequal_n`. KID uses `kid_subsets` subsets of `kid_subset_size` (default min(1000, N_g, N_r))
-    drawn with numpy RandomState(kid_seed). `device` "cuda" or "cpu" (default: cuda when available);
+    `allow_unequal_n`. KID uses `kid.subsets` subsets of `kid.subset_size` (default min(1000, N_g, N_r))
+    drawn with numpy RandomState(kid.seed). `device` "cuda" or "cpu" (default: cuda when available);
     `batch_size`: images per Inception call (default `DEFAULT_BATCH_SIZE`). Features come from the process's
     `InceptionFeatures`; a ReferenceSet's are cached (`reference_features`), a tensor reference's are not. FID and
     KID are torch-fidelity's functions of the features. `verbose` shows progress bars on stderr.
@@ -583,21 +574,21 @@ def fid_kid(
             f"FID compares only at equal N: {num_generated} generated vs {num_reference} reference images "
             "(pass allow_unequal_n=True to override)"
         )
-    subset = min(DEFAULT_KID_SUBSET_SIZE, num_generated, num_reference) if kid_subset_size is None else kid_subset_size
+    subset = min(DEFAULT_KID_SUBSET_SIZE, num_generated, num_reference) if kid.subset_size is None else kid.subset_size
     if not 2 <= subset <= min(num_generated, num_reference):
         raise ValueError(f"kid_subset_size must be in 2..{min(num_generated, num_reference)}, got {subset}")
-    extractor = inception_features(cache, _check_device(device), batch_size)
+    extractor = inception_features(cache, device, batch_size)
     if isinstance(reference, ReferenceSet):
         reference_set, _ = reference_features(reference, extractor, cache, progress=verbose)
     else:
         reference_set = extractor(reference, progress=verbose, desc="Inception features (reference)")
     generated_set = extractor(generated, progress=verbose, desc="Inception features (generated)")
-    kid_mean, kid_std = kid_from_features(generated_set, reference_set, kid_subsets, subset, kid_seed)
+    kid_mean, kid_std = kid_from_features(generated_set, reference_set, kid.subsets, subset, kid.seed)
     return FidResult(
         fid=fid_from_features(generated_set, reference_set),
         kid_mean=kid_mean,
         kid_std=kid_std,
-        kid_stderr=kid_standard_error(kid_std, subset, min(num_generated, num_reference), kid_subsets),
+        kid_stderr=kid_standard_error(kid_std, subset, min(num_generated, num_reference), kid.subsets),
         num_generated=num_generated,
         num_reference=num_reference,
         feature_extractor=f"{FEATURE_EXTRACTOR} (TF 2015-12-05 FID Inception, from {FID_HELPER_WHEEL})",
@@ -623,9 +614,8 @@ def cached_inception_images(source: str, num: int, cache: str | os.PathLike | No
     return cached
 
 
-def real_vs_real(source: str, num: int, *, kid_subsets: int = DEFAULT_KID_SUBSETS, kid_subset_size: int | None = None,
-                 kid_seed: int = 0, device: str | None = None, cache: str | os.PathLike | None = None,
-                 verbose: bool = False) -> tuple[FidResult, bool]:
+def real_vs_real(source: str, num: int, *, kid: KidSettings = KidSettings(), device: str | None = None,
+                 cache: str | os.PathLike | None = None, verbose: bool = False) -> tuple[FidResult, bool]:
     """FID and KID of `num` real training images against the `num`-image test reference: the floor at this N.
 
     A perfect model cannot score below what other real images of the same data score at the same N (small-N bias
@@ -636,12 +626,11 @@ def real_vs_real(source: str, num: int, *, kid_subsets: int = DEFAULT_KID_SUBSET
     """
     train = ReferenceSet(source, "train", num, seed=REAL_VS_REAL_SEED)
     test = ReferenceSet(source, "test", num, seed=0)
-    subset = "default" if kid_subset_size is None else str(kid_subset_size)
-    path = cache_dir(cache) / f"{_real_vs_real_prefix(train, test)}{kid_subsets}x{subset}-s{kid_seed}.json"
+    subset = "default" if kid.subset_size is None else str(kid.subset_size)
+    path = cache_dir(cache) / f"{_real_vs_real_prefix(train, test)}{kid.subsets}x{subset}-s{kid.seed}.json"
     if path.is_file():
         return FidResult(**json.loads(path.read_text(encoding="utf-8"))), True
-    result = fid_kid(train.load(), test, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, kid_seed=kid_seed,
-                     device=device, cache=cache, verbose=verbose)
+    result = fid_kid(train.load(), test, kid=kid, device=device, cache=cache, verbose=verbose)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(dataclasses.asdict(result)) + "\n")
     return result, False

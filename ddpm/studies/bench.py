@@ -1,4 +1,4 @@
-"""Speed of this library, measured side by side (issue 5): `run_bench` writes bench.json and bench.md.
+"""Speed of this library, measured side by side: `run_bench` writes bench.json and bench.md.
 
 Every headline figure is a ratio of two throughputs measured in the same process in alternating rounds
 (A B, then B A, then A B, ...), so that the drift of a shared machine hits both sides alike. A ratio is the
@@ -24,7 +24,7 @@ median over rounds of the per-round ratio; the raw per-round throughputs are sto
    public q_sample / p_mean_variance / q_posterior_mean_variance / normal_kl / discretized_gaussian_log_likelihood);
    the bound's throughput over the network's raw forward throughput (inference mode, same batch size), over a sweep
    of batch sizes; and the Monte Carlo estimate's cost for a standard error of 0.01 bits/dim on the test split
-   (`ddpm.evaluation.evaluate.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
+   (`ddpm.evaluation.bounds.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
    variance s^2 it measures gives n = s^2 / 0.01^2 draws (one network call each; conservative: it counts the
    variation between images too), plus the exact subset's T calls per image, against T calls per test image.
 4. Utilisation. Forward FLOPs per image (`ddpm.training.config.forward_flops_per_image`, torch.utils.flop_counter: convolutions
@@ -59,7 +59,9 @@ import torch.nn.functional as F
 
 from ddpm.images import data
 from ddpm.training.config import Preset, forward_flops_per_image, get_preset
-from ddpm.core.diffusion import GaussianDiffusion, ReverseVariance, check_generator, compute_dtype, standard_normal
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal
+from ddpm.core.forward import compute_dtype
+from ddpm.core.variance import ReverseVariance
 from ddpm.core.bound import (
     ElboTerms,
     discretized_gaussian_log_likelihood,
@@ -70,6 +72,8 @@ from ddpm.core.kernels import model_output
 from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
+from ddpm.runtime.devices import synchronize
+from ddpm.runtime.provenance import versions
 
 Tensor = torch.Tensor
 
@@ -194,17 +198,12 @@ BENCH_MODES: dict[str, BenchConfig] = {
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
     """(seconds, fn()) with the device synchronised on both ends."""
-    _sync(device)
+    synchronize(device)
     start = time.perf_counter()
     out = fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - start, out
 
 
@@ -254,16 +253,17 @@ def machine_description(device: torch.device) -> dict:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
+    software = versions("platform", base=("torch", "python"))
     description = {
         "cpu_model": cpu_model,
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch": str(torch.__version__),
+        "torch": software["torch"],
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
+        "python": software["python"],
+        "platform": software["platform"],
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model,
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
@@ -363,13 +363,7 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
     if _diffusers() is None:
         record["diffusers"] = None
         record["skipped"] = "diffusers is not installed (pip install -e .[bench])"
-
-        def ours_only(r: int) -> float:
-            seconds, _ = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed + r, device),
-                                                         variance=variance, progress=False, device=device), device)
-            return config.sample_batch / seconds
-
-        rates = alternating_rounds({"ours": ours_only, "forward": forward}, config.sample_repeats)
+        rates = _ours_and_forward_rates(model, diffusion, shape, config, device, variance, forward)
         record["ours_images_per_second"] = rates["ours"]
         record["forward_images_per_second"] = rates["forward"]
         return record
@@ -409,15 +403,33 @@ def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, 
     rates = alternating_rounds(sides, config.sample_repeats)
     for name in sides:
         record[f"{name}_images_per_second"] = rates[name]
+    record["cross_check"] = _cross_check(outputs, config.compile_sampler)
+    return record
+
+
+def _ours_and_forward_rates(model, diffusion: GaussianDiffusion, shape: tuple[int, ...], config: BenchConfig,
+                            device: torch.device, variance: str, forward: Callable[[int], float]) -> dict[str, list]:
+    """Images/s of our Algorithm 2 and of the raw forward (`forward(round)`), alternating rounds: the sampling
+    figures when diffusers is not installed."""
+
+    def ours_only(r: int) -> float:
+        seconds, _ = _timed(lambda: ancestral_sample(model, diffusion, shape, _generator(config.seed + r, device),
+                                                     variance=variance, progress=False, device=device), device)
+        return config.sample_batch / seconds
+
+    return alternating_rounds({"ours": ours_only, "forward": forward}, config.sample_repeats)
+
+
+def _cross_check(outputs: Mapping[str, list[Tensor]], compiled: bool) -> dict:
+    """The largest |x_0| difference of our samples from diffusers' (and from our compiled sampler's) per round."""
     def largest_difference(other: str) -> float:
         return max(float((a - b).abs().max()) for a, b in zip(outputs["ours"], outputs[other], strict=True))
 
     scale = max(float(x.abs().max()) for x in outputs["ours"])
-    record["cross_check"] = {"max_abs_difference": largest_difference("diffusers"), "max_abs_sample": scale,
-                             "same_noise": True}
-    if config.compile_sampler:
-        record["cross_check"]["compiled_max_abs_difference"] = largest_difference("ours_compiled")
-    return record
+    check = {"max_abs_difference": largest_difference("diffusers"), "max_abs_sample": scale, "same_noise": True}
+    if compiled:
+        check["compiled_max_abs_difference"] = largest_difference("ours_compiled")
+    return check
 
 
 def _generator(seed: int, device: torch.device) -> torch.Generator:
@@ -428,14 +440,14 @@ def _generator(seed: int, device: torch.device) -> torch.Generator:
 def _ours_training_rate(dataset: str, preset: Preset, steps: int, seed: int, device: torch.device,
                         workdir: Path, name: str) -> float:
     """Images/s of `ddpm.training.trainer.train` over updates steps+1 .. 2 steps (its second train_log.jsonl window)."""
-    from ddpm.training.trainer import LOG_NAME, train
+    from ddpm.training.trainer import LOG_NAME, TrainOptions, train
 
     training = preset.training.replace(max_steps=2 * steps, max_minutes=None, session_minutes=None,
                                        log_every=steps, checkpoint_every_minutes=1e6)
     out = workdir / name
     try:
-        train(dataset, out, preset.replace(training=training), seed=seed, device=device, progress=False,
-              command=["ddpm", "bench"])
+        train(dataset, out, preset.replace(training=training), options=TrainOptions(seed=seed), device=device,
+              progress=False, command=["ddpm", "bench"])
         lines = (out / LOG_NAME).read_text(encoding="utf-8").splitlines()
         return float(json.loads(lines[-1])["images_per_second"])
     finally:
@@ -467,7 +479,7 @@ def _diffusers_training_rate(images: Tensor, preset: Preset, steps: int, seed: i
         cuda = device.type == "cuda"
         seconds = 0.0
         for step in range(2 * steps):
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             index = torch.randint(0, images.shape[0], (B,), generator=index_generator).to(device)
             clean = images[index].to(torch.float32) / 127.5 - 1.0  # [B, C, H, W]
@@ -483,7 +495,7 @@ def _diffusers_training_rate(images: Tensor, preset: Preset, steps: int, seed: i
             lr_scheduler.step()
             optimizer.zero_grad()
             ema.step(model.parameters())
-            _sync(device)
+            synchronize(device)
             if step >= steps:
                 seconds += time.perf_counter() - start
     return B * steps / seconds
@@ -622,16 +634,15 @@ def bench_exact_bound(model, diffusion: GaussianDiffusion, x0: Tensor, config: B
 def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, config: BenchConfig,
                       batch_size: int, device: torch.device) -> dict:
     """Network calls for a `mc_target_stderr` Monte Carlo bound on the test split vs T calls per test image."""
-    from ddpm.evaluation.evaluate import evaluate_elbo
+    from ddpm.evaluation.bounds import BoundSettings, evaluate_elbo
 
     T = diffusion.T
     num_test = test_images.shape[0]
     mc_images = None if config.mc_images is None else min(config.mc_images, num_test)
     exact = min(config.mc_exact_images, num_test)
-    common = {"mc_images": mc_images, "draws_per_image": 1, "seed": config.seed, "batch_size": batch_size,
-              "device": device}
-    importance = evaluate_elbo(model, diffusion, test_images, exact_images=exact, **common)
-    uniform = evaluate_elbo(model, diffusion, test_images, exact_images=0, **common)
+    settings = BoundSettings(exact_images=exact, seed=config.seed, mc_images=mc_images, batch_size=batch_size)
+    importance = evaluate_elbo(model, diffusion, test_images, settings, device=device)
+    uniform = evaluate_elbo(model, diffusion, test_images, dataclasses.replace(settings, exact_images=0), device=device)
     target = config.mc_target_stderr
     record: dict = {"test_images": num_test, "T": T, "target_stderr_bits_per_dim": target,
                     "exact_subset_images": exact, "measured_on_images": importance.monte_carlo.num_images}
@@ -790,7 +801,7 @@ def utilisation_record(flops_per_image: float, train_flops_per_image: float, pea
 def _load_model(config: BenchConfig, device: torch.device, workdir: Path):
     """(eps_model, diffusion, dataset, preset, description): the checkpoint's EMA model, or one trained here briefly."""
     from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     path = None if config.checkpoint is None else Path(config.checkpoint)
     if path is not None and path.is_file():
@@ -803,8 +814,8 @@ def _load_model(config: BenchConfig, device: torch.device, workdir: Path):
                                            max_minutes=config.fallback_train_minutes, session_minutes=None)
         out = workdir / "model"
         start = time.perf_counter()
-        result = train(config.data, out, preset.replace(training=training), seed=config.seed, device=device,
-                       progress=False, command=["ddpm", "bench"])
+        result = train(config.data, out, preset.replace(training=training), options=TrainOptions(seed=config.seed),
+                       device=device, progress=False, command=["ddpm", "bench"])
         checkpoint = load_checkpoint(result.checkpoint_path)
         source = {"source": "trained here (no checkpoint at "
                             f"{config.checkpoint!r})", "train_steps": result.step,
@@ -843,15 +854,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
         record["training"] = bench_training(dataset, preset, config, device)
         log(f"training: ours {_rates(record['training']['ours_images_per_second'])} images/s, diffusers "
             f"{_rates(record['training'].get('diffusers_images_per_second'))}")
-        test_images = data.load_images(dataset, "test")
-        n = min(config.bound_images, test_images.shape[0])
-        x0 = data.to_model_range(test_images[:n]).to(device)  # [n, C, H, W]
-        record["exact_bound"] = bench_exact_bound(model, diffusion, x0, config, device)
-        log(f"exact bound: best batch {record['exact_bound']['best_batch_size']}")
-        record["monte_carlo"] = bench_monte_carlo(model, diffusion, test_images, config,
-                                                  record["exact_bound"]["best_batch_size"], device)
-        log(f"monte carlo: {record['monte_carlo']['importance']['network_calls_for_target']} network calls for "
-            f"the target standard error vs {record['monte_carlo']['exact_network_calls']} for the exact sum")
+        record["exact_bound"], record["monte_carlo"] = _bound_records(model, diffusion, dataset, config, device, log)
         record["fid_features"] = bench_fid_features(dataset, config, device)
         log(f"FID features: ours {_rates(record['fid_features'].get('ours_images_per_second'))} images/s, "
             f"torch-fidelity {_rates(record['fid_features'].get('torch_fidelity_images_per_second'))}")
@@ -861,12 +864,7 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
         flops = forward_flops_per_image(model, image_shape[0], image_shape[1:], diffusion.T)
         train_flops = training_flops_per_image(model, image_shape[0], image_shape[1:], diffusion.T)
         record["utilisation"] = utilisation_record(flops, train_flops, peak, record)
-        if config.verify:
-            root = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
-            log("timing the verify parts")
-            record["verify"] = time_verify_parts(root, config.verify_timeout_seconds)
-        else:
-            record["verify"] = {"skipped": "not requested (quick mode or --no-verify)"}
+        record["verify"] = _verify_record(config, repo, log)
         record["machine"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
         record["ratios"] = compute_ratios(record)
         record["wall_seconds"] = time.perf_counter() - started
@@ -877,9 +875,33 @@ def run_bench(config: BenchConfig, out: str | os.PathLike | None = None, command
     return record
 
 
+def _bound_records(model, diffusion: GaussianDiffusion, dataset: str, config: BenchConfig, device: torch.device,
+                   log: Callable[[str], None]) -> tuple[dict, dict]:
+    """Section 3's records: the exact bound on the first `bound_images` test images, then the Monte Carlo bound's
+    cost at the exact bound's best batch size."""
+    test_images = data.load_images(dataset, "test")
+    n = min(config.bound_images, test_images.shape[0])
+    x0 = data.to_model_range(test_images[:n]).to(device)  # [n, C, H, W]
+    exact = bench_exact_bound(model, diffusion, x0, config, device)
+    log(f"exact bound: best batch {exact['best_batch_size']}")
+    monte_carlo = bench_monte_carlo(model, diffusion, test_images, config, exact["best_batch_size"], device)
+    log(f"monte carlo: {monte_carlo['importance']['network_calls_for_target']} network calls for "
+        f"the target standard error vs {monte_carlo['exact_network_calls']} for the exact sum")
+    return exact, monte_carlo
+
+
+def _verify_record(config: BenchConfig, repo: str | os.PathLike | None, log: Callable[[str], None]) -> dict:
+    """Section 5's record: the verify parts timed in `repo`, or why they were not."""
+    if not config.verify:
+        return {"skipped": "not requested (quick mode or --no-verify)"}
+    root = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+    log("timing the verify parts")
+    return time_verify_parts(root, config.verify_timeout_seconds)
+
+
 def write_bench(record: Mapping, out: str | os.PathLike) -> tuple[Path, Path]:
     """bench.json (the record, NaN/inf as null) and bench.md (`bench_markdown`) in `out`, atomically."""
-    from ddpm.evaluation.evaluate import atomic_write_bytes, write_json_atomic
+    from ddpm.runtime.files import atomic_write_bytes, write_json_atomic
 
     out = Path(out)
     json_path = write_json_atomic(out / BENCH_JSON, record)
@@ -907,6 +929,16 @@ def _rates(values: Sequence[float] | None) -> str:
 
 def bench_markdown(record: Mapping) -> str:
     """bench.md: the ratios against their targets, then each section's raw figures, from the bench.json record."""
+    lines = _ratio_section(record)
+    for section in (_sampling_section, _training_section, _bound_section, _fid_features_section,
+                    _utilisation_section, _verify_section):
+        lines += section(record)
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _ratio_section(record: Mapping) -> list[str]:
+    """The title, command, machine and model, and the table of ratios against their targets."""
     ratios, machine = record["ratios"], record["machine"]
     lines = ["# `nox -s bench`: speed side by side", ""]
     lines += [f"Command: `{record.get('command') or 'python -m ddpm bench'}` (mode {record['mode']}), started "
@@ -926,8 +958,14 @@ def bench_markdown(record: Mapping) -> str:
         value, target = ratios.get(name), record["targets"].get(name)
         met = "n/a" if value is None or target is None else ("yes" if value >= target else "no")
         lines.append(f"| {name} | {_fmt(value)} | {_fmt(target) if target is not None else '-'} | {met} |")
+    return lines
 
+
+def _sampling_section(record: Mapping) -> list[str]:
+    """Section 1: Algorithm 2 ours vs diffusers, and the raw forward beside it."""
+    ratios = record["ratios"]
     s = record["sampling"]
+    lines: list[str] = []
     lines += ["", f"## 1. Sampling: Algorithm 2, T = {s['T']}, batch {s['batch']}", ""]
     if s.get("diffusers_images_per_second"):
         cross = s["cross_check"]
@@ -953,8 +991,13 @@ def bench_markdown(record: Mapping) -> str:
                   f"{_rates(s['forward_images_per_second'])} inputs/s, i.e. "
                   f"{_rates([rate / s['T'] for rate in s['forward_images_per_second']])} images/s at T = {s['T']} "
                   f"steps; Algorithm 2 runs at {_fmt(ratios.get('sampling_vs_forward'))} of it (`sampling_vs_forward`)."]
+    return lines
 
+
+def _training_section(record: Mapping) -> list[str]:
+    """Section 2: the training step, ours vs a diffusers-style loop."""
     tr = record["training"]
+    lines: list[str] = []
     lines += ["", f"## 2. Training step: batch {tr['batch']}, {tr['timed_updates']} timed updates after "
               f"{tr['warmup_updates']} warm-up updates per round", ""]
     if tr.get("diffusers_images_per_second"):
@@ -963,8 +1006,13 @@ def bench_markdown(record: Mapping) -> str:
                   f"| diffusers-style loop | {_rates(tr['diffusers_images_per_second'])} |"]
     else:
         lines += [f"ours {_rates(tr['ours_images_per_second'])} images/s; diffusers: {tr.get('skipped')}."]
+    return lines
 
+
+def _bound_section(record: Mapping) -> list[str]:
+    """Section 3: the exact bound over batch sizes and against the loop, and the Monte Carlo bound's cost."""
     b = record["exact_bound"]
+    lines: list[str] = []
     lines += ["", f"## 3. The exact bound: {b['images']} test images x T = {b['T']} (image, t) pairs", "",
               "| batch size | bound pairs/s | raw forward images/s | bound / forward |", "|---|---|---|---|"]
     for row in b["sweep"]:
@@ -990,8 +1038,13 @@ def bench_markdown(record: Mapping) -> str:
                      f"{mc['exact_network_calls'] / row['network_calls_for_target']:.1f} |")
     lines += ["", f"Importance calls include the exact subset that builds the proposal ({mc['exact_subset_images']} "
               f"images x T = {imp['proposal_network_calls']} calls)."]
+    return lines
 
+
+def _fid_features_section(record: Mapping) -> list[str]:
+    """The Inception network: ours vs torch-fidelity's pipeline."""
     f = record.get("fid_features") or {}
+    lines: list[str] = []
     lines += ["", "## FID features: the Inception network", ""]
     if f.get("ours_images_per_second"):
         lines += [f"{f['images']} test images in batches of {f['batch_size']}: `ddpm.images.fid.InceptionFeatures` "
@@ -1005,9 +1058,14 @@ def bench_markdown(record: Mapping) -> str:
                   f"{f['max_abs_feature']:.3g}; tests/images/test_fid.py bounds it by float32 rounding)."]
     else:
         lines += [f"Skipped: {f.get('skipped', 'not measured')}."]
+    return lines
 
+
+def _utilisation_section(record: Mapping) -> list[str]:
+    """Section 4: achieved FLOP/s over the peak."""
     u = record["utilisation"]
     peak = record["peak"]
+    lines: list[str] = []
     lines += ["", "## 4. Utilisation", "",
               f"Forward {u['forward_flops_per_image'] / 1e6:.1f} MFLOP/image, forward + backward "
               f"{u['training_flops_per_image'] / 1e6:.1f} MFLOP/image (torch.utils.flop_counter); peak "
@@ -1018,8 +1076,13 @@ def bench_markdown(record: Mapping) -> str:
     for key in ("sampling_ours", "sampling_diffusers", "training_ours", "training_diffusers",
                 "forward_at_best_bound_batch", "exact_bound", "fid_features_ours", "fid_features_torch_fidelity"):
         lines.append(f"| {key} | {_fmt(u[key])} |")
+    return lines
 
+
+def _verify_section(record: Mapping) -> list[str]:
+    """Section 5: the parts of `nox -s verify`."""
     v = record["verify"]
+    lines: list[str] = []
     lines += ["", "## 5. `nox -s verify` parts", ""]
     if "parts" in v:
         lines += [f"{v['how']}.", "", "| part | seconds | exit status | pytest summary |", "|---|---|---|---|"]
@@ -1027,8 +1090,7 @@ def bench_markdown(record: Mapping) -> str:
             lines.append(f"| {name} | {part['seconds']:.0f} | {part['exit_status']} | {part['summary']} |")
     else:
         lines.append(f"Skipped: {v['skipped']}.")
-    lines.append("")
-    return "\n".join(lines)
+    return lines
 
 
 def _fmt_load(load) -> str:

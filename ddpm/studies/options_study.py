@@ -5,7 +5,7 @@ OPTIONS for the same number of updates from the same seed (so the comparison doe
 machine is), evaluates each with `ddpm.evaluation.evaluate.evaluate_checkpoint` (exact bound on the same seeded test images
 under every reverse variance the model supports, FID/KID of N Algorithm-2 samples with the option's headline
 variance), and writes DIR/study.md and DIR/study.json next to one run folder per option. It is how the `small`
-preset's default was chosen (issue 10); `nox -s train_small_options` runs it.
+preset's default was chosen; `nox -s train_small_options` runs it.
 """
 
 from __future__ import annotations
@@ -56,22 +56,35 @@ OPTIONS = {
 }
 
 
-def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_images: int, seed: int,
-               progress: bool, data: str = "mnist", base: str = "small") -> dict:
-    """Train `option` for `steps` updates into out/<name>, evaluate it, return its row of the study."""
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
-    from ddpm.training.trainer import train
+@dataclass(frozen=True)
+class StudySettings:
+    """What every option of a study shares: `steps` updates from `seed` on `data`, the options applied to the preset
+    `base`, then FID/KID of `fid_samples` samples and the exact bound on `exact_images` test images."""
 
+    steps: int
+    fid_samples: int
+    exact_images: int
+    seed: int = 0
+    data: str = "mnist"
+    base: str = "small"
+
+
+def run_option(option: Option, out: Path, settings: StudySettings, progress: bool) -> dict:
+    """Train `option` for `settings.steps` updates into out/<name>, evaluate it, return its row of the study."""
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
+    from ddpm.training.trainer import TrainOptions, train
+
+    steps, seed = settings.steps, settings.seed
     run = out / option.name
-    preset = option.preset(get_preset(base))
+    preset = option.preset(get_preset(settings.base))
     # Equal updates, not equal time: the base preset's time budget must not stop a run early on a busy machine.
     preset = preset.replace(training=preset.training.replace(max_steps=steps, max_minutes=None, session_minutes=None))
     start = time.perf_counter()
-    result = train(data, run, preset, seed=seed, max_steps=steps, progress=progress)
+    result = train(settings.data, run, preset, options=TrainOptions(seed=seed, max_steps=steps), progress=progress)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, fid_samples=fid_samples,
-                                     elbo_exact_images=exact_images, progress=progress, log=print)
+    overrides = EvaluationOverrides(fid_samples=settings.fid_samples, elbo_exact_images=settings.exact_images)
+    evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, overrides, progress=progress, log=print)
     metrics = evaluation.metrics
     return {
         "option": option.name,
@@ -93,8 +106,7 @@ def run_option(option: Option, out: Path, steps: int, fid_samples: int, exact_im
 
 def write_study(out: Path, rows: list[dict], settings: dict) -> None:
     """study.json (rows and settings) and study.md (one table) in `out`, atomically."""
-    from ddpm.evaluation.evaluate import write_json_atomic
-    from ddpm.training.checkpoint import atomic_write_text
+    from ddpm.runtime.files import atomic_write_text, write_json_atomic
 
     write_json_atomic(out / "study.json", {"settings": settings, "rows": rows})
     variances = ("beta", "beta_tilde", "optimal", "learned")
@@ -171,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                 "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples, "data": args.data,
                 "preset": args.preset,
                 "exact_images": args.exact_images}
+    study = StudySettings(steps=args.steps, fid_samples=args.fid_samples, exact_images=args.exact_images,
+                          seed=args.seed, data=args.data, base=args.preset)
     rows = _earlier_rows(args.out, settings, names)
     for name in names:
-        row = run_option(OPTIONS[name], args.out, args.steps, args.fid_samples, args.exact_images, args.seed,
-                         not args.no_progress, args.data, args.preset)
+        row = run_option(OPTIONS[name], args.out, study, not args.no_progress)
         rows.append({**row, "command": settings["command"]})
         write_study(args.out, rows, settings)  # after each option: a crash keeps the finished rows
     print(f"options_study: wrote {args.out / 'study.md'}")

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ddpm.images.data import DatasetInfo
 from ddpm.training.config import Preset
 
 Tensor = torch.Tensor
@@ -96,16 +97,24 @@ def _seconds(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class InceptionProbe:
+    """The Inception network to time (uint8 [B, C, H, W] -> features) and the batch size it is timed at."""
+
+    features: Callable[[Tensor], Tensor]
+    batch_size: int
+
+
 def probe_speed(model: torch.nn.Module, image_shape: tuple[int, int, int], T: int, batch_size: int,
-                sample: Callable[[int], object], inception: Callable[[Tensor], Tensor] | None, inception_batch: int,
-                device: torch.device, generator: torch.Generator) -> MachineSpeed:
+                sample: Callable[[int], object], inception: InceptionProbe | None, device: torch.device,
+                generator: torch.Generator) -> MachineSpeed:
     """Measure the throughputs `predict_evaluation` needs, on `model` (any weights: the cost is the architecture's).
 
     The eager forward runs under no_grad on random x_t and t at `batch_size`. `sample(steps)` runs the evaluation's
     own sampler (Algorithm 2, compiled or not, at `batch_size`) over a chain of `steps` steps: its first call
     (1 step) holds the compilation, and the sampling rate is PROBE_SAMPLER_STEPS steps' worth of network calls over
     the time they add to a 2-step chain, so what a sampling loop spends beyond the network is counted. `inception`
-    (uint8 [B, C, H, W] -> features, or None to skip) runs on `inception_batch` random images.
+    (None to skip) runs on a batch of its batch size of random images.
     """
     start = time.perf_counter()
     model = model.eval()
@@ -119,8 +128,9 @@ def probe_speed(model: torch.nn.Module, image_shape: tuple[int, int, int], T: in
     sampling = batch_size * PROBE_SAMPLER_STEPS / max(long - short, 1e-9)
     inception_rate = math.inf
     if inception is not None:
-        images = torch.randint(0, 256, (inception_batch, *image_shape), generator=generator, dtype=torch.uint8)
-        inception_rate = inception_batch / _time_calls(lambda: inception(images), PROBE_INCEPTION_BATCHES)
+        images = torch.randint(0, 256, (inception.batch_size, *image_shape), generator=generator, dtype=torch.uint8)
+        inception_rate = inception.batch_size / _time_calls(lambda: inception.features(images),
+                                                            PROBE_INCEPTION_BATCHES)
     return MachineSpeed(sampling_forwards_per_second=sampling, eager_forwards_per_second=batch_size / eager,
                         inception_images_per_second=inception_rate, compile_seconds=compile_seconds,
                         probe_seconds=time.perf_counter() - start)
@@ -194,12 +204,11 @@ def plan_training(session_seconds: float, spent_seconds: float, work: Evaluation
                       margin_seconds=margin, training_seconds=training, speed=speed, work=work)
 
 
-def plan_session(preset: Preset, image_shape: tuple[int, int, int], test_images: int, dataset: str,
-                 session_seconds: float, session_start: float, device: torch.device, seed: int,
-                 cache: str | None = None) -> BudgetPlan:
-    """Probe this machine with `preset`'s network (freshly built; the caller's RNG state is kept) and the FID
-    Inception (skipped when every Inception pass is cached), and plan the session that started at `session_start`
-    (time.time() seconds) and lasts `session_seconds`."""
+def plan_session(preset: Preset, info: DatasetInfo, session_seconds: float, session_start: float,
+                 device: torch.device, seed: int, cache: str | None = None) -> BudgetPlan:
+    """Probe this machine with `preset`'s network for the images of `info` (freshly built; the caller's RNG state
+    is kept) and the FID Inception (skipped when every Inception pass is cached), and plan the session that started
+    at `session_start` (time.time() seconds) and lasts `session_seconds`."""
     from ddpm.images import fid
     from ddpm.core.diffusion import GaussianDiffusion
     from ddpm.training.model import build_unet
@@ -207,8 +216,9 @@ def plan_session(preset: Preset, image_shape: tuple[int, int, int], test_images:
     from ddpm.core.schedules import make_betas
 
     evaluation = preset.evaluation
-    cached = fid.cached_inception_images(dataset, evaluation.fid_num_samples, cache)
-    work = evaluation_work(preset, test_images, cached)
+    image_shape = (info.channels, info.height, info.width)
+    cached = fid.cached_inception_images(info.name, evaluation.fid_num_samples, cache)
+    work = evaluation_work(preset, info.num("test"), cached)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         model = build_unet(preset.model, image_shape[0], image_shape[1:], preset.training.T)
@@ -226,9 +236,9 @@ def plan_session(preset: Preset, image_shape: tuple[int, int, int], test_images:
 
     inception = None
     if work.inception_images > 0:
-        inception = fid.inception_features(cache, device)
+        inception = InceptionProbe(fid.inception_features(cache, device), fid.DEFAULT_BATCH_SIZE[device.type])
     speed = probe_speed(model, image_shape, preset.training.T, evaluation.sample_batch_size, sample, inception,
-                        fid.DEFAULT_BATCH_SIZE[device.type], device, generator)
+                        device, generator)
     return plan_training(session_seconds, time.time() - session_start, work, speed)
 
 
@@ -237,6 +247,7 @@ __all__ = [
     "BudgetPlan",
     "EvaluationWork",
     "FIXED_EVALUATION_SECONDS",
+    "InceptionProbe",
     "MARGIN_SECONDS",
     "MIN_TRAINING_SECONDS",
     "MachineSpeed",

@@ -8,11 +8,11 @@ read back with `torch.load(weights_only=True)`, so loading a checkpoint cannot e
     (updates done), epoch, images_seen, train_seconds, betas (float64 [T]), model_state, ema_state,
     optimizer_state, sampler_state (`MinibatchSampler.state_dict()`), loss_generator_state (the generator of
     t and eps), rng_states (one {"cpu", "cuda"} pair of torch's global RNG states per process, for dropout),
-    world_size, device, versions {python, torch, numpy, ddpm}.
+    world_size, device, versions {python, torch, numpy, ddpm} (`ddpm.runtime.provenance.versions`).
 
-Writes are atomic (`atomic_write`): the bytes go to a temporary file in the same folder, are flushed and
-fsync'ed, and `os.replace` renames it over the target; a failure at any point removes the temporary file and
-leaves the previous checkpoint as it was. `load_checkpoint` validates everything it returns (format, version,
+Writes are atomic (`ddpm.runtime.files.atomic_write`): the bytes go to a temporary file in the same folder, are
+flushed and fsync'ed, and `os.replace` renames it over the target; a failure at any point removes the temporary
+file and leaves the previous checkpoint as it was. `load_checkpoint` validates everything it returns (format, version,
 preset, shapes of both weight sets against the preset's U-Net, betas) and raises `CheckpointError` (a
 ValueError) with a one-line message otherwise.
 """
@@ -21,12 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
@@ -37,6 +33,7 @@ from ddpm.images.data import DatasetInfo
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.training.model import UNet, build_unet
 from ddpm.core.schedules import validate_betas
+from ddpm.runtime.files import atomic_write
 
 Tensor = torch.Tensor
 
@@ -94,64 +91,6 @@ class Checkpoint:
     def train_images_per_second(self) -> float:
         """Training throughput over the whole run: images_seen / train_seconds (0 before the first update)."""
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
-
-
-def current_versions() -> dict[str, str]:
-    """Versions recorded in checkpoints and run.json."""
-    return {"python": platform.python_version(), "torch": str(torch.__version__), "numpy": str(np.__version__),
-            "ddpm": str(ddpm.__version__)}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def new_file_mode() -> int:
-    """The permissions the process's umask gives a newly created file: 0o666 & ~umask (0o644 under umask 022)."""
-    umask = os.umask(0)  # reading the umask means setting it; put it back at once
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
-    """Write a file all-or-nothing: `write(f)` fills a temporary file next to `path`, then os.replace.
-
-    The temporary file is flushed and fsync'ed before the rename, and the folder is fsync'ed after it, so after
-    a crash `path` holds either the old bytes or the new ones. If `write` raises, the temporary file is removed
-    and `path` is untouched. The file gets the permissions of an ordinary new file under the umask
-    (`new_file_mode`), not mkstemp's owner-only 0600.
-    """
-    path = Path(path)
-    directory = path.parent
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, new_file_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not every platform can open a folder
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """`atomic_write` of UTF-8 text."""
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -331,11 +270,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "FORMAT_VERSION",
-    "atomic_write",
-    "atomic_write_text",
-    "new_file_mode",
     "build_eps_model",
-    "current_versions",
     "diffusion_from",
     "load_checkpoint",
     "save_checkpoint",

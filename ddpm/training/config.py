@@ -229,7 +229,7 @@ class EvaluationConfig:
     before this field existed load with this default."""
 
     def __post_init__(self) -> None:
-        from ddpm.core.diffusion import ReverseVariance
+        from ddpm.core.variance import ReverseVariance
 
         object.__setattr__(self, "trajectory_steps", tuple(self.trajectory_steps))
         ReverseVariance.from_value(self.variance)
@@ -349,7 +349,7 @@ class Preset:
 # Measured side by side on the shared 2-core CPU: ~700-850 forward images/s per core (one thread), the
 # 1M-parameter (1, 2, 2) variant ~0.7x that. The training numbers of `small` are still placeholders.
 # Evaluating `small` adds, beyond the 1e6 sampling forwards: T * gamma_images_per_t = 32 000 forwards for Gamma_t
-# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluation.evaluate.exact_bounds`), and
+# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluation.bounds.exact_bounds`), and
 # three 1000-image Inception passes for FID/KID on a cold cache. Its training time is not fixed: session_minutes = 26
 # makes the run measure the machine at its start and train for what the whole `nox -s train_small` session (venv
 # and cold caches included) leaves after the evaluation's predicted cost (`ddpm.training.budget`).

@@ -63,8 +63,6 @@ from ddpm.training.budget import BudgetPlan, plan_session
 from ddpm.training.checkpoint import (
     CHECKPOINT_NAME,
     Checkpoint,
-    atomic_write_text,
-    current_versions,
     load_checkpoint,
     save_checkpoint,
 )
@@ -75,6 +73,9 @@ from ddpm.core.losses import training_loss_at, training_timesteps
 from ddpm.training.model import build_unet
 from ddpm.core.schedules import make_betas
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
+from ddpm.runtime.devices import resolve_device
+from ddpm.runtime.files import atomic_write_text
+from ddpm.runtime.provenance import versions
 
 Tensor = torch.Tensor
 
@@ -152,28 +153,6 @@ def distributed_from_env(environ: dict[str, str] | None = None) -> DistributedCo
     if world_size < 1 or not 0 <= rank < world_size or local_rank < 0:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world_size}")
     return DistributedContext(rank=rank, world_size=world_size, local_rank=local_rank)
-
-
-def resolve_device(device: str | torch.device | None, context: DistributedContext) -> torch.device:
-    """The training device: `device`, or CUDA when available, else CPU; under torchrun cuda:LOCAL_RANK."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} requested but CUDA is not available")
-        if context.enabled:
-            resolved = torch.device("cuda", context.local_rank)
-        elif resolved.index is None:
-            resolved = torch.device("cuda", torch.cuda.current_device())
-        if resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device {resolved} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    elif resolved.type != "cpu":
-        raise ValueError(f"unsupported device {device!r}; use cpu or cuda")
-    return resolved
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -301,8 +280,7 @@ def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: Datas
     minutes = preset.training.session_minutes
     if minutes is None:
         return preset, None
-    plan = plan_session(preset, (info.channels, info.height, info.width), info.num("test"), info.name,
-                        60.0 * minutes, session_start, device, seed)
+    plan = plan_session(preset, info, 60.0 * minutes, session_start, device, seed)
     done = 0.0 if stored is None else stored.train_seconds
     print(f"ddpm: {plan.summary()}", file=sys.stderr)
     training = preset.training.replace(max_minutes=(done + plan.training_seconds) / 60.0)
@@ -329,34 +307,78 @@ def _restore_rng(stored: Checkpoint, context: DistributedContext, device: torch.
     return False
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """What a run is asked for beyond its preset (the options of `python -m ddpm train`).
+
+    seed: the run's seed (None: 0 for a new run, the run's own when resuming); resume: continue the run in `out`;
+    max_steps / max_minutes: override the preset's budget (whole-run counts; an explicit max_minutes turns a preset's
+    session budget off); compile: torch.compile the network; session_start: when the session began (time.time()
+    seconds; None: now), from which a preset with `TrainingConfig.session_minutes` plans its training time.
+    """
+
+    seed: int | None = None
+    resume: bool = False
+    max_steps: int | None = None
+    max_minutes: float | None = None
+    compile: bool = False
+    session_start: float | None = None
+
+
 def train(
     data: str | os.PathLike | None,
     out: str | os.PathLike,
     preset: str | Preset | None = None,
+    options: TrainOptions | None = None,
     *,
-    seed: int | None = None,
     device: str | torch.device | None = None,
-    resume: bool = False,
-    max_steps: int | None = None,
-    max_minutes: float | None = None,
-    compile: bool = False,
     progress: bool = True,
     command: Sequence[str] | None = None,
-    session_start: float | None = None,
 ) -> TrainResult:
     """Train eps_theta by Algorithm 1 into the run folder `out` (see the module docstring).
 
     data: "mnist", "digits" or a folder of images (None with resume: the run's). preset: a name or a Preset
-    (None: "small" for a new run, the run's own when resuming). max_steps / max_minutes override the preset's
-    budget (whole-run counts); an explicit max_minutes turns a preset's session budget off. A preset with
-    `TrainingConfig.session_minutes` plans its training time at the start (`ddpm.training.budget.plan_session`) for a
-    session that began at `session_start` (time.time() seconds; default: now). ValueError (or DataError /
-    CheckpointError / BudgetError, all ValueErrors) for bad input.
+    (None: "small" for a new run, the run's own when resuming). options: `TrainOptions` (seed, resume, budgets,
+    compile, session start). A preset with `TrainingConfig.session_minutes` plans its training time at the start
+    (`ddpm.training.budget.plan_session`). device: cpu, cuda or cuda:N (None: cuda when available; cuda:LOCAL_RANK
+    under torchrun). command: what run.json records (None: sys.argv). ValueError (or DataError / CheckpointError /
+    BudgetError / DeviceError, all ValueErrors) for bad input.
     """
-    session_start = time.time() if session_start is None else float(session_start)
+    options = TrainOptions() if options is None else options
+    session_start = time.time() if options.session_start is None else float(options.session_start)
     context = distributed_from_env()
     out = Path(out)
-    stored, restart = _check_out(out, resume)
+    stored, restart = _check_out(out, options.resume)
+    data, preset, seed = _run_identity(data, preset, options.seed, stored, restart)
+    chosen = _resolve_preset(preset, stored, options.max_steps, options.max_minutes)
+    data, info = _check_data(data, stored)
+    if chosen.training.batch_size % context.world_size:
+        raise ValueError(f"batch_size {chosen.training.batch_size} is not divisible by the {context.world_size} "
+                         "processes")
+    images = load_images(data, "train")  # uint8 [N, C, H, W]
+    device = resolve_device(device, context.local_rank if context.enabled else None)
+    chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed)
+    setup = _RunSetup(out=out, preset=chosen, seed=seed, device=device, context=context, stored=stored, info=info,
+                      images=images, compile=options.compile, progress=progress,
+                      command=list(sys.argv if command is None else command),
+                      budget=None if plan is None else plan.to_dict())
+    if context.enabled:
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        fork_devices = [device.index] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            return _train(setup)
+    finally:
+        if context.enabled and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run_identity(data, preset, seed: int | None, stored: Checkpoint | None,
+                  restart: dict | None) -> tuple[object, str | Preset | None, int]:
+    """(data, preset, seed) of the run: a restarted run's from its run.json where not given, a resumed run's seed
+    (a different one is refused), else the given seed or 0; ValueError for a bad seed."""
     if restart is not None:  # killed before its first checkpoint: the same run again from update 0
         preset = Preset.from_dict(restart["preset"]) if preset is None else preset
         seed = restart.get("seed") if seed is None else seed
@@ -367,10 +389,11 @@ def train(
         if seed is not None and seed != stored.seed:
             raise ValueError(f"--resume: the run was trained with seed {stored.seed}, not {seed}")
         seed = stored.seed
-    seed = 0 if seed is None else seed
-    chosen = _resolve_preset(preset, stored, max_steps, max_minutes)
-    config = chosen.training
+    return data, preset, 0 if seed is None else seed
 
+
+def _check_data(data, stored: Checkpoint | None) -> tuple[object, DatasetInfo]:
+    """(the dataset, its DatasetInfo); a resumed run's own when `data` is None, and it must be the same images."""
     if data is None:
         if stored is None:
             raise ValueError("no dataset given (use mnist, digits or a folder of images)")
@@ -385,226 +408,312 @@ def train(
             raise ValueError(f"--resume: the run was trained on {stored.dataset!r}, not {info.name!r}")
         if info.fingerprint != stored.dataset_info.fingerprint:
             raise ValueError(f"--resume: the images of {info.name!r} changed since the run started")
-    if config.batch_size % context.world_size:
-        raise ValueError(f"batch_size {config.batch_size} is not divisible by the {context.world_size} processes")
-    images = load_images(data, "train")  # uint8 [N, C, H, W]
-    device = resolve_device(device, context)
-    chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed)
-
-    if context.enabled:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    try:
-        fork_devices = [device.index] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
-            return _train(out=out, preset=chosen, seed=seed, device=device, context=context,
-                          stored=stored, info=info, images=images, compile=compile, progress=progress,
-                          command=list(sys.argv if command is None else command),
-                          budget=None if plan is None else plan.to_dict())
-    finally:
-        if context.enabled and dist.is_initialized():
-            dist.destroy_process_group()
+    return data, info
 
 
-def _train(*, out: Path, preset: Preset, seed: int, device: torch.device, context: DistributedContext,
-           stored: Checkpoint | None, info: DatasetInfo, images: Tensor, compile: bool, progress: bool,
-           command: list[str], budget: dict | None) -> TrainResult:
+@dataclass(frozen=True)
+class _RunSetup:
+    """Everything `train` settled before the first update: where, what, on which device, from which checkpoint."""
+
+    out: Path
+    preset: Preset
+    seed: int
+    device: torch.device
+    context: DistributedContext
+    stored: Checkpoint | None  # the checkpoint a resumed run continues
+    info: DatasetInfo
+    images: Tensor  # uint8 [N, C, H, W], the training split
+    compile: bool
+    progress: bool
+    command: list[str]
+    budget: dict | None  # the session budget's plan (run.json), None without one
+
+    @property
+    def local_rows(self) -> slice:
+        """This process's rows of the global batch."""
+        share = self.preset.training.batch_size // self.context.world_size
+        return slice(self.context.rank * share, (self.context.rank + 1) * share)
+
+
+@dataclass
+class _State:
+    """The run's state: networks, optimizer, data order and noise generators, and the counters the loop advances."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    sampler: MinibatchSampler
+    loss_generator: torch.Generator
+    betas: np.ndarray
+    start_step: int
+    step: int
+    images_seen: int
+    train_seconds: float  # the whole run's
+    session_seconds: float = 0.0  # this call's training loop, checkpoint writes excluded
+
+
+def _initial_state(setup: _RunSetup) -> _State:
+    """Model, EMA, optimizer, randomness: fresh from the seed, then overwritten by the checkpoint when resuming."""
+    preset, seed, device, stored, info = setup.preset, setup.seed, setup.device, setup.stored, setup.info
     config = preset.training
-    training_variance = preset.training_variance
-    cuda = device.type == "cuda"
-    C, H, W = info.channels, info.height, info.width
-    B = config.batch_size
-    local = slice(context.rank * (B // context.world_size), (context.rank + 1) * (B // context.world_size))
-
-    # Model, EMA, optimizer, randomness: fresh from the seed, then overwritten by the checkpoint when resuming.
     torch.manual_seed(derived_seed(seed, _SEED_INIT))
-    model = build_unet(preset.model, C, (H, W), config.T)
+    model = build_unet(preset.model, info.channels, (info.height, info.width), config.T)
     betas = make_betas(config.schedule, config.T) if stored is None else stored.betas
     if stored is not None:
         model.load_state_dict(stored.model_state)
     ema = copy.deepcopy(model).requires_grad_(False)
     if stored is not None:
         ema.load_state_dict(stored.ema_state)
-    memory_format = torch.channels_last
-    model.to(device=device, memory_format=memory_format)
-    ema.to(device=device, memory_format=memory_format)
+    model.to(device=device, memory_format=torch.channels_last)
+    ema.to(device=device, memory_format=torch.channels_last)
     model.train()
     ema.eval()
     # foreach: one multi-tensor update for all parameters (torch's default on CUDA only); on CPU it saves ~1 ms of
     # per-parameter Python per update and gives bitwise the same weights (tests/methods/test_speedups.py).
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate_at(config, 1), foreach=True)
-    sampler = MinibatchSampler(images.shape[0], B, torch.Generator().manual_seed(derived_seed(seed, _SEED_DATA)))
+    sampler = MinibatchSampler(setup.images.shape[0], config.batch_size,
+                               torch.Generator().manual_seed(derived_seed(seed, _SEED_DATA)))
     loss_generator = torch.Generator(device=device).manual_seed(derived_seed(seed, _SEED_LOSS))
-    torch.manual_seed(derived_seed(seed, _SEED_DROPOUT, context.rank))
-    start_step, train_seconds, images_seen = 0, 0.0, 0
-    exact = True
+    torch.manual_seed(derived_seed(seed, _SEED_DROPOUT, setup.context.rank))
+    state = _State(model, ema, optimizer, sampler, loss_generator, betas, start_step=0, step=0, images_seen=0,
+                   train_seconds=0.0)
     if stored is not None:
-        optimizer.load_state_dict(stored.optimizer_state)
-        sampler.load_state_dict(stored.sampler_state)
-        if torch.device(stored.device).type == device.type:
-            loss_generator.set_state(stored.loss_generator_state)
-        else:  # a CPU generator's state does not fit a CUDA generator: continue with a fresh stream
-            loss_generator.manual_seed(derived_seed(seed, _SEED_LOSS + 1000 * stored.step))
-            exact = False
-        exact = _restore_rng(stored, context, device, seed) and exact
-        start_step, train_seconds, images_seen = stored.step, stored.train_seconds, stored.images_seen
-    if not exact and context.is_main:
+        _resume(setup, state)
+    return state
+
+
+def _resume(setup: _RunSetup, state: _State) -> None:
+    """Load the stored optimizer, data order, noise generator, RNG and counters into `state`; say when the
+    continuation cannot be bitwise that of an uninterrupted run (another device type or process count)."""
+    stored, seed, device = setup.stored, setup.seed, setup.device
+    exact = True
+    state.optimizer.load_state_dict(stored.optimizer_state)
+    state.sampler.load_state_dict(stored.sampler_state)
+    if torch.device(stored.device).type == device.type:
+        state.loss_generator.set_state(stored.loss_generator_state)
+    else:  # a CPU generator's state does not fit a CUDA generator: continue with a fresh stream
+        state.loss_generator.manual_seed(derived_seed(seed, _SEED_LOSS + 1000 * stored.step))
+        exact = False
+    exact = _restore_rng(stored, setup.context, device, seed) and exact
+    state.start_step = state.step = stored.step
+    state.train_seconds, state.images_seen = stored.train_seconds, stored.images_seen
+    if not exact and setup.context.is_main:
         print("ddpm: note: resuming on another device type or process count; the continuation is not bitwise "
               "that of an uninterrupted run", file=sys.stderr)
 
-    net: torch.nn.Module = model
-    if context.enabled:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
-    if compile:
-        net = torch.compile(net)
-    diffusion = GaussianDiffusion(betas).to(device)
-    images = images.to(device)
 
-    # Files (rank 0). The folder was checked to be empty or resumable before anything was written.
-    log_path, run_path, checkpoint_path = out / LOG_NAME, out / RUN_NAME, out / CHECKPOINT_NAME
-    session = {"command": command, "started": _now(), "start_step": start_step, "device": str(device),
-               "world_size": context.world_size, "compile": compile, "bfloat16_autocast": cuda,
-               "channels_last": True, "budget": budget}
+def _network(setup: _RunSetup, model: torch.nn.Module) -> torch.nn.Module:
+    """The module the loss calls: the model, wrapped in DistributedDataParallel under torchrun, compiled if asked."""
+    net: torch.nn.Module = model
+    if setup.context.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
+    if setup.compile:
+        net = torch.compile(net)
+    return net
+
+
+def _start_session(setup: _RunSetup, state: _State) -> tuple[dict, dict]:
+    """Rank 0: create the folder, trim the log to the checkpoint's step and append this session to run.json;
+    (the session's entry, the whole run.json record). The folder was checked to be empty or resumable."""
+    out, context, device = setup.out, setup.context, setup.device
+    session = {"command": setup.command, "started": _now(), "start_step": state.start_step, "device": str(device),
+               "world_size": context.world_size, "compile": setup.compile, "bfloat16_autocast": device.type == "cuda",
+               "channels_last": True, "budget": setup.budget}
     run_record: dict = {}
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        _truncate_log(log_path, start_step)
-        run_record = _read_run_json(run_path)  # {} for a new run; a resumed or restarted run keeps its sessions
+        _truncate_log(out / LOG_NAME, state.start_step)
+        run_record = _read_run_json(out / RUN_NAME)  # {} for a new run; a resumed or restarted run keeps its sessions
         run_record.update({
-            "command": run_record.get("command", command),
-            "preset": preset.to_dict(),
-            "seed": seed,
-            "dataset": info.name,
-            "dataset_info": dataclasses.asdict(info),
-            "parameters": count_parameters(model),
-            "versions": current_versions(),
+            "command": run_record.get("command", setup.command),
+            "preset": setup.preset.to_dict(),
+            "seed": setup.seed,
+            "dataset": setup.info.name,
+            "dataset_info": dataclasses.asdict(setup.info),
+            "parameters": count_parameters(state.model),
+            "versions": versions(),
         })
         run_record.setdefault("sessions", []).append(session)
-        atomic_write_text(run_path, json.dumps(run_record, indent=2) + "\n")
+        atomic_write_text(out / RUN_NAME, json.dumps(run_record, indent=2) + "\n")
+    if context.enabled:
+        dist.barrier()
+    return session, run_record
+
+
+def _write_checkpoint(setup: _RunSetup, state: _State, step: int) -> None:
+    """Collective under torchrun (every process's RNG state is gathered); rank 0 writes the file."""
+    context, device = setup.context, setup.device
+    states = [_rng_state(device)]
+    if context.enabled:
+        states = [None] * context.world_size
+        dist.all_gather_object(states, _rng_state(device))
+    if context.is_main:
+        save_checkpoint(setup.out / CHECKPOINT_NAME, Checkpoint(
+            preset=setup.preset, dataset=setup.info.name, dataset_info=setup.info, seed=setup.seed, step=step,
+            betas=state.betas, model_state=state.model.state_dict(), ema_state=state.ema.state_dict(),
+            optimizer_state=state.optimizer.state_dict(), sampler_state=state.sampler.state_dict(),
+            loss_generator_state=state.loss_generator.get_state(), rng_states=tuple(states),
+            epoch=state.sampler.epoch, images_seen=state.images_seen, train_seconds=state.train_seconds,
+            world_size=context.world_size, device=str(device), versions=versions()))
     if context.enabled:
         dist.barrier()
 
-    def write_checkpoint(step: int) -> None:
-        """Collective under torchrun (every process's RNG state is gathered); rank 0 writes the file."""
-        states = [_rng_state(device)]
-        if context.enabled:
-            states = [None] * context.world_size
-            dist.all_gather_object(states, _rng_state(device))
-        if context.is_main:
-            save_checkpoint(checkpoint_path, Checkpoint(
-                preset=preset, dataset=info.name, dataset_info=info, seed=seed, step=step, betas=betas,
-                model_state=model.state_dict(), ema_state=ema.state_dict(), optimizer_state=optimizer.state_dict(),
-                sampler_state=sampler.state_dict(), loss_generator_state=loss_generator.get_state(),
-                rng_states=tuple(states), epoch=sampler.epoch, images_seen=images_seen,
-                train_seconds=train_seconds, world_size=context.world_size, device=str(device),
-                versions=current_versions()))
-        if context.enabled:
-            dist.barrier()
 
-    step = start_step
-    budget_seconds = None if config.max_minutes is None else 60.0 * config.max_minutes
-    session_seconds = 0.0
-    log_file = open(log_path, "a", encoding="utf-8") if context.is_main else None
-    bar = tqdm(total=config.max_steps, initial=step, unit="step", desc="train", dynamic_ncols=True,
-               disable=not (progress and context.is_main))
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    window_steps, window_seconds = 0, 0.0
-    last_checkpoint = time.perf_counter()
-    control_every = DISTRIBUTED_CONTROL_EVERY if context.enabled else 1
-    reason = None
+@dataclass
+class _Window:
+    """The updates since the last log line: their summed loss (float64, on the device), count and seconds."""
+
+    loss_sum: Tensor
+    steps: int = 0
+    seconds: float = 0.0
+
+
+def _update(setup: _RunSetup, state: _State, net: torch.nn.Module, diffusion: GaussianDiffusion,
+            images: Tensor) -> tuple[Tensor, float]:
+    """One update of Algorithm 1 (update state.step + 1): the global batch's randomness drawn identically on every
+    process, this process's rows, the loss, the gradient step and the EMA; (the loss, the learning rate)."""
+    config, device, info = setup.preset.training, setup.device, setup.info
+    B, local = config.batch_size, setup.local_rows
+    state.step += 1
+    lr = learning_rate_at(config, state.step)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    indices = next(state.sampler)  # [B]
+    t, weights = training_timesteps(B, config.T, state.loss_generator, device, config.small_t_fraction)  # [B]
+    noise = standard_normal((B, info.channels, info.height, info.width), state.loss_generator, torch.float32,
+                            device)  # [B, C, H, W]
+    x0 = to_model_range(images[indices[local].to(device)])  # [B / world, C, H, W]
+    x0 = x0.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective,
+                                setup.preset.training_variance, None if weights is None else weights[local],
+                                config.decoder_trains_mean)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.grad_clip)
+    state.optimizer.step()
+    ema_update(state.ema, state.model, ema_decay_at(config, state.step))
+    state.images_seen += B
+    return loss, lr
+
+
+def _log_window(setup: _RunSetup, state: _State, window: _Window, lr: float,
+                log_file) -> tuple[float, float]:
+    """Write one line of train_log.jsonl for the updates of `window` (rank 0) and start a new window; TrainingError
+    for a non-finite loss. Returns (the window's mean loss, its images/s)."""
+    if setup.context.enabled:
+        dist.all_reduce(window.loss_sum)
+        window.loss_sum /= setup.context.world_size
+    mean_loss = window.loss_sum.item() / window.steps
+    if not math.isfinite(mean_loss):
+        raise TrainingError(f"the loss is {mean_loss} at update {state.step}; training diverged "
+                            "(the last checkpoint written is intact)")
+    B = setup.preset.training.batch_size
+    speed = B * window.steps / window.seconds if window.seconds > 0 else 0.0
+    if log_file is not None:
+        log_file.write(json.dumps({
+            "step": state.step, "loss": mean_loss, "loss_updates": window.steps, "lr": lr,
+            "images_per_second": speed,
+            "elapsed_seconds": state.train_seconds, "epoch": state.sampler.epoch, "images_seen": state.images_seen,
+        }) + "\n")
+        log_file.flush()
+    window.loss_sum.zero_()
+    window.steps, window.seconds = 0, 0.0
+    return mean_loss, speed
+
+
+class _Control:
+    """The stop and checkpoint decisions taken every `every` updates (agreed by an all-reduce under torchrun)."""
+
+    def __init__(self, setup: _RunSetup, stop: _StopRequest) -> None:
+        config = setup.preset.training
+        self.setup, self.stop = setup, stop
+        self.budget_seconds = None if config.max_minutes is None else 60.0 * config.max_minutes
+        self.every = DISTRIBUTED_CONTROL_EVERY if setup.context.enabled else 1
+        self.last_checkpoint = time.perf_counter()
+
+    def __call__(self, state: _State) -> StopReason | None:
+        """Why the run stops before the next update (None: it goes on); writes a checkpoint that is due."""
+        setup, config = self.setup, self.setup.preset.training
+        if config.max_steps is not None and state.step >= config.max_steps:
+            return StopReason.MAX_STEPS
+        if (state.step - state.start_step) % self.every != 0:
+            return None
+        flags = torch.tensor([
+            self.stop.signal_number is not None,
+            self.budget_seconds is not None and state.train_seconds >= self.budget_seconds,
+            time.perf_counter() - self.last_checkpoint >= 60.0 * config.checkpoint_every_minutes,
+        ], dtype=torch.int32, device=setup.device if setup.context.enabled else "cpu")  # [3]
+        if setup.context.enabled:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        interrupted, time_up, checkpoint_due = (bool(v) for v in flags.tolist())
+        if interrupted:
+            return StopReason.INTERRUPTED
+        if time_up:
+            return StopReason.MAX_MINUTES
+        if checkpoint_due and state.step > state.start_step:
+            _write_checkpoint(setup, state, state.step)
+            self.last_checkpoint = time.perf_counter()
+        return None
+
+
+def _loop(setup: _RunSetup, state: _State, net: torch.nn.Module, diffusion: GaussianDiffusion, images: Tensor,
+          stop: _StopRequest) -> StopReason:
+    """Updates until a stop decision (`_Control`), a log line every log_every updates; the final checkpoint."""
+    config, is_main = setup.preset.training, setup.context.is_main
+    log_file = open(setup.out / LOG_NAME, "a", encoding="utf-8") if is_main else None
+    bar = tqdm(total=config.max_steps, initial=state.step, unit="step", desc="train", dynamic_ncols=True,
+               disable=not (setup.progress and is_main))
+    window = _Window(torch.zeros((), device=setup.device, dtype=torch.float64))
+    control = _Control(setup, stop)
+    try:
+        while (reason := control(state)) is None:
+            started = time.perf_counter()
+            loss, lr = _update(setup, state, net, diffusion, images)
+            window.loss_sum += loss.detach().to(torch.float64)
+            elapsed = time.perf_counter() - started
+            state.train_seconds += elapsed
+            state.session_seconds += elapsed
+            window.steps += 1
+            window.seconds += elapsed
+            bar.update(1)
+            if state.step % config.log_every == 0:
+                mean_loss, speed = _log_window(setup, state, window, lr, log_file)
+                bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}", refresh=False)
+        if state.step > state.start_step or not (setup.out / CHECKPOINT_NAME).exists():
+            _write_checkpoint(setup, state, state.step)
+    finally:
+        bar.close()
+        if log_file is not None:
+            log_file.close()
+    return reason
+
+
+def _train(setup: _RunSetup) -> TrainResult:
+    """The run's phases: the initial (or resumed) state, the network, the session's files, the loop, the session's
+    end in run.json."""
+    state = _initial_state(setup)
+    net = _network(setup, state.model)
+    diffusion = GaussianDiffusion(state.betas).to(setup.device)
+    images = setup.images.to(setup.device)
+    session, run_record = _start_session(setup, state)
     with _StopRequest() as stop, warnings.catch_warnings():
         # DDP warns once that a 1x1 convolution's weight gradient has other strides (over its size-1 dimensions)
         # than its bucket view: the memory layout is the same, so the warning is only noise.
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-        try:
-            while True:
-                if config.max_steps is not None and step >= config.max_steps:
-                    reason = StopReason.MAX_STEPS
-                    break
-                if (step - start_step) % control_every == 0:
-                    flags = torch.tensor([
-                        stop.signal_number is not None,
-                        budget_seconds is not None and train_seconds >= budget_seconds,
-                        time.perf_counter() - last_checkpoint >= 60.0 * config.checkpoint_every_minutes,
-                    ], dtype=torch.int32, device=device if context.enabled else "cpu")  # [3]
-                    if context.enabled:
-                        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
-                    interrupted, time_up, checkpoint_due = (bool(v) for v in flags.tolist())
-                    if interrupted:
-                        reason = StopReason.INTERRUPTED
-                        break
-                    if time_up:
-                        reason = StopReason.MAX_MINUTES
-                        break
-                    if checkpoint_due and step > start_step:
-                        write_checkpoint(step)
-                        last_checkpoint = time.perf_counter()
-
-                started = time.perf_counter()
-                step += 1
-                lr = learning_rate_at(config, step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                # The global batch's randomness, drawn identically on every process; this process keeps `local`.
-                indices = next(sampler)  # [B]
-                t, weights = training_timesteps(B, config.T, loss_generator, device, config.small_t_fraction)  # [B]
-                noise = standard_normal((B, C, H, W), loss_generator, torch.float32, device)  # [B, C, H, W]
-                x0 = to_model_range(images[indices[local].to(device)])  # [B / world, C, H, W]
-                x0 = x0.contiguous(memory_format=memory_format)
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cuda):
-                    loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective,
-                                            training_variance, None if weights is None else weights[local],
-                                            config.decoder_trains_mean)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                optimizer.step()
-                ema_update(ema, model, ema_decay_at(config, step))
-                images_seen += B
-                loss_sum += loss.detach().to(torch.float64)
-                elapsed = time.perf_counter() - started
-                train_seconds += elapsed
-                session_seconds += elapsed
-                window_steps += 1
-                window_seconds += elapsed
-                bar.update(1)
-
-                if step % config.log_every == 0:
-                    if context.enabled:
-                        dist.all_reduce(loss_sum)
-                        loss_sum /= context.world_size
-                    mean_loss = loss_sum.item() / window_steps
-                    if not math.isfinite(mean_loss):
-                        raise TrainingError(f"the loss is {mean_loss} at update {step}; training diverged "
-                                            "(the last checkpoint written is intact)")
-                    speed = B * window_steps / window_seconds if window_seconds > 0 else 0.0
-                    if log_file is not None:
-                        log_file.write(json.dumps({
-                            "step": step, "loss": mean_loss, "loss_updates": window_steps, "lr": lr,
-                            "images_per_second": speed,
-                            "elapsed_seconds": train_seconds, "epoch": sampler.epoch, "images_seen": images_seen,
-                        }) + "\n")
-                        log_file.flush()
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{speed:.0f}", refresh=False)
-                    loss_sum.zero_()
-                    window_steps, window_seconds = 0, 0.0
-            if step > start_step or not (out / CHECKPOINT_NAME).exists():
-                write_checkpoint(step)
-        finally:
-            bar.close()
-            if log_file is not None:
-                log_file.close()
-
-    speed = (step - start_step) * B / session_seconds if session_seconds > 0 else 0.0
-    if context.is_main:
-        session.update({"end_step": step, "stop_reason": reason.value, "session_seconds": session_seconds,
-                        "images_per_second": speed, "ended": _now()})
-        atomic_write_text(run_path, json.dumps(run_record, indent=2) + "\n")
-    return TrainResult(out=out, checkpoint_path=checkpoint_path, step=step, start_step=start_step,
-                       train_seconds=train_seconds, session_seconds=session_seconds, images_per_second=speed,
-                       stop_reason=reason, signal_number=stop.signal_number)
+        reason = _loop(setup, state, net, diffusion, images, stop)
+    B = setup.preset.training.batch_size
+    speed = (state.step - state.start_step) * B / state.session_seconds if state.session_seconds > 0 else 0.0
+    if setup.context.is_main:
+        session.update({"end_step": state.step, "stop_reason": reason.value,
+                        "session_seconds": state.session_seconds, "images_per_second": speed, "ended": _now()})
+        atomic_write_text(setup.out / RUN_NAME, json.dumps(run_record, indent=2) + "\n")
+    return TrainResult(out=setup.out, checkpoint_path=setup.out / CHECKPOINT_NAME, step=state.step,
+                       start_step=state.start_step, train_seconds=state.train_seconds,
+                       session_seconds=state.session_seconds, images_per_second=speed, stop_reason=reason,
+                       signal_number=stop.signal_number)
 
 
 __all__ = [
@@ -613,10 +722,10 @@ __all__ = [
     "LOG_NAME",
     "RUN_NAME",
     "StopReason",
+    "TrainOptions",
     "TrainResult",
     "TrainingError",
     "derived_seed",
     "distributed_from_env",
-    "resolve_device",
     "train",
 ]

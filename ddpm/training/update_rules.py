@@ -36,7 +36,7 @@ def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float)
     if len(ema_parameters) != len(parameters):
         raise ValueError(f"the EMA model has {len(ema_parameters)} parameters, the model {len(parameters)}")
     if parameters:
-        # torch's multi-tensor kernel (what torch.optim uses): bitwise the per-parameter lerp_, one launch
+        # torch's multi-tensor lerp (what its optimizers use; no public name): bitwise the per-parameter lerp_
         torch._foreach_lerp_(ema_parameters, [p.detach() for p in parameters], 1.0 - decay)
     for ema_b, b in zip(ema_model.buffers(), model.buffers(), strict=True):
         ema_b.copy_(b)

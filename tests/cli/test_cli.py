@@ -20,8 +20,8 @@ from PIL import Image
 
 from ddpm.training.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.cli import main
-from ddpm.evaluation.generate import generate
-from ddpm.training.trainer import train
+from ddpm.evaluation.generate import SamplerOptions, generate
+from ddpm.training.trainer import TrainOptions, train
 
 from testkit.paths import REPO
 from testkit.threads import one_thread
@@ -34,7 +34,7 @@ def finished_run(tmp_path_factory) -> Path:
     """A finished 3-update tiny run on digits (its folder)."""
     run = tmp_path_factory.mktemp("cli") / "run"
     with one_thread():
-        train("digits", run, "tiny", seed=2, max_steps=3, progress=False)
+        train("digits", run, "tiny", options=TrainOptions(seed=2, max_steps=3), progress=False)
     return run
 
 
@@ -225,10 +225,10 @@ def test_sample_each_sampler_writes_png_and_npz(tmp_path, capsys, finished_run, 
     expected_evaluations = checkpoint.T if evaluations == "T" else evaluations
     assert f"{sampler}" in stdout and f"{expected_evaluations} network evaluations per image" in stdout, stdout
     options = dict(zip(extra[::2], extra[1::2]))
-    expected = generate(checkpoint, 5, torch.Generator().manual_seed(4), progress=False, sampler=sampler,
-                        num_steps=int(options["--steps"]) if "--steps" in options else None,
-                        eta=float(options["--eta"]) if "--eta" in options else (0.0 if sampler == "ddim" else None),
-                        variance=options.get("--variance"))
+    steps = int(options["--steps"]) if "--steps" in options else None
+    eta = float(options["--eta"]) if "--eta" in options else (0.0 if sampler == "ddim" else None)
+    settings = SamplerOptions(sampler=sampler, num_steps=steps, eta=eta, variance=options.get("--variance"))
+    expected = generate(checkpoint, 5, torch.Generator().manual_seed(4), settings, progress=False)
     with np.load(npz) as stored:
         assert stored["images"].dtype == np.uint8 and np.array_equal(stored["images"], expected.numpy())
     assert out.is_file()

@@ -19,11 +19,13 @@ from testkit.threads import one_thread
 @pytest.fixture(scope="session")
 def evaluated_run(tmp_path_factory) -> Path:
     """The run folder: checkpoint.pt, run.json, train_log.jsonl and the evaluation's files."""
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
-    from ddpm.training.trainer import train
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
+    from ddpm.training.trainer import TrainOptions, train
 
     run = tmp_path_factory.mktemp("tiny-digits-run") / "run"
     with one_thread():
-        train("digits", run, "tiny", seed=0, device="cpu", max_steps=TRAIN_STEPS, progress=False, command=TRAIN_COMMAND)
-        evaluate_checkpoint(run / "checkpoint.pt", run, device="cpu", command=EVAL_COMMAND, **EVAL_OPTIONS)
+        train("digits", run, "tiny", options=TrainOptions(seed=0, max_steps=TRAIN_STEPS), device="cpu", progress=False,
+              command=TRAIN_COMMAND)
+        evaluate_checkpoint(run / "checkpoint.pt", run, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
+                            progress=False, command=EVAL_COMMAND)
     return run

@@ -31,20 +31,14 @@ from ddpm.images import data
 from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
 from ddpm.core.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
 from ddpm.training.config import EvaluationConfig, Preset, get_preset
-from ddpm.evaluation.evaluate import (
-    METRICS_FILE,
-    VARIANCES,
-    EvaluationError,
-    evaluate_checkpoint,
-    evaluate_elbo,
-    image_grid,
-    keep_previous_metrics,
-    phase_generator,
-    random_subset,
-    trajectory_strip,
-    write_json_atomic,
-)
+from ddpm.evaluation.bounds import VARIANCES, BoundSettings, evaluate_elbo
+from ddpm.evaluation.errors import EvaluationError
+from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
+from ddpm.evaluation.randomness import phase_generator, random_subset
+from ddpm.evaluation.run_folder import METRICS_FILE, keep_previous_metrics
+from ddpm.images.pictures import image_grid, trajectory_strip
 from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
+from ddpm.runtime.files import write_json_atomic
 from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 
@@ -296,7 +290,7 @@ def test_evaluate_elbo_exact_part_is_elbo_terms_with_the_documented_generator(ti
     sum equal `elbo_terms` run with phase_generator(seed, "elbo_exact"), computed here with NumPy."""
     model, diffusion = tiny_model
     images = data.load_images("digits", "test")[:8]
-    result = evaluate_elbo(model, diffusion, images, exact_images=8, mc_images=None, draws_per_image=1, seed=9)
+    result = evaluate_elbo(model, diffusion, images, BoundSettings(exact_images=8, seed=9))
     terms = elbo_terms(model, diffusion, data.to_model_range(images), phase_generator(9, "elbo_exact"),
                        batch_size=256)
     per_image = terms.bits_per_dim().numpy()
@@ -394,7 +388,7 @@ def test_the_bounds_under_each_variance_share_images_noise_and_network_outputs(e
 def test_exact_bounds_share_one_pass_and_equal_separate_calls(tiny_model):
     """exact_bounds under several variances = one exact_bound call per variance, bitwise, and = `elbo_terms` with
     phase_generator(seed, "elbo_exact") on the seeded subset; the network runs once per chunk, not per variance."""
-    from ddpm.evaluation.evaluate import exact_bound, exact_bounds
+    from ddpm.evaluation.bounds import exact_bound, exact_bounds
 
     model, diffusion = tiny_model
     images = data.load_images("digits", "test")
@@ -404,10 +398,10 @@ def test_exact_bounds_share_one_pass_and_equal_separate_calls(tiny_model):
         calls.append(xt.shape[0])
         return model(xt, t)
 
-    result = exact_bounds(counted, diffusion, images, exact_images=3, seed=5, variances=("beta", "beta_tilde"))
+    result = exact_bounds(counted, diffusion, images, BoundSettings(exact_images=3, seed=5), ("beta", "beta_tilde"))
     assert sum(calls) == 3 * diffusion.T, "one network evaluation per (image, t), whatever the number of variances"
     for variance in ("beta", "beta_tilde"):
-        alone = exact_bound(model, diffusion, images, exact_images=3, seed=5, variance=variance)
+        alone = exact_bound(model, diffusion, images, BoundSettings(exact_images=3, seed=5, variance=variance))
         assert result[variance].bits_per_dim == alone.bits_per_dim
         assert np.array_equal(result[variance].per_term_bits_per_dim, alone.per_term_bits_per_dim)
     index = random_subset(images.shape[0], 3, phase_generator(5, "subset_exact"))
@@ -415,7 +409,7 @@ def test_exact_bounds_share_one_pass_and_equal_separate_calls(tiny_model):
                        variance="beta_tilde")
     assert_allclose(result["beta_tilde"].bits_per_dim, terms.bits_per_dim().mean().item(), **F64)
     with pytest.raises(ValueError, match="needs Gamma_t"):
-        exact_bounds(model, diffusion, images, exact_images=3, seed=5, variances=("beta", "optimal"))
+        exact_bounds(model, diffusion, images, BoundSettings(exact_images=3, seed=5), ("beta", "optimal"))
 
 
 def test_presets_size_gamma_and_old_checkpoints_load_with_the_default():
@@ -433,9 +427,9 @@ def test_presets_size_gamma_and_old_checkpoints_load_with_the_default():
 def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(evaluated_run, tmp_path):
     """A second identical evaluate reproduces every number, keeps the first metrics.json and reuses Gamma_t."""
     out = tmp_path / "again"
-    options = dict(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, sample_batch_size=2,
-                   progress=False, device="cpu", seed=11)
-    first = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, **options)
+    overrides = EvaluationOverrides(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=8,
+                                    sample_batch_size=2, seed=11)
+    first = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, overrides, progress=False, device="cpu")
     assert first.previous_metrics is None
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["metrics.json", "elbo_terms.json", "samples_uint8.npz", "samples.png", "trajectory.png", "run.json",
@@ -444,7 +438,7 @@ def test_evaluate_is_reproducible_and_keeps_the_previous_metrics(evaluated_run, 
     first_samples = np.load(out / "samples_uint8.npz")["images"]
     gamma_bytes, gamma_mtime = (out / GAMMA_FILE).read_bytes(), (out / GAMMA_FILE).stat().st_mtime_ns
     assert first.metrics["optimal_variance"]["reused"] is False
-    second = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, **options)
+    second = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, overrides, progress=False, device="cpu")
     assert second.previous_metrics is not None and second.previous_metrics.read_bytes() == first_bytes
     assert second.metrics["previous_metrics"] == second.previous_metrics.name
     for key in ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_exact_bits_per_dim", "elbo_exact_by_variance"):
@@ -466,9 +460,9 @@ def test_evaluate_sets_a_stale_gamma_file_aside_and_estimates_again(evaluated_ru
     T, per_t = checkpoint.T, checkpoint.preset.evaluation.gamma_images_per_t
     stale = GammaEstimate((0.5,) * T, (0.01,) * T, per_t, seed=0, step=checkpoint.step + step_offset)
     save_gamma(out / GAMMA_FILE, stale)
-    result = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, fid_samples=2, skip_fid=True, elbo_exact_images=2,
-                                 elbo_mc_images=4, sample_batch_size=2, gamma_images_per_t=requested,
-                                 progress=False, device="cpu")
+    overrides = EvaluationOverrides(fid_samples=2, skip_fid=True, elbo_exact_images=2, elbo_mc_images=4,
+                                    sample_batch_size=2, gamma_images_per_t=requested)
+    result = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, overrides, progress=False, device="cpu")
     record = result.metrics["optimal_variance"]
     assert record["reused"] is False and record["previous_file"].startswith("optimal_variance.previous-")
     assert load_gamma(out / record["previous_file"]) == stale
@@ -492,8 +486,10 @@ def test_evaluate_refuses_bad_requests_before_touching_out_dir(evaluated_run, tm
     out = tmp_path / "out"
     out.mkdir()
     (out / METRICS_FILE).write_text("{}")
+    device = options.pop("device", None)
     with pytest.raises(ValueError, match=match):
-        evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, progress=False, **options)
+        evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, EvaluationOverrides(**options), device=device,
+                            progress=False)
     assert sorted(p.name for p in out.iterdir()) == [METRICS_FILE] and (out / METRICS_FILE).read_text() == "{}"
 
 
@@ -537,8 +533,8 @@ def test_evaluate_elbo_exact_subset_and_monte_carlo_agree(tiny_model, evaluated_
     images = data.load_images("digits", "test")
     family = Family("evaluate_elbo: exact subset vs Monte Carlo", ALPHA)
     for offset, variance in enumerate(VARIANCES):
-        result = evaluate_elbo(model, diffusion, images, exact_images=24, mc_images=None, draws_per_image=4,
-                               seed=seed_base + 200 + offset, variance=variance)
+        settings = BoundSettings(exact_images=24, seed=seed_base + 200 + offset, draws_per_image=4, variance=variance)
+        result = evaluate_elbo(model, diffusion, images, settings)
         family.z_test(f"{variance}: exact - Monte Carlo", result.exact_bits_per_dim - result.monte_carlo.bits_per_dim,
                       0.0, math.hypot(result.exact_stderr, result.monte_carlo.stderr))
     family.check(record_property)
@@ -570,8 +566,8 @@ def test_importance_sampling_lowers_the_variance_of_a_draw(tiny_model, seed_base
 @pytest.mark.slow
 def test_evaluate_with_fid_on_8_samples(evaluated_run, tmp_path):
     out = tmp_path / "fid"
-    result = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, fid_samples=8, elbo_exact_images=1,
-                                 elbo_mc_images=4, sample_batch_size=8, progress=False, device="cpu",
+    overrides = EvaluationOverrides(fid_samples=8, elbo_exact_images=1, elbo_mc_images=4, sample_batch_size=8)
+    result = evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, overrides, progress=False, device="cpu",
                                  cache_dir=tmp_path / "cache")
     m = read_metrics(out)
     assert m == result.metrics
@@ -586,20 +582,19 @@ def test_evaluate_with_fid_on_8_samples(evaluated_run, tmp_path):
     # The floor: 8 real training images against the same 8 test images, computed once and then cached.
     assert isinstance(m["fid_real_vs_real"], float) and math.isfinite(m["fid_real_vs_real"])
     assert m["real_vs_real"] == {"split": "train", "num_images": 8, "subset_seed": 1, "cached": False}
-    from ddpm.images.fid import ReferenceSet, fid_kid, real_vs_real
+    from ddpm.images.fid import KidSettings, ReferenceSet, fid_kid, real_vs_real
 
+    kid = KidSettings(subsets=m["kid_subsets"], subset_size=m["kid_subset_size"], seed=m["seed"])
     direct = fid_kid(ReferenceSet("digits", "train", 8, seed=1).load(), ReferenceSet("digits", "test", 8, seed=0),
-                     kid_subsets=m["kid_subsets"], kid_subset_size=m["kid_subset_size"], kid_seed=m["seed"],
-                     device="cpu", cache=tmp_path / "cache")
+                     kid=kid, device="cpu", cache=tmp_path / "cache")
     assert direct.fid == pytest.approx(m["fid_real_vs_real"], rel=1e-9), "the floor is FID(train subset, test set)"
-    again, cached = real_vs_real("digits", 8, kid_subsets=m["kid_subsets"], kid_subset_size=m["kid_subset_size"],
-                                 kid_seed=m["seed"], device="cpu", cache=tmp_path / "cache")
+    again, cached = real_vs_real("digits", 8, kid=kid, device="cpu", cache=tmp_path / "cache")
     assert cached and again.fid == m["fid_real_vs_real"] and again.kid_mean == m["kid_real_vs_real_mean"]
     shutil.rmtree(tmp_path / "cache")
 
 
 def test_png_bytes_round_trip():
-    from ddpm.evaluation.evaluate import png_bytes
+    from ddpm.images.pictures import png_bytes
 
     image = image_grid(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), scale=1)
     assert Image.open(io.BytesIO(png_bytes(image))).size == image.size

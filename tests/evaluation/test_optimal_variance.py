@@ -140,11 +140,11 @@ def test_sampler_and_bound_read_the_optimal_tables():
 
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = tmp_path_factory.mktemp("optimal") / "run"
     with one_thread():
-        train("digits", run, "tiny", seed=5, max_steps=3, progress=False)
+        train("digits", run, "tiny", options=TrainOptions(seed=5, max_steps=3), progress=False)
     return run / "checkpoint.pt"
 
 
@@ -153,7 +153,7 @@ def test_sample_with_the_optimal_variance_reads_the_estimate_next_to_the_checkpo
     from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
     from ddpm.cli import main
     from ddpm.images.data import load_images, to_model_range
-    from ddpm.evaluation.generate import generate
+    from ddpm.evaluation.generate import SamplerOptions, generate
     from ddpm.evaluation.optimal_variance import FILE_NAME
 
     checkpoint = load_checkpoint(tiny_checkpoint)
@@ -170,12 +170,12 @@ def test_sample_with_the_optimal_variance_reads_the_estimate_next_to_the_checkpo
     assert "was estimated at step" in capsys.readouterr().err
     save_gamma(gamma_path, GammaEstimate(estimate.gamma, estimate.stderr, 4, seed=0, step=checkpoint.step))
     assert main([*argv, str(tmp_path / "b.png"), "--npz", str(tmp_path / "b.npz")]) == 0
-    expected = generate(checkpoint, 3, torch.Generator().manual_seed(0), variance="optimal", gamma=estimate.gamma,
-                        progress=False)
+    expected = generate(checkpoint, 3, torch.Generator().manual_seed(0),
+                        SamplerOptions(variance="optimal", gamma=estimate.gamma), progress=False)
     with np.load(tmp_path / "b.npz") as stored:
         assert np.array_equal(stored["images"], expected.numpy())
     with pytest.raises(ValueError, match="needs the checkpoint's Gamma_t"):
-        generate(checkpoint, 1, torch.Generator(), variance="optimal", progress=False)
+        generate(checkpoint, 1, torch.Generator(), SamplerOptions(variance="optimal"), progress=False)
 
 
 @settings(max_examples=15, deadline=None)

@@ -19,7 +19,7 @@ from numpy.testing import assert_allclose
 
 from ddpm.images import fid
 from ddpm.images.data import load_images
-from ddpm.images.fid import FidResult, FidWeightsError, ReferenceSet, fid_kid
+from ddpm.images.fid import FidResult, FidWeightsError, KidSettings, ReferenceSet, fid_kid
 
 from testkit import tolerances
 
@@ -218,7 +218,7 @@ def test_fid_kid_argument_errors(fid_cache):
     with pytest.raises(ValueError, match="equal N"):
         fid_kid(eight, torch.zeros(9, 1, 28, 28, dtype=torch.uint8), cache=fid_cache)
     with pytest.raises(ValueError, match="kid_subset_size"):
-        fid_kid(eight, eight, kid_subset_size=9, cache=fid_cache)
+        fid_kid(eight, eight, kid=KidSettings(subset_size=9), cache=fid_cache)
     with pytest.raises(ValueError, match="uint8"):
         fid_kid(eight.float(), eight, cache=fid_cache)
     with pytest.raises(ValueError, match=r"1 or 3"):
@@ -279,7 +279,7 @@ def test_fid_kid_equal_torch_fidelitys_own_pipeline(fid_cache, seed_base):
     train = load_images("mnist", "train")
     generated = train[torch.randperm(train.shape[0], generator=g)[:n]]
     reference = reference_images(seed_base, n)
-    ours = fid_kid(generated, reference, kid_subset_size=5, kid_seed=3, cache=fid_cache, device="cpu")
+    ours = fid_kid(generated, reference, kid=KidSettings(subset_size=5, seed=3), cache=fid_cache, device="cpu")
     theirs = torch_fidelity.calculate_metrics(
         input1=fid.RgbDataset(generated), input2=fid.RgbDataset(reference), fid=True, kid=True, isc=False, prc=False,
         feature_extractor=fid.FEATURE_EXTRACTOR, feature_extractor_weights_path=str(fid.inception_weights_path(fid_cache)),
@@ -331,7 +331,8 @@ def test_features_are_batched_gray_repeated_and_one_extractor_serves_a_process(f
     assert features.shape == (5, 2048) and features.dtype == torch.float32
 
     rgb = torch.randint(0, 256, (4, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
-    result = fid_kid(gray, rgb, allow_unequal_n=True, cache=fid_cache, device="cpu", kid_seed=7, batch_size=2)
+    result = fid_kid(gray, rgb, allow_unequal_n=True, cache=fid_cache, device="cpu", kid=KidSettings(seed=7),
+                     batch_size=2)
     f_gray, f_rgb = extractor(gray), extractor(rgb)
     assert result.fid == fid.fid_from_features(f_gray, f_rgb)
     assert (result.kid_mean, result.kid_std) == fid.kid_from_features(f_gray, f_rgb, fid.DEFAULT_KID_SUBSETS, 4, 7)

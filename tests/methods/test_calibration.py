@@ -26,7 +26,7 @@ import torch
 
 from ddpm.core.bound_statistics import importance_proposal
 from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.evaluation.evaluate import exact_bound
+from ddpm.evaluation.bounds import BoundSettings, exact_bound
 from ddpm.images.fid import kid_standard_error
 from ddpm.core.bound import elbo_monte_carlo, elbo_terms
 from ddpm.evaluation.optimal_variance import estimate_gamma
@@ -78,7 +78,8 @@ def test_monte_carlo_bound_stderr_matches_its_spread(seed_base, record_property)
 def test_exact_subset_stderr_matches_its_spread(seed_base, record_property):
     diffusion, gen, model = _setup(seed_base + 902)
     pool = _images(4096, gen)
-    runs = [exact_bound(model, diffusion, pool, exact_images=16, seed=seed_base * 1000 + r) for r in range(REPEATS)]
+    runs = [exact_bound(model, diffusion, pool, BoundSettings(exact_images=16, seed=seed_base * 1000 + r))
+            for r in range(REPEATS)]
     family = Family("exact-in-t bound on a seeded subset: reported stderr vs spread", ALPHA)
     family.spread_test("total", [r.bits_per_dim for r in runs], [r.stderr for r in runs])
     family.spread_test("L_0", [r.per_term_bits_per_dim[0] for r in runs], [r.per_term_stderr[0] for r in runs])

@@ -36,7 +36,7 @@ from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_check
 from ddpm.training.config import get_preset
 from ddpm.core.bound import elbo_terms
 from ddpm.core.samplers import ancestral_sample
-from ddpm.training.trainer import train
+from ddpm.training.trainer import TrainOptions, train
 
 from testkit.optimal_denoisers import EpsStar, GaussianMixture, discretised_normal_log_prob
 from testkit.stat_checks import Family
@@ -81,7 +81,7 @@ def trained(tmp_path_factory):
             Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png")
         preset = get_preset("tiny")
         preset = preset.replace(training=preset.training.replace(max_steps=UPDATES, ema_decay=0.995))
-        train(str(folder), root / "run", preset, seed=0, progress=False)
+        train(str(folder), root / "run", preset, options=TrainOptions(seed=0), progress=False)
         checkpoint = load_checkpoint(root / "run" / "checkpoint.pt")
         return build_eps_model(checkpoint), diffusion_from(checkpoint), folder, checkpoint.betas
 

@@ -368,7 +368,7 @@ def test_learned_variance_errors_are_clear():
 # ------------------------------------------------------------------------------------------------ end to end
 @pytest.fixture(scope="module")
 def learned_run(tmp_path_factory):
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     tiny = get_preset("tiny")
     preset = tiny.replace(model=tiny.model.replace(learn_variance=True),
@@ -376,15 +376,15 @@ def learned_run(tmp_path_factory):
                           evaluation=tiny.evaluation.replace(variance="learned"))
     run = tmp_path_factory.mktemp("learned") / "run"
     with one_thread():
-        train("digits", run, preset, seed=3, max_steps=5, progress=False)
+        train("digits", run, preset, options=TrainOptions(seed=3, max_steps=5), progress=False)
     return run
 
 
 def test_learned_run_is_evaluated_under_every_variance(learned_run, tmp_path):
-    from ddpm.evaluation.evaluate import evaluate_checkpoint
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 
-    result = evaluate_checkpoint(learned_run / "checkpoint.pt", tmp_path / "eval", skip_fid=True, elbo_exact_images=2,
-                                 elbo_mc_images=8, gamma_images_per_t=2, progress=False)
+    overrides = EvaluationOverrides(skip_fid=True, elbo_exact_images=2, elbo_mc_images=8, gamma_images_per_t=2)
+    result = evaluate_checkpoint(learned_run / "checkpoint.pt", tmp_path / "eval", overrides, progress=False)
     by_variance = result.metrics["elbo_exact_by_variance"]
     assert set(by_variance) == {"beta", "beta_tilde", "optimal", "learned"}
     assert result.metrics["elbo_variance"] == "learned"
@@ -403,10 +403,10 @@ def test_sample_cli_with_the_learned_variance(learned_run, tmp_path, capsys):
 
 def test_sample_cli_refuses_learned_for_a_fixed_variance_checkpoint(tmp_path, capsys):
     from ddpm.cli import main
-    from ddpm.training.trainer import train
+    from ddpm.training.trainer import TrainOptions, train
 
     run = tmp_path / "fixed"
-    train("digits", run, "tiny", seed=1, max_steps=1, progress=False)
+    train("digits", run, "tiny", options=TrainOptions(seed=1, max_steps=1), progress=False)
     code = main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--num", "2", "--variance", "learned",
                  "--out", str(tmp_path / "x.png"), "--no-progress"])
     err = capsys.readouterr().err

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -145,17 +146,17 @@ def test_ema_update_rejects_mismatched_models():
 @pytest.mark.slow
 def test_draw_samples_compiled_once_equals_eager():
     """evaluate's compile_sampler path: one torch.compile for every batch, samples as eager up to float32 rounding."""
-    from ddpm.evaluation.evaluate import draw_samples
+    from ddpm.evaluation.sampling import SampleRequest, draw_samples
 
     preset = get_preset("tiny")
     torch.manual_seed(2)
     model = build_unet(preset.model, 1, (8, 8), 20).eval()
     torch.nn.init.normal_(model.output_conv.weight, std=0.05)
     diffusion = GaussianDiffusion(np.linspace(1e-3, 0.2, 20))
-    common = dict(batch_size=3, variance="beta", progress=False)
-    eager = draw_samples(model, diffusion, 6, (1, 8, 8), generator=torch.Generator().manual_seed(5), **common)
-    compiled = draw_samples(model, diffusion, 6, (1, 8, 8), generator=torch.Generator().manual_seed(5),
-                            compile=True, **common)
+    request = SampleRequest(num=6, image_shape=(1, 8, 8), batch_size=3, variance="beta")
+    eager = draw_samples(model, diffusion, request, torch.Generator().manual_seed(5), progress=False)
+    compiled = draw_samples(model, diffusion, dataclasses.replace(request, compile=True),
+                            torch.Generator().manual_seed(5), progress=False)
     # uint8 images: float32 rounding may move a value across a quantisation boundary, by one level at most.
     difference = (compiled.images.int() - eager.images.int()).abs()
     assert int(difference.max()) <= 1, "compiled and eager samples must agree to one 8-bit level"

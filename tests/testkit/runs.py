@@ -11,9 +11,7 @@ import json
 from pathlib import Path
 
 TRAIN_STEPS = 60
-EVAL_OPTIONS = dict(
-    fid_samples=16, skip_fid=True, elbo_exact_images=8, elbo_mc_images=0, sample_batch_size=16, progress=False
-)
+EVAL_OPTIONS = dict(fid_samples=16, skip_fid=True, elbo_exact_images=8, elbo_mc_images=0, sample_batch_size=16)
 TRAIN_COMMAND = ["python", "-m", "ddpm", "train", "--data", "digits", "--preset", "tiny", "--out", "RUN"]
 EVAL_COMMAND = "python -m ddpm evaluate --checkpoint RUN/checkpoint.pt --out RUN --skip-fid (test fixture)"
 

@@ -24,12 +24,14 @@ from ddpm.training.budget import (
     BudgetError,
     BudgetPlan,
     EvaluationWork,
+    InceptionProbe,
     MachineSpeed,
     evaluation_work,
     plan_training,
     predict_evaluation,
     probe_speed,
 )
+from ddpm.images.data import dataset_info
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.config import get_preset
 from ddpm.training.model import build_unet
@@ -95,15 +97,15 @@ def test_probe_measures_finite_positive_rates_on_the_tiny_network():
         for _ in range(steps):
             model(torch.zeros(4, 1, 8, 8), torch.ones(4, dtype=torch.int64))
 
-    speed = probe_speed(model, (1, 8, 8), tiny.training.T, 4, sample, inception, 3, torch.device("cpu"),
-                        torch.Generator().manual_seed(0))
+    speed = probe_speed(model, (1, 8, 8), tiny.training.T, 4, sample, InceptionProbe(inception, 3),
+                        torch.device("cpu"), torch.Generator().manual_seed(0))
     assert chains == [1, 2, 2 + budget.PROBE_SAMPLER_STEPS], "the compile call, then a short and a long chain"
     for rate in (speed.sampling_forwards_per_second, speed.eager_forwards_per_second):
         assert math.isfinite(rate) and rate > 0
     assert 0 < speed.inception_images_per_second < math.inf and speed.probe_seconds > 0
     assert speed.compile_seconds > 0
     assert calls and all(shape == (3, 1, 8, 8) for shape in calls)
-    skipped = probe_speed(model, (1, 8, 8), tiny.training.T, 4, sample, None, 3, torch.device("cpu"),
+    skipped = probe_speed(model, (1, 8, 8), tiny.training.T, 4, sample, None, torch.device("cpu"),
                           torch.Generator().manual_seed(0))
     assert skipped.inception_images_per_second == math.inf, "no Inception pass to predict: no Inception probe"
 
@@ -115,8 +117,7 @@ def test_plan_session_probes_the_evaluations_sampler(monkeypatch):
     monkeypatch.setattr(fid, "cached_inception_images", lambda source, num, cache=None: 3 * num)
     tiny = get_preset("tiny")
     tiny = tiny.replace(training=tiny.training.replace(session_minutes=10.0))
-    plan = budget.plan_session(tiny, (1, 8, 8), 297, "digits", 600.0, __import__("time").time(), torch.device("cpu"),
-                               0)
+    plan = budget.plan_session(tiny, dataset_info("digits"), 600.0, __import__("time").time(), torch.device("cpu"), 0)
     assert plan.work.inception_images == 0 and plan.speed.inception_images_per_second == math.inf
     assert plan.speed.sampling_forwards_per_second > 0 and plan.training_seconds > 0
 
@@ -132,8 +133,8 @@ def test_train_trains_the_planned_seconds_and_records_the_plan(tmp_path, monkeyp
 
     calls = []
 
-    def fake_plan(preset, image_shape, test_images, dataset, session_seconds, session_start, device, seed):
-        calls.append((image_shape, test_images, dataset, session_seconds))
+    def fake_plan(preset, info, session_seconds, session_start, device, seed):
+        calls.append(((info.channels, info.height, info.width), info.num("test"), info.name, session_seconds))
         return _fixed_plan(training_seconds=0.6)
 
     monkeypatch.setattr(train_module, "plan_session", fake_plan)
@@ -158,7 +159,8 @@ def test_an_explicit_max_minutes_turns_the_session_budget_off(tmp_path, monkeypa
     monkeypatch.setattr(train_module, "plan_session", refuse)
     tiny = get_preset("tiny")
     preset = tiny.replace(training=tiny.training.replace(max_steps=2, session_minutes=2.0))
-    result = train_module.train("digits", tmp_path / "run", preset, max_minutes=5.0, progress=False)
+    result = train_module.train("digits", tmp_path / "run", preset,
+                                options=train_module.TrainOptions(max_minutes=5.0), progress=False)
     assert load_checkpoint(result.checkpoint_path).preset.training.session_minutes is None
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["sessions"][-1]["budget"] is None

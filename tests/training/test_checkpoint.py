@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from ddpm.runtime.files import atomic_write
+from ddpm.runtime.provenance import versions
 from ddpm.training.checkpoint import (
     Checkpoint,
     CheckpointError,
-    atomic_write,
     build_eps_model,
-    current_versions,
     diffusion_from,
     load_checkpoint,
     save_checkpoint,
@@ -40,7 +40,7 @@ def make_checkpoint(preset_name: str = "tiny", step: int = 3) -> Checkpoint:
         ema_state=ema_state, optimizer_state=optimizer.state_dict(), sampler_state=sampler.state_dict(),
         loss_generator_state=torch.Generator().manual_seed(2).get_state(),
         rng_states=({"cpu": torch.get_rng_state(), "cuda": None},), epoch=1, images_seen=step * 64,
-        train_seconds=1.5, versions=current_versions(),
+        train_seconds=1.5, versions=versions(),
     )
 
 

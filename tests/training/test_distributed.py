@@ -16,7 +16,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from ddpm.training.checkpoint import load_checkpoint
-from ddpm.training.trainer import LOG_NAME, train
+from ddpm.training.trainer import LOG_NAME, TrainOptions, train
 
 from testkit import tolerances
 from testkit.paths import REPO
@@ -36,7 +36,8 @@ def test_two_processes_train_the_one_process_model(tmp_path):
     assert completed.stdout.count("ddpm: step") == 1, "only rank 0 reports"
 
     with one_thread():
-        train("digits", tmp_path / "one", "tiny", seed=1, max_steps=STEPS, device="cpu", progress=False)
+        train("digits", tmp_path / "one", "tiny", options=TrainOptions(seed=1, max_steps=STEPS), device="cpu",
+              progress=False)
 
     one = load_checkpoint(tmp_path / "one" / "checkpoint.pt")
     two = load_checkpoint(tmp_path / "two" / "checkpoint.pt")

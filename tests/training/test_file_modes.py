@@ -1,7 +1,7 @@
 """Every file the project writes gets the permissions the umask gives a new file (0644 under umask 022), not 0600.
 
 Files are written atomically (a temporary file from mkstemp, which is owner-only, then a rename), so the mode
-must be set on purpose (`ddpm.training.checkpoint.new_file_mode`). The test runs train, evaluate, report, sample and bench
+must be set on purpose (`ddpm.runtime.files.new_file_mode`). The test runs train, evaluate, report, sample and bench
 (tiny settings) and the conformance report under a non-default umask 027 and checks every file they leave.
 """
 
@@ -15,14 +15,14 @@ import pytest
 import torch
 
 from ddpm.studies.bench import BenchConfig, run_bench
-from ddpm.training.checkpoint import atomic_write_text, new_file_mode
+from ddpm.runtime.files import atomic_write_text, new_file_mode
 from ddpm.cli import main
 from ddpm.conformance.cases import SuiteConfig
 from ddpm.conformance.report import write_report as write_conformance_report
 from ddpm.conformance.runner import run_suite
-from ddpm.evaluation.evaluate import evaluate_checkpoint
+from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 from ddpm.evaluation.report import write_report
-from ddpm.training.trainer import train
+from ddpm.training.trainer import TrainOptions, train
 
 from testkit.runs import EVAL_OPTIONS
 from testkit.threads import one_thread
@@ -60,8 +60,9 @@ def test_every_file_train_evaluate_report_sample_bench_and_conform_write(tmp_pat
     run, out = tmp_path / "run", tmp_path / "out"
     out.mkdir()
     with one_thread():
-        train("digits", run, "tiny", seed=0, device="cpu", max_steps=3, progress=False)
-        evaluate_checkpoint(run / "checkpoint.pt", run, device="cpu", command="test", **EVAL_OPTIONS)
+        train("digits", run, "tiny", options=TrainOptions(seed=0, max_steps=3), device="cpu", progress=False)
+        evaluate_checkpoint(run / "checkpoint.pt", run, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
+                            progress=False, command="test")
         write_report(run)
         assert main(["sample", "--checkpoint", str(run / "checkpoint.pt"), "--num", "2", "--out", str(out / "s.png"),
                      "--npz", str(out / "s.npz"), "--device", "cpu", "--no-progress"]) == 0

@@ -27,6 +27,7 @@ from ddpm.training.model import build_unet
 from ddpm.training.trainer import (
     LOG_NAME,
     StopReason,
+    TrainOptions,
     derived_seed,
     train,
 )
@@ -127,7 +128,7 @@ def test_first_update_starts_ema_from_initial_weights_and_uses_warmup_lr(tmp_pat
     preset = tiny(ema_decay=0.75, warmup_steps=4, max_steps=1, log_every=1)
     decay = ema_decay_at(preset.training, 1)
     assert decay == 2 / 11
-    train("digits", tmp_path / "run", preset, seed=3, progress=False)
+    train("digits", tmp_path / "run", preset, options=TrainOptions(seed=3), progress=False)
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     torch.manual_seed(derived_seed(3, 0))  # the trainer's documented initial-weight seed
     initial = build_unet(preset.model, 1, (8, 8), preset.training.T).state_dict()
@@ -146,7 +147,8 @@ def test_gradient_clipping_rescales_the_gradient_to_the_bound(tmp_path):
     bound = 1e-3
     runs = {}
     for name, clip in (("raw", None), ("clipped", bound)):
-        train("digits", tmp_path / name, tiny(grad_clip=clip, max_steps=1), seed=1, progress=False)
+        train("digits", tmp_path / name, tiny(grad_clip=clip, max_steps=1), options=TrainOptions(seed=1),
+              progress=False)
         state = load_checkpoint(tmp_path / name / "checkpoint.pt").optimizer_state["state"]
         beta1 = 0.9  # torch.optim.Adam's default, which the trainer uses
         runs[name] = [state[i]["exp_avg"].double() / (1 - beta1) for i in sorted(state)]
@@ -159,7 +161,8 @@ def test_gradient_clipping_rescales_the_gradient_to_the_bound(tmp_path):
 
 def test_loss_decreases_on_digits(tmp_path):
     """eps_theta starts at 0 (zero output layer), so the loss starts at E[eps^2] = 1; 150 updates must halve it."""
-    result = train("digits", tmp_path / "run", tiny(max_steps=150, log_every=10), seed=0, progress=False)
+    result = train("digits", tmp_path / "run", tiny(max_steps=150, log_every=10), options=TrainOptions(seed=0),
+                   progress=False)
     log = read_log(tmp_path / "run")
     assert result.stop_reason is StopReason.MAX_STEPS and result.step == 150
     assert [r["step"] for r in log] == list(range(10, 151, 10))
@@ -170,7 +173,7 @@ def test_loss_decreases_on_digits(tmp_path):
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
     for name, seed in (("a", 7), ("b", 7), ("c", 8)):
-        train("digits", tmp_path / name, tiny(max_steps=6), seed=seed, progress=False)
+        train("digits", tmp_path / name, tiny(max_steps=6), options=TrainOptions(seed=seed), progress=False)
     a, b, c = (load_checkpoint(tmp_path / n / "checkpoint.pt") for n in "abc")
     assert_same_run_state(a, b)
     assert not torch.equal(a.model_state["input_conv.weight"], c.model_state["input_conv.weight"])
@@ -179,11 +182,11 @@ def test_same_seed_same_weights_other_seed_other_weights(tmp_path):
 def test_resume_reproduces_the_uninterrupted_run_bitwise(tmp_path):
     preset = tiny(max_steps=24, log_every=4)
     preset = preset.replace(model=preset.model.replace(dropout=0.1))  # dropout draws from torch's global RNG
-    train("digits", tmp_path / "straight", preset, seed=11, progress=False)
-    train("digits", tmp_path / "resumed", preset, seed=11, max_steps=10, progress=False)
+    train("digits", tmp_path / "straight", preset, options=TrainOptions(seed=11), progress=False)
+    train("digits", tmp_path / "resumed", preset, options=TrainOptions(seed=11, max_steps=10), progress=False)
     with open(tmp_path / "resumed" / LOG_NAME, "a") as f:  # what a hard kill can leave past the checkpoint
         f.write(json.dumps({"step": 12, "loss": 0.0}) + "\n" + '{"step": 1')
-    result = train(None, tmp_path / "resumed", resume=True, max_steps=24, progress=False)
+    result = train(None, tmp_path / "resumed", options=TrainOptions(resume=True, max_steps=24), progress=False)
     assert result.start_step == 10 and result.step == 24
     straight = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
     resumed = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
@@ -210,10 +213,11 @@ def test_periodic_checkpoints_are_written_and_change_nothing(tmp_path, monkeypat
         original(path, checkpoint)
 
     monkeypatch.setattr(ddpm.training.trainer, "save_checkpoint", recording_save)
-    train("digits", tmp_path / "often", tiny(max_steps=5, checkpoint_every_minutes=1e-9), seed=2, progress=False)
+    train("digits", tmp_path / "often", tiny(max_steps=5, checkpoint_every_minutes=1e-9),
+          options=TrainOptions(seed=2), progress=False)
     assert saved_steps == [1, 2, 3, 4, 5], "a due checkpoint is written before each update, and one at the end"
     monkeypatch.undo()
-    train("digits", tmp_path / "once", tiny(max_steps=5), seed=2, progress=False)
+    train("digits", tmp_path / "once", tiny(max_steps=5), options=TrainOptions(seed=2), progress=False)
     assert_same_run_state(load_checkpoint(tmp_path / "often" / "checkpoint.pt"),
                           load_checkpoint(tmp_path / "once" / "checkpoint.pt"))
 
@@ -254,8 +258,8 @@ def test_sigint_saves_a_checkpoint_and_resume_matches_a_straight_run(tmp_path):
     assert log and all(r["step"] <= checkpoint.step for r in log)
     assert checkpoint.step >= log[-1]["step"] >= 10
     k = checkpoint.step
-    train(None, run, resume=True, max_steps=k + 5, progress=False)
-    train("digits", tmp_path / "straight", "tiny", seed=5, max_steps=k + 5, progress=False)
+    train(None, run, options=TrainOptions(resume=True, max_steps=k + 5), progress=False)
+    train("digits", tmp_path / "straight", "tiny", options=TrainOptions(seed=5, max_steps=k + 5), progress=False)
     assert_same_run_state(load_checkpoint(tmp_path / "straight" / "checkpoint.pt"),
                           load_checkpoint(run / "checkpoint.pt"))
     assert read_log(run)[: len(log)] == log, "resuming must keep every log line written before the interrupt"
@@ -293,7 +297,8 @@ def test_cuda_run_bf16_channels_last_compiled_resume(tmp_path):
 
     first = train("digits", tmp_path / "run", tiny(max_steps=20, log_every=10), device="cuda", progress=False)
     assert first.step == 20
-    second = train(None, tmp_path / "run", resume=True, max_steps=40, device="cuda", compile=True, progress=False)
+    second = train(None, tmp_path / "run", options=TrainOptions(resume=True, max_steps=40, compile=True),
+                   device="cuda", progress=False)
     assert (second.start_step, second.step) == (20, 40)
     log = read_log(tmp_path / "run")
     assert [r["step"] for r in log] == [10, 20, 30, 40] and all(math.isfinite(r["loss"]) for r in log)
@@ -310,14 +315,15 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path,
     from ddpm.cli import main
 
     out = tmp_path / "run"
-    train("digits", out, tiny(max_steps=2, log_every=1), seed=4, progress=False)
+    train("digits", out, tiny(max_steps=2, log_every=1), options=TrainOptions(seed=4), progress=False)
     (out / "checkpoint.pt").unlink()  # what a hard kill before the first checkpoint leaves behind
     with pytest.raises(ValueError, match="stopped before its first checkpoint: add --resume to restart it"):
         train("digits", out, "tiny", progress=False)
     code = main(["train", "--out", str(out), "--data", "digits", "--preset", "tiny", "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and "add --resume to restart it from update 0" in err and len(err.strip().splitlines()) == 1
-    result = train(None, out, None, resume=True, max_steps=3, progress=False)  # data, preset, seed: run.json's
+    # data, preset and seed: run.json's
+    result = train(None, out, None, options=TrainOptions(resume=True, max_steps=3), progress=False)
     assert result.step == 3 and result.start_step == 0
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     assert checkpoint.seed == 4 and checkpoint.preset.name == "tiny" and checkpoint.dataset == "digits"
@@ -327,4 +333,4 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path,
     assert steps == [1, 2, 3], f"the log restarts at update 1, got {steps}"
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="--resume: no checkpoint at"):
-        train("digits", tmp_path / "empty", "tiny", resume=True, progress=False)
+        train("digits", tmp_path / "empty", "tiny", options=TrainOptions(resume=True), progress=False)

@@ -1,4 +1,5 @@
-"""Shared by the third-party adapters' `reproduction()`: tensor literals for a standalone snippet."""
+"""Tensor literals for the standalone reproduction snippets of the third-party adapters (`reproduction()`): one
+owner of the default inputs and of the literal format, shared by the diffusers and lucidrains adapters."""
 
 from __future__ import annotations
 

@@ -50,6 +50,15 @@ def verify(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def lint(session: nox.Session) -> None:
+    """ruff (lint and import order) and mypy (strict on ddpm.core), as configured in pyproject.toml; CI runs it after
+    verify. mypy needs torch's own types, hence the full install."""
+    install_project(session, "lint")
+    session.run("ruff", "check", ".")
+    session.run("mypy")
+
+
+@nox.session(python=PYTHON, default=False)
 def derive(session: nox.Session) -> None:
     """Regenerate reports/derivations.md from the SymPy derivations."""
     install_project(session)

@@ -58,7 +58,9 @@ from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_nor
 from ddpm.core.forward import compute_dtype, forward_sample
 from ddpm.core.kernels import (
     NUM_BINS,
+    BoundRows,
     EpsModel,
+    NetworkOutput,
     bound_terms,
     decoder_terms,
     discretized_log_prob,
@@ -298,9 +300,10 @@ def elbo_terms_by_variance(
                     )
                 if n_decoder < end - start:
                     s = slice(n_decoder, None)
-                    per_pair[choice][start + n_decoder : end] = kl_terms(
-                        diffusion, choice, x0_c[s], xt[s], t[s], noise[s], eps[s], clip_x0, None if v is None else v[s]
-                    )
+                    kl_rows = BoundRows(x0_c[s], xt[s], t[s], noise[s])
+                    output = NetworkOutput(eps[s], None if v is None else v[s])
+                    per_pair[choice][start + n_decoder : end] = kl_terms(diffusion, choice, kl_rows, output,
+                                                                         clip_x0=clip_x0)
     prior = prior_term(diffusion, x0)
     out = {}
     for choice in choices:
@@ -360,7 +363,8 @@ def _weighted_terms(
     xt = forward_sample(diffusion, x0_64, t, noise)  # [n, ...]
     eps, v = model_output(eps_model, xt.to(x0.dtype), t)
     eps, v = eps.to(f64), learned_output(choice, v, f64)
-    term = bound_terms(diffusion, choice, x0_64, k, xt, t, noise, eps, clip_x0, v)  # [n], L_{t-1}
+    term = bound_terms(diffusion, choice, BoundRows(x0_64, xt, t, noise, k), NetworkOutput(eps, v),
+                       clip_x0=clip_x0)  # [n], L_{t-1}
     return prior_term(diffusion, x0) + term * inv_p[t]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -111,30 +112,46 @@ def prior_term(diffusion: GaussianDiffusion, x0: Tensor) -> Tensor:
     return per_image_sum(kl_from_log_variances(mean, logvar.expand_as(mean), zero, zero, one))
 
 
+@dataclass(frozen=True)
+class BoundRows:
+    """The rows a bound term is evaluated on, all [n, ...] in one floating dtype (the arithmetic dtype) but t int64 [n]:
+    the data x_0, the x_t made from it with `noise`, and k, x_0's pixel bins (`pixel_index`; the decoder's rows)."""
+
+    x0: Tensor
+    xt: Tensor
+    t: Tensor
+    noise: Tensor
+    k: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class NetworkOutput:
+    """What the network said on those rows: eps_theta, the variance output v (learned variance only), and the eps the
+    reverse mean is made from, `eps_mean` (default eps; the hybrid objective passes eps.detach())."""
+
+    eps: Tensor
+    v: Tensor | None = None
+    eps_mean: Tensor | None = None
+
+    @property
+    def mean_eps(self) -> Tensor:
+        return self.eps if self.eps_mean is None else self.eps_mean
+
+
 def kl_terms(
-    diffusion: GaussianDiffusion,
-    choice: ReverseVariance,
-    x0: Tensor,
-    xt: Tensor,
-    t: Tensor,
-    noise: Tensor,
-    eps: Tensor,
-    clip_x0: bool,
-    v: Tensor | None = None,
-    eps_mean: Tensor | None = None,
+    diffusion: GaussianDiffusion, choice: ReverseVariance, rows: BoundRows, output: NetworkOutput, *, clip_x0: bool,
 ) -> Tensor:
     """L_{t-1} = KL(q(x_{t-1} | x_t, x_0) || p_theta(x_{t-1} | x_t)) per row [n] (nats), t >= 2 rows meaningful.
 
     Fixed variances: lambda_t ||eps - eps_theta||^2 + D C_t (Ho et al. eq. 12). Learned: per dimension
     0.5 (expm1(d) - d + Delta^2 / Sigma_theta), d = log beta_tilde_t - log Sigma_theta, Delta = mu_tilde - mu_theta =
-    mean_gap_coef_t (eps_theta - eps) (derivation (k)). `eps_mean` (default eps) is the eps the mean is made from:
-    the hybrid objective passes eps.detach() so that this term trains the variance only. All inputs share one
-    floating dtype (the arithmetic dtype). Rows with t = 1 get a finite placeholder (0) so that gradients through
-    a `torch.where` stay finite.
+    mean_gap_coef_t (eps_theta - eps) (derivation (k)). The mean is made from `output.mean_eps`: the hybrid objective
+    passes eps.detach() there so that this term trains the variance only. Rows with t = 1 get a finite placeholder
+    (0) so that gradients through a `torch.where` stay finite.
     """
-    dtype = eps.dtype
+    x0, xt, t, noise = rows.x0, rows.xt, rows.t, rows.noise
+    v, eps_mean, dtype = output.v, output.mean_eps, output.eps.dtype
     at = gather
-    eps_mean = eps if eps_mean is None else eps_mean
     if choice.is_learned:
         log_sigma2 = learned_log_variance(diffusion, v, t, dtype)  # [n, ...]
         d = at(diffusion.learned_log_beta_tildes, t, x0, dtype) - log_sigma2  # finite at t = 1 (placeholder rows)
@@ -183,28 +200,21 @@ def decoder_terms(
 
 
 def bound_terms(
-    diffusion: GaussianDiffusion,
-    choice: ReverseVariance,
-    x0: Tensor,
-    k: Tensor,
-    xt: Tensor,
-    t: Tensor,
-    noise: Tensor,
-    eps: Tensor,
-    clip_x0: bool,
-    v: Tensor | None = None,
-    eps_mean: Tensor | None = None,
+    diffusion: GaussianDiffusion, choice: ReverseVariance, rows: BoundRows, output: NetworkOutput, *, clip_x0: bool,
 ) -> Tensor:
-    """L_{t-1} per row [n] (nats) for rows mixing t = 1 (the decoder, at bin k) and t >= 2 (the KL); the means are
-    made from `eps_mean` (default eps; see `kl_terms`)."""
-    eps_mean = eps if eps_mean is None else eps_mean
-    kl = kl_terms(diffusion, choice, x0, xt, t, noise, eps, clip_x0, v, eps_mean)  # [n]
-    decoder = decoder_terms(diffusion, choice, k, xt, t, eps_mean, clip_x0, v)  # [n]
-    return torch.where(t == 1, decoder, kl)
+    """L_{t-1} per row [n] (nats) for rows mixing t = 1 (the decoder, at bin rows.k) and t >= 2 (the KL); the means
+    are made from `output.mean_eps` (see `kl_terms`)."""
+    if rows.k is None:
+        raise ValueError("bound_terms needs the rows' pixel bins k (the decoder's rows)")
+    kl = kl_terms(diffusion, choice, rows, output, clip_x0=clip_x0)  # [n]
+    decoder = decoder_terms(diffusion, choice, rows.k, rows.xt, rows.t, output.mean_eps, clip_x0, output.v)  # [n]
+    return torch.where(rows.t == 1, decoder, kl)
 
 
 __all__ = [
+    "BoundRows",
     "EpsModel",
+    "NetworkOutput",
     "bound_terms",
     "decoder_terms",
     "discretized_log_prob",

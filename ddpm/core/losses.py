@@ -36,7 +36,7 @@ import torch
 from ddpm.core.choices import Choice
 from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal, uniform_timesteps
 from ddpm.core.forward import compute_dtype, forward_sample
-from ddpm.core.kernels import EpsModel, bound_terms, model_output, pixel_index
+from ddpm.core.kernels import BoundRows, EpsModel, NetworkOutput, bound_terms, model_output, pixel_index
 from ddpm.core.variance import ReverseVariance, learned_output
 
 Tensor = torch.Tensor
@@ -154,8 +154,9 @@ def training_loss_at(
         eps_mean = torch.where((t == 1).reshape(-1, *([1] * (eps.ndim - 1))), eps, eps_mean)
     x0c = x0.to(dtype)
     # L_{t-1} / (C*H*W) per image in nats (KL for t >= 2, decoder for t = 1), the means made from eps_mean.
-    vlb = (bound_terms(diffusion, choice_variance, x0c, pixel_index(x0c), xt.to(dtype), t, noise, eps, False, v,
-                       eps_mean) / x0[0].numel()).mean()
+    rows = BoundRows(x0c, xt.to(dtype), t, noise, pixel_index(x0c))
+    vlb = (bound_terms(diffusion, choice_variance, rows, NetworkOutput(eps, v, eps_mean), clip_x0=False)
+           / x0[0].numel()).mean()
     if choice_objective is Objective.VLB:
         return vlb
     return simple + HYBRID_VLB_WEIGHT * diffusion.T * vlb

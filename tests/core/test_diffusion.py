@@ -22,7 +22,7 @@ from numpy.testing import assert_allclose
 from ddpm.core.forward import forward_sample
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.variance import ReverseVariance
-from ddpm.core.kernels import kl_terms, prior_term
+from ddpm.core.kernels import BoundRows, NetworkOutput, kl_terms, prior_term
 
 from testkit import strategies, tolerances
 from testkit.diffusion_cases import (
@@ -176,7 +176,8 @@ def test_kl_terms_and_prior_match_oracles(betas, us, seed):
         terms = evaluate_mp(kl, {"\\mu_1": mu_tilde, "\\sigma_1^2": beta_tilde, "\\mu_2": mu_theta,
                                  "\\sigma_2^2": sigma2})
         want = np.array([float(sum(row)) for row in terms])  # [3], summed over dims at 50 digits
-        got = kl_terms(d, choice, x0, xt_code, tt, noise, eps_theta, clip_x0=False).numpy()
+        rows = BoundRows(x0, xt_code, tt, noise)
+        got = kl_terms(d, choice, rows, NetworkOutput(eps_theta), clip_x0=False).numpy()
         assert_allclose(got, want, **F64.kwargs(), err_msg=f"L_(t-1) ({choice.value})")
 
 
@@ -217,7 +218,7 @@ def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
         for t in range(2, T + 1):
             tt = torch.full((2,), t)
             xt = forward_sample(d, x0_t, tt, noise)
-            terms = kl_terms(d, choice, x0_t, xt, tt, noise, linear_model(xt, tt), clip_x0=False)
+            terms = kl_terms(d, choice, BoundRows(x0_t, xt, tt, noise), NetworkOutput(linear_model(xt, tt)), clip_x0=False)
             got.append(float(terms.mean()))
         assert_allclose(got, want.transitions, **F64.kwargs(), err_msg=f"E[L_(t-1)] ({choice.value})")
 

@@ -22,7 +22,7 @@ from ddpm.training.config import get_preset
 from ddpm.core.forward import forward_sample
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.variance import ReverseVariance
-from ddpm.core.kernels import decoder_terms, kl_terms, model_output, pixel_index
+from ddpm.core.kernels import BoundRows, NetworkOutput, decoder_terms, kl_terms, model_output, pixel_index
 from ddpm.core.losses import HYBRID_VLB_WEIGHT, training_loss_at
 from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample, strided_sample
@@ -87,7 +87,7 @@ def test_learned_kl_kernel_is_derivation_k(betas, u, seed, v_scale):
     d = GaussianDiffusion(betas)
     t = torch.full((n,), t_value)
     xt = forward_sample(d, x0, t, noise)
-    got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v).numpy()
+    got = kl_terms(d, LEARNED, BoundRows(x0, xt, t, noise), NetworkOutput(eps_theta, v), clip_x0=False).numpy()
     # Oracle: derivation (k)'s KL per dimension at Delta = beta_t / (sqrt(alpha_t) sqrt(1 - alpha_bar_t))
     # (eps_theta - eps) (derivation (d)); alpha_bar_{t-1} at 50 digits (1 - alpha_bar_{t-1} rounded to float64
     # would lose its digits when it is tiny), 1 - alpha_bar_t as -expm1(sum log1p(-beta)).
@@ -120,8 +120,8 @@ def test_v_plus_and_minus_one_are_the_fixed_variances(betas, u, seed):
     if t_value >= 2:
         for (v, fixed), clip in itertools.product(((ones, ReverseVariance.BETA), (-ones, ReverseVariance.BETA_TILDE)),
                                                   (False, True)):
-            got = kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, clip, v).numpy()
-            want = kl_terms(d, fixed, x0, xt, t, noise, eps_theta, clip).numpy()
+            got = kl_terms(d, LEARNED, BoundRows(x0, xt, t, noise), NetworkOutput(eps_theta, v), clip_x0=clip).numpy()
+            want = kl_terms(d, fixed, BoundRows(x0, xt, t, noise), NetworkOutput(eps_theta), clip_x0=clip).numpy()
             assert_allclose(got, want, rtol=1e-9, atol=1e-10,
                             err_msg=f"v = {float(v.flatten()[0])} vs {fixed.value}, clip_x0 = {clip}")
     else:
@@ -156,7 +156,7 @@ def test_learned_kl_matches_its_monte_carlo_estimate(seed_base):
             v = torch.tensor(v_level + rng.normal(0.0, 0.2, (1, *dims)))
             t = torch.full((1,), t_value)
             xt = forward_sample(d, x0, t, noise)
-            kernel = float(kl_terms(d, LEARNED, x0, xt, t, noise, eps_theta, False, v)[0])
+            kernel = float(kl_terms(d, LEARNED, BoundRows(x0, xt, t, noise), NetworkOutput(eps_theta, v), clip_x0=False)[0])
             mean_q, var_q = d.q_posterior_mean_variance(x0, xt, t)
             mean_p, var_p = d.p_mean_variance(eps_theta, xt, t, "learned", v=v)
             q = torch.distributions.Normal(mean_q, var_q.sqrt())

@@ -378,10 +378,13 @@ class Sampler(Choice):
 
 
 def network_evaluations(sampler: str | Sampler, T: int, num_steps: int | None) -> int:
-    """eps_theta calls per image: T for Algorithm 2, S for DDIM and strided sampling."""
-    if Sampler.from_value(sampler) is Sampler.ANCESTRAL:
+    """eps_theta calls per image: T for Algorithm 2, S for DDIM and strided sampling (ValueError without S)."""
+    choice = Sampler.from_value(sampler)
+    if choice is Sampler.ANCESTRAL:
         return T
-    return int(num_steps)  # type: ignore[arg-type]  # None only with ancestral (check_sampler_options' contract)
+    if num_steps is None:
+        raise ValueError(f"the {choice.value} sampler needs a number of steps in 1..T = {T}")
+    return int(num_steps)
 
 
 def check_sampler_options(sampler: str | Sampler, T: int, num_steps: int | None, eta: float | None,

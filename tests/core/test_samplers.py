@@ -331,6 +331,9 @@ def test_sampler_options_and_network_evaluations():
     assert check_sampler_options("ddim", 10, 4, None)[1:] == (4, 0.0)
     assert check_sampler_options("strided", 10, 4, None)[1:] == (4, None)
     assert [network_evaluations(s, 1000, 50) for s in ("ancestral", "ddim", "strided")] == [1000, 50, 50]
+    for sampler in ("ddim", "strided"):
+        with pytest.raises(ValueError, match=f"the {sampler} sampler needs a number of steps in 1..T = 1000"):
+            network_evaluations(sampler, 1000, None)
 
 
 @pytest.mark.parametrize("t, s", [(5, 5), (3, 4), (0, 0), (41, 3), (2.0, 1), (3, -1)])

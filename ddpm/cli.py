@@ -131,11 +131,10 @@ def add_sample_parser(subcommands) -> None:
 def run_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from ddpm.training.checkpoint import load_checkpoint
+    from ddpm.core.samplers import check_sampler_options, network_evaluations
     from ddpm.evaluation.generate import SamplerOptions, generate, save_image_grid, save_npz
     from ddpm.runtime.devices import resolve_device
-
-    from ddpm.core.samplers import check_sampler_options, network_evaluations
+    from ddpm.training.checkpoint import load_checkpoint
 
     out: Path = args.out
     for option, path, suffix in (("--out", out, ".png"), ("--npz", args.npz, ".npz")):

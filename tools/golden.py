@@ -93,9 +93,9 @@ def _sampling_record(model, diffusion, shape, variances) -> dict:
 
 
 def _bound_record(model, diffusion, test_images, variances) -> dict:
-    from ddpm.images.data import to_model_range
-    from ddpm.evaluation.bounds import BoundSettings, exact_bounds
     from ddpm.core.bound import elbo_monte_carlo
+    from ddpm.evaluation.bounds import BoundSettings, exact_bounds
+    from ddpm.images.data import to_model_range
 
     exact = exact_bounds(model, diffusion, test_images, BoundSettings(exact_images=3, seed=0, batch_size=64), variances)
     out = {f"exact_{name}": {"bits_per_dim": bound.bits_per_dim, "stderr": bound.stderr,
@@ -110,8 +110,8 @@ def _bound_record(model, diffusion, test_images, variances) -> dict:
 
 
 def _run_record(preset, folder: Path) -> dict:
-    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
     from ddpm.images.data import load_images
+    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
 
     run = _train(preset, folder)
     checkpoint = load_checkpoint(run / "checkpoint.pt")

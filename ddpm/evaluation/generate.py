@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ddpm.training.checkpoint import Checkpoint, build_eps_model, diffusion_from
-from ddpm.images.data import to_uint8
-from ddpm.core.variance import ReverseVariance
 from ddpm.core.samplers import Sampler, ancestral_sample, check_sampler_options, ddim_sample, strided_sample
+from ddpm.core.variance import ReverseVariance
+from ddpm.images.data import to_uint8
 from ddpm.runtime.files import atomic_write
+from ddpm.training.checkpoint import Checkpoint, build_eps_model, diffusion_from
 
 Tensor = torch.Tensor
 

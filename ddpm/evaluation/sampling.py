@@ -25,10 +25,10 @@ from ddpm.evaluation.errors import EvaluationError
 from ddpm.evaluation.generate import save_npz
 from ddpm.evaluation.run_folder import SAMPLES_NPZ, SAMPLES_PNG, TRAJECTORY_PNG
 from ddpm.images import data
-from ddpm.training.config import EvaluationConfig
 from ddpm.images.pictures import image_grid, png_bytes, trajectory_strip
 from ddpm.runtime.devices import synchronize
 from ddpm.runtime.files import atomic_write_bytes
+from ddpm.training.config import EvaluationConfig
 
 Tensor = torch.Tensor
 

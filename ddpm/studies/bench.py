@@ -57,23 +57,23 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ddpm.images import data
-from ddpm.training.config import Preset, forward_flops_per_image, get_preset
-from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal
-from ddpm.core.forward import compute_dtype
-from ddpm.core.variance import ReverseVariance
 from ddpm.core.bound import (
     ElboTerms,
     discretized_gaussian_log_likelihood,
     elbo_terms,
     normal_kl,
 )
+from ddpm.core.diffusion import GaussianDiffusion, check_generator, standard_normal
+from ddpm.core.forward import compute_dtype
 from ddpm.core.kernels import model_output
-from ddpm.training.model import build_unet
 from ddpm.core.samplers import ancestral_sample
 from ddpm.core.schedules import make_betas
+from ddpm.core.variance import ReverseVariance
+from ddpm.images import data
 from ddpm.runtime.devices import synchronize
 from ddpm.runtime.provenance import versions
+from ddpm.training.config import Preset, forward_flops_per_image, get_preset
+from ddpm.training.model import build_unet
 
 Tensor = torch.Tensor
 

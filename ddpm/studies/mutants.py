@@ -43,9 +43,10 @@ import random
 import subprocess
 import sys
 import time
-import tomllib
 from collections import Counter
 from pathlib import Path
+
+import tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 MUTANTS_DIR = REPO / "mutants"

@@ -209,11 +209,11 @@ def plan_session(preset: Preset, info: DatasetInfo, session_seconds: float, sess
     """Probe this machine with `preset`'s network for the images of `info` (freshly built; the caller's RNG state
     is kept) and the FID Inception (skipped when every Inception pass is cached), and plan the session that started
     at `session_start` (time.time() seconds) and lasts `session_seconds`."""
-    from ddpm.images import fid
     from ddpm.core.diffusion import GaussianDiffusion
-    from ddpm.training.model import build_unet
     from ddpm.core.samplers import ancestral_sample
     from ddpm.core.schedules import make_betas
+    from ddpm.images import fid
+    from ddpm.training.model import build_unet
 
     evaluation = preset.evaluation
     image_shape = (info.channels, info.height, info.width)

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 import ddpm
-from ddpm.training.config import Preset
-from ddpm.images.data import DatasetInfo
 from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.training.model import UNet, build_unet
 from ddpm.core.schedules import validate_betas
+from ddpm.images.data import DatasetInfo
 from ddpm.runtime.files import atomic_write
+from ddpm.training.config import Preset
+from ddpm.training.model import UNet, build_unet
 
 Tensor = torch.Tensor
 

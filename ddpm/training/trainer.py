@@ -59,6 +59,13 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from ddpm.core.diffusion import GaussianDiffusion, standard_normal
+from ddpm.core.losses import training_loss_at, training_timesteps
+from ddpm.core.schedules import make_betas
+from ddpm.images.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
+from ddpm.runtime.devices import resolve_device
+from ddpm.runtime.files import atomic_write_text
+from ddpm.runtime.provenance import versions
 from ddpm.training.budget import BudgetPlan, plan_session
 from ddpm.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -67,15 +74,8 @@ from ddpm.training.checkpoint import (
     save_checkpoint,
 )
 from ddpm.training.config import Preset, count_parameters, get_preset
-from ddpm.images.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
-from ddpm.core.diffusion import GaussianDiffusion, standard_normal
-from ddpm.core.losses import training_loss_at, training_timesteps
 from ddpm.training.model import build_unet
-from ddpm.core.schedules import make_betas
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
-from ddpm.runtime.devices import resolve_device
-from ddpm.runtime.files import atomic_write_text
-from ddpm.runtime.provenance import versions
 
 Tensor = torch.Tensor
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.variance import ReverseVariance
 from ddpm.core.bound import (
     ElboTerms,
     bound_estimate,
@@ -15,8 +13,10 @@ from ddpm.core.bound import (
     elbo_terms,
     normal_kl,
 )
+from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.losses import Objective, training_loss
 from ddpm.core.schedules import make_betas
+from ddpm.core.variance import ReverseVariance
 
 T = 10
 B = 3

@@ -18,18 +18,29 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-
-from ddpm.core.forward import forward_sample
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.variance import ReverseVariance
-from ddpm.core.kernels import BoundRows, NetworkOutput, kl_terms, prior_term
-
 from testkit import strategies, tolerances
 from testkit.diffusion_cases import (
-    DTYPES, EPS_MEAN, LOSS_CONSTANT, LOSS_WEIGHT, NORMAL_KL, POSTERIOR_MEAN, POSTERIOR_VARIANCE, Q_MEAN_COEF,
-    Q_VARIANCE, SIGMA2, X0_FROM_EPS, finite_mask, method_cases, setup,
+    DTYPES,
+    EPS_MEAN,
+    LOSS_CONSTANT,
+    LOSS_WEIGHT,
+    NORMAL_KL,
+    POSTERIOR_MEAN,
+    POSTERIOR_VARIANCE,
+    Q_MEAN_COEF,
+    Q_VARIANCE,
+    SIGMA2,
+    X0_FROM_EPS,
+    finite_mask,
+    method_cases,
+    setup,
 )
 from testkit.oracles import Schedule, assert_close_linear, evaluate, evaluate_mp, linear_coefficients, oracle, to_numpy
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.forward import forward_sample
+from ddpm.core.kernels import BoundRows, NetworkOutput, kl_terms, prior_term
+from ddpm.core.variance import ReverseVariance
 
 F64 = tolerances.FLOAT64
 

@@ -9,27 +9,26 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from numpy.testing import assert_allclose, assert_array_equal
+from numpy.testing import assert_allclose
+from testkit import strategies, tolerances
+from testkit.doubles import ToyEps
 
+from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.forward import forward_sample
 from ddpm.core.reverse import ReverseStep, single_step_tables
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.variance import ReverseVariance
 from ddpm.core.samplers import (
     SampleResult,
     ancestral_sample,
+    check_sampler_options,
     ddim_sample,
     ddim_step,
     ddim_timesteps,
-    check_sampler_options,
     network_evaluations,
     strided_ancestral_step,
     strided_sample,
 )
 from ddpm.core.schedules import make_betas
-
-from testkit import strategies, tolerances
-from testkit.doubles import ToyEps
+from ddpm.core.variance import ReverseVariance
 
 F64 = tolerances.FLOAT64.kwargs()
 SHAPE = (3, 1, 2, 2)

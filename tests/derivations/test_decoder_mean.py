@@ -18,17 +18,16 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from testkit import tolerances
 
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.forward import forward_sample
+from ddpm.core.kernels import decoder_terms, discretized_log_prob
+from ddpm.core.schedules import make_betas
+from ddpm.core.variance import ReverseVariance
 from derivations import decoder_mean as dm
 from derivations.chain import Step
 from derivations.symbols import beta_t, eps, eps_theta, x_0, x_t
-from ddpm.core.forward import forward_sample
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.variance import ReverseVariance
-from ddpm.core.kernels import decoder_terms, discretized_log_prob
-from ddpm.core.schedules import make_betas
-
-from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

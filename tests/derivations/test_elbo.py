@@ -16,12 +16,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
+from testkit import tolerances
+from testkit.symbolic import is_zero
 
 from derivations import elbo, gaussian_kl, posterior
 from derivations.symbols import alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0
-
-from testkit import tolerances
-from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.symbolic
 # --- symbolic ------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _true_rewrite_accepted(T: int) -> bool:
     return is_zero(elbo.identity_lhs(T) - elbo.identity_rhs(T))
 

@@ -15,15 +15,14 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+from testkit import tolerances
+from testkit.symbolic import is_zero
 
 from derivations import gaussian_kl
 from derivations import reverse_variance as rv
 from derivations.numeric import float64_function
 from derivations.posterior import posterior_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2
-
-from testkit import tolerances
-from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 
@@ -37,7 +36,7 @@ examples = settings(max_examples=60, deadline=None)
 PAPER_BETA_TILDE = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def conditional_variance_by_precision_matrix() -> sp.Expr:
     """Var(x_{t-1} | x_t) = 1 / (Sigma^{-1})_{11} for the covariance Sigma of (x_{t-1}, x_t), built by hand."""
     v = alpha_bar_prev * S2 + 1 - alpha_bar_prev  # Var(x_{t-1}) for x_0 ~ N(0, s^2)

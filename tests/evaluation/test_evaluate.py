@@ -26,25 +26,24 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from PIL import Image
 from scipy import stats
-
-from ddpm.images import data
-from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
-from ddpm.core.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
-from ddpm.training.config import EvaluationConfig, Preset, get_preset
-from ddpm.evaluation.bounds import VARIANCES, BoundSettings, evaluate_elbo
-from ddpm.evaluation.errors import EvaluationError
-from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
-from ddpm.evaluation.randomness import phase_generator, random_subset
-from ddpm.evaluation.run_folder import METRICS_FILE, keep_previous_metrics
-from ddpm.images.pictures import image_grid, trajectory_strip
-from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
-from ddpm.runtime.files import write_json_atomic
-from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
-from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
-
 from testkit import tolerances
 from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics
 from testkit.stat_checks import Family
+
+from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
+from ddpm.core.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
+from ddpm.evaluation.bounds import VARIANCES, BoundSettings, evaluate_elbo
+from ddpm.evaluation.errors import EvaluationError
+from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
+from ddpm.evaluation.optimal_variance import FILE_NAME as GAMMA_FILE
+from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
+from ddpm.evaluation.randomness import phase_generator, random_subset
+from ddpm.evaluation.run_folder import METRICS_FILE, keep_previous_metrics
+from ddpm.images import data
+from ddpm.images.pictures import image_grid, trajectory_strip
+from ddpm.runtime.files import write_json_atomic
+from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
+from ddpm.training.config import EvaluationConfig, Preset, get_preset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

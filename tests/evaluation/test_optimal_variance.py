@@ -14,17 +14,16 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
-from ddpm.core.schedules import make_betas
-from derivations import reverse_variance
-
 from testkit import strategies
 from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
 from testkit.stat_checks import Family
 from testkit.threads import one_thread
 from testkit.tolerances import FLOAT64
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.schedules import make_betas
+from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
+from derivations import reverse_variance
 
 ALPHA = 1e-3
 
@@ -150,11 +149,11 @@ def tiny_checkpoint(tmp_path_factory):
 
 def test_sample_with_the_optimal_variance_reads_the_estimate_next_to_the_checkpoint(tmp_path, capsys,
                                                                                    tiny_checkpoint):
-    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
     from ddpm.cli import main
-    from ddpm.images.data import load_images, to_model_range
     from ddpm.evaluation.generate import SamplerOptions, generate
     from ddpm.evaluation.optimal_variance import FILE_NAME
+    from ddpm.images.data import load_images, to_model_range
+    from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
 
     checkpoint = load_checkpoint(tiny_checkpoint)
     argv = ["sample", "--checkpoint", str(tiny_checkpoint), "--num", "3", "--variance", "optimal", "--device", "cpu",

@@ -23,18 +23,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from ddpm.core.bound_statistics import importance_proposal
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.evaluation.bounds import BoundSettings, exact_bound
-from ddpm.images.fid import kid_standard_error
-from ddpm.core.bound import elbo_monte_carlo, elbo_terms
-from ddpm.evaluation.optimal_variance import estimate_gamma
-from ddpm.core.pixels import to_model_range
-from ddpm.core.schedules import make_betas
-
 from testkit.doubles import TinyEps
 from testkit.stat_checks import Family
+
+from ddpm.core.bound import elbo_monte_carlo, elbo_terms
+from ddpm.core.bound_statistics import importance_proposal
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.pixels import to_model_range
+from ddpm.core.schedules import make_betas
+from ddpm.evaluation.bounds import BoundSettings, exact_bound
+from ddpm.evaluation.optimal_variance import estimate_gamma
+from ddpm.images.fid import kid_standard_error
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

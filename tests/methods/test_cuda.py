@@ -13,20 +13,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-
-from ddpm.core.forward import forward_sample
-from ddpm.core.reverse import ReverseStep, single_step_tables
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.variance import ReverseVariance
-from ddpm.core.bound import elbo_terms
-from ddpm.core.losses import training_loss
-from ddpm.core.samplers import ancestral_sample, ddim_sample
-
 from testkit import strategies, tolerances
 from testkit.diffusion_cases import DTYPES, finite_mask, method_cases, setup
 from testkit.doubles import ToyEps, grid_data
 from testkit.optimal_denoisers import EpsStar, GaussianData
 from testkit.oracles import assert_close_linear, to_numpy
+
+from ddpm.core.bound import elbo_terms
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.forward import forward_sample
+from ddpm.core.losses import training_loss
+from ddpm.core.reverse import ReverseStep, single_step_tables
+from ddpm.core.samplers import ancestral_sample, ddim_sample
+from ddpm.core.variance import ReverseVariance
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")

@@ -12,7 +12,6 @@ import importlib.util
 import json
 
 import pytest
-
 from testkit.paths import REPO, TESTS
 
 RECORD = TESTS / "golden" / "tiny_runs.json"

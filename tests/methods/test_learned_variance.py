@@ -17,24 +17,23 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-
-from ddpm.training.config import get_preset
-from ddpm.core.forward import forward_sample
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.variance import ReverseVariance
-from ddpm.core.kernels import BoundRows, NetworkOutput, decoder_terms, kl_terms, model_output, pixel_index
-from ddpm.core.losses import HYBRID_VLB_WEIGHT, training_loss_at
-from ddpm.training.model import build_unet
-from ddpm.core.samplers import ancestral_sample, strided_sample
-from ddpm.core.schedules import make_betas
-from derivations import learned_variance
-
 from testkit import strategies
 from testkit.doubles import grid_data
 from testkit.oracles import Schedule, evaluate
 from testkit.stat_checks import Family
 from testkit.threads import one_thread
 from testkit.tolerances import FLOAT64
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.forward import forward_sample
+from ddpm.core.kernels import BoundRows, NetworkOutput, decoder_terms, kl_terms, model_output, pixel_index
+from ddpm.core.losses import HYBRID_VLB_WEIGHT, training_loss_at
+from ddpm.core.samplers import ancestral_sample, strided_sample
+from ddpm.core.schedules import make_betas
+from ddpm.core.variance import ReverseVariance
+from ddpm.training.config import get_preset
+from ddpm.training.model import build_unet
+from derivations import learned_variance
 
 ALPHA = 1e-3
 LEARNED = ReverseVariance.LEARNED

@@ -17,7 +17,12 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
+from testkit import tolerances
+from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
+from ddpm.core.bound import elbo_terms
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.samplers import ancestral_sample
 from ddpm.studies.bench import (
     BENCH_JSON,
     BENCH_MD,
@@ -32,12 +37,6 @@ from ddpm.studies.bench import (
     median_ratio,
     run_bench,
 )
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.bound import elbo_terms
-from ddpm.core.samplers import ancestral_sample
-
-from testkit import tolerances
-from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 F64 = tolerances.FLOAT64.kwargs()
 
@@ -338,8 +337,8 @@ def test_float32_samplers_at_T1000_against_float64_algorithm2():
     """The bench's configuration (float32 samples, diffusers' own float32 tables) at T = 1000 with a stable eps*."""
     from testkit.optimal_denoisers import EpsStar, GaussianData
 
-    from ddpm.studies.bench import diffusers_ancestral_sample, diffusers_scheduler
     from ddpm.core.schedules import make_betas
+    from ddpm.studies.bench import diffusers_ancestral_sample, diffusers_scheduler
 
     T = 1000
     betas = make_betas("linear", T)

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from ddpm.core.diffusion import GaussianDiffusion
-
 from ddpm.core.variance import ReverseVariance
 from testkit import strategies
 from testkit.oracles import Schedule, evaluate, linear_coefficients, oracle, to_numpy

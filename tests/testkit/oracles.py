@@ -24,7 +24,6 @@ import torch
 
 from derivations import symbols as S
 from derivations.numeric import DIGITS, alpha_bar_from_betas
-
 from testkit import tolerances
 
 

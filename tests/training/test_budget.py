@@ -16,6 +16,7 @@ import math
 import pytest
 import torch
 
+from ddpm.images.data import dataset_info
 from ddpm.training import budget
 from ddpm.training.budget import (
     MARGIN_SECONDS,
@@ -31,7 +32,6 @@ from ddpm.training.budget import (
     predict_evaluation,
     probe_speed,
 )
-from ddpm.images.data import dataset_info
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.config import get_preset
 from ddpm.training.model import build_unet

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from ddpm.core.schedules import make_betas
+from ddpm.images.data import MinibatchSampler, dataset_info
 from ddpm.runtime.files import atomic_write
 from ddpm.runtime.provenance import versions
 from ddpm.training.checkpoint import (
@@ -20,9 +22,7 @@ from ddpm.training.checkpoint import (
     save_checkpoint,
 )
 from ddpm.training.config import get_preset
-from ddpm.images.data import MinibatchSampler, dataset_info
 from ddpm.training.model import build_unet
-from ddpm.core.schedules import make_betas
 
 
 def make_checkpoint(preset_name: str = "tiny", step: int = 3) -> Checkpoint:

@@ -12,20 +12,18 @@ import stat
 from pathlib import Path
 
 import pytest
-import torch
+from testkit.runs import EVAL_OPTIONS
+from testkit.threads import one_thread
 
-from ddpm.studies.bench import BenchConfig, run_bench
-from ddpm.runtime.files import atomic_write_text, new_file_mode
 from ddpm.cli import main
 from ddpm.conformance.cases import SuiteConfig
 from ddpm.conformance.report import write_report as write_conformance_report
 from ddpm.conformance.runner import run_suite
 from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
 from ddpm.evaluation.report import write_report
+from ddpm.runtime.files import atomic_write_text, new_file_mode
+from ddpm.studies.bench import BenchConfig, run_bench
 from ddpm.training.trainer import TrainOptions, train
-
-from testkit.runs import EVAL_OPTIONS
-from testkit.threads import one_thread
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
+from testkit import tolerances
+from testkit.paths import REPO
 
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.config import TrainingConfig, get_preset
@@ -32,9 +34,6 @@ from ddpm.training.trainer import (
     train,
 )
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
-
-from testkit import tolerances
-from testkit.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -292,8 +291,8 @@ def test_a_folder_of_rgb_images_trains(tmp_path):
 @pytest.mark.gpu
 def test_cuda_run_bf16_channels_last_compiled_resume(tmp_path):
     """The CUDA path (bfloat16 autocast, channels_last, torch.compile) trains, resumes and loads on the CPU."""
-    from ddpm.training.checkpoint import build_eps_model
     from ddpm.evaluation.generate import generate
+    from ddpm.training.checkpoint import build_eps_model
 
     first = train("digits", tmp_path / "run", tiny(max_steps=20, log_every=10), device="cuda", progress=False)
     assert first.step == 20

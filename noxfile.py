@@ -132,7 +132,9 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def conformance(session: nox.Session) -> None:
-    """Check ours, diffusers and lucidrains against the derivations; write reports/conformance (fails only if ours fails)."""
+    """Check ours, diffusers and lucidrains against the derivations; write reports/conformance.
+
+    Fails only if ours fails."""
     install_project(session, "conformance", "test")
     session.run("pytest", "tests/conformance")
     # Exit 1 (a third-party case failed) is a finding, not a broken session; the report is what it produces.

@@ -191,8 +191,9 @@ def add_evaluate_parser(subcommands) -> None:
         "evaluate", help="test-set bound (bits/dim), Algorithm-2 samples and FID/KID of a checkpoint",
         description="Evaluate a checkpoint on its dataset's test split into --out: metrics.json, elbo_terms.json, "
                     "optimal_variance.json (Gamma_t on the training split, reused when it matches the checkpoint), "
-                    "samples_uint8.npz, samples.png, trajectory.png (see ddpm/evaluation/evaluate.py). Defaults come from the "
-                    "checkpoint's preset and seed. An existing metrics.json is kept as metrics.previous-<time>.json.")
+                    "samples_uint8.npz, samples.png, trajectory.png (see ddpm/evaluation/evaluate.py). "
+                    "Defaults come from the checkpoint's preset and seed. "
+                    "An existing metrics.json is kept as metrics.previous-<time>.json.")
     p.add_argument("--checkpoint", required=True, type=Path, help="a checkpoint.pt written by train")
     p.add_argument("--out", required=True, type=Path, help="folder for the results (usually the run folder)")
     p.add_argument("--fid-samples", type=positive_int,

@@ -37,7 +37,8 @@ def machine() -> dict[str, str]:
 
 def tensor_digest(value) -> dict:
     """sha256 of a tensor's (or array's) bytes, with its shape, dtype and sum (the sum only to say how far off)."""
-    array = value.detach().cpu().contiguous().numpy() if isinstance(value, torch.Tensor) else np.ascontiguousarray(value)
+    array = (value.detach().cpu().contiguous().numpy() if isinstance(value, torch.Tensor)
+             else np.ascontiguousarray(value))
     return {"sha256": hashlib.sha256(array.tobytes()).hexdigest(), "shape": list(array.shape),
             "dtype": str(array.dtype), "sum": float(np.asarray(array, dtype=np.float64).sum())}
 

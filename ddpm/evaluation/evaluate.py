@@ -15,8 +15,8 @@
   finished evaluation.
 
 metrics.json keys (the headline ones first, then details): dataset, preset, device, seed (of the evaluation),
-train_steps, train_images_per_second (images seen / training seconds, from the checkpoint), sample_images_per_second (N /
-Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate), elbo_num_images
+train_steps, train_images_per_second (images seen / training seconds, from the checkpoint), sample_images_per_second
+(N / Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate), elbo_num_images
 (its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training seconds from the
 checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
 predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound, elbo_exact_* and

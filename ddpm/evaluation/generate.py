@@ -1,4 +1,5 @@
-"""Images from a trained checkpoint (Algorithm 2 with the EMA weights at the trained T, or DDIM / strided), and PNG grids.
+"""Images from a trained checkpoint (Algorithm 2 with the EMA weights at the trained T, or DDIM / strided), and PNG
+grids.
 
 `generate(checkpoint, num, generator, ...)` draws `num` samples x_0 ~ p_theta(x_0) in batches of `batch_size`
 (one generator shared by the batches in order, so the images depend on the seed and the batch size) and returns

@@ -619,10 +619,11 @@ def _budget_blocks(run: Mapping, split: Mapping[str, float]) -> list[Block]:
     return [
         Heading(3, "The session budget"),
         Paragraph(f"The preset's session budget of {fmt(plan.get('session_seconds'), 'seconds')} s "
-                  f"(`TrainingConfig.session_minutes`, `ddpm.training.budget`) set the training time at the start of the run "
-                  f"from this machine's measured speed: Algorithm 2 at the sampling batch "
+                  f"(`TrainingConfig.session_minutes`, `ddpm.training.budget`) set the training time at the start "
+                  f"of the run from this machine's measured speed: Algorithm 2 at the sampling batch "
                   f"{fmt(speed.get('sampling_forwards_per_second'), 'rate')} network calls/s (the evaluation's "
-                  f"sampler timed over a few steps; the eager forward {fmt(speed.get('eager_forwards_per_second'), 'rate')}"
+                  f"sampler timed over a few steps; the eager forward "
+                  f"{fmt(speed.get('eager_forwards_per_second'), 'rate')}"
                   f" inputs/s), the Inception network "
                   f"{fmt(speed.get('inception_images_per_second'), 'rate')} images/s, a first compiled call of "
                   f"{fmt(speed.get('compile_seconds'), 'seconds')} s; the probe took "

@@ -15,8 +15,8 @@ median over rounds of the per-round ratio; the raw per-round throughputs are sto
    beta_t = 1 - alpha_bar_t / alpha_bar_{t-1} by cancellation, so the agreement is ~1e-4, not float32 rounding).
    Also timed, not the headline: `ancestral_sample(compile=True)` (torch.compile of the network; both loops would
    gain alike from a compiled network) and its compilation time.
-2. Training. Images/s of the trainer itself (`ddpm.training.trainer.train` in a temporary folder; its train_log.jsonl gives the
-   rate of a window of updates after as many warm-up updates) against a plain diffusers-style loop (diffusers'
+2. Training. Images/s of the trainer itself (`ddpm.training.trainer.train` in a temporary folder; its train_log.jsonl
+   gives the rate of a window of updates after as many warm-up updates) against a plain diffusers-style loop (diffusers'
    train_unconditional example: add_noise, the same network, MSE, backward, gradient clipping at 1, Adam, EMAModel),
    timed over the same windows. Each side builds the network from the same preset and seed.
 3. The exact bound. `ddpm.core.bound.elbo_terms` ((image, t) pairs packed into batches) against a per-timestep loop
@@ -27,9 +27,9 @@ median over rounds of the per-round ratio; the raw per-round throughputs are sto
    (`ddpm.evaluation.bounds.evaluate_elbo`: importance proposal from an exact subset, one draw per image): the per-draw
    variance s^2 it measures gives n = s^2 / 0.01^2 draws (one network call each; conservative: it counts the
    variation between images too), plus the exact subset's T calls per image, against T calls per test image.
-4. Utilisation. Forward FLOPs per image (`ddpm.training.config.forward_flops_per_image`, torch.utils.flop_counter: convolutions
-   and matrix products) times images/s, over the peak measured in the same run (the best of float32 2048^3 matmuls
-   on CPU, bfloat16 8192^3 on CUDA, before and after the measurements).
+4. Utilisation. Forward FLOPs per image (`ddpm.training.config.forward_flops_per_image`, torch.utils.flop_counter:
+   convolutions and matrix products) times images/s, over the peak measured in the same run (the best of float32
+   2048^3 matmuls on CPU, bfloat16 8192^3 on CUDA, before and after the measurements).
 5. Wall time of the parts of `nox -s verify` (pytest -m symbolic, -m statistical, and the rest), each run once.
 
 diffusers is optional (the `bench` extra): without it the two diffusers comparisons are null and say why.
@@ -990,7 +990,8 @@ def _sampling_section(record: Mapping) -> list[str]:
         lines += ["", f"The network's raw forward at the same batch (inference mode, random x_t and t): "
                   f"{_rates(s['forward_images_per_second'])} inputs/s, i.e. "
                   f"{_rates([rate / s['T'] for rate in s['forward_images_per_second']])} images/s at T = {s['T']} "
-                  f"steps; Algorithm 2 runs at {_fmt(ratios.get('sampling_vs_forward'))} of it (`sampling_vs_forward`)."]
+                  f"steps; Algorithm 2 runs at {_fmt(ratios.get('sampling_vs_forward'))} of it "
+                  f"(`sampling_vs_forward`)."]
     return lines
 
 

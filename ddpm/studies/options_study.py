@@ -2,8 +2,8 @@
 
 `python -m ddpm.studies.options_study --out DIR [--steps N] [--fid-samples N] [--options a,b,...]` trains each option of
 OPTIONS for the same number of updates from the same seed (so the comparison does not depend on how busy the
-machine is), evaluates each with `ddpm.evaluation.evaluate.evaluate_checkpoint` (exact bound on the same seeded test images
-under every reverse variance the model supports, FID/KID of N Algorithm-2 samples with the option's headline
+machine is), evaluates each with `ddpm.evaluation.evaluate.evaluate_checkpoint` (exact bound on the same seeded test
+images under every reverse variance the model supports, FID/KID of N Algorithm-2 samples with the option's headline
 variance), and writes DIR/study.md and DIR/study.json next to one run folder per option. It is how the `small`
 preset's default was chosen; `nox -s train_small_options` runs it.
 """
@@ -179,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
               "minimum (steps >= 1, fid-samples >= 2, exact-images >= 2)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    settings = {"command": "python -m ddpm.studies.options_study " + " ".join(argv if argv is not None else sys.argv[1:]),
+    command_args = argv if argv is not None else sys.argv[1:]
+    settings = {"command": "python -m ddpm.studies.options_study " + " ".join(command_args),
                 "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples, "data": args.data,
                 "preset": args.preset,
                 "exact_images": args.exact_images}

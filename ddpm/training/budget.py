@@ -5,10 +5,10 @@ included. What evaluation costs does not depend on how long the model trained: A
 the bound and Gamma_t are T (exact images + Gamma_t's images per t) + (Monte Carlo images) calls, FID/KID is one
 Inception pass per image set that is not cached yet. So a run with a `TrainingConfig.session_minutes` budget
 measures this machine at its start (`probe_speed`: the evaluation's own Algorithm-2 sampler over a few steps, compiled
-when the evaluation compiles it, the network's eager forward, and the Inception network on one batch), predicts the evaluation's seconds from those
-counts (`predict_evaluation`), and trains for what is left of the session after the time already spent, the
-prediction times SAFETY and MARGIN_SECONDS (`plan_training`). Machines differ by ~1.4x; the plan is made on the
-machine that then runs the evaluation, which is what makes the end time hold on a slower one too.
+when the evaluation compiles it, the network's eager forward, and the Inception network on one batch), predicts the
+evaluation's seconds from those counts (`predict_evaluation`), and trains for what is left of the session after the
+time already spent, the prediction times SAFETY and MARGIN_SECONDS (`plan_training`). Machines differ by ~1.4x; the
+plan is made on the machine that then runs the evaluation, which is what makes the end time hold on a slower one too.
 
 The plan is recorded in run.json (the session's "budget" entry) and the report compares it with what the
 evaluation then took.
@@ -168,7 +168,8 @@ class BudgetPlan:
 
     @property
     def overrun_seconds(self) -> float:
-        """How far the predicted end plus the margin lies past the session's end (positive only at MIN_TRAINING_SECONDS)."""
+        """How far the predicted end plus the margin lies past the session's end (positive only at
+        MIN_TRAINING_SECONDS)."""
         return max(0.0, self.predicted_end_seconds + self.margin_seconds - self.session_seconds)
 
     def summary(self) -> str:

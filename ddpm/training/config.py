@@ -97,7 +97,8 @@ def _require(condition: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Algorithm 1 as run by `ddpm.training.trainer`: schedule, objective, Adam with linear warmup, clipping, EMA, budget.
+    """Algorithm 1 as run by `ddpm.training.trainer`: schedule, objective, Adam with linear warmup, clipping, EMA,
+    budget.
 
     The learning rate of update n (n = 1, 2, ...) is learning_rate * min(1, n / warmup_steps) (constant when
     warmup_steps = 0). The EMA weights follow ema <- d_n * ema + (1 - d_n) * theta after update n, starting from the
@@ -225,8 +226,8 @@ class EvaluationConfig:
     samples differ from eager ones by float32 rounding only. Checkpoints written before this field load with False."""
     gamma_images_per_t: int = 32
     """Training images per t of the Monte Carlo estimate of Gamma_t = E||eps_theta(x_t, t)||^2 / d (the "optimal"
-    variance; `ddpm.evaluation.optimal_variance.estimate_gamma`): T * gamma_images_per_t network calls. Checkpoints written
-    before this field existed load with this default."""
+    variance; `ddpm.evaluation.optimal_variance.estimate_gamma`): T * gamma_images_per_t network calls. Checkpoints
+    written before this field existed load with this default."""
 
     def __post_init__(self) -> None:
         from ddpm.core.variance import ReverseVariance
@@ -349,12 +350,14 @@ class Preset:
 # Measured side by side on the shared 2-core CPU: ~700-850 forward images/s per core (one thread), the
 # 1M-parameter (1, 2, 2) variant ~0.7x that. The training numbers of `small` are still placeholders.
 # Evaluating `small` adds, beyond the 1e6 sampling forwards: T * gamma_images_per_t = 32 000 forwards for Gamma_t
-# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluation.bounds.exact_bounds`), and
-# three 1000-image Inception passes for FID/KID on a cold cache. Its training time is not fixed: session_minutes = 26
-# makes the run measure the machine at its start and train for what the whole `nox -s train_small` session (venv
-# and cold caches included) leaves after the evaluation's predicted cost (`ddpm.training.budget`).
+# and 64 x T = 64 000 for the exact bound, one pass that serves every variance (`ddpm.evaluation.bounds.exact_bounds`),
+# and three 1000-image Inception passes for FID/KID on a cold cache. Its training time is not fixed:
+# session_minutes = 26 makes the run measure the machine at its start and train for what the whole
+# `nox -s train_small` session (venv and cold caches included) leaves after the evaluation's predicted cost
+# (`ddpm.training.budget`).
 # 26, not 30: the promise is 27 minutes, and this 2-core machine's speed drifted by 20-30% between runs minutes apart
-# (the same Algorithm-2 loop ran at 2.5 and 3.5 steps/s), on top of the plan's own margin (`ddpm.training.budget.SAFETY`).
+# (the same Algorithm-2 loop ran at 2.5 and 3.5 steps/s), on top of the plan's own margin
+# (`ddpm.training.budget.SAFETY`).
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (

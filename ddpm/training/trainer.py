@@ -2,8 +2,9 @@
 eps ~ N(0, I), gradient step on ||eps - eps_theta(sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, t)||^2 }.
 
 `train(data, out, preset, ...)` runs it with the preset's `TrainingConfig`: the objective of `ddpm.core.losses`
-("simple" by default), Adam with linear learning-rate warmup (`ddpm.training.update_rules.learning_rate_at`), gradient clipping by global
-norm, and an exponential moving average of the weights (`ddpm.training.update_rules.ema_update`), which is what evaluation and sampling use.
+("simple" by default), Adam with linear learning-rate warmup (`ddpm.training.update_rules.learning_rate_at`),
+gradient clipping by global norm, and an exponential moving average of the weights
+(`ddpm.training.update_rules.ema_update`), which is what evaluation and sampling use.
 
 Run folder `out` (layout in the README): checkpoint.pt (atomic, `ddpm.training.checkpoint`), train_log.jsonl (one
 JSON object per `log_every` updates, appended and flushed: step, loss = the mean over the `loss_updates` updates
@@ -274,7 +275,8 @@ def _resolve_preset(preset: str | Preset | None, stored: Checkpoint | None, max_
 
 def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: DatasetInfo, device: torch.device,
                           session_start: float, seed: int) -> tuple[Preset, BudgetPlan | None]:
-    """The preset with max_minutes set by a session budget's plan (`ddpm.training.budget`), and the plan (None: no budget).
+    """The preset with max_minutes set by a session budget's plan (`ddpm.training.budget`), and the plan (None: no
+    budget).
 
     A resumed run trains this session's planned seconds on top of the training time it already has."""
     minutes = preset.training.session_minutes

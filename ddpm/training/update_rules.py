@@ -1,6 +1,6 @@
 """The per-update rules of Algorithm 1's optimiser around the gradient step: the learning rate's linear warmup and
-the exponential moving average of the weights (its decay schedule and the update itself). `ddpm.training.trainer` applies
-them; tests/training/test_trainer.py checks each against its formula.
+the exponential moving average of the weights (its decay schedule and the update itself). `ddpm.training.trainer`
+applies them; tests/training/test_trainer.py checks each against its formula.
 """
 
 from __future__ import annotations

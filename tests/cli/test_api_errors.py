@@ -53,14 +53,17 @@ def call(diffusion, method, x, t, variance="beta"):
     raise AssertionError(method)
 
 
-METHODS = ["q_sample", "q_mean_variance", "q_posterior_mean_variance", "predict_x0_from_eps", "p_mean_variance", "p_sample"]
+METHODS = [
+    "q_sample", "q_mean_variance", "q_posterior_mean_variance", "predict_x0_from_eps", "p_mean_variance", "p_sample",
+]
 
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("bad", [0, T + 1, -1, 10_000])
 def test_t_outside_range_raises(diffusion, x, method, bad):
     t = torch.tensor([1, bad, T])
-    with pytest.raises(ValueError, match=rf"t must lie in \{{1, \.\.\., T = {T}\}} \(paper convention\), got t = {bad}"):
+    with pytest.raises(ValueError,
+                       match=rf"t must lie in \{{1, \.\.\., T = {T}\}} \(paper convention\), got t = {bad}"):
         call(diffusion, method, x, t)
 
 

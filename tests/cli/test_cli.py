@@ -223,7 +223,7 @@ def test_sample_each_sampler_writes_png_and_npz(tmp_path, capsys, finished_run, 
     assert status == 0, err
     expected_evaluations = checkpoint.T if evaluations == "T" else evaluations
     assert f"{sampler}" in stdout and f"{expected_evaluations} network evaluations per image" in stdout, stdout
-    options = dict(zip(extra[::2], extra[1::2]))
+    options = dict(zip(extra[::2], extra[1::2], strict=True))
     steps = int(options["--steps"]) if "--steps" in options else None
     eta = float(options["--eta"]) if "--eta" in options else (0.0 if sampler == "ddim" else None)
     settings = SamplerOptions(sampler=sampler, num_steps=steps, eta=eta, variance=options.get("--variance"))

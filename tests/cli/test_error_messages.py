@@ -25,7 +25,8 @@ def test_p_sample_names_xt():
 
 def test_training_loss_names_the_noise_it_got():
     x0, t = torch.zeros(2, 1, 2, 2), torch.tensor([1, 2])
-    with pytest.raises(ValueError, match=r"noise must be a torch\.float32 tensor .*got \(torch\.float64, \(2, 1, 2, 2\), 'cpu'\)"):
+    with pytest.raises(ValueError,
+                       match=r"noise must be a torch\.float32 tensor .*got \(torch\.float64, \(2, 1, 2, 2\), 'cpu'\)"):
         training_loss_at(lambda xt, t: xt, _diffusion(), x0, t, x0.double())
 
 

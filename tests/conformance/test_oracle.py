@@ -73,7 +73,8 @@ def _rational_residuals(lhs: sp.Expr, rhs: sp.Expr, trials: int = 12) -> list[sp
         s_val = sp.Rational(rng.randint(5000, 9999), 10000)
         point = {ab_s: s_val, alpha_bar: s_val * sp.Rational(rng.randint(1, 9999), 10000),
                  strided.eta: sp.Rational(rng.randint(0, 10000), 10000),
-                 x_t: sp.Rational(rng.randint(-30000, 30000), 10000), eps: sp.Rational(rng.randint(-30000, 30000), 10000)}
+                 x_t: sp.Rational(rng.randint(-30000, 30000), 10000),
+                 eps: sp.Rational(rng.randint(-30000, 30000), 10000)}
         out.append(abs(sp.N((lhs - rhs).subs(point), 60)))
     return out
 

@@ -1,4 +1,5 @@
-"""ddpm.core.bound: Gaussian KL, the discretised decoder, ElboTerms, the exact ELBO and the importance-weighted estimator.
+"""ddpm.core.bound: Gaussian KL, the discretised decoder, ElboTerms, the exact ELBO and the importance-weighted
+estimator.
 
 The exact ELBO is compared with a slow reference written from the paper (one network call per t, KLs from
 the two means, the decoder from 60-digit normal CDFs); the estimator's unbiasedness is checked exactly by
@@ -75,7 +76,8 @@ def test_normal_kl_nonnegative_and_zero_iff_equal(m1, m2, v1, v2):
 def test_normal_kl_broadcasts_and_handles_point_mass():
     kl = normal_kl(torch.zeros(2, 3), 1.0, torch.zeros(3), torch.tensor([1.0, 2.0, 4.0]))
     assert kl.shape == (2, 3)
-    assert_allclose(kl[0].numpy(), [oracle_normal_kl(0, 1, 0, v) for v in (1.0, 2.0, 4.0)], **tolerances.FLOAT32.kwargs())
+    assert_allclose(kl[0].numpy(), [oracle_normal_kl(0, 1, 0, v) for v in (1.0, 2.0, 4.0)],
+                    **tolerances.FLOAT32.kwargs())
     assert normal_kl(0.0, 0.0, 0.0, 1.0).item() == math.inf, "a point mass has infinite KL to a Gaussian"
 
 
@@ -94,7 +96,9 @@ def mp_log_bin_probability(k: int, mean: float, var: float) -> float:
         return float(mpmath.log(p))
 
 
-means = st.one_of(strategies.finite_floats(1.5), strategies.finite_floats(1e3), st.sampled_from([-1.0, 1.0, 1.0 / 255, 0.0]))
+means = st.one_of(
+    strategies.finite_floats(1.5), strategies.finite_floats(1e3), st.sampled_from([-1.0, 1.0, 1.0 / 255, 0.0])
+)
 variances = strategies.log_uniform_floats(1e-10, 1e10)
 
 
@@ -198,7 +202,10 @@ def reference_elbo(model, betas, x0, seed, variance, clip_x0=False):
             ks = np.rint((flat(x0_64).numpy() + 1) * 127.5).astype(int)
             mus = flat(mu_theta).numpy()
             decoder = -np.array(
-                [sum(mp_log_bin_probability(k, mu, sigma2) for k, mu in zip(ks[b], mus[b])) for b in range(B)]
+                [
+                    sum(mp_log_bin_probability(k, mu, sigma2) for k, mu in zip(ks[b], mus[b], strict=True))
+                    for b in range(B)
+                ]
             )
         else:
             mu_tilde = coef_x0 * x0_64 + coef_xt * xt

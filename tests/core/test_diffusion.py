@@ -112,7 +112,8 @@ def test_reverse_variances_loss_weights_and_kl_constants_match_oracles(betas, us
         check_table(d.loss_weights(choice), t, weight, f"lambda_t ({choice.value})")
         # C_t = KL(N(0, beta_tilde_t) || N(0, sigma_t^2)) per dimension, t >= 2.
         kl = oracle(*NORMAL_KL)
-        want = np.array([kl(0.0, bt, 0.0, s2) if ti >= 2 else np.nan for ti, bt, s2 in zip(tn, beta_tilde, sigma2)])
+        want = np.array([kl(0.0, bt, 0.0, s2) if ti >= 2 else np.nan
+                         for ti, bt, s2 in zip(tn, beta_tilde, sigma2, strict=True)])
         got = d.kl_variance_terms(choice)[t].numpy()
         assert np.isnan(got[tn == 1]).all(), "C_1 is undefined (t = 1 is the decoder's term)"
         keep = tn >= 2
@@ -229,7 +230,8 @@ def test_expected_kl_terms_match_elbo_derivation(betas, x0, seed):
         for t in range(2, T + 1):
             tt = torch.full((2,), t)
             xt = forward_sample(d, x0_t, tt, noise)
-            terms = kl_terms(d, choice, BoundRows(x0_t, xt, tt, noise), NetworkOutput(linear_model(xt, tt)), clip_x0=False)
+            terms = kl_terms(d, choice, BoundRows(x0_t, xt, tt, noise), NetworkOutput(linear_model(xt, tt)),
+                             clip_x0=False)
             got.append(float(terms.mean()))
         assert_allclose(got, want.transitions, **F64.kwargs(), err_msg=f"E[L_(t-1)] ({choice.value})")
 

@@ -56,7 +56,8 @@ def paper_algorithm2(model, betas, shape, seed, sigma2_name, draw_dtype=torch.fl
     x = torch.randn(shape, generator=g, dtype=draw_dtype).double()  # line 1
     xs = {T: x}
     for t in range(T, 0, -1):  # line 2
-        z = torch.randn(shape, generator=g, dtype=draw_dtype).double() if t > 1 else torch.zeros(shape, dtype=torch.float64)
+        z = (torch.randn(shape, generator=g, dtype=draw_dtype).double() if t > 1
+             else torch.zeros(shape, dtype=torch.float64))
         eps = model(x, torch.full((shape[0],), t, dtype=torch.int64))
         a, ab = s["alphas"][t - 1], s["alpha_bar"][t - 1]
         sigma = np.sqrt(s[sigma2_name][t - 1])
@@ -72,7 +73,7 @@ def paper_ddim(model, betas, shape, seed, taus, eta=0.0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
     desc = list(taus)[::-1]
-    for t, prev in zip(desc, desc[1:] + [0]):
+    for t, prev in zip(desc, desc[1:] + [0], strict=True):
         eps = model(x, torch.full((shape[0],), t, dtype=torch.int64))
         a, a_prev = ab[t], ab[prev]
         x0_hat = (x - np.sqrt(1 - a) * eps) / np.sqrt(a)
@@ -184,7 +185,7 @@ def test_ddim_timesteps(T, data):
     S = data.draw(st.integers(1, T))
     taus = ddim_timesteps(T, S)
     assert len(taus) == S and taus[-1] == T and taus[0] >= 1
-    assert all(a < b for a, b in zip(taus, taus[1:])), "taus must be strictly increasing"
+    assert all(a < b for a, b in zip(taus, taus[1:], strict=False)), "taus must be strictly increasing"
     if S == T:
         assert taus == list(range(1, T + 1))
     if S >= 2:
@@ -244,7 +245,7 @@ def test_ddim_step_repeated_is_ddim_sample(eta, clip_x0):
     g = torch.Generator().manual_seed(5)
     x = torch.randn(shape, generator=g, dtype=torch.float64)
     taus = ddim_timesteps(T, S)[::-1]
-    for t, s in zip(taus, taus[1:] + [0]):
+    for t, s in zip(taus, taus[1:] + [0], strict=True):
         z = torch.randn(shape, generator=g, dtype=torch.float64) if eta > 0 and s > 0 else None
         x = ddim_step(d, model(x, torch.full((shape[0],), t)), x, t, s, eta, z, clip_x0=clip_x0)
     assert torch.equal(x, out.x0), "ddim_step chain != ddim_sample"
@@ -299,7 +300,7 @@ def test_strided_sample_is_its_steps():
     g = torch.Generator().manual_seed(8)
     x = torch.randn(SHAPE, generator=g, dtype=torch.float64)
     taus = ddim_timesteps(T, S)[::-1]
-    for t, s in zip(taus, taus[1:] + [0]):
+    for t, s in zip(taus, taus[1:] + [0], strict=True):
         z = torch.randn(SHAPE, generator=g, dtype=torch.float64) if s > 0 else torch.zeros(SHAPE, dtype=torch.float64)
         x = strided_ancestral_step(d, model(x, torch.full((SHAPE[0],), t)), x, t, s, z, "beta")
     assert_allclose(out.x0.numpy(), x.numpy(), **F64)
@@ -412,7 +413,8 @@ def test_ancestral_bad_arguments(kwargs, message):
         ({"num_steps": 2.0}, r"num_steps must be an integer"),
         ({"num_steps": 3, "eta": -0.1}, r"eta must be a finite number >= 0"),
         ({"num_steps": 3, "eta": float("nan")}, r"eta must be a finite number >= 0"),
-        ({"num_steps": 3, "trajectory_steps": [2]}, r"trajectory step t = 2 is not visited by this sampler; visited t: \[5, 3, 1, 0\]"),
+        ({"num_steps": 3, "trajectory_steps": [2]},
+         r"trajectory step t = 2 is not visited by this sampler; visited t: \[5, 3, 1, 0\]"),
     ],
 )
 def test_ddim_bad_arguments(kwargs, message):
@@ -424,7 +426,8 @@ def test_ddim_bad_arguments(kwargs, message):
 def test_model_output_shape_checked():
     T = 3
     with pytest.raises(ValueError, match=r"eps_model\(x_t, t\) must return a tensor of shape \(3, 1, 2, 2\)"):
-        ancestral_sample(lambda x, t: x[:1], GaussianDiffusion(moderate_betas(T)), SHAPE, torch.Generator(), progress=False)
+        ancestral_sample(lambda x, t: x[:1], GaussianDiffusion(moderate_betas(T)), SHAPE, torch.Generator(),
+                         progress=False)
 
 
 # ---------------------------------------------------------------------------------------------- compile
@@ -446,7 +449,7 @@ def test_torch_compile_q_sample_and_p_sample():
     fullgraph = torch.compile(internal, fullgraph=True, dynamic=False)  # the hot path: no graph breaks allowed
     breaks_ok = torch.compile(public)  # validation may break the graph, must not fail
     for compiled, eager in ((fullgraph, internal), (breaks_ok, public)):
-        for got, want in zip(compiled(x0, xt, eps, noise, t), eager(x0, xt, eps, noise, t)):
+        for got, want in zip(compiled(x0, xt, eps, noise, t), eager(x0, xt, eps, noise, t), strict=True):
             assert_allclose(got.numpy(), want.numpy(), **tolerances.FLOAT32.kwargs())
     with pytest.raises(ValueError, match=r"got t = 0"):
         breaks_ok(x0, xt, eps, noise, torch.tensor([0, 1, 2]))

@@ -332,10 +332,11 @@ def test_symbolic_gap_matches_oracle_at_a_point():
     def exact(value: float) -> sp.Rational:
         return sp.Rational(value).limit_denominator(10**6)  # the decimals of FIXED_CHAINS, exactly
 
-    point = {u_t: exact(b) / (1 - exact(b)) for u_t, b in zip(elbo.u, chain["betas"])}  # u_t = beta_t/alpha_t
+    # u_t = beta_t/alpha_t
+    point = {u_t: exact(b) / (1 - exact(b)) for u_t, b in zip(elbo.u, chain["betas"], strict=False)}
     point[elbo.x_0] = exact(chain["x0"])
     for symbols, key in ((elbo.cs, "reverse_scales"), (elbo.ds, "reverse_shifts"), (elbo.sigma2s, "reverse_variances")):
-        point.update({symbol: exact(v) for symbol, v in zip(symbols, chain[key])})
+        point.update({symbol: exact(v) for symbol, v in zip(symbols, chain[key], strict=False)})
     value = float(gap_step.rhs.subs(point).evalf(30))
     assert_allclose(elbo.gaussian_chain_elbo_terms(**chain).gap, value, **tolerances.FLOAT64.kwargs())
 

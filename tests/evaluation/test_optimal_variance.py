@@ -104,7 +104,8 @@ def test_estimated_gamma_with_eps_star_matches_the_analytic_gamma(seed_base, rec
     estimate = estimate_gamma(EpsStar(data, betas), GaussianDiffusion(betas), x0, generator, images_per_t=n,
                               batch_size=1000, progress=False)
     family = Family("Gamma_t estimate vs (1 - ab) / (ab s^2 + 1 - ab)", ALPHA)
-    for t, (g, se, want) in enumerate(zip(estimate.gamma, estimate.stderr, _gaussian_gamma(betas, 0.5)), start=1):
+    rows = zip(estimate.gamma, estimate.stderr, _gaussian_gamma(betas, 0.5), strict=True)
+    for t, (g, se, want) in enumerate(rows, start=1):
         family.z_test(f"t = {t}", g, want, se)
     family.check(record_property)
     assert estimate.images_per_t == n and estimate.T == T

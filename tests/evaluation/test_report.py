@@ -1,8 +1,9 @@
 """ddpm.evaluation.report: report.md / report.html of a trained and evaluated run, built only from the run's files.
 
 The run is the tiny digits run of the `evaluated_run` fixture (tests/evaluation/conftest.py, built once per
-session); each test copies it, so the report's files land in a folder of its own. Numbers are checked against metrics.json in the report's documented
-formats (bits/dim to 4 decimals, FID 2, KID 5, rates 2, seconds 1), written out here independently.
+session); each test copies it, so the report's files land in a folder of its own. Numbers are checked against
+metrics.json in the report's documented formats (bits/dim to 4 decimals, FID 2, KID 5, rates 2, seconds 1), written
+out here independently.
 """
 
 from __future__ import annotations

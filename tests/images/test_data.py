@@ -1,4 +1,5 @@
-"""ddpm.images.data: MNIST from the pinned wheel file, sklearn digits, a folder of images, pixel ranges, resumable batches.
+"""ddpm.images.data: MNIST from the pinned wheel file, sklearn digits, a folder of images, pixel ranges, resumable
+batches.
 
 Expected values come from the raw files read here independently (gzip + pickle, sklearn, the PNGs we write),
 from published MNIST statistics, or from the documented rules (the digits map, the folder split by name hash).
@@ -223,8 +224,8 @@ def _load_by_name(folder):
     test_names = expected_test_names(names)
     train_names = [n for n in names if n not in test_names]
     return {
-        **dict(zip(train_names, load_images(folder, "train"))),
-        **dict(zip(test_names, load_images(folder, "test"))),
+        **dict(zip(train_names, load_images(folder, "train"), strict=False)),
+        **dict(zip(test_names, load_images(folder, "test"), strict=False)),
     }
 
 

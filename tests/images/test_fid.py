@@ -281,7 +281,8 @@ def test_fid_kid_equal_torch_fidelitys_own_pipeline(fid_cache, seed_base):
     ours = fid_kid(generated, reference, kid=KidSettings(subset_size=5, seed=3), cache=fid_cache, device="cpu")
     theirs = torch_fidelity.calculate_metrics(
         input1=fid.RgbDataset(generated), input2=fid.RgbDataset(reference), fid=True, kid=True, isc=False, prc=False,
-        feature_extractor=fid.FEATURE_EXTRACTOR, feature_extractor_weights_path=str(fid.inception_weights_path(fid_cache)),
+        feature_extractor=fid.FEATURE_EXTRACTOR,
+        feature_extractor_weights_path=str(fid.inception_weights_path(fid_cache)),
         kid_subsets=fid.DEFAULT_KID_SUBSETS, kid_subset_size=5, rng_seed=3, batch_size=32, cuda=False,
         save_cpu_ram=True, cache=False, verbose=False)
     assert abs(ours.fid - theirs[torch_fidelity.KEY_METRIC_FID]) <= tolerances.FID_QUOTED, "FID moved"

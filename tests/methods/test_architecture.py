@@ -71,7 +71,8 @@ def test_only_the_conformance_suite_imports_derivations_and_derivations_import_n
 
 def test_no_module_uses_another_modules_private_names():
     tool = _tool()
-    uses = [use for top in ("ddpm", "derivations") for path in tool.python_files(top) for use in tool.private_uses(path)]
+    uses = [use for top in ("ddpm", "derivations") for path in tool.python_files(top)
+            for use in tool.private_uses(path)]
     assert not uses, "\n".join(f"{u.module}:{u.line} {u.name}" for u in uses)
 
 

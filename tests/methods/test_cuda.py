@@ -150,5 +150,5 @@ def test_torch_compile_on_cuda():
         return forward_sample(d, x0, t, noise), step(eps, xt, t, noise)
 
     compiled = torch.compile(step, fullgraph=True)
-    for got, want in zip(compiled(x0, xt, eps, noise, t), step(x0, xt, eps, noise, t)):
+    for got, want in zip(compiled(x0, xt, eps, noise, t), step(x0, xt, eps, noise, t), strict=True):
         assert_allclose(got.cpu().numpy(), want.cpu().numpy(), **tolerances.FLOAT32.kwargs())

@@ -1,5 +1,5 @@
-"""End to end: Algorithm 1 through the real trainer (`ddpm.training.trainer`) and Algorithm 2 through the real sampler, on data
-whose law is known exactly, checked against that law.
+"""End to end: Algorithm 1 through the real trainer (`ddpm.training.trainer`) and Algorithm 2 through the real sampler,
+on data whose law is known exactly, checked against that law.
 
 The law: 8x8 gray images x_0 = the 8-bit grid value of a draw of the two-component Gaussian mixture
 0.35 N(P, s^2 I) + 0.65 N(-P, s^2 I), s = 0.15, P a smooth +-0.4 pattern (`LAW`). Its optimal denoiser eps* is in
@@ -159,7 +159,7 @@ def test_bound_on_held_out_images_is_above_the_true_nll_within_a_gap(trained, se
     bound = terms.bits_per_dim().double().numpy()
     k = test.reshape(test.shape[0], -1).numpy().astype(np.int64)
     log_p = np.stack([math.log(w) + discretised_normal_log_prob(k, np.asarray(m)[None, :], s).sum(1)
-                      for w, m, s in zip(LAW.weights, LAW.means, LAW.stds)], axis=1)  # [n, 2]
+                      for w, m, s in zip(LAW.weights, LAW.means, LAW.stds, strict=True)], axis=1)  # [n, 2]
     nll = -special.logsumexp(log_p, axis=1) / (D * math.log(2.0))
     gap = bound - nll
     mean, se = float(gap.mean()), float(gap.std(ddof=1) / math.sqrt(gap.shape[0]))

@@ -95,17 +95,17 @@ def test_eps_star_matches_30_digit_quadrature(law):
     if isinstance(law, GaussianData):
         components = [(1.0, law.mean, law.std)]
     else:
-        components = [(w, mu[0], s) for w, mu, s in zip(law.weights, law.means, law.stds)]
+        components = [(w, mu[0], s) for w, mu, s in zip(law.weights, law.means, law.stds, strict=True)]
     with mpmath.workdps(30):
         for ab, x in ((0.9999, -0.7), (0.9, 0.05), (0.5, 0.9), (0.01, 0.3)):
             a, b = mpmath.sqrt(ab), mpmath.sqrt(1 - mpmath.mpf(ab))
-            density = lambda e: mpmath.npdf(e) * sum(  # noqa: E731
+            density = lambda e, x=x, a=a, b=b: mpmath.npdf(e) * sum(  # noqa: E731
                 w * mpmath.npdf((x - b * e) / a, mu, s) for w, mu, s in components
             )
             # Breakpoints: a grid over the bulk of N(eps) plus where x_0 hits a component mean (narrow peaks).
             peaks = [(x - a * mu) / b for _, mu, _ in components]
             nodes = [-mpmath.inf, *sorted({*np.linspace(-12.0, 12.0, 9).tolist(), *peaks}), mpmath.inf]
-            mean = mpmath.quad(lambda e: e * density(e), nodes) / mpmath.quad(density, nodes)
+            mean = mpmath.quad(lambda e, density=density: e * density(e), nodes) / mpmath.quad(density, nodes)
             assert_allclose(_eps_star(law, x, ab), [float(mean)], **F64, err_msg=f"eps* at x_t={x}, ab={ab}")
 
 
@@ -119,11 +119,11 @@ def test_eps_star_is_tweedie(law):
         for ab in (0.999, 0.7, 0.2):
             a, b2 = mpmath.sqrt(ab), 1 - mpmath.mpf(ab)
 
-            def log_p(*x):
+            def log_p(*x, a=a, b2=b2):
                 total = mpmath.mpf(0)
-                for w, mu, s in zip(law.weights, law.means, law.stds):
+                for w, mu, s in zip(law.weights, law.means, law.stds, strict=True):
                     v = a**2 * mpmath.mpf(s) ** 2 + b2
-                    d2 = sum((xi - a * mi) ** 2 for xi, mi in zip(x, mu))
+                    d2 = sum((xi - a * mi) ** 2 for xi, mi in zip(x, mu, strict=True))
                     total += w * mpmath.exp(-d2 / (2 * v)) / (2 * mpmath.pi * v) ** (mpmath.mpf(D) / 2)
                 return mpmath.log(total)
 

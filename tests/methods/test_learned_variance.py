@@ -155,7 +155,8 @@ def test_learned_kl_matches_its_monte_carlo_estimate(seed_base):
             v = torch.tensor(v_level + rng.normal(0.0, 0.2, (1, *dims)))
             t = torch.full((1,), t_value)
             xt = forward_sample(d, x0, t, noise)
-            kernel = float(kl_terms(d, LEARNED, BoundRows(x0, xt, t, noise), NetworkOutput(eps_theta, v), clip_x0=False)[0])
+            kernel = float(kl_terms(d, LEARNED, BoundRows(x0, xt, t, noise), NetworkOutput(eps_theta, v),
+                                    clip_x0=False)[0])
             mean_q, var_q = d.q_posterior_mean_variance(x0, xt, t)
             mean_p, var_p = d.p_mean_variance(eps_theta, xt, t, "learned", v=v)
             q = torch.distributions.Normal(mean_q, var_q.sqrt())

@@ -222,7 +222,7 @@ def test_monte_carlo_kl_matches_normal_kl(seed_base, record_property):
     m1, v1, m2, v2 = (torch.tensor([c[i] for c in cases], dtype=f64) for i in range(1, 5))
     closed = normal_kl(m1, v1, m2, v2).numpy()
     family = Family("Monte Carlo KL vs normal_kl", ALPHA_KL)
-    for (label, a, va, b, vb), kl in zip(cases, closed):
+    for (label, a, va, b, vb), kl in zip(cases, closed, strict=True):
         x = a + math.sqrt(va) * rng.standard_normal(N_KL)
         log_ratio = stats.norm.logpdf(x, a, math.sqrt(va)) - stats.norm.logpdf(x, b, math.sqrt(vb))
         family.z_test(label, log_ratio.mean(), float(kl), log_ratio.std(ddof=1) / math.sqrt(N_KL))

@@ -29,7 +29,8 @@ from ddpm.training.model import build_unet
 
 
 def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):
-    """Algorithm 2 line 4 written out: each step gathers the constants of its t from the float64 tables and casts them."""
+    """Algorithm 2 line 4 written out: each step gathers the constants of its t from the float64 tables and casts
+    them."""
     choice = ReverseVariance.from_value(variance)
     generator = torch.Generator().manual_seed(seed)
     noise_dtype = compute_dtype(dtype)
@@ -40,7 +41,7 @@ def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):
         eps = model(x, t)
         if t_value > 1:
             z.normal_(generator=generator)
-        def at(table):
+        def at(table, t=t, x=x):
             return table[t].to(noise_dtype).reshape((-1,) + (1,) * (x.ndim - 1))  # [B, 1, ...]
 
         mean = at(diffusion.recip_sqrt_alphas) * (x.to(noise_dtype) - at(diffusion.eps_coefs) * eps.to(noise_dtype))
@@ -116,7 +117,7 @@ def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
         ema = copy.deepcopy(base).requires_grad_(False)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, foreach=foreach)
         for step in range(5):
-            for p, g in zip(model.parameters(), grads):
+            for p, g in zip(model.parameters(), grads, strict=True):
                 p.grad = g * (step + 1)
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
@@ -124,13 +125,14 @@ def test_multi_tensor_adam_and_ema_are_bitwise_the_loops():
                 ema_update(ema, model, 0.9)
             else:
                 with torch.no_grad():
-                    for e, p in zip(ema.parameters(), model.parameters()):
+                    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
                         e.lerp_(p, 1.0 - 0.9)
         runs[foreach] = (model, ema)
-    for (loop, fast) in zip(runs[False], runs[True]):
-        for a, b in zip(loop.parameters(), fast.parameters()):
+    for (loop, fast) in zip(runs[False], runs[True], strict=True):
+        for a, b in zip(loop.parameters(), fast.parameters(), strict=True):
             assert_array_equal(b.detach().numpy(), a.detach().numpy())
-    moved = max(float((a - b).detach().abs().max()) for a, b in zip(runs[True][1].parameters(), base.parameters()))
+    moved = max(float((a - b).detach().abs().max())
+                for a, b in zip(runs[True][1].parameters(), base.parameters(), strict=True))
     assert moved > 1e-4, "the EMA must have moved"
 
 

@@ -140,7 +140,7 @@ class GaussianMixture:
         """CDF of coordinate `dim` of x_0 (a 1-D mixture; a point contributes a step)."""
         x = np.asarray(x, dtype=np.float64)
         out = np.zeros_like(x)
-        for w, mu, s in zip(self.weights, self.means, self.stds):
+        for w, mu, s in zip(self.weights, self.means, self.stds, strict=True):
             out += w * (stats.norm.cdf(x, mu[dim], s) if s > 0 else (x >= mu[dim]).astype(np.float64))
         return out
 
@@ -240,7 +240,6 @@ class DiscretisedGaussian:
           quadrature in z (`quadrature_nodes` nodes; the integrand is smooth in z).
         """
         betas = np.asarray(betas, dtype=np.float64)
-        T = betas.shape[0]
         ab = alpha_bars(betas)
         a2, b2 = ab[1:], 1.0 - ab[1:]  # [T], index t - 1
         alphas = 1.0 - betas

@@ -1,7 +1,7 @@
 """ddpm.training.budget: the session budget's counts, prediction and plan, the probe, and how `train` applies a plan.
 
-- `evaluation_work` counts what `ddpm.evaluation.evaluate` computes for the small preset (N T sampling calls, the bound's and
-  Gamma_t's calls, three Inception passes on a cold cache less what is cached).
+- `evaluation_work` counts what `ddpm.evaluation.evaluate` computes for the small preset (N T sampling calls, the
+  bound's and Gamma_t's calls, three Inception passes on a cold cache less what is cached).
 - `plan_training` leaves exactly the predicted evaluation times SAFETY plus MARGIN_SECONDS before the deadline.
 - `probe_speed` measures positive, finite rates on the tiny network.
 - `train` with a session budget trains the plan's seconds (run.json records the plan, the checkpoint's preset the

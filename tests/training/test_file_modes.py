@@ -76,7 +76,8 @@ def test_every_file_train_evaluate_report_sample_bench_and_conform_write(tmp_pat
     capsys.readouterr()
     modes = {**_modes(run), **{f"out/{k}": v for k, v in _modes(out).items()}}
     for name in ("checkpoint.pt", "run.json", "train_log.jsonl", "metrics.json", "elbo_terms.json", "samples.png",
-                 "optimal_variance.json", "samples_uint8.npz", "trajectory.png", "report.md", "report.html", "out/s.png", "out/s.npz",
+                 "optimal_variance.json", "samples_uint8.npz", "trajectory.png", "report.md", "report.html",
+                 "out/s.png", "out/s.npz",
                  "out/bench/bench.json", "out/bench/bench.md", "out/conformance/conformance.md",
                  "out/conformance/conformance.json"):
         assert name in modes, f"{name} was not written (files: {sorted(modes)})"

@@ -336,7 +336,7 @@ def test_flops_positive_and_about_quadratic_in_width():
     base = ModelConfig(base_channels=16, channel_mults=(1, 2), num_res_blocks=1, norm_groups=8)
     flops = [forward_flops_per_image(build_unet(base.replace(base_channels=c), 1, 28, T), 1, 28) for c in (16, 32, 64)]
     assert all(f > 0 for f in flops)
-    for narrow, wide in zip(flops, flops[1:]):
+    for narrow, wide in zip(flops, flops[1:], strict=False):
         assert 3.5 < wide / narrow <= 4.0, f"FLOPs ratio for doubled width {wide / narrow:.3f} is not ~4"
 
 

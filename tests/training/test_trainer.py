@@ -1,4 +1,5 @@
-"""Algorithm 1 trainer (`ddpm.training.trainer`): warmup, EMA, clipping, learning, reproducibility, exact resume, SIGINT.
+"""Algorithm 1 trainer (`ddpm.training.trainer`): warmup, EMA, clipping, learning, reproducibility, exact resume,
+SIGINT.
 
 All runs use the `tiny` preset on sklearn digits (8x8) for a handful of updates, with one intra-op thread: on a
 shared 2-core machine two OpenMP threads can be tens of times slower, and bitwise comparisons between runs need
@@ -59,7 +60,7 @@ def assert_states_equal(a, b, what: str) -> None:
             assert_states_equal(a[key], b[key], f"{what}[{key!r}]")
     elif isinstance(a, (list, tuple)):
         assert isinstance(b, (list, tuple)) and len(a) == len(b), f"{what}: lengths differ"
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
             assert_states_equal(x, y, f"{what}[{i}]")
     else:
         assert a == b, f"{what}: {a!r} != {b!r}"
@@ -91,12 +92,12 @@ def test_ema_update_is_the_convex_combination():
     before = [p.detach().double().clone() for p in ema.parameters()]
     decay = 0.9
     ema_update(ema, model, decay)
-    for old, new, p in zip(before, ema.parameters(), model.parameters()):
+    for old, new, p in zip(before, ema.parameters(), model.parameters(), strict=True):
         expected = decay * old + (1 - decay) * p.detach().double()
         assert_allclose(new.detach().double().numpy(), expected.numpy(), **tolerances.FLOAT32.kwargs(),
                         err_msg="ema = decay * ema + (1 - decay) * theta")
     ema_update(ema, model, 0.0)  # decay 0: the EMA is the model
-    for e, p in zip(ema.parameters(), model.parameters()):
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
         assert torch.equal(e, p)
 
 
@@ -153,7 +154,7 @@ def test_gradient_clipping_rescales_the_gradient_to_the_bound(tmp_path):
         runs[name] = [state[i]["exp_avg"].double() / (1 - beta1) for i in sorted(state)]
     raw_norm = torch.sqrt(sum((g**2).sum() for g in runs["raw"])).item()
     assert raw_norm > 10 * bound, "the test needs a gradient well above the bound"
-    for raw, clipped in zip(runs["raw"], runs["clipped"]):
+    for raw, clipped in zip(runs["raw"], runs["clipped"], strict=True):
         assert_allclose(clipped.numpy(), (raw * bound / raw_norm).numpy(), rtol=tolerances.FLOAT32.rtol,
                         atol=tolerances.FLOAT32.atol * bound, err_msg="clipped gradient = g * c / ||g||")
 

@@ -293,6 +293,7 @@ def _scan_folder(source: str) -> _FolderScan:
     test = folder_test_names(names)
     test_set = set(test)
     train = [n for n in names if n not in test_set]
+    assert first is not None, "names is not empty"
     width, height = first[1]
     return _FolderScan(root, tuple(train), tuple(test), 3 if any_color else 1, height, width)
 
@@ -307,9 +308,8 @@ def _read_image(path: Path, channels: int) -> np.ndarray:
             if channels == 1:
                 array = np.asarray(image.convert("L"), dtype=np.uint8)[:, :, None]
             else:
-                if image.mode in ("P", "PA"):
-                    image = image.convert("RGBA")
-                array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+                colour: Image.Image = image.convert("RGBA") if image.mode in ("P", "PA") else image
+                array = np.asarray(colour.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError, SyntaxError) as error:
         raise DataError(f"cannot read image {str(path)!r}: {error}") from None
     return array
@@ -340,7 +340,7 @@ def _folder_fingerprint(scan: _FolderScan) -> str:
 # Public entry points
 
 
-def _resolve(source: str) -> Source | None:
+def _resolve(source: str | os.PathLike) -> Source | None:
     """The built-in dataset `source` names, None for a folder path; DataError for an unknown name."""
     if not isinstance(source, (str, os.PathLike)):
         raise DataError(f"unknown dataset {source!r}; options are {_source_options()}")

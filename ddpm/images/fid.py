@@ -168,7 +168,7 @@ def map_fid_inception_state_dict(source: Mapping[str, Tensor]) -> OrderedDict[st
     the source) is filled with NaN so that logits, and hence an Inception Score, are NaN.
     """
     out: OrderedDict[str, Tensor] = OrderedDict()
-    used = set()
+    used: set[str] = set()
     for ours, theirs in layer_name_pairs():
         try:
             weight, beta = source[f"{theirs}.weight"], source[f"{theirs}.beta"]

@@ -51,7 +51,7 @@ def image_grid(images: Tensor, columns: int = 10, padding: int = 2, scale: int |
         canvas[y : y + h, x : x + w] = pixels[i]
     canvas = canvas[:, :, 0] if c == 1 else canvas
     image = Image.fromarray(canvas, mode="L" if c == 1 else "RGB")
-    return image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
 def trajectory_strip(trajectory: Mapping[int, Tensor], scale: int | None = None):

@@ -33,7 +33,7 @@ def new_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], object]) -> None:
     """Write a file all-or-nothing: `write(f)` fills a temporary file next to `path`, then os.replace.
 
     The temporary file is flushed and fsync'ed before the rename, and the folder is fsync'ed after it, so after

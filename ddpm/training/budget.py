@@ -223,7 +223,9 @@ def plan_session(preset: Preset, info: DatasetInfo, session_seconds: float, sess
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         model = build_unet(preset.model, image_shape[0], image_shape[1:], preset.training.T)
-    model = model.requires_grad_(False).to(device=device, memory_format=torch.channels_last).eval()  # as evaluated
+    model = model.requires_grad_(False)
+    model = model.to(  # type: ignore[call-overload]  # torch's stubs lack Module.to(device=, memory_format=)
+        device=device, memory_format=torch.channels_last).eval()  # as evaluated
     network = torch.compile(model, dynamic=False) if evaluation.compile_sampler else model
     betas = make_betas(preset.training.schedule, preset.training.T)
     shape = (evaluation.sample_batch_size, *image_shape)

@@ -256,7 +256,8 @@ def build_eps_model(checkpoint: Checkpoint, use_ema: bool = True,
     model = _unet(checkpoint.preset, checkpoint.dataset_info, checkpoint.T)
     model.load_state_dict(checkpoint.ema_state if use_ema else checkpoint.model_state)
     model.requires_grad_(False)
-    return model.to(device=device, memory_format=torch.channels_last).eval()
+    return model.to(  # type: ignore[call-overload]  # torch's stubs lack Module.to(device=, memory_format=)
+        device=device, memory_format=torch.channels_last).eval()
 
 
 def diffusion_from(checkpoint: Checkpoint, device: str | torch.device | None = None) -> GaussianDiffusion:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -326,7 +327,7 @@ class Preset:
         """The preset `to_dict` produced; ValueError naming the problem for missing or unknown fields or bad values."""
         if not isinstance(data, dict):
             raise ValueError(f"a preset must be a dict, got {type(data).__name__}")
-        parts = {}
+        parts: dict[str, Any] = {}  # the three configs by field name, checked by Preset
         for name, kind in (("model", ModelConfig), ("training", TrainingConfig), ("evaluation", EvaluationConfig)):
             values = data.get(name)
             if not isinstance(values, dict):
@@ -339,7 +340,11 @@ class Preset:
                 parts[name] = kind(**values)
             except TypeError as error:
                 raise ValueError(f"bad {kind.__name__}: {error}") from None
-        return cls(name=data.get("name"), description=data.get("description", ""), **parts)
+        return cls(
+            name=data.get("name"),  # type: ignore[arg-type]  # None or a non-str: Preset's own check raises ValueError
+            description=data.get("description", ""),
+            **parts,
+        )
 
 
 # Sizing of `small` (CPU MNIST, `nox -s train_small` in <= 30 min on 2 cores): Algorithm 2 at T = 1000 for

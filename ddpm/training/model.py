@@ -181,6 +181,7 @@ class UNet(nn.Module):
         self.output_channels = image_channels * (2 if config.learn_variance else 1)
         self.output_conv = nn.Conv2d(width_now, self.output_channels * config.patch_size**2, 3, padding=1)
         nn.init.zeros_(self.output_conv.weight)
+        assert self.output_conv.bias is not None, "Conv2d has a bias by default"
         nn.init.zeros_(self.output_conv.bias)
 
     def _block(self, in_channels: int, out_channels: int, time_channels: int, level: int) -> nn.Module:

@@ -50,10 +50,12 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from types import FrameType
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -142,7 +144,7 @@ class DistributedContext:
         return self.rank == 0
 
 
-def distributed_from_env(environ: dict[str, str] | None = None) -> DistributedContext:
+def distributed_from_env(environ: Mapping[str, str] | None = None) -> DistributedContext:
     """RANK / WORLD_SIZE / LOCAL_RANK as set by torchrun (absent: a single process); ValueError if inconsistent."""
     environ = os.environ if environ is None else environ
     try:
@@ -165,7 +167,7 @@ class _StopRequest:
 
     def __init__(self) -> None:
         self.signal_number: int | None = None
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Callable[[int, FrameType | None], Any] | int | signal.Handlers | None] = {}
 
     def __enter__(self) -> _StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -377,8 +379,8 @@ def train(
             dist.destroy_process_group()
 
 
-def _run_identity(data, preset, seed: int | None, stored: Checkpoint | None,
-                  restart: dict | None) -> tuple[object, str | Preset | None, int]:
+def _run_identity(data: str | os.PathLike | None, preset, seed: int | None, stored: Checkpoint | None,
+                  restart: dict | None) -> tuple[str | os.PathLike | None, str | Preset | None, int]:
     """(data, preset, seed) of the run: a restarted run's from its run.json where not given, a resumed run's seed
     (a different one is refused), else the given seed or 0; ValueError for a bad seed."""
     if restart is not None:  # killed before its first checkpoint: the same run again from update 0
@@ -394,7 +396,7 @@ def _run_identity(data, preset, seed: int | None, stored: Checkpoint | None,
     return data, preset, 0 if seed is None else seed
 
 
-def _check_data(data, stored: Checkpoint | None) -> tuple[object, DatasetInfo]:
+def _check_data(data: str | os.PathLike | None, stored: Checkpoint | None) -> tuple[str | os.PathLike, DatasetInfo]:
     """(the dataset, its DatasetInfo); a resumed run's own when `data` is None, and it must be the same images."""
     if data is None:
         if stored is None:
@@ -466,8 +468,10 @@ def _initial_state(setup: _RunSetup) -> _State:
     ema = copy.deepcopy(model).requires_grad_(False)
     if stored is not None:
         ema.load_state_dict(stored.ema_state)
-    model.to(device=device, memory_format=torch.channels_last)
-    ema.to(device=device, memory_format=torch.channels_last)
+    model.to(  # type: ignore[call-overload]  # torch's stubs lack Module.to(device=, memory_format=)
+        device=device, memory_format=torch.channels_last)
+    ema.to(  # type: ignore[call-overload]  # torch's stubs lack Module.to(device=, memory_format=)
+        device=device, memory_format=torch.channels_last)
     model.train()
     ema.eval()
     # foreach: one multi-tensor update for all parameters (torch's default on CUDA only); on CPU it saves ~1 ms of
@@ -480,14 +484,14 @@ def _initial_state(setup: _RunSetup) -> _State:
     state = _State(model, ema, optimizer, sampler, loss_generator, betas, start_step=0, step=0, images_seen=0,
                    train_seconds=0.0)
     if stored is not None:
-        _resume(setup, state)
+        _resume(setup, state, stored)
     return state
 
 
-def _resume(setup: _RunSetup, state: _State) -> None:
+def _resume(setup: _RunSetup, state: _State, stored: Checkpoint) -> None:
     """Load the stored optimizer, data order, noise generator, RNG and counters into `state`; say when the
     continuation cannot be bitwise that of an uninterrupted run (another device type or process count)."""
-    stored, seed, device = setup.stored, setup.seed, setup.device
+    seed, device = setup.seed, setup.device
     exact = True
     state.optimizer.load_state_dict(stored.optimizer_state)
     state.sampler.load_state_dict(stored.sampler_state)
@@ -511,7 +515,7 @@ def _network(setup: _RunSetup, model: torch.nn.Module) -> torch.nn.Module:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[setup.device.index] if setup.device.type == "cuda" else None)
     if setup.compile:
-        net = torch.compile(net)
+        net = torch.compile(net)  # type: ignore[assignment]  # compiling a Module gives a Module (OptimizedModule)
     return net
 
 
@@ -548,8 +552,9 @@ def _write_checkpoint(setup: _RunSetup, state: _State, step: int) -> None:
     context, device = setup.context, setup.device
     states = [_rng_state(device)]
     if context.enabled:
-        states = [None] * context.world_size
-        dist.all_gather_object(states, _rng_state(device))
+        gathered: list[dict | None] = [None] * context.world_size
+        dist.all_gather_object(gathered, _rng_state(device))
+        states = cast("list[dict]", gathered)  # every slot now holds a process's state
     if context.is_main:
         save_checkpoint(setup.out / CHECKPOINT_NAME, Checkpoint(
             preset=setup.preset, dataset=setup.info.name, dataset_info=setup.info, seed=setup.seed, step=step,

@@ -32,7 +32,8 @@ def ema_update(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float)
 
     One multi-tensor lerp over all parameters (bitwise the per-parameter lerp_ loop, tests/methods/test_speedups.py).
     """
-    ema_parameters, parameters = list(ema_model.parameters()), list(model.parameters())
+    ema_parameters: list[torch.Tensor] = list(ema_model.parameters())
+    parameters = list(model.parameters())
     if len(ema_parameters) != len(parameters):
         raise ValueError(f"the EMA model has {len(ema_parameters)} parameters, the model {len(parameters)}")
     if parameters:

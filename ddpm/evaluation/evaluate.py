@@ -65,6 +65,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -107,7 +108,7 @@ EVALUATION_PACKAGES = ("scipy", "torch-fidelity", "matplotlib", "pillow", "tqdm"
 class EvaluationResult:
     """What `evaluate_checkpoint` wrote: the metrics record, the folder, and where an older metrics.json went."""
 
-    metrics: Mapping[str, object]
+    metrics: Mapping[str, Any]  # the JSON record of metrics.json
     out_dir: Path
     previous_metrics: Path | None
 
@@ -131,7 +132,8 @@ class _Inputs:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
-        return tuple(int(v) for v in self.test_images.shape[1:])
+        channels, height, width = self.test_images.shape[1:]  # [N, C, H, W], checked by _check_sizes
+        return int(channels), int(height), int(width)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,7 @@ class EvaluationOverrides:
 
     def config(self, preset: Preset) -> EvaluationConfig:
         """The preset's EvaluationConfig with these overrides (validated by EvaluationConfig.replace)."""
-        changes = {name: value for name, value in (
+        changes: dict[str, int | str | None] = {name: value for name, value in (
             ("fid_num_samples", self.fid_samples), ("elbo_exact_images", self.elbo_exact_images),
             ("sample_batch_size", self.sample_batch_size), ("variance", self.variance),
             ("gamma_images_per_t", self.gamma_images_per_t),

@@ -99,14 +99,18 @@ def generate(
 def _sample_batch(model, diffusion, shape: tuple[int, ...], generator: torch.Generator, options: SamplerOptions,
                   device: torch.device, progress: bool):
     """One batch by the sampler of `options` (its choices settled by `generate`)."""
+    variance, clip_x0, num_steps = options.variance, options.clip_x0, options.num_steps
+    assert variance is not None and clip_x0 is not None, "generate settles the variance and clip_x0"
     if options.sampler is Sampler.ANCESTRAL:
-        return ancestral_sample(model, diffusion, shape, generator, variance=options.variance,
-                                clip_x0=options.clip_x0, progress=progress, device=device)
+        return ancestral_sample(model, diffusion, shape, generator, variance=variance,
+                                clip_x0=clip_x0, progress=progress, device=device)
+    assert num_steps is not None, "check_sampler_options gives ddim and strided a number of steps"
     if options.sampler is Sampler.DDIM:
-        return ddim_sample(model, diffusion, shape, generator, num_steps=options.num_steps, eta=options.eta,
+        assert options.eta is not None, "check_sampler_options gives ddim an eta"
+        return ddim_sample(model, diffusion, shape, generator, num_steps=num_steps, eta=options.eta,
                            progress=progress, device=device)
-    return strided_sample(model, diffusion, shape, generator, num_steps=options.num_steps,
-                          variance=options.variance, progress=progress, device=device)
+    return strided_sample(model, diffusion, shape, generator, num_steps=num_steps,
+                          variance=variance, progress=progress, device=device)
 
 
 def grid_shape(num: int, columns: int | None = None) -> tuple[int, int]:

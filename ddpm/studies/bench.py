@@ -53,6 +53,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,7 @@ from ddpm.training.config import Preset, forward_flops_per_image, get_preset
 from ddpm.training.model import build_unet
 
 Tensor = torch.Tensor
+_T = TypeVar("_T")
 
 BENCH_JSON = "bench.json"
 BENCH_MD = "bench.md"
@@ -198,7 +200,7 @@ BENCH_MODES: dict[str, BenchConfig] = {
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+def _timed(fn: Callable[[], _T], device: torch.device) -> tuple[float, _T]:
     """(seconds, fn()) with the device synchronised on both ends."""
     synchronize(device)
     start = time.perf_counter()
@@ -250,7 +252,7 @@ def machine_description(device: torch.device) -> dict:
     except OSError:
         pass
     try:
-        usable = len(os.sched_getaffinity(0))
+        usable: int | None = len(os.sched_getaffinity(0))
     except AttributeError:
         usable = os.cpu_count()
     software = versions("platform", base=("torch", "python"))
@@ -563,7 +565,7 @@ def elbo_terms_loop(eps_model, diffusion: GaussianDiffusion, x0: Tensor, generat
     return ElboTerms(prior=prior, kl=kl, decoder=decoder, num_dims=x0[0].numel())
 
 
-def _forward_rate(model, rows: int, batch_size: int, image_shape: tuple[int, int, int], T: int,
+def _forward_rate(model, rows: int, batch_size: int, image_shape: tuple[int, ...], T: int,
                   device: torch.device, seed: int) -> float:
     """Network inputs per second of `rows` forward rows in chunks of batch_size (inference mode, random x_t and t)."""
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -586,7 +588,7 @@ def bench_exact_bound(model, diffusion: GaussianDiffusion, x0: Tensor, config: B
     T, B = diffusion.T, x0.shape[0]
     rows = B * T
     image_shape = tuple(x0.shape[1:])
-    sweep = []
+    sweep: list[dict[str, Any]] = []
     for batch_size in config.bound_batch_sizes:
 
         def bound(r: int, batch_size=batch_size) -> float:
@@ -667,7 +669,7 @@ def bench_monte_carlo(model, diffusion: GaussianDiffusion, test_images: Tensor, 
 
 
 # ------------------------------------------------------------------------------------------- FID features
-def inception_flops_per_image(network: torch.nn.Module, image_shape: tuple[int, int, int]) -> float:
+def inception_flops_per_image(network: torch.nn.Module, image_shape: tuple[int, ...]) -> float:
     """FLOPs of one Inception forward (the resize to 299 x 299 included; convolutions and matmuls counted)."""
     from torch.utils.flop_counter import FlopCounterMode
 

@@ -105,15 +105,19 @@ def summarise(records: dict[str, SweepRecord], bases: list[int]) -> tuple[list[d
     """Rows of the summary table and whether any rate is flagged."""
     rows, flagged = [], False
     for name, r in sorted(records.items()):
-        row = {"test": name, "alpha": r.alpha, "runs": r.runs, "failures": r.failures, "failed_bases": r.failed_bases}
+        row: dict[str, object] = {"test": name, "alpha": r.alpha, "runs": r.runs, "failures": r.failures,
+                                  "failed_bases": r.failed_bases}
         row["failure_rate"] = r.failures / r.runs if r.runs else float("nan")
-        row["binomial_p"] = _binomial_p(r.failures, r.runs, r.alpha) if r.alpha else float("nan")
+        binomial_p = _binomial_p(r.failures, r.runs, r.alpha) if r.alpha else float("nan")
+        row["binomial_p"] = binomial_p
         probes = sum(p <= PROBE_LEVEL for p in r.min_adjusted_p)
         row["probe_runs"] = len(r.min_adjusted_p)
         row["probe_rate"] = probes / len(r.min_adjusted_p) if r.min_adjusted_p else float("nan")
-        row["probe_binomial_p"] = _binomial_p(probes, len(r.min_adjusted_p), PROBE_LEVEL) if r.min_adjusted_p else 1.0
-        row["flagged"] = bool((r.alpha and row["binomial_p"] < FLAG_P) or row["probe_binomial_p"] < FLAG_P)
-        flagged |= row["flagged"]
+        probe_binomial_p = _binomial_p(probes, len(r.min_adjusted_p), PROBE_LEVEL) if r.min_adjusted_p else 1.0
+        row["probe_binomial_p"] = probe_binomial_p
+        row_flagged = bool((r.alpha and binomial_p < FLAG_P) or probe_binomial_p < FLAG_P)
+        row["flagged"] = row_flagged
+        flagged |= row_flagged
         rows.append(row)
     return rows, flagged
 

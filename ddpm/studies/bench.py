@@ -346,8 +346,8 @@ def diffusers_ancestral_sample(eps_model, scheduler, shape: tuple[int, ...], gen
 
 
 def sampling_variance(preset: Preset) -> str:
-    """The reverse variance the bench samples with: "learned" for a model that outputs it, else "beta"."""
-    return ReverseVariance.LEARNED.value if preset.model.learn_variance else ReverseVariance.BETA.value
+    """The reverse variance the bench samples with: the model's own (`Preset.training_variance`)."""
+    return preset.training_variance.value
 
 
 def bench_sampling(model, diffusion: GaussianDiffusion, image_shape: tuple[int, int, int], config: BenchConfig,
@@ -896,7 +896,7 @@ def _verify_record(config: BenchConfig, repo: str | os.PathLike | None, log: Cal
     """Section 5's record: the verify parts timed in `repo`, or why they were not."""
     if not config.verify:
         return {"skipped": "not requested (quick mode or --no-verify)"}
-    root = Path(repo) if repo is not None else Path(__file__).resolve().parent.parent
+    root = Path(repo) if repo is not None else Path(__file__).resolve().parents[2]  # the repository
     log("timing the verify parts")
     return time_verify_parts(root, config.verify_timeout_seconds)
 

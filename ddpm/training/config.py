@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ddpm.core.variance import ReverseVariance
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -231,8 +233,6 @@ class EvaluationConfig:
     written before this field existed load with this default."""
 
     def __post_init__(self) -> None:
-        from ddpm.core.variance import ReverseVariance
-
         object.__setattr__(self, "trajectory_steps", tuple(self.trajectory_steps))
         ReverseVariance.from_value(self.variance)
         for name in ("elbo_exact_images", "elbo_mc_draws_per_image", "elbo_batch_size", "fid_num_samples",
@@ -295,10 +295,11 @@ class Preset:
                  "evaluation variance 'learned' needs a model with learn_variance = True")
 
     @property
-    def training_variance(self) -> str:
-        """The reverse variance of the training objective's bound terms: "learned" for a learned-variance model,
-        else "beta" (used by the "vlb" and "hybrid" objectives only)."""
-        return "learned" if self.model.learn_variance else "beta"
+    def training_variance(self) -> ReverseVariance:
+        """The reverse variance of the model: LEARNED for a model that outputs it (`ModelConfig.learn_variance`, the
+        one place that says so), else BETA. The training objective's bound terms use it ("vlb" and "hybrid"), and
+        so does the bench's sampling."""
+        return ReverseVariance.LEARNED if self.model.learn_variance else ReverseVariance.BETA
 
     def replace(self, **changes) -> Preset:
         """A copy with `changes` applied (validated again)."""

@@ -113,6 +113,19 @@ class Upsample(nn.Module):
         return self.conv(x)
 
 
+def _checked_size(config: ModelConfig, image_channels: int, image_size: int | tuple[int, int],
+                  num_timesteps: int) -> tuple[int, int]:
+    """(height, width) of `image_size`; ValueError naming the problem for sizes the U-Net cannot take."""
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if image_channels < 1 or height < 1 or width < 1:
+        raise ValueError(f"image_channels and image_size must be positive, got {image_channels}, {image_size}")
+    if height % config.patch_size or width % config.patch_size:
+        raise ValueError(f"image size {height}x{width} is not divisible by patch_size={config.patch_size}")
+    if num_timesteps < 1:
+        raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+    return height, width
+
+
 class UNet(nn.Module):
     """eps_theta(x_t, t): [B, C, H, W] float, int64 [B] in {1..T} -> [B, C, H, W] (Ho et al. 2020, App. B).
 
@@ -125,13 +138,7 @@ class UNet(nn.Module):
     def __init__(self, config: ModelConfig, image_channels: int, image_size: int | tuple[int, int],
                  num_timesteps: int):
         super().__init__()
-        height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-        if image_channels < 1 or height < 1 or width < 1:
-            raise ValueError(f"image_channels and image_size must be positive, got {image_channels}, {image_size}")
-        if height % config.patch_size or width % config.patch_size:
-            raise ValueError(f"image size {height}x{width} is not divisible by patch_size={config.patch_size}")
-        if num_timesteps < 1:
-            raise ValueError(f"num_timesteps must be >= 1, got {num_timesteps}")
+        height, width = _checked_size(config, image_channels, image_size, num_timesteps)
         self.config = config
         self.image_channels = image_channels
         self.image_size = (height, width)

@@ -241,6 +241,7 @@ def test_compensated_cumsum_is_exact_where_naive_summation_is_not():
     running sum loses everything ([1, 1e100, 1, -1e100] sums to 2; naively to 0), and on a schedule's logs."""
     import math
 
+    # private: the tables' summation helper is itself under test (its error bound)
     from ddpm.core.diffusion import _compensated_cumsum
 
     hard = np.array([1.0, 1e100, 1.0, -1e100, 3.0, -2.0])

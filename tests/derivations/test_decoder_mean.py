@@ -76,6 +76,7 @@ def test_summary_figures():
 
 
 def test_mnist_share_of_saturated_pixels():
+    # private: the raw MNIST split, without load_images' checks, is the derivation's input
     from ddpm.images.data import Split, _load_mnist
 
     for split in ("train", "test"):

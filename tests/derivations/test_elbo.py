@@ -305,7 +305,7 @@ def _index_shifted_alpha_bars(betas):
             id="decoder-sqrt-dropped",
         ),
         pytest.param(
-            (
+            (  # private (the next two lines): the derivation's intermediate symbols are what is checked
                 "_log_density_mp",
                 sp.lambdify(
                     (elbo.x_0, elbo._mean_s, elbo._var_s),
@@ -346,7 +346,7 @@ def test_every_T_induction_and_its_mutations():
     without its decoder term does not."""
     from derivations import elbo as e
 
-    T = e._T
+    T = e._T  # private: the derivation's own T, the size its symbols were built for
     assert sp.simplify(e.EVERY_T_BASE) == 0 and sp.simplify(e.EVERY_T_INCREMENT_AFTER_BAYES) == 0
     wrong_bayes = {e.LOG_Q_STEP(T + 1): e.LOG_Q_POSTERIOR(T + 1) - e.LOG_Q_MARGINAL(T + 1) + e.LOG_Q_MARGINAL(T)}
     assert sp.simplify(e.EVERY_T_INCREMENT.subs(wrong_bayes)) != 0, "marginal ratio inverted"

@@ -58,6 +58,7 @@ def test_gap_is_the_kl_from_q_to_the_model_posterior_not_the_reverse():
     kl_gap, gap, q_mean, q_cov, p_mean, p_cov = m.gap_as_full_kl()
     step = _result(2)
     assert step.holds_at_random_rationals()
+    # private: the derivation's matrix KL, evaluated the other way round
     reverse = m._matrix_kl(p_mean, p_cov, q_mean, q_cov)  # KL(p_theta || q): not the gap
     mutated = type(step)(step.description, step.lhs, reverse, step.check, domains=step.domains)
     assert not mutated.holds_at_random_rationals()

@@ -241,6 +241,7 @@ def test_general_family_identity_and_its_mutations():
     E, KL, H = ml.GENERAL_EXPECTED_LOG_LIKELIHOOD, ml.GENERAL_KL, ml.GENERAL_ENTROPY
     assert vanishes(E + KL + H)
     assert not vanishes(E + KL - H), "entropy with the wrong sign"
+    # private: the derivation's integration variable
     swapped = sp.Integral(ml.P_THETA * sp.log(ml.P_THETA / ml.P_DATA), (ml._x, -sp.oo, sp.oo))
     assert not vanishes(E + swapped + H), "KL(P_theta || P_data) instead of KL(P_data || P_theta)"
     assert vanishes(sp.diff(E, ml.THETA) + sp.diff(KL, ml.THETA)), "the entropy has no theta"

@@ -35,6 +35,7 @@ def _new_steps() -> list[tuple[str, Step]]:
     for module in (sampling_noise, gaussian_kl_full, decoder_mean):
         d = module.derivation()
         chosen += [(f"{d.key}-{i}", s) for i, s in enumerate(d.all_steps(), start=1)]
+    # private: the every-T steps are the mutants' targets
     chosen += [(f"f-every-T-{i}", s) for i, s in enumerate(elbo._every_T_steps(), start=1)]
     # (g) opens with its general-family steps (up to the law-of-large-numbers definition), (h) with the KL lemma
     general = maximum_likelihood.derivation().all_steps()

@@ -58,13 +58,13 @@ def test_mnist_sha256_is_pinned_and_checked(monkeypatch):
     assert digest == data.MNIST_SHA256, "installed mnist.pkl.gz differs from the pinned sha256"
     # A different pin must be refused with a DataError naming both hashes.
     monkeypatch.setattr(data, "MNIST_SHA256", "0" * 64)
-    data._mnist_arrays.cache_clear()
+    data._mnist_arrays.cache_clear()  # private: its cache must be emptied to reread a changed file
     try:
         with pytest.raises(DataError, match="sha256") as info:
             load_images("mnist", "test")
         assert digest in str(info.value) and "0" * 64 in str(info.value)
     finally:
-        data._mnist_arrays.cache_clear()
+        data._mnist_arrays.cache_clear()  # private: its cache must be emptied to reread a changed file
 
 
 @pytest.mark.slow

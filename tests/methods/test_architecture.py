@@ -76,6 +76,13 @@ def test_no_module_uses_another_modules_private_names():
     assert not uses, "\n".join(f"{u.module}:{u.line} {u.name}" for u in uses)
 
 
+def test_tests_say_why_they_reach_a_private_name():
+    tool = _tool()
+    silent = [f"{tool.module_name(p)}:{u.line} {u.name}" for p in tool.python_files("tests")
+              for u in tool.private_uses(p) if not tool.explained(p, u)]
+    assert not silent, "a test reaches a private name without a `# private: why` comment:\n" + "\n".join(silent)
+
+
 def test_private_uses_finds_an_import_and_an_attribute(tmp_path, monkeypatch):
     tool = _tool()
     source = tmp_path / "ddpm" / "demo.py"

@@ -485,6 +485,7 @@ def test_weighted_simple_term_is_the_weighted_mean():
 def test_options_study_keeps_earlier_rows_of_the_same_settings(tmp_path):
     import json
 
+    # private: the study's row lookup is under test, the study itself is too slow here
     from ddpm.studies.options_study import _earlier_rows
 
     settings = {"steps": 5, "seed": 0, "fid_samples": 4, "exact_images": 2, "data": "digits", "preset": "tiny"}

@@ -4,7 +4,8 @@ A `Derivation` is what `reports/derivations.md` renders and what the symbolic te
 Each `Step` states `lhs = rhs` together with *how* that equality is known:
 
 - `Check.DEFINITION`: the step introduces a definition or a model assumption; nothing to prove.
-- `Check.SIMPLIFY`: `sympy.simplify(lhs - rhs) == 0` must hold (house style rule 9).
+- `Check.SIMPLIFY`: `sympy.simplify(lhs - rhs) == 0` must hold (CONTRIBUTING.md, "Adding things": every step of
+  a derivation is checked).
 - `Check.RATIONAL`: SymPy cannot close the identity symbolically; random rationals are substituted
   exactly into every free symbol and the residual, an exact constant expression, is evaluated to
   `RATIONAL_DIGITS` significant digits; it must vanish below 10^-`RATIONAL_ZERO_EXPONENT` times the size

@@ -1,8 +1,8 @@
 """The symbols every derivation shares, named as the paper writes them (with assumptions).
 
-One timestep convention (house style rule 2): t in {1, ..., T}, alpha_bar_0 = 1. Schedule quantities
-at step t are written in terms of two independent symbols, beta_t and alpha_bar_{t-1}; everything
-else at step t follows from them:
+One timestep convention (CONTRIBUTING.md, "Timesteps, dtypes and tolerances"): t in {1, ..., T},
+alpha_bar_0 = 1. Schedule quantities at step t are written in terms of two independent symbols, beta_t and
+alpha_bar_{t-1}; everything else at step t follows from them:
 
     alpha_t      = 1 - beta_t
     alpha_bar_t  = alpha_bar_{t-1} * alpha_t

@@ -1,9 +1,9 @@
 """`Choice`: the base of the project's string-valued enums (schedules, splits, variances, objectives, samplers).
 
 `Kind.from_value(value)` returns the member for a member or its string and raises the class's error naming the
-value and every option otherwise, e.g. "unknown schedule 'cosin'; options are 'linear', 'cosine'" (house style
-rule 5). A subclass names what it chooses with `LABEL` and may raise another ValueError subclass with `ERROR`
-(both are classmethods, so that Enum does not take them for members).
+value and every option otherwise, e.g. "unknown schedule 'cosin'; options are 'linear', 'cosine'" (CONTRIBUTING.md,
+"Errors and files"). A subclass names what it chooses with `LABEL` and may raise another ValueError subclass
+with `ERROR` (both are classmethods, so that Enum does not take them for members).
 """
 
 from __future__ import annotations

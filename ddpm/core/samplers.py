@@ -7,7 +7,7 @@ no host sync. Algorithm 2's step, single or strided, is `ddpm.core.reverse.Rever
 shared with `GaussianDiffusion.p_sample`, the bound and the losses), its constants cast to the working dtype once
 per call; the noise buffer is refilled in place.
 
-Speed (issue 5, `nox -s bench`): on CPU a step costs the network call and well under 1% more. `compile=True` runs
+Speed (`nox -s bench`): on CPU a step costs the network call and well under 1% more. `compile=True` runs
 the network through `torch.compile(dynamic=False)`: on the 2-core CPU Algorithm 2 with the `small` network then
 ran 1.2-1.3x faster at batch 32 after a 25-35 s compile (per batch shape; two runs of `nox -s bench`), the samples
 differing from eager ones by at most 3e-4 after the 1000 steps (float32 rounding, accumulated).

@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from testkit.paths import REPO
-from testkit.threads import one_thread
 
 from ddpm.cli import main
 from ddpm.evaluation.generate import SamplerOptions, generate
 from ddpm.training.checkpoint import load_checkpoint, save_checkpoint
 from ddpm.training.trainer import TrainOptions, train
+from testkit.paths import REPO
+from testkit.threads import one_thread
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
-from testkit import tolerances
 
 from ddpm.conformance.protocol import AdapterError, ScheduleKind, VarianceKind, check_adapter
+from testkit import tolerances
 
 F32 = tolerances.FLOAT32.kwargs()
 # float32 storage of alpha_bar_1 = 1 - beta_1 rounds to within half an ulp of 1: one float32 epsilon bounds it.

@@ -104,9 +104,8 @@ def test_tolerance_scales_with_unit_roundoff(dtype):
 
 def test_chain_law_matches_the_independent_algorithm2_recursion():
     """chain_law (conformance) and optimal_denoisers.algorithm2_gaussian_law (tests) agree on the full chain."""
-    from testkit.optimal_denoisers import GaussianData, algorithm2_gaussian_law
-
     from ddpm.conformance.adapters.reference import ReferenceAdapter
+    from testkit.optimal_denoisers import GaussianData, algorithm2_gaussian_law
 
     adapter = ReferenceAdapter("linear", 200)
     ctx = Context(adapter, SuiteConfig())

@@ -13,8 +13,6 @@ import os
 
 import pytest
 import torch
-from testkit import broken_adapters
-from testkit.paths import REPO, TESTS
 
 from ddpm.cli import main
 from ddpm.conformance.adapters.reference import ReferenceAdapter
@@ -22,6 +20,8 @@ from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.protocol import AdapterError, check_adapter
 from ddpm.conformance.report import to_json, to_markdown
 from ddpm.conformance.runner import load_adapters, run_adapter, run_suite
+from testkit import broken_adapters
+from testkit.paths import REPO, TESTS
 
 SMALL = SuiteConfig(strided_steps=broken_adapters.S, ddim_steps=broken_adapters.S, chain_samples=1000,
                     loss_batches=20)

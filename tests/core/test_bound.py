@@ -18,8 +18,6 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies, tolerances
-from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 from ddpm.core.bound import (
     ElboTerms,
@@ -31,6 +29,8 @@ from ddpm.core.bound import (
 )
 from ddpm.core.diffusion import GaussianDiffusion
 from derivations.gaussian_kl import normal_kl as oracle_normal_kl
+from testkit import strategies, tolerances
+from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 F64 = tolerances.FLOAT64.kwargs()
 LN2 = math.log(2.0)

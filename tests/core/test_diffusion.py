@@ -18,6 +18,11 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
+
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.forward import forward_sample
+from ddpm.core.kernels import BoundRows, NetworkOutput, kl_terms, prior_term
+from ddpm.core.variance import ReverseVariance
 from testkit import strategies, tolerances
 from testkit.diffusion_cases import (
     DTYPES,
@@ -36,11 +41,6 @@ from testkit.diffusion_cases import (
     setup,
 )
 from testkit.oracles import Schedule, assert_close_linear, evaluate, evaluate_mp, linear_coefficients, oracle, to_numpy
-
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.forward import forward_sample
-from ddpm.core.kernels import BoundRows, NetworkOutput, kl_terms, prior_term
-from ddpm.core.variance import ReverseVariance
 
 F64 = tolerances.FLOAT64
 

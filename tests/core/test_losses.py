@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.doubles import TrainableToyEps, grid_data
 
 from ddpm.core.bound import bound_estimate
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.kernels import prior_term
 from ddpm.core.losses import HYBRID_VLB_WEIGHT, Objective, training_loss
+from testkit import tolerances
+from testkit.doubles import TrainableToyEps, grid_data
 
 T = 12
 BETAS = np.linspace(1e-3, 0.3, T)

@@ -10,8 +10,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies, tolerances
-from testkit.doubles import ToyEps
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.forward import forward_sample
@@ -29,6 +27,8 @@ from ddpm.core.samplers import (
 )
 from ddpm.core.schedules import make_betas
 from ddpm.core.variance import ReverseVariance
+from testkit import strategies, tolerances
+from testkit.doubles import ToyEps
 
 F64 = tolerances.FLOAT64.kwargs()
 SHAPE = (3, 1, 2, 2)

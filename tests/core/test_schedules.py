@@ -10,9 +10,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
-from testkit import tolerances
 
 from ddpm.core.schedules import Schedule, make_betas, validate_betas
+from testkit import tolerances
 
 F64 = tolerances.FLOAT64.kwargs()
 

@@ -18,7 +18,6 @@ import torch
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import tolerances
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.forward import forward_sample
@@ -28,6 +27,7 @@ from ddpm.core.variance import ReverseVariance
 from derivations import decoder_mean as dm
 from derivations.chain import Step
 from derivations.symbols import beta_t, eps, eps_theta, x_0, x_t
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

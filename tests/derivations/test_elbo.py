@@ -16,11 +16,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
-from testkit import tolerances
-from testkit.symbolic import is_zero
 
 from derivations import elbo, gaussian_kl, posterior
 from derivations.symbols import alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0
+from testkit import tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 

@@ -14,14 +14,14 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.symbolic import is_zero
 
 from derivations import eps_parameterisation as ep
 from derivations import posterior as post
 from derivations.forward_marginal import q_xt_mean_coef, q_xt_variance
 from derivations.numeric import float64_function
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, eps, eps_theta, x_0, x_t
+from testkit import tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 

@@ -13,8 +13,6 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies, tolerances
-from testkit.symbolic import is_zero
 
 from derivations import forward_marginal as fm
 from derivations.chain import Step
@@ -29,6 +27,8 @@ from derivations.symbols import (
     x_0,
     x_t,
 )
+from testkit import strategies, tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 

@@ -12,11 +12,11 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
-from testkit import tolerances
-from testkit.symbolic import textbook_kl
 
 from derivations import gaussian_kl as gk
 from derivations.symbols import normal_density, normal_log_density
+from testkit import tolerances
+from testkit.symbolic import textbook_kl
 
 pytestmark = pytest.mark.symbolic
 

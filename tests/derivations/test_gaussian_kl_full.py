@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import sympy as sp
 from numpy.testing import assert_allclose
-from testkit import tolerances
 
 from derivations import gaussian_kl_full as m
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

@@ -16,8 +16,6 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.symbolic import is_zero, is_zero_on_domain, step_cases
 
 import derivations
 from derivations import eps_parameterisation as ep
@@ -26,6 +24,8 @@ from derivations import learned_variance as lv
 from derivations import loss_weights, posterior
 from derivations.chain import Check
 from derivations.symbols import alpha_bar_prev, beta_t, eps, eps_theta
+from testkit import tolerances
+from testkit.symbolic import is_zero, is_zero_on_domain, step_cases
 
 pytestmark = pytest.mark.symbolic
 

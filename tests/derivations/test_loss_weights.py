@@ -12,10 +12,10 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import tolerances
 
 from derivations import loss_weights as lw
 from derivations.symbols import alpha_bar_prev, beta_t, eps, eps_theta, sigma2
+from testkit import tolerances
 
 pytestmark = pytest.mark.symbolic
 

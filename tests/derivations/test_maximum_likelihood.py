@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import integrate, stats
-from testkit import tolerances
-from testkit.symbolic import is_zero, textbook_kl
 
 from derivations import maximum_likelihood as ml
+from testkit import tolerances
+from testkit.symbolic import is_zero, textbook_kl
 
 pytestmark = pytest.mark.symbolic
 

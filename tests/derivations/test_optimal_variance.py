@@ -18,8 +18,6 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies, tolerances
-from testkit.symbolic import is_zero, is_zero_on_domain, step_cases
 
 import derivations
 from derivations import gaussian_kl as gk
@@ -29,6 +27,8 @@ from derivations import reverse_variance as rv
 from derivations.chain import Check
 from derivations.numeric import alpha_bar_from_betas
 from derivations.symbols import alpha_bar_prev, beta_t, sigma2
+from testkit import strategies, tolerances
+from testkit.symbolic import is_zero, is_zero_on_domain, step_cases
 
 pytestmark = pytest.mark.symbolic
 

@@ -13,8 +13,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from scipy import stats
-from testkit import strategies, tolerances
-from testkit.symbolic import is_zero
 
 from derivations import posterior as post
 from derivations.numeric import alpha_bar_from_betas, float64_function
@@ -28,6 +26,8 @@ from derivations.symbols import (
     x_prev,
     x_t,
 )
+from testkit import strategies, tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 

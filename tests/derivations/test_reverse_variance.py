@@ -15,14 +15,14 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.symbolic import is_zero
 
 from derivations import gaussian_kl
 from derivations import reverse_variance as rv
 from derivations.numeric import float64_function
 from derivations.posterior import posterior_variance
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, alpha_t, beta_t, sigma2
+from testkit import tolerances
+from testkit.symbolic import is_zero
 
 pytestmark = pytest.mark.symbolic
 

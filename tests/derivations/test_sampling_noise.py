@@ -15,13 +15,13 @@ import pytest
 import sympy as sp
 import torch
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.schedules import make_betas
 from derivations import sampling_noise as sn
 from derivations.symbols import alpha_bar_prev, alpha_bar_t, beta_t, sigma2
+from testkit import tolerances
+from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
 
 pytestmark = pytest.mark.symbolic
 

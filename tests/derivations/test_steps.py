@@ -7,9 +7,9 @@ pin the results against the paper's formulas and show that a mutated formula is 
 from __future__ import annotations
 
 import pytest
-from testkit.symbolic import step_cases
 
 from derivations.chain import Check
+from testkit.symbolic import step_cases
 
 pytestmark = pytest.mark.symbolic
 

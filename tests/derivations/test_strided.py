@@ -16,8 +16,6 @@ import sympy as sp
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.symbolic import is_zero, is_zero_on_domain
 
 import derivations
 from derivations import eps_parameterisation as ep
@@ -26,6 +24,8 @@ from derivations import strided
 from derivations.chain import Check, Step
 from derivations.numeric import DIGITS
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, beta_t, eps, normal_density, x_0, x_t
+from testkit import tolerances
+from testkit.symbolic import is_zero, is_zero_on_domain
 
 pytestmark = pytest.mark.symbolic
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from testkit.runs import EVAL_COMMAND, EVAL_OPTIONS, TRAIN_COMMAND, TRAIN_STEPS
 from testkit.threads import one_thread
 

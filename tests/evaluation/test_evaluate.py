@@ -26,9 +26,6 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from PIL import Image
 from scipy import stats
-from testkit import tolerances
-from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics
-from testkit.stat_checks import Family
 
 from ddpm.core.bound import ElboTerms, elbo_monte_carlo, elbo_terms
 from ddpm.core.bound_statistics import UNIFORM_MIX, importance_proposal, predicted_draw_variance
@@ -44,6 +41,9 @@ from ddpm.images.pictures import image_grid, trajectory_strip
 from ddpm.runtime.files import write_json_atomic
 from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
 from ddpm.training.config import EvaluationConfig, Preset, get_preset
+from testkit import tolerances
+from testkit.runs import EVAL_OPTIONS, TRAIN_STEPS, read_metrics
+from testkit.stat_checks import Family
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,16 +14,16 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies
-from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
-from testkit.stat_checks import Family
-from testkit.threads import one_thread
-from testkit.tolerances import FLOAT64
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.schedules import make_betas
 from ddpm.evaluation.optimal_variance import GammaEstimate, estimate_gamma, load_gamma, save_gamma
 from derivations import reverse_variance
+from testkit import strategies
+from testkit.optimal_denoisers import EpsStar, GaussianData, alpha_bars
+from testkit.stat_checks import Family
+from testkit.threads import one_thread
+from testkit.tolerances import FLOAT64
 
 ALPHA = 1e-3
 

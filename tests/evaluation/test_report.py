@@ -14,10 +14,10 @@ import re
 import shutil
 
 import pytest
-from testkit.runs import EVAL_COMMAND, read_metrics
 
 from ddpm.cli import main
 from ddpm.evaluation.report import REQUIRED_METRICS, ReportError, term_curves, write_report
+from testkit.runs import EVAL_COMMAND, read_metrics
 
 SECTIONS = (
     "Headline numbers", "How this run was produced", "Configuration and versions", "Training",

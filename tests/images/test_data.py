@@ -20,7 +20,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from PIL import Image
-from testkit import tolerances
 
 from ddpm.images import data
 from ddpm.images.data import (
@@ -32,6 +31,7 @@ from ddpm.images.data import (
     to_model_range,
     to_uint8,
 )
+from testkit import tolerances
 
 PUBLISHED = tolerances.PUBLISHED_4_DECIMALS.kwargs()
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from testkit import tolerances
 
 from ddpm.images import fid
 from ddpm.images.data import load_images
 from ddpm.images.fid import FidResult, FidWeightsError, KidSettings, ReferenceSet, fid_kid
+from testkit import tolerances
 
 FEATURES = tolerances.INCEPTION_FEATURES.kwargs()
 FID_SELF = tolerances.FID_SELF.kwargs()

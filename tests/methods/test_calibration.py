@@ -23,8 +23,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from testkit.doubles import TinyEps
-from testkit.stat_checks import Family
 
 from ddpm.core.bound import elbo_monte_carlo, elbo_terms
 from ddpm.core.bound_statistics import importance_proposal
@@ -34,6 +32,8 @@ from ddpm.core.schedules import make_betas
 from ddpm.evaluation.bounds import BoundSettings, exact_bound
 from ddpm.evaluation.optimal_variance import estimate_gamma
 from ddpm.images.fid import kid_standard_error
+from testkit.doubles import TinyEps
+from testkit.stat_checks import Family
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -13,11 +13,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies, tolerances
-from testkit.diffusion_cases import DTYPES, finite_mask, method_cases, setup
-from testkit.doubles import ToyEps, grid_data
-from testkit.optimal_denoisers import EpsStar, GaussianData
-from testkit.oracles import assert_close_linear, to_numpy
 
 from ddpm.core.bound import elbo_terms
 from ddpm.core.diffusion import GaussianDiffusion
@@ -26,6 +21,11 @@ from ddpm.core.losses import training_loss
 from ddpm.core.reverse import ReverseStep, single_step_tables
 from ddpm.core.samplers import ancestral_sample, ddim_sample
 from ddpm.core.variance import ReverseVariance
+from testkit import strategies, tolerances
+from testkit.diffusion_cases import DTYPES, finite_mask, method_cases, setup
+from testkit.doubles import ToyEps, grid_data
+from testkit.optimal_denoisers import EpsStar, GaussianData
+from testkit.oracles import assert_close_linear, to_numpy
 
 pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")

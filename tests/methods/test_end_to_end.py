@@ -30,9 +30,6 @@ import pytest
 import torch
 from PIL import Image
 from scipy import special, stats
-from testkit.optimal_denoisers import EpsStar, GaussianMixture, discretised_normal_log_prob
-from testkit.stat_checks import Family
-from testkit.threads import one_thread
 
 from ddpm.core.bound import elbo_terms
 from ddpm.core.samplers import ancestral_sample
@@ -40,6 +37,9 @@ from ddpm.images import data
 from ddpm.training.checkpoint import build_eps_model, diffusion_from, load_checkpoint
 from ddpm.training.config import get_preset
 from ddpm.training.trainer import TrainOptions, train
+from testkit.optimal_denoisers import EpsStar, GaussianMixture, discretised_normal_log_prob
+from testkit.stat_checks import Family
+from testkit.threads import one_thread
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_torch_thread")]
 

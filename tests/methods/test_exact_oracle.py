@@ -24,6 +24,12 @@ import sympy as sp
 import torch
 from numpy.testing import assert_allclose
 from scipy import stats
+
+from ddpm.core.bound import elbo_terms
+from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.losses import training_loss
+from ddpm.core.samplers import ancestral_sample
+from ddpm.core.schedules import make_betas
 from testkit import tolerances
 from testkit.optimal_denoisers import (
     GRID,
@@ -36,12 +42,6 @@ from testkit.optimal_denoisers import (
     gaussian_reverse_gap,
 )
 from testkit.stat_checks import Family
-
-from ddpm.core.bound import elbo_terms
-from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.losses import training_loss
-from ddpm.core.samplers import ancestral_sample
-from ddpm.core.schedules import make_betas
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

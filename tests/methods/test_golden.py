@@ -12,6 +12,7 @@ import importlib.util
 import json
 
 import pytest
+
 from testkit.paths import REPO, TESTS
 
 RECORD = TESTS / "golden" / "tiny_runs.json"

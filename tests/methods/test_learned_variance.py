@@ -17,12 +17,6 @@ import torch
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_allclose
-from testkit import strategies
-from testkit.doubles import grid_data
-from testkit.oracles import Schedule, evaluate
-from testkit.stat_checks import Family
-from testkit.threads import one_thread
-from testkit.tolerances import FLOAT64
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.forward import forward_sample
@@ -34,6 +28,12 @@ from ddpm.core.variance import ReverseVariance
 from ddpm.training.config import get_preset
 from ddpm.training.model import build_unet
 from derivations import learned_variance
+from testkit import strategies
+from testkit.doubles import grid_data
+from testkit.oracles import Schedule, evaluate
+from testkit.stat_checks import Family
+from testkit.threads import one_thread
+from testkit.tolerances import FLOAT64
 
 ALPHA = 1e-3
 LEARNED = ReverseVariance.LEARNED

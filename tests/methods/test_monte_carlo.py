@@ -17,14 +17,14 @@ import pytest
 import torch
 from numpy.testing import assert_allclose
 from scipy import stats
-from testkit import tolerances
-from testkit.doubles import TinyEps
-from testkit.optimal_denoisers import GRID, alpha_bars
-from testkit.stat_checks import Family
 
 from ddpm.core.bound import discretized_gaussian_log_likelihood, elbo_monte_carlo, elbo_terms, normal_kl
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.schedules import make_betas
+from testkit import tolerances
+from testkit.doubles import TinyEps
+from testkit.optimal_denoisers import GRID, alpha_bars
+from testkit.stat_checks import Family
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -16,8 +16,6 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
-from testkit import tolerances
-from testkit.doubles import ToyEps
 
 from ddpm.core.diffusion import GaussianDiffusion, standard_normal
 from ddpm.core.forward import compute_dtype
@@ -26,6 +24,8 @@ from ddpm.core.schedules import make_betas
 from ddpm.core.variance import ReverseVariance
 from ddpm.training.config import get_preset
 from ddpm.training.model import build_unet
+from testkit import tolerances
+from testkit.doubles import ToyEps
 
 
 def per_step_gather_sample(model, diffusion, shape, seed, variance, dtype):

@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 from ddpm.core.bound import elbo_terms
 from ddpm.core.diffusion import GaussianDiffusion
@@ -37,6 +35,8 @@ from ddpm.studies.bench import (
     median_ratio,
     run_bench,
 )
+from testkit import tolerances
+from testkit.doubles import STEEP_SLOPES, ToyEps, grid_data
 
 F64 = tolerances.FLOAT64.kwargs()
 
@@ -335,10 +335,9 @@ def paper_algorithm2_float64(model, betas, shape, seed):
 @needs_diffusers
 def test_float32_samplers_at_T1000_against_float64_algorithm2():
     """The bench's configuration (float32 samples, diffusers' own float32 tables) at T = 1000 with a stable eps*."""
-    from testkit.optimal_denoisers import EpsStar, GaussianData
-
     from ddpm.core.schedules import make_betas
     from ddpm.studies.bench import diffusers_ancestral_sample, diffusers_scheduler
+    from testkit.optimal_denoisers import EpsStar, GaussianData
 
     T = 1000
     betas = make_betas("linear", T)

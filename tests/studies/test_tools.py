@@ -13,9 +13,9 @@ import subprocess
 import sys
 
 import pytest
-from testkit.paths import REPO
 
 from ddpm.studies import mutants
+from testkit.paths import REPO
 
 
 @pytest.mark.parametrize("module", ["ddpm.studies.sweep", "ddpm.studies.mutants"])

@@ -14,12 +14,12 @@ import sys
 
 import pytest
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.paths import REPO
-from testkit.threads import one_thread
 
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.trainer import LOG_NAME, TrainOptions, train
+from testkit import tolerances
+from testkit.paths import REPO
+from testkit.threads import one_thread
 
 STEPS = 10  # the tiny preset logs every 10 updates: one log line, its loss averaged over both processes
 

@@ -12,8 +12,6 @@ import stat
 from pathlib import Path
 
 import pytest
-from testkit.runs import EVAL_OPTIONS
-from testkit.threads import one_thread
 
 from ddpm.cli import main
 from ddpm.conformance.cases import SuiteConfig
@@ -24,6 +22,8 @@ from ddpm.evaluation.report import write_report
 from ddpm.runtime.files import atomic_write_text, new_file_mode
 from ddpm.studies.bench import BenchConfig, run_bench
 from ddpm.training.trainer import TrainOptions, train
+from testkit.runs import EVAL_OPTIONS
+from testkit.threads import one_thread
 
 
 @pytest.fixture

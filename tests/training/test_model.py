@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from testkit import tolerances
 
 from ddpm.training.config import PRESETS, ModelConfig, count_parameters, forward_flops_per_image, get_preset
 from ddpm.training.model import UNet, build_unet, timestep_embedding
+from testkit import tolerances
 
 T = 1000
 # A fast config that still has every kind of layer: two levels, attention at level 1 and in the middle,

@@ -21,8 +21,6 @@ import numpy as np
 import pytest
 import torch
 from numpy.testing import assert_allclose
-from testkit import tolerances
-from testkit.paths import REPO
 
 from ddpm.training.checkpoint import load_checkpoint
 from ddpm.training.config import TrainingConfig, get_preset
@@ -35,6 +33,8 @@ from ddpm.training.trainer import (
     train,
 )
 from ddpm.training.update_rules import ema_decay_at, ema_update, learning_rate_at
+from testkit import tolerances
+from testkit.paths import REPO
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

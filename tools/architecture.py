@@ -4,7 +4,7 @@ used across modules, and the import edges between packages.
     python tools/architecture.py            # a Markdown summary of ddpm/, derivations/ and tests/
     python tools/architecture.py --json     # the same figures as JSON
 
-`tests/architecture/test_layers.py` holds the library to the limits CONTRIBUTING.md states, using the functions here.
+`tests/methods/test_architecture.py` holds the library to the limits CONTRIBUTING.md states, using the functions here.
 """
 
 from __future__ import annotations

@@ -1,0 +1,280 @@
+"""Exact cases: one operation at every timestep against the float64 oracle within its rounding-error bound."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import torch
+
+from ddpm.conformance import oracle
+from ddpm.conformance.cases.context import (
+    Context,
+    Worst,
+    draw,
+    exact_result,
+    learned_input,
+    rounding_criterion,
+    to_numpy,
+)
+from ddpm.conformance.cases.results import CaseResult, Status
+from ddpm.conformance.protocol import (
+    Convention,
+    DdimSteps,
+    NotOffered,
+    ScheduleKind,
+    StridedSteps,
+    TrainingLoss,
+    VarianceKind,
+)
+
+if TYPE_CHECKING:
+    import sympy as sp
+
+
+# -------------------------------------------------------------------------------------------------- schedule
+def case_schedule(ctx: Context) -> CaseResult:
+    """betas against the formula the adapter claims; alpha_bar_t = prod_{s<=t} (1 - beta_s); 0 < beta_t < 1."""
+    a = ctx.adapter
+    spec = a.schedule
+    betas = np.asarray(a.betas(), dtype=np.float64).reshape(-1)
+    criterion = (f"beta: |beta - formula| <= {oracle.ROUNDING_FACTOR:g} u max(beta); alpha_bar: relative "
+                 f"(t + 2) u (a product of t roundings), u = {ctx.u:.3g}")
+    T = ctx.T
+    problems = []
+    if betas.shape[0] != T or spec.T != T:
+        return CaseResult("schedule", Status.FAIL, criterion,
+                          f"table lengths disagree: betas {betas.shape[0]}, alpha_bars {T}, declared T {spec.T}",
+                          operation="schedule")
+    if not np.all((betas > 0) & (betas < 1)):
+        k = int(np.argmax(~((betas > 0) & (betas < 1))))
+        problems.append((np.inf, np.nan, k + 1, f"beta outside (0, 1): {betas[k]!r}"))
+    if spec.kind is ScheduleKind.LINEAR:
+        formula = oracle.linear_betas(T, spec.rescaled)
+    elif spec.kind is ScheduleKind.COSINE:
+        formula = oracle.cosine_betas(T)
+    else:
+        formula = None
+    if formula is not None:
+        dev = np.abs(betas - formula)
+        tol = oracle.ROUNDING_FACTOR * ctx.u * (np.max(np.abs(formula)) + oracle.schedule_condition(spec.kind, T))
+        k = int(np.argmax(dev / tol))
+        problems.append((dev[k] / tol[k], dev[k], k + 1, f"beta vs the {spec.kind.value} formula"))
+    product = np.exp(np.cumsum(np.log1p(-betas)))
+    dev = np.abs(ctx.alpha_bars - product)
+    tol = (np.arange(1, T + 1) + 2) * ctx.u * product
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.where(np.isfinite(ctx.alpha_bars), dev / tol, np.inf)
+    k = int(np.argmax(ratios))
+    problems.append((ratios[k], dev[k], k + 1, "alpha_bar vs prod (1 - beta)"))
+    ratio, deviation, paper_t, part = max(problems, key=lambda p: p[0])
+    where = f"t = {ctx.to_adapter(paper_t)} in its convention (paper t = {paper_t})"
+    notes = ctx.notes(Convention.SCHEDULE)
+    if spec.kind is ScheduleKind.LINEAR and not spec.rescaled:
+        notes += ("schedule: linear ends not rescaled by 1000 / T (TF original, diffusers); Ho et al. used T = 1000 "
+                  "only, where both agree",)
+    if ratio <= 1:
+        return CaseResult("schedule", Status.CONVENTION if notes and spec.T != 1000 else Status.PASS, criterion,
+                          f"worst: {part}, {ratio:.3g} x tolerance at {where}", ratio, deviation, where,
+                          notes, "schedule", ctx.to_adapter(paper_t))
+    return CaseResult("schedule", Status.FAIL, criterion, f"{part}: {ratio:.3g} x tolerance at {where}", ratio,
+                      deviation, where, notes, "schedule", ctx.to_adapter(paper_t), {},
+                      None if formula is None else [float(formula[paper_t - 1])])
+
+
+# ------------------------------------------------------------------------------------- forward and posterior
+def case_q_sample(ctx: Context) -> CaseResult:
+    """q_sample(x0, t, noise) = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise (eq. 4) at every t."""
+    rng = ctx.rng("q_sample")
+    worst = Worst()
+    for p in range(1, ctx.T + 1):
+        x0_, n = draw(rng, ctx, "x0"), draw(rng, ctx, "noise")
+        out = to_numpy(ctx.adapter.q_sample(ctx.tensor(x0_), ctx.to_adapter(p), ctx.tensor(n)))
+        values = {**ctx.step(p), oracle.x0: x0_,
+                  oracle.noise: n}
+        expected, tol = oracle.evaluate(oracle.Q_SAMPLE, values, ctx.u)
+        worst.update("x_t", out, expected, tol, p, {"x0": x0_, "noise": n})
+    return exact_result(ctx, "q_sample", worst, rounding_criterion(ctx), "q_sample")
+
+
+def case_posterior(ctx: Context) -> CaseResult:
+    """q(x_{t-1} | x_t, x_0): mean mu_tilde_t and variance beta_tilde_t (eq. 7) at every t; at t = 1 x_0 and 0."""
+    rng = ctx.rng("posterior")
+    worst = Worst()
+    for p in range(1, ctx.T + 1):
+        x0_, xt_ = draw(rng, ctx, "x0"), draw(rng, ctx, "xt")
+        mean, var = ctx.adapter.q_posterior(ctx.tensor(x0_), ctx.tensor(xt_), ctx.to_adapter(p))
+        values = {**ctx.step(p), oracle.x0: x0_,
+                  oracle.xt: xt_}
+        inputs = {"x0": x0_, "xt": xt_}
+        expected, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, values, ctx.u)
+        worst.update("mean", to_numpy(mean), expected, tol, p, inputs)
+        expected, tol = oracle.evaluate(oracle.POSTERIOR_VARIANCE, values, ctx.u)
+        var_np = np.broadcast_to(to_numpy(var), np.broadcast_shapes(np.shape(to_numpy(var)), x0_.shape))
+        worst.update("variance", var_np, np.broadcast_to(expected, var_np.shape), np.broadcast_to(tol, var_np.shape),
+                     p, inputs)
+    return exact_result(ctx, "posterior", worst, rounding_criterion(ctx), "q_posterior")
+
+
+# ---------------------------------------------------------------------------------------- reverse steps
+def mean_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 2's mean over a step t -> s given eps; with clipping, mu_tilde(clamp(x0_hat, -1, 1), x_t)."""
+    if not clip:
+        return oracle.evaluate(oracle.MEAN_FORMS, values, ctx.u)
+    x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HAT, values, ctx.u)
+    clipped = {**values, oracle.x0: np.clip(x0_hat, -1.0, 1.0)}
+    mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, clipped, ctx.u)
+    coef, _ = oracle.evaluate(oracle.POSTERIOR_COEF_X0, values, ctx.u)
+    return mean, tol + np.abs(coef) * np.where(np.abs(x0_hat) > 1, 0.0, tol_x0)
+
+
+def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
+                rng: np.random.Generator, clip: bool) -> None:
+    """One stochastic step t -> s: the mean from z = 0 and sigma = (out(z) - out(0)) / z against the oracle."""
+    eps_, xt_, z_ = draw(rng, ctx, "eps"), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
+    v_ = learned_input(rng, ctx, kind) if kind is not None else None
+    inputs = {"eps": eps_, "xt": xt_, "z": z_} | ({} if v_ is None else {"v": v_})
+    zero = np.zeros_like(z_)
+    out0 = to_numpy(step(ctx.tensor(eps_), ctx.tensor(xt_), ctx.tensor(zero), None if v_ is None else ctx.tensor(v_)))
+    outz = to_numpy(step(ctx.tensor(eps_), ctx.tensor(xt_), ctx.tensor(z_), None if v_ is None else ctx.tensor(v_)))
+    intermediates = ctx.step(p) if s_paper == p - 1 else oracle.stride_intermediates(ctx.alpha_bar(p),
+                                                                                      ctx.alpha_bar(s_paper))
+    values = {**intermediates, oracle.xt: xt_, oracle.eps: eps_, oracle.z: z_}
+    if v_ is not None:
+        values[oracle.v] = v_
+    mean, tol_mean = mean_oracle(ctx, values, clip)
+    worst.update("mean (z = 0)", out0, mean, tol_mean, p, inputs)
+    if s_paper == 0 or kind is None:  # the last step adds no noise (Algorithm 2: z = 0 at t = 1)
+        sigma, tol_sigma = np.zeros_like(z_), np.zeros_like(z_)
+    else:
+        sigma, tol_sigma = oracle.evaluate(oracle.sigma_form(kind), values, ctx.u)
+        sigma = np.broadcast_to(sigma, z_.shape)
+    tol_sigma = tol_sigma + (2 * tol_mean + oracle.ROUNDING_FACTOR * ctx.u * np.abs(outz)) / np.abs(z_)
+    worst.update("sigma = (out(z) - out(0)) / z", (outz - out0) / z_, sigma, tol_sigma, p, inputs)
+
+
+def case_reverse_step(ctx: Context, option: str) -> CaseResult:
+    """Algorithm 2 line 4: x_{t-1} = mu_theta(x_t, t) + sigma_t z given eps, at every t (z = 0 at t = 1)."""
+    kind = ctx.adapter.variances[option]
+    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    rng = ctx.rng(f"reverse_step[{option}]")
+    worst = Worst()
+    for p in range(1, ctx.T + 1):
+        def step(e, x, zz, vv, p=p):
+            return ctx.adapter.reverse_step(e, x, ctx.to_adapter(p), zz, option, vv)
+        check_step(ctx, worst, step, p, p - 1, kind, rng, clip)
+    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
+    criterion = rounding_criterion(ctx) + f"; sigma_t^2 claimed: {kind.value}"
+    return exact_result(ctx, f"reverse_step[{option}]", worst, criterion, f"reverse_step:{option}", notes)
+
+
+def case_strided(ctx: Context, option: str) -> CaseResult:
+    """A respaced step t -> s against the strided posterior q(x_s | x_t, x_0) of derivation (i), every stride."""
+    kind = ctx.adapter.variances[option]
+    S = min(ctx.config.strided_steps, ctx.T)
+    name = f"strided[{option}, S={S}]"
+    steps = [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
+    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    rng = ctx.rng(name)
+    worst = Worst()
+    for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
+        p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
+
+        def step(e, x, zz, vv, t=t, s=s):
+            return ctx.adapter.strided_step(e, x, t, s, zz, option, vv)
+        check_step(ctx, worst, step, p, s_paper, kind, rng, clip)
+    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS,
+                      *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
+    criterion = (rounding_criterion(ctx)
+                 + f"; sigma^2 over the stride claimed: {kind.value}; visits {len(steps)} timesteps")
+    return exact_result(ctx, name, worst, criterion, f"strided_step:{option}:{S}", notes)
+
+
+def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
+    """A DDIM step t -> s against Song et al. eq. 12 with sigma(eta) of eq. 16, every step of S."""
+    S = min(ctx.config.ddim_steps, ctx.T)
+    name = f"ddim[eta={eta_value:g}, S={S}]"
+    adapter = cast(DdimSteps, ctx.adapter)  # run only when offered (run_adapter checks)
+    steps = [int(t) for t in adapter.ddim_timesteps(S)]
+    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    rng = ctx.rng(name)
+    worst = Worst()
+    for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
+        p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
+        eps_, xt_, z_ = draw(rng, ctx, "eps"), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
+        out = to_numpy(adapter.ddim_step(ctx.tensor(eps_), ctx.tensor(xt_), t, s, eta_value, ctx.tensor(z_)))
+        values: dict[sp.Symbol, np.ndarray | float] = {
+            **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: xt_,
+            oracle.eps: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_), oracle.eta: eta_value}
+        if clip:
+            x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HAT, values, ctx.u)
+            x0c = np.clip(x0_hat, -1.0, 1.0)
+            values[oracle.eps] = (xt_ - np.sqrt(values[oracle.a_t]) * x0c) / np.sqrt(values[oracle.m_t])
+        expected, tol = oracle.evaluate(oracle.DDIM_FORMS, values, ctx.u)
+        worst.update("x_s", out, expected, tol, p, {"eps": eps_, "xt": xt_, "z": z_})
+    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS)
+    criterion = rounding_criterion(ctx) + f"; visits {len(steps)} timesteps"
+    return exact_result(ctx, name, worst, criterion, f"ddim_step:{eta_value:g}:{S}", notes)
+
+
+# -------------------------------------------------------------------------------------------------- finite
+def case_finite(ctx: Context) -> CaseResult:
+    """Every required operation returns finite values at every t (t = 1 and t = T included), every variance."""
+    rng = ctx.rng("finite")
+    a = ctx.adapter
+    criterion = "all outputs finite (x in [-1, 1] or N(0, 1.5^2), eps, z ~ N(0, 1); learned v in range)"
+    for p in range(1, ctx.T + 1):
+        t = ctx.to_adapter(p)
+        x0_, xt_, e_, z_ = (ctx.tensor(draw(rng, ctx, k)) for k in ("x0", "xt", "eps", "z"))
+        calls: list[tuple[str, Callable[[], object]]] = [
+            ("q_sample", partial(a.q_sample, x0_, t, z_)),
+            ("q_posterior", partial(a.q_posterior, x0_, xt_, t)),
+        ]
+        for option, kind in a.variances.items():
+            v_ = learned_input(rng, ctx, kind)
+            vt = None if v_ is None else ctx.tensor(v_)
+            calls.append((f"reverse_step:{option}", partial(a.reverse_step, e_, xt_, t, z_, option, vt)))
+        for operation, call in calls:
+            try:
+                out = call()
+            except NotOffered:
+                continue
+            for part in (out if isinstance(out, tuple) else (out,)):
+                values = to_numpy(part)
+                if not np.all(np.isfinite(values)):
+                    bad = int(np.sum(~np.isfinite(values)))
+                    where = f"t = {t} in its convention (paper t = {p})"
+                    inputs = {"x0": to_numpy(x0_)[0].reshape(-1).tolist(), "xt": to_numpy(xt_)[0].reshape(-1).tolist(),
+                              "eps": to_numpy(e_)[0].reshape(-1).tolist(), "z": to_numpy(z_)[0].reshape(-1).tolist()}
+                    return CaseResult("finite", Status.FAIL, criterion,
+                                      f"{operation} returned {bad} non-finite values ({values.reshape(-1)[0]!r}...) "
+                                      f"at {where}", float("inf"), float("nan"), where, (), operation, t, inputs)
+    return CaseResult("finite", Status.PASS, criterion, f"{ctx.T} timesteps x every operation and variance option")
+
+
+def case_loss_given_draws(ctx: Context) -> CaseResult:
+    """The training loss at given (x_0, t, noise) equals mean((noise - eps_theta(x_t, t))^2) (Algorithm 1)."""
+    rng = ctx.rng("loss_given_draws")
+    config = ctx.config
+    eps_model = config.data.eps_model(ctx.alpha_bars, ctx.base)
+    adapter = cast(TrainingLoss, ctx.adapter)  # run only when offered (run_adapter checks)
+    worst = Worst()
+    criterion = rounding_criterion(ctx)
+    for p in sorted({1, max(1, ctx.T // 2), ctx.T}):
+        x0_, n = draw(rng, ctx, "x0"), draw(rng, ctx, "noise")
+        t = torch.full((x0_.shape[0],), ctx.to_adapter(p), dtype=torch.int64)
+        out = to_numpy(adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n)))
+        values = {**ctx.step(p), oracle.x0: x0_,
+                  oracle.noise: n}
+        xt_, tol_xt = oracle.evaluate(oracle.Q_SAMPLE, values, ctx.u)
+        e = to_numpy(eps_model(torch.tensor(xt_), t))
+        per_image = ((n - e) ** 2).reshape(n.shape[0], -1).mean(axis=1)
+        kappa = float(config.data.kappa(np.float64(ctx.alpha_bar(p))))
+        scale = (2 * np.abs(n - e) * (np.abs(n) + np.abs(e) + kappa * tol_xt / ctx.u)).reshape(n.shape[0], -1).mean(1)
+        expected = per_image if out.size == per_image.size else np.array(per_image.mean())
+        tol = oracle.ROUNDING_FACTOR * ctx.u * (np.abs(expected) + (scale if out.size == per_image.size
+                                                                    else scale.mean()))
+        worst.update("loss", out.reshape(expected.shape), expected, np.asarray(tol), p, {"x0": x0_, "noise": n})
+    return exact_result(ctx, "loss_given_draws", worst, criterion, "training_loss")

@@ -1,0 +1,49 @@
+"""The cases the suite runs on one adapter, in report order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+
+from ddpm.conformance.cases.context import Context
+from ddpm.conformance.cases.exact import (
+    case_ddim,
+    case_finite,
+    case_loss_given_draws,
+    case_posterior,
+    case_q_sample,
+    case_reverse_step,
+    case_schedule,
+    case_strided,
+)
+from ddpm.conformance.cases.results import CaseResult
+from ddpm.conformance.cases.statistical import case_chain, case_loss_at_eps_star
+
+
+# ------------------------------------------------------------------------------------------------ the list
+def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str | None]]:
+    """(case name, thunk, the optional member it needs or None) in report order."""
+    a = ctx.adapter
+    out: list[tuple[str, Callable[[], CaseResult], str | None]] = [
+        ("schedule", lambda: case_schedule(ctx), None),
+        ("q_sample", lambda: case_q_sample(ctx), None),
+        ("posterior", lambda: case_posterior(ctx), None),
+    ]
+    for option in a.variances:
+        out.append((f"reverse_step[{option}]", partial(case_reverse_step, ctx, option), None))
+    out.append(("finite", lambda: case_finite(ctx), None))
+    S = min(ctx.config.strided_steps, ctx.T)
+    for option in a.variances:
+        out.append((f"strided[{option}, S={S}]", partial(case_strided, ctx, option), "strided_step"))
+    D = min(ctx.config.ddim_steps, ctx.T)
+    for eta_value in ctx.config.ddim_etas:
+        out.append((f"ddim[eta={eta_value:g}, S={D}]", partial(case_ddim, ctx, eta_value), "ddim_step"))
+    out.append(("loss_given_draws", lambda: case_loss_given_draws(ctx), "training_loss"))
+    out.append(("loss_at_eps_star", lambda: case_loss_at_eps_star(ctx), "training_loss"))
+    return out
+
+
+def chain_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult]]]:
+    """One statistical case per full sampler the adapter offers (none without `chains`)."""
+    chains = ctx.adapter.chains() if hasattr(ctx.adapter, "chains") else []
+    return [(f"chain[{c.label}]", partial(case_chain, ctx, c)) for c in chains]

@@ -1,0 +1,65 @@
+"""What a case reports (`CaseResult`, `Status`) and the sizes of a suite run (`SuiteConfig`)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+
+from ddpm.conformance import oracle
+
+
+class Status(enum.Enum):
+    """The outcome of one case."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    NOT_APPLICABLE = "not applicable"
+    CONVENTION = "convention"
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """What one case found for one adapter: `ratio` is the worst |deviation| / tolerance (exact cases), `p_value`
+    the smallest Holm-adjusted p-value (statistical cases)."""
+
+    case: str
+    status: Status
+    criterion: str
+    detail: str = ""
+    ratio: float | None = None
+    deviation: float | None = None
+    where: str = ""
+    conventions: tuple[str, ...] = ()
+    operation: str | None = None
+    t: int | None = None
+    inputs: dict | None = None
+    expected: list | None = None
+    reproduction: str | None = None
+    reproduction_output: str | None = None
+    p_value: float | None = None  # statistical cases: the smallest Holm-adjusted p-value of the case's family
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """Sizes, seed and alpha of a suite run (the defaults are what `nox -s conformance` uses)."""
+
+    batch: int = 4  # images per timestep in the exact cases
+    strided_steps: int = 100  # S of the strided (respaced) case; capped at T
+    ddim_steps: int = 50
+    ddim_etas: tuple[float, ...] = (0.0, 0.5, 1.0)
+    chain_samples: int = 2000  # images per chain (x [n, 1, 2, 2]: 4 values each)
+    loss_timesteps: int = 4  # paper t in {1, ~T/3, ~2T/3, T}
+    loss_batches: int = 40
+    loss_batch: int = 100
+    alpha: float = 1e-3  # family-wise, per statistical case (Holm)
+    seed: int = 0
+    data: oracle.GaussianData = field(default_factory=oracle.GaussianData)
+
+def not_applicable(name: str, why: str) -> CaseResult:
+    """The result of a case whose operation the implementation does not offer."""
+    return CaseResult(name, Status.NOT_APPLICABLE, "", why)
+
+
+def with_reproduction(result: CaseResult, snippet: str | None, output: str | None) -> CaseResult:
+    """`result` with a reproduction snippet (and what running it printed)."""
+    return replace(result, reproduction=snippet, reproduction_output=output)

@@ -1,0 +1,129 @@
+"""Statistical cases: the implementation driven by the exact eps* of Gaussian data, its output tested against the
+law the derivations predict (SciPy; Holm's correction; family-wise alpha per case)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import numpy as np
+import torch
+from scipy import stats
+
+from ddpm.conformance.cases.context import IMAGE, Context, to_numpy
+from ddpm.conformance.cases.results import CaseResult, Status
+from ddpm.conformance.protocol import Chain, ChainKind, Convention, TrainingLoss, VarianceKind
+
+
+# ------------------------------------------------------------------------------------------- statistical
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p-values (family-wise error control)."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def chain_law(ctx: Context, chain: Chain) -> tuple[float, float]:
+    """The exact law N(mean, var) per dimension of the chain's output when driven by eps* of the suite's data.
+
+    eps* is affine in x_t, so every step (ancestral over t -> s with the claimed sigma, or DDIM eq. 12) maps
+    N(mu, v) to N(A mu + B, A^2 v + sigma^2), starting from N(0, 1) at the first visited timestep.
+    """
+    data = ctx.config.data
+    steps = [ctx.to_paper(t) for t in chain.timesteps]
+    mean, var = 0.0, 1.0
+    for p, s in zip(steps, steps[1:] + [0], strict=True):
+        at, as_ = ctx.alpha_bar(p), ctx.alpha_bar(s)
+        kappa = float(data.kappa(np.float64(at)))
+        # eps* = kappa (x - sqrt(at) m); both step kinds are c_x x + c_e eps + sigma z.
+        if chain.kind is ChainKind.ANCESTRAL:
+            b = 1.0 - at / as_
+            c_x, c_e = np.sqrt(as_ / at), -np.sqrt(as_ / at) * b / np.sqrt(1.0 - at)
+            kind = ctx.adapter.variances[chain.variance]  # type: ignore[index]  # an ancestral Chain names one
+            sigma2 = 0.0 if s == 0 else (b if kind is VarianceKind.BETA else (1.0 - as_) / (1.0 - at) * b)
+        else:
+            sigma2 = 0.0 if s == 0 else (
+                chain.eta**2 * (1.0 - as_) / (1.0 - at) * (1.0 - at / as_))  # type: ignore[operator]  # ddim: eta set
+            direction = np.sqrt(max(1.0 - as_ - sigma2, 0.0))
+            c_x = np.sqrt(as_ / at)
+            c_e = direction - np.sqrt(as_) * np.sqrt(1.0 - at) / np.sqrt(at)
+        A = c_x + c_e * kappa
+        B = -c_e * kappa * np.sqrt(at) * data.mean
+        mean, var = A * mean + B, A * A * var + sigma2
+    return float(mean), float(var)
+
+
+def case_chain(ctx: Context, chain: Chain) -> CaseResult:
+    """The full sampler driven by eps* of N(m, s^2) data produces the law the derivations predict (SciPy tests)."""
+    config = ctx.config
+    name = f"chain[{chain.label}]"
+    criterion = (f"n = {config.chain_samples} x 4 values; KS, mean z-test and variance chi-square against the "
+                 f"predicted law, Holm, family-wise alpha = {config.alpha:g}")
+    if chain.kind is ChainKind.ANCESTRAL and (
+            chain.variance not in ctx.adapter.variances
+            or ctx.adapter.variances[chain.variance].learned):  # type: ignore[index]  # in variances: a str
+        return CaseResult(name, Status.NOT_APPLICABLE, criterion, "needs a fixed variance option")
+    mean, var = chain_law(ctx, chain)
+    eps_model = config.data.eps_model(ctx.alpha_bars, ctx.base)
+    generator = torch.Generator().manual_seed(int(ctx.rng(name).integers(2**62)))
+    x = to_numpy(chain.run(eps_model, (config.chain_samples, *IMAGE), generator)).reshape(-1)
+    n = x.size
+    if not np.all(np.isfinite(x)):
+        return CaseResult(name, Status.FAIL, criterion, f"{int(np.sum(~np.isfinite(x)))} non-finite samples",
+                          float("inf"), operation=f"chain:{chain.label}")
+    sd = np.sqrt(var)
+    p_ks = stats.kstest(x, "norm", args=(mean, sd)).pvalue
+    zscore = (x.mean() - mean) / (sd / np.sqrt(n))
+    p_mean = 2 * stats.norm.sf(abs(zscore))
+    chi2 = np.sum((x - x.mean()) ** 2) / var
+    p_var = 2 * min(stats.chi2.cdf(chi2, n - 1), stats.chi2.sf(chi2, n - 1))
+    adjusted = holm([p_ks, p_mean, p_var])
+    labels = ("KS", "mean", "variance")
+    data = config.data
+    detail = (f"predicted N({mean:.5f}, {sd:.5f}^2) (data N({data.mean:g}, {data.std:g}^2)); sample mean "
+              f"{x.mean():.5f}, sd {x.std(ddof=1):.5f}; Holm p: " + ", ".join(
+                  f"{lab} {p:.3g}" for lab, p in zip(labels, adjusted, strict=True)))
+    strided = len(chain.timesteps) < ctx.T  # the visited timesteps matter only when some are skipped
+    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if strided else ()))
+    if Convention.CLIPS_X0 in ctx.adapter.conventions:
+        detail += "; the law ignores clipping (|E[x_0 | x_t]| > 1 has probability < 1e-4 for this data)"
+    status = Status.FAIL if adjusted.min() < config.alpha else (Status.CONVENTION if notes else Status.PASS)
+    return CaseResult(name, status, criterion, detail, None, abs(x.mean() - mean), "", notes,
+                      f"chain:{chain.label}", p_value=float(adjusted.min()))
+
+
+def case_loss_at_eps_star(ctx: Context) -> CaseResult:
+    """E[loss] at eps* equals its analytic minimum a s^2 / (a s^2 + 1 - a) at several t (t-tests, Holm)."""
+    config = ctx.config
+    rng = ctx.rng("loss_at_eps_star")
+    data = config.data
+    eps_model = data.eps_model(ctx.alpha_bars, ctx.base)
+    adapter = cast(TrainingLoss, ctx.adapter)  # run only when offered (run_adapter checks)
+    ts = sorted({int(round(v)) for v in np.linspace(1, ctx.T, config.loss_timesteps)})
+    criterion = (f"{config.loss_batches} batches of {config.loss_batch} per t at paper t in {ts}; t-test of the "
+                 f"batch means against a s^2 / (a s^2 + 1 - a), Holm, family-wise alpha = {config.alpha:g}")
+    p_values, parts = [], []
+    for p in ts:
+        means = []
+        for _ in range(config.loss_batches):
+            shape = (config.loss_batch, *IMAGE)
+            x0_ = ctx.exact(rng.normal(data.mean, data.std, shape))
+            n = ctx.exact(rng.standard_normal(shape))
+            t = torch.full((shape[0],), ctx.to_adapter(p), dtype=torch.int64)
+            means.append(float(to_numpy(adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n))).mean()))
+        batch_means = np.asarray(means)
+        expected = data.loss_minimum(ctx.alpha_bar(p))
+        test = stats.ttest_1samp(batch_means, expected)
+        p_values.append(test.pvalue)
+        parts.append(f"t = {ctx.to_adapter(p)}: {batch_means.mean():.5f} vs {expected:.5f}")
+    adjusted = holm(p_values)
+    k = int(np.argmin(adjusted))
+    detail = "; ".join(f"{part} (Holm p {q:.3g})" for part, q in zip(parts, adjusted, strict=True))
+    status = Status.FAIL if adjusted[k] < config.alpha else Status.PASS
+    return CaseResult("loss_at_eps_star", status, criterion, detail, operation="training_loss",
+                      t=ctx.to_adapter(ts[k]), p_value=float(adjusted[k]))

@@ -37,19 +37,20 @@ import numpy.typing as npt
 import sympy as sp
 import torch
 
-from ddpm.conformance.protocol import VarianceKind
+from ddpm.conformance.protocol import Prediction, VarianceKind
 
 ROUNDING_FACTOR = 8.0  # K: a few roundings per operation on each side
 
 a_t, a_s, al = sp.symbols("a_t a_s al", positive=True)
 b, m_t, m_s = sp.symbols("b m_t m_s", nonnegative=True)
 x0, xt, noise, eps, z, v = sp.symbols("x0 xt noise eps z v", real=True)
+vel = sp.Symbol("vel", real=True)  # a v-prediction (v above is a learned-variance output)
 eta = sp.Symbol("eta", nonnegative=True)
 
 INTERMEDIATES = (a_t, a_s, al, b, m_t, m_s)
 ABSOLUTE = frozenset({b, al, m_t, m_s})  # perturbed by u absolutely (may be formed by cancellation)
 TABLE_VALUES = frozenset({a_t, a_s})  # perturbed by u (1 + |log a|) relatively (tables built as exp(sum log alpha))
-INPUTS = (x0, xt, noise, eps, z, v, eta)
+INPUTS = (x0, xt, noise, eps, z, v, vel, eta)
 
 # x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t): eq. 4 solved for x_0.
 X0_HAT = (xt - sp.sqrt(m_t) * eps) / sp.sqrt(a_t)
@@ -72,6 +73,20 @@ SIGMA = {
     VarianceKind.LEARNED_LOG_VARIANCE: sp.exp(v / 2),
     VarianceKind.LEARNED_VARIANCE: sp.sqrt(v),
 }
+# The parameterisations of derivation (o): what the network output (eps, x0 or vel) gives for x0_hat and eps_hat.
+EPS_FROM_X0 = (xt - sp.sqrt(a_t) * x0) / sp.sqrt(m_t)
+X0_FROM_V = sp.sqrt(a_t) * xt - sp.sqrt(m_t) * vel
+EPS_FROM_V = sp.sqrt(a_t) * vel + sp.sqrt(m_t) * xt
+OUTPUT = {Prediction.EPS: eps, Prediction.X0: x0, Prediction.V: vel}  # the symbol the network output stands for
+X0_HATS = {Prediction.EPS: X0_HAT, Prediction.X0: x0, Prediction.V: X0_FROM_V}
+EPS_HATS = {Prediction.EPS: eps, Prediction.X0: EPS_FROM_X0, Prediction.V: EPS_FROM_V}
+# Algorithm 2's mean from each parameterisation, by both routes (eps form, posterior mean of x0_hat). At
+# alpha_bar_T = 0 only the x0_hat route is finite (the eps form divides by sqrt(al) = 0): `evaluate` keeps the finite.
+MEANS = {
+    prediction: (MEAN_FORMS[0].subs(eps, EPS_HATS[prediction]),
+                 POSTERIOR_COEF_X0 * X0_HATS[prediction] + POSTERIOR_COEF_XT * xt)
+    for prediction in Prediction
+}
 # DDIM, Song et al. eq. 16 and eq. 12 (and its x_t / eps coefficient form).
 DDIM_SIGMA2 = eta**2 * m_s / m_t * b
 DDIM_FORMS = (
@@ -79,6 +94,12 @@ DDIM_FORMS = (
     sp.sqrt(a_s / a_t) * xt + (sp.sqrt(m_s - DDIM_SIGMA2) - sp.sqrt(a_s) * sp.sqrt(m_t) / sp.sqrt(a_t)) * eps
     + sp.sqrt(DDIM_SIGMA2) * z,
 )
+DDIM_BY_PREDICTION = {
+    Prediction.EPS: DDIM_FORMS,
+    **{prediction: (sp.sqrt(a_s) * X0_HATS[prediction] + sp.sqrt(m_s - DDIM_SIGMA2) * EPS_HATS[prediction]
+                    + sp.sqrt(DDIM_SIGMA2) * z,)
+       for prediction in (Prediction.X0, Prediction.V)},
+}
 
 
 def unit_roundoff(dtype: torch.dtype) -> float:
@@ -114,26 +135,40 @@ def stride_intermediates(alpha_bar_t, alpha_bar_s, beta=None) -> dict[sp.Symbol,
 
 def evaluate(forms: sp.Expr | tuple[sp.Expr, ...], values: Mapping[sp.Symbol, np.ndarray | float],
              u: float) -> tuple[np.ndarray, np.ndarray]:
-    """(oracle value, tolerance) of `forms` (one form or several equal ones) at `values` (module docstring)."""
+    """(oracle value, tolerance) of `forms` (one form or several equal ones) at `values` (module docstring).
+
+    Where a form is not finite (the eps form of the mean at alpha_bar_T = 0) the others decide; where none is, the
+    value is not finite and the case does not compare there. A quantity that is exactly 0 (alpha_bar_T = 0) carries
+    no rounding, so an infinite derivative there adds nothing to the bound.
+    """
     forms = forms if isinstance(forms, tuple) else (forms,)
     symbols = INTERMEDIATES + INPUTS
     args = [np.asarray(values.get(s, 0.0), dtype=np.float64) for s in symbols]
-    out, bound = None, None
+    shape = np.broadcast_shapes(*(a.shape for a in args))
+    out, bound = np.full(shape, np.nan), np.full(shape, np.nan)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for form in forms:
-            fn, partials = _compiled(form)
-            f = np.broadcast_to(np.asarray(fn(*args), dtype=np.float64), np.broadcast_shapes(*(a.shape for a in args)))
-            err = u * np.abs(f)
-            for symbol, dfn in partials:
-                d = np.abs(np.asarray(dfn(*args), dtype=np.float64))
-                q = np.asarray(values.get(symbol, 0.0), dtype=np.float64)
-                dq = u if symbol in ABSOLUTE else u * np.abs(q)
-                if symbol in TABLE_VALUES:  # a table may carry the rounding of its logarithm
-                    dq = dq * (1.0 + np.abs(np.log(np.where(q > 0, q, 1.0))))
-                err = err + np.nan_to_num(d * dq, nan=np.inf, posinf=np.inf)
-            out = f if out is None else out
-            bound = err if bound is None else np.maximum(bound, err)
-    return out, ROUNDING_FACTOR * bound  # type: ignore[return-value, operator]  # forms is never empty: both are set
+            f, err = _value_and_bound(form, args, values, u, shape)
+            usable = np.isfinite(f) & np.isfinite(err)
+            out = np.where(np.isnan(out) & usable, f, out)
+            bound = np.where(usable, np.fmax(bound, err), bound)
+    return out, ROUNDING_FACTOR * bound
+
+
+def _value_and_bound(form: sp.Expr, args: list[np.ndarray], values: Mapping[sp.Symbol, np.ndarray | float], u: float,
+                     shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """One form's float64 value and first-order rounding bound (before the factor K)."""
+    fn, partials = _compiled(form)
+    f = np.broadcast_to(np.asarray(fn(*args), dtype=np.float64), shape)
+    err = u * np.abs(f)
+    for symbol, dfn in partials:
+        d = np.abs(np.asarray(dfn(*args), dtype=np.float64))
+        q = np.asarray(values.get(symbol, 0.0), dtype=np.float64)
+        dq = np.where(q == 0, 0.0, u) if symbol in ABSOLUTE else u * np.abs(q)
+        if symbol in TABLE_VALUES:  # a table may carry the rounding of its logarithm
+            dq = dq * (1.0 + np.abs(np.log(np.where(q > 0, q, 1.0))))
+        err = err + np.where(dq == 0, 0.0, np.nan_to_num(d * dq, nan=np.inf, posinf=np.inf))
+    return f, err
 
 
 def sigma_form(kind: VarianceKind) -> sp.Expr:
@@ -180,10 +215,13 @@ def schedule_condition(kind, T: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------- exact eps* of Gaussian data
 class GaussianData:
-    """x_0 ~ N(mean, std^2) independently per dimension: the data whose optimal denoiser eps* is known exactly.
+    """x_0 ~ N(mean, std^2) independently per dimension: the data whose optimal denoiser is known exactly.
 
-    eps*(x_t, t) = E[eps | x_t] = sqrt(1 - a_t) (x_t - sqrt(a_t) m) / (a_t s^2 + 1 - a_t) (Gaussian conditioning);
-    the minimum of E ||eps - eps_theta||^2 / d at t is E Var(eps | x_t) = a_t s^2 / (a_t s^2 + 1 - a_t).
+    With a = alpha_bar_t, m, s the data's mean and sd and r = a s^2 + 1 - a (Gaussian conditioning):
+    eps*(x_t, t) = E[eps | x_t] = kappa (x_t - sqrt(a) m), kappa = sqrt(1 - a) / r;
+    x_0*(x_t, t) = E[x_0 | x_t] = m + g (x_t - sqrt(a) m), g = sqrt(a) s^2 / r (finite at a = 0, where it is m);
+    v* = sqrt(a) eps* - sqrt(1 - a) x_0* (derivation (o)). The minimum of E (target - output)^2 per dimension is
+    E Var(target | x_t): a s^2 / r for eps, (1 - a) s^2 / r for x_0 and s^2 / r for v.
     The defaults keep |x_0| <= 1 with probability 1 - 6e-5, so x_0-clipping implementations are (nearly) unaffected.
     """
 
@@ -194,17 +232,42 @@ class GaussianData:
         """eps* = kappa (x_t - sqrt(a_t) m)."""
         return np.sqrt(1.0 - alpha_bar) / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
 
-    def loss_minimum(self, alpha_bar: float) -> float:
-        """min over eps_theta of E (eps - eps_theta(x_t, t))^2 per dimension: E Var(eps | x_t)."""
-        return alpha_bar * self.std**2 / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
+    def gain(self, alpha_bar: npt.NDArray[np.float64] | np.float64) -> npt.NDArray[np.float64] | np.float64:
+        """x_0* = m + gain (x_t - sqrt(a_t) m)."""
+        return np.sqrt(alpha_bar) * self.std**2 / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
+
+    def slope(self, alpha_bar: float, prediction: Prediction = Prediction.EPS) -> float:
+        """d output* / d x_t of the exact output in that parameterisation."""
+        if prediction is Prediction.EPS:
+            return float(self.kappa(np.float64(alpha_bar)))
+        if prediction is Prediction.X0:
+            return float(self.gain(np.float64(alpha_bar)))
+        return float(np.sqrt(alpha_bar) * self.kappa(np.float64(alpha_bar))
+                     - np.sqrt(1.0 - alpha_bar) * self.gain(np.float64(alpha_bar)))
+
+    def loss_minimum(self, alpha_bar: float, prediction: Prediction = Prediction.EPS) -> float:
+        """min over the output of E (target - output(x_t, t))^2 per dimension: E Var(target | x_t)."""
+        r = alpha_bar * self.std**2 + 1.0 - alpha_bar
+        spread = {Prediction.EPS: alpha_bar, Prediction.X0: 1.0 - alpha_bar, Prediction.V: 1.0}[prediction]
+        return spread * self.std**2 / r
 
     def eps_model(self, alpha_bars: np.ndarray, timestep_base: int):
         """eps*(x, t) for an implementation's table alpha_bars [T] and timestep convention (t int64 [B])."""
+        return self.model(alpha_bars, timestep_base, Prediction.EPS)
+
+    def model(self, alpha_bars: np.ndarray, timestep_base: int, prediction: Prediction):
+        """The exact output (eps*, x_0* or v*) at (x, t) for an implementation's table alpha_bars [T] and timestep
+        convention (t int64 [B]), computed in float64 and returned in x's dtype."""
         table = torch.tensor(alpha_bars, dtype=torch.float64)
 
-        def eps_star(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        def exact_output(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             ab = table[(t.to(torch.int64) - timestep_base).cpu()].to(x.device).reshape((-1,) + (1,) * (x.ndim - 1))
-            kappa = torch.sqrt(1.0 - ab) / (ab * self.std**2 + 1.0 - ab)
-            return (kappa * (x.to(torch.float64) - torch.sqrt(ab) * self.mean)).to(x.dtype)
+            r = ab * self.std**2 + 1.0 - ab
+            centred = x.to(torch.float64) - torch.sqrt(ab) * self.mean
+            eps_star = torch.sqrt(1.0 - ab) / r * centred
+            x0_star = self.mean + torch.sqrt(ab) * self.std**2 / r * centred
+            out = {Prediction.EPS: eps_star, Prediction.X0: x0_star,
+                   Prediction.V: torch.sqrt(ab) * eps_star - torch.sqrt(1.0 - ab) * x0_star}[prediction]
+            return out.to(x.dtype)
 
-        return eps_star
+        return exact_output

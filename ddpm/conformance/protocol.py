@@ -24,6 +24,20 @@ Required members (checked by `check_adapter`):
         injects z however its library draws noise); `variance` is a key of `variances`; `v` is the model's
         variance output for the learned kinds (None otherwise).
 
+Optional attributes (defaults in brackets):
+
+    prediction: Prediction        what the network output passed to the steps, chains and loss predicts [EPS]:
+                                  the first argument of reverse_step, strided_step, ddim_step, inversion_step and
+                                  the batched steps is that output (eps, x_0 or v), and the model callables the
+                                  suite passes (chains, training_loss) return it; derivation (o) gives the
+                                  conversions the oracle uses
+    family: str                   the configuration family the adapter belongs to, one column group of the report's
+                                  summary, e.g. "timestep_spacing" ["default"]
+    options: Mapping[str, Any]    the library options of this configuration, e.g. {"timestep_spacing": "trailing"}
+
+A factory may return a `RejectedConfiguration` in place of an adapter: a configuration the library refuses
+(its constructor raised); the report shows it as not applicable with the library's error.
+
 Optional members (a case whose member is missing, or raises `NotOffered`, is "not applicable"; a required
 method may raise `NotOffered` too when the library has no such operation):
 
@@ -35,6 +49,12 @@ method may raise `NotOffered` too when the library has no such operation):
                                                         t an int64 tensor [B] (adapter convention); returns the
                                                         per-image mean over dimensions [B] or its batch mean
     chains() -> Sequence[Chain]                         its full samplers, each run by the suite with eps*
+    inversion_timesteps(num_steps) -> list[int]         timesteps of DDIM inversion, ascending (adapter convention)
+    inversion_step(out, xs, s, t) -> Tensor             x_t from x_s, s < t (s = base - 1 for x_0): eq. 12 with
+                                                        eta = 0 solved for the later timestep (derivation (o))
+    batched_mean(out, xt, t, s, variance, v=None)       the noise-free ancestral x_s of every row at once, row b
+                                                        from t[b] to s[b] (t, s int64 [B], adapter convention)
+    batched_ddim(out, xt, t, s) -> Tensor               eq. 12 with eta = 0, row b from t[b] to s[b]
     reproduction(operation, t, inputs) -> str | None    a standalone snippet calling the library directly
 
 `eps_model` arguments are callables eps_model(x [B, C, H, W], t int64 [B] in the adapter's convention) -> eps.
@@ -44,7 +64,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -61,6 +81,26 @@ class NotOffered(Exception):
 
     The message says what is missing, e.g. "DDIMScheduler has no posterior q(x_{t-1} | x_t, x_0)".
     """
+
+
+class Prediction(enum.Enum):
+    """What a network output predicts (derivation (o)): the noise, the clean image, or v = sqrt(a) eps - sqrt(1 - a) x_0
+    (Salimans & Ho 2022), a = alpha_bar_t."""
+
+    EPS = "eps"
+    X0 = "x0"
+    V = "v"
+
+
+@dataclass(frozen=True)
+class RejectedConfiguration:
+    """A configuration the library refuses: shown in the report as not applicable, with the library's error."""
+
+    name: str
+    version: str
+    error: str
+    family: str = "default"
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 class VarianceKind(enum.Enum):
@@ -186,7 +226,7 @@ class TrainingLoss(Protocol):
 
 
 OPTIONAL = ("strided_timesteps", "strided_step", "ddim_timesteps", "ddim_step", "training_loss", "chains",
-            "reproduction")
+            "reproduction", "inversion_timesteps", "inversion_step", "batched_mean", "batched_ddim")
 _ATTRIBUTES = ("name", "version", "timestep_base", "dtype", "schedule", "variances", "conventions")
 _METHODS = ("betas", "alpha_bars", "q_sample", "q_posterior", "reverse_step")
 
@@ -216,12 +256,36 @@ def check_adapter(adapter: object) -> Adapter:
             raise AdapterError(f"adapter {label!r}: variance option {option!r} maps to {kind!r}, not a VarianceKind")
     if not isinstance(a.conventions, Mapping) or not all(isinstance(c, Convention) for c in a.conventions):
         raise AdapterError(f"adapter {label!r}: conventions must map Convention members to notes")
+    if not isinstance(prediction_of(a), Prediction):
+        raise AdapterError(f"adapter {label!r}: prediction must be a Prediction, got {a.prediction!r}")
+    if not isinstance(getattr(a, "family", ""), str) or not isinstance(getattr(a, "options", {}), Mapping):
+        raise AdapterError(f"adapter {label!r}: family must be a string and options a mapping")
     return a
+
+
+def prediction_of(adapter: object) -> Prediction:
+    """What the adapter's network output predicts (EPS unless it declares `prediction`)."""
+    return getattr(adapter, "prediction", Prediction.EPS)
+
+
+def family_of(adapter: object) -> str:
+    """The adapter's configuration family ("default" unless it declares `family`)."""
+    return str(getattr(adapter, "family", "default"))
+
+
+def options_of(adapter: object) -> dict[str, Any]:
+    """The library options of the adapter's configuration ({} unless it declares `options`)."""
+    return dict(getattr(adapter, "options", {}))
 
 
 __all__ = [
     "OPTIONAL",
     "Adapter",
+    "Prediction",
+    "RejectedConfiguration",
+    "family_of",
+    "options_of",
+    "prediction_of",
     "AdapterError",
     "NotOffered",
     "Chain",

@@ -10,9 +10,10 @@ import torch
 
 from ddpm.conformance import oracle
 from ddpm.conformance.cases.results import CaseResult, Status, SuiteConfig
-from ddpm.conformance.protocol import Adapter, Convention, VarianceKind
+from ddpm.conformance.protocol import Adapter, Convention, Prediction, VarianceKind, prediction_of
 
 Tensor = torch.Tensor
+OUTPUT_NAMES = {Prediction.EPS: "eps", Prediction.X0: "x0_pred", Prediction.V: "v_pred"}
 IMAGE = (1, 2, 2)  # [C, H, W] of the tensors fed to adapters: small, but shaped like images
 
 
@@ -27,6 +28,8 @@ class Context:
         self.T = self.alpha_bars.shape[0]
         self.betas = np.asarray(adapter.betas(), dtype=np.float64).reshape(-1)  # [T], index paper t - 1
         self.base = int(adapter.timestep_base)
+        self.prediction = prediction_of(adapter)
+        self.output_name = OUTPUT_NAMES[self.prediction]  # the network output's name in a failure's inputs
 
     def rng(self, case: str) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, *case.encode()])
@@ -124,6 +127,16 @@ def draw(rng: np.random.Generator, ctx: Context, kind: str) -> np.ndarray:
     if kind == "z":  # |z| >= 0.5 so that sigma = (out(z) - out(0)) / z is well conditioned
         return ctx.exact(rng.choice([-1.0, 1.0], shape) * (0.5 + np.abs(rng.standard_normal(shape))))
     scale = 1.5 if kind == "xt" else 1.0
+    return ctx.exact(scale * rng.standard_normal(shape))
+
+
+def draw_output(rng: np.random.Generator, ctx: Context) -> np.ndarray:
+    """A network output in the adapter's parameterisation: eps ~ N(0, 1), x_0 ~ U(-1.2, 1.2) (a little beyond the data
+    range), v ~ N(0, 1.5^2)."""
+    shape = (ctx.config.batch, *IMAGE)
+    if ctx.prediction is Prediction.X0:
+        return ctx.exact(rng.uniform(-1.2, 1.2, shape))
+    scale = 1.5 if ctx.prediction is Prediction.V else 1.0
     return ctx.exact(scale * rng.standard_normal(shape))
 
 

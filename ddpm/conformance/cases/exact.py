@@ -14,6 +14,7 @@ from ddpm.conformance.cases.context import (
     Context,
     Worst,
     draw,
+    draw_output,
     exact_result,
     learned_input,
     rounding_criterion,
@@ -24,6 +25,7 @@ from ddpm.conformance.protocol import (
     Convention,
     DdimSteps,
     NotOffered,
+    Prediction,
     ScheduleKind,
     StridedSteps,
     TrainingLoss,
@@ -120,10 +122,11 @@ def case_posterior(ctx: Context) -> CaseResult:
 
 # ---------------------------------------------------------------------------------------- reverse steps
 def mean_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Algorithm 2's mean over a step t -> s given eps; with clipping, mu_tilde(clamp(x0_hat, -1, 1), x_t)."""
+    """Algorithm 2's mean over a step t -> s given the network output (in the adapter's parameterisation); with
+    clipping, mu_tilde(clamp(x0_hat, -1, 1), x_t)."""
     if not clip:
-        return oracle.evaluate(oracle.MEAN_FORMS, values, ctx.u)
-    x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HAT, values, ctx.u)
+        return oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+    x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
     clipped = {**values, oracle.x0: np.clip(x0_hat, -1.0, 1.0)}
     mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, clipped, ctx.u)
     coef, _ = oracle.evaluate(oracle.POSTERIOR_COEF_X0, values, ctx.u)
@@ -133,15 +136,15 @@ def mean_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.
 def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
                 rng: np.random.Generator, clip: bool) -> None:
     """One stochastic step t -> s: the mean from z = 0 and sigma = (out(z) - out(0)) / z against the oracle."""
-    eps_, xt_, z_ = draw(rng, ctx, "eps"), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
+    eps_, xt_, z_ = draw_output(rng, ctx), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
     v_ = learned_input(rng, ctx, kind) if kind is not None else None
-    inputs = {"eps": eps_, "xt": xt_, "z": z_} | ({} if v_ is None else {"v": v_})
+    inputs = {ctx.output_name: eps_, "xt": xt_, "z": z_} | ({} if v_ is None else {"v": v_})
     zero = np.zeros_like(z_)
     out0 = to_numpy(step(ctx.tensor(eps_), ctx.tensor(xt_), ctx.tensor(zero), None if v_ is None else ctx.tensor(v_)))
     outz = to_numpy(step(ctx.tensor(eps_), ctx.tensor(xt_), ctx.tensor(z_), None if v_ is None else ctx.tensor(v_)))
     intermediates = ctx.step(p) if s_paper == p - 1 else oracle.stride_intermediates(ctx.alpha_bar(p),
                                                                                       ctx.alpha_bar(s_paper))
-    values = {**intermediates, oracle.xt: xt_, oracle.eps: eps_, oracle.z: z_}
+    values = {**intermediates, oracle.xt: xt_, oracle.OUTPUT[ctx.prediction]: eps_, oracle.z: z_}
     if v_ is not None:
         values[oracle.v] = v_
     mean, tol_mean = mean_oracle(ctx, values, clip)
@@ -192,6 +195,17 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
     return exact_result(ctx, name, worst, criterion, f"strided_step:{option}:{S}", notes)
 
 
+def ddim_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 12 given the network output; with clipping, eps re-derived from the clipped x0_hat first."""
+    if not clip:
+        return oracle.evaluate(oracle.DDIM_BY_PREDICTION[ctx.prediction], values, ctx.u)
+    x0_hat, _ = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
+    x0c = np.clip(x0_hat, -1.0, 1.0)
+    eps_clipped = (values[oracle.xt] - np.sqrt(values[oracle.a_t]) * x0c) / np.sqrt(values[oracle.m_t])
+    values = {**values, oracle.eps: eps_clipped}
+    return oracle.evaluate(oracle.DDIM_FORMS, values, ctx.u)
+
+
 def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     """A DDIM step t -> s against Song et al. eq. 12 with sigma(eta) of eq. 16, every step of S."""
     S = min(ctx.config.ddim_steps, ctx.T)
@@ -203,17 +217,14 @@ def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     worst = Worst()
     for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
         p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
-        eps_, xt_, z_ = draw(rng, ctx, "eps"), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
+        eps_, xt_, z_ = draw_output(rng, ctx), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
         out = to_numpy(adapter.ddim_step(ctx.tensor(eps_), ctx.tensor(xt_), t, s, eta_value, ctx.tensor(z_)))
         values: dict[sp.Symbol, np.ndarray | float] = {
             **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: xt_,
-            oracle.eps: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_), oracle.eta: eta_value}
-        if clip:
-            x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HAT, values, ctx.u)
-            x0c = np.clip(x0_hat, -1.0, 1.0)
-            values[oracle.eps] = (xt_ - np.sqrt(values[oracle.a_t]) * x0c) / np.sqrt(values[oracle.m_t])
-        expected, tol = oracle.evaluate(oracle.DDIM_FORMS, values, ctx.u)
-        worst.update("x_s", out, expected, tol, p, {"eps": eps_, "xt": xt_, "z": z_})
+            oracle.OUTPUT[ctx.prediction]: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_),
+            oracle.eta: eta_value}
+        expected, tol = ddim_oracle(ctx, values, clip)
+        worst.update("x_s", out, expected, tol, p, {ctx.output_name: eps_, "xt": xt_, "z": z_})
     notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS)
     criterion = rounding_criterion(ctx) + f"; visits {len(steps)} timesteps"
     return exact_result(ctx, name, worst, criterion, f"ddim_step:{eta_value:g}:{S}", notes)
@@ -227,7 +238,8 @@ def case_finite(ctx: Context) -> CaseResult:
     criterion = "all outputs finite (x in [-1, 1] or N(0, 1.5^2), eps, z ~ N(0, 1); learned v in range)"
     for p in range(1, ctx.T + 1):
         t = ctx.to_adapter(p)
-        x0_, xt_, e_, z_ = (ctx.tensor(draw(rng, ctx, k)) for k in ("x0", "xt", "eps", "z"))
+        x0_, xt_, z_ = (ctx.tensor(draw(rng, ctx, k)) for k in ("x0", "xt", "z"))
+        e_ = ctx.tensor(draw_output(rng, ctx))
         calls: list[tuple[str, Callable[[], object]]] = [
             ("q_sample", partial(a.q_sample, x0_, t, z_)),
             ("q_posterior", partial(a.q_posterior, x0_, xt_, t)),
@@ -247,18 +259,39 @@ def case_finite(ctx: Context) -> CaseResult:
                     bad = int(np.sum(~np.isfinite(values)))
                     where = f"t = {t} in its convention (paper t = {p})"
                     inputs = {"x0": to_numpy(x0_)[0].reshape(-1).tolist(), "xt": to_numpy(xt_)[0].reshape(-1).tolist(),
-                              "eps": to_numpy(e_)[0].reshape(-1).tolist(), "z": to_numpy(z_)[0].reshape(-1).tolist()}
+                              ctx.output_name: to_numpy(e_)[0].reshape(-1).tolist(),
+                              "z": to_numpy(z_)[0].reshape(-1).tolist()}
                     return CaseResult("finite", Status.FAIL, criterion,
                                       f"{operation} returned {bad} non-finite values ({values.reshape(-1)[0]!r}...) "
                                       f"at {where}", float("inf"), float("nan"), where, (), operation, t, inputs)
     return CaseResult("finite", Status.PASS, criterion, f"{ctx.T} timesteps x every operation and variance option")
 
 
+def loss_weights(ctx: Context) -> np.ndarray:
+    """The per-timestep weights [T] the adapter's loss declares (`loss_weights()`), 1 where it declares none."""
+    if not hasattr(ctx.adapter, "loss_weights"):
+        return np.ones(ctx.T)
+    return np.asarray(ctx.adapter.loss_weights(), dtype=np.float64).reshape(-1)
+
+
+def loss_target(ctx: Context, p: int, x0_: np.ndarray, noise_: np.ndarray) -> np.ndarray:
+    """What the network output is trained towards at paper t = p: noise, x_0, or v = sqrt(a) eps - sqrt(1 - a) x_0."""
+    if ctx.prediction is Prediction.EPS:
+        return noise_
+    if ctx.prediction is Prediction.X0:
+        return x0_
+    a = ctx.alpha_bar(p)
+    return np.sqrt(a) * noise_ - np.sqrt(1.0 - a) * x0_
+
+
 def case_loss_given_draws(ctx: Context) -> CaseResult:
-    """The training loss at given (x_0, t, noise) equals mean((noise - eps_theta(x_t, t))^2) (Algorithm 1)."""
+    """The training loss at given (x_0, t, noise) equals w_t mean((target - output(x_t, t))^2): Algorithm 1 for an
+    eps model (target = noise, w = 1); the x_0 or v target (derivation (o)) and the adapter's declared weights
+    otherwise."""
     rng = ctx.rng("loss_given_draws")
     config = ctx.config
-    eps_model = config.data.eps_model(ctx.alpha_bars, ctx.base)
+    eps_model = config.data.model(ctx.alpha_bars, ctx.base, ctx.prediction)
+    weights = loss_weights(ctx)
     adapter = cast(TrainingLoss, ctx.adapter)  # run only when offered (run_adapter checks)
     worst = Worst()
     criterion = rounding_criterion(ctx)
@@ -270,9 +303,12 @@ def case_loss_given_draws(ctx: Context) -> CaseResult:
                   oracle.noise: n}
         xt_, tol_xt = oracle.evaluate(oracle.Q_SAMPLE, values, ctx.u)
         e = to_numpy(eps_model(torch.tensor(xt_), t))
-        per_image = ((n - e) ** 2).reshape(n.shape[0], -1).mean(axis=1)
-        kappa = float(config.data.kappa(np.float64(ctx.alpha_bar(p))))
-        scale = (2 * np.abs(n - e) * (np.abs(n) + np.abs(e) + kappa * tol_xt / ctx.u)).reshape(n.shape[0], -1).mean(1)
+        target = loss_target(ctx, p, x0_, n)
+        w = weights[p - 1]
+        per_image = w * ((target - e) ** 2).reshape(n.shape[0], -1).mean(axis=1)
+        slope = abs(config.data.slope(ctx.alpha_bar(p), ctx.prediction))
+        scale = w * (2 * np.abs(target - e) * (np.abs(target) + np.abs(e) + slope * tol_xt / ctx.u)
+                     ).reshape(n.shape[0], -1).mean(1)
         expected = per_image if out.size == per_image.size else np.array(per_image.mean())
         tol = oracle.ROUNDING_FACTOR * ctx.u * (np.abs(expected) + (scale if out.size == per_image.size
                                                                     else scale.mean()))

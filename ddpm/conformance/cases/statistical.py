@@ -11,6 +11,7 @@ import torch
 from scipy import stats
 
 from ddpm.conformance.cases.context import IMAGE, Context, to_numpy
+from ddpm.conformance.cases.exact import loss_weights
 from ddpm.conformance.cases.results import CaseResult, Status
 from ddpm.conformance.protocol import Chain, ChainKind, Convention, TrainingLoss, VarianceKind
 
@@ -29,33 +30,38 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
 
 
 def chain_law(ctx: Context, chain: Chain) -> tuple[float, float]:
-    """The exact law N(mean, var) per dimension of the chain's output when driven by eps* of the suite's data.
+    """The exact law N(mean, var) per dimension of the chain's output when driven by the exact output of the suite's
+    data.
 
-    eps* is affine in x_t, so every step (ancestral over t -> s with the claimed sigma, or DDIM eq. 12) maps
-    N(mu, v) to N(A mu + B, A^2 v + sigma^2), starting from N(0, 1) at the first visited timestep.
+    x_0* = m + g (x_t - sqrt(a_t) m) is affine in x_t, and every step (ancestral over t -> s with the claimed sigma,
+    or DDIM eq. 12) is c_x x_t + c_0 x_0* + sigma z in its x_0 form (finite at alpha_bar_T = 0, derivation (o)), so
+    each maps N(mu, v) to N(A mu + B, A^2 v + sigma^2), starting from N(0, 1) at the first visited timestep.
     """
     data = ctx.config.data
     steps = [ctx.to_paper(t) for t in chain.timesteps]
     mean, var = 0.0, 1.0
     for p, s in zip(steps, steps[1:] + [0], strict=True):
         at, as_ = ctx.alpha_bar(p), ctx.alpha_bar(s)
-        kappa = float(data.kappa(np.float64(at)))
-        # eps* = kappa (x - sqrt(at) m); both step kinds are c_x x + c_e eps + sigma z.
-        if chain.kind is ChainKind.ANCESTRAL:
-            b = 1.0 - at / as_
-            c_x, c_e = np.sqrt(as_ / at), -np.sqrt(as_ / at) * b / np.sqrt(1.0 - at)
-            kind = ctx.adapter.variances[chain.variance]  # type: ignore[index]  # an ancestral Chain names one
-            sigma2 = 0.0 if s == 0 else (b if kind is VarianceKind.BETA else (1.0 - as_) / (1.0 - at) * b)
-        else:
-            sigma2 = 0.0 if s == 0 else (
-                chain.eta**2 * (1.0 - as_) / (1.0 - at) * (1.0 - at / as_))  # type: ignore[operator]  # ddim: eta set
-            direction = np.sqrt(max(1.0 - as_ - sigma2, 0.0))
-            c_x = np.sqrt(as_ / at)
-            c_e = direction - np.sqrt(as_) * np.sqrt(1.0 - at) / np.sqrt(at)
-        A = c_x + c_e * kappa
-        B = -c_e * kappa * np.sqrt(at) * data.mean
+        gain = float(data.gain(np.float64(at)))
+        c_x, c_0, sigma2 = step_coefficients(ctx, chain, at, as_, s)
+        A = c_x + c_0 * gain
+        B = c_0 * (data.mean - gain * np.sqrt(at) * data.mean)
         mean, var = A * mean + B, A * A * var + sigma2
     return float(mean), float(var)
+
+
+def step_coefficients(ctx: Context, chain: Chain, at: float, as_: float, s: int) -> tuple[float, float, float]:
+    """(c_x, c_0, sigma^2) of one step t -> s written x_s = c_x x_t + c_0 x0_hat + sigma z."""
+    if chain.kind is ChainKind.ANCESTRAL:  # the posterior mean of x0_hat (eq. 7, over a stride derivation (i))
+        b = 1.0 - at / as_
+        kind = ctx.adapter.variances[chain.variance]  # type: ignore[index]  # an ancestral Chain names one
+        sigma2 = 0.0 if s == 0 else (b if kind is VarianceKind.BETA else (1.0 - as_) / (1.0 - at) * b)
+        return np.sqrt(at / as_) * (1.0 - as_) / (1.0 - at), np.sqrt(as_) * b / (1.0 - at), sigma2
+    # DDIM eq. 12 with eps_hat = (x_t - sqrt(a_t) x0_hat) / sqrt(1 - a_t)
+    sigma2 = 0.0 if s == 0 else (
+        chain.eta**2 * (1.0 - as_) / (1.0 - at) * (1.0 - at / as_))  # type: ignore[operator]  # ddim: eta set
+    direction = np.sqrt(max(1.0 - as_ - sigma2, 0.0)) / np.sqrt(1.0 - at)
+    return direction, np.sqrt(as_) - direction * np.sqrt(at), sigma2
 
 
 def case_chain(ctx: Context, chain: Chain) -> CaseResult:
@@ -69,7 +75,7 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
             or ctx.adapter.variances[chain.variance].learned):  # type: ignore[index]  # in variances: a str
         return CaseResult(name, Status.NOT_APPLICABLE, criterion, "needs a fixed variance option")
     mean, var = chain_law(ctx, chain)
-    eps_model = config.data.eps_model(ctx.alpha_bars, ctx.base)
+    eps_model = config.data.model(ctx.alpha_bars, ctx.base, ctx.prediction)
     generator = torch.Generator().manual_seed(int(ctx.rng(name).integers(2**62)))
     x = to_numpy(chain.run(eps_model, (config.chain_samples, *IMAGE), generator)).reshape(-1)
     n = x.size
@@ -97,12 +103,21 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
                       f"chain:{chain.label}", p_value=float(adjusted.min()))
 
 
+def mean_test(batch_means: np.ndarray, expected: float) -> float:
+    """Two-sided t-test p-value of the batch means against `expected`; a constant sample is judged exactly."""
+    if np.ptp(batch_means) == 0:  # e.g. a zero-weighted timestep: no spread, the t statistic is undefined
+        return 1.0 if np.isclose(batch_means[0], expected, rtol=1e-6, atol=1e-12) else 0.0
+    return float(stats.ttest_1samp(batch_means, expected).pvalue)
+
+
 def case_loss_at_eps_star(ctx: Context) -> CaseResult:
-    """E[loss] at eps* equals its analytic minimum a s^2 / (a s^2 + 1 - a) at several t (t-tests, Holm)."""
+    """E[loss] at the exact output equals its analytic minimum w_t E Var(target | x_t) at several t (t-tests, Holm):
+    a s^2 / (a s^2 + 1 - a) for an eps model (oracle.GaussianData.loss_minimum for x_0 and v)."""
     config = ctx.config
     rng = ctx.rng("loss_at_eps_star")
     data = config.data
-    eps_model = data.eps_model(ctx.alpha_bars, ctx.base)
+    eps_model = data.model(ctx.alpha_bars, ctx.base, ctx.prediction)
+    weights = loss_weights(ctx)
     adapter = cast(TrainingLoss, ctx.adapter)  # run only when offered (run_adapter checks)
     ts = sorted({int(round(v)) for v in np.linspace(1, ctx.T, config.loss_timesteps)})
     criterion = (f"{config.loss_batches} batches of {config.loss_batch} per t at paper t in {ts}; t-test of the "
@@ -117,9 +132,8 @@ def case_loss_at_eps_star(ctx: Context) -> CaseResult:
             t = torch.full((shape[0],), ctx.to_adapter(p), dtype=torch.int64)
             means.append(float(to_numpy(adapter.training_loss(eps_model, ctx.tensor(x0_), t, ctx.tensor(n))).mean()))
         batch_means = np.asarray(means)
-        expected = data.loss_minimum(ctx.alpha_bar(p))
-        test = stats.ttest_1samp(batch_means, expected)
-        p_values.append(test.pvalue)
+        expected = weights[p - 1] * data.loss_minimum(ctx.alpha_bar(p), ctx.prediction)
+        p_values.append(mean_test(batch_means, expected))
         parts.append(f"t = {ctx.to_adapter(p)}: {batch_means.mean():.5f} vs {expected:.5f}")
     adjusted = holm(p_values)
     k = int(np.argmin(adjusted))

@@ -377,7 +377,7 @@ def run_conform(args: argparse.Namespace) -> int:
         failed = [r.case for r in run.results if r.status is Status.FAIL]
         counts = ", ".join(f"{sum(r.status is s for r in run.results)} {s.value}" for s in Status)
         verdict = "conformant" if run.conformant else f"NOT conformant: {', '.join(failed)}"
-        print(f"{run.adapter.name} [{run.adapter.version}]: {verdict} ({counts}; {run.seconds:.1f} s)")
+        print(f"{run.description.name} [{run.description.version}]: {verdict} ({counts}; {run.seconds:.1f} s)")
     if args.out is not None:
         json_path, md_path = write_report(args.out, runs, config, skipped, time.perf_counter() - start,
                                           " ".join(["python -m ddpm", *sys.argv[1:]]) if argv_is_cli() else None)

@@ -138,7 +138,7 @@ def _conformance_record() -> dict:
             fields = {name: json_ready(getattr(result, name))
                       for name in ("criterion", "ratio", "deviation", "where", "t", "p_value")}
             fields["status"] = result.status.value
-            out[f"{run.adapter.name}/{result.case}"] = fields
+            out[f"{run.description.name}/{result.case}"] = fields
     return out
 
 

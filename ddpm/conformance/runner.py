@@ -1,14 +1,21 @@
-"""Load adapters from `package.module:factory` specs and run every case on each (the suite's one entry point)."""
+"""Load adapters from `package.module:factory` specs and run every case on each (the suite's one entry point).
+
+`run_suite(..., jobs=N)` runs the configurations in N worker processes (each loads its adapter from the spec again
+and runs with one torch thread); results come back in the order of the specs, whatever the number of jobs.
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -24,17 +31,62 @@ from ddpm.conformance.cases import (
     planned_cases,
     with_reproduction,
 )
-from ddpm.conformance.protocol import Adapter, AdapterError, NotOffered, check_adapter
+from ddpm.conformance.protocol import (
+    Adapter,
+    AdapterError,
+    NotOffered,
+    RejectedConfiguration,
+    check_adapter,
+    family_of,
+    options_of,
+    prediction_of,
+)
 
 REPRODUCTION_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
+class Description:
+    """What identifies one configuration of one implementation in a report (plain data: it crosses processes)."""
+
+    name: str
+    version: str
+    family: str = "default"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    timestep_base: int | None = None
+    dtype: str = ""
+    schedule: Mapping[str, Any] = field(default_factory=dict)
+    prediction: str = "eps"
+    variances: Mapping[str, str] = field(default_factory=dict)
+    conventions: Mapping[str, str] = field(default_factory=dict)
+    rejected: str | None = None  # the library's error for a configuration it refuses
+
+    @property
+    def implementation(self) -> str:
+        """The implementation without its configuration, e.g. "diffusers DDPMScheduler"."""
+        return self.name.partition("(")[0].strip()
+
+
+def describe(adapter: Adapter | RejectedConfiguration) -> Description:
+    """The `Description` of an adapter, or of a configuration its library rejected."""
+    if isinstance(adapter, RejectedConfiguration):
+        return Description(adapter.name, adapter.version, adapter.family, dict(adapter.options),
+                           rejected=adapter.error)
+    schedule = adapter.schedule
+    return Description(
+        adapter.name, adapter.version, family_of(adapter), options_of(adapter), int(adapter.timestep_base),
+        str(adapter.dtype).replace("torch.", ""),
+        {"kind": schedule.kind.value, "T": schedule.T, "rescaled": schedule.rescaled},
+        prediction_of(adapter).value, {k: v.value for k, v in adapter.variances.items()},
+        {c.value: note for c, note in adapter.conventions.items()})
+
+
+@dataclass(frozen=True)
 class AdapterRun:
-    """The results of every case for one adapter, with what identifies the implementation."""
+    """The results of every case for one configuration, with what identifies the implementation."""
 
     spec: str
-    adapter: Adapter
+    description: Description
     results: tuple[CaseResult, ...]
     seconds: float
 
@@ -44,8 +96,9 @@ class AdapterRun:
         return all(r.status is not Status.FAIL for r in self.results)
 
 
-def load_adapters(spec: str) -> list[Adapter]:
-    """The adapters a `package.module:factory` spec (or a shipped short name) produces; AdapterError otherwise."""
+def load_adapters(spec: str) -> list[Adapter | RejectedConfiguration]:
+    """The adapters a `package.module:factory` spec (or a shipped short name) produces, with the configurations the
+    library rejected in their place; AdapterError otherwise."""
     spec = SHIPPED.get(spec, spec)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
@@ -61,7 +114,7 @@ def load_adapters(spec: str) -> list[Adapter]:
     adapters = list(made) if isinstance(made, Iterable) and not hasattr(made, "q_sample") else [made]
     if not adapters:
         raise AdapterError(f"{spec} returned no adapters")
-    return [check_adapter(a) for a in adapters]
+    return [a if isinstance(a, RejectedConfiguration) else check_adapter(a) for a in adapters]
 
 
 def _generic_snippet(spec: str, index: int, result: CaseResult) -> str | None:
@@ -121,10 +174,13 @@ def _run_case(name: str, thunk) -> CaseResult:
         return CaseResult(name, Status.FAIL, "", f"raised {type(error).__name__}: {error}".splitlines()[0])
 
 
-def run_adapter(adapter: Adapter, config: SuiteConfig, spec: str = "", index: int = 0,
+def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, spec: str = "", index: int = 0,
                 run_reproductions: bool = False, progress: bool = True) -> AdapterRun:
-    """Every case for one adapter, in report order."""
+    """Every case for one configuration, in report order (one "not applicable" row for a rejected one)."""
     start = time.perf_counter()
+    if isinstance(adapter, RejectedConfiguration):
+        why = f"the library rejects this configuration: {adapter.error}"
+        return AdapterRun(spec, describe(adapter), (not_applicable("configuration", why),), 0.0)
     ctx = Context(adapter, config)
     results = []
     plan: list[tuple[str, Callable[[], CaseResult], str | None]] = [
@@ -135,21 +191,31 @@ def run_adapter(adapter: Adapter, config: SuiteConfig, spec: str = "", index: in
         if needs is not None and not hasattr(adapter, needs):
             results.append(not_applicable(name, f"the adapter has no {needs}()"))
             continue
+        started = time.perf_counter()
         with np.errstate(all="ignore"):
             result = _run_case(name, thunk)
+        result = replace(result, seconds=round(time.perf_counter() - started, 2))
         results.append(_reproduce(adapter, spec, index, result, run_reproductions))
-    return AdapterRun(spec, adapter, tuple(results), time.perf_counter() - start)
+    return AdapterRun(spec, describe(adapter), tuple(results), time.perf_counter() - start)
+
+
+def _run_unit(spec: str, index: int, config: SuiteConfig, run_reproductions: bool) -> AdapterRun:
+    """One configuration in a worker process: load it from its spec again and run it on one torch thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    return run_adapter(load_adapters(spec)[index], config, spec, index, run_reproductions, progress=False)
 
 
 def run_suite(specs: Sequence[str], config: SuiteConfig | None = None, run_reproductions: bool = False,
-              progress: bool = True, skip_missing: bool = False) -> tuple[list[AdapterRun], list[str]]:
-    """Run the suite on every adapter of every spec; returns the runs and the specs skipped (and why).
+              progress: bool = True, skip_missing: bool = False, jobs: int = 1) -> tuple[list[AdapterRun], list[str]]:
+    """Run the suite on every configuration of every spec; returns the runs (in spec order) and the specs skipped.
 
-    With `skip_missing`, a spec whose module does not import is skipped with a note instead of raising
-    (the shipped third-party adapters when their extra is not installed).
+    With `skip_missing`, a spec whose module does not import is skipped with a note instead of raising (the shipped
+    third-party adapters when their extra is not installed). `jobs` > 1 runs configurations in that many processes.
     """
     config = config or SuiteConfig()
-    runs, skipped = [], []
+    units, skipped = [], []
     for spec in specs:
         try:
             adapters = load_adapters(spec)
@@ -158,9 +224,15 @@ def run_suite(specs: Sequence[str], config: SuiteConfig | None = None, run_repro
                 skipped.append(f"{spec}: {error}")
                 continue
             raise
-        for index, adapter in enumerate(adapters):
-            runs.append(run_adapter(adapter, config, SHIPPED.get(spec, spec), index, run_reproductions, progress))
-    return runs, skipped
+        units += [(SHIPPED.get(spec, spec), index, adapter) for index, adapter in enumerate(adapters)]
+    if jobs <= 1:
+        return [run_adapter(adapter, config, spec, index, run_reproductions, progress)
+                for spec, index, adapter in units], skipped
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        futures = [pool.submit(_run_unit, spec, index, config, run_reproductions) for spec, index, _ in units]
+        done = tqdm(futures, desc="configurations", disable=not progress)
+        return [future.result() for future in done], skipped
 
 
 def json_ready(value):
@@ -180,4 +252,4 @@ def load_report(path) -> dict:
         return json.load(handle)
 
 
-__all__ = ["AdapterRun", "load_adapters", "run_adapter", "run_suite"]
+__all__ = ["AdapterRun", "Description", "describe", "load_adapters", "run_adapter", "run_suite"]

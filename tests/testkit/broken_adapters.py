@@ -12,13 +12,23 @@ import numpy as np
 import torch
 
 from ddpm.conformance.adapters.reference import ReferenceAdapter
-from ddpm.conformance.protocol import Chain, Convention, NotOffered
+from ddpm.conformance.protocol import (
+    Chain,
+    Convention,
+    NotOffered,
+    Prediction,
+    ScheduleKind,
+    ScheduleSpec,
+    VarianceKind,
+)
 from ddpm.core.samplers import ancestral_sample
 
 T = 50
 
 
 class _Broken(ReferenceAdapter):
+    variances = {"beta": VarianceKind.BETA, "beta_tilde": VarianceKind.BETA_TILDE}  # the bugs below touch fixed ones
+
     def __init__(self, label: str) -> None:
         super().__init__("linear", T)
         self.name = f"broken: {label}"
@@ -155,6 +165,89 @@ class NoPosterior(_Broken):
         raise NotOffered("this implementation has no q(x_{t-1} | x_t, x_0)")
 
 
+class NaNAtRangeEnd(_Broken):
+    """A learned-range variance singular only at the ends v = +-1 of its range (a spurious (1 - v^2) / (1 - v^2)).
+
+    It stands for any formula that is finite inside the range and not at its ends, e.g. un-squashing the output with
+    atanh; the interior draws of the exact cases never reach the ends, the edge grid does.
+    """
+
+    variances = ReferenceAdapter.variances
+
+    def reverse_step(self, eps, xt, t, z, variance, v=None):
+        if v is not None:
+            v = v * (1 - v**2) / (1 - v**2)
+        return super().reverse_step(eps, xt, t, z, variance, v)
+
+
+def zero_snr_alpha_bars(T: int) -> np.ndarray:
+    """alpha_bar [T] of the linear schedule rescaled to zero terminal SNR (Lin et al. 2023): sqrt(alpha_bar) shifted
+    and scaled so that its last value is exactly 0 and its first unchanged."""
+    root = np.sqrt(np.cumprod(1.0 - np.linspace(1e-4 * 1000 / T, 0.02 * 1000 / T, T)))
+    root = (root - root[-1]) * root[0] / (root[0] - root[-1])
+    return root**2
+
+
+class ZeroSnrTextbook:
+    """A v-prediction DDPM at zero terminal SNR (alpha_bar_T = 0, beta_T = 1), written from the formulas: x0_hat =
+    sqrt(a) x_t - sqrt(1 - a) v, and the step is the posterior mean at x0_hat (finite at t = T), plus sigma_t z."""
+
+    timestep_base = 1
+    dtype = torch.float64
+    prediction = Prediction.V
+    variances = {"beta": VarianceKind.BETA, "beta_tilde": VarianceKind.BETA_TILDE}
+    conventions: dict = {}
+    family = "zero_snr"
+
+    def __init__(self, label: str = "v-prediction at zero terminal SNR") -> None:
+        self.name = f"textbook: {label}"
+        self.version = "test double"
+        self.schedule = ScheduleSpec(ScheduleKind.CUSTOM, T)
+        self._ab = zero_snr_alpha_bars(T)
+        self._betas = 1.0 - self._ab / np.concatenate([[1.0], self._ab[:-1]])
+
+    def betas(self):
+        return self._betas.copy()
+
+    def alpha_bars(self):
+        return self._ab.copy()
+
+    def _a(self, t: int) -> tuple[float, float, float]:
+        """(alpha_bar_t, alpha_bar_{t-1}, beta_t) at paper t."""
+        return float(self._ab[t - 1]), 1.0 if t == 1 else float(self._ab[t - 2]), float(self._betas[t - 1])
+
+    def q_sample(self, x0, t, noise):
+        a, _, _ = self._a(t)
+        return np.sqrt(a) * x0 + np.sqrt(1 - a) * noise
+
+    def q_posterior(self, x0, xt, t):
+        a, a_prev, b = self._a(t)
+        mean = np.sqrt(a_prev) * b / (1 - a) * x0 + np.sqrt(1 - b) * (1 - a_prev) / (1 - a) * xt
+        return mean, torch.tensor((1 - a_prev) / (1 - a) * b, dtype=self.dtype)
+
+    def _mean(self, out, xt, t):
+        a, _, _ = self._a(t)
+        x0_hat = np.sqrt(a) * xt - np.sqrt(1 - a) * out
+        return self.q_posterior(x0_hat, xt, t)[0]
+
+    def reverse_step(self, eps, xt, t, z, variance, v=None):
+        a, a_prev, b = self._a(t)
+        if t == 1:
+            return self._mean(eps, xt, t)
+        sigma2 = b if variance == "beta" else (1 - a_prev) / (1 - a) * b
+        return self._mean(eps, xt, t) + np.sqrt(sigma2) * z
+
+
+class EpsFormAtZeroSnr(ZeroSnrTextbook):
+    """The same model stepping with Algorithm 2's eps form (eps from v, then / sqrt(alpha_t)): alpha_T = 0, so only its
+    step at t = T is non-finite."""
+
+    def _mean(self, out, xt, t):
+        a, _, b = self._a(t)
+        eps = np.sqrt(a) * out + np.sqrt(1 - a) * xt
+        return (xt - b / np.sqrt(1 - a) * eps) / np.sqrt(1 - b)
+
+
 class MissingPosterior:
     """An object that offers everything an adapter does but q_posterior (check_adapter must refuse it)."""
 
@@ -192,23 +285,39 @@ clips_undeclared = _steps(ClipsUndeclared)
 clips_declared = _steps(ClipsDeclared)
 crashes = _steps(Crashes)
 no_posterior = _steps(NoPosterior)
+nan_at_range_end = _steps(NaNAtRangeEnd)
+eps_form_at_zero_snr = _steps(EpsFormAtZeroSnr)
+
+
+def zero_snr_textbook():
+    return [ZeroSnrTextbook()]
 
 S = 10  # strided steps in the tests' SuiteConfig
 EXPECTED_FAILURES = {
-    "wrong_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]"},
+    "wrong_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]", "search[beta]",
+                   "search[beta_tilde]"},
     "slip_in_q_sample": {"q_sample"},
-    "missing_sqrt_on_sigma": {"reverse_step[beta]"},
-    "wrong_variance": {"reverse_step[beta_tilde]"},
-    "noise_at_t_one": {"reverse_step[beta]", "reverse_step[beta_tilde]"},
+    "missing_sqrt_on_sigma": {"reverse_step[beta]", "edges[beta]", "search[beta]"},
+    "wrong_variance": {"reverse_step[beta_tilde]", "edges[beta_tilde]", "search[beta_tilde]"},
+    "noise_at_t_one": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]",
+                       "search[beta]", "search[beta_tilde]"},
     "nan_at_one_t": {"posterior", "finite"},
-    "one_step_variance_when_strided": {f"strided[beta, S={S}]", f"strided[beta_tilde, S={S}]"},
-    "ddim_noise_term_wrong": {f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]"},
+    "one_step_variance_when_strided": {f"strided[beta, S={S}]", f"strided[beta_tilde, S={S}]", "edges[beta]",
+                                       "edges[beta_tilde]"},
+    "ddim_noise_term_wrong": {f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]", "edges[ddim]", "search[ddim]"},
     "chain_with_wrong_variance": {"chain[claims beta, runs beta_tilde]"},
     # A one-step slip moves E[loss] at eps* by less than the statistical case resolves: only the exact case sees it.
     "loss_with_slip": {"loss_given_draws"},
     "loss_targets_x0": {"loss_given_draws", "loss_at_eps_star"},
-    "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]"},
+    "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]",
+                         "search[beta]", "search[beta_tilde]"},
     "clips_declared": set(),
     "crashes": {"posterior", "finite"},
     "no_posterior": set(),
+    # Only the edge inputs reach v = +-1; the interior draws of reverse_step[learned] and finite never do.
+    "nan_at_range_end": {"edges[learned]", "search[learned]"},
+    # Non-finite only at t = T (alpha_bar_T = 0): every case that visits t = T with this step sees it.
+    "eps_form_at_zero_snr": {"reverse_step[beta]", "reverse_step[beta_tilde]", "finite", "edges[beta]",
+                             "edges[beta_tilde]", "search[beta]", "search[beta_tilde]"},
+    "zero_snr_textbook": set(),
 }

@@ -32,7 +32,9 @@ class ReferenceAdapter:
     """This project's GaussianDiffusion and samplers behind the adapter protocol (paper timesteps, float64)."""
 
     timestep_base = 1
-    variances = {"beta": VarianceKind.BETA, "beta_tilde": VarianceKind.BETA_TILDE}
+    # "learned" is Nichol & Dhariwal's eq. 15 (ddpm.core.variance.ReverseVariance.LEARNED): v in [-1, 1].
+    variances = {"beta": VarianceKind.BETA, "beta_tilde": VarianceKind.BETA_TILDE,
+                 "learned": VarianceKind.LEARNED_RANGE}
     conventions: dict = {}
 
     def __init__(self, schedule: str = "linear", T: int = 1000, dtype: torch.dtype = torch.float64) -> None:
@@ -60,14 +62,14 @@ class ReferenceAdapter:
     def reverse_step(
         self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str, v: Tensor | None = None
     ) -> Tensor:
-        return self.diffusion.p_sample(eps, xt, self._t(t, xt), z, variance)
+        return self.diffusion.p_sample(eps, xt, self._t(t, xt), z, variance, v=v)
 
     def strided_timesteps(self, num_steps: int) -> list[int]:
         return ddim_timesteps(self.diffusion.T, num_steps)[::-1]
 
     def strided_step(self, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
-        return strided_ancestral_step(self.diffusion, eps, xt, t, s, z, variance)
+        return strided_ancestral_step(self.diffusion, eps, xt, t, s, z, variance, v)
 
     def ddim_timesteps(self, num_steps: int) -> list[int]:
         return ddim_timesteps(self.diffusion.T, num_steps)[::-1]
@@ -81,7 +83,7 @@ class ReferenceAdapter:
     def chains(self) -> list[Chain]:
         T = self.diffusion.T
         out = []
-        for variance in self.variances:
+        for variance in ("beta", "beta_tilde"):
             def run(eps_model, shape, generator, variance=variance):
                 return ancestral_sample(eps_model, self.diffusion, shape, generator, variance=variance,
                                         progress=False, dtype=self.dtype).x0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, cast
 
@@ -50,9 +51,11 @@ def case_schedule(ctx: Context) -> CaseResult:
         return CaseResult("schedule", Status.FAIL, criterion,
                           f"table lengths disagree: betas {betas.shape[0]}, alpha_bars {T}, declared T {spec.T}",
                           operation="schedule")
-    if not np.all((betas > 0) & (betas < 1)):
-        k = int(np.argmax(~((betas > 0) & (betas < 1))))
-        problems.append((np.inf, np.nan, k + 1, f"beta outside (0, 1): {betas[k]!r}"))
+    valid = (betas > 0) & (betas < 1)
+    valid[-1] |= betas[-1] == 1.0  # zero terminal SNR (Lin et al. 2023): beta_T = 1, alpha_bar_T = 0
+    if not np.all(valid):
+        k = int(np.argmax(~valid))
+        problems.append((np.inf, np.nan, k + 1, f"beta outside (0, 1) (1 allowed at t = T only): {betas[k]!r}"))
     if spec.kind is ScheduleKind.LINEAR:
         formula = oracle.linear_betas(T, spec.rescaled)
     elif spec.kind is ScheduleKind.COSINE:
@@ -68,7 +71,8 @@ def case_schedule(ctx: Context) -> CaseResult:
     dev = np.abs(ctx.alpha_bars - product)
     tol = (np.arange(1, T + 1) + 2) * ctx.u * product
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = np.where(np.isfinite(ctx.alpha_bars), dev / tol, np.inf)
+        ratios = np.where(tol > 0, dev / np.where(tol > 0, tol, 1.0), np.where(dev > 0, np.inf, 0.0))
+        ratios = np.where(np.isfinite(ctx.alpha_bars), ratios, np.inf)
     k = int(np.argmax(ratios))
     problems.append((ratios[k], dev[k], k + 1, "alpha_bar vs prod (1 - beta)"))
     ratio, deviation, paper_t, part = max(problems, key=lambda p: p[0])
@@ -133,11 +137,33 @@ def mean_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.
     return mean, tol + np.abs(coef) * np.where(np.abs(x0_hat) > 1, 0.0, tol_x0)
 
 
+@dataclass(frozen=True)
+class StepInputs:
+    """The inputs of one step, as float64 arrays [B, C, H, W] already rounded to the adapter's dtype: the network output
+    (in the adapter's parameterisation), x_t, the draw z (|z| >= 0.5) and the learned-variance output v (or None)."""
+
+    out: np.ndarray
+    xt: np.ndarray
+    z: np.ndarray
+    v: np.ndarray | None = None
+
+
+def draw_step_inputs(ctx: Context, rng: np.random.Generator, kind: VarianceKind | None) -> StepInputs:
+    """Interior inputs: the output of `draw_output`, x_t ~ N(0, 1.5^2), z and v in range."""
+    out, xt_, z_ = draw_output(rng, ctx), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
+    return StepInputs(out, xt_, z_, learned_input(rng, ctx, kind) if kind is not None else None)
+
+
 def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
-                rng: np.random.Generator, clip: bool) -> None:
+               rng: np.random.Generator, clip: bool) -> None:
+    """One stochastic step t -> s at interior inputs drawn from `rng` (`check_step_at`)."""
+    check_step_at(ctx, worst, step, p, s_paper, kind, draw_step_inputs(ctx, rng, kind), clip)
+
+
+def check_step_at(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
+                  given: StepInputs, clip: bool) -> None:
     """One stochastic step t -> s: the mean from z = 0 and sigma = (out(z) - out(0)) / z against the oracle."""
-    eps_, xt_, z_ = draw_output(rng, ctx), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
-    v_ = learned_input(rng, ctx, kind) if kind is not None else None
+    eps_, xt_, z_, v_ = given.out, given.xt, given.z, given.v
     inputs = {ctx.output_name: eps_, "xt": xt_, "z": z_} | ({} if v_ is None else {"v": v_})
     zero = np.zeros_like(z_)
     out0 = to_numpy(step(ctx.tensor(eps_), ctx.tensor(xt_), ctx.tensor(zero), None if v_ is None else ctx.tensor(v_)))
@@ -173,12 +199,18 @@ def case_reverse_step(ctx: Context, option: str) -> CaseResult:
     return exact_result(ctx, f"reverse_step[{option}]", worst, criterion, f"reverse_step:{option}", notes)
 
 
+def strided_steps(ctx: Context) -> list[int]:
+    """The timesteps the adapter's respaced sampler visits at the suite's S, descending (adapter convention)."""
+    S = min(ctx.config.strided_steps, ctx.T)
+    return [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
+
+
 def case_strided(ctx: Context, option: str) -> CaseResult:
     """A respaced step t -> s against the strided posterior q(x_s | x_t, x_0) of derivation (i), every stride."""
     kind = ctx.adapter.variances[option]
     S = min(ctx.config.strided_steps, ctx.T)
     name = f"strided[{option}, S={S}]"
-    steps = [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
+    steps = strided_steps(ctx)
     clip = Convention.CLIPS_X0 in ctx.adapter.conventions
     rng = ctx.rng(name)
     worst = Worst()
@@ -206,25 +238,36 @@ def ddim_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.
     return oracle.evaluate(oracle.DDIM_FORMS, values, ctx.u)
 
 
+def ddim_steps(ctx: Context) -> list[tuple[int, int]]:
+    """The (t, s) steps of the adapter's DDIM list at its S (s = base - 1 for the last)."""
+    S = min(ctx.config.ddim_steps, ctx.T)
+    steps = [int(t) for t in cast(DdimSteps, ctx.adapter).ddim_timesteps(S)]  # run only when offered
+    return list(zip(steps, steps[1:] + [ctx.base - 1], strict=True))
+
+
+def check_ddim_at(ctx: Context, worst: Worst, t: int, s: int, eta_value: float, given: StepInputs) -> None:
+    """One DDIM step t -> s at the given inputs against eq. 12 (clipping as the adapter declares)."""
+    p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
+    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    out = to_numpy(cast(DdimSteps, ctx.adapter).ddim_step(ctx.tensor(given.out), ctx.tensor(given.xt), t, s,
+                                                          eta_value, ctx.tensor(given.z)))
+    values: dict[sp.Symbol, np.ndarray | float] = {
+        **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: given.xt,
+        oracle.OUTPUT[ctx.prediction]: given.out, oracle.z: given.z if s_paper > 0 else np.zeros_like(given.z),
+        oracle.eta: eta_value}
+    expected, tol = ddim_oracle(ctx, values, clip)
+    worst.update("x_s", out, expected, tol, p, {ctx.output_name: given.out, "xt": given.xt, "z": given.z})
+
+
 def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     """A DDIM step t -> s against Song et al. eq. 12 with sigma(eta) of eq. 16, every step of S."""
     S = min(ctx.config.ddim_steps, ctx.T)
     name = f"ddim[eta={eta_value:g}, S={S}]"
-    adapter = cast(DdimSteps, ctx.adapter)  # run only when offered (run_adapter checks)
-    steps = [int(t) for t in adapter.ddim_timesteps(S)]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    steps = ddim_steps(ctx)
     rng = ctx.rng(name)
     worst = Worst()
-    for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
-        p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
-        eps_, xt_, z_ = draw_output(rng, ctx), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
-        out = to_numpy(adapter.ddim_step(ctx.tensor(eps_), ctx.tensor(xt_), t, s, eta_value, ctx.tensor(z_)))
-        values: dict[sp.Symbol, np.ndarray | float] = {
-            **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: xt_,
-            oracle.OUTPUT[ctx.prediction]: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_),
-            oracle.eta: eta_value}
-        expected, tol = ddim_oracle(ctx, values, clip)
-        worst.update("x_s", out, expected, tol, p, {ctx.output_name: eps_, "xt": xt_, "z": z_})
+    for t, s in steps:
+        check_ddim_at(ctx, worst, t, s, eta_value, draw_step_inputs(ctx, rng, None))
     notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS)
     criterion = rounding_criterion(ctx) + f"; visits {len(steps)} timesteps"
     return exact_result(ctx, name, worst, criterion, f"ddim_step:{eta_value:g}:{S}", notes)

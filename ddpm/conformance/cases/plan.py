@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from ddpm.conformance.cases.context import Context
+from ddpm.conformance.cases.edges import case_edges, case_edges_ddim
 from ddpm.conformance.cases.exact import (
     case_ddim,
     case_finite,
@@ -17,6 +18,7 @@ from ddpm.conformance.cases.exact import (
     case_strided,
 )
 from ddpm.conformance.cases.results import CaseResult
+from ddpm.conformance.cases.search import case_search, case_search_ddim
 from ddpm.conformance.cases.statistical import case_chain, case_loss_at_eps_star
 
 
@@ -38,6 +40,12 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
     D = min(ctx.config.ddim_steps, ctx.T)
     for eta_value in ctx.config.ddim_etas:
         out.append((f"ddim[eta={eta_value:g}, S={D}]", partial(case_ddim, ctx, eta_value), "ddim_step"))
+    for option in a.variances:
+        out.append((f"edges[{option}]", partial(case_edges, ctx, option), None))
+    out.append(("edges[ddim]", lambda: case_edges_ddim(ctx), "ddim_step"))
+    for option in a.variances:
+        out.append((f"search[{option}]", partial(case_search, ctx, option), None))
+    out.append(("search[ddim]", lambda: case_search_ddim(ctx), "ddim_step"))
     out.append(("loss_given_draws", lambda: case_loss_given_draws(ctx), "training_loss"))
     out.append(("loss_at_eps_star", lambda: case_loss_at_eps_star(ctx), "training_loss"))
     return out

@@ -37,6 +37,7 @@ class CaseResult:
     reproduction: str | None = None
     reproduction_output: str | None = None
     p_value: float | None = None  # statistical cases: the smallest Holm-adjusted p-value of the case's family
+    seconds: float | None = None  # how long the case ran
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SuiteConfig:
     loss_timesteps: int = 4  # paper t in {1, ~T/3, ~2T/3, T}
     loss_batches: int = 40
     loss_batch: int = 100
+    search_examples: int = 100  # Hypothesis examples per search case
     alpha: float = 1e-3  # family-wise, per statistical case (Holm)
     seed: int = 0
     data: oracle.GaussianData = field(default_factory=oracle.GaussianData)

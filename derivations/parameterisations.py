@@ -144,7 +144,7 @@ PAPER_DDIM_MEAN_FROM_V = (sp.sqrt(S) * sp.sqrt(a) + DDIM_ROOT * sp.sqrt(1 - a)) 
     DDIM_ROOT * sp.sqrt(a) - sp.sqrt(S) * sp.sqrt(1 - a)
 ) * V
 
-# --- 4. Loss equivalences ------------------------------------------------------------------------
+# --- 4. Loss equivalences (section 3, zero terminal SNR, substitutes abar = 0 into the above) ----
 SNR = a / (1 - a)  # Kingma et al. (2021): alpha^2 / sigma^2 = abar / (1 - abar), a definition
 X0_ERROR = X0_FROM_EPS - X0_FROM_EPS.subs(eps, eps_hat)  # x_0 - x0_hat, both from the same x_t
 V_ERROR = V_FROM_EPS - V_FROM_EPS.subs(eps, eps_hat)  # v - v_hat
@@ -698,7 +698,7 @@ def _loss_results() -> tuple[Step, ...]:
 @functools.cache
 def derivation() -> Derivation:
     """From the forward sample and the definition of v to the three means, zero terminal SNR and the loss weights."""
-    steps = _conversion_steps() + _mean_steps() + _ddim_steps() + _terminal_steps() + _loss_steps()
+    steps = _conversion_steps() + _mean_steps() + _ddim_steps() + _terminal_steps() + _loss_steps() + _gaussian_steps()
     return Derivation(
         key="o",
         title="The three parameterisations of the reverse mean: eps, x_0 and v (Salimans & Ho 2022), and zero "
@@ -721,7 +721,7 @@ def derivation() -> Derivation:
             "minima are the conditional variances, which for Gaussian data N(m, s^2) are abar s^2, (1 - abar) s^2 "
             "and s^2 over abar s^2 + 1 - abar for eps, x_0 and v."
         ),
-        steps=steps + _gaussian_steps(),
+        steps=steps,
         results=_conversion_results() + _terminal_results() + _loss_results(),
     )
 

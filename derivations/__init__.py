@@ -17,6 +17,7 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     l  sampling_noise         why Algorithm 2 adds sigma_t z (the variance recursion), and why z = 0 at t = 1
     m  gaussian_kl_full       the full-covariance Gaussian KL from its integral, its sign, and the bound's gap
     n  decoder_mean           the decoder's mean at an open edge bin: L_simple's t = 1 target is not the bound's
+    o  parameterisations      the eps, x_0 and v parameterisations: conversions, means, zero terminal SNR, loss weights
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ MODULES = (
     "sampling_noise",
     "gaussian_kl_full",
     "decoder_mean",
+    "parameterisations",
 )
 
 

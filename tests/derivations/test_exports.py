@@ -33,6 +33,9 @@ NOT_A_STEP_LHS = {
     ("gaussian_kl_full", "KL_SEED_FORMULA"): "the seed's matrix formula, compared with the integrated KL",
     ("decoder_mean", "EDGE_COST"): "the decoder's edge bin (Ho et al. eq. 13): a definition",
     ("decoder_mean", "HALF_BIN"): "the constant 1/255 (half a bin of the 8-bit grid)",
+    ("parameterisations", "V_FROM_EPS_X0"): "Salimans & Ho's definition of v",
+    ("parameterisations", "SNR"): "the definition of the signal-to-noise ratio abar / (1 - abar)",
+    ("parameterisations", "LOSS_WEIGHT_X0"): "SNR itself: the x_0 loss's weight is the definition of SNR",
 }
 
 

@@ -9,6 +9,7 @@ User errors (bad arguments, DataError, CheckpointError, other ValueErrors, unusa
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -341,17 +342,21 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def add_conform_parser(subcommands) -> None:
+    from ddpm.conformance.adapters import SHIPPED  # a dict of names: imports nothing heavy
+
     p = subcommands.add_parser(
         "conform", help="check DDPM implementations against the derivations (conformance suite)",
-        description="Run the conformance suite on the shipped adapters (this project; diffusers and lucidrains "
-                    "when the `conformance` extra is installed) or on your own adapters "
+        description="Run the conformance suite on the shipped adapters (this project; diffusers, lucidrains and "
+                    "MONAI when the `conformance` extra is installed) or on your own adapters "
                     "(--adapter package.module:factory, repeatable). Exit 0: every implementation conformant; "
                     "1: a case failed; 2: bad input (an adapter that does not import or satisfy the protocol).")
     p.add_argument("--adapter", action="append", metavar="SPEC",
-                   help="package.module:factory returning an adapter or a list of adapters, or a shipped name "
-                        "(reference, diffusers-ddpm, diffusers-ddim, lucidrains); default: every shipped one")
+                   help="package.module:factory returning an adapter or a list of adapters, or a shipped name ("
+                        + ", ".join(SHIPPED) + "); default: every shipped one")
     p.add_argument("--out", type=Path, help="folder for conformance.md and conformance.json (default: none written)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every case's inputs (default 0)")
+    p.add_argument("--jobs", type=nonnegative_int, default=1,
+                   help="configurations run in this many processes (0: one per CPU; default 1)")
     p.add_argument("--no-reproductions", action="store_true",
                    help="do not run the reproduction snippet of each failure (they are still written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -370,7 +375,8 @@ def run_conform(args: argparse.Namespace) -> int:
     specs = args.adapter or list(SHIPPED)
     config = SuiteConfig(seed=args.seed)
     runs, skipped = run_suite(specs, config, run_reproductions=not args.no_reproductions,
-                              progress=not args.no_progress, skip_missing=args.adapter is None)
+                              progress=not args.no_progress, skip_missing=args.adapter is None,
+                              jobs=args.jobs or os.cpu_count() or 1)
     for note in skipped:
         print(f"ddpm: skipped {note}")
     for run in runs:

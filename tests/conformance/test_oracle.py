@@ -18,8 +18,8 @@ import torch
 
 from ddpm.conformance import oracle
 from ddpm.conformance.cases import Context, SuiteConfig, chain_law
-from ddpm.conformance.protocol import VarianceKind
-from derivations import eps_parameterisation, forward_marginal, posterior, strided
+from ddpm.conformance.protocol import Prediction, VarianceKind
+from derivations import eps_parameterisation, forward_marginal, parameterisations, posterior, strided
 from derivations.symbols import alpha_bar, alpha_bar_prev, beta_t, eps, x_0, x_t
 
 pytestmark = pytest.mark.symbolic
@@ -115,3 +115,56 @@ def test_chain_law_matches_the_independent_algorithm2_recursion():
         expected = algorithm2_gaussian_law(adapter.betas(), GaussianData(data.mean, data.std), chain.variance)
         np.testing.assert_allclose([mean, var], expected, rtol=1e-12, atol=1e-14,
                                    err_msg=f"chain_law vs algorithm2_gaussian_law, {chain.label}")
+
+
+# ------------------------------------------------------------------------------------------- parameterisations
+PARAMETERISED = {**DATA, oracle.vel: parameterisations.V}
+FORWARD_AT_T = {oracle.a_t: alpha_bar, oracle.m_t: 1 - alpha_bar}
+
+
+@pytest.mark.parametrize("form, derived", [
+    (oracle.EPS_FROM_X0, parameterisations.EPS_FROM_X0),
+    (oracle.X0_FROM_V, parameterisations.X0_FROM_V),
+    (oracle.EPS_FROM_V, parameterisations.EPS_FROM_V),
+    (oracle.X0_HAT, parameterisations.X0_FROM_EPS),
+], ids=["eps_from_x0", "x0_from_v", "eps_from_v", "x0_from_eps"])
+def test_conversions_are_derivation_o(form, derived):
+    assert sp.simplify(form.subs(FORWARD_AT_T).subs(PARAMETERISED) - derived) == 0
+
+
+@pytest.mark.parametrize("prediction, derived", [
+    (Prediction.EPS, parameterisations.MEAN_FROM_EPS),
+    (Prediction.X0, parameterisations.MEAN_FROM_X0),
+    (Prediction.V, parameterisations.MEAN_FROM_V),
+], ids=["eps", "x0", "v"])
+def test_every_route_to_each_parameterisations_mean_is_derivation_o(prediction, derived):
+    for form in oracle.MEANS[prediction]:
+        assert sp.simplify(form.subs(STRIDE).subs(PARAMETERISED) - derived) == 0
+
+
+@pytest.mark.parametrize("prediction, derived", [
+    (Prediction.X0, parameterisations.DDIM_MEAN_FROM_X0),
+    (Prediction.V, parameterisations.DDIM_MEAN_FROM_V),
+], ids=["x0", "v"])
+def test_ddim_in_each_parameterisation_is_derivation_o_at_eta_0(prediction, derived):
+    (form,) = oracle.DDIM_BY_PREDICTION[prediction]
+    deterministic = derived.subs(strided.sigma2_ddim, 0)
+    assert sp.simplify(form.subs(oracle.eta, 0).subs(STRIDE).subs(PARAMETERISED) - deterministic) == 0
+
+
+@pytest.mark.parametrize("prediction", list(Prediction), ids=lambda p: p.value)
+def test_gaussian_data_minima_and_exact_outputs_are_derivation_o(prediction):
+    data = oracle.GaussianData(0.1, 0.25)
+    abars = np.array([1e-6, 0.01, 0.3, 0.7, 0.999])
+    expected = parameterisations.loss_minimum(prediction.value, abars, 0.25)
+    got = np.array([data.loss_minimum(a, prediction) for a in abars])
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    # The exact outputs are one point seen three ways: v* = sqrt(a) eps* - sqrt(1 - a) x0*, x0* = x0_hat(eps*).
+    x = torch.linspace(-3, 3, 7, dtype=torch.float64).reshape(7, 1, 1, 1)
+    t = torch.full((7,), 3, dtype=torch.int64)
+    outputs = {p: data.model(abars, 1, p)(x, t).reshape(-1).numpy() for p in Prediction}
+    a, xs = abars[2], x.reshape(-1).numpy()
+    np.testing.assert_allclose(outputs[Prediction.X0], parameterisations.x0_from_eps(xs, outputs[Prediction.EPS], a),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(outputs[Prediction.V], np.sqrt(a) * outputs[Prediction.EPS]
+                               - np.sqrt(1 - a) * outputs[Prediction.X0], rtol=1e-12, atol=1e-12)

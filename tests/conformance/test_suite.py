@@ -38,7 +38,9 @@ def test_reference_passes_every_exact_case(schedule, dtype):
     """Our library passes in float64 and in float32 (the float32 tolerance comes from the rounding model)."""
     run = run_adapter(ReferenceAdapter(schedule, 100, dtype), SMALL, progress=False)
     exact = {r.case: r for r in run.results if r.case not in STATISTICAL and not r.case.startswith("chain[")}
-    assert len(exact) == 12
+    # schedule, q_sample, posterior, finite, loss_given_draws; reverse_step, strided, edges and search for each of the
+    # 3 variances; ddim at 3 etas, edges[ddim], search[ddim]
+    assert len(exact) == 5 + 4 * 3 + 3 + 2
     bad = {name: r.detail for name, r in exact.items() if r.status is not Status.PASS}
     assert not bad, f"reference ({schedule}, {dtype}) must pass: {bad}"
     worst = max(r.ratio for r in exact.values() if r.ratio is not None)
@@ -138,17 +140,20 @@ def test_cli_exit_codes_and_report(tmp_path, capsys, monkeypatch):
     assert main(["conform", "--adapter", "testkit.broken_adapters:wrong_variance", "--adapter", "reference",
                  "--out", str(tmp_path), "--no-progress"]) == 1
     out = capsys.readouterr().out
-    assert "NOT conformant: reverse_step[beta_tilde]" in out
+    assert "NOT conformant: reverse_step[beta_tilde], edges[beta_tilde], search[beta_tilde]" in out
     assert "ddpm-verified GaussianDiffusion(linear, T=1000)" in out and ": conformant" in out
     report = json.loads((tmp_path / "conformance.json").read_text())
     (broken, *refs) = report["implementations"]
     assert not broken["conformant"] and all(r["conformant"] for r in refs)
     failed = [c for c in broken["cases"] if c["status"] == "fail"]
-    assert [c["case"] for c in failed] == ["reverse_step[beta_tilde]"]
-    assert "a.reverse_step(eps, xt, t, z, 'beta_tilde')" in failed[0]["reproduction"]
-    assert "(exit status 0)" in failed[0]["reproduction_output"], failed[0]["reproduction_output"]
+    assert [c["case"] for c in failed] == ["reverse_step[beta_tilde]", "edges[beta_tilde]", "search[beta_tilde]"]
+    for case in failed:
+        assert "a.reverse_step(eps, xt, t, z, 'beta_tilde')" in case["reproduction"]
+        assert "(exit status 0)" in case["reproduction_output"], case["reproduction_output"]
+    (finding,) = report["findings"]  # three cases, one root cause
+    assert finding["option"] == "beta_tilde" and len(finding["cases"]) == 3
     markdown = (tmp_path / "conformance.md").read_text()
-    assert "## Failures and their reproductions" in markdown and "**FAIL**" in markdown
+    assert "## Findings" in markdown and "### F1. broken: " in markdown and "**FAIL**" in markdown
     for implementation in report["implementations"]:
         for case in implementation["cases"]:
             assert f"`{case['case']}`" in markdown

@@ -15,16 +15,17 @@ float32 table is not penalised for its own rounding here; the `schedule` case ch
 
 Tolerance of an output f (first-order rounding bound, `ROUNDING_FACTOR` K, unit roundoff u of the adapter's dtype):
 
-    |f_adapter - f_oracle| <= K (u |f| + sum_q |df/dq| dq)
+    |f_adapter - f_oracle| <= K (u |f| + sum_q |df/dq| dq + eta (1 + sum_q |df/dq|))
 
-over every intermediate and input q, with dq = u |q| for the data inputs, dq = u |q| (1 + |log q|) for a_t and
-a_s (tables built as exp of a sum of logs carry the rounding of the logarithm), and dq = u (absolute) for b, al,
-m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1}, alpha_t = 1 - beta_t or 1 - a_t by cancellation
+over every intermediate and input q (eta: the dtype's underflow unit, half its smallest subnormal, which matters only
+for values near zero such as inputs of 1e-40 in float32), with dq = u |q| for the data inputs, dq = u |q| (1 + |log q|)
+for a_t and a_s (tables built as exp of a sum of logs carry the rounding of the logarithm), and dq = u (absolute) for b,
+al, m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1}, alpha_t = 1 - beta_t or 1 - a_t by cancellation
 (diffusers does; and beta_T = 0.999 of the cosine schedule rounded to float32 leaves alpha_T = 1 - beta_T with a
-relative error of 1e-5), which is exact to u absolutely, not relatively. Where implementations take different routes
-to the same mean (Algorithm 2's eps form, or x0_hat through the posterior mean), the bound is the largest over
-the forms, so neither route is penalised for its own rounding. Real bugs (a t vs t - 1 slip, a missing square
-root, a wrong variance) move outputs by orders of magnitude more than this bound (tests/conformance/test_suite.py).
+relative error of 1e-5), which is exact to u absolutely, not relatively. Where implementations take different routes to
+the same mean (Algorithm 2's eps form, or x0_hat through the posterior mean), the bound is the largest over the forms,
+so neither route is penalised for its own rounding. Real bugs (a t vs t - 1 slip, a missing square root, a wrong
+variance) move outputs by orders of magnitude more than this bound (tests/conformance/test_suite.py).
 """
 
 from __future__ import annotations
@@ -107,6 +108,16 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return float(torch.finfo(dtype).eps) / 2.0
 
 
+def underflow(u: float) -> float:
+    """eta, the absolute error one operation may add near zero with gradual underflow (half the smallest subnormal)
+    in the floating type whose unit roundoff is u: fl(x op y) = (x op y)(1 + d) + e, |d| <= u, |e| <= eta."""
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        if unit_roundoff(dtype) == u:
+            info = torch.finfo(dtype)
+            return float(info.tiny) * float(info.eps) / 2.0
+    return 0.0
+
+
 @functools.cache
 def _compiled(form: sp.Expr):
     """(value, [(symbol, |d form / d symbol|)]) as NumPy functions of all symbols."""
@@ -160,9 +171,11 @@ def _value_and_bound(form: sp.Expr, args: list[np.ndarray], values: Mapping[sp.S
     """One form's float64 value and first-order rounding bound (before the factor K)."""
     fn, partials = _compiled(form)
     f = np.broadcast_to(np.asarray(fn(*args), dtype=np.float64), shape)
-    err = u * np.abs(f)
+    eta = underflow(u)
+    err = u * np.abs(f) + eta
     for symbol, dfn in partials:
         d = np.abs(np.asarray(dfn(*args), dtype=np.float64))
+        err = err + np.nan_to_num(d * eta, nan=0.0, posinf=0.0)  # an underflow in the quantity q
         q = np.asarray(values.get(symbol, 0.0), dtype=np.float64)
         dq = np.where(q == 0, 0.0, u) if symbol in ABSOLUTE else u * np.abs(q)
         if symbol in TABLE_VALUES:  # a table may carry the rounding of its logarithm

@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -122,8 +122,9 @@ def _run_case(name: str, thunk) -> CaseResult:
 
 
 def run_adapter(adapter: Adapter, config: SuiteConfig, spec: str = "", index: int = 0,
-                run_reproductions: bool = False, progress: bool = True) -> AdapterRun:
-    """Every case for one adapter, in report order."""
+                run_reproductions: bool = False, progress: bool = True,
+                only: Collection[str] | None = None) -> AdapterRun:
+    """Every case for one adapter, in report order; with `only`, just the cases of those names."""
     start = time.perf_counter()
     ctx = Context(adapter, config)
     results = []
@@ -131,6 +132,8 @@ def run_adapter(adapter: Adapter, config: SuiteConfig, spec: str = "", index: in
         (name, thunk, None) for name, thunk in chain_cases(ctx)
     ]
     plan = planned_cases(ctx) + plan
+    if only is not None:
+        plan = [entry for entry in plan if entry[0] in only]
     for name, thunk, needs in tqdm(plan, desc=adapter.name[:40], disable=not progress, leave=False):
         if needs is not None and not hasattr(adapter, needs):
             results.append(not_applicable(name, f"the adapter has no {needs}()"))

@@ -43,6 +43,7 @@ def test_parse_grid_replaces_one_kind_and_refuses_nonsense():
             power.parse_grid([bad])
 
 
+@pytest.mark.slow
 def test_a_small_study_writes_its_report(tmp_path, capsys):
     """Two seeds, delta 0 and a large error per kind: the large noise and loss errors are detected every time (the
     default study measured 40/40 at delta = 0.06), the cancelling one never, and nothing at delta = 0."""

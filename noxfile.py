@@ -142,3 +142,19 @@ def conformance(session: nox.Session) -> None:
                 success_codes=[0, 1])
     # The reference must conform: this run's exit status is the session's.
     session.run("python", "-m", "ddpm", "conform", "--adapter", "reference", "--no-progress")
+    # Last: how often each statistical case detects a graded error (reports/conformance/power.md, 2-3 min).
+    power_study(session)
+
+
+def power_study(session: nox.Session, *arguments: str) -> None:
+    """The conformance power study into reports/conformance (exit 1 if a false-rejection rate exceeds alpha)."""
+    session.run("python", "-m", "ddpm.studies.conformance_power", "--out", "reports/conformance", "--no-progress",
+                *arguments)
+
+
+@nox.session(python=PYTHON, default=False)
+def conformance_power(session: nox.Session) -> None:
+    """How often each statistical case of the conformance suite detects an error of size delta (graded adapters),
+    over seeds: reports/conformance/power.md (-- --seeds N, -- --grid KIND=d1,d2,...)."""
+    install_project(session)
+    power_study(session, *session.posargs)

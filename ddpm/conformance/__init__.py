@@ -12,6 +12,8 @@
 - `pytest_plugin` and `test_conformance`: the suite as pytest tests (`pytest --pyargs ddpm.conformance --adapter
   SPEC`).
 - `adapters/`: the reference (this project) and the third-party adapters (the `conformance` extra).
+- `graded`: the reference with one error of a given size delta (noise, a variance error that cancels in the
+  chains' output law, the loss), for measuring what the statistical cases detect (`ddpm.studies.conformance_power`).
 
 `python -m ddpm conform` runs it (exit 0 all conformant, 1 a case failed, 2 bad input).
 

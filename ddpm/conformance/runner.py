@@ -12,7 +12,7 @@ import multiprocessing
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -175,8 +175,10 @@ def _run_case(name: str, thunk) -> CaseResult:
 
 
 def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, spec: str = "", index: int = 0,
-                run_reproductions: bool = False, progress: bool = True) -> AdapterRun:
-    """Every case for one configuration, in report order (one "not applicable" row for a rejected one)."""
+                run_reproductions: bool = False, progress: bool = True,
+                only: Collection[str] | None = None) -> AdapterRun:
+    """Every case for one configuration, in report order (one "not applicable" row for a rejected one); with `only`,
+    just the cases of those names."""
     start = time.perf_counter()
     if isinstance(adapter, RejectedConfiguration):
         why = f"the library rejects this configuration: {adapter.error}"
@@ -187,6 +189,8 @@ def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, s
         (name, thunk, None) for name, thunk in chain_cases(ctx)
     ]
     plan = planned_cases(ctx) + plan
+    if only is not None:
+        plan = [entry for entry in plan if entry[0] in only]
     for name, thunk, needs in tqdm(plan, desc=adapter.name[:40], disable=not progress, leave=False):
         if needs is not None and not hasattr(adapter, needs):
             results.append(not_applicable(name, f"the adapter has no {needs}()"))

@@ -66,6 +66,12 @@ def test_reference_statistical_cases_pass(seed_base, record_property):
     assert not failed, failed
 
 
+def test_run_adapter_runs_only_the_named_cases():
+    run = run_adapter(ReferenceAdapter("linear", 50), SMALL, progress=False, only={"loss_at_eps_star", "q_sample"})
+    assert [r.case for r in run.results] == ["q_sample", "loss_at_eps_star"]
+    assert all(r.status is Status.PASS for r in run.results)
+
+
 def test_reference_at_T_1000_with_the_default_config_is_conformant():
     runs, skipped = run_suite(["reference"], progress=False)
     assert not skipped and len(runs) == 2

@@ -1,4 +1,5 @@
-"""The study tools run as modules (`nox -s sweep`, `nox -s mutants`), and the mutation notes name tests that exist.
+"""The study tools run as modules (`nox -s sweep`, `nox -s mutants`, `nox -s conformance_power`), and the mutation
+notes name tests that exist.
 
 ddpm.studies.sweep reruns the statistical tests over many seed bases; ddpm.studies.mutants runs mutmut and confirms,
 for each survivor its notes say a later test kills, that this test kills it: a note naming a test id that no longer
@@ -18,7 +19,8 @@ from ddpm.studies import mutants
 from testkit.paths import REPO
 
 
-@pytest.mark.parametrize("module", ["ddpm.studies.sweep", "ddpm.studies.mutants"])
+@pytest.mark.parametrize("module", ["ddpm.studies.sweep", "ddpm.studies.mutants",
+                                    "ddpm.studies.conformance_power"])
 def test_runs_as_a_module(module):
     completed = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO, capture_output=True, text=True,
                                env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)

@@ -29,24 +29,30 @@ def holm(p_values: Sequence[float]) -> np.ndarray:
     return adjusted
 
 
-def chain_law(ctx: Context, chain: Chain) -> tuple[float, float]:
+def chain_law(ctx: Context, chain: Chain, variance_factors: Sequence[float] | None = None) -> tuple[float, float]:
     """The exact law N(mean, var) per dimension of the chain's output when driven by the exact output of the suite's
     data.
 
     x_0* = m + g (x_t - sqrt(a_t) m) is affine in x_t, and every step (ancestral over t -> s with the claimed sigma,
     or DDIM eq. 12) is c_x x_t + c_0 x_0* + sigma z in its x_0 form (finite at alpha_bar_T = 0, derivation (o)), so
     each maps N(mu, v) to N(A mu + B, A^2 v + sigma^2), starting from N(0, 1) at the first visited timestep.
+    `variance_factors[k]`, when given, multiplies sigma^2 of the k-th visited step: the law of a chain whose
+    per-step variances depart from the claimed ones (the graded adapters of `ddpm.conformance.graded`).
     """
     data = ctx.config.data
     steps = [ctx.to_paper(t) for t in chain.timesteps]
+    factors = [1.0] * len(steps) if variance_factors is None else [float(f) for f in variance_factors]
+    if len(factors) != len(steps):
+        raise ValueError(f"variance_factors must have one entry per visited timestep ({len(steps)}), "
+                         f"got {len(factors)}")
     mean, var = 0.0, 1.0
-    for p, s in zip(steps, steps[1:] + [0], strict=True):
+    for p, s, factor in zip(steps, steps[1:] + [0], factors, strict=True):
         at, as_ = ctx.alpha_bar(p), ctx.alpha_bar(s)
         gain = float(data.gain(np.float64(at)))
         c_x, c_0, sigma2 = step_coefficients(ctx, chain, at, as_, s)
         A = c_x + c_0 * gain
         B = c_0 * (data.mean - gain * np.sqrt(at) * data.mean)
-        mean, var = A * mean + B, A * A * var + sigma2
+        mean, var = A * mean + B, A * A * var + factor * sigma2
     return float(mean), float(var)
 
 

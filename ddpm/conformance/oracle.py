@@ -17,7 +17,7 @@ Tolerance of an output f (first-order rounding bound, `ROUNDING_FACTOR` K, unit 
 
     |f_adapter - f_oracle| <= K (u |f| + sum_q |df/dq| dq + eta (1 + sum_q |df/dq|))
 
-over every intermediate and input q (eta: the dtype's underflow unit, half its smallest subnormal, which matters only
+over every intermediate and input q (eta: the dtype's underflow unit, its smallest subnormal, which matters only
 for values near zero such as inputs of 1e-40 in float32), with dq = u |q| for the data inputs, dq = u |q| (1 + |log q|)
 for a_t and a_s (tables built as exp of a sum of logs carry the rounding of the logarithm), and dq = u (absolute) for b,
 al, m_t, m_s: an implementation may form beta_t = 1 - a_t / a_{t-1}, alpha_t = 1 - beta_t or 1 - a_t by cancellation
@@ -109,12 +109,13 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 
 
 def underflow(u: float) -> float:
-    """eta, the absolute error one operation may add near zero with gradual underflow (half the smallest subnormal)
-    in the floating type whose unit roundoff is u: fl(x op y) = (x op y)(1 + d) + e, |d| <= u, |e| <= eta."""
+    """eta, a bound on the absolute error one operation may add near zero with gradual underflow, in the floating type
+    whose unit roundoff is u: fl(x op y) = (x op y)(1 + d) + e, |d| <= u, |e| <= eta. The exact bound is half the
+    smallest subnormal; eta is the smallest subnormal itself (half of it is not representable in float64)."""
     for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
         if unit_roundoff(dtype) == u:
             info = torch.finfo(dtype)
-            return float(info.tiny) * float(info.eps) / 2.0
+            return float(info.tiny) * float(info.eps)
     return 0.0
 
 

@@ -27,6 +27,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--conformance-seed", type=int, default=0, help="seed of the suite's inputs (default 0)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Bad adapter specs are a usage error (one line, exit 4) before anything is collected."""
+    specs = config.getoption("adapter", default=None)
+    if not specs:
+        return
+    from ddpm.conformance.protocol import AdapterError
+    from ddpm.conformance.runner import load_adapters
+
+    for spec in specs:
+        try:
+            load_adapters(spec)
+        except AdapterError as error:
+            raise pytest.UsageError(f"ddpm conformance: {error}") from None
+
+
 def _results(config: pytest.Config) -> list[tuple[str, Any]]:
     """(test id, (description, CaseResult)) for every case of every configuration; the suite runs once per session."""
     cached = getattr(config, "_ddpm_conformance_results", None)

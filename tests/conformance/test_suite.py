@@ -171,6 +171,14 @@ def test_cli_exit_0_when_conformant(capsys, monkeypatch):
     assert ": conformant" in capsys.readouterr().out
 
 
+def test_cli_fail_on_holds_only_the_named_adapters_to_the_result(monkeypatch):
+    monkeypatch.setattr("ddpm.conformance.cases.SuiteConfig", lambda seed=0: SMALL)
+    broken, textbook = "testkit.broken_adapters:wrong_variance", "testkit.broken_adapters:zero_snr_textbook"
+    both = ["conform", "--adapter", broken, "--adapter", textbook, "--no-progress", "--no-reproductions"]
+    assert main([*both, "--fail-on", textbook]) == 0
+    assert main([*both, "--fail-on", broken]) == 1
+
+
 @pytest.mark.parametrize("spec", ["nonsense", "no_such_module_xyz:factory"])
 def test_cli_bad_adapter_is_a_one_line_error_with_exit_2(spec, capsys):
     assert main(["conform", "--adapter", spec, "--no-progress"]) == 2

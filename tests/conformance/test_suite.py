@@ -38,7 +38,7 @@ def test_reference_passes_every_exact_case(schedule, dtype):
     """Our library passes in float64 and in float32 (the float32 tolerance comes from the rounding model)."""
     run = run_adapter(ReferenceAdapter(schedule, 100, dtype), SMALL, progress=False)
     exact = {r.case: r for r in run.results if r.case not in STATISTICAL and not r.case.startswith("chain[")}
-    assert len(exact) == 12
+    assert len(exact) == 18 and {f"batched_mean[beta, S={broken_adapters.S}]", "batched_ddim[s=t-1]"} <= set(exact)
     bad = {name: r.detail for name, r in exact.items() if r.status is not Status.PASS}
     assert not bad, f"reference ({schedule}, {dtype}) must pass: {bad}"
     worst = max(r.ratio for r in exact.values() if r.ratio is not None)
@@ -101,6 +101,18 @@ def test_declared_clipping_is_shown_as_a_convention():
     note = next(r for r in run.results if r.case == "reverse_step[beta]").conventions
     assert note and "clips_x0" in note[0]
     assert run.conformant
+
+
+def test_a_batched_failure_records_the_whole_batch_and_the_row():
+    (run,) = run_suite(["testkit.broken_adapters:batched_with_row_zeros_timestep"], SMALL, progress=False)[0]
+    result = next(r for r in run.results if r.case == "batched_ddim[s=t-1]")
+    assert result.status is Status.FAIL and result.ratio > 1e6
+    rows = SMALL.batch
+    assert set(result.inputs) == {"eps", "xt", "t", "s"} and len(result.inputs["t"]) == rows
+    assert len(result.inputs["eps"]) == rows * 4 and [t - 1 for t in result.inputs["t"]] == result.inputs["s"]
+    assert len(set(result.inputs["t"])) == rows, "the rows of a batch are at different timesteps"
+    row = int(result.where.split("element [")[1].split(",")[0])  # the batch row of the worst element
+    assert row > 0 and result.t == result.inputs["t"][row], "row 0 itself is stepped right; another row fails"
 
 
 def test_not_offered_is_not_applicable():

@@ -134,11 +134,27 @@ class ClipsUndeclared(_Broken):
     def ddim_step(self, *args, **kwargs):
         raise NotOffered("no DDIM sampler")
 
+    def batched_mean(self, *args, **kwargs):
+        raise NotOffered("no batched step")
+
+    def batched_ddim(self, *args, **kwargs):
+        raise NotOffered("no batched step")
+
 
 class ClipsDeclared(ClipsUndeclared):
     """The same, declared: the suite checks it against the clipped oracle and shows the convention."""
 
     conventions = {Convention.CLIPS_X0: "sampling clips x0_hat to [-1, 1] (improved-diffusion's clip_denoised)"}
+
+
+class BatchedWithRowZerosTimestep(_Broken):
+    """Batched steps that read row 0's timesteps for every row (a broadcast of t[0] where t[b] belongs)."""
+
+    def batched_mean(self, eps, xt, t, s, variance, v=None):
+        return super().batched_mean(eps, xt, t[:1].expand_as(t), s[:1].expand_as(s), variance, v)
+
+    def batched_ddim(self, eps, xt, t, s):
+        return super().batched_ddim(eps, xt, t[:1].expand_as(t), s[:1].expand_as(s))
 
 
 class Crashes(_Broken):
@@ -190,6 +206,7 @@ loss_with_slip = _steps(LossWithSlip)
 loss_targets_x0 = _steps(LossTargetsX0)
 clips_undeclared = _steps(ClipsUndeclared)
 clips_declared = _steps(ClipsDeclared)
+batched_with_row_zeros_timestep = _steps(BatchedWithRowZerosTimestep)
 crashes = _steps(Crashes)
 no_posterior = _steps(NoPosterior)
 
@@ -209,6 +226,9 @@ EXPECTED_FAILURES = {
     "loss_targets_x0": {"loss_given_draws", "loss_at_eps_star"},
     "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]"},
     "clips_declared": set(),
+    "batched_with_row_zeros_timestep": {f"batched_mean[{option}, {steps}]" for option in ("beta", "beta_tilde")
+                                        for steps in ("s=t-1", f"S={S}")} | {"batched_ddim[s=t-1]",
+                                                                             f"batched_ddim[S={S}]"},
     "crashes": {"posterior", "finite"},
     "no_posterior": set(),
 }

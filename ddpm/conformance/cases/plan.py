@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from ddpm.conformance.cases.batched import case_batched_ddim, case_batched_mean
 from ddpm.conformance.cases.context import Context
 from ddpm.conformance.cases.exact import (
     case_ddim,
@@ -38,6 +39,11 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
     D = min(ctx.config.ddim_steps, ctx.T)
     for eta_value in ctx.config.ddim_etas:
         out.append((f"ddim[eta={eta_value:g}, S={D}]", partial(case_ddim, ctx, eta_value), "ddim_step"))
+    for option in a.variances:
+        out.append((f"batched_mean[{option}, s=t-1]", partial(case_batched_mean, ctx, option, None), "batched_mean"))
+        out.append((f"batched_mean[{option}, S={S}]", partial(case_batched_mean, ctx, option, S), "batched_mean"))
+    out.append(("batched_ddim[s=t-1]", partial(case_batched_ddim, ctx, None), "batched_ddim"))
+    out.append((f"batched_ddim[S={D}]", partial(case_batched_ddim, ctx, D), "batched_ddim"))
     out.append(("loss_given_draws", lambda: case_loss_given_draws(ctx), "training_loss"))
     out.append(("loss_at_eps_star", lambda: case_loss_at_eps_star(ctx), "training_loss"))
     return out

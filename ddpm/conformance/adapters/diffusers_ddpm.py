@@ -34,7 +34,7 @@ import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 from unittest import mock
 
@@ -146,6 +146,7 @@ class DiffusersDDPMAdapter:
     variances = VARIANCES
     scheduler_class = "DDPMScheduler"  # the diffusers class this adapter drives
     scheduler_module = "scheduling_ddpm"  # its module in diffusers.schedulers (where step() looks up randn_tensor)
+    scheduler_options: Mapping[str, Any] = MappingProxyType({})  # more constructor arguments (none: the defaults)
 
     def __init__(self, schedule: str = "linear", T: int = 1000) -> None:
         import_diffusers()
@@ -179,7 +180,7 @@ class DiffusersDDPMAdapter:
         if key not in self._schedulers:
             scheduler = getattr(self._module, self.scheduler_class)(
                 num_train_timesteps=self.T, beta_schedule=self.beta_schedule, variance_type=variance,
-                clip_sample=False, prediction_type=prediction_type)
+                clip_sample=False, prediction_type=prediction_type, **self.scheduler_options)
             if num_steps is not None:
                 scheduler.set_timesteps(num_steps)
             self._schedulers[key] = scheduler
@@ -310,7 +311,8 @@ class DiffusersDDPMAdapter:
         return (f"import torch\nimport diffusers.schedulers.{self.scheduler_module} as {self.scheduler_module}\n"
                 f"from diffusers import {self.scheduler_class}\n\n"
                 f"scheduler = {self.scheduler_class}(num_train_timesteps={self.T}, "
-                f"beta_schedule={self.beta_schedule!r}, variance_type={variance!r}, clip_sample=False{extra})\n")
+                f"beta_schedule={self.beta_schedule!r}, variance_type={variance!r}, clip_sample=False{extra}"
+                + "".join(f", {key}={value!r}" for key, value in self.scheduler_options.items()) + ")\n")
 
     def _chain_snippet(self, label: str) -> str | None:
         """The docs' sampling loop driven by the exact eps* of N(0.1, 0.25^2) data (the suite's default data)."""

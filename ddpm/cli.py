@@ -349,7 +349,8 @@ def add_conform_parser(subcommands) -> None:
                     "1: a case failed; 2: bad input (an adapter that does not import or satisfy the protocol).")
     p.add_argument("--adapter", action="append", metavar="SPEC",
                    help="package.module:factory returning an adapter or a list of adapters, or a shipped name "
-                        "(reference, diffusers-ddpm, diffusers-ddim, lucidrains); default: every shipped one")
+                        "(reference, diffusers-ddpm, diffusers-ddim, lucidrains, diffusers-parallel, "
+                        "diffusers-inverse); default: every shipped one")
     p.add_argument("--out", type=Path, help="folder for conformance.md and conformance.json (default: none written)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every case's inputs (default 0)")
     p.add_argument("--no-reproductions", action="store_true",

@@ -6,9 +6,10 @@ at a step t -> s (s = t - 1 for the one-step operations; the paper's s = 0 is x_
     a_t = alpha_bar_t, a_s = alpha_bar_s, b = beta_t from the adapter's own betas table and al = 1 - b (one step),
     or b = 1 - a_t / a_s and al = a_t / a_s (a stride: its forward variance), m_t = 1 - a_t, m_s = 1 - a_s,
 
-and the inputs x0, xt, noise, eps, z (and v, eta). The forms are the paper's formulas; `tests/conformance/
-test_oracle.py` proves each equal to the derived expression of derivations (a), (b), (d) and (i) (simplify(a - b) == 0),
-so the suite checks other code against the derivations, not against this file.
+and the inputs x0, xt, noise, eps, z (and v, vel, eta; xs, the sample an inversion step starts from). The forms are
+the paper's formulas; `tests/conformance/test_oracle.py` proves each equal to the derived expression of derivations
+(a), (b), (d) and (i) (simplify(a - b) == 0), and the inversion forms eq. 12 solved for x_t, so the suite checks
+other code against the derivations, not against this file.
 
 Oracle values are computed in float64 from the ADAPTER'S OWN alpha_bar table (cast exactly to float64), so a
 float32 table is not penalised for its own rounding here; the `schedule` case checks the tables themselves.
@@ -47,11 +48,12 @@ b, m_t, m_s = sp.symbols("b m_t m_s", nonnegative=True)
 x0, xt, noise, eps, z, v = sp.symbols("x0 xt noise eps z v", real=True)
 vel = sp.Symbol("vel", real=True)  # a v-prediction (v above is a learned-variance output)
 eta = sp.Symbol("eta", nonnegative=True)
+xs = sp.Symbol("xs", real=True)  # the input of an inversion step: the sample at the earlier timestep s
 
 INTERMEDIATES = (a_t, a_s, al, b, m_t, m_s)
 ABSOLUTE = frozenset({b, al, m_t, m_s})  # perturbed by u absolutely (may be formed by cancellation)
 TABLE_VALUES = frozenset({a_t, a_s})  # perturbed by u (1 + |log a|) relatively (tables built as exp(sum log alpha))
-INPUTS = (x0, xt, noise, eps, z, v, vel, eta)
+INPUTS = (x0, xt, noise, eps, z, v, vel, eta, xs)
 
 # x0_hat = (x_t - sqrt(1 - a_t) eps) / sqrt(a_t): eq. 4 solved for x_0.
 X0_HAT = (xt - sp.sqrt(m_t) * eps) / sp.sqrt(a_t)
@@ -99,6 +101,25 @@ DDIM_BY_PREDICTION = {
     Prediction.EPS: DDIM_FORMS,
     **{prediction: (sp.sqrt(a_s) * X0_HATS[prediction] + sp.sqrt(m_s - DDIM_SIGMA2) * EPS_HATS[prediction]
                     + sp.sqrt(DDIM_SIGMA2) * z,)
+       for prediction in (Prediction.X0, Prediction.V)},
+}
+
+# DDIM inversion: eq. 12 at eta = 0 run from s to t > s, x_t = sqrt(a_t) x0_hat + sqrt(1 - a_t) eps_hat, with x0_hat and
+# eps_hat read from the sample x_s at the EARLIER timestep and the network output there (inversion knows x_s, not
+# x_t): the parameterisations above with the roles of t and s exchanged. At s = 0 (x_0 itself, a_s = 1, m_s = 0) the
+# eps and v forms give x0_hat = x_s; the x_0 form has no eps_hat there (it divides by sqrt(m_s) = 0) and `evaluate`
+# returns a non-finite value, which the cases do not compare. tests/conformance/test_oracle.py shows each form is
+# eq. 12 at eta = 0 solved for x_t (the DDIM step from t back to s returns x_s).
+_AT_S = {xt: xs, a_t: a_s, m_t: m_s}
+X0_HATS_AT_S = {prediction: form.xreplace(_AT_S) for prediction, form in X0_HATS.items()}
+EPS_HATS_AT_S = {prediction: form.xreplace(_AT_S) for prediction, form in EPS_HATS.items()}
+INVERSION_FORMS = (  # eps prediction: as written, and its x_s / eps coefficient form
+    sp.sqrt(a_t) * X0_HATS_AT_S[Prediction.EPS] + sp.sqrt(m_t) * eps,
+    sp.sqrt(a_t / a_s) * xs + (sp.sqrt(m_t) - sp.sqrt(a_t) * sp.sqrt(m_s) / sp.sqrt(a_s)) * eps,
+)
+INVERSION_BY_PREDICTION = {
+    Prediction.EPS: INVERSION_FORMS,
+    **{prediction: (sp.sqrt(a_t) * X0_HATS_AT_S[prediction] + sp.sqrt(m_t) * EPS_HATS_AT_S[prediction],)
        for prediction in (Prediction.X0, Prediction.V)},
 }
 

@@ -1,4 +1,5 @@
-"""The conformance oracle's forms are the derived results: each equals the expression of derivations (a), (b), (d), (i).
+"""The conformance oracle's forms are the derived results: each equals the expression of derivations (a), (b), (d), (i),
+and the DDIM inversion forms are eq. 12 at eta = 0 solved for x_t.
 
 The forms in ddpm/conformance/oracle.py are written over the intermediates an implementation forms (a_t, a_s,
 al, b, m_t, m_s); substituting their definitions must give the derived SymPy expressions exactly. Where SymPy
@@ -89,6 +90,45 @@ def test_a_mutated_form_is_rejected():
     """The check can fail: a missing square root on alpha_t in the eps-form mean is not derivation (d)."""
     mutated = (oracle.xt - oracle.b / sp.sqrt(oracle.m_t) * oracle.eps) / oracle.al
     assert not _same(mutated, eps_parameterisation.EPS_MEAN, ONE_STEP)
+
+
+COMPLEMENTS = {oracle.m_t: 1 - oracle.a_t, oracle.m_s: 1 - oracle.a_s}
+DDIM_ETA_0 = {oracle.z: 0, oracle.eta: 0}
+
+
+def _output_at_t(prediction: Prediction) -> dict:
+    """The network output at t that carries the same (x0_hat, eps_hat) as the output at s (the inversion's input)."""
+    if prediction is Prediction.V:
+        x0_hat, eps_hat = oracle.X0_HATS_AT_S[prediction], oracle.EPS_HATS_AT_S[prediction]
+        return {oracle.vel: sp.sqrt(oracle.a_t) * eps_hat - sp.sqrt(oracle.m_t) * x0_hat}
+    return {}  # eps and x_0 predictions: the same output
+
+
+@pytest.mark.parametrize("prediction", list(Prediction), ids=[p.value for p in Prediction])
+def test_inversion_is_eq12_at_eta_0_solved_for_x_t(prediction):
+    """The DDIM step (eq. 12, eta = 0) from t back to s, applied to the inversion's x_t, returns x_s exactly."""
+    ddim = oracle.DDIM_BY_PREDICTION[prediction][0].subs(DDIM_ETA_0)
+    for form in oracle.INVERSION_BY_PREDICTION[prediction]:
+        back = ddim.subs({oracle.xt: form, **_output_at_t(prediction)}, simultaneous=True)
+        assert sp.simplify((back - oracle.xs).subs(COMPLEMENTS)) == 0, form
+
+
+@pytest.mark.parametrize("prediction", [Prediction.X0, Prediction.V], ids=["x0", "v"])
+def test_inversion_parameterisations_are_the_eps_form_at_their_eps_hat(prediction):
+    """x_0 and v outputs give the eps form at eps_hat, with x_s = sqrt(a_s) x0_hat + sqrt(1 - a_s) eps_hat."""
+    eps_hat = oracle.EPS_HATS_AT_S[prediction]
+    (form,) = oracle.INVERSION_BY_PREDICTION[prediction]
+    assert sp.simplify((form - oracle.INVERSION_FORMS[0].subs(oracle.eps, eps_hat)).subs(COMPLEMENTS)) == 0
+    consistent = sp.sqrt(oracle.a_s) * oracle.X0_HATS_AT_S[prediction] + sp.sqrt(oracle.m_s) * eps_hat
+    assert sp.simplify((consistent - oracle.xs).subs(COMPLEMENTS)) == 0
+
+
+def test_an_inversion_with_the_forward_s_is_rejected():
+    """The check can fail: x_t = sqrt(a_s) x0_hat + sqrt(1 - a_s) eps (the forward step's target) is not eq. 12
+    solved for x_t."""
+    mutated = (sp.sqrt(oracle.a_s) * oracle.X0_HATS_AT_S[Prediction.EPS] + sp.sqrt(oracle.m_s) * oracle.eps)
+    back = oracle.DDIM_FORMS[0].subs(DDIM_ETA_0).subs(oracle.xt, mutated)
+    assert sp.simplify((back - oracle.xs).subs(COMPLEMENTS)) != 0
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

@@ -1,8 +1,11 @@
 """Deliberately broken adapters for the conformance tests: the reference with one plausible bug each.
 
 Each factory returns one adapter (T = 50, paper timesteps); `EXPECTED_FAILURES` names the cases each must fail,
-and no other. They are importable as `testkit.broken_adapters:<factory>` specs while pytest runs (tests/ is on
-sys.path), so the CLI and the runner's generic reproductions can load them by name. `MissingPosterior` is not an
+and no other. The reference has no DDIM inversion (ddpm.core steps only from t down to s < t), so `Inverting` adds
+one written here in float64 from the reference's tables (eq. 12 at eta = 0 solved for x_t), correct in
+`inversion_correct` and with one bug in `inversion_with_forward_s`. They are importable as
+`testkit.broken_adapters:<factory>` specs while pytest runs (tests/ is on sys.path), so the CLI and the runner's
+generic reproductions can load them by name. `MissingPosterior` is not an
 adapter at all: it lacks `q_posterior`, which `check_adapter` must name.
 """
 
@@ -21,7 +24,7 @@ from ddpm.conformance.protocol import (
     ScheduleSpec,
     VarianceKind,
 )
-from ddpm.core.samplers import ancestral_sample
+from ddpm.core.samplers import ancestral_sample, ddim_timesteps
 
 T = 50
 
@@ -144,11 +147,59 @@ class ClipsUndeclared(_Broken):
     def ddim_step(self, *args, **kwargs):
         raise NotOffered("no DDIM sampler")
 
+    def batched_mean(self, *args, **kwargs):
+        raise NotOffered("no batched step")
+
+    def batched_ddim(self, *args, **kwargs):
+        raise NotOffered("no batched step")
+
 
 class ClipsDeclared(ClipsUndeclared):
     """The same, declared: the suite checks it against the clipped oracle and shows the convention."""
 
     conventions = {Convention.CLIPS_X0: "sampling clips x0_hat to [-1, 1] (improved-diffusion's clip_denoised)"}
+
+
+class BatchedWithRowZerosTimestep(_Broken):
+    """Batched steps that read row 0's timesteps for every row (a broadcast of t[0] where t[b] belongs)."""
+
+    def batched_mean(self, eps, xt, t, s, variance, v=None):
+        return super().batched_mean(eps, xt, t[:1].expand_as(t), s[:1].expand_as(s), variance, v)
+
+    def batched_ddim(self, eps, xt, t, s):
+        return super().batched_ddim(eps, xt, t[:1].expand_as(t), s[:1].expand_as(s))
+
+
+class Inverting(_Broken):
+    """DDIM inversion from the reference's float64 tables: x_t = sqrt(a_t) x0_hat + sqrt(1 - a_t) eps,
+    x0_hat = (x_s - sqrt(1 - a_s) eps) / sqrt(a_s), over the DDIM sampler's timesteps (ascending; s = 0 is x_0)."""
+
+    def inversion_timesteps(self, num_steps):
+        return ddim_timesteps(self.diffusion.T, num_steps)
+
+    def _target(self, s, t):
+        return self._table("alpha_bars", t)
+
+    def inversion_step(self, out, xs, s, t):
+        a_s, a_t = self._table("alpha_bars", s), self._target(s, t)
+        x0_hat = (xs.double() - np.sqrt(1.0 - a_s) * out.double()) / np.sqrt(a_s)
+        return (np.sqrt(a_t) * x0_hat + np.sqrt(1.0 - a_t) * out.double()).to(xs.dtype)
+
+
+class InversionWithoutFirstStep(Inverting):
+    """DDIM inversion that has no step from x_0 (the first step is not offered; the case notes it)."""
+
+    def inversion_step(self, out, xs, s, t):
+        if s == 0:
+            raise NotOffered("this inversion starts at alpha_bar_1, not at x_0")
+        return super().inversion_step(out, xs, s, t)
+
+
+class InversionWithForwardS(Inverting):
+    """DDIM inversion that keeps the forward step's alpha_bar_s where alpha_bar_t belongs (it returns x_s)."""
+
+    def _target(self, s, t):
+        return self._table("alpha_bars", s)
 
 
 class Crashes(_Broken):
@@ -283,6 +334,10 @@ loss_with_slip = _steps(LossWithSlip)
 loss_targets_x0 = _steps(LossTargetsX0)
 clips_undeclared = _steps(ClipsUndeclared)
 clips_declared = _steps(ClipsDeclared)
+batched_with_row_zeros_timestep = _steps(BatchedWithRowZerosTimestep)
+inversion_correct = _steps(Inverting)
+inversion_with_forward_s = _steps(InversionWithForwardS)
+inversion_without_first_step = _steps(InversionWithoutFirstStep)
 crashes = _steps(Crashes)
 no_posterior = _steps(NoPosterior)
 nan_at_range_end = _steps(NaNAtRangeEnd)
@@ -312,6 +367,12 @@ EXPECTED_FAILURES = {
     "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]",
                          "search[beta]", "search[beta_tilde]"},
     "clips_declared": set(),
+    "batched_with_row_zeros_timestep": {f"batched_mean[{option}, {steps}]" for option in ("beta", "beta_tilde")
+                                        for steps in ("s=t-1", f"S={S}")} | {"batched_ddim[s=t-1]",
+                                                                             f"batched_ddim[S={S}]"},
+    "inversion_correct": set(),
+    "inversion_with_forward_s": {f"inversion[S={T}]", f"inversion[S={S}]"},
+    "inversion_without_first_step": set(),
     "crashes": {"posterior", "finite"},
     "no_posterior": set(),
     # Only the edge inputs reach v = +-1; the interior draws of reverse_step[learned] and finite never do.

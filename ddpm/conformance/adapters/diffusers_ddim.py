@@ -14,10 +14,14 @@ How each operation reaches the library:
 - `q_sample`: `add_noise`. `q_posterior`: not offered (DDIMScheduler has no posterior).
 - `chains()`: the diffusers docs' loop `x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample`
   over `set_timesteps(50)`, eta = 0 and 1, from x = randn(shape, generator).
+
+The class names the scheduler it drives in `scheduler_class` (module `scheduler_module`), so that a scheduler with
+the same `step()` (diffusers' `DDIMParallelScheduler`, `diffusers_parallel`) reuses it.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -50,16 +54,17 @@ class DiffusersDDIMAdapter:
     timestep_base = 0
     dtype = torch.float32
     variances = {ETA_ONE_ALL_STEPS: VarianceKind.BETA_TILDE}
+    scheduler_class = "DDIMScheduler"  # the diffusers class this adapter drives
+    scheduler_module = "scheduling_ddim"  # its module in diffusers.schedulers
 
     def __init__(self, schedule: str = "linear", T: int = 1000) -> None:
         import_diffusers()
-        from diffusers.schedulers import scheduling_ddim
-
-        self._module = scheduling_ddim
+        self._module = importlib.import_module(f"diffusers.schedulers.{self.scheduler_module}")
         self.schedule = schedule_spec(schedule, T)
         self.beta_schedule = BETA_SCHEDULES[schedule]
         self.T = T
-        self.name = f"diffusers DDIMScheduler({self.beta_schedule}, T={T}, clip_sample=False, set_alpha_to_one=True)"
+        self.name = (f"diffusers {self.scheduler_class}({self.beta_schedule}, T={T}, clip_sample=False, "
+                     "set_alpha_to_one=True)")
         self.version = diffusers_version()
         ratio = T // CHAIN_STEPS
         self.conventions = {
@@ -72,15 +77,19 @@ class DiffusersDDIMAdapter:
         }
         self._schedulers: dict[int, Any] = {}
 
-    def _scheduler(self, num_steps: int) -> Any:
-        """A cached DDIMScheduler after set_timesteps(num_steps)."""
+    def scheduler(self, num_steps: int) -> Any:
+        """A cached scheduler after set_timesteps(num_steps)."""
         if num_steps not in self._schedulers:
-            scheduler = self._module.DDIMScheduler(
+            scheduler = getattr(self._module, self.scheduler_class)(
                 num_train_timesteps=self.T, beta_schedule=self.beta_schedule, clip_sample=False,
                 set_alpha_to_one=True)
             scheduler.set_timesteps(num_steps)
             self._schedulers[num_steps] = scheduler
         return self._schedulers[num_steps]
+
+    def known_num_steps(self) -> list[int]:
+        """The S of the schedulers already set up (set_timesteps(S)), to be tried first for a stride."""
+        return sorted(self._schedulers)
 
     @staticmethod
     def _check_variance(variance: str) -> None:
@@ -90,14 +99,14 @@ class DiffusersDDIMAdapter:
     # -- required members -------------------------------------------------------------------------------------
 
     def betas(self) -> np.ndarray:
-        return self._scheduler(self.T).betas.numpy().copy()  # float32 [T]
+        return self.scheduler(self.T).betas.numpy().copy()  # float32 [T]
 
     def alpha_bars(self) -> np.ndarray:
-        return self._scheduler(self.T).alphas_cumprod.numpy().copy()  # float32 [T]
+        return self.scheduler(self.T).alphas_cumprod.numpy().copy()  # float32 [T]
 
     def q_sample(self, x0: Tensor, t: int, noise: Tensor) -> Tensor:
         timesteps = torch.full((x0.shape[0],), int(t), dtype=torch.int64)  # [B]
-        return self._scheduler(self.T).add_noise(x0, noise, timesteps)
+        return self.scheduler(self.T).add_noise(x0, noise, timesteps)
 
     def q_posterior(self, x0: Tensor, xt: Tensor, t: int) -> tuple[Tensor, Tensor]:
         raise NotOffered("DDIMScheduler has no posterior q(x_{t-1} | x_t, x_0)")
@@ -105,19 +114,19 @@ class DiffusersDDIMAdapter:
     def reverse_step(self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
         self._check_variance(variance)
-        return self._step(self._scheduler(self.T), eps, xt, t, 1.0, z)
+        return self._step(self.scheduler(self.T), eps, xt, t, 1.0, z)
 
     # -- DDIM -------------------------------------------------------------------------------------------------
 
     def ddim_timesteps(self, num_steps: int) -> list[int]:
-        return [int(u) for u in self._scheduler(num_steps).timesteps]
+        return [int(u) for u in self.scheduler(num_steps).timesteps]
 
     def ddim_step(self, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor) -> Tensor:
-        num_steps = num_steps_for_stride(t, s, self.T, self.ddim_timesteps, sorted(self._schedulers))
+        num_steps = num_steps_for_stride(t, s, self.T, self.ddim_timesteps, self.known_num_steps())
         previous = int(t) - self.T // num_steps  # what step() computes as prev_timestep
         if not (previous == int(s) or (int(s) == -1 and previous < 0)):
             raise ValueError(f"after set_timesteps({num_steps}) the step from t = {t} goes to {previous}, not {s}")
-        return self._step(self._scheduler(num_steps), eps, xt, t, eta, z)
+        return self._step(self.scheduler(num_steps), eps, xt, t, eta, z)
 
     @staticmethod
     def _step(scheduler: Any, eps: Tensor, xt: Tensor, t: int, eta: float, z: Tensor | None) -> Tensor:
@@ -129,13 +138,14 @@ class DiffusersDDIMAdapter:
 
     def chains(self) -> list[Chain]:
         timesteps = self.ddim_timesteps(CHAIN_STEPS)
-        return [Chain(f"DDIMScheduler.step loop (num_inference_steps={CHAIN_STEPS}, eta={eta:g})", ChainKind.DDIM,
+        return [Chain(f"{self.scheduler_class}.step loop (num_inference_steps={CHAIN_STEPS}, eta={eta:g})",
+                      ChainKind.DDIM,
                       timesteps, partial(self._run_chain, eta), eta=eta) for eta in CHAIN_ETAS]
 
     def _run_chain(self, eta: float, eps_model: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...],
                    generator: torch.Generator) -> Tensor:
         """The diffusers docs' DDIM loop, with the noise from `generator`."""
-        scheduler = self._scheduler(CHAIN_STEPS)
+        scheduler = self.scheduler(CHAIN_STEPS)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
         for t in scheduler.timesteps:
             eps = eps_model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
@@ -145,7 +155,7 @@ class DiffusersDDIMAdapter:
     # -- reproduction -----------------------------------------------------------------------------------------
 
     def reproduction(self, operation: str, t: int, inputs: Mapping[str, Any]) -> str | None:
-        """A standalone snippet (torch + diffusers only) calling DDIMScheduler at timestep t; None if not offered.
+        """A standalone snippet (torch + diffusers only) calling the scheduler at timestep t; None if not offered.
 
         Reads inputs "x0", "xt", "eps", "z" and, for q_sample, "noise" (else "eps"); absent ones get defaults.
         """
@@ -160,10 +170,7 @@ class DiffusersDDIMAdapter:
             eta, num_steps = 0.0, self.T
         else:
             return None
-        head = ("import torch\nfrom diffusers import DDIMScheduler\n\n"
-                f"scheduler = DDIMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
-                "clip_sample=False, set_alpha_to_one=True)\n"
-                f"scheduler.set_timesteps({num_steps})\n")
+        head = self.snippet_head(num_steps)
         if kind == "schedule":
             return head + (f"print('beta', scheduler.betas[{int(t)}].item(), "
                            f"'alpha_bar', scheduler.alphas_cumprod[{int(t)}].item())\n")
@@ -176,6 +183,13 @@ class DiffusersDDIMAdapter:
         return head + snippet_tensors(inputs, ["eps", "xt", "z"]) + (
             f"\nprint(scheduler.step(eps, {int(t)}, xt, eta={eta!r}, variance_noise=z).prev_sample"
             ".flatten().tolist())\n")
+
+    def snippet_head(self, num_steps: int) -> str:
+        """The imports of a snippet, `scheduler = <class>(...)` with this configuration and set_timesteps(S)."""
+        return (f"import torch\nfrom diffusers import {self.scheduler_class}\n\n"
+                f"scheduler = {self.scheduler_class}(num_train_timesteps={self.T}, "
+                f"beta_schedule={self.beta_schedule!r}, clip_sample=False, set_alpha_to_one=True)\n"
+                f"scheduler.set_timesteps({num_steps})\n")
 
 
 def factory(T: int = 1000) -> list[DiffusersDDIMAdapter]:

@@ -21,17 +21,20 @@ How each operation reaches the library (all through public methods; `step()` is 
 Not offered: DDIM (see `diffusers_ddim`) and a training loss (diffusers has no loss function).
 
 Patching `randn_tensor` is process-global while a step runs: do not call these adapters from several threads.
-The helpers `import_diffusers` and `num_steps_for_stride` are shared with `diffusers_ddim`.
+The helpers `import_diffusers` and `num_steps_for_stride` are shared with `diffusers_ddim`. The class names the
+scheduler it drives in `scheduler_class` and its module in `scheduler_module`, so that a scheduler with the same
+`step()` (diffusers' `DDPMParallelScheduler`, `diffusers_parallel`) reuses it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.metadata
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import partial
-from types import ModuleType
+from types import MappingProxyType, ModuleType
 from typing import Any
 from unittest import mock
 
@@ -141,16 +144,17 @@ class DiffusersDDPMAdapter:
     timestep_base = 0
     dtype = torch.float32
     variances = VARIANCES
+    scheduler_class = "DDPMScheduler"  # the diffusers class this adapter drives
+    scheduler_module = "scheduling_ddpm"  # its module in diffusers.schedulers (where step() looks up randn_tensor)
+    scheduler_options: Mapping[str, Any] = MappingProxyType({})  # more constructor arguments (none: the defaults)
 
     def __init__(self, schedule: str = "linear", T: int = 1000) -> None:
         import_diffusers()
-        from diffusers.schedulers import scheduling_ddpm
-
-        self._module = scheduling_ddpm
+        self._module = importlib.import_module(f"diffusers.schedulers.{self.scheduler_module}")
         self.schedule = schedule_spec(schedule, T)
         self.beta_schedule = BETA_SCHEDULES[schedule]
         self.T = T
-        self.name = f"diffusers DDPMScheduler({self.beta_schedule}, T={T}, clip_sample=False)"
+        self.name = f"diffusers {self.scheduler_class}({self.beta_schedule}, T={T}, clip_sample=False)"
         self.version = diffusers_version()
         self.conventions = {
             **schedule_conventions(schedule),
@@ -168,15 +172,15 @@ class DiffusersDDPMAdapter:
 
     # -- schedulers -------------------------------------------------------------------------------------------
 
-    def _scheduler(self, variance: str, num_steps: int | None = None, prediction_type: str = "epsilon") -> Any:
-        """A cached DDPMScheduler with that variance_type (set_timesteps(num_steps) unless None)."""
+    def scheduler(self, variance: str, num_steps: int | None = None, prediction_type: str = "epsilon") -> Any:
+        """A cached scheduler with that variance_type (set_timesteps(num_steps) unless None)."""
         if variance not in VARIANCES:
             raise ValueError(f"unknown variance option {variance!r}; options: {list(VARIANCES)}")
         key = (variance, prediction_type, num_steps)
         if key not in self._schedulers:
-            scheduler = self._module.DDPMScheduler(
+            scheduler = getattr(self._module, self.scheduler_class)(
                 num_train_timesteps=self.T, beta_schedule=self.beta_schedule, variance_type=variance,
-                clip_sample=False, prediction_type=prediction_type)
+                clip_sample=False, prediction_type=prediction_type, **self.scheduler_options)
             if num_steps is not None:
                 scheduler.set_timesteps(num_steps)
             self._schedulers[key] = scheduler
@@ -193,23 +197,27 @@ class DiffusersDDPMAdapter:
         with injected_randn(self._module, z):
             return scheduler.step(model_output, int(t), xt).prev_sample
 
+    def known_num_steps(self) -> list[int]:
+        """The S of the schedulers already set up (set_timesteps(S)), to be tried first for a stride."""
+        return sorted({n for (_, _, n) in self._schedulers if n is not None})
+
     def _timesteps(self, num_steps: int) -> list[int]:
-        return [int(u) for u in self._scheduler("fixed_small", num_steps).timesteps]
+        return [int(u) for u in self.scheduler("fixed_small", num_steps).timesteps]
 
     # -- required members -------------------------------------------------------------------------------------
 
     def betas(self) -> np.ndarray:
-        return self._scheduler("fixed_small").betas.numpy().copy()  # float32 [T]
+        return self.scheduler("fixed_small").betas.numpy().copy()  # float32 [T]
 
     def alpha_bars(self) -> np.ndarray:
-        return self._scheduler("fixed_small").alphas_cumprod.numpy().copy()  # float32 [T]
+        return self.scheduler("fixed_small").alphas_cumprod.numpy().copy()  # float32 [T]
 
     def q_sample(self, x0: Tensor, t: int, noise: Tensor) -> Tensor:
         timesteps = torch.full((x0.shape[0],), int(t), dtype=torch.int64)  # [B]
-        return self._scheduler("fixed_small").add_noise(x0, noise, timesteps)
+        return self.scheduler("fixed_small").add_noise(x0, noise, timesteps)
 
     def q_posterior(self, x0: Tensor, xt: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        scheduler = self._scheduler("fixed_small", prediction_type="sample")
+        scheduler = self.scheduler("fixed_small", prediction_type="sample")
         mean = self._step(scheduler, x0, xt, t, torch.zeros_like(xt), "fixed_small", None)
         zeros = torch.zeros_like(xt[:1])  # [1, C, H, W]
         sigma = self._step(scheduler, zeros, zeros, t, torch.ones_like(zeros), "fixed_small", None)
@@ -217,7 +225,7 @@ class DiffusersDDPMAdapter:
 
     def reverse_step(self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
-        return self._step(self._scheduler(variance), eps, xt, t, z, variance, v)
+        return self._step(self.scheduler(variance), eps, xt, t, z, variance, v)
 
     # -- respaced (strided) sampling --------------------------------------------------------------------------
 
@@ -226,9 +234,8 @@ class DiffusersDDPMAdapter:
 
     def strided_step(self, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
-        known = sorted({n for (_, _, n) in self._schedulers if n is not None})
-        num_steps = num_steps_for_stride(t, s, self.T, self._timesteps, known)
-        scheduler = self._scheduler(variance, num_steps)
+        num_steps = num_steps_for_stride(t, s, self.T, self._timesteps, self.known_num_steps())
+        scheduler = self.scheduler(variance, num_steps)
         previous = int(scheduler.previous_timestep(int(t)))
         if previous != int(s):
             raise ValueError(f"after set_timesteps({num_steps}) the step from t = {t} goes to {previous}, not {s}")
@@ -240,7 +247,8 @@ class DiffusersDDPMAdapter:
         out = []
         for variance in FIXED_VARIANCES:
             for num_steps in (self.T, CHAIN_STEPS):
-                label = f"DDPMScheduler.step loop (variance_type={variance!r}, num_inference_steps={num_steps})"
+                label = (f"{self.scheduler_class}.step loop (variance_type={variance!r}, "
+                         f"num_inference_steps={num_steps})")
                 out.append(Chain(label, ChainKind.ANCESTRAL, self._timesteps(num_steps),
                                  partial(self._run_chain, variance, num_steps), variance=variance))
         return out
@@ -248,7 +256,7 @@ class DiffusersDDPMAdapter:
     def _run_chain(self, variance: str, num_steps: int, eps_model: Callable[[Tensor, Tensor], Tensor],
                    shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """The diffusers docs' sampling loop, with the noise from `generator`."""
-        scheduler = self._scheduler(variance, num_steps)
+        scheduler = self.scheduler(variance, num_steps)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
         for t in scheduler.timesteps:
             eps = eps_model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
@@ -258,7 +266,7 @@ class DiffusersDDPMAdapter:
     # -- reproduction -----------------------------------------------------------------------------------------
 
     def reproduction(self, operation: str, t: int, inputs: Mapping[str, Any]) -> str | None:
-        """A standalone snippet (torch + diffusers only) calling DDPMScheduler at timestep t; None if not offered.
+        """A standalone snippet (torch + diffusers only) calling the scheduler at timestep t; None if not offered.
 
         Reads inputs "x0", "xt", "eps", "z", "v" and, for q_sample, "noise" (else "eps"); absent ones get defaults.
         """
@@ -279,10 +287,7 @@ class DiffusersDDPMAdapter:
             return None
         if variance not in VARIANCES:
             raise ValueError(f"unknown variance option {variance!r}; options: {list(VARIANCES)}")
-        head = ("import torch\nimport diffusers.schedulers.scheduling_ddpm as scheduling_ddpm\n"
-                "from diffusers import DDPMScheduler\n\n"
-                f"scheduler = DDPMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
-                f"variance_type={variance!r}, clip_sample=False)\n")
+        head = self.snippet_head(variance)
         if kind == "schedule":
             return head + (f"print('beta', scheduler.betas[{int(t)}].item(), "
                            f"'alpha_bar', scheduler.alphas_cumprod[{int(t)}].item())\n")
@@ -294,22 +299,30 @@ class DiffusersDDPMAdapter:
                 f"\nprint(scheduler.add_noise(x0, noise, torch.tensor([{int(t)}])).flatten().tolist())\n")
         learned = VARIANCES[variance].learned
         body = snippet_tensors(inputs, ["eps", "xt", "z"] + (["v"] if learned else []))
-        body += "\nscheduling_ddpm.randn_tensor = lambda shape, **kwargs: z  # step() draws its noise by this name\n"
+        body += (f"\n{self.scheduler_module}.randn_tensor = lambda shape, **kwargs: z  "
+                 "# step() draws its noise by this name\n")
         if num_steps is not None:
             body += f"scheduler.set_timesteps({num_steps})\n"
         output = "torch.cat([eps, v], dim=1)" if learned else "eps"
         return head + body + f"print(scheduler.step({output}, {int(t)}, xt).prev_sample.flatten().tolist())\n"
 
+    def snippet_head(self, variance: str, extra: str = "") -> str:
+        """The imports of a snippet and `scheduler = <class>(...)` with this configuration (`extra`: more arguments)."""
+        return (f"import torch\nimport diffusers.schedulers.{self.scheduler_module} as {self.scheduler_module}\n"
+                f"from diffusers import {self.scheduler_class}\n\n"
+                f"scheduler = {self.scheduler_class}(num_train_timesteps={self.T}, "
+                f"beta_schedule={self.beta_schedule!r}, variance_type={variance!r}, clip_sample=False{extra}"
+                + "".join(f", {key}={value!r}" for key, value in self.scheduler_options.items()) + ")\n")
+
     def _chain_snippet(self, label: str) -> str | None:
         """The docs' sampling loop driven by the exact eps* of N(0.1, 0.25^2) data (the suite's default data)."""
-        match = re.fullmatch(r"DDPMScheduler\.step loop \(variance_type='(\w+)', num_inference_steps=(\d+)\)", label)
+        match = re.fullmatch(re.escape(self.scheduler_class)
+                             + r"\.step loop \(variance_type='(\w+)', num_inference_steps=(\d+)\)", label)
         if match is None:
             return None
         variance, num_steps = match.group(1), int(match.group(2))
-        return ("import torch\nfrom diffusers import DDPMScheduler\n\n"
-                f"scheduler = DDPMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
-                f"variance_type={variance!r}, clip_sample=False)\n"
-                f"scheduler.set_timesteps({num_steps})\n"
+        return (self.snippet_head(variance)
+                + f"scheduler.set_timesteps({num_steps})\n"
                 "alpha_bar = scheduler.alphas_cumprod.double()\n\n\n"
                 "def eps_star(x, t):  # E[eps | x_t] for x_0 ~ N(0.1, 0.25^2)\n"
                 "    a = alpha_bar[t]\n"
@@ -322,15 +335,13 @@ class DiffusersDDPMAdapter:
                 "      '(x_0 should follow about N(0.1, 0.25^2))')\n")
 
     def _posterior_snippet(self, t: int, inputs: Mapping[str, Any]) -> str:
-        return ("import torch\nimport diffusers.schedulers.scheduling_ddpm as scheduling_ddpm\n"
-                "from diffusers import DDPMScheduler\n\n"
-                "# prediction_type='sample': the model output is x_0, so step() returns mu_tilde(x_0, x_t) + sigma z\n"
-                f"scheduler = DDPMScheduler(num_train_timesteps={self.T}, beta_schedule={self.beta_schedule!r}, "
-                "variance_type='fixed_small', clip_sample=False, prediction_type='sample')\n"
+        module = self.scheduler_module
+        return ("# prediction_type='sample': the model output is x_0, so step() returns mu_tilde(x_0, x_t) + sigma z\n"
+                + self.snippet_head("fixed_small", ", prediction_type='sample'")
                 + snippet_tensors(inputs, ["x0", "xt"]) + "\n"
-                "scheduling_ddpm.randn_tensor = lambda shape, **kwargs: torch.zeros(shape)\n"
+                f"{module}.randn_tensor = lambda shape, **kwargs: torch.zeros(shape)\n"
                 f"print('mean', scheduler.step(x0, {int(t)}, xt).prev_sample.flatten().tolist())\n"
-                "scheduling_ddpm.randn_tensor = lambda shape, **kwargs: torch.ones(shape)\n"
+                f"{module}.randn_tensor = lambda shape, **kwargs: torch.ones(shape)\n"
                 f"sigma = scheduler.step(torch.zeros(1, 1, 1, 1), {int(t)}, torch.zeros(1, 1, 1, 1)).prev_sample\n"
                 "print('variance', (sigma**2).item())\n")
 

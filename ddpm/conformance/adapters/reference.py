@@ -3,6 +3,11 @@
 It uses the paper's timesteps (timestep_base = 1), float64 tensors, sigma_1^2 = beta_1 for both fixed
 variances (Algorithm 2 adds no noise at t = 1 anyway) and no clipping. Its strided and DDIM steps are
 `ddpm.core.samplers.strided_ancestral_step` and `ddim_step`; its chains are `ancestral_sample` and `ddim_sample`.
+
+Batched steps (row b from t[b] to s[b]): `batched_mean` is `ReverseStep.mean` on `stride_tables` of the rows' steps
+with one key per row (the core's per-row path, `ddpm.core.reverse`); `batched_ddim` calls the checked `ddim_step`
+row by row (the core has no batched DDIM step). Not offered: DDIM inversion (`ddpm.core` steps only from t to
+s < t; its `ddim_step` refuses s > t and `stride_coefficients` is defined for s < t only).
 """
 
 from __future__ import annotations
@@ -14,9 +19,12 @@ import torch
 
 from ddpm.conformance.protocol import Chain, ChainKind, ScheduleKind, ScheduleSpec, VarianceKind
 from ddpm.core.diffusion import GaussianDiffusion
+from ddpm.core.forward import compute_dtype
 from ddpm.core.losses import training_loss_at
+from ddpm.core.reverse import ReverseStep, stride_tables
 from ddpm.core.samplers import ancestral_sample, ddim_sample, ddim_step, ddim_timesteps, strided_ancestral_step
 from ddpm.core.schedules import make_betas
+from ddpm.core.variance import ReverseVariance
 
 Tensor = torch.Tensor
 
@@ -76,6 +84,28 @@ class ReferenceAdapter:
 
     def ddim_step(self, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor) -> Tensor:
         return ddim_step(self.diffusion, eps, xt, t, s, eta, z)
+
+    def _rows(self, xt: Tensor, t: Tensor, s: Tensor) -> tuple[list[int], list[int]]:
+        """t and s as lists of paper timesteps; ValueError unless one per row and 0 <= s < t <= T in every row."""
+        ts, ss = [int(u) for u in t.reshape(-1)], [int(u) for u in s.reshape(-1)]
+        if len(ts) != xt.shape[0] or len(ss) != xt.shape[0]:
+            raise ValueError(f"t and s need one timestep per row ({xt.shape[0]}), got {len(ts)} and {len(ss)}")
+        bad = [(a, b) for a, b in zip(ts, ss, strict=True) if not 0 <= b < a <= self.diffusion.T]
+        if bad:
+            raise ValueError(f"every row needs 0 <= s < t <= T = {self.diffusion.T}, got (t, s) = {bad[0]}")
+        return ts, ss
+
+    def batched_mean(self, eps: Tensor, xt: Tensor, t: Tensor, s: Tensor, variance: str,
+                     v: Tensor | None = None) -> Tensor:
+        ts, ss = self._rows(xt, t, s)
+        tables = stride_tables(self.diffusion, ts, ss, ReverseVariance.from_value(variance),
+                               compute_dtype(xt.dtype), xt.device)
+        return ReverseStep(tables).mean(eps, xt, torch.arange(len(ts), device=xt.device)).to(xt.dtype)
+
+    def batched_ddim(self, eps: Tensor, xt: Tensor, t: Tensor, s: Tensor) -> Tensor:
+        ts, ss = self._rows(xt, t, s)
+        rows = [ddim_step(self.diffusion, eps[b:b + 1], xt[b:b + 1], ts[b], ss[b], 0.0, None) for b in range(len(ts))]
+        return torch.cat(rows)
 
     def training_loss(self, eps_model, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
         return training_loss_at(eps_model, self.diffusion, x0, t, noise, "simple")

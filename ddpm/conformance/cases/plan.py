@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 
+from ddpm.conformance.cases.batched import case_batched_ddim, case_batched_mean
 from ddpm.conformance.cases.context import Context
 from ddpm.conformance.cases.edges import case_edges, case_edges_ddim
 from ddpm.conformance.cases.exact import (
@@ -17,6 +18,7 @@ from ddpm.conformance.cases.exact import (
     case_schedule,
     case_strided,
 )
+from ddpm.conformance.cases.inversion import case_inversion
 from ddpm.conformance.cases.results import CaseResult
 from ddpm.conformance.cases.search import case_search, case_search_ddim
 from ddpm.conformance.cases.statistical import case_chain, case_loss_at_eps_star
@@ -46,6 +48,13 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
     for option in a.variances:
         out.append((f"search[{option}]", partial(case_search, ctx, option), None))
     out.append(("search[ddim]", lambda: case_search_ddim(ctx), "ddim_step"))
+    for option in a.variances:
+        out.append((f"batched_mean[{option}, s=t-1]", partial(case_batched_mean, ctx, option, None), "batched_mean"))
+        out.append((f"batched_mean[{option}, S={S}]", partial(case_batched_mean, ctx, option, S), "batched_mean"))
+    out.append(("batched_ddim[s=t-1]", partial(case_batched_ddim, ctx, None), "batched_ddim"))
+    out.append((f"batched_ddim[S={D}]", partial(case_batched_ddim, ctx, D), "batched_ddim"))
+    for num_steps in sorted({ctx.T, D}, reverse=True):  # every timestep, then the DDIM sampler's S
+        out.append((f"inversion[S={num_steps}]", partial(case_inversion, ctx, num_steps), "inversion_step"))
     out.append(("loss_given_draws", lambda: case_loss_given_draws(ctx), "training_loss"))
     out.append(("loss_at_eps_star", lambda: case_loss_at_eps_star(ctx), "training_loss"))
     return out

@@ -17,6 +17,8 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     l  sampling_noise         why Algorithm 2 adds sigma_t z (the variance recursion), and why z = 0 at t = 1
     m  gaussian_kl_full       the full-covariance Gaussian KL from its integral, its sign, and the bound's gap
     n  decoder_mean           the decoder's mean at an open edge bin: L_simple's t = 1 target is not the bound's
+    p  data_posterior         q(x_0 | x_t) and E[eps | x_t] of Gaussian and two-Gaussian-mixture data (the calibration
+                              case's data)
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ MODULES = (
     "sampling_noise",
     "gaussian_kl_full",
     "decoder_mean",
+    "data_posterior",
 )
 
 

@@ -34,6 +34,8 @@ def to_json(runs: Sequence[AdapterRun], config: SuiteConfig, skipped: Sequence[s
     """Everything a reader needs to reproduce and audit the run."""
     config_dict = asdict(config)
     config_dict["data"] = {"mean": config.data.mean, "std": config.data.std}
+    config_dict["mixture"] = {"weight": config.mixture.weight, "means": list(config.mixture.means),
+                              "std": config.mixture.std}
     return json_ready({
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -66,6 +68,19 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _calibration_sentence(config: dict) -> str:
+    """How calibration[...] was run (empty for a report written before that case existed)."""
+    if "mixture" not in config:
+        return ""
+    mixture = config["mixture"]
+    return (f" calibration[...] starts each chain at x_t ~ q(x_t | x_0) ({config['calibration_draws']} images per "
+            f"start and data law, {config['calibration_samples']} chain draws each, starts near "
+            f"{', '.join(f'{f:g}' for f in config['calibration_starts'])} of T) for that data and for "
+            f"{mixture['weight']:g} N({mixture['means'][0]:g}, {mixture['std']:g}^2) + {1 - mixture['weight']:g} "
+            f"N({mixture['means'][1]:g}, {mixture['std']:g}^2) data, and ranks a draw of the chain's predicted law "
+            "of x_0 given x_t among its draws (simulation-based calibration).")
+
+
 def to_markdown(report: dict) -> str:
     """The human-readable report: summary, one table per implementation, then every failure with its reproduction."""
     config = report["config"]
@@ -84,7 +99,8 @@ def to_markdown(report: dict) -> str:
         f"the exact eps* of N({config['data']['mean']}, {config['data']['std']}^2) data and test its output "
         f"against the law the derivations predict (SciPy; Holm; family-wise alpha = {config['alpha']:g} per case). "
         f"Seed {config['seed']}; {config['batch']} images [1, 2, 2] per timestep; chains of "
-        f"{config['chain_samples']} images; strided S = {config['strided_steps']}, DDIM S = {config['ddim_steps']}.",
+        f"{config['chain_samples']} images; strided S = {config['strided_steps']}, DDIM S = {config['ddim_steps']}."
+        + _calibration_sentence(config),
         "",
         "Status: pass; **FAIL** (the worst deviation and where, with a reproduction below); n/a (the "
         "implementation has no such operation); conv. (passes under a convention the adapter declares, shown).",

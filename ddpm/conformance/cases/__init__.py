@@ -2,8 +2,9 @@
 
 Exact cases compare an operation at every timestep (t = 1 and t = T included) with the float64 oracle of
 `ddpm.conformance.oracle` under its rounding-error tolerance; statistical cases (`chain[...]`,
-`loss_at_eps_star`) drive the implementation with the exact eps* of Gaussian data and test what it produces
-against the law the derivations predict, at a family-wise `SuiteConfig.alpha` with Holm's correction.
+`loss_at_eps_star`, and `calibration[...]`, a chain's law of x_0 given x_t for Gaussian and mixture data) drive the
+implementation with the exact eps* of the data and test what it produces against the law the derivations predict,
+at a family-wise `SuiteConfig.alpha` with Holm's correction.
 
 Every case returns a `CaseResult`: pass, fail (with the worst deviation, where it occurs and the inputs there,
 from which the runner builds a reproduction), not applicable (the implementation lacks the operation), or

@@ -54,6 +54,11 @@ class SuiteConfig:
     alpha: float = 1e-3  # family-wise, per statistical case (Holm)
     seed: int = 0
     data: oracle.GaussianData = field(default_factory=oracle.GaussianData)
+    # calibration[...]: N images x_t per start and data law, L chain draws from each, starts as fractions of T
+    calibration_draws: int = 50
+    calibration_samples: int = 19
+    calibration_starts: tuple[float, ...] = (0.25, 0.5, 0.75)
+    mixture: oracle.GaussianMixtureData = field(default_factory=oracle.GaussianMixtureData)
 
 def not_applicable(name: str, why: str) -> CaseResult:
     """The result of a case whose operation the implementation does not offer."""

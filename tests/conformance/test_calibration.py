@@ -1,12 +1,13 @@
 """The posterior-calibration case (ddpm/conformance/cases/calibration.py): its predicted laws, ranks, starts, and
-what it is applicable to. That the reference passes it is tested with the other cases in
-tests/conformance/test_suite.py.
+what it is applicable to. That the reference passes it and a chain with compensated noise fails it (while passing
+chain[...]) is tested with the other cases in tests/conformance/test_suite.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from numpy.testing import assert_allclose
 from scipy import stats
 
@@ -21,6 +22,7 @@ from ddpm.conformance.cases.calibration import (
     uniform_ranks_p,
 )
 from ddpm.conformance.protocol import Chain
+from testkit import broken_adapters
 from testkit.optimal_denoisers import GaussianData, algorithm2_gaussian_law
 from testkit.stat_checks import Correction, adjusted_p_values
 
@@ -120,3 +122,21 @@ def test_the_criterion_states_sizes_starts_alpha_and_holm(reference):
                    "chi-square on 5 bins", "Holm", f"family-wise alpha = {ctx.config.alpha:g}"):
         assert needle in result.criterion, needle
     assert result.p_value is not None and "Gaussian, t = 25" in result.detail and "mixture, t = 75" in result.detail
+
+
+def test_compensated_noise_keeps_the_marginal_and_changes_the_law_given_x_t():
+    """The broken chain's scales, put into the independent Algorithm 2 recursion: the same output law from x_T, a third
+    less variance given x_t at T/4 and T/2."""
+    adapter = broken_adapters.compensated_chain_noise()[0]
+    scales = adapter.noise_scales()
+    betas, data = adapter.betas(), GaussianData(0.1, 0.25)
+    assert_allclose(algorithm2_gaussian_law(betas, data, "beta_tilde", noise_scales=scales),
+                    algorithm2_gaussian_law(betas, data, "beta_tilde"), rtol=1e-12)
+    T = broken_adapters.T
+    for start in (T // 4, T // 2):
+        _, broken = algorithm2_gaussian_law(betas, data, "beta_tilde", start, (0.0, 0.0), scales)
+        _, claimed = algorithm2_gaussian_law(betas, data, "beta_tilde", start, (0.0, 0.0))
+        assert_allclose(broken / claimed, 2 / 3, rtol=0.02)
+    resumed = adapter.chains()[0].resume(lambda x, t: torch.zeros_like(x), torch.zeros(2, 1, 2, 2, dtype=torch.float64),
+                                         T // 2, torch.Generator().manual_seed(0))
+    assert resumed.shape == (2, 1, 2, 2)

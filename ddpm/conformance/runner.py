@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -135,8 +135,10 @@ def run_adapter(adapter: Adapter, config: SuiteConfig, spec: str = "", index: in
         if needs is not None and not hasattr(adapter, needs):
             results.append(not_applicable(name, f"the adapter has no {needs}()"))
             continue
+        began = time.perf_counter()
         with np.errstate(all="ignore"):
             result = _run_case(name, thunk)
+        result = replace(result, seconds=round(time.perf_counter() - began, 3))
         results.append(_reproduce(adapter, spec, index, result, run_reproductions))
     return AdapterRun(spec, adapter, tuple(results), time.perf_counter() - start)
 

@@ -152,6 +152,7 @@ def test_cli_exit_codes_and_report(tmp_path, capsys, monkeypatch):
     assert not broken["conformant"] and all(r["conformant"] for r in refs)
     failed = [c for c in broken["cases"] if c["status"] == "fail"]
     assert [c["case"] for c in failed] == ["reverse_step[beta_tilde]"]
+    assert all(c["seconds"] >= 0 for imp in report["implementations"] for c in imp["cases"])  # each case timed
     assert "a.reverse_step(eps, xt, t, z, 'beta_tilde')" in failed[0]["reproduction"]
     assert "(exit status 0)" in failed[0]["reproduction_output"], failed[0]["reproduction_output"]
     markdown = (tmp_path / "conformance.md").read_text()

@@ -37,6 +37,7 @@ class CaseResult:
     reproduction: str | None = None
     reproduction_output: str | None = None
     p_value: float | None = None  # statistical cases: the smallest Holm-adjusted p-value of the case's family
+    seconds: float | None = None  # wall-clock time of the case (set by the runner)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,8 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     m  gaussian_kl_full       the full-covariance Gaussian KL from its integral, its sign, and the bound's gap
     n  decoder_mean           the decoder's mean at an open edge bin: L_simple's t = 1 target is not the bound's
     o  parameterisations      the eps, x_0 and v parameterisations: conversions, means, zero terminal SNR, loss weights
+    p  data_posterior         q(x_0 | x_t) and E[eps | x_t] of Gaussian and two-Gaussian-mixture data (the calibration
+                              case's data)
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ MODULES = (
     "gaussian_kl_full",
     "decoder_mean",
     "parameterisations",
+    "data_posterior",
 )
 
 

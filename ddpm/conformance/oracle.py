@@ -27,6 +27,9 @@ relative error of 1e-5), which is exact to u absolutely, not relatively. Where i
 the same mean (Algorithm 2's eps form, or x0_hat through the posterior mean), the bound is the largest over the forms,
 so neither route is penalised for its own rounding. Real bugs (a t vs t - 1 slip, a missing square root, a wrong
 variance) move outputs by orders of magnitude more than this bound (tests/conformance/test_suite.py).
+
+The statistical cases drive implementations with the exact denoiser of data whose posterior q(x_0 | x_t) is known
+(derivation (p)): `GaussianData` and `GaussianMixtureData`, each with its posterior mean, variance, CDF and sampler.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import sympy as sp
 import torch
+from scipy import special, stats
 
 from ddpm.conformance.protocol import Prediction, VarianceKind
 
@@ -290,6 +294,29 @@ class GaussianData:
         """eps*(x, t) for an implementation's table alpha_bars [T] and timestep convention (t int64 [B])."""
         return self.model(alpha_bars, timestep_base, Prediction.EPS)
 
+    def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """x_0 draws of `shape` (float64)."""
+        return rng.normal(self.mean, self.std, shape)
+
+    def posterior_mean(self, x_t: np.ndarray, alpha_bar: float) -> np.ndarray:
+        """E[x_0 | x_t] = m + g (x_t - sqrt(a) m) (derivation (p))."""
+        return self.mean + self.gain(np.float64(alpha_bar)) * (np.asarray(x_t) - np.sqrt(alpha_bar) * self.mean)
+
+    def posterior_variance(self, x_t: np.ndarray, alpha_bar: float) -> np.ndarray:
+        """Var[x_0 | x_t] = (1 - a) s^2 / (a s^2 + 1 - a), the same at every x_t (derivation (p))."""
+        r = alpha_bar * self.std**2 + 1.0 - alpha_bar
+        return np.full(np.shape(x_t), (1.0 - alpha_bar) * self.std**2 / r)
+
+    def posterior_cdf(self, x0: np.ndarray, x_t: np.ndarray, alpha_bar: float) -> np.ndarray:
+        """P(x_0 <= x0 | x_t)."""
+        return stats.norm.cdf(x0, self.posterior_mean(x_t, alpha_bar),
+                              np.sqrt(self.posterior_variance(x_t, alpha_bar)))
+
+    def sample_posterior(self, x_t: np.ndarray, alpha_bar: float, rng: np.random.Generator) -> np.ndarray:
+        """One draw of q(x_0 | x_t) per element of x_t."""
+        return self.posterior_mean(x_t, alpha_bar) + np.sqrt(self.posterior_variance(x_t, alpha_bar)) * \
+            rng.standard_normal(np.shape(x_t))
+
     def model(self, alpha_bars: np.ndarray, timestep_base: int, prediction: Prediction):
         """The exact output (eps*, x_0* or v*) at (x, t) for an implementation's table alpha_bars [T] and timestep
         convention (t int64 [B]), computed in float64 and returned in x's dtype."""
@@ -303,6 +330,83 @@ class GaussianData:
             x0_star = self.mean + torch.sqrt(ab) * self.std**2 / r * centred
             out = {Prediction.EPS: eps_star, Prediction.X0: x0_star,
                    Prediction.V: torch.sqrt(ab) * eps_star - torch.sqrt(1.0 - ab) * x0_star}[prediction]
+            return out.to(x.dtype)
+
+        return exact_output
+
+
+# ------------------------------------------------------------------------ exact eps* of two-Gaussian-mixture data
+class GaussianMixtureData:
+    """x_0 ~ w N(mu_1, s^2) + (1 - w) N(mu_2, s^2) independently per dimension: data whose posterior is not Gaussian
+    but known exactly (derivation (p)).
+
+    With a = alpha_bar_t, r = a s^2 + 1 - a, g = sqrt(a) s^2 / r and kappa = sqrt(1 - a) / r, q(x_0 | x_t) is
+    pi_1 N(m_1, v) + (1 - pi_1) N(m_2, v): m_k = mu_k + g (x_t - sqrt(a) mu_k), v = (1 - a) s^2 / r and
+    pi_1 = sigmoid(log(w / (1 - w)) + sqrt(a) (mu_1 - mu_2) (x_t - sqrt(a) (mu_1 + mu_2) / 2) / r). So
+    x_0* = pi_1 m_1 + (1 - pi_1) m_2 = m_2 + pi_1 (1 - sqrt(a) g) (mu_1 - mu_2), eps* = kappa (x_t - sqrt(a) mu_2)
+    - pi_1 kappa sqrt(a) (mu_1 - mu_2) (the weighted component eps*) and v* = sqrt(a) eps* - sqrt(1 - a) x_0*.
+    The defaults (w = 0.3 at -0.5, 0.7 at 0.5, s = 0.15) make the posterior bimodal at mid t and keep |x_0| <= 1
+    with probability 1 - 4e-4, so x_0-clipping implementations are nearly unaffected.
+    """
+
+    def __init__(self, weight: float = 0.3, means: tuple[float, float] = (-0.5, 0.5), std: float = 0.15) -> None:
+        self.weight, self.means, self.std = float(weight), (float(means[0]), float(means[1])), float(std)
+
+    def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """x_0 draws of `shape` (float64)."""
+        first = rng.random(shape) < self.weight
+        return np.where(first, self.means[0], self.means[1]) + self.std * rng.standard_normal(shape)
+
+    def posterior_components(self, x_t: np.ndarray, alpha_bar: float
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+        """(pi_1, m_1, m_2, v) of q(x_0 | x_t) = pi_1 N(m_1, v) + (1 - pi_1) N(m_2, v) (class docstring)."""
+        x_t = np.asarray(x_t, dtype=np.float64)
+        (mu_1, mu_2), root = self.means, np.sqrt(alpha_bar)
+        r = alpha_bar * self.std**2 + 1.0 - alpha_bar
+        gain = root * self.std**2 / r
+        logit = (np.log(self.weight / (1.0 - self.weight))
+                 + root * (mu_1 - mu_2) * (x_t - root * (mu_1 + mu_2) / 2) / r)
+        return (special.expit(logit), mu_1 + gain * (x_t - root * mu_1), mu_2 + gain * (x_t - root * mu_2),
+                (1.0 - alpha_bar) * self.std**2 / r)
+
+    def posterior_mean(self, x_t: np.ndarray, alpha_bar: float) -> np.ndarray:
+        """E[x_0 | x_t] = pi_1 m_1 + (1 - pi_1) m_2."""
+        pi_1, m_1, m_2, _ = self.posterior_components(x_t, alpha_bar)
+        return m_2 + pi_1 * (m_1 - m_2)
+
+    def posterior_variance(self, x_t: np.ndarray, alpha_bar: float) -> np.ndarray:
+        """Var[x_0 | x_t] = v + pi_1 (1 - pi_1) (m_1 - m_2)^2 (a mixture's variance)."""
+        pi_1, m_1, m_2, v = self.posterior_components(x_t, alpha_bar)
+        return v + pi_1 * (1.0 - pi_1) * (m_1 - m_2) ** 2
+
+    def posterior_cdf(self, x0: np.ndarray, x_t: np.ndarray, alpha_bar: float) -> np.ndarray:
+        """P(x_0 <= x0 | x_t) = pi_1 Phi((x0 - m_1) / sqrt(v)) + (1 - pi_1) Phi((x0 - m_2) / sqrt(v))."""
+        pi_1, m_1, m_2, v = self.posterior_components(x_t, alpha_bar)
+        sd = np.sqrt(v)
+        return pi_1 * stats.norm.cdf(x0, m_1, sd) + (1.0 - pi_1) * stats.norm.cdf(x0, m_2, sd)
+
+    def sample_posterior(self, x_t: np.ndarray, alpha_bar: float, rng: np.random.Generator) -> np.ndarray:
+        """One draw of q(x_0 | x_t) per element of x_t: the component by its posterior weight, then its Gaussian."""
+        pi_1, m_1, m_2, v = self.posterior_components(x_t, alpha_bar)
+        first = rng.random(np.shape(pi_1)) < pi_1
+        return np.where(first, m_1, m_2) + np.sqrt(v) * rng.standard_normal(np.shape(pi_1))
+
+    def model(self, alpha_bars: np.ndarray, timestep_base: int, prediction: Prediction):
+        """The exact output (eps*, x_0* or v*) at (x, t) for an implementation's table alpha_bars [T] and timestep
+        convention (t int64 [B]), computed in float64 and returned in x's dtype."""
+        table = torch.tensor(alpha_bars, dtype=torch.float64)
+        (mu_1, mu_2), log_odds = self.means, float(np.log(self.weight / (1.0 - self.weight)))
+
+        def exact_output(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            ab = table[(t.to(torch.int64) - timestep_base).cpu()].to(x.device).reshape((-1,) + (1,) * (x.ndim - 1))
+            root, r = torch.sqrt(ab), ab * self.std**2 + 1.0 - ab
+            x64 = x.to(torch.float64)
+            pi_1 = torch.sigmoid(log_odds + root * (mu_1 - mu_2) * (x64 - root * (mu_1 + mu_2) / 2) / r)
+            gain, kappa = root * self.std**2 / r, torch.sqrt(1.0 - ab) / r
+            x0_star = mu_2 + gain * (x64 - root * mu_2) + pi_1 * (1.0 - root * gain) * (mu_1 - mu_2)
+            eps_star = kappa * (x64 - root * mu_2) - pi_1 * kappa * root * (mu_1 - mu_2)
+            out = {Prediction.EPS: eps_star, Prediction.X0: x0_star,
+                   Prediction.V: root * eps_star - torch.sqrt(1.0 - ab) * x0_star}[prediction]
             return out.to(x.dtype)
 
         return exact_output

@@ -48,7 +48,8 @@ method may raise `NotOffered` too when the library has no such operation):
     training_loss(eps_model, x0, t, noise) -> Tensor    the implementation's eps-prediction loss at given draws;
                                                         t an int64 tensor [B] (adapter convention); returns the
                                                         per-image mean over dimensions [B] or its batch mean
-    chains() -> Sequence[Chain]                         its full samplers, each run by the suite with eps*
+    chains() -> Sequence[Chain]                         its full samplers, each run by the suite with eps*; a
+                                                        chain with `resume` can also start from a given x_t
     inversion_timesteps(num_steps) -> list[int]         timesteps of DDIM inversion, ascending (adapter convention)
     inversion_step(out, xs, s, t) -> Tensor             x_t from x_s, s < t (s = base - 1 for x_0): eq. 12 with
                                                         eta = 0 solved for the later timestep (derivation (o))
@@ -167,6 +168,11 @@ class Chain:
     initial N(0, I) draw); `variance` names a key of the adapter's `variances` (ancestral chains), `eta` the
     DDIM noise (ddim chains). `run(eps_model, shape, generator)` returns x_0 [shape]; randomness comes from
     the torch.Generator (an adapter whose library draws from the global RNG forks and seeds it from there).
+
+    `resume(eps_model, x, start, generator)` (optional) returns x_0 from the given x = x_start [B, C, H, W] at the
+    visited timestep `start` (adapter convention): the chain's steps from `start` to the end, with no initial draw,
+    so its output given x is a draw of the chain's law of x_0 given x_start. Chains without it are not applicable
+    to the posterior-calibration case.
     """
 
     label: str
@@ -175,6 +181,7 @@ class Chain:
     run: Callable[[Callable[[Tensor, Tensor], Tensor], tuple[int, ...], torch.Generator], Tensor]
     variance: str | None = None
     eta: float | None = None
+    resume: Callable[[Callable[[Tensor, Tensor], Tensor], Tensor, int, torch.Generator], Tensor] | None = None
 
 
 @runtime_checkable

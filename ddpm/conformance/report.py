@@ -35,6 +35,8 @@ def to_json(runs: Sequence[AdapterRun], config: SuiteConfig, skipped: Sequence[s
     """Everything a reader needs to reproduce and audit the run."""
     config_dict = asdict(config)
     config_dict["data"] = {"mean": config.data.mean, "std": config.data.std}
+    config_dict["mixture"] = {"weight": config.mixture.weight, "means": list(config.mixture.means),
+                              "std": config.mixture.std}
     return json_ready({
         "command": command,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -97,6 +99,19 @@ def _escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _calibration_sentence(config: dict) -> str:
+    """How calibration[...] was run (empty for a report written before that case existed)."""
+    if "mixture" not in config:
+        return ""
+    mixture = config["mixture"]
+    return (f" calibration[...] starts each chain at x_t ~ q(x_t | x_0) ({config['calibration_draws']} images per "
+            f"start and data law, {config['calibration_samples']} chain draws each, starts near "
+            f"{', '.join(f'{f:g}' for f in config['calibration_starts'])} of T) for that data and for "
+            f"{mixture['weight']:g} N({mixture['means'][0]:g}, {mixture['std']:g}^2) + {1 - mixture['weight']:g} "
+            f"N({mixture['means'][1]:g}, {mixture['std']:g}^2) data, and ranks a draw of the chain's predicted law "
+            "of x_0 given x_t among its draws (simulation-based calibration).")
+
+
 def _counts(cases: Sequence[dict]) -> dict[str, int]:
     return {s.value: sum(c["status"] == s.value for c in cases) for s in Status}
 
@@ -121,7 +136,8 @@ def _header(report: dict) -> list[str]:
         f"N({config['data']['mean']}, {config['data']['std']}^2) data and test what it produces against the law the "
         f"derivations predict (SciPy; Holm; family-wise alpha = {config['alpha']:g} per case). Seed {config['seed']}; "
         f"{config['batch']} images [1, 2, 2] per timestep; chains of {config['chain_samples']} images; strided S = "
-        f"{config['strided_steps']}, DDIM S = {config['ddim_steps']} unless a configuration sets its own.",
+        f"{config['strided_steps']}, DDIM S = {config['ddim_steps']} unless a configuration sets its own."
+        + _calibration_sentence(config),
         "",
         "Status: pass; **FAIL** (the worst deviation and where, with a reproduction); n/a (the implementation has no "
         "such operation, or the library rejects the configuration); conv. (passes under a convention the adapter "

@@ -198,7 +198,7 @@ def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, s
         started = time.perf_counter()
         with np.errstate(all="ignore"):
             result = _run_case(name, thunk)
-        result = replace(result, seconds=round(time.perf_counter() - started, 2))
+        result = replace(result, seconds=round(time.perf_counter() - started, 3))
         results.append(_reproduce(adapter, spec, index, result, run_reproductions))
     return AdapterRun(spec, describe(adapter), tuple(results), time.perf_counter() - start)
 

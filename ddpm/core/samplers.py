@@ -106,6 +106,26 @@ def _step_timesteps(values: list[int], batch: int, device: torch.device) -> Tens
     return torch.tensor(values, dtype=torch.int64, device=device)[:, None].expand(len(values), batch).contiguous()
 
 
+def _initial(
+    start: tuple[int, Tensor] | None, visited: Sequence[int], shape: tuple[int, ...], generator: torch.Generator,
+    draw_dtype: torch.dtype, device: torch.device, dtype: torch.dtype,
+) -> tuple[int, Tensor]:
+    """(index into `visited` of the first step, x there): x_T ~ N(0, I) drawn first, or the given (t, x_t) of `start`
+    (t a visited timestep, x_t of `shape`), which draws nothing."""
+    if start is None:
+        return 0, standard_normal(shape, generator, draw_dtype, device).to(dtype)  # [B, ...], x_T
+    if not isinstance(start, tuple) or len(start) != 2:
+        raise ValueError(f"start must be a tuple (t, x_t), got {type(start).__name__}")
+    t, x = start
+    if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or int(t) not in visited:
+        shown: Sequence[int | str] = visited if len(visited) <= 12 else [*visited[:6], "...", *visited[-6:]]
+        raise ValueError(f"start t = {t!r} is not a timestep this sampler visits; visited t: {list(shown)}")
+    if not isinstance(x, Tensor) or tuple(x.shape) != shape or not x.dtype.is_floating_point:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"start x_t must be a floating tensor of shape {shape}, got {got}")
+    return list(visited).index(int(t)), x.to(device=device, dtype=dtype)
+
+
 class _Noise:
     """A reusable z buffer of `shape`, refilled in place from the generator (on its device) and moved if needed."""
 
@@ -141,10 +161,12 @@ def ancestral_sample(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
     compile: bool = False,
+    start: tuple[int, Tensor] | None = None,
 ) -> SampleResult:
     """x_0 ~ p_theta(x_0) by Algorithm 2: x_T ~ N(0, I), x_{t-1} = mu_theta(x_t, t) + sigma_t z for t = T..1.
 
-    z ~ N(0, I) for t > 1 and z = 0 at t = 1.
+    z ~ N(0, I) for t > 1 and z = 0 at t = 1. `start = (t, x_t)` resumes the chain at t in 1..T from the given
+    x_t [shape] instead of drawing x_T: the steps t..1 run with the draws they would take (x_0 ~ p_theta(x_0 | x_t)).
 
     sigma_t^2 is beta_t ("beta"), beta_tilde_t ("beta_tilde"), the "optimal" table of a diffusion made by
     `with_optimal_variance`, or "learned" per dimension from a 2C-output model's v. `trajectory_steps` (ints in
@@ -158,16 +180,16 @@ def ancestral_sample(
         raise ValueError(f"compile must be a bool, got {compile!r}")
     model = torch.compile(eps_model, dynamic=False) if compile else eps_model
     T = diffusion.T
-    snaps = _snapshot_steps(trajectory_steps, range(T, -1, -1))
     noise_dtype = compute_dtype(dtype)
+    first, x = _initial(start, range(T, 0, -1), shape, generator, noise_dtype, device, dtype)  # x_{T - first}
+    snaps = _snapshot_steps(trajectory_steps, range(T - first, -1, -1))
     timesteps = _step_timesteps(list(range(T, 0, -1)), shape[0], device)  # [T, B], row i is t = T - i
     step = ReverseStep(single_step_tables(diffusion, choice, bool(clip_x0), noise_dtype))
     trajectory: dict[int, Tensor] = {}
-    x = standard_normal(shape, generator, noise_dtype, device).to(dtype)  # [B, ...], x_T
-    if T in snaps:
-        trajectory[T] = x.clone()
+    if T - first in snaps:
+        trajectory[T - first] = x.clone()
     z = _Noise(shape, generator, noise_dtype, device)
-    for i in tqdm(range(T), desc="Algorithm 2", disable=not progress, leave=False):
+    for i in tqdm(range(first, T), desc="Algorithm 2", disable=not progress, leave=False):
         t_value = T - i
         t = timesteps[i]  # [B]
         eps, v = model_output(model, x, t)
@@ -275,6 +297,7 @@ def ddim_sample(
     trajectory_steps: Iterable[int] | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
+    start: tuple[int, Tensor] | None = None,
 ) -> SampleResult:
     """x_0 by DDIM (Song et al. 2021, eq. 12) over tau_S = T > ... > tau_1 >= 1, then x_0 (alpha_bar_0 = 1).
 
@@ -282,7 +305,8 @@ def ddim_sample(
     a' = alpha_bar_{tau_{i-1}}, x0_hat = (x - sqrt(1 - a) eps_theta) / sqrt(a) and
     sigma^2 = eta^2 (1 - a') / (1 - a) (1 - a / a'). eta = 0 is deterministic given x_T; eta = 1 with
     num_steps = T is Algorithm 2 with sigma_t^2 = beta_tilde_t. `trajectory_steps` must be visited timesteps
-    (the taus, or 0).
+    (the taus, or 0). `start = (tau, x_tau)` resumes at a visited tau from the given x_tau [shape] instead of drawing
+    x_T: the steps from tau on run with the draws they would take.
     """
     diffusion, shape, device, dtype = _setup(diffusion, shape, generator, device, dtype)
     T = diffusion.T
@@ -290,11 +314,12 @@ def ddim_sample(
     eta = float(eta)
     if not np.isfinite(eta) or eta < 0:
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
-    snaps = _snapshot_steps(trajectory_steps, [*taus, 0])
     cdtype = compute_dtype(dtype)
 
     # Per-step float64 coefficients, step i going from t = taus_desc[i] to prev = prevs[i].
     taus_desc = taus[::-1]
+    first, x = _initial(start, taus_desc, shape, generator, cdtype, device, dtype)  # x at taus_desc[first]
+    snaps = _snapshot_steps(trajectory_steps, [*taus_desc[first:], 0])
     prevs = taus_desc[1:] + [0]
     coefs = stride_coefficients(diffusion, taus_desc, prevs, eta)
     def as_tensor(values: np.ndarray) -> Tensor:
@@ -306,11 +331,10 @@ def ddim_sample(
 
     timesteps = _step_timesteps(taus_desc, shape[0], device)  # [S, B]
     trajectory: dict[int, Tensor] = {}
-    x = standard_normal(shape, generator, cdtype, device).to(dtype)  # [B, ...], x_T
-    if T in snaps:
-        trajectory[T] = x.clone()
+    if taus_desc[first] in snaps:
+        trajectory[taus_desc[first]] = x.clone()
     z = _Noise(shape, generator, cdtype, device) if draws else None
-    for i in tqdm(range(len(taus_desc)), desc="DDIM", disable=not progress, leave=False):
+    for i in tqdm(range(first, len(taus_desc)), desc="DDIM", disable=not progress, leave=False):
         t = timesteps[i]  # [B]
         eps = model_output(eps_model, x, t)[0].to(cdtype)
         xc = x.to(cdtype)

@@ -263,6 +263,60 @@ def test_chains_have_the_shape_and_are_reproducible(adapter):
     assert torch.equal(torch.get_rng_state(), global_state), "a chain changed the global RNG"
 
 
+def _eps_star_of_standard_normal_data(adapter):
+    ab = torch.as_tensor(np.asarray(adapter.alpha_bars(), dtype=np.float64))
+    base = adapter.timestep_base
+
+    def eps_star(x, t):  # exact eps for x_0 ~ N(0, I): sqrt(1 - alpha_bar_t) x_t
+        return (1.0 - ab[t - base]).sqrt().reshape(-1, 1, 1, 1).to(x.dtype) * x
+
+    return eps_star
+
+
+@pytest.fixture(scope="module", params=[("reference", 0), *CASES],
+                ids=["reference-linear"] + [f"{m}-{('linear', 'cosine')[i]}" for m, i in CASES])
+def any_adapter(request):
+    module, index = request.param
+    if module == "reference":
+        return importlib.import_module("ddpm.conformance.adapters.reference").ReferenceAdapter("linear", 100)
+    pytest.importorskip(MODULES[module])
+    return _adapters(module)[index]
+
+
+def test_every_chain_resumes_and_replays_a_run_from_its_first_timestep(any_adapter):
+    """resume(x_T, timesteps[0]) with the generator where a run stands after its initial draw is that run, draw for
+    draw: the reference and diffusers draw x_T from the generator itself (advanced here by one draw), lucidrains
+    from the global RNG seeded from it (its resume makes the same initial draw and discards it)."""
+    eps_star = _eps_star_of_standard_normal_data(any_adapter)
+    lucidrains = type(any_adapter).__module__.endswith("lucidrains")
+    for chain in any_adapter.chains():
+        assert chain.resume is not None, chain.label
+        seen = []
+
+        def recording(x, t, seen=seen):
+            seen.append((int(t[0]), x.clone()))
+            return eps_star(x, t)
+
+        full = chain.run(recording, SHAPE, torch.Generator().manual_seed(5))
+        assert [t for t, _ in seen] == list(chain.timesteps), chain.label
+        g = torch.Generator().manual_seed(5)
+        if not lucidrains:
+            torch.randn(SHAPE, generator=g, dtype=seen[0][1].dtype)
+        resumed = chain.resume(eps_star, seen[0][1], chain.timesteps[0], g)
+        assert_array_equal(resumed.numpy(), full.numpy(), err_msg=chain.label)
+        if chain.eta == 0.0:  # deterministic given x_t: resumed anywhere, it ends where the run ended
+            t, x = seen[len(seen) // 2]
+            assert_array_equal(chain.resume(eps_star, x, t, torch.Generator()).numpy(), full.numpy(), chain.label)
+
+
+def test_resume_refuses_a_timestep_the_chain_does_not_visit(any_adapter):
+    chain = any_adapter.chains()[-1]
+    missing = next(t for t in range(any_adapter.schedule.T) if t not in set(chain.timesteps))
+    with pytest.raises(ValueError, match=f"t(art)? = {missing} is not a (visited )?timestep"):
+        chain.resume(_eps_star_of_standard_normal_data(any_adapter), torch.zeros(SHAPE, dtype=any_adapter.dtype),
+                     missing, torch.Generator())
+
+
 def test_visited_timesteps():
     expected = {  # adapter (library) convention: paper t - 1
         "diffusers_ddpm": [list(range(999, -1, -1)), list(range(990, -1, -10))] * 4,

@@ -5,7 +5,9 @@ The forms in ddpm/conformance/oracle.py are written over the intermediates an im
 al, b, m_t, m_s); substituting their definitions must give the derived SymPy expressions exactly. Where SymPy
 cannot simplify square roots of products (DDIM), the identity is checked at random rational points at 60 digits
 (the test name says so). Also: the rounding model's tolerance scales with u and catches a relative error of 1e-9
-in a float64 implementation; chain_law agrees with tests/optimal_denoisers.algorithm2_gaussian_law.
+in a float64 implementation; chain_law agrees with tests/optimal_denoisers.algorithm2_gaussian_law. The data laws'
+exact denoisers, posterior means, variances and CDFs are derivation (p)'s float64 functions, and their posterior
+samplers draw the law whose CDF they report.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import numpy as np
 import pytest
 import sympy as sp
 import torch
+from numpy.testing import assert_allclose
+from scipy import stats
 
 from ddpm.conformance import oracle
 from ddpm.conformance.cases import Context, SuiteConfig, chain_law
 from ddpm.conformance.protocol import Prediction, VarianceKind
-from derivations import eps_parameterisation, forward_marginal, parameterisations, posterior, strided
+from derivations import data_posterior, eps_parameterisation, forward_marginal, parameterisations, posterior, strided
 from derivations.symbols import alpha_bar, alpha_bar_prev, beta_t, eps, x_0, x_t
+from testkit.stat_checks import Correction, adjusted_p_values
 
 pytestmark = pytest.mark.symbolic
 
@@ -208,3 +213,83 @@ def test_gaussian_data_minima_and_exact_outputs_are_derivation_o(prediction):
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(outputs[Prediction.V], np.sqrt(a) * outputs[Prediction.EPS]
                                - np.sqrt(1 - a) * outputs[Prediction.X0], rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------------------------------ the data laws
+ALPHA_BARS = np.array([0.9999, 0.97, 0.6, 0.2, 1e-3, 0.0])  # a table [T] in the adapter's convention (base 0)
+MIXTURES = [oracle.GaussianMixtureData(), oracle.GaussianMixtureData(0.5, (0.4, -0.4), 0.3),
+            oracle.GaussianMixtureData(0.8, (-0.9, 0.2), 0.05)]
+
+
+def _exact_outputs(data, x: np.ndarray) -> dict:
+    """{prediction: output [T, n]} of data.model at every row of ALPHA_BARS (t = 0..T-1), x [n]."""
+    t = torch.arange(len(ALPHA_BARS)).repeat_interleave(len(x))
+    xs = torch.tensor(np.tile(x, len(ALPHA_BARS)), dtype=torch.float64)
+    return {p: data.model(ALPHA_BARS, 0, p)(xs, t).numpy().reshape(len(ALPHA_BARS), -1) for p in Prediction}
+
+
+@pytest.mark.parametrize("data", MIXTURES, ids=["default", "symmetric-wide", "narrow"])
+def test_mixture_model_and_posterior_are_derivation_p(data):
+    x = np.linspace(-3.0, 3.0, 13)
+    out = _exact_outputs(data, x)
+    args = (data.weight, *data.means, data.std)
+    for k, a in enumerate(ALPHA_BARS[:-1]):  # the 50-digit functions are evaluated away from a = 0 (their 1 - a)
+        assert_allclose(out[Prediction.X0][k], data_posterior.mixture_posterior_mean(x, a, *args), rtol=1e-12,
+                        atol=1e-14)
+        assert_allclose(out[Prediction.EPS][k], data_posterior.mixture_eps_star(x, a, *args), rtol=1e-10,
+                        atol=1e-12)
+        assert_allclose(out[Prediction.V][k], np.sqrt(a) * out[Prediction.EPS][k] - np.sqrt(1 - a)
+                        * out[Prediction.X0][k], rtol=1e-12, atol=1e-14)
+        pi_1, *_ = data.posterior_components(x, a)
+        # a weight is a probability: compared absolutely below 1e-15 (its logit, a sum of terms ~1e3 that cancel for the
+        # narrow mixture, carries rounding of ~1e-13 absolute, relative in exp(logit))
+        assert_allclose(pi_1, data_posterior.mixture_weight(x, a, *args), rtol=1e-12, atol=1e-15)
+        assert_allclose(data.posterior_mean(x, a), out[Prediction.X0][k], rtol=1e-12, atol=1e-14)
+        y = np.linspace(-1.5, 1.5, 13)
+        assert_allclose(data.posterior_cdf(y, x, a), data_posterior.mixture_posterior_cdf(y, x, a, *args),
+                        rtol=1e-10, atol=1e-14)
+    # alpha_bar = 0 (a cosine schedule's last t): x_0* is the prior mean and eps* = x_t
+    prior_mean = data.weight * data.means[0] + (1 - data.weight) * data.means[1]
+    assert_allclose(out[Prediction.X0][-1], prior_mean, rtol=1e-14, atol=1e-15)
+    assert_allclose(out[Prediction.EPS][-1], x, rtol=1e-14, atol=1e-15)
+
+
+def test_gaussian_posterior_is_derivation_p():
+    data = oracle.GaussianData()
+    x = np.linspace(-3.0, 3.0, 13)
+    out = _exact_outputs(data, x)
+    for k, a in enumerate(ALPHA_BARS[:-1]):
+        assert_allclose(data.posterior_mean(x, a), data_posterior.gaussian_posterior_mean(x, a, data.mean, data.std),
+                        rtol=1e-12, atol=1e-14)
+        assert_allclose(out[Prediction.X0][k], data.posterior_mean(x, a), rtol=1e-12, atol=1e-14)
+        assert_allclose(out[Prediction.EPS][k], data_posterior.gaussian_eps_star(x, a, data.mean, data.std),
+                        rtol=1e-10, atol=1e-12)
+        assert_allclose(data.posterior_variance(x, a), data_posterior.gaussian_posterior_variance(a, data.std),
+                        rtol=1e-12)
+
+
+@pytest.mark.statistical(alpha=1e-3)
+@pytest.mark.parametrize("data", [oracle.GaussianData(), MIXTURES[0]], ids=["gaussian", "mixture"])
+def test_posterior_sampler_draws_the_law_of_its_cdf(data, seed_base):
+    """KS tests (alpha 1e-3, Holm over the 4): posterior draws at two fixed x_t against the posterior CDF; the PIT
+    F(x_0 | x_t) of (x_0, x_t) ~ q is uniform; posterior draws at x_t ~ q(x_t) follow the data law."""
+    rng = np.random.default_rng(seed_base + 23)
+    a = 0.4
+    p_values = []
+    for given in (-0.6, 0.9):
+        draws = data.sample_posterior(np.full(4000, given), a, rng)
+        p_values.append(stats.kstest(draws, lambda y, given=given: data.posterior_cdf(y, np.full(np.shape(y), given),
+                                                                                      a)).pvalue)
+    x0 = data.sample(rng, (4000,))
+    xt_draws = np.sqrt(a) * x0 + np.sqrt(1 - a) * rng.standard_normal(4000)
+    p_values.append(stats.kstest(data.posterior_cdf(x0, xt_draws, a), "uniform").pvalue)
+    p_values.append(stats.kstest(data.sample_posterior(xt_draws, a, rng), lambda y: _prior_cdf(data, y)).pvalue)
+    assert adjusted_p_values(np.array(p_values), Correction.HOLM).min() > 1e-3, p_values
+
+
+def _prior_cdf(data, y):
+    """P(x_0 <= y) of the data law (posterior draws at x_t ~ q(x_t) are draws of it)."""
+    if isinstance(data, oracle.GaussianData):
+        return stats.norm.cdf(y, data.mean, data.std)
+    return (data.weight * stats.norm.cdf(y, data.means[0], data.std)
+            + (1 - data.weight) * stats.norm.cdf(y, data.means[1], data.std))

@@ -40,7 +40,8 @@ def _statuses(run) -> dict[str, Status]:
 def test_reference_passes_every_exact_case(schedule, dtype):
     """Our library passes in float64 and in float32 (the float32 tolerance comes from the rounding model)."""
     run = run_adapter(ReferenceAdapter(schedule, 100, dtype), SMALL, progress=False)
-    exact = {r.case: r for r in run.results if r.case not in STATISTICAL and not r.case.startswith("chain[")}
+    exact = {r.case: r for r in run.results
+             if r.case not in STATISTICAL and not r.case.startswith(("chain[", "calibration["))}
     # schedule, q_sample, posterior, finite, loss_given_draws; reverse_step, strided, edges, search and two batched_mean
     # for each of the 3 variances; ddim at 3 etas, edges[ddim], search[ddim], two batched_ddim; two inversion (n/a)
     assert len(exact) == 5 + 6 * 3 + 3 + 2 + 2 + 2
@@ -54,13 +55,16 @@ def test_reference_passes_every_exact_case(schedule, dtype):
     assert worst < 1.0
 
 
-CHAIN_CASES = 4 + 1  # the reference's 4 chains and loss_at_eps_star, each at the suite's alpha
+# The reference's 4 chains, the calibration of its 3 stochastic ones (DDIM eta = 0 is not applicable) and
+# loss_at_eps_star, each at the suite's alpha.
+CHAIN_CASES = 4 + 3 + 1
 ALPHA = CHAIN_CASES * SMALL.alpha  # Bonferroni over the statistical cases of one reference run
 
 
 @pytest.mark.statistical(alpha=ALPHA)
 def test_reference_statistical_cases_pass(seed_base, record_property):
-    """Chains driven by eps* produce the predicted law; the loss at eps* is its analytic minimum (alpha above)."""
+    """Chains driven by eps* produce the predicted law, marginally and given x_t; the loss at eps* is its analytic
+    minimum (alpha above)."""
     config = SuiteConfig(strided_steps=10, ddim_steps=10, chain_samples=1000, loss_batches=20, seed=seed_base + 11)
     run = run_adapter(ReferenceAdapter("linear", 100), config, progress=False)
     statistical = [r for r in run.results if r.p_value is not None]
@@ -84,8 +88,11 @@ def test_reference_at_T_1000_with_the_default_config_is_conformant():
     assert not skipped and len(runs) == 2
     for run in runs:
         assert run.conformant, [(r.case, r.detail) for r in run.results if r.status is Status.FAIL]
+        deterministic = {r.case for r in run.results if r.case.startswith("calibration[ddim_sample(")
+                         and r.case.endswith("eta=0)]")}
+        assert len(deterministic) == 1 and all(_statuses(run)[c] is Status.NOT_APPLICABLE for c in deterministic)
         assert all(r.status is Status.PASS or (r.case.startswith("inversion[") and REFERENCE_NOT_OFFERED in r.detail)
-                   for r in run.results), _statuses(run)
+                   for r in run.results if r.case not in deterministic), _statuses(run)
 
 
 @pytest.mark.parametrize("bug", sorted(broken_adapters.EXPECTED_FAILURES))
@@ -195,6 +202,7 @@ def test_cli_exit_codes_and_report(tmp_path, capsys, monkeypatch):
         assert "(exit status 0)" in case["reproduction_output"], case["reproduction_output"]
     (finding,) = report["findings"]  # three cases, one root cause
     assert finding["option"] == "beta_tilde" and len(finding["cases"]) == 3
+    assert all(c["seconds"] >= 0 for imp in report["implementations"] for c in imp["cases"])  # each case timed
     markdown = (tmp_path / "conformance.md").read_text()
     assert "## Findings" in markdown and "### F1. broken: " in markdown and "**FAIL**" in markdown
     for implementation in report["implementations"]:

@@ -179,6 +179,75 @@ def test_low_precision_sampling_tracks_float64(dtype, tolerance, T):
     assert_allclose(low.double().numpy(), ref.numpy(), **tolerance.kwargs())
 
 
+def _advanced(seed: int, draws: int, dtype: torch.dtype = torch.float64) -> torch.Generator:
+    """A generator seeded with `seed` after `draws` normal draws of SHAPE (where a run stands after them)."""
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(draws):
+        torch.randn(SHAPE, generator=g, dtype=dtype)
+    return g
+
+
+@pytest.mark.parametrize("t", [10, 4, 1])
+def test_ancestral_resumed_at_t_continues_the_full_run_draw_for_draw(t):
+    """start = (t, x_t): the steps t..1 with the draws a full run takes there (x_T and z_T..z_{t+1} come before)."""
+    T = 10
+    d = GaussianDiffusion(moderate_betas(T))
+    model = ToyEps(T)
+    full = ancestral_sample(model, d, SHAPE, torch.Generator().manual_seed(8), variance="beta_tilde", progress=False,
+                            dtype=torch.float64, trajectory_steps=[t, 0])
+    resumed = ancestral_sample(model, d, SHAPE, _advanced(8, 1 + T - t), variance="beta_tilde", progress=False,
+                               dtype=torch.float64, start=(t, full.trajectory[t]), trajectory_steps=[t, 0])
+    assert torch.equal(resumed.x0, full.x0)
+    assert torch.equal(resumed.trajectory[t], full.trajectory[t]) and list(resumed.trajectory) == [t, 0]
+    other = ancestral_sample(model, d, SHAPE, torch.Generator().manual_seed(9), progress=False, dtype=torch.float64,
+                             start=(t, full.trajectory[t]))
+    assert t == 1 or not torch.equal(other.x0, full.x0), "other draws, other x_0 (except the noise-free t = 1)"
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_ddim_resumed_at_a_visited_tau_continues_the_full_run_draw_for_draw(eta):
+    T, S = 25, 6
+    d = GaussianDiffusion(moderate_betas(T))
+    model = ToyEps(T)
+    desc = ddim_timesteps(T, S)[::-1]
+    full = ddim_sample(model, d, SHAPE, torch.Generator().manual_seed(3), num_steps=S, eta=eta, progress=False,
+                       dtype=torch.float64, trajectory_steps=desc)
+    for k, tau in enumerate(desc):
+        draws = 1 + (k if eta > 0 else 0)  # x_T, then one z per earlier step (all of them go to some s > 0)
+        resumed = ddim_sample(model, d, SHAPE, _advanced(3, draws), num_steps=S, eta=eta, progress=False,
+                              dtype=torch.float64, start=(tau, full.trajectory[tau]))
+        assert torch.equal(resumed.x0, full.x0), f"resumed at tau = {tau}"
+
+
+@pytest.mark.parametrize(
+    ("start", "message"),
+    [
+        ((0, torch.zeros(SHAPE)), r"start t = 0 is not a timestep this sampler visits"),
+        ((3.0, torch.zeros(SHAPE)), r"start t = 3\.0 is not a timestep"),
+        ((3, torch.zeros(1, 1, 2, 2)),
+         r"start x_t must be a floating tensor of shape \(3, 1, 2, 2\), got \(1, 1, 2, 2\)"),
+        ((3, torch.zeros(SHAPE, dtype=torch.int64)), r"start x_t must be a floating tensor"),
+        ((3,), r"start must be a tuple \(t, x_t\)"),
+    ],
+)
+def test_bad_start(start, message):
+    T = 5
+    d = GaussianDiffusion(moderate_betas(T))
+    with pytest.raises(ValueError, match=message):
+        ancestral_sample(ToyEps(T), d, SHAPE, torch.Generator(), progress=False, start=start)
+    with pytest.raises(ValueError, match=message):
+        ddim_sample(ToyEps(T), d, SHAPE, torch.Generator(), num_steps=3, progress=False, start=start)
+
+
+def test_start_must_be_visited():
+    T = 5
+    d = GaussianDiffusion(moderate_betas(T))
+    with pytest.raises(ValueError, match=r"start t = 6 is not a timestep this sampler visits; visited t: \[5, 4"):
+        ancestral_sample(ToyEps(T), d, SHAPE, torch.Generator(), progress=False, start=(6, torch.zeros(SHAPE)))
+    with pytest.raises(ValueError, match=r"start t = 2 is not a timestep this sampler visits; visited t: \[5, 3, 1\]"):
+        ddim_sample(ToyEps(T), d, SHAPE, torch.Generator(), num_steps=3, progress=False, start=(2, torch.zeros(SHAPE)))
+
+
 # ------------------------------------------------------------------------------------------------- DDIM
 @given(T=st.integers(1, 2000), data=st.data())
 def test_ddim_timesteps(T, data):

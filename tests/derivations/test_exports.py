@@ -36,6 +36,8 @@ NOT_A_STEP_LHS = {
     ("parameterisations", "V_FROM_EPS_X0"): "Salimans & Ho's definition of v",
     ("parameterisations", "SNR"): "the definition of the signal-to-noise ratio abar / (1 - abar)",
     ("parameterisations", "LOSS_WEIGHT_X0"): "SNR itself: the x_0 loss's weight is the definition of SNR",
+    ("data_posterior", "MIXTURE_POSTERIOR_CDF"): "a mixture of normal CDFs (a definition); a step checks that its "
+                                                 "derivative is the derived posterior density",
 }
 
 

@@ -43,6 +43,7 @@ All arithmetic is float64. alpha_bar_t is rebuilt here from the betas (`alpha_ba
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -310,8 +311,13 @@ def gaussian_reverse_gap(betas: np.ndarray, data: GaussianData, variance: str) -
     return 0.5 * (rho - 1.0 - np.log(rho)), float(prior)
 
 
-def algorithm2_gaussian_law(betas: np.ndarray, data: GaussianData, variance: str) -> tuple[float, float]:
+def algorithm2_gaussian_law(betas: np.ndarray, data: GaussianData, variance: str, start: int | None = None,
+                            initial: tuple[float, float] = (0.0, 1.0),
+                            noise_scales: Mapping[int, float] | None = None) -> tuple[float, float]:
     """The exact law N(mean, var) of Algorithm 2's output x_0 when eps_theta = eps* of N(m, s^2) data, per dim.
+
+    By default from x_T ~ N(0, 1); from x_start ~ N(*initial) when `start` is given (a point mass at x for initial =
+    (x, 0)), and with the noise sigma_t z of step t scaled by noise_scales[t] where given.
 
     eps*(x_t) = kappa_t (x_t - a_t m) is affine (case (a)), so Algorithm 2 line 4,
         x_{t-1} = (x_t - beta_t / b_t eps*(x_t)) / sqrt(alpha_t) + sigma_t z = A_t x_t + B_t + sigma_t z,
@@ -324,8 +330,8 @@ def algorithm2_gaussian_law(betas: np.ndarray, data: GaussianData, variance: str
     betas = np.asarray(betas, dtype=np.float64)
     ab = alpha_bars(betas)
     T = betas.shape[0]
-    mean, var = 0.0, 1.0
-    for t in range(T, 0, -1):
+    mean, var = initial
+    for t in range(T if start is None else start, 0, -1):
         beta, abt = betas[t - 1], ab[t]
         a, b = math.sqrt(abt), math.sqrt(1.0 - abt)
         kappa = b / (abt * data.std**2 + 1.0 - abt)
@@ -339,6 +345,7 @@ def algorithm2_gaussian_law(betas: np.ndarray, data: GaussianData, variance: str
             sigma2 = (1.0 - ab[t - 1]) / (1.0 - abt) * beta
         else:
             raise ValueError(f"unknown variance {variance!r}; options are 'beta', 'beta_tilde'")
+        sigma2 *= 1.0 if noise_scales is None else noise_scales[t] ** 2
         mean, var = A * mean + B, A * A * var + sigma2
     return mean, var
 

@@ -13,7 +13,8 @@ How each operation reaches the library:
   Algorithm 2 (Song et al. 2021, sec. 4.1), so it is the one variance option, "eta=1, all T steps".
 - `q_sample`: `add_noise`. `q_posterior`: not offered (DDIMScheduler has no posterior).
 - `chains()`: the diffusers docs' loop `x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample`
-  over `set_timesteps(50)`, eta = 0 and 1, from x = randn(shape, generator).
+  over `set_timesteps(50)`, eta = 0 and 1, from x = randn(shape, generator); resumed from a given x_t by entering
+  the same loop at that visited timestep.
 
 The class names the scheduler it drives in `scheduler_class` (module `scheduler_module`), so that a scheduler with
 the same `step()` (diffusers' `DDIMParallelScheduler`, `diffusers_parallel`) reuses it.
@@ -36,6 +37,7 @@ from ddpm.conformance.adapters.diffusers_ddpm import (
     num_steps_for_stride,
     schedule_conventions,
     schedule_spec,
+    visited_index,
 )
 from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.protocol import Chain, ChainKind, Convention, NotOffered, VarianceKind
@@ -139,15 +141,26 @@ class DiffusersDDIMAdapter:
     def chains(self) -> list[Chain]:
         timesteps = self.ddim_timesteps(CHAIN_STEPS)
         return [Chain(f"{self.scheduler_class}.step loop (num_inference_steps={CHAIN_STEPS}, eta={eta:g})",
-                      ChainKind.DDIM,
-                      timesteps, partial(self._run_chain, eta), eta=eta) for eta in CHAIN_ETAS]
+                      ChainKind.DDIM, timesteps, partial(self._run_chain, eta), eta=eta,
+                      resume=partial(self._resume_chain, eta))
+                for eta in CHAIN_ETAS]
 
     def _run_chain(self, eta: float, eps_model: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...],
                    generator: torch.Generator) -> Tensor:
         """The diffusers docs' DDIM loop, with the noise from `generator`."""
-        scheduler = self.scheduler(CHAIN_STEPS)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
-        for t in scheduler.timesteps:
+        return self._loop(eta, eps_model, x, 0, generator)
+
+    def _resume_chain(self, eta: float, eps_model: Callable[[Tensor, Tensor], Tensor], x: Tensor, start: int,
+                      generator: torch.Generator) -> Tensor:
+        """The docs' DDIM loop entered at the visited timestep `start` with x there."""
+        first = visited_index(self.scheduler(CHAIN_STEPS).timesteps, start)
+        return self._loop(eta, eps_model, x.to(self.dtype), first, generator)
+
+    def _loop(self, eta: float, eps_model: Callable[[Tensor, Tensor], Tensor], x: Tensor, first: int,
+              generator: torch.Generator) -> Tensor:
+        scheduler = self.scheduler(CHAIN_STEPS)
+        for t in scheduler.timesteps[first:]:
             eps = eps_model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
             x = scheduler.step(eps, t, x, eta=eta, generator=generator).prev_sample
         return x

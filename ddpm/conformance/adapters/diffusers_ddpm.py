@@ -17,13 +17,13 @@ How each operation reaches the library (all through public methods; `step()` is 
 - `q_sample`: `add_noise`. Strided steps: `set_timesteps(S)` (cached per S) then `step()`.
 - `chains()`: the loop of the diffusers docs, `for t in scheduler.timesteps: x = scheduler.step(eps, t, x,
   generator=generator).prev_sample`, from x = randn(shape, generator), for the four fixed variance types at
-  S = T and S = 100.
+  S = T and S = 100; resumed from a given x_t by entering the same loop at that visited timestep.
 Not offered: DDIM (see `diffusers_ddim`) and a training loss (diffusers has no loss function).
 
 Patching `randn_tensor` is process-global while a step runs: do not call these adapters from several threads.
-The helpers `import_diffusers` and `num_steps_for_stride` are shared with `diffusers_ddim`. The class names the
-scheduler it drives in `scheduler_class` and its module in `scheduler_module`, so that a scheduler with the same
-`step()` (diffusers' `DDPMParallelScheduler`, `diffusers_parallel`) reuses it.
+The helpers `import_diffusers`, `num_steps_for_stride` and `visited_index` are shared with `diffusers_ddim`. The class
+names the scheduler it drives in `scheduler_class` and its module in `scheduler_module`, so that a scheduler with the
+same `step()` (diffusers' `DDPMParallelScheduler`, `diffusers_parallel`) reuses it.
 """
 
 from __future__ import annotations
@@ -120,6 +120,14 @@ def num_steps_for_stride(t: int, s: int, T: int, visited: Callable[[int], Sequen
             return num_steps
     raise ValueError(f"no set_timesteps(S), S in 1..{T}, makes the scheduler step from t = {t} to s = {s} "
                      "(timesteps in the library's convention, -1 for x_0)")
+
+
+def visited_index(timesteps: Sequence[Any], start: int) -> int:
+    """The position of `start` in a scheduler's visited timesteps; ValueError naming them when it is not visited."""
+    visited = [int(u) for u in timesteps]
+    if int(start) not in visited:
+        raise ValueError(f"start = {start} is not a visited timestep; visited: {visited[:3]} ... {visited[-3:]}")
+    return visited.index(int(start))
 
 
 @contextlib.contextmanager
@@ -250,15 +258,26 @@ class DiffusersDDPMAdapter:
                 label = (f"{self.scheduler_class}.step loop (variance_type={variance!r}, "
                          f"num_inference_steps={num_steps})")
                 out.append(Chain(label, ChainKind.ANCESTRAL, self._timesteps(num_steps),
-                                 partial(self._run_chain, variance, num_steps), variance=variance))
+                                 partial(self._run_chain, variance, num_steps), variance=variance,
+                                 resume=partial(self._resume_chain, variance, num_steps)))
         return out
 
     def _run_chain(self, variance: str, num_steps: int, eps_model: Callable[[Tensor, Tensor], Tensor],
                    shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """The diffusers docs' sampling loop, with the noise from `generator`."""
-        scheduler = self.scheduler(variance, num_steps)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
-        for t in scheduler.timesteps:
+        return self._loop(self.scheduler(variance, num_steps), eps_model, x, 0, generator)
+
+    def _resume_chain(self, variance: str, num_steps: int, eps_model: Callable[[Tensor, Tensor], Tensor],
+                      x: Tensor, start: int, generator: torch.Generator) -> Tensor:
+        """The docs' loop entered at the visited timestep `start` with x there."""
+        scheduler = self.scheduler(variance, num_steps)
+        return self._loop(scheduler, eps_model, x.to(self.dtype), visited_index(scheduler.timesteps, start), generator)
+
+    def _loop(self, scheduler: Any, eps_model: Callable[[Tensor, Tensor], Tensor], x: Tensor, first: int,
+              generator: torch.Generator) -> Tensor:
+        """`for t in scheduler.timesteps[first:]: x = scheduler.step(eps_model(x, t), t, x, generator).prev_sample`."""
+        for t in scheduler.timesteps[first:]:
             eps = eps_model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
             x = scheduler.step(eps, t, x, generator=generator).prev_sample
         return x

@@ -22,9 +22,12 @@ How each operation reaches the library:
   ddim_sampling_eta 0 and 1, one GaussianDiffusion per configuration. They draw from the GLOBAL torch RNG
   (`torch.randn`, `torch.randn_like`): a run forks the CPU RNG (`torch.random.fork_rng`), seeds it from the
   caller's generator and restores it afterwards. Their tqdm progress bars are silenced (the module's `tqdm` name
-  is replaced by the identity during a run).
+  is replaced by the identity during a run). A chain resumed from x_t at timestep t runs the library's own loop
+  with two replacements: `tqdm` keeps the loop's items from t on, and the initial `torch.randn(shape)` returns
+  x_t (it still draws, so the later draws are those of a full run).
 Not offered: a single DDIM step (DDIM is covered by the chains) and strided ancestral sampling.
-Patching `torch.randn_like` is process-global while a step runs: do not call these adapters from several threads.
+Patching `torch.randn_like` and `torch.randn` is process-global while a step runs: do not call these adapters from
+several threads.
 """
 
 from __future__ import annotations
@@ -131,6 +134,32 @@ def _randn_like_returning(z: Tensor) -> Iterator[None]:
         yield
 
 
+def _entered_at(start: int) -> Callable[..., list[Any]]:
+    """A stand-in for the module's `tqdm` that keeps the loop's items from timestep `start` on: p_sample_loop iterates
+    over timesteps t, ddim_sample over pairs (t, t_next)."""
+
+    def steps(iterable: Any, **kwargs: Any) -> list[Any]:
+        return [item for item in iterable if (item[0] if isinstance(item, tuple) else item) <= start]
+
+    return steps
+
+
+@contextlib.contextmanager
+def _randn_returning(x: Tensor) -> Iterator[None]:
+    """Within the block torch.randn(shape) still draws (so later draws are a full run's) but returns x: the samplers'
+    initial draw becomes the given x_t."""
+    draw_from_rng = torch.randn
+
+    def draw(*args: Any, **kwargs: Any) -> Tensor:
+        drawn = draw_from_rng(*args, **kwargs)
+        if drawn.shape != x.shape:
+            raise ValueError(f"the library drew noise of shape {tuple(drawn.shape)}, x_t has shape {tuple(x.shape)}")
+        return x.to(device=drawn.device, dtype=drawn.dtype).clone()
+
+    with mock.patch("torch.randn", draw):
+        yield
+
+
 class LucidrainsAdapter:
     """lucidrains GaussianDiffusion(pred_noise, beta_schedule, T) behind the adapter protocol (base 0, float32)."""
 
@@ -201,23 +230,36 @@ class LucidrainsAdapter:
     # -- chains -----------------------------------------------------------------------------------------------
 
     def chains(self) -> list[Chain]:
-        out = [Chain("p_sample_loop", ChainKind.ANCESTRAL, list(range(self.T - 1, -1, -1)),
-                     partial(self._run, self.diffusion.p_sample_loop), variance=POSTERIOR_VARIANCE)]
+        visited = list(range(self.T - 1, -1, -1))
+        out = [Chain("p_sample_loop", ChainKind.ANCESTRAL, visited, partial(self._run, self.diffusion.p_sample_loop),
+                     variance=POSTERIOR_VARIANCE,
+                     resume=partial(self._resume, self.diffusion.p_sample_loop, visited))]
         visited = self._visited_ddim_timesteps()
         for eta, diffusion in self._ddim.items():
             out.append(Chain(f"ddim_sample(sampling_timesteps={DDIM_STEPS}, ddim_sampling_eta={eta:g})",
-                             ChainKind.DDIM, visited, partial(self._run, diffusion.ddim_sample), eta=eta))
+                             ChainKind.DDIM, visited, partial(self._run, diffusion.ddim_sample), eta=eta,
+                             resume=partial(self._resume, diffusion.ddim_sample, visited)))
         return out
 
     def _run(self, sampler: Callable[[tuple[int, ...]], Tensor], eps_model: EpsFn, shape: tuple[int, ...],
-             generator: torch.Generator) -> Tensor:
-        """sampler(shape) with the global CPU RNG seeded from `generator` (and restored afterwards)."""
+             generator: torch.Generator, start: tuple[int, Tensor] | None = None) -> Tensor:
+        """sampler(shape) with the global CPU RNG seeded from `generator` (and restored afterwards); with
+        `start` = (t, x_t), entered at t from x_t (`_entered_at`)."""
         seed = int(torch.randint(2**62, (1,), generator=generator))
+        steps = (lambda iterable, **kwargs: iterable) if start is None else _entered_at(start[0])
         with torch.random.fork_rng(devices=[]), self.model.returning(_cast(eps_model, self.dtype)), \
-                mock.patch.object(self._module, "tqdm", lambda iterable, **kwargs: iterable):
+                mock.patch.object(self._module, "tqdm", steps), \
+                (contextlib.nullcontext() if start is None else _randn_returning(start[1].to(self.dtype))):
             torch.manual_seed(seed)
             x0 = sampler(tuple(shape))  # [B, C, H, W] in [-1, 1] scale (auto_normalize=False)
         return x0.clone()
+
+    def _resume(self, sampler: Callable[[tuple[int, ...]], Tensor], visited: list[int], eps_model: EpsFn, x: Tensor,
+                start: int, generator: torch.Generator) -> Tensor:
+        """The sampler's own loop entered at the visited timestep `start` with x there."""
+        if int(start) not in visited:
+            raise ValueError(f"start = {start} is not a visited timestep; visited: {visited[:3]} ... {visited[-3:]}")
+        return self._run(sampler, eps_model, tuple(x.shape), generator, (int(start), x))
 
     def _visited_ddim_timesteps(self) -> list[int]:
         """The timesteps ddim_sample passes to the model, recorded from one run (descending, library convention)."""

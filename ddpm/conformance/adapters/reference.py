@@ -2,7 +2,8 @@
 
 It uses the paper's timesteps (timestep_base = 1), float64 tensors, sigma_1^2 = beta_1 for both fixed
 variances (Algorithm 2 adds no noise at t = 1 anyway) and no clipping. Its strided and DDIM steps are
-`ddpm.core.samplers.strided_ancestral_step` and `ddim_step`; its chains are `ancestral_sample` and `ddim_sample`.
+`ddpm.core.samplers.strided_ancestral_step` and `ddim_step`; its chains are `ancestral_sample` and `ddim_sample`,
+resumed from a given x_t by their `start` argument.
 
 Batched steps (row b from t[b] to s[b]): `batched_mean` is `ReverseStep.mean` on `stride_tables` of the rows' steps
 with one key per row (the core's per-row path, `ddpm.core.reverse`); `batched_ddim` calls the checked `ddim_step`
@@ -114,18 +115,24 @@ class ReferenceAdapter:
         T = self.diffusion.T
         out = []
         for variance in ("beta", "beta_tilde"):
-            def run(eps_model, shape, generator, variance=variance):
+            def run(eps_model, shape, generator, variance=variance, start=None):
                 return ancestral_sample(eps_model, self.diffusion, shape, generator, variance=variance,
-                                        progress=False, dtype=self.dtype).x0
+                                        progress=False, dtype=self.dtype, start=start).x0
+
+            def resume(eps_model, x, t, generator, run=run):
+                return run(eps_model, tuple(x.shape), generator, start=(int(t), x))
             out.append(Chain(f"ancestral_sample(variance={variance!r})", ChainKind.ANCESTRAL,
-                             list(range(T, 0, -1)), run, variance=variance))
+                             list(range(T, 0, -1)), run, variance=variance, resume=resume))
         steps = max(1, T // 10)
         for eta in (0.0, 1.0):
-            def run(eps_model, shape, generator, eta=eta):
+            def run(eps_model, shape, generator, eta=eta, start=None):
                 return ddim_sample(eps_model, self.diffusion, shape, generator, num_steps=steps, eta=eta,
-                                   progress=False, dtype=self.dtype).x0
+                                   progress=False, dtype=self.dtype, start=start).x0
+
+            def resume(eps_model, x, t, generator, run=run):
+                return run(eps_model, tuple(x.shape), generator, start=(int(t), x))
             out.append(Chain(f"ddim_sample(num_steps={steps}, eta={eta:g})", ChainKind.DDIM,
-                             ddim_timesteps(T, steps)[::-1], run, eta=eta))
+                             ddim_timesteps(T, steps)[::-1], run, eta=eta, resume=resume))
         return out
 
 

@@ -1,9 +1,10 @@
 """The cases of the conformance suite: each a named check of one operation of an adapter against the oracle.
 
 Exact cases compare an operation at every timestep (t = 1 and t = T included) with the float64 oracle of
-`ddpm.conformance.oracle` under its rounding-error tolerance (`exact`; the batched steps, whose rows are at different
-timesteps, in `batched`; DDIM inversion in `inversion`); statistical cases (`chain[...]`,
-`loss_at_eps_star`) drive the implementation with the exact eps* of Gaussian data and test what it produces
+`ddpm.conformance.oracle` under its rounding-error tolerance (`exact`; the edge inputs and the search in `edges` and
+`search`; the batched steps, whose rows are at different timesteps, in `batched`; DDIM inversion in `inversion`);
+statistical cases (`chain[...]`, `loss_at_eps_star`, and `calibration[...]`, a chain's law of x_0 given x_t for
+Gaussian and mixture data) drive the implementation with the exact output of the data and test what it produces
 against the law the derivations predict, at a family-wise `SuiteConfig.alpha` with Holm's correction.
 
 Every case returns a `CaseResult`: pass, fail (with the worst deviation, where it occurs and the inputs there,

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from functools import partial
 
 from ddpm.conformance.cases.batched import case_batched_ddim, case_batched_mean
+from ddpm.conformance.cases.calibration import case_calibration
 from ddpm.conformance.cases.context import Context
 from ddpm.conformance.cases.edges import case_edges, case_edges_ddim
 from ddpm.conformance.cases.exact import (
@@ -61,6 +62,9 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
 
 
 def chain_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult]]]:
-    """One statistical case per full sampler the adapter offers (none without `chains`)."""
+    """Two statistical cases per full sampler the adapter offers (none without `chains`): its marginal law
+    (`chain[...]`), then its law given x_t (`calibration[...]`, not applicable without `Chain.resume`)."""
     chains = ctx.adapter.chains() if hasattr(ctx.adapter, "chains") else []
-    return [(f"chain[{c.label}]", partial(case_chain, ctx, c)) for c in chains]
+    out: list[tuple[str, Callable[[], CaseResult]]] = [(f"chain[{c.label}]", partial(case_chain, ctx, c))
+                                                       for c in chains]
+    return out + [(f"calibration[{c.label}]", partial(case_calibration, ctx, c)) for c in chains]

@@ -37,7 +37,7 @@ class CaseResult:
     reproduction: str | None = None
     reproduction_output: str | None = None
     p_value: float | None = None  # statistical cases: the smallest Holm-adjusted p-value of the case's family
-    seconds: float | None = None  # how long the case ran
+    seconds: float | None = None  # wall-clock time of the case (set by the runner)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,11 @@ class SuiteConfig:
     alpha: float = 1e-3  # family-wise, per statistical case (Holm)
     seed: int = 0
     data: oracle.GaussianData = field(default_factory=oracle.GaussianData)
+    # calibration[...]: N images x_t per start and data law, L chain draws from each, starts as fractions of T
+    calibration_draws: int = 50
+    calibration_samples: int = 19
+    calibration_starts: tuple[float, ...] = (0.25, 0.5, 0.75)
+    mixture: oracle.GaussianMixtureData = field(default_factory=oracle.GaussianMixtureData)
 
 def not_applicable(name: str, why: str) -> CaseResult:
     """The result of a case whose operation the implementation does not offer."""

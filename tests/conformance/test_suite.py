@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from ddpm.cli import main
 from ddpm.conformance.adapters.reference import ReferenceAdapter
 from ddpm.conformance.cases import Status, SuiteConfig
+from ddpm.conformance.cases.statistical import mean_test
 from ddpm.conformance.protocol import AdapterError, check_adapter
 from ddpm.conformance.report import to_json, to_markdown
 from ddpm.conformance.runner import load_adapters, run_adapter, run_suite
@@ -81,7 +83,15 @@ def test_broken_adapter_fails_exactly_its_cases(bug):
     for result in run.results:
         if result.status is Status.FAIL:
             assert result.detail, result.case
-            assert result.where or result.case.startswith("chain[") or "raised" in result.detail or result.p_value
+            assert (result.where or result.case.startswith("chain[") or "raised" in result.detail
+                    or result.p_value is not None)
+
+
+def test_a_non_finite_loss_fails_the_statistical_test():
+    """A NaN batch mean must reject: its NaN p-value would pass Holm's correction as 1."""
+    assert mean_test(np.array([0.10, np.nan, 0.11]), 0.1) == 0.0
+    assert mean_test(np.array([0.10, np.inf, 0.11]), 0.1) == 0.0
+    assert mean_test(np.array([0.09, 0.10, 0.11]), 0.1) > 0.5
 
 
 def test_failures_say_where_and_by_how_much():

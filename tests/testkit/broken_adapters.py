@@ -12,15 +12,18 @@ import numpy as np
 import torch
 
 from ddpm.conformance.adapters.reference import ReferenceAdapter
-from ddpm.conformance.protocol import Chain, Convention, NotOffered
+from ddpm.conformance.protocol import Chain, Convention, NotOffered, Prediction
+from ddpm.core.forward import eps_from_x0
 from ddpm.core.samplers import ancestral_sample
 
 T = 50
 
 
 class _Broken(ReferenceAdapter):
+    prediction_of_output = Prediction.EPS  # what the broken adapter's network output predicts
+
     def __init__(self, label: str) -> None:
-        super().__init__("linear", T)
+        super().__init__("linear", T, prediction=self.prediction_of_output)
         self.name = f"broken: {label}"
 
     def _table(self, name: str, t: int) -> float:
@@ -118,6 +121,25 @@ class LossTargetsX0(_Broken):
         return super().training_loss(eps_model, x0, t, x0.clone())
 
 
+class X0ConversionSlip(_Broken):
+    """An x_0-prediction converted to eps with alpha_bar_{t-1} instead of alpha_bar_t (a t vs t - 1 slip)."""
+
+    prediction_of_output = Prediction.X0
+
+    def eps_of_output(self, out, xt, t):
+        return eps_from_x0(self.diffusion, xt, t - 1, out).to(xt.dtype)  # alpha_bar_0 = 1 at t = 1: 0 / 0
+
+
+class VConversionSign(_Broken):
+    """A v-prediction converted with eps = sqrt(a) v - sqrt(1 - a) x_t (the sign of the x_t term flipped)."""
+
+    prediction_of_output = Prediction.V
+
+    def eps_of_output(self, out, xt, t):
+        a = self.diffusion.alpha_bars[t].to(xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))  # [B, 1, ...]
+        return torch.sqrt(a) * out - torch.sqrt(1.0 - a) * xt
+
+
 class ClipsUndeclared(_Broken):
     """Sampling clips x0_hat to [-1, 1] without declaring it (not Algorithm 2 as written).
 
@@ -188,12 +210,17 @@ ddim_noise_term_wrong = _steps(DdimNoiseTermWrong)
 chain_with_wrong_variance = _steps(ChainWithWrongVariance)
 loss_with_slip = _steps(LossWithSlip)
 loss_targets_x0 = _steps(LossTargetsX0)
+x0_conversion_slip = _steps(X0ConversionSlip)
+v_conversion_sign = _steps(VConversionSign)
 clips_undeclared = _steps(ClipsUndeclared)
 clips_declared = _steps(ClipsDeclared)
 crashes = _steps(Crashes)
 no_posterior = _steps(NoPosterior)
 
 S = 10  # strided steps in the tests' SuiteConfig
+_DDIM = (f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]")
+_CHAINS = ("chain[ancestral_sample(variance='beta')]", "chain[ancestral_sample(variance='beta_tilde')]",
+           f"chain[ddim_sample(num_steps={T // 10}, eta=0)]", f"chain[ddim_sample(num_steps={T // 10}, eta=1)]")
 EXPECTED_FAILURES = {
     "wrong_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]"},
     "slip_in_q_sample": {"q_sample"},
@@ -207,6 +234,13 @@ EXPECTED_FAILURES = {
     # A one-step slip moves E[loss] at eps* by less than the statistical case resolves: only the exact case sees it.
     "loss_with_slip": {"loss_given_draws"},
     "loss_targets_x0": {"loss_given_draws", "loss_at_eps_star"},
+    # Every case that passes the network output through the conversion (the steps, the loss, the chains) and no
+    # other: schedule, q_sample and posterior never see it. The x_0 slip reads alpha_bar_0 = 1 at t = 1 and divides
+    # 0 by 0 there, so it is also not finite (and its loss at t = 1 is NaN); the v sign stays finite.
+    "x0_conversion_slip": {"reverse_step[beta]", "reverse_step[beta_tilde]", "finite", f"strided[beta, S={S}]",
+                           f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS},
+    "v_conversion_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]", f"strided[beta, S={S}]",
+                          f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS},
     "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]"},
     "clips_declared": set(),
     "crashes": {"posterior", "finite"},

@@ -35,7 +35,10 @@ MODULES = {
     "diffusers_ddim": "diffusers",
     "lucidrains": "denoising_diffusion_pytorch",
 }
-CASES = [(module, index) for module in MODULES for index in (0, 1)]
+# (module, index into its factory's list, label): the first two are linear and cosine; lucidrains' next two are its
+# pred_x0 and pred_v objectives (linear).
+CASES = [(module, index, label) for module in MODULES for index, label in enumerate(("linear", "cosine"))] + [
+    ("lucidrains", 2, "linear-pred_x0"), ("lucidrains", 3, "linear-pred_v")]
 
 
 def _installed(library: str) -> bool:
@@ -51,9 +54,9 @@ def _adapters(module: str) -> list:
     return importlib.import_module(f"ddpm.conformance.adapters.{module}").factory()
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{m}-{('linear', 'cosine')[i]}" for m, i in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{m}-{label}" for m, _, label in CASES])
 def adapter(request):
-    module, index = request.param
+    module, index, _ = request.param
     pytest.importorskip(MODULES[module])
     return _adapters(module)[index]
 
@@ -159,6 +162,29 @@ def test_no_noise_at_paper_t_1(adapter):
                            err_msg=f"{variance!r}: Algorithm 2 adds no noise at t = 1")
 
 
+def test_lucidrains_loss_weights_are_the_snr_weights_of_its_objective():
+    """loss_weights() (the model's loss_weight buffer) against the weights derived from SNR_t = a / (1 - a) in float64
+    from the schedule's formula: 1 (pred_noise), SNR_t (pred_x0), a = SNR_t / (SNR_t + 1) (pred_v), each with SNR_t
+    clamped at gamma = 5 first under min_snr_loss_weight (pred_noise: min(SNR_t, 5) / SNR_t)."""
+    pytest.importorskip("denoising_diffusion_pytorch")
+    from ddpm.conformance.oracle import linear_betas
+
+    a = np.cumprod(1.0 - linear_betas(1000, rescaled=True))  # [T], paper t = 1..T
+    snr = a / (1.0 - a)
+    derived = {("pred_noise", False): np.ones_like(a), ("pred_x0", False): snr, ("pred_v", False): a,
+               ("pred_noise", True): np.minimum(snr, 5.0) / snr}
+    seen = set()
+    for adapter in _adapters("lucidrains"):
+        if adapter.beta_schedule != "linear":
+            continue
+        key = (adapter.objective, adapter.min_snr_loss_weight)
+        seen.add(key)
+        # the buffer is the float64 weight rounded once to float32 (the schedule itself is float64 in the library)
+        assert_allclose(adapter.loss_weights(), derived[key], rtol=4 * F32_EPS_AT_ONE, atol=0.0, err_msg=str(key))
+        assert adapter.prediction.value == {"pred_noise": "eps", "pred_x0": "x0", "pred_v": "v"}[adapter.objective]
+    assert seen == set(derived)
+
+
 def test_diffusers_fixed_large_log_is_nan():
     """diffusers 0.42.1: _get_variance gives log(beta_t) and step() takes its ** 0.5, so every t > 0 step is NaN."""
     pytest.importorskip("diffusers")
@@ -211,6 +237,24 @@ def test_reverse_step_snippets_run_and_match_the_adapter():
         assert process.returncode == 0, f"{label}: snippet failed\n{err}"
         printed = np.array(ast.literal_eval(out.strip().replace("nan", "None")), dtype=np.float64)
         assert_allclose(printed, expected.flatten().double().numpy(), **F32, err_msg=f"{label}: snippet output")
+
+
+@pytest.mark.slow
+def test_lucidrains_objective_snippets_take_the_output_by_its_name():
+    """pred_x0 / pred_v: the reverse_step snippet reads the output as "x0_pred" / "v_pred" (the name the suite gives
+    a failure's input) and prints the adapter's own step."""
+    pytest.importorskip("denoising_diffusion_pytorch")
+    out, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
+    for adapter, name in zip(_adapters("lucidrains")[2:4], ("x0_pred", "v_pred"), strict=True):
+        t = adapter.schedule.T // 2
+        variance = next(iter(adapter.variances))
+        code = adapter.reproduction(f"reverse_step:{variance}", t, {
+            name: out.flatten().tolist(), "xt": xt.flatten().tolist(), "z": z.flatten().tolist()})
+        assert f"model.out = {name}" in code, code
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        printed = np.array(ast.literal_eval(done.stdout.strip()), dtype=np.float64)
+        assert_allclose(printed, adapter.reverse_step(out, xt, t, z, variance).flatten().double().numpy(), **F32)
 
 
 @pytest.mark.slow

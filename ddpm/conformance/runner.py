@@ -24,7 +24,7 @@ from ddpm.conformance.cases import (
     planned_cases,
     with_reproduction,
 )
-from ddpm.conformance.protocol import Adapter, AdapterError, NotOffered, check_adapter
+from ddpm.conformance.protocol import Adapter, AdapterError, NotOffered, RejectedConfiguration, check_adapter
 
 REPRODUCTION_TIMEOUT_S = 300
 
@@ -45,7 +45,16 @@ class AdapterRun:
 
 
 def load_adapters(spec: str) -> list[Adapter]:
-    """The adapters a `package.module:factory` spec (or a shipped short name) produces; AdapterError otherwise."""
+    """The adapters a `package.module:factory` spec (or a shipped short name) produces; AdapterError otherwise.
+
+    Configurations the library rejected (`RejectedConfiguration`) are left out: `load_configurations` has them.
+    """
+    return [c for c in load_configurations(spec) if not isinstance(c, RejectedConfiguration)]
+
+
+def load_configurations(spec: str) -> list[Adapter | RejectedConfiguration]:
+    """What the factory of a spec returns, in its order: checked adapters and the configurations the library
+    rejected; AdapterError when the spec does not load or an adapter does not satisfy the protocol."""
     spec = SHIPPED.get(spec, spec)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
@@ -61,7 +70,12 @@ def load_adapters(spec: str) -> list[Adapter]:
     adapters = list(made) if isinstance(made, Iterable) and not hasattr(made, "q_sample") else [made]
     if not adapters:
         raise AdapterError(f"{spec} returned no adapters")
-    return [check_adapter(a) for a in adapters]
+    return [a if isinstance(a, RejectedConfiguration) else check_adapter(a) for a in adapters]
+
+
+def rejection_note(spec: str, rejected: RejectedConfiguration) -> str:
+    """The line a rejected configuration gets among the run's skipped notes (the library's own error)."""
+    return f"{spec}: {rejected.name} [{rejected.version}] is rejected by the library: {rejected.error}"
 
 
 def _generic_snippet(spec: str, index: int, result: CaseResult) -> str | None:
@@ -146,19 +160,22 @@ def run_suite(specs: Sequence[str], config: SuiteConfig | None = None, run_repro
     """Run the suite on every adapter of every spec; returns the runs and the specs skipped (and why).
 
     With `skip_missing`, a spec whose module does not import is skipped with a note instead of raising
-    (the shipped third-party adapters when their extra is not installed).
+    (the shipped third-party adapters when their extra is not installed). A configuration the library rejects
+    (`RejectedConfiguration`) is not run: it is listed among the skipped, with the library's error.
     """
     config = config or SuiteConfig()
     runs, skipped = [], []
     for spec in specs:
         try:
-            adapters = load_adapters(spec)
+            configurations = load_configurations(spec)
         except AdapterError as error:
             if skip_missing:
                 skipped.append(f"{spec}: {error}")
                 continue
             raise
-        for index, adapter in enumerate(adapters):
+        skipped += [rejection_note(spec, c) for c in configurations if isinstance(c, RejectedConfiguration)]
+        adapters = [c for c in configurations if not isinstance(c, RejectedConfiguration)]
+        for index, adapter in enumerate(adapters):  # the index into load_adapters(spec), for the reproductions
             runs.append(run_adapter(adapter, config, SHIPPED.get(spec, spec), index, run_reproductions, progress))
     return runs, skipped
 
@@ -180,4 +197,4 @@ def load_report(path) -> dict:
         return json.load(handle)
 
 
-__all__ = ["AdapterRun", "load_adapters", "run_adapter", "run_suite"]
+__all__ = ["AdapterRun", "load_adapters", "load_configurations", "rejection_note", "run_adapter", "run_suite"]

@@ -120,6 +120,15 @@ def test_declared_clipping_is_shown_as_a_convention():
     assert run.conformant
 
 
+def test_rejected_configurations_are_listed_with_the_error_and_not_run():
+    runs, skipped = run_suite(["testkit.broken_adapters:with_rejected_configuration"], SMALL, progress=False)
+    assert [run.adapter.name for run in runs] == ["broken: the reference, accepted"]
+    assert skipped == ["testkit.broken_adapters:with_rejected_configuration: refused: linear, T=50, option='nope' "
+                       "[refused 1.0] is rejected by the library: ValueError: option must be one of ['yes']"]
+    assert [a.name for a in load_adapters("testkit.broken_adapters:with_rejected_configuration")] == [
+        "broken: the reference, accepted"]
+
+
 def test_not_offered_is_not_applicable():
     (run,) = run_suite(["testkit.broken_adapters:no_posterior"], SMALL, progress=False)[0]
     result = next(r for r in run.results if r.case == "posterior")

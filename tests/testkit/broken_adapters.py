@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ddpm.conformance.adapters.reference import ReferenceAdapter
-from ddpm.conformance.protocol import Chain, Convention, NotOffered, Prediction
+from ddpm.conformance.protocol import Chain, Convention, NotOffered, Prediction, RejectedConfiguration
 from ddpm.core.forward import eps_from_x0
 from ddpm.core.samplers import ancestral_sample
 
@@ -193,6 +193,13 @@ class MissingPosterior:
 
 def missing_posterior():
     return MissingPosterior()
+
+
+def with_rejected_configuration():
+    """A factory whose library refused one of its configurations (the runner lists it, with the error, unrun)."""
+    return [RejectedConfiguration("refused: linear, T=50, option='nope'", "refused 1.0",
+                                  "ValueError: option must be one of ['yes']", "option", {"option": "nope"}),
+            _Broken("the reference, accepted")]
 
 
 def _steps(cls):

@@ -2,7 +2,7 @@
 
 Each module has a `factory()` that returns a list of adapters (one per configuration). `SHIPPED` maps a short
 name to the `package.module:factory` spec that `python -m ddpm conform --adapter` also accepts; the third-party
-ones need the `conformance` extra (diffusers, denoising-diffusion-pytorch).
+ones need the `conformance` extra (diffusers, denoising-diffusion-pytorch, monai).
 """
 
 SHIPPED = {
@@ -10,4 +10,5 @@ SHIPPED = {
     "diffusers-ddpm": "ddpm.conformance.adapters.diffusers_ddpm:factory",
     "diffusers-ddim": "ddpm.conformance.adapters.diffusers_ddim:factory",
     "lucidrains": "ddpm.conformance.adapters.lucidrains:factory",
+    "monai": "ddpm.conformance.adapters.monai_schedulers:factory",
 }

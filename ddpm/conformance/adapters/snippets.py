@@ -1,5 +1,5 @@
 """Tensor literals for the standalone reproduction snippets of the third-party adapters (`reproduction()`): one
-owner of the default inputs and of the literal format, shared by the diffusers and lucidrains adapters."""
+owner of the default inputs and of the literal format, shared by the diffusers, lucidrains and MONAI adapters."""
 
 from __future__ import annotations
 

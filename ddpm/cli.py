@@ -343,13 +343,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
 def add_conform_parser(subcommands) -> None:
     p = subcommands.add_parser(
         "conform", help="check DDPM implementations against the derivations (conformance suite)",
-        description="Run the conformance suite on the shipped adapters (this project; diffusers and lucidrains "
-                    "when the `conformance` extra is installed) or on your own adapters "
+        description="Run the conformance suite on the shipped adapters (this project; diffusers, lucidrains and "
+                    "MONAI when the `conformance` extra is installed) or on your own adapters "
                     "(--adapter package.module:factory, repeatable). Exit 0: every implementation conformant; "
                     "1: a case failed; 2: bad input (an adapter that does not import or satisfy the protocol).")
     p.add_argument("--adapter", action="append", metavar="SPEC",
                    help="package.module:factory returning an adapter or a list of adapters, or a shipped name "
-                        "(reference, diffusers-ddpm, diffusers-ddim, lucidrains); default: every shipped one")
+                        "(reference, diffusers-ddpm, diffusers-ddim, lucidrains, monai); default: every shipped one")
     p.add_argument("--out", type=Path, help="folder for conformance.md and conformance.json (default: none written)")
     p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of every case's inputs (default 0)")
     p.add_argument("--no-reproductions", action="store_true",

@@ -21,7 +21,7 @@ import pytest
 import torch
 from numpy.testing import assert_allclose, assert_array_equal
 
-from ddpm.conformance.protocol import AdapterError, ScheduleKind, VarianceKind, check_adapter
+from ddpm.conformance.protocol import AdapterError, Convention, NotOffered, ScheduleKind, VarianceKind, check_adapter
 from testkit import tolerances
 
 F32 = tolerances.FLOAT32.kwargs()
@@ -44,8 +44,9 @@ CASES = [(module, index, label) for module in ("diffusers_ddpm", "diffusers_ddim
          for index, label in enumerate(("linear", "cosine"))] + [
     ("lucidrains", 2, "linear-pred_x0"), ("lucidrains", 3, "linear-pred_v"),
     ("monai_schedulers", 0, "ddpm-linear"), ("monai_schedulers", 1, "ddim-linear"),
-    ("monai_schedulers", 2, "ddpm-cosine"), ("monai_schedulers", 5, "ddim-cosine"),
-    ("monai_schedulers", 8, "ddpm-linear-v_prediction"), ("monai_schedulers", 9, "ddim-linear-v_prediction")]
+    ("monai_schedulers", 2, "ddpm-linear-variance_types"), ("monai_schedulers", 3, "ddpm-cosine"),
+    ("monai_schedulers", 5, "ddim-cosine"), ("monai_schedulers", 8, "ddpm-linear-v_prediction"),
+    ("monai_schedulers", 9, "ddim-linear-v_prediction")]
 
 
 def _installed(library: str) -> bool:
@@ -124,10 +125,10 @@ def _steps(adapter):
         for t in (1, T // 2, T - 1):
             step = functools.partial(adapter.reverse_step, eps, xt, t, variance=variance, v=_v_for(kind))
             yield f"reverse_step({variance!r}, t={t})", lambda z, step=step: step(z=z)
-    if hasattr(adapter, "strided_timesteps"):
+    if hasattr(adapter, "strided_timesteps") and getattr(adapter, "respaced", True):
         t, s = adapter.strided_timesteps(100)[:2]
         yield f"strided_step(t={t}, s={s})", lambda z: adapter.strided_step(eps, xt, t, s, z, "fixed_small")
-    if hasattr(adapter, "ddim_timesteps"):
+    if hasattr(adapter, "ddim_timesteps") and getattr(adapter, "respaced", True):
         # the first two of the second half: from the first visited t, alpha_bar_t = 2e-9 under MONAI's cosine makes
         # x0_hat ~ 1e4 x_t, and the float32 output carries ~1e-5 of cancellation that is not the noise's
         visited = adapter.ddim_timesteps(50)
@@ -213,16 +214,21 @@ def test_monai_factory_rows():
     runnable = [r for r in rows if not isinstance(r, RejectedConfiguration)]
     assert [(r.scheduler_class[:4], r.schedule_name, r.prediction_type, r.clip_sample, r.family) for r in runnable] == [
         ("DDPM", "linear_beta", "epsilon", False, "default"), ("DDIM", "linear_beta", "epsilon", False, "default"),
+        ("DDPM", "linear_beta", "epsilon", False, "variance_type"),
         ("DDPM", "cosine", "epsilon", False, "schedule"), ("DDPM", "scaled_linear_beta", "epsilon", False, "schedule"),
-        ("DDPM", "sigmoid_beta", "epsilon", False, "schedule"), ("DDIM", "cosine", "epsilon", False, "schedule"),
+        ("DDIM", "cosine", "epsilon", False, "schedule"),
         ("DDPM", "linear_beta", "sample", False, "prediction_type"),
         ("DDIM", "linear_beta", "sample", False, "prediction_type"),
         ("DDPM", "linear_beta", "v_prediction", False, "prediction_type"),
         ("DDIM", "linear_beta", "v_prediction", False, "prediction_type"),
         ("DDPM", "linear_beta", "epsilon", True, "clip_sample")]
+    assert list(runnable[0].variances) == ["fixed_small"]
+    assert list(runnable[2].variances) == ["fixed_large", "learned", "learned_range"]
+    assert [r.respaced for r in runnable] == [True, True] + [False] * 9
     assert [r.prediction.value for r in runnable[6:10]] == ["x0", "x0", "v", "v"]
-    assert [r.schedule.kind for r in runnable[:6]] == [ScheduleKind.LINEAR, ScheduleKind.LINEAR, ScheduleKind.COSINE,
-                                                       ScheduleKind.CUSTOM, ScheduleKind.CUSTOM, ScheduleKind.COSINE]
+    assert [r.schedule.kind for r in runnable[:6]] == [ScheduleKind.LINEAR, ScheduleKind.LINEAR, ScheduleKind.LINEAR,
+                                                       ScheduleKind.COSINE, ScheduleKind.CUSTOM, ScheduleKind.COSINE]
+    assert Convention.CLIPS_X0 in runnable[10].conventions and Convention.CLIPS_X0 not in runnable[0].conventions
     rejected = [r for r in rows if isinstance(r, RejectedConfiguration)]
     assert [(r.family, dict(r.options)) for r in rejected] == [
         ("variance_type", {"variance_type": "fixed_small_log"}),
@@ -239,9 +245,10 @@ def test_monai_ddpm_step_after_set_timesteps_still_goes_to_t_minus_1():
     ddpm = _adapters("monai_schedulers")[0]
     eps, xt, z = _draws(3, 3)
     assert ddpm.strided_timesteps(100)[:3] == [999, 989, 979]
-    for variance in ("fixed_small", "fixed_large"):
-        assert_array_equal(ddpm.strided_step(eps, xt, 989, 979, z, variance),
-                           ddpm.reverse_step(eps, xt, 989, z, variance))
+    assert_array_equal(ddpm.strided_step(eps, xt, 989, 979, z, "fixed_small"),
+                       ddpm.reverse_step(eps, xt, 989, z, "fixed_small"))
+    with pytest.raises(NotOffered, match="goes from t to t - 1"):  # not run again in the other rows
+        _adapters("monai_schedulers")[3].strided_timesteps(100)
 
 
 def test_monai_ddim_step_goes_to_t_minus_T_over_S_not_to_the_next_visited_timestep():
@@ -261,6 +268,8 @@ def test_monai_ddim_step_goes_to_t_minus_T_over_S_not_to_the_next_visited_timest
     out = ddim.ddim_step(eps, xt, 979, 958, 0.0, torch.zeros_like(xt)).double().numpy()
     assert_allclose(out, eq12(979, 959), **F32)
     assert np.max(np.abs(out - eq12(979, 958))) > 1e-3
+    with pytest.raises(NotOffered, match="goes to t - T // S"):  # not run again in the other rows
+        _adapters("monai_schedulers")[5].ddim_timesteps(50)
 
 
 def test_monai_learned_range_interpolates_the_variances_not_their_logs():
@@ -269,7 +278,7 @@ def test_monai_learned_range_interpolates_the_variances_not_their_logs():
     t = 2, f = 1 / 2 the two differ by 8% (beta_tilde_2 / beta_2 ~ 0.45); the suite's reverse_step case does not
     resolve it in float32 (module docstring of monai_schedulers)."""
     pytest.importorskip("monai")
-    ddpm = _adapters("monai_schedulers")[0]
+    ddpm = _adapters("monai_schedulers")[2]
     ab, beta = np.asarray(ddpm.alpha_bars(), dtype=np.float64), np.asarray(ddpm.betas(), dtype=np.float64)
     beta_tilde = (1 - ab[0]) / (1 - ab[1]) * beta[1]
     zeros, ones = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
@@ -303,8 +312,9 @@ def test_reverse_step_snippets_run_and_match_the_adapter():
     for module, library in MODULES.items():
         if not _installed(library):
             continue
-        adapter = _adapters(module)[0]  # linear; the cosine snippets differ only in the schedule's name
-        for variance in adapter.variances:
+        # linear; the cosine snippets differ only in the schedule's name. MONAI: its other DDPM variance types too.
+        adapters = [_adapters(module)[0]] + ([_adapters(module)[2]] if module == "monai_schedulers" else [])
+        for adapter, variance in ((a, variance) for a in adapters for variance in a.variances):
             kind = adapter.variances[variance]
             v = None if _v_for(kind) is None else torch.full_like(eps, float(_v_for(kind).flatten()[0]))
             given = {**inputs, **({} if v is None else {"v": v.flatten().tolist()})}
@@ -343,25 +353,25 @@ def test_lucidrains_objective_snippets_take_the_output_by_its_name():
 
 @pytest.mark.slow
 def test_monai_ddim_snippets_match_the_adapter():
-    """MONAI DDIMScheduler: the ddim_step and reverse_step snippets (eps and v_prediction rows) print the adapter's own
-    step as their last line, after a line naming where the loop goes next (ddim_step)."""
+    """MONAI DDIMScheduler: the ddim_step snippet (default row) and the reverse_step snippets (default and v_prediction
+    rows) print the adapter's own step as their last line; ddim_step's first line says where the loop goes next."""
     pytest.importorskip("monai")
     out, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
     rows = _adapters("monai_schedulers")
-    for adapter in (rows[1], rows[9]):
+    variance = next(iter(rows[1].variances))
+    for adapter, operation, t, expected in (
+            (rows[1], "ddim_step:0.5:50", 979, rows[1].ddim_step(out, xt, 979, 958, 0.5, z)),
+            (rows[1], f"reverse_step:{variance}", 500, rows[1].reverse_step(out, xt, 500, z, variance)),
+            (rows[9], f"reverse_step:{variance}", 500, rows[9].reverse_step(out, xt, 500, z, variance))):
         given = {adapter.output_name: out.flatten().tolist(), "xt": xt.flatten().tolist(), "z": z.flatten().tolist()}
-        for operation, t, expected in (
-                ("ddim_step:0.5:50", 979, adapter.ddim_step(out, xt, 979, 958, 0.5, z)),
-                (f"reverse_step:{next(iter(adapter.variances))}", 500,
-                 adapter.reverse_step(out, xt, 500, z, next(iter(adapter.variances))))):
-            code = adapter.reproduction(operation, t, given)
-            done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-            assert done.returncode == 0, done.stderr
-            lines = done.stdout.strip().splitlines()
-            if operation.startswith("ddim_step"):
-                assert "after t = 979 it visits 958" in lines[0] and "t - T // S = 959" in lines[0], lines[0]
-            printed = np.array(ast.literal_eval(lines[-1]), dtype=np.float64)
-            assert_allclose(printed, expected.flatten().double().numpy(), **F32, err_msg=f"{adapter.name} {operation}")
+        code = adapter.reproduction(operation, t, given)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.strip().splitlines()
+        if operation.startswith("ddim_step"):
+            assert "after t = 979 it visits 958" in lines[0] and "t - T // S = 959" in lines[0], lines[0]
+        printed = np.array(ast.literal_eval(lines[-1]), dtype=np.float64)
+        assert_allclose(printed, expected.flatten().double().numpy(), **F32, err_msg=f"{adapter.name} {operation}")
 
 
 @pytest.mark.slow
@@ -378,7 +388,7 @@ def test_other_snippets_run():
         "monai_schedulers": [
             ("chain:DDPMScheduler.step loop (variance_type='fixed_small', num_inference_steps=100)", 0),
             ("q_sample", 500), ("q_posterior", 500), ("strided_step:fixed_large:100", 989),
-            ("strided_step:learned:100", 0), ("schedule", 0)],
+            ("strided_step:learned:100", 0), ("schedule", 0), ("reverse_step:learned_range", 500)],
     }
     jobs = []
     for module, library in MODULES.items():
@@ -425,7 +435,7 @@ def test_visited_timesteps():
         "diffusers_ddim": [list(range(980, -1, -20))] * 2,
         "lucidrains": [list(range(999, -1, -1))] + [list(range(999, 18, -20))] * 2,
         # linspace(999, 0, 100).round(): 999 - k * 999 / 99 = 999 - 111 k / 11 is never a half
-        "monai_schedulers": [list(range(999, -1, -1))] * 2 + [[round(999 - 111 * k / 11) for k in range(100)]],
+        "monai_schedulers": [list(range(999, -1, -1)), [round(999 - 111 * k / 11) for k in range(100)]],
     }
     tested = 0
     for module, library in MODULES.items():

@@ -31,16 +31,24 @@ How each operation reaches the library (public methods only):
 Not offered: a training loss (MONAI has no loss function for these schedulers: `DiffusionInferer.__call__` returns the
 network's prediction at `add_noise`'s x_t and the loss is the user's).
 
-Configurations (`factory()`, one adapter each, family and options as the report groups them): the default DDPM
-(linear_beta, epsilon, every variance type, three chains) and DDIM (linear_beta, epsilon, eta 0 and 1 chains);
-family "schedule" (cosine; scaled_linear_beta and sigmoid_beta for DDPM), "prediction_type" (sample, v_prediction),
-"clip_sample" (DDPM with MONAI's default True: declared Convention.CLIPS_X0). Non-default rows carry fewer variance
-types and chains to keep the run short. Family "variance_type": the variance types improved-diffusion and diffusers
-offer that DDPMScheduler's constructor refuses (fixed_small_log, fixed_large_log), as `RejectedConfiguration`s.
+Configurations (`factory()`, one adapter each, family and options as the report groups them):
+- default: DDPMScheduler with MONAI's defaults (linear_beta, epsilon, fixed_small) but clip_sample=False, its
+  respaced steps and chains at S = T and S = 100; DDIMScheduler (linear_beta, epsilon), its DDIM steps and chains at
+  S = 50 with eta 0 and 1;
+- "variance_type": DDPM with fixed_large, learned and learned_range (a fixed_large chain at S = T); and, as
+  `RejectedConfiguration`s, the variance types improved-diffusion and diffusers offer that DDPMScheduler's constructor
+  refuses (fixed_small_log, fixed_large_log);
+- "schedule": cosine (DDPM and DDIM) and scaled_linear_beta (DDPM); sigmoid_beta, CUSTOM like scaled_linear_beta, is
+  left out to keep the run short;
+- "prediction_type": sample and v_prediction (DDPM and DDIM);
+- "clip_sample": DDPM with MONAI's default True (declared Convention.CLIPS_X0).
+To keep the run short the non-default DDPM rows take fixed_small only (but "variance_type"), every non-default chain
+runs over all T steps, and the non-default rows do not run the respaced or DDIM steps: their cases say why (the
+stride does not depend on those options; the default rows show it).
 DDIM with clip_sample=True is left out: MONAI clips x0_hat but keeps the unclipped eps in eq. 12, neither Algorithm 2
 nor the clipping convention the suite models (eps re-derived from the clipped x0_hat).
 
-Patching `torch.randn` is process-global while a step runs: do not call these adapters from several threads.
+Replacing `torch.randn` is process-global while a step runs: do not call these adapters from several threads.
 """
 
 from __future__ import annotations
@@ -52,7 +60,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import partial
 from types import ModuleType
 from typing import Any
-from unittest import mock
 
 import numpy as np
 import torch
@@ -125,8 +132,12 @@ def injected_randn(z: Tensor | None) -> Iterator[None]:
             raise ValueError(f"the library asked for noise of shape {shape}, z has shape {tuple(z.shape)}")
         return z.to(device=device, dtype=dtype)
 
-    with mock.patch("torch.randn", draw):
+    original = torch.randn
+    torch.randn = draw  # a plain swap: unittest.mock's patch costs a resolution per step, thousands per case
+    try:
         yield
+    finally:
+        torch.randn = original
 
 
 def _t_batch(t: int, x: Tensor) -> Tensor:
@@ -248,13 +259,15 @@ class MonaiDDPMAdapter(_MonaiScheduler):
 
     def __init__(self, schedule: str = "linear_beta", T: int = 1000, prediction_type: str = "epsilon",
                  clip_sample: bool = False, variances: Sequence[str] = tuple(VARIANCES),
-                 chains: Sequence[tuple[str, int | None]] = (), family: str = "default",
+                 chains: Sequence[tuple[str, int | None]] = (), respaced: bool = True, family: str = "default",
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(schedule, T, prediction_type, clip_sample, family, options or {})
+        self.respaced = bool(respaced)
         unknown = [v for v in variances if v not in VARIANCES]
         if unknown or not variances:
             raise ValueError(f"variance types must be some of {list(VARIANCES)}, got {list(variances)}")
         self.variances = {v: VARIANCES[v] for v in variances}
+        self.name = f"{self.name[:-1]}, variance_type in {list(variances)})"
         self._chain_specs = tuple((variance, num_steps or T) for variance, num_steps in chains)
         learned = [v for v in variances if VARIANCES[v].learned]
         if learned:
@@ -270,7 +283,7 @@ class MonaiDDPMAdapter(_MonaiScheduler):
                 f"{', '.join(str(u) for u in self._visited(S)[:3])}, ..., 0); the N(0, I) draw stands at t = T - 1")
 
     def _scheduler(self, variance: str, num_steps: int | None = None) -> Any:
-        if variance not in VARIANCES:
+        if variance not in self.variances:
             raise ValueError(f"unknown variance option {variance!r}; options: {list(self.variances)}")
         return self._cached(num_steps, variance_type=variance)
 
@@ -299,11 +312,20 @@ class MonaiDDPMAdapter(_MonaiScheduler):
 
     # -- respaced (strided) sampling --------------------------------------------------------------------------
 
+    def _check_respaced(self) -> None:
+        if not self.respaced:
+            raise NotOffered(
+                "not run for this configuration, to keep the suite short: DDPMScheduler.step() goes from t to t - 1 "
+                "whatever set_timesteps(S) chose, for every schedule, prediction and variance type (the default "
+                "configuration's strided cases show it)")
+
     def strided_timesteps(self, num_steps: int) -> list[int]:
+        self._check_respaced()
         return self._visited(num_steps)
 
     def strided_step(self, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
+        self._check_respaced()
         num_steps = self._num_steps_for(t, s)
         return self._step(self._scheduler(variance, num_steps), eps, xt, t, z, v)
 
@@ -383,16 +405,18 @@ class MonaiDDIMAdapter(_MonaiScheduler):
     variances = {DDIM_VARIANCE: VarianceKind.BETA_TILDE}
 
     def __init__(self, schedule: str = "linear_beta", T: int = 1000, prediction_type: str = "epsilon",
-                 chain_etas: Sequence[float] = (), family: str = "default",
+                 chains: Sequence[tuple[float, int | None]] = (), respaced: bool = True, family: str = "default",
                  options: Mapping[str, Any] | None = None) -> None:
         super().__init__(schedule, T, prediction_type, False, family, options or {})
-        self._chain_etas = tuple(float(eta) for eta in chain_etas)
+        self._chain_specs = tuple((float(eta), num_steps or T) for eta, num_steps in chains)
+        self.respaced = bool(respaced)
         S = DDIM_CHAIN_STEPS
         visited = self._visited(S)
-        self.conventions[Convention.TIMESTEPS] = (
-            f"set_timesteps(S) visits linspace(T - 1, 0, S).round() (S = {S}, T = {T}: "
-            f"{', '.join(str(u) for u in visited[:4])}, ..., {visited[-2]}, {visited[-1]}, then x_0 with "
-            "alpha_bar = 1)")
+        if self.respaced or any(num_steps < T for _, num_steps in self._chain_specs):
+            self.conventions[Convention.TIMESTEPS] = (
+                f"set_timesteps(S) visits linspace(T - 1, 0, S).round() (S = {S}, T = {T}: "
+                f"{', '.join(str(u) for u in visited[:4])}, ..., {visited[-2]}, {visited[-1]}, then x_0 with "
+                "alpha_bar = 1)")
 
     @staticmethod
     def _check_variance(variance: str) -> None:
@@ -420,21 +444,32 @@ class MonaiDDIMAdapter(_MonaiScheduler):
 
     # -- DDIM -------------------------------------------------------------------------------------------------
 
+    def _check_respaced(self) -> None:
+        if not self.respaced:
+            raise NotOffered(
+                "not run for this configuration, to keep the suite short: DDIMScheduler.step() goes to t - T // S "
+                "while set_timesteps(S) visits a rounded linspace, for every schedule and prediction type (the "
+                f"default configuration's ddim cases show it); reverse_step[{DDIM_VARIANCE}] and the chain over all T "
+                "steps check eq. 12 with this configuration where the two agree")
+
     def ddim_timesteps(self, num_steps: int) -> list[int]:
+        self._check_respaced()
         return self._visited(num_steps)
 
     def ddim_step(self, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor) -> Tensor:
+        self._check_respaced()
         return self._step(self._cached(self._num_steps_for(t, s)), eps, xt, t, eta, z)
 
     # -- chains -----------------------------------------------------------------------------------------------
 
     def chains(self) -> list[Chain]:
-        visited = self._visited(DDIM_CHAIN_STEPS)
-        return [Chain(f"DDIMScheduler.step loop (num_inference_steps={DDIM_CHAIN_STEPS}, eta={eta:g})",
-                      ChainKind.DDIM, visited, partial(self._run_chain, eta), eta=eta) for eta in self._chain_etas]
+        return [Chain(f"DDIMScheduler.step loop (num_inference_steps={num_steps}, eta={eta:g})", ChainKind.DDIM,
+                      self._visited(num_steps), partial(self._run_chain, eta, num_steps), eta=eta)
+                for eta, num_steps in self._chain_specs]
 
-    def _run_chain(self, eta: float, model: ModelFn, shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
-        scheduler = self._cached(DDIM_CHAIN_STEPS)
+    def _run_chain(self, eta: float, num_steps: int, model: ModelFn, shape: tuple[int, ...],
+                   generator: torch.Generator) -> Tensor:
+        scheduler = self._cached(num_steps)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
         for t in scheduler.timesteps:
             output = model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
@@ -495,24 +530,27 @@ def _refused(variance: str, T: int) -> RejectedConfiguration | None:
 def factory(T: int = 1000) -> list[MonaiDDPMAdapter | MonaiDDIMAdapter | RejectedConfiguration]:
     """The MONAI configurations at T (default 1000); module docstring."""
     import_monai()
-    fixed = ("fixed_small", "fixed_large")
+    small, full = ("fixed_small",), (("fixed_small", None),)  # a non-default DDPM row: one variance, S = T
     ddpm = partial(MonaiDDPMAdapter, T=T)
     ddim = partial(MonaiDDIMAdapter, T=T)
+    others = ("fixed_large", "learned", "learned_range")  # the variance types besides MONAI's default
     out: list[MonaiDDPMAdapter | MonaiDDIMAdapter | RejectedConfiguration] = [
-        ddpm(chains=(("fixed_small", None), ("fixed_large", None), ("fixed_small", STRIDED_CHAIN_STEPS))),
-        ddim(chain_etas=(0.0, 1.0)),
+        ddpm(variances=small, chains=(*full, ("fixed_small", STRIDED_CHAIN_STEPS))),
+        ddim(chains=((0.0, DDIM_CHAIN_STEPS), (1.0, DDIM_CHAIN_STEPS))),
+        ddpm(variances=others, chains=(("fixed_large", None),), respaced=False, family="variance_type",
+             options={"variance_type": list(others)}),
     ]
-    for schedule in ("cosine", "scaled_linear_beta", "sigmoid_beta"):
-        out.append(ddpm(schedule, variances=fixed, family="schedule", options={"schedule": schedule},
-                        chains=(("fixed_small", None),) if schedule == "cosine" else ()))
-    out.append(ddim("cosine", chain_etas=(0.0,), family="schedule", options={"schedule": "cosine"}))
+    for schedule in ("cosine", "scaled_linear_beta"):
+        out.append(ddpm(schedule, variances=small, chains=full if schedule == "cosine" else (), respaced=False,
+                        family="schedule", options={"schedule": schedule}))
+    out.append(ddim("cosine", chains=((0.0, None),), respaced=False, family="schedule", options={"schedule": "cosine"}))
     for prediction_type in ("sample", "v_prediction"):
         options = {"prediction_type": prediction_type}
-        out.append(ddpm(prediction_type=prediction_type, variances=fixed, chains=(("fixed_small", None),),
+        out.append(ddpm(prediction_type=prediction_type, variances=small, chains=full, respaced=False,
                         family="prediction_type", options=options))
-        out.append(ddim(prediction_type=prediction_type, chain_etas=(0.0,), family="prediction_type",
-                        options=options))
-    out.append(ddpm(clip_sample=True, variances=fixed, chains=(("fixed_small", None),), family="clip_sample",
+        out.append(ddim(prediction_type=prediction_type, chains=((0.0, None),), respaced=False,
+                        family="prediction_type", options=options))
+    out.append(ddpm(clip_sample=True, variances=small, chains=full, respaced=False, family="clip_sample",
                     options={"clip_sample": True}))
     out += [r for r in (_refused(v, T) for v in REFUSED_VARIANCES) if r is not None]
     return out

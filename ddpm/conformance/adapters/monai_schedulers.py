@@ -11,11 +11,14 @@ clamps x0_hat to [-1, 1] inside `step()`).
 How each operation reaches the library (public methods only):
 - `q_sample`: `add_noise(x0, noise, timesteps)`.
 - `reverse_step`: `DDPMScheduler.step(model_output, t, x_t)[0]` on a scheduler with that `variance_type`; the learned
-  kinds get `model_output = cat([output, v], dim=1)`, which `step()` splits. `step()` draws its noise with
-  `torch.randn(model_output.size(), ..., generator=generator)`; the adapter replaces `torch.randn` by a function
-  returning z (shape-checked) for the duration of the call. `DDIMScheduler`: eta = 1 over all T steps
-  (`set_timesteps(T)`) is Algorithm 2 with sigma_t^2 = beta_tilde_t (Song et al. 2021, sec. 4.1): the one variance
-  option, "eta=1, all T steps".
+  kinds get `model_output = cat([output, v], dim=1)`, which `step()` splits. 'learned_range' claims eq. 15, the
+  meaning of the name it took from improved-diffusion, but MONAI interpolates the variances, not their logs (declared
+  as a note); the suite's reverse_step case does not resolve the difference in float32 at T = 1000 (it is largest at
+  small t, where the bound of the mean is widest), so tests/conformance/test_adapters.py checks it directly.
+  `step()` draws its noise with `torch.randn(model_output.size(), ..., generator=generator)`; the adapter replaces
+  `torch.randn` by a function returning z (shape-checked) for the duration of the call. `DDIMScheduler`: eta = 1
+  over all T steps (`set_timesteps(T)`) is Algorithm 2 with sigma_t^2 = beta_tilde_t (Song et al. 2021, sec. 4.1):
+  the one variance option, "eta=1, all T steps".
 - `q_posterior`: MONAI's posterior helpers are private (`_get_mean`, `_get_variance`). A DDPMScheduler with
   `prediction_type="sample"` (the output is x_0 itself) and `variance_type="fixed_small"` gives mu_tilde(x_0, x_t)
   as `step(x0, t, xt)` with z = 0 injected, and beta_tilde_t as `step(0, t, 0)[0] ** 2` with z = 1 (mean 0, so the

@@ -132,7 +132,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def conformance(session: nox.Session) -> None:
-    """Check ours, diffusers and lucidrains against the derivations; write reports/conformance.
+    """Check ours, diffusers, lucidrains and MONAI against the derivations; write reports/conformance.
 
     Fails only if ours fails."""
     install_project(session, "conformance", "test")

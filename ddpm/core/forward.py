@@ -1,4 +1,5 @@
-"""The unchecked kernels of the forward process q: x_t from x_0, x_0 and eps from each other, the posterior mean.
+"""The unchecked kernels of the forward process q: x_t from x_0, x_0 and eps from each other, eps from a
+v-prediction, the posterior mean.
 
 Public fast paths (CONTRIBUTING.md, "Checked fronts, unchecked kernels"): these functions do no validation and no
 host sync, so loops that call them stay on the device and `torch.compile` traces them without breaks. The checked
@@ -60,6 +61,15 @@ def eps_from_x0(diffusion: GaussianDiffusion, xt: Tensor, t: Tensor, x0: Tensor)
     return (a * xt.to(dtype) - x0.to(dtype)) / b  # [B, ...]
 
 
+def eps_from_v(diffusion: GaussianDiffusion, xt: Tensor, t: Tensor, v: Tensor) -> Tensor:
+    """eps = sqrt(alpha_bar_t) v + sqrt(1 - alpha_bar_t) x_t, the noise a v-prediction v = sqrt(alpha_bar_t) eps -
+    sqrt(1 - alpha_bar_t) x_0 implies at x_t (Salimans & Ho 2022; eq. 4 substituted for x_0), compute dtype."""
+    dtype = compute_dtype(xt.dtype)
+    a = gather(diffusion.sqrt_alpha_bars, t, xt, dtype)
+    b = gather(diffusion.sqrt_one_minus_alpha_bars, t, xt, dtype)
+    return a * v.to(dtype) + b * xt.to(dtype)  # [B, ...]
+
+
 def posterior_mean(diffusion: GaussianDiffusion, x0: Tensor, xt: Tensor, t: Tensor, dtype: torch.dtype) -> Tensor:
     """mu_tilde_t(x_t, x_0) = coef_x0_t x_0 + coef_xt_t x_t, the mean of q(x_{t-1} | x_t, x_0) (eqs. 6-7), in
     `dtype`."""
@@ -68,4 +78,4 @@ def posterior_mean(diffusion: GaussianDiffusion, x0: Tensor, xt: Tensor, t: Tens
     return c0 * x0.to(dtype) + ct * xt.to(dtype)  # [B, ...]
 
 
-__all__ = ["compute_dtype", "eps_from_x0", "forward_sample", "gather", "posterior_mean", "x0_from_eps"]
+__all__ = ["compute_dtype", "eps_from_v", "eps_from_x0", "forward_sample", "gather", "posterior_mean", "x0_from_eps"]

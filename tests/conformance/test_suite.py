@@ -11,12 +11,14 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from ddpm.cli import main
 from ddpm.conformance.adapters.reference import ReferenceAdapter
 from ddpm.conformance.cases import Status, SuiteConfig
+from ddpm.conformance.cases.statistical import mean_test
 from ddpm.conformance.protocol import AdapterError, check_adapter
 from ddpm.conformance.report import to_json, to_markdown
 from ddpm.conformance.runner import load_adapters, run_adapter, run_suite
@@ -35,11 +37,16 @@ def _statuses(run) -> dict[str, Status]:
     return {r.case: r.status for r in run.results}
 
 
-@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+# x_0 and v with the linear schedule only, as the factory ships them: with the cosine schedule (alpha_bar_T ~ 2e-7 at
+# T = 100) the reference's DDIM step at t = T, which converts the output to eps and back to x0_hat, rounds ~20-40x
+# beyond the bound of the oracle's one x_0-route form (the round trip amplifies by 1 / sqrt(alpha_bar_T)).
+@pytest.mark.parametrize("schedule, prediction", [("linear", "eps"), ("cosine", "eps"), ("linear", "x0"),
+                                                  ("linear", "v")])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_reference_passes_every_exact_case(schedule, dtype):
-    """Our library passes in float64 and in float32 (the float32 tolerance comes from the rounding model)."""
-    run = run_adapter(ReferenceAdapter(schedule, 100, dtype), SMALL, progress=False)
+def test_reference_passes_every_exact_case(schedule, prediction, dtype):
+    """Our library passes in float64 and in float32 (the float32 tolerance comes from the rounding model), for an
+    eps, x_0 or v network output."""
+    run = run_adapter(ReferenceAdapter(schedule, 100, dtype, prediction), SMALL, progress=False)
     exact = {r.case: r for r in run.results
              if r.case not in STATISTICAL and not r.case.startswith(("chain[", "calibration["))}
     # schedule, q_sample, posterior, finite, loss_given_draws; reverse_step, strided, edges, search and two batched_mean
@@ -48,7 +55,7 @@ def test_reference_passes_every_exact_case(schedule, dtype):
     offered = {name: r for name, r in exact.items() if not name.startswith("inversion[")}
     assert {f"batched_mean[beta, S={SMALL.strided_steps}]", "batched_ddim[s=t-1]"} <= set(offered)
     bad = {name: r.detail for name, r in offered.items() if r.status is not Status.PASS}
-    assert not bad, f"reference ({schedule}, {dtype}) must pass: {bad}"
+    assert not bad, f"reference ({schedule}, {prediction}, {dtype}) must pass: {bad}"
     assert all(exact[name].status is Status.NOT_APPLICABLE and REFERENCE_NOT_OFFERED in exact[name].detail
                for name in set(exact) - set(offered))
     worst = max(r.ratio for r in offered.values() if r.ratio is not None)
@@ -85,7 +92,9 @@ def test_run_adapter_runs_only_the_named_cases():
 
 def test_reference_at_T_1000_with_the_default_config_is_conformant():
     runs, skipped = run_suite(["reference"], progress=False)
-    assert not skipped and len(runs) == 2
+    assert not skipped and len(runs) == 4  # eps (linear, cosine); x_0 and v (linear)
+    assert [(run.description.prediction, run.description.family) for run in runs] == [
+        ("eps", "default"), ("eps", "default"), ("x0", "prediction_type"), ("v", "prediction_type")]
     for run in runs:
         assert run.conformant, [(r.case, r.detail) for r in run.results if r.status is Status.FAIL]
         deterministic = {r.case for r in run.results if r.case.startswith("calibration[ddim_sample(")
@@ -104,7 +113,15 @@ def test_broken_adapter_fails_exactly_its_cases(bug):
     for result in run.results:
         if result.status is Status.FAIL:
             assert result.detail, result.case
-            assert result.where or result.case.startswith("chain[") or "raised" in result.detail or result.p_value
+            assert (result.where or result.case.startswith("chain[") or "raised" in result.detail
+                    or result.p_value is not None)
+
+
+def test_a_non_finite_loss_fails_the_statistical_test():
+    """A NaN batch mean must reject: its NaN p-value would pass Holm's correction as 1."""
+    assert mean_test(np.array([0.10, np.nan, 0.11]), 0.1) == 0.0
+    assert mean_test(np.array([0.10, np.inf, 0.11]), 0.1) == 0.0
+    assert mean_test(np.array([0.09, 0.10, 0.11]), 0.1) > 0.5
 
 
 def test_failures_say_where_and_by_how_much():
@@ -153,6 +170,18 @@ def test_an_inversion_without_a_step_from_x0_says_so():
     result = next(r for r in run.results if r.case == f"inversion[S={broken_adapters.S}]")
     assert result.status is Status.CONVENTION
     assert any("no step from x_0 (s = 0)" in note and "alpha_bar_1" in note for note in result.conventions)
+
+
+def test_rejected_configurations_are_shown_not_applicable_with_the_error():
+    runs, skipped = run_suite(["testkit.broken_adapters:with_rejected_configuration"], SMALL, progress=False)
+    assert not skipped and [run.description.name for run in runs] == [
+        "refused: linear, T=50, option='nope'", "broken: the reference, accepted"]
+    rejected, accepted = runs
+    assert rejected.description.rejected == "ValueError: option must be one of ['yes']"
+    assert rejected.description.family == "option" and rejected.description.options == {"option": "nope"}
+    (row,) = rejected.results
+    assert row.status is Status.NOT_APPLICABLE and "the library rejects this configuration: ValueError" in row.detail
+    assert rejected.conformant and len(accepted.results) > 10
 
 
 def test_not_offered_is_not_applicable():

@@ -21,10 +21,12 @@ from ddpm.conformance.protocol import (
     Convention,
     NotOffered,
     Prediction,
+    RejectedConfiguration,
     ScheduleKind,
     ScheduleSpec,
     VarianceKind,
 )
+from ddpm.core.forward import eps_from_x0
 from ddpm.core.samplers import ancestral_sample, ddim_timesteps
 
 T = 50
@@ -32,9 +34,10 @@ T = 50
 
 class _Broken(ReferenceAdapter):
     variances = {"beta": VarianceKind.BETA, "beta_tilde": VarianceKind.BETA_TILDE}  # the bugs below touch fixed ones
+    prediction_of_output = Prediction.EPS  # what the broken adapter's network output predicts
 
     def __init__(self, label: str) -> None:
-        super().__init__("linear", T)
+        super().__init__("linear", T, prediction=self.prediction_of_output)
         self.name = f"broken: {label}"
 
     def _table(self, name: str, t: int) -> float:
@@ -172,6 +175,25 @@ class LossTargetsX0(_Broken):
 
     def training_loss(self, eps_model, x0, t, noise):
         return super().training_loss(eps_model, x0, t, x0.clone())
+
+
+class X0ConversionSlip(_Broken):
+    """An x_0-prediction converted to eps with alpha_bar_{t-1} instead of alpha_bar_t (a t vs t - 1 slip)."""
+
+    prediction_of_output = Prediction.X0
+
+    def eps_of_output(self, out, xt, t):
+        return eps_from_x0(self.diffusion, xt, t - 1, out).to(xt.dtype)  # alpha_bar_0 = 1 at t = 1: 0 / 0
+
+
+class VConversionSign(_Broken):
+    """A v-prediction converted with eps = sqrt(a) v - sqrt(1 - a) x_t (the sign of the x_t term flipped)."""
+
+    prediction_of_output = Prediction.V
+
+    def eps_of_output(self, out, xt, t):
+        a = self.diffusion.alpha_bars[t].to(xt.dtype).reshape(-1, *([1] * (xt.ndim - 1)))  # [B, 1, ...]
+        return torch.sqrt(a) * out - torch.sqrt(1.0 - a) * xt
 
 
 class ClipsUndeclared(_Broken):
@@ -360,6 +382,13 @@ def missing_posterior():
     return MissingPosterior()
 
 
+def with_rejected_configuration():
+    """A factory whose library refused one of its configurations (the runner lists it, with the error, unrun)."""
+    return [RejectedConfiguration("refused: linear, T=50, option='nope'", "refused 1.0",
+                                  "ValueError: option must be one of ['yes']", "option", {"option": "nope"}),
+            _Broken("the reference, accepted")]
+
+
 def _steps(cls):
     return lambda: [cls(cls.__doc__.splitlines()[0])]
 
@@ -376,6 +405,8 @@ chain_with_wrong_variance = _steps(ChainWithWrongVariance)
 compensated_chain_noise = _steps(CompensatedChainNoise)
 loss_with_slip = _steps(LossWithSlip)
 loss_targets_x0 = _steps(LossTargetsX0)
+x0_conversion_slip = _steps(X0ConversionSlip)
+v_conversion_sign = _steps(VConversionSign)
 clips_undeclared = _steps(ClipsUndeclared)
 clips_declared = _steps(ClipsDeclared)
 batched_with_row_zeros_timestep = _steps(BatchedWithRowZerosTimestep)
@@ -392,6 +423,9 @@ def zero_snr_textbook():
     return [ZeroSnrTextbook()]
 
 S = 10  # strided steps in the tests' SuiteConfig
+_DDIM = (f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]")
+_CHAINS = ("chain[ancestral_sample(variance='beta')]", "chain[ancestral_sample(variance='beta_tilde')]",
+           f"chain[ddim_sample(num_steps={T // 10}, eta=0)]", f"chain[ddim_sample(num_steps={T // 10}, eta=1)]")
 EXPECTED_FAILURES = {
     "wrong_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]", "search[beta]",
                    "search[beta_tilde]"},
@@ -410,6 +444,13 @@ EXPECTED_FAILURES = {
     # A one-step slip moves E[loss] at eps* by less than the statistical case resolves: only the exact case sees it.
     "loss_with_slip": {"loss_given_draws"},
     "loss_targets_x0": {"loss_given_draws", "loss_at_eps_star"},
+    # Every case that passes the network output through the conversion (the steps, the loss, the chains) and no
+    # other: schedule, q_sample and posterior never see it. The x_0 slip reads alpha_bar_0 = 1 at t = 1 and divides
+    # 0 by 0 there, so it is also not finite (and its loss at t = 1 is NaN); the v sign stays finite.
+    "x0_conversion_slip": {"reverse_step[beta]", "reverse_step[beta_tilde]", "finite", f"strided[beta, S={S}]",
+                           f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS},
+    "v_conversion_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]", f"strided[beta, S={S}]",
+                          f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS},
     "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]",
                          "search[beta]", "search[beta_tilde]"},
     "clips_declared": set(),

@@ -1,23 +1,36 @@
-"""Adapter for lucidrains' denoising-diffusion-pytorch `GaussianDiffusion` (objective="pred_noise").
+"""Adapter for lucidrains' denoising-diffusion-pytorch `GaussianDiffusion` (objectives pred_noise, pred_x0, pred_v).
 
 Tested with denoising-diffusion-pytorch 2.3.4 (`denoising_diffusion_pytorch/denoising_diffusion_pytorch.py`).
 Configuration: T = 1000 (`timesteps`), `beta_schedule` "linear" (rescaled by 1000 / T, like ours) or "cosine",
 `objective="pred_noise"` (the library default is pred_v with a sigmoid schedule), `auto_normalize=False`.
 Timesteps are the library's (paper t - 1); its buffers are float32 (computed in float64, then cast).
 
+Configurations (`factory()`): pred_noise with the linear and cosine schedules (family "default"); pred_x0 and pred_v
+with the linear schedule (family "objective"); pred_noise, linear, with `min_snr_loss_weight=True` (gamma 5; family
+"min_snr_loss_weight"), which changes only the loss and so offers no chains (they are the pred_noise row's).
+How each objective becomes x_0 and eps (`model_predictions`): pred_noise: x0_hat = x_t / sqrt(a) - sqrt(1 / a - 1)
+eps; pred_x0: the output is x0_hat and eps = (x_t / sqrt(a) - x0_hat) / sqrt(1 / a - 1); pred_v: x0_hat =
+sqrt(a) x_t - sqrt(1 - a) v, eps re-derived from x0_hat the same way (a = alpha_bar_t). `p_sample` clips x0_hat to
+[-1, 1] for every objective before the posterior mean; `ddim_sample` clips it and (for every objective) uses the eps
+re-derived from the clipped x0_hat. The adapter declares `prediction` (X0, V) so the suite passes the network
+output in that parameterisation. `p_losses` weights each image's mean squared error by the `loss_weight` buffer:
+snr / snr = 1 (pred_noise), snr (pred_x0), snr / (snr + 1) = alpha_bar_t (pred_v), snr = a / (1 - a), with snr
+clamped at gamma first under min_snr_loss_weight; `loss_weights()` returns that buffer (its values are checked
+against those formulas in tests/conformance/test_adapters.py).
+
 Why auto_normalize=False: with True, `forward()` maps data [0, 1] -> [-1, 1] and both samplers end with
 `unnormalize` ([-1, 1] -> [0, 1]); with False both are the identity, so `p_sample_loop` and `ddim_sample` return
 x_0 in [-1, 1] and `p_losses` sees x_0 as given (it never normalises: only `forward()` does).
 
 The network is `EpsModel`, a stand-in with the attributes the constructor reads (`channels`, `out_dim`,
-`self_condition`, `random_or_learned_sinusoidal_cond`) that returns a given eps or calls a given eps_model.
+`self_condition`, `random_or_learned_sinusoidal_cond`) that returns a given output (eps, x_0 or v, per objective) or
+calls a given model.
 How each operation reaches the library:
 - `reverse_step`: `p_sample(xt, t)`. It draws its noise as `torch.randn_like(x)` (only for t > 0); the adapter
   replaces `torch.randn_like` by a function returning z for the duration of the call. p_sample always clips
   x0_hat to [-1, 1] (declared: Convention.CLIPS_X0).
 - `q_sample`, `q_posterior` (mean and variance of its (mean, variance, log_variance)), `training_loss` =
-  `p_losses(x_start, t, noise)`, the batch mean of ||eps - eps_theta||^2 (loss_weight = snr / snr = 1 for
-  pred_noise).
+  `p_losses(x_start, t, noise)`, the batch mean of loss_weight_t ||target - output||^2 / (C H W).
 - `chains()`: `p_sample_loop` (T ancestral steps) and `ddim_sample` with sampling_timesteps = 50 and
   ddim_sampling_eta 0 and 1, one GaussianDiffusion per configuration. They draw from the GLOBAL torch RNG
   (`torch.randn`, `torch.randn_like`): a run forks the CPU RNG (`torch.random.fork_rng`), seeds it from the
@@ -50,6 +63,7 @@ from ddpm.conformance.protocol import (
     Chain,
     ChainKind,
     Convention,
+    Prediction,
     ScheduleKind,
     ScheduleSpec,
     VarianceKind,
@@ -67,7 +81,9 @@ IMAGE_SIZE = 2  # the suite feeds [B, 1, 2, 2]; only sample()/forward() read ima
 CHANNELS = 1
 DDIM_STEPS = 50
 DDIM_ETAS = (0.0, 1.0)
-
+OBJECTIVES = {"pred_noise": Prediction.EPS, "pred_x0": Prediction.X0, "pred_v": Prediction.V}
+MIN_SNR_GAMMA = 5  # the library's default min_snr_gamma
+OUTPUT_NAMES = {"pred_noise": "eps", "pred_x0": "x0_pred", "pred_v": "v_pred"}  # as the suite names a failure's input
 
 
 def import_lucidrains() -> ModuleType:
@@ -161,20 +177,34 @@ def _randn_returning(x: Tensor) -> Iterator[None]:
 
 
 class LucidrainsAdapter:
-    """lucidrains GaussianDiffusion(pred_noise, beta_schedule, T) behind the adapter protocol (base 0, float32)."""
+    """lucidrains GaussianDiffusion(objective, beta_schedule, T) behind the adapter protocol (base 0, float32)."""
 
     timestep_base = 0
     dtype = torch.float32
     variances = {POSTERIOR_VARIANCE: VarianceKind.BETA_TILDE}
 
-    def __init__(self, schedule: str = "linear", T: int = 1000) -> None:
+    def __init__(self, schedule: str = "linear", T: int = 1000, objective: str = "pred_noise",
+                 min_snr_loss_weight: bool = False) -> None:
         if schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {schedule!r}; options: {list(SCHEDULES)}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; options: {list(OBJECTIVES)}")
         self._module = import_lucidrains()
         self.schedule = ScheduleSpec(ScheduleKind(schedule), T, rescaled=True)
         self.beta_schedule = schedule
         self.T = T
-        self.name = f"lucidrains GaussianDiffusion(pred_noise, {schedule}, T={T})"
+        self.objective = objective
+        self.prediction = OBJECTIVES[objective]
+        self.min_snr_loss_weight = bool(min_snr_loss_weight)
+        self.name = f"lucidrains GaussianDiffusion({objective}, {schedule}, T={T})"
+        self.family, self.options = "default", {}
+        if self.min_snr_loss_weight:
+            self.name = (f"lucidrains GaussianDiffusion({objective}, {schedule}, T={T}, min_snr_loss_weight=True, "
+                         f"min_snr_gamma={MIN_SNR_GAMMA})")
+            self.family = "min_snr_loss_weight"
+            self.options = {"objective": objective, "min_snr_loss_weight": True, "min_snr_gamma": MIN_SNR_GAMMA}
+        elif objective != "pred_noise":
+            self.family, self.options = "objective", {"objective": objective}
         self.version = f"{DISTRIBUTION} {importlib.metadata.version(DISTRIBUTION)}"
         self.model = EpsModel()
         self.diffusion = self._build(sampling_timesteps=None, eta=0.0)  # sample() would run p_sample_loop
@@ -195,7 +225,8 @@ class LucidrainsAdapter:
     def _build(self, sampling_timesteps: int | None, eta: float) -> Any:
         return self._module.GaussianDiffusion(
             self.model, image_size=IMAGE_SIZE, timesteps=self.T, sampling_timesteps=sampling_timesteps,
-            objective="pred_noise", beta_schedule=self.beta_schedule, ddim_sampling_eta=eta, auto_normalize=False)
+            objective=self.objective, beta_schedule=self.beta_schedule, ddim_sampling_eta=eta, auto_normalize=False,
+            min_snr_loss_weight=self.min_snr_loss_weight, min_snr_gamma=MIN_SNR_GAMMA)
 
     def _t(self, t: int, x: Tensor) -> Tensor:
         return torch.full((x.shape[0],), int(t), dtype=torch.int64)  # [B]
@@ -227,9 +258,15 @@ class LucidrainsAdapter:
         with self.model.returning(eps_model):
             return self.diffusion.p_losses(x0, t, noise)
 
+    def loss_weights(self) -> np.ndarray:
+        """The per-timestep weights [T] p_losses applies: the model's own `loss_weight` buffer (float32)."""
+        return self.diffusion.loss_weight.numpy().copy()
+
     # -- chains -----------------------------------------------------------------------------------------------
 
     def chains(self) -> list[Chain]:
+        if self.min_snr_loss_weight:  # sampling does not read the loss weights: the same chains as without them
+            return []
         visited = list(range(self.T - 1, -1, -1))
         out = [Chain("p_sample_loop", ChainKind.ANCESTRAL, visited, partial(self._run, self.diffusion.p_sample_loop),
                      variance=POSTERIOR_VARIANCE,
@@ -280,38 +317,41 @@ class LucidrainsAdapter:
     def reproduction(self, operation: str, t: int, inputs: Mapping[str, Any]) -> str | None:
         """A standalone snippet (torch + denoising_diffusion_pytorch) at timestep t; None if not offered.
 
-        Reads inputs "x0", "xt", "eps", "z", "noise" (absent ones get defaults); training_loss needs "eps", the
-        network's output at the noised x_0 (a constant stand-in network), and is None without it.
+        Reads inputs "x0", "xt", the network output ("eps", "x0_pred" or "v_pred" per objective), "z", "noise"
+        (absent ones get defaults); training_loss needs the network's output at the noised x_0 (a constant stand-in
+        network), and is None without it.
         """
         kind, _, rest = operation.partition(":")
+        output = OUTPUT_NAMES[self.objective]
         if kind not in ("q_sample", "q_posterior", "reverse_step", "training_loss", "schedule"):
             return None
-        if kind == "training_loss" and "eps" not in inputs:
-            return None  # the loss depends on the caller's eps_model: reproducible only with its output "eps"
+        if kind == "training_loss" and output not in inputs:
+            return None  # the loss depends on the caller's model: reproducible only with its output
         if kind == "reverse_step" and rest != POSTERIOR_VARIANCE:
             raise ValueError(f"unknown variance option {rest!r}; options: [{POSTERIOR_VARIANCE!r}]")
         given = dict(inputs)
         if kind == "q_sample" and "noise" not in given and "eps" in given:
             given["noise"] = given["eps"]
-        names = {"q_sample": ["x0", "noise"], "q_posterior": ["x0", "xt"], "reverse_step": ["eps", "xt", "z"],
-                 "training_loss": ["x0", "noise", "eps"], "schedule": []}[kind]
+        names = {"q_sample": ["x0", "noise"], "q_posterior": ["x0", "xt"], "reverse_step": [output, "xt", "z"],
+                 "training_loss": ["x0", "noise", output], "schedule": []}[kind]
+        min_snr = (f", min_snr_loss_weight=True, min_snr_gamma={MIN_SNR_GAMMA}" if self.min_snr_loss_weight else "")
         lines = [
             "import torch",
             "from torch import nn",
             "from denoising_diffusion_pytorch import GaussianDiffusion",
             "",
             "",
-            "class Eps(nn.Module):  # stands in for the Unet: returns the given eps",
+            f"class Net(nn.Module):  # stands in for the Unet: returns the given output ({output})",
             "    channels = out_dim = 1",
             "    self_condition = False",
             "",
             "    def forward(self, x, t, x_self_cond=None):",
-            "        return self.eps",
+            "        return self.out",
             "",
             "",
-            "model = Eps()",
+            "model = Net()",
             f"diffusion = GaussianDiffusion(model, image_size={IMAGE_SIZE}, timesteps={self.T}, "
-            f"objective='pred_noise', beta_schedule={self.beta_schedule!r}, auto_normalize=False)",
+            f"objective={self.objective!r}, beta_schedule={self.beta_schedule!r}, auto_normalize=False{min_snr})",
         ]
         if names:
             lines.append(snippet_tensors(given, names))
@@ -323,16 +363,19 @@ class LucidrainsAdapter:
             "q_posterior": [f"mean, variance, log_variance = diffusion.q_posterior(x0, xt, {t_batch})",
                             "print('mean', mean.flatten().tolist())",
                             "print('variance', variance.flatten().tolist())"],
-            "reverse_step": ["model.eps = eps",
+            "reverse_step": [f"model.out = {output}",
                              "torch.randn_like = lambda x: z  # p_sample draws its noise with torch.randn_like",
                              f"print(diffusion.p_sample(xt, {int(t)})[0].flatten().tolist())"],
-            "training_loss": ["model.eps = eps",
+            "training_loss": [f"model.out = {output}",
                               f"print(diffusion.p_losses(x0, {t_batch}, noise).item())"],
         }[kind]
         return "\n".join(lines) + "\n"
 
 
 def factory(T: int = 1000) -> list[LucidrainsAdapter]:
-    """GaussianDiffusion(pred_noise) adapters for the linear and cosine schedules at T (default 1000)."""
+    """GaussianDiffusion adapters at T (default 1000): pred_noise with the linear and cosine schedules, pred_x0 and
+    pred_v with the linear one, and pred_noise (linear) with min_snr_loss_weight (module docstring)."""
     import_lucidrains()
-    return [LucidrainsAdapter(schedule, T) for schedule in SCHEDULES]
+    return [*(LucidrainsAdapter(schedule, T) for schedule in SCHEDULES),
+            LucidrainsAdapter("linear", T, "pred_x0"), LucidrainsAdapter("linear", T, "pred_v"),
+            LucidrainsAdapter("linear", T, "pred_noise", min_snr_loss_weight=True)]

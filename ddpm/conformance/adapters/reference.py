@@ -5,6 +5,13 @@ variances (Algorithm 2 adds no noise at t = 1 anyway) and no clipping. Its strid
 `ddpm.core.samplers.strided_ancestral_step` and `ddim_step`; its chains are `ancestral_sample` and `ddim_sample`,
 resumed from a given x_t by their `start` argument.
 
+With `prediction` X0 or V the network output is an x_0- or v-prediction: every operation first converts it to the
+eps it implies at x_t (`ddpm.core.forward.eps_from_x0`, `eps_from_v`) and then takes the same library steps. Its
+training loss is Algorithm 1's eps loss applied to the converted output, which is the x_0 loss weighted by
+SNR_t = alpha_bar_t / (1 - alpha_bar_t), or the v loss weighted by alpha_bar_t (derivation (o)):
+noise - eps_hat = sqrt(SNR_t) (x_0 - x0_hat) = sqrt(alpha_bar_t) (v - v_hat). It declares those weights with
+`loss_weights()`.
+
 Batched steps (row b from t[b] to s[b]): `batched_mean` is `ReverseStep.mean` on `stride_tables` of the rows' steps
 with one key per row (the core's per-row path, `ddpm.core.reverse`); `batched_ddim` calls the checked `ddim_step`
 row by row (the core has no batched DDIM step). Not offered: DDIM inversion (`ddpm.core` steps only from t to
@@ -18,9 +25,9 @@ import importlib.metadata
 import numpy as np
 import torch
 
-from ddpm.conformance.protocol import Chain, ChainKind, ScheduleKind, ScheduleSpec, VarianceKind
+from ddpm.conformance.protocol import Chain, ChainKind, Prediction, ScheduleKind, ScheduleSpec, VarianceKind
 from ddpm.core.diffusion import GaussianDiffusion
-from ddpm.core.forward import compute_dtype
+from ddpm.core.forward import compute_dtype, eps_from_v, eps_from_x0
 from ddpm.core.losses import training_loss_at
 from ddpm.core.reverse import ReverseStep, stride_tables
 from ddpm.core.samplers import ancestral_sample, ddim_sample, ddim_step, ddim_timesteps, strided_ancestral_step
@@ -46,15 +53,41 @@ class ReferenceAdapter:
                  "learned": VarianceKind.LEARNED_RANGE}
     conventions: dict = {}
 
-    def __init__(self, schedule: str = "linear", T: int = 1000, dtype: torch.dtype = torch.float64) -> None:
+    def __init__(self, schedule: str = "linear", T: int = 1000, dtype: torch.dtype = torch.float64,
+                 prediction: Prediction | str = Prediction.EPS) -> None:
         self.schedule = ScheduleSpec(ScheduleKind(schedule), T, rescaled=True)
         self.dtype = dtype
         self.diffusion = GaussianDiffusion(make_betas(schedule, T))
+        self.prediction = Prediction(prediction)
         self.name = f"ddpm-verified GaussianDiffusion({schedule}, T={T})"
+        if self.prediction is not Prediction.EPS:
+            self.name = f"ddpm-verified GaussianDiffusion({schedule}, T={T}, prediction={self.prediction.value})"
+            self.family = "prediction_type"
+            self.options = {"prediction": self.prediction.value}
         self.version = _version()
 
     def _t(self, t: int, x: Tensor) -> Tensor:
         return torch.full((x.shape[0],), int(t), dtype=torch.int64)  # [B]
+
+    def eps_of_output(self, out: Tensor, xt: Tensor, t: Tensor) -> Tensor:
+        """The eps the network output `out` implies at x_t (t int64 [B]); `out` itself for an eps model."""
+        if self.prediction is Prediction.X0:
+            return eps_from_x0(self.diffusion, xt, t, out).to(xt.dtype)
+        if self.prediction is Prediction.V:
+            return eps_from_v(self.diffusion, xt, t, out).to(xt.dtype)
+        return out
+
+    def _eps_model(self, model):
+        """The network `model` (output in this adapter's parameterisation) as an eps model."""
+        if self.prediction is Prediction.EPS:
+            return model
+        return lambda x, t: self.eps_of_output(model(x, t), x, t)
+
+    def loss_weights(self) -> np.ndarray:
+        """The per-timestep weight [T] the eps loss puts on the output's own squared error: 1 (eps), SNR_t (x_0),
+        alpha_bar_t (v)."""
+        a = self.diffusion.alpha_bars[1:].numpy()
+        return {Prediction.EPS: np.ones_like(a), Prediction.X0: a / (1.0 - a), Prediction.V: a}[self.prediction]
 
     def betas(self) -> np.ndarray:
         return self.diffusion.betas[1:].numpy()
@@ -71,20 +104,22 @@ class ReferenceAdapter:
     def reverse_step(
         self, eps: Tensor, xt: Tensor, t: int, z: Tensor, variance: str, v: Tensor | None = None
     ) -> Tensor:
-        return self.diffusion.p_sample(eps, xt, self._t(t, xt), z, variance, v=v)
+        tt = self._t(t, xt)
+        return self.diffusion.p_sample(self.eps_of_output(eps, xt, tt), xt, tt, z, variance, v=v)
 
     def strided_timesteps(self, num_steps: int) -> list[int]:
         return ddim_timesteps(self.diffusion.T, num_steps)[::-1]
 
     def strided_step(self, eps: Tensor, xt: Tensor, t: int, s: int, z: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
+        eps = self.eps_of_output(eps, xt, self._t(t, xt))
         return strided_ancestral_step(self.diffusion, eps, xt, t, s, z, variance, v)
 
     def ddim_timesteps(self, num_steps: int) -> list[int]:
         return ddim_timesteps(self.diffusion.T, num_steps)[::-1]
 
     def ddim_step(self, eps: Tensor, xt: Tensor, t: int, s: int, eta: float, z: Tensor) -> Tensor:
-        return ddim_step(self.diffusion, eps, xt, t, s, eta, z)
+        return ddim_step(self.diffusion, self.eps_of_output(eps, xt, self._t(t, xt)), xt, t, s, eta, z)
 
     def _rows(self, xt: Tensor, t: Tensor, s: Tensor) -> tuple[list[int], list[int]]:
         """t and s as lists of paper timesteps; ValueError unless one per row and 0 <= s < t <= T in every row."""
@@ -99,25 +134,27 @@ class ReferenceAdapter:
     def batched_mean(self, eps: Tensor, xt: Tensor, t: Tensor, s: Tensor, variance: str,
                      v: Tensor | None = None) -> Tensor:
         ts, ss = self._rows(xt, t, s)
+        eps = self.eps_of_output(eps, xt, t.to(torch.int64))
         tables = stride_tables(self.diffusion, ts, ss, ReverseVariance.from_value(variance),
                                compute_dtype(xt.dtype), xt.device)
         return ReverseStep(tables).mean(eps, xt, torch.arange(len(ts), device=xt.device)).to(xt.dtype)
 
     def batched_ddim(self, eps: Tensor, xt: Tensor, t: Tensor, s: Tensor) -> Tensor:
         ts, ss = self._rows(xt, t, s)
+        eps = self.eps_of_output(eps, xt, t.to(torch.int64))
         rows = [ddim_step(self.diffusion, eps[b:b + 1], xt[b:b + 1], ts[b], ss[b], 0.0, None) for b in range(len(ts))]
         return torch.cat(rows)
 
     def training_loss(self, eps_model, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
-        return training_loss_at(eps_model, self.diffusion, x0, t, noise, "simple")
+        return training_loss_at(self._eps_model(eps_model), self.diffusion, x0, t, noise, "simple")
 
     def chains(self) -> list[Chain]:
         T = self.diffusion.T
         out = []
         for variance in ("beta", "beta_tilde"):
             def run(eps_model, shape, generator, variance=variance, start=None):
-                return ancestral_sample(eps_model, self.diffusion, shape, generator, variance=variance,
-                                        progress=False, dtype=self.dtype, start=start).x0
+                return ancestral_sample(self._eps_model(eps_model), self.diffusion, shape, generator,
+                                        variance=variance, progress=False, dtype=self.dtype, start=start).x0
 
             def resume(eps_model, x, t, generator, run=run):
                 return run(eps_model, tuple(x.shape), generator, start=(int(t), x))
@@ -126,8 +163,8 @@ class ReferenceAdapter:
         steps = max(1, T // 10)
         for eta in (0.0, 1.0):
             def run(eps_model, shape, generator, eta=eta, start=None):
-                return ddim_sample(eps_model, self.diffusion, shape, generator, num_steps=steps, eta=eta,
-                                   progress=False, dtype=self.dtype, start=start).x0
+                return ddim_sample(self._eps_model(eps_model), self.diffusion, shape, generator, num_steps=steps,
+                                   eta=eta, progress=False, dtype=self.dtype, start=start).x0
 
             def resume(eps_model, x, t, generator, run=run):
                 return run(eps_model, tuple(x.shape), generator, start=(int(t), x))
@@ -137,5 +174,8 @@ class ReferenceAdapter:
 
 
 def factory(T: int = 1000) -> list[ReferenceAdapter]:
-    """The reference adapters: the linear and cosine schedules at T (default 1000)."""
-    return [ReferenceAdapter("linear", T), ReferenceAdapter("cosine", T)]
+    """The reference adapters: eps models with the linear and cosine schedules at T (default 1000), and x_0- and
+    v-prediction models with the linear schedule (family "prediction_type")."""
+    return [ReferenceAdapter("linear", T), ReferenceAdapter("cosine", T),
+            ReferenceAdapter("linear", T, prediction=Prediction.X0),
+            ReferenceAdapter("linear", T, prediction=Prediction.V)]

@@ -1,5 +1,5 @@
 """Tensor literals for the standalone reproduction snippets of the third-party adapters (`reproduction()`): one
-owner of the default inputs and of the literal format, shared by the diffusers and lucidrains adapters."""
+owner of the default inputs and of the literal format, shared by the diffusers, lucidrains and MONAI adapters."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ DEFAULT_INPUTS = {
     "x0": [-1.0, -0.25, 0.5, 1.0],
     "xt": [0.8, -1.2, 0.1, 0.4],
     "eps": [0.3, -0.7, 1.1, -0.2],
+    "x0_pred": [-0.9, -0.3, 0.4, 0.9],
+    "v_pred": [0.5, -0.6, 1.2, -0.1],
     "noise": [0.3, -0.7, 1.1, -0.2],
     "z": [-0.5, 1.5, 0.2, -1.0],
     "v": [0.1, 0.2, 0.3, 0.4],

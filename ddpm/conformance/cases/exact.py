@@ -327,6 +327,24 @@ def loss_target(ctx: Context, p: int, x0_: np.ndarray, noise_: np.ndarray) -> np
     return np.sqrt(a) * noise_ - np.sqrt(1.0 - a) * x0_
 
 
+def eps_route_scale(ctx: Context, p: int, xt_: np.ndarray, tol_xt: np.ndarray, noise_: np.ndarray,
+                    out_: np.ndarray) -> np.ndarray:
+    """The rounding scale [B] (per image, before K u) of the x_0 or v loss computed as Algorithm 1's eps loss of the
+    converted output, mean((noise - eps_hat(x_t, output))^2) with eps_hat of derivation (o).
+
+    Both routes give w_t mean((target - output)^2) with w_t = SNR_t (x_0) or alpha_bar_t (v), but this one forms
+    noise - eps_hat = sqrt(w_t) (target - output) from two O(1) terms: where w_t is small (t near T) it cancels, and
+    its rounding is about u / sqrt(w_t) times that of the direct form's, which its bound must allow for.
+    eps_hat(x_t, output*(x_t)) = eps*(x_t), so x_t's rounding reaches it through eps*'s slope.
+    """
+    values = {**ctx.step(p), oracle.xt: xt_, oracle.OUTPUT[ctx.prediction]: out_}
+    eps_hat, tol_eps = oracle.evaluate(oracle.EPS_HATS[ctx.prediction], values, ctx.u)
+    slope = abs(ctx.config.data.slope(ctx.alpha_bar(p), Prediction.EPS))
+    spread = np.abs(noise_) + np.abs(eps_hat) + tol_eps / (oracle.ROUNDING_FACTOR * ctx.u) + slope * tol_xt / ctx.u
+    per_dim = 2 * np.abs(noise_ - eps_hat) * spread
+    return per_dim.reshape(noise_.shape[0], -1).mean(1)
+
+
 def case_loss_given_draws(ctx: Context) -> CaseResult:
     """The training loss at given (x_0, t, noise) equals w_t mean((target - output(x_t, t))^2): Algorithm 1 for an
     eps model (target = noise, w = 1); the x_0 or v target (derivation (o)) and the adapter's declared weights
@@ -352,6 +370,8 @@ def case_loss_given_draws(ctx: Context) -> CaseResult:
         slope = abs(config.data.slope(ctx.alpha_bar(p), ctx.prediction))
         scale = w * (2 * np.abs(target - e) * (np.abs(target) + np.abs(e) + slope * tol_xt / ctx.u)
                      ).reshape(n.shape[0], -1).mean(1)
+        if ctx.prediction is not Prediction.EPS:  # the same loss by the other route: the largest bound decides
+            scale = np.maximum(scale, eps_route_scale(ctx, p, xt_, tol_xt, n, e))
         expected = per_image if out.size == per_image.size else np.array(per_image.mean())
         tol = oracle.ROUNDING_FACTOR * ctx.u * (np.abs(expected) + (scale if out.size == per_image.size
                                                                     else scale.mean()))

@@ -110,7 +110,10 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
 
 
 def mean_test(batch_means: np.ndarray, expected: float) -> float:
-    """Two-sided t-test p-value of the batch means against `expected`; a constant sample is judged exactly."""
+    """Two-sided t-test p-value of the batch means against `expected`; a constant sample is judged exactly, and a
+    non-finite batch mean rejects (p = 0: its NaN p-value would otherwise pass Holm's correction as 1)."""
+    if not np.all(np.isfinite(batch_means)):
+        return 0.0
     if np.ptp(batch_means) == 0:  # e.g. a zero-weighted timestep: no spread, the t statistic is undefined
         return 1.0 if np.isclose(batch_means[0], expected, rtol=1e-6, atol=1e-12) else 0.0
     return float(stats.ttest_1samp(batch_means, expected).pvalue)

@@ -34,6 +34,9 @@ Optional attributes (defaults in brackets):
     family: str                   the configuration family the adapter belongs to, one column group of the report's
                                   summary, e.g. "timestep_spacing" ["default"]
     options: Mapping[str, Any]    the library options of this configuration, e.g. {"timestep_spacing": "trailing"}
+    num_inference_steps: int      S of this configuration's strided and DDIM cases (capped at T), for a configuration
+                                  whose point is a number of inference steps (a timestep spacing); the suite's
+                                  `SuiteConfig.strided_steps` and `ddim_steps` otherwise
 
 A factory may return a `RejectedConfiguration` in place of an adapter: a configuration the library refuses
 (its constructor raised); the report shows it as not applicable with the library's error.

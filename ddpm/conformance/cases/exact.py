@@ -176,7 +176,7 @@ def case_reverse_step(ctx: Context, option: str) -> CaseResult:
 def case_strided(ctx: Context, option: str) -> CaseResult:
     """A respaced step t -> s against the strided posterior q(x_s | x_t, x_0) of derivation (i), every stride."""
     kind = ctx.adapter.variances[option]
-    S = min(ctx.config.strided_steps, ctx.T)
+    S = ctx.inference_steps(ctx.config.strided_steps)
     name = f"strided[{option}, S={S}]"
     steps = [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
     clip = Convention.CLIPS_X0 in ctx.adapter.conventions
@@ -208,7 +208,7 @@ def ddim_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.
 
 def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     """A DDIM step t -> s against Song et al. eq. 12 with sigma(eta) of eq. 16, every step of S."""
-    S = min(ctx.config.ddim_steps, ctx.T)
+    S = ctx.inference_steps(ctx.config.ddim_steps)
     name = f"ddim[eta={eta_value:g}, S={S}]"
     adapter = cast(DdimSteps, ctx.adapter)  # run only when offered (run_adapter checks)
     steps = [int(t) for t in adapter.ddim_timesteps(S)]

@@ -24,7 +24,7 @@ from ddpm.conformance.cases import (
     planned_cases,
     with_reproduction,
 )
-from ddpm.conformance.protocol import Adapter, AdapterError, NotOffered, check_adapter
+from ddpm.conformance.protocol import Adapter, AdapterError, NotOffered, RejectedConfiguration, check_adapter
 
 REPRODUCTION_TIMEOUT_S = 300
 
@@ -44,8 +44,9 @@ class AdapterRun:
         return all(r.status is not Status.FAIL for r in self.results)
 
 
-def load_adapters(spec: str) -> list[Adapter]:
-    """The adapters a `package.module:factory` spec (or a shipped short name) produces; AdapterError otherwise."""
+def load_adapters(spec: str) -> list[Adapter | RejectedConfiguration]:
+    """The adapters a `package.module:factory` spec (or a shipped short name) produces, with the configurations the
+    library refused (`RejectedConfiguration`, passed through unchecked); AdapterError otherwise."""
     spec = SHIPPED.get(spec, spec)
     module_name, sep, attribute = spec.partition(":")
     if not sep or not module_name or not attribute:
@@ -61,7 +62,7 @@ def load_adapters(spec: str) -> list[Adapter]:
     adapters = list(made) if isinstance(made, Iterable) and not hasattr(made, "q_sample") else [made]
     if not adapters:
         raise AdapterError(f"{spec} returned no adapters")
-    return [check_adapter(a) for a in adapters]
+    return [a if isinstance(a, RejectedConfiguration) else check_adapter(a) for a in adapters]
 
 
 def _generic_snippet(spec: str, index: int, result: CaseResult) -> str | None:
@@ -146,7 +147,8 @@ def run_suite(specs: Sequence[str], config: SuiteConfig | None = None, run_repro
     """Run the suite on every adapter of every spec; returns the runs and the specs skipped (and why).
 
     With `skip_missing`, a spec whose module does not import is skipped with a note instead of raising
-    (the shipped third-party adapters when their extra is not installed).
+    (the shipped third-party adapters when their extra is not installed). A configuration the library rejected
+    (`RejectedConfiguration`) has nothing to run: it is listed among the skipped with the library's error.
     """
     config = config or SuiteConfig()
     runs, skipped = [], []
@@ -159,6 +161,9 @@ def run_suite(specs: Sequence[str], config: SuiteConfig | None = None, run_repro
                 continue
             raise
         for index, adapter in enumerate(adapters):
+            if isinstance(adapter, RejectedConfiguration):  # no operation to run: listed with the library's error
+                skipped.append(f"{adapter.name}: rejected by {adapter.version}: {adapter.error}")
+                continue
             runs.append(run_adapter(adapter, config, SHIPPED.get(spec, spec), index, run_reproductions, progress))
     return runs, skipped
 

@@ -236,6 +236,7 @@ def case_finite(ctx: Context) -> CaseResult:
     rng = ctx.rng("finite")
     a = ctx.adapter
     criterion = "all outputs finite (x in [-1, 1] or N(0, 1.5^2), eps, z ~ N(0, 1); learned v in range)"
+    not_offered: dict[str, str] = {}  # operation -> why, for those the adapter does not offer
     for p in range(1, ctx.T + 1):
         t = ctx.to_adapter(p)
         x0_, xt_, z_ = (ctx.tensor(draw(rng, ctx, k)) for k in ("x0", "xt", "z"))
@@ -249,9 +250,12 @@ def case_finite(ctx: Context) -> CaseResult:
             vt = None if v_ is None else ctx.tensor(v_)
             calls.append((f"reverse_step:{option}", partial(a.reverse_step, e_, xt_, t, z_, option, vt)))
         for operation, call in calls:
+            if operation in not_offered:
+                continue
             try:
                 out = call()
-            except NotOffered:
+            except NotOffered as why:
+                not_offered[operation] = str(why)
                 continue
             for part in (out if isinstance(out, tuple) else (out,)):
                 values = to_numpy(part)
@@ -264,6 +268,8 @@ def case_finite(ctx: Context) -> CaseResult:
                     return CaseResult("finite", Status.FAIL, criterion,
                                       f"{operation} returned {bad} non-finite values ({values.reshape(-1)[0]!r}...) "
                                       f"at {where}", float("inf"), float("nan"), where, (), operation, t, inputs)
+    if len(not_offered) == len(calls):  # nothing to check
+        return CaseResult("finite", Status.NOT_APPLICABLE, criterion, "; ".join(sorted(set(not_offered.values()))))
     return CaseResult("finite", Status.PASS, criterion, f"{ctx.T} timesteps x every operation and variance option")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ddpm.conformance.adapters.reference import ReferenceAdapter
-from ddpm.conformance.protocol import Chain, Convention, NotOffered
+from ddpm.conformance.protocol import Chain, Convention, NotOffered, RejectedConfiguration
 from ddpm.core.samplers import ancestral_sample
 
 T = 50
@@ -201,6 +201,12 @@ class MissingPosterior:
 
 def missing_posterior():
     return MissingPosterior()
+
+
+def rejected_only():
+    """A factory whose one configuration its library refused (the runner lists it, with the error, as skipped)."""
+    return [RejectedConfiguration("refused: T = 0", "1", "ValueError: T must be positive, got 0", "default",
+                                  {"T": 0})]
 
 
 def _steps(cls):

@@ -121,20 +121,41 @@ def case_posterior(ctx: Context) -> CaseResult:
 
 
 # ---------------------------------------------------------------------------------------- reverse steps
-def mean_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Algorithm 2's mean over a step t -> s given the network output (in the adapter's parameterisation); with
-    clipping, mu_tilde(clamp(x0_hat, -1, 1), x_t)."""
-    if not clip:
-        return oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+X0Map = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # (x0_hat, tol) -> (x_0 used, its tol)
+X0_MAP_CONVENTIONS = (Convention.CLIPS_X0, Convention.THRESHOLDS_X0)
+
+
+def x0_map(ctx: Context) -> X0Map | None:
+    """What the adapter's sampling does to x0_hat by its declared convention: dynamic thresholding (THRESHOLDS_X0, with
+    its `threshold`), clipping to [-1, 1] (CLIPS_X0), or nothing (None)."""
+    conventions = ctx.adapter.conventions
+    if Convention.THRESHOLDS_X0 in conventions:
+        p, s_max = ctx.adapter.threshold  # type: ignore[attr-defined]  # required with it (check_adapter)
+        return partial(oracle.dynamic_threshold, p=p, s_max=s_max, u=ctx.u)
+    if Convention.CLIPS_X0 in conventions:
+        return oracle.clip_x0
+    return None
+
+
+def mapped_x0(ctx: Context, values: dict, mapping: X0Map) -> tuple[np.ndarray, np.ndarray]:
+    """x0_hat from the network output, through the map (clipping or thresholding), with its tolerance."""
     x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
-    clipped = {**values, oracle.x0: np.clip(x0_hat, -1.0, 1.0)}
-    mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, clipped, ctx.u)
+    return mapping(x0_hat, np.broadcast_to(tol_x0, np.shape(x0_hat)))
+
+
+def mean_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 2's mean over a step t -> s given the network output (in the adapter's parameterisation); with
+    clipping or thresholding, mu_tilde(x_0, x_t) of the mapped x0_hat."""
+    if mapping is None:
+        return oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+    x0_used, tol_x0 = mapped_x0(ctx, values, mapping)
+    mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, {**values, oracle.x0: x0_used}, ctx.u)
     coef, _ = oracle.evaluate(oracle.POSTERIOR_COEF_X0, values, ctx.u)
-    return mean, tol + np.abs(coef) * np.where(np.abs(x0_hat) > 1, 0.0, tol_x0)
+    return mean, tol + np.abs(coef) * tol_x0
 
 
 def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
-                rng: np.random.Generator, clip: bool) -> None:
+                rng: np.random.Generator, mapping: X0Map | None) -> None:
     """One stochastic step t -> s: the mean from z = 0 and sigma = (out(z) - out(0)) / z against the oracle."""
     eps_, xt_, z_ = draw_output(rng, ctx), draw(rng, ctx, "xt"), draw(rng, ctx, "z")
     v_ = learned_input(rng, ctx, kind) if kind is not None else None
@@ -147,7 +168,7 @@ def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int,
     values = {**intermediates, oracle.xt: xt_, oracle.OUTPUT[ctx.prediction]: eps_, oracle.z: z_}
     if v_ is not None:
         values[oracle.v] = v_
-    mean, tol_mean = mean_oracle(ctx, values, clip)
+    mean, tol_mean = mean_oracle(ctx, values, mapping)
     worst.update("mean (z = 0)", out0, mean, tol_mean, p, inputs)
     if s_paper == 0 or kind is None:  # the last step adds no noise (Algorithm 2: z = 0 at t = 1)
         sigma, tol_sigma = np.zeros_like(z_), np.zeros_like(z_)
@@ -161,14 +182,14 @@ def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int,
 def case_reverse_step(ctx: Context, option: str) -> CaseResult:
     """Algorithm 2 line 4: x_{t-1} = mu_theta(x_t, t) + sigma_t z given eps, at every t (z = 0 at t = 1)."""
     kind = ctx.adapter.variances[option]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     rng = ctx.rng(f"reverse_step[{option}]")
     worst = Worst()
     for p in range(1, ctx.T + 1):
         def step(e, x, zz, vv, p=p):
             return ctx.adapter.reverse_step(e, x, ctx.to_adapter(p), zz, option, vv)
-        check_step(ctx, worst, step, p, p - 1, kind, rng, clip)
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
+        check_step(ctx, worst, step, p, p - 1, kind, rng, mapping)
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
     criterion = rounding_criterion(ctx) + f"; sigma_t^2 claimed: {kind.value}"
     return exact_result(ctx, f"reverse_step[{option}]", worst, criterion, f"reverse_step:{option}", notes)
 
@@ -179,7 +200,7 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
     S = ctx.inference_steps(ctx.config.strided_steps)
     name = f"strided[{option}, S={S}]"
     steps = [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     rng = ctx.rng(name)
     worst = Worst()
     for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
@@ -187,23 +208,24 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
 
         def step(e, x, zz, vv, t=t, s=s):
             return ctx.adapter.strided_step(e, x, t, s, zz, option, vv)
-        check_step(ctx, worst, step, p, s_paper, kind, rng, clip)
-    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS,
+        check_step(ctx, worst, step, p, s_paper, kind, rng, mapping)
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, Convention.TIMESTEPS,
                       *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
     criterion = (rounding_criterion(ctx)
                  + f"; sigma^2 over the stride claimed: {kind.value}; visits {len(steps)} timesteps")
     return exact_result(ctx, name, worst, criterion, f"strided_step:{option}:{S}", notes)
 
 
-def ddim_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 12 given the network output; with clipping, eps re-derived from the clipped x0_hat first."""
-    if not clip:
+def ddim_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 12 given the network output; with clipping or thresholding, eps re-derived from the mapped x0_hat first
+    (the mapped x0_hat's own tolerance moves x_s through oracle.DDIM_COEF_X0)."""
+    if mapping is None:
         return oracle.evaluate(oracle.DDIM_BY_PREDICTION[ctx.prediction], values, ctx.u)
-    x0_hat, _ = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
-    x0c = np.clip(x0_hat, -1.0, 1.0)
-    eps_clipped = (values[oracle.xt] - np.sqrt(values[oracle.a_t]) * x0c) / np.sqrt(values[oracle.m_t])
-    values = {**values, oracle.eps: eps_clipped}
-    return oracle.evaluate(oracle.DDIM_FORMS, values, ctx.u)
+    x0_used, tol_x0 = mapped_x0(ctx, values, mapping)
+    eps_used = (values[oracle.xt] - np.sqrt(values[oracle.a_t]) * x0_used) / np.sqrt(values[oracle.m_t])
+    expected, tol = oracle.evaluate(oracle.DDIM_FORMS, {**values, oracle.eps: eps_used}, ctx.u)
+    coef, _ = oracle.evaluate(oracle.DDIM_COEF_X0, values, ctx.u)
+    return expected, tol + np.abs(coef) * tol_x0
 
 
 def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
@@ -212,7 +234,7 @@ def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     name = f"ddim[eta={eta_value:g}, S={S}]"
     adapter = cast(DdimSteps, ctx.adapter)  # run only when offered (run_adapter checks)
     steps = [int(t) for t in adapter.ddim_timesteps(S)]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     rng = ctx.rng(name)
     worst = Worst()
     for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
@@ -223,9 +245,9 @@ def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
             **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: xt_,
             oracle.OUTPUT[ctx.prediction]: eps_, oracle.z: z_ if s_paper > 0 else np.zeros_like(z_),
             oracle.eta: eta_value}
-        expected, tol = ddim_oracle(ctx, values, clip)
+        expected, tol = ddim_oracle(ctx, values, mapping)
         worst.update("x_s", out, expected, tol, p, {ctx.output_name: eps_, "xt": xt_, "z": z_})
-    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS)
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, Convention.TIMESTEPS)
     criterion = rounding_criterion(ctx) + f"; visits {len(steps)} timesteps"
     return exact_result(ctx, name, worst, criterion, f"ddim_step:{eta_value:g}:{S}", notes)
 

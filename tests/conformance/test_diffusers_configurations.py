@@ -21,8 +21,15 @@ from numpy.testing import assert_allclose
 
 from ddpm.conformance.cases import Context, Status, SuiteConfig
 from ddpm.conformance.cases.context import OUTPUT_NAMES
-from ddpm.conformance.cases.exact import case_finite
-from ddpm.conformance.protocol import NotOffered, Prediction, RejectedConfiguration, ScheduleKind, check_adapter
+from ddpm.conformance.cases.exact import case_ddim, case_finite
+from ddpm.conformance.protocol import (
+    Convention,
+    NotOffered,
+    Prediction,
+    RejectedConfiguration,
+    ScheduleKind,
+    check_adapter,
+)
 from ddpm.conformance.runner import load_adapters, run_suite
 from testkit import tolerances
 
@@ -203,6 +210,23 @@ def test_final_alpha_option_reaches_the_last_step():
     a0 = float(to_one.alpha_bars()[0])
     assert_allclose(to_one.ddim_step(eps, xt, 0, -1, 0.0, None).numpy(),
                     ((xt - (1 - a0) ** 0.5 * eps) / a0**0.5).numpy(), **F32)
+
+
+def test_thresholding_is_declared_and_its_oracle_tells_its_parameters_apart():
+    """The row declares THRESHOLDS_X0 with the library's (p, s_max); its DDIM steps pass against that oracle and
+    fail against the oracle of other parameters (plain clipping, another quantile)."""
+    pytest.importorskip("diffusers")
+    (row,) = _family("diffusers_ddim", "thresholding")
+    config = row.library_config()
+    assert row.threshold == (config["dynamic_thresholding_ratio"], config["sample_max_value"]) == (0.95, 3.0)
+    assert Convention.THRESHOLDS_X0 in row.conventions and Convention.CLIPS_X0 not in row.conventions
+    assert case_ddim(Context(row, SuiteConfig()), 0.5).status is Status.CONVENTION
+    for wrong in [(0.95, 1.0), (0.5, 3.0)]:
+        row.threshold = wrong
+        try:
+            assert case_ddim(Context(row, SuiteConfig()), 0.5).status is Status.FAIL, wrong
+        finally:
+            row.threshold = (0.95, 3.0)
 
 
 # -- rejected configurations -------------------------------------------------------------------------------------

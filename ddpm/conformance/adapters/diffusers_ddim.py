@@ -6,7 +6,7 @@ Tested with diffusers 0.42.1 (`diffusers/schedulers/scheduling_ddim.py`). Defaul
 `timestep_spacing="leading"`. Timesteps are diffusers' (paper t - 1), tables float32. `factory()` adds one adapter
 per configuration of `diffusers_configurations` and of this scheduler's own families (FAMILIES): the final alpha
 (`set_alpha_to_one`), clipping (`clip_sample=True`, with and without `use_clipped_model_output`) and dynamic
-thresholding (`thresholding=True`).
+thresholding (`thresholding=True`, declared as Convention.THRESHOLDS_X0 with its `threshold` = (p, s_max)).
 
 How each operation reaches the library:
 - `ddim_step(out, xt, t, s, eta, z)`: `step(out, t, xt, eta=eta, variance_noise=z)` (the public way to give the
@@ -85,10 +85,11 @@ FAMILIES = [
     Configuration("set_alpha_to_one", {"set_alpha_to_one": False}),
     Configuration("clip_sample", {"clip_sample": True, "use_clipped_model_output": False}),
     Configuration("clip_sample", {"clip_sample": True, "use_clipped_model_output": True}),
-    Configuration("thresholding", {"thresholding": True, "use_clipped_model_output": True}),
+    # sample_max_value = 3 so that s = clamp(quantile, 1, s_max) lies strictly inside its bounds for about a fifth of
+    # the suite's images (with the library default 1, s = 1 always: thresholding would be clipping to [-1, 1]).
+    Configuration("thresholding", {"thresholding": True, "dynamic_thresholding_ratio": 0.95, "sample_max_value": 3.0,
+                                   "use_clipped_model_output": True}),
 ]
-THRESHOLDING_NOT_OFFERED = ("thresholding=True (dynamic thresholding of x0_hat) has no oracle in the suite: its steps "
-                            "are not checked")
 
 
 class DiffusersDDIMAdapter:
@@ -119,7 +120,9 @@ class DiffusersDDIMAdapter:
         self.prediction = PREDICTIONS[self.prediction_type]
         self._library_options = {**FIXED, **{k: self.options[k] for k in LIBRARY_OPTIONS if k in self.options}}
         self._step_options = {k: self.options[k] for k in STEP_OPTIONS if k in self.options}
-        self._thresholding = bool(self._library_options.get("thresholding", False))
+        if self._library_options.get("thresholding", False):
+            self.threshold = (float(self._library_options.get("dynamic_thresholding_ratio", 0.995)),
+                              float(self._library_options.get("sample_max_value", 1.0)))
         if "num_inference_steps" in self.options:
             self.num_inference_steps = int(self.options["num_inference_steps"])
         default = family == "default"
@@ -136,9 +139,17 @@ class DiffusersDDIMAdapter:
         self.conventions[Convention.TIMESTEPS] = timesteps
 
     def _clip_conventions(self) -> dict[Convention, str]:
-        if self._thresholding or not self._library_options["clip_sample"]:
+        rederives = self._step_options.get("use_clipped_model_output", False)
+        if hasattr(self, "threshold"):
+            return {Convention.THRESHOLDS_X0: (
+                f"thresholding=True: per image s = clamp(quantile_{self.threshold[0]:g}(|x0_hat|), 1, "
+                f"{self.threshold[1]:g}) and x0_hat becomes clamp(x0_hat, -s, s) / s (_threshold_sample); "
+                + ("use_clipped_model_output=True re-derives eps from it before eq. 12" if rederives else
+                   "eq. 12's direction term keeps the network's eps (use_clipped_model_output=False), which the "
+                   "suite's oracle does not model"))}
+        if not self._library_options["clip_sample"]:
             return {}
-        if self._step_options.get("use_clipped_model_output", False):
+        if rederives:
             return {Convention.CLIPS_X0: "clip_sample=True clamps x0_hat to [-1, 1]; use_clipped_model_output=True "
                                          "re-derives eps from the clipped x0_hat before eq. 12"}
         return {Convention.CLIPS_X0: (
@@ -207,8 +218,6 @@ class DiffusersDDIMAdapter:
         return self._step(self._scheduler(num_steps), eps, xt, t, eta, z)
 
     def _step(self, scheduler: Any, out: Tensor, xt: Tensor, t: int, eta: float, z: Tensor | None) -> Tensor:
-        if self._thresholding:
-            raise NotOffered(THRESHOLDING_NOT_OFFERED)
         if eta > 0 and z is None:
             raise ValueError("z (the standard normal draw) is required when eta > 0")
         return scheduler.step(out, int(t), xt, eta=float(eta), variance_noise=z, **self._step_options).prev_sample
@@ -223,8 +232,6 @@ class DiffusersDDIMAdapter:
     def _run_chain(self, num_steps: int, eta: float, model: Callable[[Tensor, Tensor], Tensor],
                    shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
         """The diffusers docs' DDIM loop, with the noise from `generator`."""
-        if self._thresholding:
-            raise NotOffered(THRESHOLDING_NOT_OFFERED)
         scheduler = self._scheduler(num_steps)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
         for t in scheduler.timesteps:

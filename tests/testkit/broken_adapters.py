@@ -93,6 +93,13 @@ class DdimNoiseTermWrong(_Broken):
         return out + (np.sqrt(1 - a_s) - np.sqrt(max(1 - a_s - sigma2, 0.0))) * eps
 
 
+class DdimStopsAtTOne(_Broken):
+    """DDIM's last step returns x_1 instead of going to x_0 (alpha_bar_1 for the final alpha, not 1)."""
+
+    def ddim_step(self, eps, xt, t, s, eta, z):
+        return xt.clone() if t == 1 and s == 0 else super().ddim_step(eps, xt, t, s, eta, z)
+
+
 class ChainWithWrongVariance(_Broken):
     """A full sampler that claims sigma_t^2 = beta_t but runs beta_tilde_t."""
 
@@ -221,6 +228,7 @@ noise_at_t_one = _steps(NoiseAtTOne)
 nan_at_one_t = _steps(NaNAtOneT)
 one_step_variance_when_strided = _steps(OneStepVarianceWhenStrided)
 ddim_noise_term_wrong = _steps(DdimNoiseTermWrong)
+ddim_stops_at_t_one = _steps(DdimStopsAtTOne)
 chain_with_wrong_variance = _steps(ChainWithWrongVariance)
 loss_with_slip = _steps(LossWithSlip)
 loss_targets_x0 = _steps(LossTargetsX0)
@@ -241,6 +249,7 @@ EXPECTED_FAILURES = {
     "nan_at_one_t": {"posterior", "finite"},
     "one_step_variance_when_strided": {f"strided[beta, S={S}]", f"strided[beta_tilde, S={S}]"},
     "ddim_noise_term_wrong": {f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]"},
+    "ddim_stops_at_t_one": {f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]"},
     "chain_with_wrong_variance": {"chain[claims beta, runs beta_tilde]"},
     # A one-step slip moves E[loss] at eps* by less than the statistical case resolves: only the exact case sees it.
     "loss_with_slip": {"loss_given_draws"},

@@ -218,7 +218,16 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
 
 def ddim_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 12 given the network output; with clipping or thresholding, eps re-derived from the mapped x0_hat first
-    (the mapped x0_hat's own tolerance moves x_s through oracle.DDIM_COEF_X0)."""
+    (the mapped x0_hat's own tolerance moves x_s through oracle.DDIM_COEF_X0).
+
+    At alpha_bar_s = 1 (s is x_0; m_s = 0, so sigma = 0) eq. 12 is x0_hat itself. It is evaluated as such: the general
+    forms' rounding bound is infinite there (sqrt(m_s - sigma^2) has 0 / 0 partial derivatives), which would leave
+    the last step uncompared.
+    """
+    if np.all(np.asarray(values[oracle.m_s]) == 0.0):
+        if mapping is None:
+            return oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
+        return mapped_x0(ctx, values, mapping)
     if mapping is None:
         return oracle.evaluate(oracle.DDIM_BY_PREDICTION[ctx.prediction], values, ctx.u)
     x0_used, tol_x0 = mapped_x0(ctx, values, mapping)

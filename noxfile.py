@@ -136,7 +136,7 @@ def conformance(session: nox.Session) -> None:
 
     Fails only if ours fails."""
     install_project(session, "conformance", "test")
-    session.run("pytest", "tests/conformance")
+    session.run("pytest", "tests/conformance", "-n", "auto", "--dist", "loadfile", "--hypothesis-profile=ci")
     # A third-party failure is a finding, not a broken session (the report is what it produces): --fail-on makes the
     # exit status the reference's alone. --jobs 0: one process per CPU.
     session.run("python", "-m", "ddpm", "conform", "--out", "reports/conformance", "--no-progress", "--jobs", "0",

@@ -101,6 +101,9 @@ DDIM_FORMS = (
     sp.sqrt(a_s / a_t) * xt + (sp.sqrt(m_s - DDIM_SIGMA2) - sp.sqrt(a_s) * sp.sqrt(m_t) / sp.sqrt(a_t)) * eps
     + sp.sqrt(DDIM_SIGMA2) * z,
 )
+# The coefficient of x_0 in eq. 12 when eps is re-derived from it, eps = (x_t - sqrt(a_t) x_0) / sqrt(m_t): how an
+# error in a clipped or thresholded x_0 moves x_s.
+DDIM_COEF_X0 = sp.sqrt(a_s) - sp.sqrt(m_s - DDIM_SIGMA2) * sp.sqrt(a_t) / sp.sqrt(m_t)
 DDIM_BY_PREDICTION = {
     Prediction.EPS: DDIM_FORMS,
     **{prediction: (sp.sqrt(a_s) * X0_HATS[prediction] + sp.sqrt(m_s - DDIM_SIGMA2) * EPS_HATS[prediction]
@@ -213,6 +216,37 @@ def _value_and_bound(form: sp.Expr, args: list[np.ndarray], values: Mapping[sp.S
 def sigma_form(kind: VarianceKind) -> sp.Expr:
     """sigma (not sigma^2) of a variance kind at a step t -> s >= 1."""
     return SIGMA[kind]
+
+
+# ------------------------------------------------------------------------------- maps of the x_0 estimate
+def clip_x0(x0_hat: np.ndarray, tol: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(clamp(x0_hat, -1, 1), its tolerance): a clamped element is exactly +-1, the others keep `tol`."""
+    return np.clip(x0_hat, -1.0, 1.0), np.where(np.abs(x0_hat) > 1, 0.0, tol)
+
+
+def dynamic_threshold(x0_hat: np.ndarray, tol: np.ndarray, p: float, s_max: float,
+                      u: float) -> tuple[np.ndarray, np.ndarray]:
+    """Dynamic thresholding of x0_hat [B, ...] (Saharia et al. 2022, as diffusers documents it) and its tolerance.
+
+    Per image b: s_b = clamp(quantile_p(|x0_hat[b]|), 1, s_max), the quantile interpolating linearly between order
+    statistics (NumPy's and torch.quantile's default); x_0 = clamp(x0_hat, -s_b, s_b) / s_b. First-order rounding:
+    the quantile, a convex combination of two |x0_hat| values, carries at most their largest tolerance plus its own
+    rounding (none where the clamp decides s); an element inside [-s, s] carries (tol + |x0_hat| ds / s) / s plus the
+    division's rounding; a clamped one is exactly +-1.
+    """
+    batch = x0_hat.shape[0]
+    flat = np.abs(x0_hat).reshape(batch, -1)
+    q = np.quantile(flat, p, axis=1)  # [B]
+    s = np.clip(q, 1.0, s_max)
+    tol_s = np.where((q > 1.0) & (q < s_max),
+                     np.max(np.broadcast_to(tol, x0_hat.shape).reshape(batch, -1), axis=1) + ROUNDING_FACTOR * u * q,
+                     0.0)
+    shape = (batch,) + (1,) * (x0_hat.ndim - 1)
+    s, tol_s = s.reshape(shape), tol_s.reshape(shape)
+    x0 = np.clip(x0_hat, -s, s) / s
+    inside = np.abs(x0_hat) < s
+    tol_x0 = np.where(inside, (tol + np.abs(x0_hat) * tol_s / s) / s + ROUNDING_FACTOR * u * np.abs(x0), 0.0)
+    return x0, tol_x0
 
 
 # ---------------------------------------------------------------------------------------------- schedules

@@ -34,6 +34,11 @@ Optional attributes (defaults in brackets):
     family: str                   the configuration family the adapter belongs to, one column group of the report's
                                   summary, e.g. "timestep_spacing" ["default"]
     options: Mapping[str, Any]    the library options of this configuration, e.g. {"timestep_spacing": "trailing"}
+    num_inference_steps: int      S of this configuration's strided and DDIM cases (capped at T), for a configuration
+                                  whose point is a number of inference steps (a timestep spacing); the suite's
+                                  `SuiteConfig.strided_steps` and `ddim_steps` otherwise
+    threshold: tuple[float, float]  (p, s_max) of the dynamic thresholding its sampling applies to x0_hat; required
+                                  with Convention.THRESHOLDS_X0 (below), 0 < p <= 1 <= s_max
 
 A factory may return a `RejectedConfiguration` in place of an adapter: a configuration the library refuses
 (its constructor raised); the report shows it as not applicable with the library's error.
@@ -125,11 +130,14 @@ class Convention(enum.Enum):
 
     CLIPS_X0 changes what the suite checks: the oracle clips x0_hat to [-1, 1] and uses the posterior mean
     mu_tilde(x0_hat, x_t) in ancestral steps (improved-diffusion's clip_denoised), and in DDIM steps it re-derives
-    eps from the clipped x0_hat before eq. 12 (improved-diffusion and lucidrains do). The other members are notes
-    on the cases they concern (the checks are unchanged).
+    eps from the clipped x0_hat before eq. 12 (improved-diffusion and lucidrains do). THRESHOLDS_X0 does the same
+    with dynamic thresholding (Saharia et al. 2022) in place of clipping: per image, s = the p-quantile of |x0_hat|
+    (linear interpolation) clamped to [1, s_max], and x0_hat becomes clamp(x0_hat, -s, s) / s, with (p, s_max) the
+    adapter's `threshold`. The other members are notes on the cases they concern (the checks are unchanged).
     """
 
     CLIPS_X0 = "clips_x0"  # sampling clips the predicted x_0 to [-1, 1]: not Algorithm 2 as written
+    THRESHOLDS_X0 = "thresholds_x0"  # sampling thresholds the predicted x_0 dynamically (`threshold` = (p, s_max))
     SCHEDULE = "schedule"  # e.g. a linear schedule not rescaled by 1000 / T
     LEARNED_VARIANCE = "learned_variance"  # the meaning of a learned-variance output
     TIMESTEPS = "timesteps"  # which timesteps a strided or DDIM sampler visits
@@ -265,9 +273,19 @@ def check_adapter(adapter: object) -> Adapter:
         raise AdapterError(f"adapter {label!r}: conventions must map Convention members to notes")
     if not isinstance(prediction_of(a), Prediction):
         raise AdapterError(f"adapter {label!r}: prediction must be a Prediction, got {a.prediction!r}")
+    if Convention.THRESHOLDS_X0 in a.conventions and not _valid_threshold(getattr(a, "threshold", None)):
+        raise AdapterError(f"adapter {label!r} declares thresholds_x0: threshold must be (p, s_max) with "
+                           f"0 < p <= 1 <= s_max, got {getattr(a, 'threshold', None)!r}")
     if not isinstance(getattr(a, "family", ""), str) or not isinstance(getattr(a, "options", {}), Mapping):
         raise AdapterError(f"adapter {label!r}: family must be a string and options a mapping")
     return a
+
+
+def _valid_threshold(threshold: object) -> bool:
+    if not isinstance(threshold, tuple) or len(threshold) != 2:
+        return False
+    p, s_max = threshold
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in threshold) and 0 < p <= 1 <= s_max
 
 
 def prediction_of(adapter: object) -> Prediction:

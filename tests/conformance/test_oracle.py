@@ -293,3 +293,41 @@ def _prior_cdf(data, y):
         return stats.norm.cdf(y, data.mean, data.std)
     return (data.weight * stats.norm.cdf(y, data.means[0], data.std)
             + (1 - data.weight) * stats.norm.cdf(y, data.means[1], data.std))
+
+
+def test_ddim_coefficient_of_x0_is_the_derivative_of_eq_12_with_eps_rederived():
+    eps_from_x0 = (oracle.xt - sp.sqrt(oracle.a_t) * oracle.x0) / sp.sqrt(oracle.m_t)
+    eq12 = (sp.sqrt(oracle.a_s) * oracle.x0 + sp.sqrt(oracle.m_s - oracle.DDIM_SIGMA2) * eps_from_x0
+            + sp.sqrt(oracle.DDIM_SIGMA2) * oracle.z)
+    assert sp.simplify(sp.diff(eq12, oracle.x0) - oracle.DDIM_COEF_X0) == 0
+
+
+def test_dynamic_threshold_by_hand():
+    """Image 0: |x| = (0.5, 1.0, 2.0, 4.0), the 0.5-quantile 1.5 is s; image 1: quantile 0.35 < 1, so s = 1 (clipping);
+    image 2: quantile 5 > s_max = 3, so s = 3."""
+    x = np.array([[0.5, -1.0, 2.0, -4.0], [0.1, -0.2, 0.3, 1.7], [-4.0, 5.0, 6.0, 7.0]]).reshape(3, 1, 2, 2)
+    tol = np.full(x.shape, 1e-7)
+    out, out_tol = oracle.dynamic_threshold(x, tol, 0.5, 3.0, 2.0**-24)
+    expected = np.array([[0.5 / 1.5, -1.0 / 1.5, 1.0, -1.0], [0.1, -0.2, 0.3, 1.0],
+                         [-1.0, 1.0, 1.0, 1.0]]).reshape(x.shape)
+    np.testing.assert_allclose(out, expected, rtol=1e-15)
+    clamped = np.abs(x) >= np.array([1.5, 1.0, 3.0]).reshape(3, 1, 1, 1)
+    assert np.all(out_tol[clamped] == 0.0), "a clamped element is exactly +-1"
+    assert np.all(out_tol[~clamped] > tol[~clamped] / 3.0), "the others keep their tolerance, divided by s"
+    k_u = oracle.ROUNDING_FACTOR * 2.0**-24
+    tol_s = 1e-7 + k_u * 1.5  # image 0's s = 1.5 interpolates two values of tolerance 1e-7, plus its own rounding
+    np.testing.assert_allclose(out_tol[0, 0, 0, 0], (1e-7 + 0.5 * tol_s / 1.5) / 1.5 + k_u * 0.5 / 1.5, rtol=1e-12,
+                               err_msg="a dynamic s adds its own tolerance")
+    np.testing.assert_allclose(out_tol[1, 0, 0, 0], 1e-7 + k_u * 0.1, rtol=1e-12, err_msg="s = 1 by the clamp: exact")
+
+
+def test_dynamic_threshold_with_s_max_1_is_clipping():
+    rng = np.random.default_rng(3)
+    x = rng.normal(0.0, 2.0, (5, 1, 2, 2))
+    tol = np.full(x.shape, 1e-7)
+    for p in (0.5, 0.995):
+        out, out_tol = oracle.dynamic_threshold(x, tol, p, 1.0, 2.0**-24)
+        clipped, clipped_tol = oracle.clip_x0(x, tol)
+        np.testing.assert_array_equal(out, clipped)
+        division = oracle.ROUNDING_FACTOR * 2.0**-24 * np.abs(out)  # the rounding of x / s, s = 1
+        np.testing.assert_allclose(out_tol, np.where(clipped_tol > 0, clipped_tol + division, 0.0), rtol=1e-12)

@@ -19,7 +19,7 @@ from ddpm.cli import main
 from ddpm.conformance.adapters.reference import ReferenceAdapter
 from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.cases.statistical import mean_test
-from ddpm.conformance.protocol import AdapterError, check_adapter
+from ddpm.conformance.protocol import AdapterError, Convention, check_adapter
 from ddpm.conformance.report import to_json, to_markdown
 from ddpm.conformance.runner import load_adapters, run_adapter, run_suite
 from testkit import broken_adapters
@@ -198,6 +198,12 @@ def test_check_adapter_names_what_is_missing():
     bad.timestep_base = 2
     with pytest.raises(AdapterError, match="timestep_base must be 0 or 1"):
         check_adapter(bad)
+    thresholds = ReferenceAdapter("linear", 50)
+    thresholds.conventions = {Convention.THRESHOLDS_X0: "thresholds x0_hat"}
+    with pytest.raises(AdapterError, match="threshold must be"):
+        check_adapter(thresholds)
+    thresholds.threshold = (0.995, 1.5)
+    assert check_adapter(thresholds) is thresholds
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -110,6 +110,13 @@ class DdimNoiseTermWrong(_Broken):
         return out + (np.sqrt(1 - a_s) - np.sqrt(max(1 - a_s - sigma2, 0.0))) * eps
 
 
+class DdimStopsAtTOne(_Broken):
+    """DDIM's last step returns x_1 instead of going to x_0 (alpha_bar_1 for the final alpha, not 1)."""
+
+    def ddim_step(self, eps, xt, t, s, eta, z):
+        return xt.clone() if t == 1 and s == 0 else super().ddim_step(eps, xt, t, s, eta, z)
+
+
 class ChainWithWrongVariance(_Broken):
     """A full sampler that claims sigma_t^2 = beta_t but runs beta_tilde_t."""
 
@@ -267,6 +274,36 @@ class InversionWithForwardS(Inverting):
         return self._table("alpha_bars", s)
 
 
+class WrongPreviousTimestep(_Broken):
+    """Strided steps go to t - T // S instead of the next visited timestep.
+
+    A timestep spacing configuration with `num_inference_steps` = 15, which does not divide T = 50. Under "leading"
+    spacing (k (T // S) + 1, k = S - 1, ..., 0) t - T // S is the next visited timestep; under "trailing" spacing
+    (round(T - k T / S)) the stride is sometimes 4, not 3, and the step lands on the wrong timestep. Only the
+    strided cases see it.
+    """
+
+    family = "timestep_spacing"
+    num_inference_steps = 15
+
+    def __init__(self, label: str, spacing: str) -> None:
+        super().__init__(f"{label} ({spacing} spacing)")
+        self.spacing = spacing
+        self.options = {"timestep_spacing": spacing, "num_inference_steps": self.num_inference_steps}
+
+    def strided_timesteps(self, num_steps):
+        if self.spacing == "leading":
+            return [k * (T // num_steps) + 1 for k in range(num_steps - 1, -1, -1)]
+        return [int(u) for u in np.round(np.arange(T, 0, -T / num_steps))]
+
+    def strided_step(self, eps, xt, t, s, z, variance, v=None):
+        return super().strided_step(eps, xt, t, max(t - T // self.num_inference_steps, 0), z, variance, v)
+
+
+def _wrong_previous_timestep(spacing: str):
+    return lambda: [WrongPreviousTimestep(WrongPreviousTimestep.__doc__.splitlines()[0], spacing)]
+
+
 class Crashes(_Broken):
     """An implementation whose posterior raises."""
 
@@ -389,6 +426,12 @@ def with_rejected_configuration():
             _Broken("the reference, accepted")]
 
 
+def rejected_only():
+    """A factory whose one configuration its library refused (the runner lists it, with the error, as skipped)."""
+    return [RejectedConfiguration("refused: T = 0", "1", "ValueError: T must be positive, got 0", "default",
+                                  {"T": 0})]
+
+
 def _steps(cls):
     return lambda: [cls(cls.__doc__.splitlines()[0])]
 
@@ -401,6 +444,7 @@ noise_at_t_one = _steps(NoiseAtTOne)
 nan_at_one_t = _steps(NaNAtOneT)
 one_step_variance_when_strided = _steps(OneStepVarianceWhenStrided)
 ddim_noise_term_wrong = _steps(DdimNoiseTermWrong)
+ddim_stops_at_t_one = _steps(DdimStopsAtTOne)
 chain_with_wrong_variance = _steps(ChainWithWrongVariance)
 compensated_chain_noise = _steps(CompensatedChainNoise)
 loss_with_slip = _steps(LossWithSlip)
@@ -413,6 +457,8 @@ batched_with_row_zeros_timestep = _steps(BatchedWithRowZerosTimestep)
 inversion_correct = _steps(Inverting)
 inversion_with_forward_s = _steps(InversionWithForwardS)
 inversion_without_first_step = _steps(InversionWithoutFirstStep)
+wrong_previous_timestep_trailing = _wrong_previous_timestep("trailing")
+wrong_previous_timestep_leading = _wrong_previous_timestep("leading")
 crashes = _steps(Crashes)
 no_posterior = _steps(NoPosterior)
 nan_at_range_end = _steps(NaNAtRangeEnd)
@@ -422,7 +468,7 @@ eps_form_at_zero_snr = _steps(EpsFormAtZeroSnr)
 def zero_snr_textbook():
     return [ZeroSnrTextbook()]
 
-S = 10  # strided steps in the tests' SuiteConfig
+S = 10  # strided steps in the tests' SuiteConfig (an adapter's own num_inference_steps replaces it)
 _DDIM = (f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]")
 _CHAINS = ("chain[ancestral_sample(variance='beta')]", "chain[ancestral_sample(variance='beta_tilde')]",
            f"chain[ddim_sample(num_steps={T // 10}, eta=0)]", f"chain[ddim_sample(num_steps={T // 10}, eta=1)]")
@@ -438,6 +484,7 @@ EXPECTED_FAILURES = {
     "one_step_variance_when_strided": {f"strided[beta, S={S}]", f"strided[beta_tilde, S={S}]", "edges[beta]",
                                        "edges[beta_tilde]"},
     "ddim_noise_term_wrong": {f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]", "edges[ddim]", "search[ddim]"},
+    "ddim_stops_at_t_one": {f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]"},
     "chain_with_wrong_variance": {"chain[claims beta, runs beta_tilde]"},
     # Its marginal is the claimed one: only the law given x_t is wrong.
     "compensated_chain_noise": {"calibration[noise x (1 + delta) then x (1 - delta')]"},
@@ -460,6 +507,9 @@ EXPECTED_FAILURES = {
     "inversion_correct": set(),
     "inversion_with_forward_s": {f"inversion[S={T}]", f"inversion[S={S}]"},
     "inversion_without_first_step": set(),
+    # The same formula is right under "leading" spacing: only the trailing one fails, and only its strided cases.
+    "wrong_previous_timestep_trailing": {"strided[beta, S=15]", "strided[beta_tilde, S=15]"},
+    "wrong_previous_timestep_leading": set(),
     "crashes": {"posterior", "finite"},
     "no_posterior": set(),
     # Only the edge inputs reach v = +-1; the interior draws of reverse_step[learned] and finite never do.

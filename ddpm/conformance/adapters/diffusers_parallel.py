@@ -30,14 +30,14 @@ six) and no chains (its reverse_step and strided cases check `step()` under this
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import torch
 
-from ddpm.conformance.adapters.diffusers_ddim import DiffusersDDIMAdapter
-from ddpm.conformance.adapters.diffusers_ddpm import VARIANCES, DiffusersDDPMAdapter, import_diffusers
+from ddpm.conformance.adapters.diffusers_ddim import CHAIN_ETAS, DiffusersDDIMAdapter
+from ddpm.conformance.adapters.diffusers_ddim import CHAIN_STEPS as DDIM_CHAIN_STEPS
+from ddpm.conformance.adapters.diffusers_ddpm import CHAIN_STEPS, VARIANCES, DiffusersDDPMAdapter, import_diffusers
 from ddpm.conformance.protocol import Chain, Convention
 
 Tensor = torch.Tensor
@@ -96,9 +96,12 @@ class DiffusersDDPMParallelAdapter(DiffusersDDPMAdapter):
     scheduler_module = "scheduling_ddpm_parallel"
     family = "parallel"
 
-    def __init__(self, T: int = 1000) -> None:
-        super().__init__("linear", T)
-        self.options = {"beta_schedule": "linear", "clip_sample": False, "timestep_spacing": "leading"}
+    def __init__(self, T: int = 1000, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__("linear", T, "parallel", options)
+        self.variances = VARIANCES  # every variance_type in the single steps, as the default DDPMScheduler rows
+        self._chain_variances, self._chain_steps = CHAIN_VARIANCES, (T, CHAIN_STEPS)
+        self.options = {"beta_schedule": "linear", "clip_sample": False, "timestep_spacing": "leading",
+                        **(options or {})}
         self.conventions = {**self.conventions, Convention.OTHER: BATCHED_NOTE}
 
     def chains(self) -> list[Chain]:
@@ -141,13 +144,10 @@ class DiffusersDDPMParallelAdapter(DiffusersDDPMAdapter):
 class DiffusersDDPMParallelLinspaceAdapter(DiffusersDDPMParallelAdapter):
     """DDPMParallelScheduler with timestep_spacing='linspace', variance_type='fixed_small' only, no chains."""
 
-    scheduler_options = MappingProxyType({"timestep_spacing": "linspace"})
-    variances = {"fixed_small": VARIANCES["fixed_small"]}
-
     def __init__(self, T: int = 1000) -> None:
-        super().__init__(T)
+        super().__init__(T, {"timestep_spacing": "linspace"})
+        self.variances = {"fixed_small": VARIANCES["fixed_small"]}
         self.name = f"diffusers {self.scheduler_class}(linear, T={T}, clip_sample=False, timestep_spacing='linspace')"
-        self.options = {**self.options, "timestep_spacing": "linspace"}
         self.conventions[Convention.TIMESTEPS] = (
             "timestep_spacing='linspace': set_timesteps(S) visits round(linspace(0, T - 1, S)), descending (S = 100: "
             "999, 989, ..., 949, 938, ..., 10, 0), t = T - 1 (paper t = T) first; its gaps are not all T // S")
@@ -165,7 +165,8 @@ class DiffusersDDIMParallelAdapter(DiffusersDDIMAdapter):
     family = "parallel"
 
     def __init__(self, T: int = 1000) -> None:
-        super().__init__("linear", T)
+        super().__init__("linear", T, "parallel")
+        self._chains = [(DDIM_CHAIN_STEPS, eta) for eta in CHAIN_ETAS]  # the default DDIMScheduler rows' chains
         self.options = {"beta_schedule": "linear", "clip_sample": False, "set_alpha_to_one": True,
                         "timestep_spacing": "leading"}
         self.conventions = {**self.conventions, Convention.OTHER: BATCHED_NOTE + "; it accepts eta = 0 only"}

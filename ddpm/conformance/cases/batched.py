@@ -26,7 +26,7 @@ from ddpm.conformance.cases.context import (
     rounding_criterion,
     to_numpy,
 )
-from ddpm.conformance.cases.exact import ddim_oracle, mean_oracle
+from ddpm.conformance.cases.exact import X0_MAP_CONVENTIONS, ddim_oracle, mean_oracle, x0_map
 from ddpm.conformance.cases.results import CaseResult
 from ddpm.conformance.protocol import Convention, DdimSteps, NotOffered, StridedSteps
 
@@ -102,7 +102,7 @@ def case_batched_mean(ctx: Context, option: str, num_steps: int | None) -> CaseR
     x0_hat: t -> t - 1 for every t (num_steps None), or the adapter's respaced list of S steps, rows of a batch at
     different t."""
     kind = ctx.adapter.variances[option]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     name = f"batched_mean[{option}, {'s=t-1' if num_steps is None else f'S={num_steps}'}]"
     if num_steps is None:
         pairs = one_step_pairs(ctx)
@@ -116,10 +116,10 @@ def case_batched_mean(ctx: Context, option: str, num_steps: int | None) -> CaseR
         return adapter.batched_mean(out, xt, t, s, option, v)  # offered: the plan runs the case only then
 
     def expect(rows, data):
-        return mean_oracle(ctx, {**_intermediates(ctx, rows), **data}, clip)
+        return mean_oracle(ctx, {**_intermediates(ctx, rows), **data}, mapping)
 
     worst = _run(ctx, name, pairs, step, expect, kind if kind.learned else None)
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if num_steps is not None else ()))
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, *((Convention.TIMESTEPS,) if num_steps is not None else ()))
     criterion = rounding_criterion(ctx) + f"; {len(pairs)} steps, {ctx.config.batch} rows at different t per call"
     return exact_result(ctx, name, worst, criterion, f"batched_mean:{option}", notes)
 
@@ -127,7 +127,7 @@ def case_batched_mean(ctx: Context, option: str, num_steps: int | None) -> CaseR
 def case_batched_ddim(ctx: Context, num_steps: int | None) -> CaseResult:
     """Eq. 12 at eta = 0 over each row's own step: t -> t - 1 for every t (num_steps None), or the adapter's DDIM list
     of S steps, rows of a batch at different t."""
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     name = f"batched_ddim[{'s=t-1' if num_steps is None else f'S={num_steps}'}]"
     if num_steps is None:
         pairs = one_step_pairs(ctx)
@@ -142,9 +142,9 @@ def case_batched_ddim(ctx: Context, num_steps: int | None) -> CaseResult:
 
     def expect(rows, data):
         values = {**_intermediates(ctx, rows), **data, oracle.eta: 0.0}
-        return ddim_oracle(ctx, values, clip)
+        return ddim_oracle(ctx, values, mapping)
 
     worst = _run(ctx, name, pairs, step, expect)
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if num_steps is not None else ()))
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, *((Convention.TIMESTEPS,) if num_steps is not None else ()))
     criterion = rounding_criterion(ctx) + f"; {len(pairs)} steps, {ctx.config.batch} rows at different t per call"
     return exact_result(ctx, name, worst, criterion, "batched_ddim", notes)

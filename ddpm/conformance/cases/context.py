@@ -31,6 +31,11 @@ class Context:
         self.prediction = prediction_of(adapter)
         self.output_name = OUTPUT_NAMES[self.prediction]  # the network output's name in a failure's inputs
 
+    def inference_steps(self, default: int) -> int:
+        """S of a strided or DDIM case: the adapter's `num_inference_steps` if it declares one, else `default` (the
+        suite's), capped at T."""
+        return min(int(getattr(self.adapter, "num_inference_steps", default)), self.T)
+
     def rng(self, case: str) -> np.random.Generator:
         return np.random.default_rng([self.config.seed, *case.encode()])
 

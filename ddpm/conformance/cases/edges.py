@@ -17,11 +17,13 @@ import numpy as np
 
 from ddpm.conformance.cases.context import IMAGE, Context, Worst, exact_result, rounding_criterion
 from ddpm.conformance.cases.exact import (
+    X0_MAP_CONVENTIONS,
     StepInputs,
     check_ddim_at,
     check_step_at,
     ddim_steps,
     strided_steps,
+    x0_map,
 )
 from ddpm.conformance.cases.results import CaseResult
 from ddpm.conformance.protocol import Convention, NotOffered, Prediction, StridedSteps, VarianceKind
@@ -78,11 +80,11 @@ def _worst_of(parts: list[tuple[Worst, str]]) -> tuple[Worst, str]:
 def case_edges(ctx: Context, option: str) -> CaseResult:
     """Algorithm 2's step (one-step and strided) at boundary timesteps and edge inputs, variance option `option`."""
     kind = ctx.adapter.variances[option]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     given = edge_inputs(ctx, kind)
     one = Worst()
     for p in boundary_timesteps(ctx.T):
-        check_step_at(ctx, one, _one_step(ctx, option, p), p, p - 1, kind, given, clip)
+        check_step_at(ctx, one, _one_step(ctx, option, p), p, p - 1, kind, given, mapping)
     parts = [(one, f"reverse_step:{option}")]
     if hasattr(ctx.adapter, "strided_step"):
         strided, S = Worst(), strided_steps(ctx)
@@ -90,14 +92,14 @@ def case_edges(ctx: Context, option: str) -> CaseResult:
         for t, s in (steps[:1] + steps[-1:]) if len(steps) > 1 else steps:
             try:
                 check_step_at(ctx, strided, _strided_step(ctx, option, t, s), ctx.to_paper(t), ctx.to_paper(s), kind,
-                              given, clip)
+                              given, mapping)
             except NotOffered:
                 break
         parts.append((strided, f"strided_step:{option}:{len(S)}"))
     worst, operation = _worst_of(parts)
     criterion = (rounding_criterion(ctx) + f"; paper t in {boundary_timesteps(ctx.T)} and the first and last strided "
                  f"steps; outputs and x_t in {list(GRID)}" + (f", v in {list(EDGE_V[kind])}" if kind in EDGE_V else ""))
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
     return exact_result(ctx, f"edges[{option}]", worst, criterion, operation, notes)
 
 
@@ -105,16 +107,17 @@ def case_edges_ddim(ctx: Context) -> CaseResult:
     """DDIM steps (every eta of the suite) at the first and last step of the DDIM list, on the edge grid."""
     steps = ddim_steps(ctx)
     given = edge_inputs(ctx, None)
+    mapping = x0_map(ctx)
     parts = []
     for eta_value in ctx.config.ddim_etas:
         worst = Worst()
         for t, s in (steps[:1] + steps[-1:]) if len(steps) > 1 else steps:
-            check_ddim_at(ctx, worst, t, s, eta_value, given)
+            check_ddim_at(ctx, worst, t, s, eta_value, given, mapping)
         parts.append((worst, f"ddim_step:{eta_value:g}:{len(steps)}"))
     worst, operation = _worst_of(parts)
     criterion = (rounding_criterion(ctx) + f"; first and last of {len(steps)} DDIM steps, eta in "
                  f"{list(ctx.config.ddim_etas)}; outputs and x_t in {list(GRID)}")
-    return exact_result(ctx, "edges[ddim]", worst, criterion, operation, ctx.notes(Convention.CLIPS_X0))
+    return exact_result(ctx, "edges[ddim]", worst, criterion, operation, ctx.notes(*X0_MAP_CONVENTIONS))
 
 
 __all__ = ["EDGE_V", "GRID", "X0_GRID", "boundary_timesteps", "case_edges", "case_edges_ddim", "edge_inputs"]

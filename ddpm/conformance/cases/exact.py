@@ -125,16 +125,37 @@ def case_posterior(ctx: Context) -> CaseResult:
 
 
 # ---------------------------------------------------------------------------------------- reverse steps
-def mean_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Algorithm 2's mean over a step t -> s given the network output (in the adapter's parameterisation); with
-    clipping, mu_tilde(clamp(x0_hat, -1, 1), x_t)."""
-    if not clip:
-        return oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+X0Map = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]  # (x0_hat, tol) -> (x_0 used, its tol)
+X0_MAP_CONVENTIONS = (Convention.CLIPS_X0, Convention.THRESHOLDS_X0)
+
+
+def x0_map(ctx: Context) -> X0Map | None:
+    """What the adapter's sampling does to x0_hat by its declared convention: dynamic thresholding (THRESHOLDS_X0, with
+    its `threshold`), clipping to [-1, 1] (CLIPS_X0), or nothing (None)."""
+    conventions = ctx.adapter.conventions
+    if Convention.THRESHOLDS_X0 in conventions:
+        p, s_max = ctx.adapter.threshold  # type: ignore[attr-defined]  # required with it (check_adapter)
+        return partial(oracle.dynamic_threshold, p=p, s_max=s_max, u=ctx.u)
+    if Convention.CLIPS_X0 in conventions:
+        return oracle.clip_x0
+    return None
+
+
+def mapped_x0(ctx: Context, values: dict, mapping: X0Map) -> tuple[np.ndarray, np.ndarray]:
+    """x0_hat from the network output, through the map (clipping or thresholding), with its tolerance."""
     x0_hat, tol_x0 = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
-    clipped = {**values, oracle.x0: np.clip(x0_hat, -1.0, 1.0)}
-    mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, clipped, ctx.u)
+    return mapping(x0_hat, np.broadcast_to(tol_x0, np.shape(x0_hat)))
+
+
+def mean_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 2's mean over a step t -> s given the network output (in the adapter's parameterisation); with
+    clipping or thresholding, mu_tilde(x_0, x_t) of the mapped x0_hat."""
+    if mapping is None:
+        return oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+    x0_used, tol_x0 = mapped_x0(ctx, values, mapping)
+    mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, {**values, oracle.x0: x0_used}, ctx.u)
     coef, _ = oracle.evaluate(oracle.POSTERIOR_COEF_X0, values, ctx.u)
-    return mean, tol + np.abs(coef) * np.where(np.abs(x0_hat) > 1, 0.0, tol_x0)
+    return mean, tol + np.abs(coef) * tol_x0
 
 
 @dataclass(frozen=True)
@@ -155,13 +176,13 @@ def draw_step_inputs(ctx: Context, rng: np.random.Generator, kind: VarianceKind 
 
 
 def check_step(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
-               rng: np.random.Generator, clip: bool) -> None:
+               rng: np.random.Generator, mapping: X0Map | None) -> None:
     """One stochastic step t -> s at interior inputs drawn from `rng` (`check_step_at`)."""
-    check_step_at(ctx, worst, step, p, s_paper, kind, draw_step_inputs(ctx, rng, kind), clip)
+    check_step_at(ctx, worst, step, p, s_paper, kind, draw_step_inputs(ctx, rng, kind), mapping)
 
 
 def check_step_at(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: int, kind: VarianceKind | None,
-                  given: StepInputs, clip: bool) -> None:
+                  given: StepInputs, mapping: X0Map | None) -> None:
     """One stochastic step t -> s: the mean from z = 0 and sigma = (out(z) - out(0)) / z against the oracle."""
     eps_, xt_, z_, v_ = given.out, given.xt, given.z, given.v
     inputs = {ctx.output_name: eps_, "xt": xt_, "z": z_} | ({} if v_ is None else {"v": v_})
@@ -173,7 +194,7 @@ def check_step_at(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: i
     values = {**intermediates, oracle.xt: xt_, oracle.OUTPUT[ctx.prediction]: eps_, oracle.z: z_}
     if v_ is not None:
         values[oracle.v] = v_
-    mean, tol_mean = mean_oracle(ctx, values, clip)
+    mean, tol_mean = mean_oracle(ctx, values, mapping)
     worst.update("mean (z = 0)", out0, mean, tol_mean, p, inputs)
     if s_paper == 0 or kind is None:  # the last step adds no noise (Algorithm 2: z = 0 at t = 1)
         sigma, tol_sigma = np.zeros_like(z_), np.zeros_like(z_)
@@ -187,31 +208,31 @@ def check_step_at(ctx: Context, worst: Worst, step: Callable, p: int, s_paper: i
 def case_reverse_step(ctx: Context, option: str) -> CaseResult:
     """Algorithm 2 line 4: x_{t-1} = mu_theta(x_t, t) + sigma_t z given eps, at every t (z = 0 at t = 1)."""
     kind = ctx.adapter.variances[option]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     rng = ctx.rng(f"reverse_step[{option}]")
     worst = Worst()
     for p in range(1, ctx.T + 1):
         def step(e, x, zz, vv, p=p):
             return ctx.adapter.reverse_step(e, x, ctx.to_adapter(p), zz, option, vv)
-        check_step(ctx, worst, step, p, p - 1, kind, rng, clip)
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
+        check_step(ctx, worst, step, p, p - 1, kind, rng, mapping)
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
     criterion = rounding_criterion(ctx) + f"; sigma_t^2 claimed: {kind.value}"
     return exact_result(ctx, f"reverse_step[{option}]", worst, criterion, f"reverse_step:{option}", notes)
 
 
 def strided_steps(ctx: Context) -> list[int]:
-    """The timesteps the adapter's respaced sampler visits at the suite's S, descending (adapter convention)."""
-    S = min(ctx.config.strided_steps, ctx.T)
+    """The timesteps the adapter's respaced sampler visits at its S, descending (adapter convention)."""
+    S = ctx.inference_steps(ctx.config.strided_steps)
     return [int(t) for t in cast(StridedSteps, ctx.adapter).strided_timesteps(S)]  # run only when offered
 
 
 def case_strided(ctx: Context, option: str) -> CaseResult:
     """A respaced step t -> s against the strided posterior q(x_s | x_t, x_0) of derivation (i), every stride."""
     kind = ctx.adapter.variances[option]
-    S = min(ctx.config.strided_steps, ctx.T)
+    S = ctx.inference_steps(ctx.config.strided_steps)
     name = f"strided[{option}, S={S}]"
     steps = strided_steps(ctx)
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
     rng = ctx.rng(name)
     worst = Worst()
     for t, s in zip(steps, steps[1:] + [ctx.base - 1], strict=True):
@@ -219,56 +240,67 @@ def case_strided(ctx: Context, option: str) -> CaseResult:
 
         def step(e, x, zz, vv, t=t, s=s):
             return ctx.adapter.strided_step(e, x, t, s, zz, option, vv)
-        check_step(ctx, worst, step, p, s_paper, kind, rng, clip)
-    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS,
+        check_step(ctx, worst, step, p, s_paper, kind, rng, mapping)
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, Convention.TIMESTEPS,
                       *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
     criterion = (rounding_criterion(ctx)
                  + f"; sigma^2 over the stride claimed: {kind.value}; visits {len(steps)} timesteps")
     return exact_result(ctx, name, worst, criterion, f"strided_step:{option}:{S}", notes)
 
 
-def ddim_oracle(ctx: Context, values: dict, clip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Eq. 12 given the network output; with clipping, eps re-derived from the clipped x0_hat first."""
-    if not clip:
+def ddim_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 12 given the network output; with clipping or thresholding, eps re-derived from the mapped x0_hat first
+    (the mapped x0_hat's own tolerance moves x_s through oracle.DDIM_COEF_X0).
+
+    At alpha_bar_s = 1 (s is x_0; m_s = 0, so sigma = 0) eq. 12 is x0_hat itself. It is evaluated as such: the general
+    forms' rounding bound is infinite there (sqrt(m_s - sigma^2) has 0 / 0 partial derivatives), which would leave
+    the last step uncompared.
+    """
+    if np.all(np.asarray(values[oracle.m_s]) == 0.0):
+        if mapping is None:
+            return oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
+        return mapped_x0(ctx, values, mapping)
+    if mapping is None:
         return oracle.evaluate(oracle.DDIM_BY_PREDICTION[ctx.prediction], values, ctx.u)
-    x0_hat, _ = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
-    x0c = np.clip(x0_hat, -1.0, 1.0)
-    eps_clipped = (values[oracle.xt] - np.sqrt(values[oracle.a_t]) * x0c) / np.sqrt(values[oracle.m_t])
-    values = {**values, oracle.eps: eps_clipped}
-    return oracle.evaluate(oracle.DDIM_FORMS, values, ctx.u)
+    x0_used, tol_x0 = mapped_x0(ctx, values, mapping)
+    eps_used = (values[oracle.xt] - np.sqrt(values[oracle.a_t]) * x0_used) / np.sqrt(values[oracle.m_t])
+    expected, tol = oracle.evaluate(oracle.DDIM_FORMS, {**values, oracle.eps: eps_used}, ctx.u)
+    coef, _ = oracle.evaluate(oracle.DDIM_COEF_X0, values, ctx.u)
+    return expected, tol + np.abs(coef) * tol_x0
 
 
 def ddim_steps(ctx: Context) -> list[tuple[int, int]]:
     """The (t, s) steps of the adapter's DDIM list at its S (s = base - 1 for the last)."""
-    S = min(ctx.config.ddim_steps, ctx.T)
+    S = ctx.inference_steps(ctx.config.ddim_steps)
     steps = [int(t) for t in cast(DdimSteps, ctx.adapter).ddim_timesteps(S)]  # run only when offered
     return list(zip(steps, steps[1:] + [ctx.base - 1], strict=True))
 
 
-def check_ddim_at(ctx: Context, worst: Worst, t: int, s: int, eta_value: float, given: StepInputs) -> None:
-    """One DDIM step t -> s at the given inputs against eq. 12 (clipping as the adapter declares)."""
+def check_ddim_at(ctx: Context, worst: Worst, t: int, s: int, eta_value: float, given: StepInputs,
+                  mapping: X0Map | None) -> None:
+    """One DDIM step t -> s at the given inputs against eq. 12 (clipping or thresholding as the adapter declares)."""
     p, s_paper = ctx.to_paper(t), ctx.to_paper(s)
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
     out = to_numpy(cast(DdimSteps, ctx.adapter).ddim_step(ctx.tensor(given.out), ctx.tensor(given.xt), t, s,
                                                           eta_value, ctx.tensor(given.z)))
     values: dict[sp.Symbol, np.ndarray | float] = {
         **oracle.stride_intermediates(ctx.alpha_bar(p), ctx.alpha_bar(s_paper)), oracle.xt: given.xt,
         oracle.OUTPUT[ctx.prediction]: given.out, oracle.z: given.z if s_paper > 0 else np.zeros_like(given.z),
         oracle.eta: eta_value}
-    expected, tol = ddim_oracle(ctx, values, clip)
+    expected, tol = ddim_oracle(ctx, values, mapping)
     worst.update("x_s", out, expected, tol, p, {ctx.output_name: given.out, "xt": given.xt, "z": given.z})
 
 
 def case_ddim(ctx: Context, eta_value: float) -> CaseResult:
     """A DDIM step t -> s against Song et al. eq. 12 with sigma(eta) of eq. 16, every step of S."""
-    S = min(ctx.config.ddim_steps, ctx.T)
+    S = ctx.inference_steps(ctx.config.ddim_steps)
     name = f"ddim[eta={eta_value:g}, S={S}]"
     steps = ddim_steps(ctx)
+    mapping = x0_map(ctx)
     rng = ctx.rng(name)
     worst = Worst()
     for t, s in steps:
-        check_ddim_at(ctx, worst, t, s, eta_value, draw_step_inputs(ctx, rng, None))
-    notes = ctx.notes(Convention.CLIPS_X0, Convention.TIMESTEPS)
+        check_ddim_at(ctx, worst, t, s, eta_value, draw_step_inputs(ctx, rng, None), mapping)
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, Convention.TIMESTEPS)
     criterion = rounding_criterion(ctx) + f"; visits {len(steps)} timesteps"
     return exact_result(ctx, name, worst, criterion, f"ddim_step:{eta_value:g}:{S}", notes)
 
@@ -279,6 +311,7 @@ def case_finite(ctx: Context) -> CaseResult:
     rng = ctx.rng("finite")
     a = ctx.adapter
     criterion = "all outputs finite (x in [-1, 1] or N(0, 1.5^2), eps, z ~ N(0, 1); learned v in range)"
+    not_offered: dict[str, str] = {}  # operation -> why, for those the adapter does not offer
     for p in range(1, ctx.T + 1):
         t = ctx.to_adapter(p)
         x0_, xt_, z_ = (ctx.tensor(draw(rng, ctx, k)) for k in ("x0", "xt", "z"))
@@ -292,9 +325,12 @@ def case_finite(ctx: Context) -> CaseResult:
             vt = None if v_ is None else ctx.tensor(v_)
             calls.append((f"reverse_step:{option}", partial(a.reverse_step, e_, xt_, t, z_, option, vt)))
         for operation, call in calls:
+            if operation in not_offered:
+                continue
             try:
                 out = call()
-            except NotOffered:
+            except NotOffered as why:
+                not_offered[operation] = str(why)
                 continue
             for part in (out if isinstance(out, tuple) else (out,)):
                 values = to_numpy(part)
@@ -307,6 +343,8 @@ def case_finite(ctx: Context) -> CaseResult:
                     return CaseResult("finite", Status.FAIL, criterion,
                                       f"{operation} returned {bad} non-finite values ({values.reshape(-1)[0]!r}...) "
                                       f"at {where}", float("inf"), float("nan"), where, (), operation, t, inputs)
+    if len(not_offered) == len(calls):  # nothing to check
+        return CaseResult("finite", Status.NOT_APPLICABLE, criterion, "; ".join(sorted(set(not_offered.values()))))
     return CaseResult("finite", Status.PASS, criterion, f"{ctx.T} timesteps x every operation and variance option")
 
 

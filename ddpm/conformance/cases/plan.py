@@ -37,10 +37,10 @@ def planned_cases(ctx: Context) -> list[tuple[str, Callable[[], CaseResult], str
     for option in a.variances:
         out.append((f"reverse_step[{option}]", partial(case_reverse_step, ctx, option), None))
     out.append(("finite", lambda: case_finite(ctx), None))
-    S = min(ctx.config.strided_steps, ctx.T)
+    S = ctx.inference_steps(ctx.config.strided_steps)
     for option in a.variances:
         out.append((f"strided[{option}, S={S}]", partial(case_strided, ctx, option), "strided_step"))
-    D = min(ctx.config.ddim_steps, ctx.T)
+    D = ctx.inference_steps(ctx.config.ddim_steps)
     for eta_value in ctx.config.ddim_etas:
         out.append((f"ddim[eta={eta_value:g}, S={D}]", partial(case_ddim, ctx, eta_value), "ddim_step"))
     for option in a.variances:

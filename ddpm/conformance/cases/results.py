@@ -45,8 +45,8 @@ class SuiteConfig:
     """Sizes, seed and alpha of a suite run (the defaults are what `nox -s conformance` uses)."""
 
     batch: int = 4  # images per timestep in the exact cases
-    strided_steps: int = 100  # S of the strided (respaced) case; capped at T
-    ddim_steps: int = 50
+    strided_steps: int = 100  # S of the strided (respaced) case unless the adapter declares its own; capped at T
+    ddim_steps: int = 50  # likewise for the DDIM case
     ddim_etas: tuple[float, ...] = (0.0, 0.5, 1.0)
     chain_samples: int = 2000  # images per chain (x [n, 1, 2, 2]: 4 values each)
     loss_timesteps: int = 4  # paper t in {1, ~T/3, ~2T/3, T}

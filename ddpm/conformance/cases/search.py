@@ -16,7 +16,14 @@ from typing import Any
 import numpy as np
 
 from ddpm.conformance.cases.context import IMAGE, Context, Worst, exact_result, rounding_criterion
-from ddpm.conformance.cases.exact import StepInputs, check_ddim_at, check_step_at, ddim_steps
+from ddpm.conformance.cases.exact import (
+    X0_MAP_CONVENTIONS,
+    StepInputs,
+    check_ddim_at,
+    check_step_at,
+    ddim_steps,
+    x0_map,
+)
 from ddpm.conformance.cases.results import CaseResult
 from ddpm.conformance.protocol import Convention, NotOffered, Prediction, VarianceKind
 
@@ -99,21 +106,21 @@ def _search(ctx: Context, probe: Callable[..., Worst], kind: VarianceKind | None
 def case_search(ctx: Context, option: str) -> CaseResult:
     """Hypothesis searches t and the inputs of Algorithm 2's one-step `reverse_step` with variance option `option`."""
     kind = ctx.adapter.variances[option]
-    clip = Convention.CLIPS_X0 in ctx.adapter.conventions
+    mapping = x0_map(ctx)
 
     def probe(p: int, given: StepInputs) -> Worst:
         worst = Worst()
 
         def step(e, x, zz, vv):
             return ctx.adapter.reverse_step(e, x, ctx.to_adapter(p), zz, option, vv)
-        check_step_at(ctx, worst, step, p, p - 1, kind, given, clip)
+        check_step_at(ctx, worst, step, p, p - 1, kind, given, mapping)
         return worst
 
     found = _search(ctx, probe, kind, lambda st: st.integers(1, ctx.T))
     criterion = (rounding_criterion(ctx) + f"; Hypothesis, seed {ctx.config.seed}, {found.examples} examples, "
                  f"paper t in 1..T, |output|, |x_t| <= {SEARCH_LIMIT:g}"
                  + (f", v in {list(RANGES[kind])}" if kind in RANGES else "") + "; a failure shown is shrunk")
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
+    notes = ctx.notes(*X0_MAP_CONVENTIONS, *((Convention.LEARNED_VARIANCE,) if kind.learned else ()))
     worst = found.failing or found.best
     return exact_result(ctx, f"search[{option}]", worst, criterion, f"reverse_step:{option}", notes)
 
@@ -121,13 +128,14 @@ def case_search(ctx: Context, option: str) -> CaseResult:
 def case_search_ddim(ctx: Context) -> CaseResult:
     """Hypothesis searches the DDIM list's steps, eta in [0, 1] and the inputs of `ddim_step`."""
     steps = ddim_steps(ctx)
-    clip_notes = ctx.notes(Convention.CLIPS_X0)
+    clip_notes = ctx.notes(*X0_MAP_CONVENTIONS)
+    mapping = x0_map(ctx)
     eta_value = max(ctx.config.ddim_etas)
 
     def probe(k: int, given: StepInputs) -> Worst:
         worst = Worst()
         t, s = steps[k]
-        check_ddim_at(ctx, worst, t, s, eta_value, given)
+        check_ddim_at(ctx, worst, t, s, eta_value, given, mapping)
         return worst
 
     found = _search(ctx, probe, None, lambda st: st.integers(0, len(steps) - 1))

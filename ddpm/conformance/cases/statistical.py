@@ -101,9 +101,10 @@ def case_chain(ctx: Context, chain: Chain) -> CaseResult:
               f"{x.mean():.5f}, sd {x.std(ddof=1):.5f}; Holm p: " + ", ".join(
                   f"{lab} {p:.3g}" for lab, p in zip(labels, adjusted, strict=True)))
     strided = len(chain.timesteps) < ctx.T  # the visited timesteps matter only when some are skipped
-    notes = ctx.notes(Convention.CLIPS_X0, *((Convention.TIMESTEPS,) if strided else ()))
-    if Convention.CLIPS_X0 in ctx.adapter.conventions:
-        detail += "; the law ignores clipping (|E[x_0 | x_t]| > 1 has probability < 1e-4 for this data)"
+    notes = ctx.notes(Convention.CLIPS_X0, Convention.THRESHOLDS_X0, *((Convention.TIMESTEPS,) if strided else ()))
+    if Convention.CLIPS_X0 in ctx.adapter.conventions or Convention.THRESHOLDS_X0 in ctx.adapter.conventions:
+        detail += ("; the law ignores clipping and thresholding (|E[x_0 | x_t]| > 1 has probability < 1e-4 for this "
+                   "data)")
     status = Status.FAIL if adjusted.min() < config.alpha else (Status.CONVENTION if notes else Status.PASS)
     return CaseResult(name, status, criterion, detail, None, abs(x.mean() - mean), "", notes,
                       f"chain:{chain.label}", p_value=float(adjusted.min()))

@@ -7,7 +7,6 @@ written atomically; the JSON holds every field of every `CaseResult`.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ddpm.conformance import oracle
-from ddpm.conformance.cases import CaseResult, Status, SuiteConfig
+from ddpm.conformance.cases import Status, SuiteConfig
+from ddpm.conformance.cases.results import root_cause
 from ddpm.conformance.runner import AdapterRun, json_ready
 from ddpm.runtime.files import atomic_write_text
 from ddpm.runtime.provenance import versions
@@ -61,21 +61,6 @@ def to_json(runs: Sequence[AdapterRun], config: SuiteConfig, skipped: Sequence[s
 
 
 # ------------------------------------------------------------------------------------------- root causes
-def _symptom(case: CaseResult) -> str:
-    if case.detail.startswith("raised "):
-        return "raises"
-    if "non-finite" in case.detail or (case.ratio is not None and not math.isfinite(case.ratio)):
-        return "non-finite output"
-    return "statistical" if case.p_value is not None else "deviation beyond the rounding bound"
-
-
-def _option(case: CaseResult, variances: Sequence[str]) -> str:
-    """The variance option a failing case involves (the longest one its name or operation mentions), or ""."""
-    text = f"{case.case} {case.operation or ''}"
-    named = [option for option in variances if option in text]
-    return max(named, key=len) if named else ""
-
-
 def findings(runs: Sequence[AdapterRun]) -> list[dict]:
     """Failures grouped by root cause: same implementation, same variance option involved, same symptom (non-finite,
     raises, deviation, statistical). One bug seen by several cases or configurations is one finding."""
@@ -85,7 +70,7 @@ def findings(runs: Sequence[AdapterRun]) -> list[dict]:
         for case in run.results:
             if case.status is not Status.FAIL:
                 continue
-            key = (desc.implementation, _option(case, list(desc.variances)), _symptom(case))
+            key = (desc.implementation, *root_cause(case, list(desc.variances)))
             group = groups.setdefault(key, {"implementation": key[0], "option": key[1], "symptom": key[2],
                                             "cases": [], "example": None})
             group["cases"].append({"configuration": desc.name, "case": case.case})

@@ -31,6 +31,7 @@ from ddpm.conformance.cases import (
     planned_cases,
     with_reproduction,
 )
+from ddpm.conformance.cases.results import root_cause
 from ddpm.conformance.protocol import (
     Adapter,
     AdapterError,
@@ -150,9 +151,16 @@ def _run_snippet(snippet: str) -> str:
     return f"{text}\n(exit status {done.returncode})"
 
 
-def _reproduce(adapter: Adapter, spec: str, index: int, result: CaseResult, run_it: bool) -> CaseResult:
+SAME_CAUSE = "(not run: an earlier failure of this configuration with the same root cause ran its snippet)"
+
+
+def _reproduce(adapter: Adapter, spec: str, index: int, result: CaseResult, run_it: bool,
+               causes_run: set[tuple[str, str]]) -> CaseResult:
+    """`result` with its reproduction snippet; the snippet runs (with `run_it`) once per root cause (`root_cause`)."""
     if result.status is not Status.FAIL:
         return result
+    cause = root_cause(result, list(adapter.variances))
+    run_it = run_it and cause not in causes_run
     snippet = None
     if hasattr(adapter, "reproduction") and result.operation is not None:
         try:
@@ -161,7 +169,13 @@ def _reproduce(adapter: Adapter, spec: str, index: int, result: CaseResult, run_
             snippet = f"# the adapter's reproduction() raised {type(error).__name__}: {error}"
     if snippet is None:
         snippet = _generic_snippet(spec, index, result)
-    output = _run_snippet(snippet) if (run_it and snippet and not snippet.startswith("#")) else None
+    output = None
+    if snippet and not snippet.startswith("#"):
+        if run_it:
+            output = _run_snippet(snippet)
+            causes_run.add(cause)
+        elif cause in causes_run:
+            output = SAME_CAUSE
     return with_reproduction(result, snippet, output)
 
 
@@ -185,6 +199,7 @@ def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, s
         return AdapterRun(spec, describe(adapter), (not_applicable("configuration", why),), 0.0)
     ctx = Context(adapter, config)
     results = []
+    causes_run: set[tuple[str, str]] = set()
     plan: list[tuple[str, Callable[[], CaseResult], str | None]] = [
         (name, thunk, None) for name, thunk in chain_cases(ctx)
     ]
@@ -199,7 +214,7 @@ def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, s
         with np.errstate(all="ignore"):
             result = _run_case(name, thunk)
         result = replace(result, seconds=round(time.perf_counter() - started, 3))
-        results.append(_reproduce(adapter, spec, index, result, run_reproductions))
+        results.append(_reproduce(adapter, spec, index, result, run_reproductions, causes_run))
     return AdapterRun(spec, describe(adapter), tuple(results), time.perf_counter() - start)
 
 
@@ -256,4 +271,4 @@ def load_report(path) -> dict:
         return json.load(handle)
 
 
-__all__ = ["AdapterRun", "Description", "describe", "load_adapters", "run_adapter", "run_suite"]
+__all__ = ["SAME_CAUSE", "AdapterRun", "Description", "describe", "load_adapters", "run_adapter", "run_suite"]

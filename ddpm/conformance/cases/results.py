@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import enum
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from ddpm.conformance import oracle
@@ -61,6 +63,22 @@ class SuiteConfig:
     calibration_samples: int = 19
     calibration_starts: tuple[float, ...] = (0.25, 0.5, 0.75)
     mixture: oracle.GaussianMixtureData = field(default_factory=oracle.GaussianMixtureData)
+
+def root_cause(result: CaseResult, variances: Sequence[str]) -> tuple[str, str]:
+    """(variance option involved, symptom) of a failing case: the key under which failures are one finding.
+
+    The option is the longest variance option its name or operation mentions ("" for none); the symptom is "raises",
+    "non-finite output", "statistical" or "deviation beyond the rounding bound"."""
+    text = f"{result.case} {result.operation or ''}"
+    named = [option for option in variances if option in text]
+    if result.detail.startswith("raised "):
+        symptom = "raises"
+    elif "non-finite" in result.detail or (result.ratio is not None and not math.isfinite(result.ratio)):
+        symptom = "non-finite output"
+    else:
+        symptom = "statistical" if result.p_value is not None else "deviation beyond the rounding bound"
+    return (max(named, key=len) if named else ""), symptom
+
 
 def not_applicable(name: str, why: str) -> CaseResult:
     """The result of a case whose operation the implementation does not offer."""

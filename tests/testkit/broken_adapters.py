@@ -472,6 +472,11 @@ S = 10  # strided steps in the tests' SuiteConfig (an adapter's own num_inferenc
 _DDIM = (f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]")
 _CHAINS = ("chain[ancestral_sample(variance='beta')]", "chain[ancestral_sample(variance='beta_tilde')]",
            f"chain[ddim_sample(num_steps={T // 10}, eta=0)]", f"chain[ddim_sample(num_steps={T // 10}, eta=1)]")
+# Every case that passes a network output through the adapter (calibration: the stochastic chains; eta = 0 is n/a).
+_THROUGH_OUTPUT = ({f"{case}[{o}]" for case in ("edges", "search") for o in ("beta", "beta_tilde", "ddim")}
+                   | {f"batched_mean[{o}, {steps}]" for o in ("beta", "beta_tilde") for steps in ("s=t-1", f"S={S}")}
+                   | {"batched_ddim[s=t-1]", f"batched_ddim[S={S}]"}
+                   | {f"calibration[{c[len('chain['):]}" for c in _CHAINS if not c.endswith("eta=0)]")})
 EXPECTED_FAILURES = {
     "wrong_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]", "search[beta]",
                    "search[beta_tilde]"},
@@ -484,7 +489,8 @@ EXPECTED_FAILURES = {
     "one_step_variance_when_strided": {f"strided[beta, S={S}]", f"strided[beta_tilde, S={S}]", "edges[beta]",
                                        "edges[beta_tilde]"},
     "ddim_noise_term_wrong": {f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]", "edges[ddim]", "search[ddim]"},
-    "ddim_stops_at_t_one": {f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]"},
+    "ddim_stops_at_t_one": {f"ddim[eta=0, S={S}]", f"ddim[eta=0.5, S={S}]", f"ddim[eta=1, S={S}]", "edges[ddim]",
+                            "search[ddim]"},
     "chain_with_wrong_variance": {"chain[claims beta, runs beta_tilde]"},
     # Its marginal is the claimed one: only the law given x_t is wrong.
     "compensated_chain_noise": {"calibration[noise x (1 + delta) then x (1 - delta')]"},
@@ -495,9 +501,11 @@ EXPECTED_FAILURES = {
     # other: schedule, q_sample and posterior never see it. The x_0 slip reads alpha_bar_0 = 1 at t = 1 and divides
     # 0 by 0 there, so it is also not finite (and its loss at t = 1 is NaN); the v sign stays finite.
     "x0_conversion_slip": {"reverse_step[beta]", "reverse_step[beta_tilde]", "finite", f"strided[beta, S={S}]",
-                           f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS},
+                           f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS,
+                           *_THROUGH_OUTPUT},
     "v_conversion_sign": {"reverse_step[beta]", "reverse_step[beta_tilde]", f"strided[beta, S={S}]",
-                          f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS},
+                          f"strided[beta_tilde, S={S}]", *_DDIM, "loss_given_draws", "loss_at_eps_star", *_CHAINS,
+                          *_THROUGH_OUTPUT},
     "clips_undeclared": {"reverse_step[beta]", "reverse_step[beta_tilde]", "edges[beta]", "edges[beta_tilde]",
                          "search[beta]", "search[beta_tilde]"},
     "clips_declared": set(),

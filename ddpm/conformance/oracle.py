@@ -104,6 +104,11 @@ DDIM_FORMS = (
 # The coefficient of x_0 in eq. 12 when eps is re-derived from it, eps = (x_t - sqrt(a_t) x_0) / sqrt(m_t): how an
 # error in a clipped or thresholded x_0 moves x_s.
 DDIM_COEF_X0 = sp.sqrt(a_s) - sp.sqrt(m_s - DDIM_SIGMA2) * sp.sqrt(a_t) / sp.sqrt(m_t)
+# d(output)/d(eps) of Algorithm 2's mean and of eq. 12: what an error in an eps converted from an x_0 or v output
+# (an implementation's intermediate, rounded on its own) moves the output by.
+MEAN_COEF_EPS = sp.diff(MEAN_FORMS[0], eps)
+DDIM_COEF_EPS = sp.diff(DDIM_FORMS[1], eps)
+X0_HAT_COEF_EPS = sp.diff(X0_HAT, eps)
 DDIM_BY_PREDICTION = {
     Prediction.EPS: DDIM_FORMS,
     **{prediction: (sp.sqrt(a_s) * X0_HATS[prediction] + sp.sqrt(m_s - DDIM_SIGMA2) * EPS_HATS[prediction]

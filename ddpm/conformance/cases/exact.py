@@ -147,11 +147,24 @@ def mapped_x0(ctx: Context, values: dict, mapping: X0Map) -> tuple[np.ndarray, n
     return mapping(x0_hat, np.broadcast_to(tol_x0, np.shape(x0_hat)))
 
 
+def eps_route_bound(ctx: Context, values: dict, eps_forms: tuple, coef_eps: sp.Expr) -> np.ndarray:
+    """The rounding bound of an implementation that converts an x_0 or v output to eps first (a rounded intermediate)
+    and then takes the eps form: the eps form's bound at that eps plus |d out / d eps| times the conversion's bound.
+    0 for an eps model (its output is the eps); NaN where the route has no value (alpha_bar_T = 0)."""
+    if ctx.prediction is Prediction.EPS:
+        return np.zeros(np.shape(values[oracle.xt]))
+    eps_hat, tol_eps = oracle.evaluate(oracle.EPS_HATS[ctx.prediction], values, ctx.u)
+    _, tol = oracle.evaluate(eps_forms, {**values, oracle.eps: eps_hat}, ctx.u)
+    coef, _ = oracle.evaluate(coef_eps, values, ctx.u)
+    return tol + np.abs(coef) * tol_eps
+
+
 def mean_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.ndarray, np.ndarray]:
     """Algorithm 2's mean over a step t -> s given the network output (in the adapter's parameterisation); with
     clipping or thresholding, mu_tilde(x_0, x_t) of the mapped x0_hat."""
     if mapping is None:
-        return oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+        mean, tol = oracle.evaluate(oracle.MEANS[ctx.prediction], values, ctx.u)
+        return mean, np.fmax(tol, eps_route_bound(ctx, values, oracle.MEAN_FORMS, oracle.MEAN_COEF_EPS))
     x0_used, tol_x0 = mapped_x0(ctx, values, mapping)
     mean, tol = oracle.evaluate(oracle.POSTERIOR_MEAN, {**values, oracle.x0: x0_used}, ctx.u)
     coef, _ = oracle.evaluate(oracle.POSTERIOR_COEF_X0, values, ctx.u)
@@ -258,10 +271,12 @@ def ddim_oracle(ctx: Context, values: dict, mapping: X0Map | None) -> tuple[np.n
     """
     if np.all(np.asarray(values[oracle.m_s]) == 0.0):
         if mapping is None:
-            return oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
+            x0_hat, tol = oracle.evaluate(oracle.X0_HATS[ctx.prediction], values, ctx.u)
+            return x0_hat, np.fmax(tol, eps_route_bound(ctx, values, oracle.X0_HAT, oracle.X0_HAT_COEF_EPS))
         return mapped_x0(ctx, values, mapping)
     if mapping is None:
-        return oracle.evaluate(oracle.DDIM_BY_PREDICTION[ctx.prediction], values, ctx.u)
+        expected, tol = oracle.evaluate(oracle.DDIM_BY_PREDICTION[ctx.prediction], values, ctx.u)
+        return expected, np.fmax(tol, eps_route_bound(ctx, values, oracle.DDIM_FORMS, oracle.DDIM_COEF_EPS))
     x0_used, tol_x0 = mapped_x0(ctx, values, mapping)
     eps_used = (values[oracle.xt] - np.sqrt(values[oracle.a_t]) * x0_used) / np.sqrt(values[oracle.m_t])
     expected, tol = oracle.evaluate(oracle.DDIM_FORMS, {**values, oracle.eps: eps_used}, ctx.u)

@@ -26,7 +26,7 @@ import torch
 from ddpm.conformance.adapters.reference import ReferenceAdapter
 from ddpm.conformance.cases import Context, SuiteConfig, chain_law
 from ddpm.conformance.oracle import GaussianData
-from ddpm.conformance.protocol import Adapter, Chain, ChainKind, NotOffered, check_adapter
+from ddpm.conformance.protocol import Adapter, Chain, ChainKind, NotOffered, VarianceKind, check_adapter
 
 Tensor = torch.Tensor
 T_DEFAULT = 50  # small enough that a suite run of the statistical cases takes a fraction of a second
@@ -41,6 +41,7 @@ class ErrorKind(enum.Enum):
 
 
 class GradedAdapter(ReferenceAdapter):
+    variances = {"beta": VarianceKind.BETA, "beta_tilde": VarianceKind.BETA_TILDE}  # the fixed ones its errors touch
     """The reference (linear schedule, paper timesteps, float64) with an error of `kind` and size `delta`.
 
     `data` is the Gaussian data under which a CANCELLING error leaves the chains' output law unchanged (the suite's

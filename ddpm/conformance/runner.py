@@ -196,7 +196,7 @@ def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, s
     start = time.perf_counter()
     if isinstance(adapter, RejectedConfiguration):
         why = f"the library rejects this configuration: {adapter.error}"
-        return AdapterRun(spec, describe(adapter), (not_applicable("configuration", why),), 0.0)
+        return AdapterRun(spec, describe(adapter), (replace(not_applicable("configuration", why), seconds=0.0),), 0.0)
     ctx = Context(adapter, config)
     results = []
     causes_run: set[tuple[str, str]] = set()
@@ -208,7 +208,7 @@ def run_adapter(adapter: Adapter | RejectedConfiguration, config: SuiteConfig, s
         plan = [entry for entry in plan if entry[0] in only]
     for name, thunk, needs in tqdm(plan, desc=adapter.name[:40], disable=not progress, leave=False):
         if needs is not None and not hasattr(adapter, needs):
-            results.append(not_applicable(name, f"the adapter has no {needs}()"))
+            results.append(replace(not_applicable(name, f"the adapter has no {needs}()"), seconds=0.0))
             continue
         started = time.perf_counter()
         with np.errstate(all="ignore"):

@@ -439,10 +439,10 @@ def _eps_star_of_standard_normal_data(adapter):
     return eps_star
 
 
-@pytest.fixture(scope="module", params=[("reference", 0), *CASES],
-                ids=["reference-linear"] + [f"{m}-{('linear', 'cosine')[i]}" for m, i in CASES])
+@pytest.fixture(scope="module", params=[("reference", 0, "linear"), *CASES],
+                ids=["reference-linear"] + [f"{m}-{label}" for m, _, label in CASES])
 def any_adapter(request):
-    module, index = request.param
+    module, index, _ = request.param
     if module == "reference":
         return importlib.import_module("ddpm.conformance.adapters.reference").ReferenceAdapter("linear", 100)
     pytest.importorskip(MODULES[module])
@@ -476,7 +476,10 @@ def test_every_chain_resumes_and_replays_a_run_from_its_first_timestep(any_adapt
 
 
 def test_resume_refuses_a_timestep_the_chain_does_not_visit(any_adapter):
-    chain = any_adapter.chains()[-1]
+    strided = [c for c in any_adapter.chains() if len(set(c.timesteps)) < any_adapter.schedule.T]
+    if not strided:
+        pytest.skip("every chain of this configuration visits every timestep")
+    chain = strided[-1]
     missing = next(t for t in range(any_adapter.schedule.T) if t not in set(chain.timesteps))
     with pytest.raises(ValueError, match=f"t(art)? = {missing} is not a (visited )?timestep"):
         chain.resume(_eps_star_of_standard_normal_data(any_adapter), torch.zeros(SHAPE, dtype=any_adapter.dtype),

@@ -259,8 +259,10 @@ def test_rejection_reads_set_timesteps_too():
 def test_runner_passes_rejected_configurations_through_and_lists_them():
     (row,) = load_adapters("testkit.broken_adapters:rejected_only")
     assert isinstance(row, RejectedConfiguration)
-    runs, skipped = run_suite(["testkit.broken_adapters:rejected_only"], progress=False)
-    assert runs == [] and skipped == [f"{row.name}: rejected by {row.version}: {row.error}"]
+    (run,), skipped = run_suite(["testkit.broken_adapters:rejected_only"], progress=False)
+    assert not skipped and run.description.rejected == row.error and run.conformant
+    (result,) = run.results
+    assert result.status.value == "not applicable" and row.error in result.detail
 
 
 # -- reproduction snippets ---------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def test_a_broken_adapter_fails_exactly_its_cases_as_tests(tmp_path):
     failed = sorted(line.split("::")[-1] for line in done.stdout.splitlines() if line.startswith("FAILED"))
     assert [f.split(" - ")[0] for f in failed] == ["edges[beta_tilde]]", "reverse_step[beta_tilde]]",
                                                    "search[beta_tilde]]"], failed
-    assert "3 failed, 20 passed" in done.stdout
+    assert "3 failed, " in done.stdout and " error" not in done.stdout
     assert "fails reverse_step[beta_tilde]" in done.stdout and "reproduction:" in done.stdout
     assert "a.reverse_step(eps, xt, t, z, 'beta_tilde')" in done.stdout
 

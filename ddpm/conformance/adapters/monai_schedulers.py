@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ddpm.conformance.adapters.diffusers_ddpm import num_steps_for_stride
+from ddpm.conformance.adapters.diffusers_ddpm import num_steps_for_stride, visited_index
 from ddpm.conformance.adapters.snippets import snippet_tensors
 from ddpm.conformance.protocol import (
     AdapterError,
@@ -339,14 +339,25 @@ class MonaiDDPMAdapter(_MonaiScheduler):
         for variance, num_steps in self._chain_specs:
             label = f"DDPMScheduler.step loop (variance_type={variance!r}, num_inference_steps={num_steps})"
             out.append(Chain(label, ChainKind.ANCESTRAL, self._visited(num_steps),
-                             partial(self._run_chain, variance, num_steps), variance=variance))
+                             partial(self._run_chain, variance, num_steps), variance=variance,
+                             resume=partial(self._resume_chain, variance, num_steps)))
         return out
 
     def _run_chain(self, variance: str, num_steps: int, model: ModelFn, shape: tuple[int, ...],
                    generator: torch.Generator) -> Tensor:
-        scheduler = self._scheduler(variance, num_steps)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
-        for t in scheduler.timesteps:
+        return self._loop(variance, num_steps, model, x, 0, generator)
+
+    def _resume_chain(self, variance: str, num_steps: int, model: ModelFn, x: Tensor, start: int,
+                      generator: torch.Generator) -> Tensor:
+        """The loop entered at the visited timestep `start` with x there."""
+        first = visited_index(self._scheduler(variance, num_steps).timesteps, start)
+        return self._loop(variance, num_steps, model, x.to(self.dtype), first, generator)
+
+    def _loop(self, variance: str, num_steps: int, model: ModelFn, x: Tensor, first: int,
+              generator: torch.Generator) -> Tensor:
+        scheduler = self._scheduler(variance, num_steps)
+        for t in scheduler.timesteps[first:]:
             output = model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
             x, _ = scheduler.step(output, t, x, generator=generator)
         return x
@@ -467,14 +478,25 @@ class MonaiDDIMAdapter(_MonaiScheduler):
 
     def chains(self) -> list[Chain]:
         return [Chain(f"DDIMScheduler.step loop (num_inference_steps={num_steps}, eta={eta:g})", ChainKind.DDIM,
-                      self._visited(num_steps), partial(self._run_chain, eta, num_steps), eta=eta)
+                      self._visited(num_steps), partial(self._run_chain, eta, num_steps), eta=eta,
+                      resume=partial(self._resume_chain, eta, num_steps))
                 for eta, num_steps in self._chain_specs]
 
     def _run_chain(self, eta: float, num_steps: int, model: ModelFn, shape: tuple[int, ...],
                    generator: torch.Generator) -> Tensor:
-        scheduler = self._cached(num_steps)
         x = torch.randn(tuple(shape), generator=generator, dtype=self.dtype)  # [B, C, H, W]: x at timesteps[0]
-        for t in scheduler.timesteps:
+        return self._loop(eta, num_steps, model, x, 0, generator)
+
+    def _resume_chain(self, eta: float, num_steps: int, model: ModelFn, x: Tensor, start: int,
+                      generator: torch.Generator) -> Tensor:
+        """The loop entered at the visited timestep `start` with x there."""
+        first = visited_index(self._cached(num_steps).timesteps, start)
+        return self._loop(eta, num_steps, model, x.to(self.dtype), first, generator)
+
+    def _loop(self, eta: float, num_steps: int, model: ModelFn, x: Tensor, first: int,
+              generator: torch.Generator) -> Tensor:
+        scheduler = self._cached(num_steps)
+        for t in scheduler.timesteps[first:]:
             output = model(x, torch.full((x.shape[0],), int(t), dtype=torch.int64)).to(self.dtype)
             x, _ = scheduler.step(output, t, x, eta=eta, generator=generator)
         return x

@@ -89,20 +89,27 @@ class GradedAdapter(ReferenceAdapter):
         return [self.chain(option) for option in self.variances]
 
     def chain(self, variance: str) -> Chain:
-        """Algorithm 2 from x_T ~ N(0, I) to x_0, every step through this adapter's `reverse_step`."""
+        """Algorithm 2 from x_T ~ N(0, I) to x_0, every step through this adapter's `reverse_step`; it resumes from a
+        given x_t (the calibration case)."""
         T = self.diffusion.T
 
-        def run(eps_model: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...],
-                generator: torch.Generator) -> Tensor:
-            x = torch.randn(shape, generator=generator, dtype=self.dtype)
-            for t in range(T, 0, -1):
-                tt = torch.full((shape[0],), t, dtype=torch.int64)
-                z = torch.randn(shape, generator=generator, dtype=self.dtype) if t > 1 else torch.zeros_like(x)
+        def steps(eps_model: Callable[[Tensor, Tensor], Tensor], x: Tensor, start: int,
+                  generator: torch.Generator) -> Tensor:
+            if not 1 <= int(start) <= T:
+                raise ValueError(f"start = {start} is not a visited timestep (1..{T})")
+            for t in range(int(start), 0, -1):
+                tt = torch.full((x.shape[0],), t, dtype=torch.int64)
+                z = torch.randn(x.shape, generator=generator, dtype=self.dtype) if t > 1 else torch.zeros_like(x)
                 x = self.reverse_step(eps_model(x, tt), x, t, z, variance)
             return x
 
+        def run(eps_model: Callable[[Tensor, Tensor], Tensor], shape: tuple[int, ...],
+                generator: torch.Generator) -> Tensor:
+            return steps(eps_model, torch.randn(shape, generator=generator, dtype=self.dtype), T, generator)
+
         return Chain(f"algorithm_2(variance={variance!r})", ChainKind.ANCESTRAL, list(range(T, 0, -1)), run,
-                     variance=variance)
+                     variance=variance, resume=lambda eps_model, x, start, generator: steps(
+                         eps_model, x.to(self.dtype), start, generator))
 
     # ----------------------------------------------------------------------------------- not offered
     def strided_timesteps(self, num_steps: int) -> list[int]:

@@ -54,11 +54,15 @@ def test_a_small_study_writes_its_report(tmp_path, capsys):
     assert report["seeds"] == [0, 1] and report["alpha"] == 1e-3 and report["versions"]["scipy"]
     rates = {(r["kind"], r["case"], r["delta"]): r["rate"] for r in report["rows"]}
     chains = ["chain[algorithm_2(variance='beta')]", "chain[algorithm_2(variance='beta_tilde')]"]
+    calibrations = [c.replace("chain[", "calibration[") for c in chains]  # every statistical case of the chains
     assert set(rates) == {(k, c, d) for k, d in (("noise", 0.0), ("noise", 0.06), ("cancelling", 0.0),
-                                                 ("cancelling", 1.0)) for c in chains} | {
+                                                 ("cancelling", 1.0)) for c in chains + calibrations} | {
         ("loss", "loss_at_eps_star", 0.0), ("loss", "loss_at_eps_star", 0.06)}
     for (kind, case, delta), rate in rates.items():
-        assert rate == (1.0 if delta == 0.06 else 0.0), (kind, case, delta)
+        if case.startswith("chain[") or case == "loss_at_eps_star":
+            assert rate == (1.0 if delta == 0.06 else 0.0), (kind, case, delta)
+        elif delta == 0.0:
+            assert rate == 0.0, (kind, case)
     markdown = (tmp_path / "power.md").read_text()
     assert "`python -m ddpm.studies.conformance_power --out" in markdown and "alpha = 0.001" in markdown
     assert "| `loss_at_eps_star` | 0.06 | 2/2 | 1.00 |" in markdown

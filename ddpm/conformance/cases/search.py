@@ -83,7 +83,10 @@ def _search(ctx: Context, probe: Callable[..., Worst], kind: VarianceKind | None
     outputs = _image(st, low, -low)
     vs = _image(st, *RANGES[kind]) if kind in RANGES else st.none()
 
-    @hypothesis.settings(max_examples=ctx.config.search_examples, deadline=None, database=None,
+    # Its own settings on Hypothesis' defaults, whatever profile the caller loaded (a test run's, say): the search is a
+    # function of the seed alone.
+    @hypothesis.settings(hypothesis.settings.get_profile("default"), max_examples=ctx.config.search_examples,
+                         deadline=None, database=None, derandomize=False,
                          suppress_health_check=list(hypothesis.HealthCheck), print_blob=False)
     @hypothesis.seed(ctx.config.seed)
     @hypothesis.given(t=ts(st), out=outputs, xt=_image(st, -SEARCH_LIMIT, SEARCH_LIMIT),

@@ -9,7 +9,8 @@ Each `Step` states `lhs = rhs` together with *how* that equality is known:
 - `Check.RATIONAL`: SymPy cannot close the identity symbolically; random rationals are substituted
   exactly into every free symbol and the residual, an exact constant expression, is evaluated to
   `RATIONAL_DIGITS` significant digits; it must vanish below 10^-`RATIONAL_ZERO_EXPONENT` times the size
-  of the terms. A false identity is rejected at once (no slow simplify of a non-zero leftover).
+  of the terms. A false identity is rejected at once (no slow simplify of a non-zero leftover). Such a step
+  says why in its `reason` (what SymPy fails to do); the report prints it beside the check.
 
 No torch here: `derivations/` is the oracle the PyTorch code is tested against.
 """
@@ -52,6 +53,12 @@ class Step:
     # Symbols renamed in the report only (the check uses the expressions as they are): a t = 1 statement written
     # in the generic step's symbols shows beta_1, sigma_1^2, ... instead of beta_t, sigma_t^2.
     display: tuple[tuple[sp.Symbol, sp.Symbol], ...] = field(default=())
+    # For a RATIONAL check: why the identity is not closed symbolically (what SymPy fails to do with it).
+    reason: str = ""
+
+    def check_label(self) -> str:
+        """How the step is known, as the report prints it: the check, and for a RATIONAL one its reason."""
+        return f"{self.check.value}: {self.reason}" if self.reason else self.check.value
 
     def _shown(self, expr: sp.Basic) -> sp.Basic:
         return expr.subs(dict(self.display), simultaneous=True) if self.display else expr

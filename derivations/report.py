@@ -43,11 +43,11 @@ def render_derivation(derivation: Derivation) -> str:
         "",
     ]
     for number, step in enumerate(derivation.steps, start=1):
-        lines += [f"{number}. {step.description} *({step.check.value})*", "", "$$", step.latex(), "$$", ""]
+        lines += [f"{number}. {step.description} *({step.check_label()})*", "", "$$", step.latex(), "$$", ""]
         lines += _folded(step)
     lines += ["**Results** (exported to the implementation tests):", ""]
     for step in derivation.results:
-        lines += [f"- {step.description} *({step.check.value})*", "", "$$", step.latex(), "$$", ""]
+        lines += [f"- {step.description} *({step.check_label()})*", "", "$$", step.latex(), "$$", ""]
         lines += _folded(step)
     return "\n".join(lines)
 

@@ -20,6 +20,9 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     o  parameterisations      the eps, x_0 and v parameterisations: conversions, means, zero terminal SNR, loss weights
     p  data_posterior         q(x_0 | x_t) and E[eps | x_t] of Gaussian and two-Gaussian-mixture data (the calibration
                               case's data)
+    q  variational_bound      Gibbs' inequality for any densities; the VAE bound for any q; log p(x_0) >= ELBO for
+                              every T and any reverse kernels, the gap the KL of the two posteriors over x_{1:T}
+    t  interior_bin           the decoder's interior bin: -log P(bin) = density x width + an error, its expansion
 """
 
 from __future__ import annotations
@@ -45,6 +48,8 @@ MODULES = (
     "decoder_mean",
     "parameterisations",
     "data_posterior",
+    "variational_bound",
+    "interior_bin",
 )
 
 

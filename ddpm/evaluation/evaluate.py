@@ -16,19 +16,19 @@
 
 metrics.json keys (the headline ones first, then details): dataset, preset, device, seed (of the evaluation),
 train_steps, train_images_per_second (images seen / training seconds, from the checkpoint), sample_images_per_second
-(N / Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate), elbo_num_images
-(its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training seconds from the
-checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws, proposal and its
-predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound, elbo_exact_* and
-the samples behind FID all use it), elbo_exact_by_variance and optimal_variance (below), kid_std (spread over
-subsets), kid_stderr (the standard error of kid_mean, `ddpm.images.fid.kid_standard_error`), kid_subsets,
-kid_subset_size, fid_reference (the reference set and its cache name), fid_real_vs_real, kid_real_vs_real_mean and
-kid_real_vs_real_std (the floor: N real training images against the same test reference,
-`ddpm.images.fid.real_vs_real`, cached) with real_vs_real {split, num_images, subset_seed, cached}, timings {train,
-load, optimal_variance, elbo_exact (the exact subset under every variance, one pass of the network),
-elbo_monte_carlo, sampling, write_images, fid_kid (floor included)} in seconds (metrics written before that pass
-was shared also have elbo_exact_other_variances), the command, package versions (now and at training), the preset
-and the evaluation settings used. Values that are undefined (a
+(N / Algorithm-2 seconds), elbo_bits_per_dim and elbo_bits_per_dim_stderr (the Monte Carlo estimate),
+elbo_num_images (its images), fid, kid_mean (null with --skip-fid), fid_num_samples (N), wall_seconds (training
+seconds from the checkpoint + this evaluation's seconds); then elbo_exact_* (the exact subset), elbo_mc_* (draws,
+proposal and its predicted variance reduction), elbo_variance (the headline's sigma_t^2: the Monte Carlo bound,
+elbo_exact_* and the samples behind FID all use it), elbo_exact_by_variance, decoder_interior_bins and
+optimal_variance (below), kid_std (spread over subsets), kid_stderr (the standard error of kid_mean,
+`ddpm.images.fid.kid_standard_error`), kid_subsets, kid_subset_size, fid_reference (the reference set and its cache
+name), fid_real_vs_real, kid_real_vs_real_mean and kid_real_vs_real_std (the floor: N real training images against
+the same test reference, `ddpm.images.fid.real_vs_real`, cached) with real_vs_real {split, num_images, subset_seed,
+cached}, timings {train, load, optimal_variance, elbo_exact (the exact subset under every variance, one pass of the
+network), elbo_monte_carlo, decoder_bins, sampling, write_images, fid_kid (floor included)} in seconds (metrics
+written before that pass was shared also have elbo_exact_other_variances), the command, package versions (now and at
+training), the preset and the evaluation settings used. Values that are undefined (a
 standard error of one image) are null.
 
 - elbo_exact_by_variance: {"beta" | "beta_tilde" | "optimal" | "learned": {"bits_per_dim", "stderr", "images"}},
@@ -36,6 +36,13 @@ standard error of one image) are null.
   checkpoint supports ("learned" for a learned-variance model: `checkpoint_variances`); the headline variance's entry is
   elbo_exact_bits_per_dim and its stderr themselves (not recomputed). They share the network's
   outputs, so their differences are the variances' alone (not noise between subsets).
+- decoder_interior_bins: the decoder's interior bins on the exact subset (`ddpm.evaluation.decoder_bins`, derivation
+  (t)) under the headline variance, the model's mu_theta(x_1, 1) and sigma_1 per pixel with the exact bound's x_1:
+  {"variance", "images", "decoder_bits_per_dim" (L_0), "density_width_bits_per_dim" (L_0 with each interior bin's
+  cost taken as -log N(x; mu, sigma^2) - log 2h), "error_bits_per_dim" (L_0 minus that: the exact interior-bin error
+  E, mean over images, bits/dim) and its "error_bits_per_dim_stderr", "interior_fraction" (pixels in bins 1..254),
+  "sigma_over_h_mean", "sigma_over_h_min", "sigma_over_h_max" (sigma_1 / h over interior pixels, h = 1/255),
+  "seconds"}; null when the exact subset is empty. Absent from runs evaluated before it existed.
 - optimal_variance: {"file" (name in out_dir), "reused" (an existing file of this checkpoint step, T and images per
   t was used), "previous_file" (a stale file set aside, or null), "split" ("train"), "train_split_images" (null
   when reused), "images_per_t", "seed" and "step" (the estimate's: a reused file keeps the seed it was drawn
@@ -48,7 +55,8 @@ The phases, in order (`evaluate_checkpoint`), each in the module named after wha
    the network; every error about the request is raised here, before anything in out_dir changes.
 2. prepare the run folder (`ddpm.evaluation.run_folder`): an older metrics.json is set aside, never overwritten.
 3. Gamma_t for the "optimal" variance (`ddpm.evaluation.optimal_variance`).
-4. the bound: exact subset and Monte Carlo (`ddpm.evaluation.bounds`), elbo_terms.json.
+4. the bound: exact subset and Monte Carlo (`ddpm.evaluation.bounds`), elbo_terms.json; then the decoder's
+   interior bins on the exact subset (`ddpm.evaluation.decoder_bins`).
 5. samples by Algorithm 2 and their files (`ddpm.evaluation.sampling`).
 6. FID and KID with their floor (`ddpm.evaluation.sample_quality`), unless skipped.
 7. metrics.json, written last.
@@ -79,6 +87,8 @@ from ddpm.evaluation.bounds import (
     elbo_terms_record,
     evaluate_elbo,
 )
+from ddpm.evaluation.decoder_bins import METRICS_KEY as DECODER_BINS_KEY
+from ddpm.evaluation.decoder_bins import DecoderBins, decoder_bins
 from ddpm.evaluation.errors import EvaluationError
 from ddpm.evaluation.optimal_variance import FILE_NAME as OPTIMAL_VARIANCE_FILE
 from ddpm.evaluation.optimal_variance import (
@@ -260,6 +270,16 @@ def _bound_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, s
     return elbo, by_variance
 
 
+def _decoder_bins_phase(inputs: _Inputs, diffusion: GaussianDiffusion,
+                        say: Callable[[str], None]) -> DecoderBins | None:
+    """Phase 4, continued: the decoder's interior bins on the exact subset (one network pass at t = 1)."""
+    config = inputs.config
+    say(f"decoder bins: L_0 vs density times bin width on {config.elbo_exact_images} images, sigma_1 of "
+        f"{config.variance}")
+    return decoder_bins(inputs.eps_model, diffusion, inputs.test_images,
+                        BoundSettings.from_config(config, inputs.seed), device=inputs.device)
+
+
 def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path, progress: bool,
                     say: Callable[[str], None]) -> tuple[SampleRun, float]:
     """Phase 5: N Algorithm-2 samples and their files; (the samples, seconds spent writing the files)."""
@@ -294,6 +314,7 @@ class _Outcome:
     diffusion: GaussianDiffusion  # every variance, Gamma_t's included
     elbo: ElboEvaluation
     by_variance: Mapping[str, ExactBound]
+    decoder_bins: DecoderBins | None
     samples: SampleRun
     quality: Mapping[str, object]  # the FID/KID entries (FID_SKIPPED's keys)
     timings: Mapping[str, float]
@@ -411,6 +432,7 @@ def _metrics_record(inputs: _Inputs, outcome: _Outcome, checkpoint_path: Path, e
         "fid_num_samples": config.fid_num_samples,
         "wall_seconds": float(checkpoint.train_seconds) + evaluate_seconds,
         **_bound_metrics(inputs, outcome.elbo, outcome.by_variance),
+        DECODER_BINS_KEY: None if outcome.decoder_bins is None else outcome.decoder_bins.metrics(),
         "optimal_variance": _optimal_variance_metrics(outcome.optimal, outcome.diffusion),
         **_sample_metrics(inputs, outcome.samples, outcome.quality, skip_fid, outcome.diffusion.T),
         **_provenance_metrics(inputs, checkpoint_path, outcome.timings, evaluate_seconds, command, outcome.copied,
@@ -451,12 +473,14 @@ def evaluate_checkpoint(
     diffusion = inputs.diffusion.with_optimal_variance(optimal.estimate.gamma)  # every variance, one diffusion
     elbo, by_variance = _bound_phase(inputs, diffusion, out_dir, say)
     timings.update(elbo_exact=elbo.exact_seconds, elbo_monte_carlo=elbo.monte_carlo_seconds)
+    bins = _decoder_bins_phase(inputs, diffusion, say)
+    timings["decoder_bins"] = 0.0 if bins is None else bins.seconds
     samples, write_seconds = _sampling_phase(inputs, diffusion, out_dir, progress, say)
     timings.update(sampling=samples.seconds, write_images=write_seconds)
     quality = FID_SKIPPED
     if not skip_fid:
         quality, timings["fid_kid"] = _fid_phase(inputs, samples, cache_dir, progress, say)
-    outcome = _Outcome(previous, copied, optimal, diffusion, elbo, by_variance, samples, quality, timings)
+    outcome = _Outcome(previous, copied, optimal, diffusion, elbo, by_variance, bins, samples, quality, timings)
     metrics = _metrics_record(inputs, outcome, checkpoint_path, time.perf_counter() - wall_start, command, skip_fid)
     metrics = finite_or_none(metrics)  # what metrics.json holds: JSON has no NaN, so undefined values are null
     write_json_atomic(out_dir / METRICS_FILE, metrics)

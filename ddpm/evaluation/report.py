@@ -305,7 +305,7 @@ TIME_GROUPS = {
     "training": ("train",),
     "sampling": ("sampling", "write_images"),
     "FID/KID": ("fid_kid",),
-    "bound": ("optimal_variance", "elbo_exact", "elbo_monte_carlo", "elbo_exact_other_variances"),
+    "bound": ("optimal_variance", "elbo_exact", "elbo_monte_carlo", "elbo_exact_other_variances", "decoder_bins"),
 }
 
 
@@ -502,6 +502,7 @@ def _bound_blocks(m: Mapping, elbo_record: Mapping, plots: Mapping[str, bool]) -
             f"{fmt(m.get('elbo_mc_predicted_variance_reduction'), 'rate')} fewer network calls at equal error."
         ))
     b.extend(variance_blocks(m))
+    b.append(decoder_bins_block(m))
     if plots.get(ELBO_TERMS_PNG):
         names = ", ".join(label.removeprefix("sigma_t^2 = ") for label, _, _ in term_curves(elbo_record))
         b.append(Figure(ELBO_TERMS_PNG, f"per-term bound L_0 .. L_T in bits/dim on {elbo_record.get('num_images')} "
@@ -687,6 +688,26 @@ def variance_blocks(m: Mapping) -> list[Block]:
             f"`{gamma.get('file')}`, {origin}."
         ))
     return blocks
+
+
+def decoder_bins_block(m: Mapping) -> Paragraph:
+    """One line: L_0, its density-times-width value, their difference and sigma_1 / h (metrics.json's
+    decoder_interior_bins, derivation (t)); says so when this run's metrics.json has no such measurement."""
+    bins = m.get("decoder_interior_bins")
+    if not isinstance(bins, Mapping):
+        return Paragraph("Decoder interior bins: not measured for this run (its metrics.json has no "
+                         "`decoder_interior_bins`; runs evaluated before that measurement existed lack it).")
+    fraction = bins.get("interior_fraction")
+    share = f"{100 * fraction:.1f}%" if isinstance(fraction, (int, float)) else "n/a"
+    return Paragraph(
+        f"Decoder interior bins (derivation (t)), sigma_1 of `{bins.get('variance')}` on the exact subset of "
+        f"{bins.get('images')} images: L_0 = {fmt(bins.get('decoder_bits_per_dim'), 'bits')} bits/dim, density times "
+        f"bin width {fmt(bins.get('density_width_bits_per_dim'), 'bits')}, difference "
+        f"{fmt(bins.get('error_bits_per_dim'), 'bits')} +- {fmt(bins.get('error_bits_per_dim_stderr'), 'bits')} "
+        f"(the exact interior-bin error, over the {share} of pixels in interior bins); sigma_1 / h = "
+        f"{fmt(bins.get('sigma_over_h_mean'), 'rate')} (mean over those pixels; "
+        f"{fmt(bins.get('sigma_over_h_min'), 'rate')} to {fmt(bins.get('sigma_over_h_max'), 'rate')})."
+    )
 
 
 def _floor_basis(metrics: Mapping) -> str:

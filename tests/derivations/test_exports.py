@@ -38,6 +38,21 @@ NOT_A_STEP_LHS = {
     ("parameterisations", "LOSS_WEIGHT_X0"): "SNR itself: the x_0 loss's weight is the definition of SNR",
     ("data_posterior", "MIXTURE_POSTERIOR_CDF"): "a mixture of normal CDFs (a definition); a step checks that its "
                                                  "derivative is the derived posterior density",
+    ("variational_bound", "Q"): "an undetermined positive density q(z): a definition",
+    ("variational_bound", "P"): "an undetermined positive density p(z): a definition",
+    ("variational_bound", "JOINT"): "an undetermined positive joint density p(x, z): a definition",
+    ("variational_bound", "ENCODER"): "an undetermined positive encoder density q(z | x): a definition",
+    ("variational_bound", "MARGINAL"): "p(x), the integral of the joint over z: a definition",
+    ("variational_bound", "POSTERIOR"): "p(z | x) = p(x, z) / p(x): the definition of the model's posterior",
+    ("variational_bound", "KL_GENERAL"): "the KL's integral definition for the densities Q and P",
+    ("variational_bound", "ELBO_GENERAL"): "the ELBO's integral definition, E_q[log p(x, z) / q(z | x)]",
+    ("variational_bound", "POSTERIOR_KL_GENERAL"): "the KL's integral definition for the encoder and the posterior",
+    ("variational_bound", "POINTWISE_SPLIT"): "the right side of the checked pointwise split of log p(x)",
+    ("interior_bin", "BIN_PROBABILITY"): "the interior bin's probability Phi(delta + eta) - Phi(delta - eta): the "
+                                         "decoder's definition (Ho et al. eq. 13), standardised",
+    ("interior_bin", "INTERIOR_BIN_ERROR"): "the definition of the error E; a step checks the exact split it closes",
+    ("interior_bin", "LEADING_TERM"): "the stated first term, compared with the derived series of E",
+    ("interior_bin", "NEXT_TERM"): "the stated second term, compared with the derived series of E",
 }
 
 

@@ -29,7 +29,7 @@ Exports (in symbols.beta_t, symbols.alpha_bar_prev and GAMMA):
     GAMMA_LOWER_VARIANCE   (1 - alpha_bar_t) / (alpha_bar_t s^2 + 1 - alpha_bar_t) (s^2 = reverse_variance's
                        DATA_VARIANCE), the lower bound on Gamma_t for data of mean per-coordinate variance <= s^2
     SIGMA2_UPPER_VARIANCE  sigma*_t^2 there: derivation (h)'s Gaussian optimum
-    TOWER_CROSS_MOMENT, TOWER_SQUARE_MOMENT   E[eps E[eps | x_t]] and E[E[eps | x_t]^2] on a 2 x 3 finite support
+    TOWER_CROSS_MOMENT  E[eps E[eps | x_t]] on a 2 x 3 finite support (= TOWER_SQUARE_MOMENT, E[E[eps | x_t]^2])
     conditional_expectation(expr)   E[expr | x_t] for a quadratic in x_0 (moments x0_hat, V_COND)
 Numeric (float64, broadcasting, 50-digit evaluation):
     sigma2_optimal(beta_t, alpha_bar_prev, Gamma), gamma_lower(beta_t, alpha_bar_prev),
@@ -707,7 +707,6 @@ __all__ = [
     "SIGMA2_UPPER_DATA",
     "SIGMA2_UPPER_VARIANCE",
     "TOWER_CROSS_MOMENT",
-    "TOWER_SQUARE_MOMENT",
     "V_COND",
     "conditional_expectation",
     "derivation",

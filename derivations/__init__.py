@@ -23,6 +23,8 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
     q  variational_bound      Gibbs' inequality for any densities; the VAE bound for any q; log p(x_0) >= ELBO for
                               every T and any reverse kernels, the gap the KL of the two posteriors over x_{1:T}
     t  interior_bin           the decoder's interior bin: -log P(bin) = density x width + an error, its expansion
+    u  optimal_reverse        the KL-optimal Gaussian reverse kernel, mean and variance jointly (Bao et al. Thm 1),
+                              and sigma_1^2 from the decoder's own cost
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ MODULES = (
     "data_posterior",
     "variational_bound",
     "interior_bin",
+    "optimal_reverse",
 )
 
 

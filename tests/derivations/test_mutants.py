@@ -3,9 +3,9 @@
 The mutation is a sign slip: in the stated right side the first sum met (pre-order) has its first term negated (a
 right side with no sum is doubled and shifted, 2 r + 3). The mutated step is checked the way the step itself is
 (simplify, or exact rational points) and must fail: the check is not vacuous, and a plausible slip in the formula
-is caught. The steps: every step of (l) sampling_noise, (m) gaussian_kl_full, (n) decoder_mean, (o)
-parameterisations, (q) variational_bound and (t) interior_bin; (f)'s every-T induction; (g)'s steps on general
-densities; (h)'s steps that take the Gaussian-KL lemma from (c).
+is caught. The steps: every step of the modules in `EVERY_STEP` ((j) optimal_variance, (l) sampling_noise, (m)
+gaussian_kl_full, (n) decoder_mean, (o) parameterisations, and the third pass's (q), (t), (u) and on); (f)'s every-T
+induction; (g)'s steps on general densities; (h)'s steps that take the Gaussian-KL lemma from (c).
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from derivations import (
     gaussian_kl_full,
     interior_bin,
     maximum_likelihood,
+    optimal_reverse,
+    optimal_variance,
     parameterisations,
     reverse_variance,
     sampling_noise,
@@ -41,10 +43,22 @@ def mutate(expr: sp.Basic) -> sp.Basic:
     return 2 * expr + 3
 
 
+# The modules whose every step is a mutant target, one per line.
+EVERY_STEP = (
+    sampling_noise,
+    gaussian_kl_full,
+    decoder_mean,
+    parameterisations,
+    variational_bound,
+    interior_bin,
+    optimal_reverse,
+    optimal_variance,
+)
+
+
 def _new_steps() -> list[tuple[str, Step]]:
     chosen = []
-    for module in (sampling_noise, gaussian_kl_full, decoder_mean, parameterisations, variational_bound,
-                   interior_bin):
+    for module in EVERY_STEP:
         d = module.derivation()
         chosen += [(f"{d.key}-{i}", s) for i, s in enumerate(d.all_steps(), start=1)]
     # private: the every-T steps are the mutants' targets
@@ -68,7 +82,7 @@ def _holds(step: Step) -> bool:
 
 def test_the_selection_covers_each_new_result():
     names = {name.rsplit("-", 1)[0] for name, _ in _new_steps()}
-    assert {"l", "m", "n", "o", "q", "t", "f-every-T", "g-general", "h-lemma"} <= names
+    assert {"j", "l", "m", "n", "o", "q", "t", "u", "f-every-T", "g-general", "h-lemma"} <= names
     general = [step for name, step in _new_steps() if name.startswith("g-general")]
     assert len(general) == 3 and general[0].description.startswith("Any family")
     lemma = [step for name, step in _new_steps() if name.startswith("h-lemma")]

@@ -53,6 +53,9 @@ NOT_A_STEP_LHS = {
     ("interior_bin", "INTERIOR_BIN_ERROR"): "the definition of the error E; a step checks the exact split it closes",
     ("interior_bin", "LEADING_TERM"): "the stated first term, compared with the derived series of E",
     ("interior_bin", "NEXT_TERM"): "the stated second term, compared with the derived series of E",
+    ("optimal_reverse", "SIGMA2_STAR_POSTERIOR"): "beta_tilde_t + c_0^2 V_t: the checked conditional variance (law of "
+                                                  "total variance) averaged over x_t; a step checks it is (j)'s "
+                                                  "sigma*^2(Gamma_t)",
 }
 
 

@@ -490,7 +490,8 @@ def derivation() -> Derivation:
 
     steps = (
         Step(
-            "Schedule: each step has a free parameter u_t = beta_t/alpha_t > 0, so alpha_t = 1/(1 + u_t) and every "
+            "Definition (the schedule's parameters): each step has a free parameter u_t = beta_t/alpha_t > 0, so "
+            "alpha_t = 1/(1 + u_t) and every "
             "variance is visibly positive.",
             sp.Symbol("alphas"),
             sp.Tuple(*ALPHAS),
@@ -498,14 +499,14 @@ def derivation() -> Derivation:
             lhs_latex=r"\left(\alpha_1, \alpha_2, \alpha_3\right)",
         ),
         Step(
-            "The forward chain q(x_{1:3} | x_0) = prod_t N(x_t; sqrt(alpha_t) x_{t-1}, beta_t), in logs.",
+            "Model: the forward chain q(x_{1:3} | x_0) = prod_t N(x_t; sqrt(alpha_t) x_{t-1}, beta_t), in logs.",
             sp.Symbol("log_q"),
             q_chain,
             Check.DEFINITION,
             lhs_latex=r"\log q(x_{1:3} \mid x_0)",
         ),
         Step(
-            "A Gaussian reverse chain, linear in x_t with free coefficients: p(x_3) = N(0, 1), "
+            "Model: a Gaussian reverse chain, linear in x_t with free coefficients: p(x_3) = N(0, 1), "
             "p(x_{t-1} | x_t) = N(c_t x_t + d_t, sigma_t^2).",
             sp.Symbol("log_p"),
             p_chain,
@@ -513,7 +514,7 @@ def derivation() -> Derivation:
             lhs_latex=r"\log p_\theta(x_{0:3})",
         ),
         Step(
-            "The integrand of the ELBO (seed eq. 52): log p(x_3) + sum_t log p(x_{t-1}|x_t) "
+            "Definition: the integrand of the ELBO (seed eq. 52), log p(x_3) + sum_t log p(x_{t-1}|x_t) "
             "- sum_t log q(x_t|x_{t-1}).",
             sp.Symbol("integrand"),
             identity_lhs(T),

@@ -80,7 +80,8 @@ def derivation() -> Derivation:
     """From the discretised decoder to the edge bin's cost at L_simple's t = 1 target and its gradient there."""
     steps = (
         Step(
-            "The decoder (Ho et al. eq. 13) at an edge pixel x_0 = -1: the mass of the open bin (-inf, -1 + h] under "
+            "Definition: the decoder (Ho et al. eq. 13) at an edge pixel x_0 = -1: the mass of the open bin (-inf, "
+            "-1 + h] under "
             "N(mu, sigma_1^2), h = 1/255 the half-width of a bin; Phi is the standard normal CDF.",
             sp.Symbol(r"L_0^{\mathrm{edge}}(\mu)"),
             EDGE_COST,

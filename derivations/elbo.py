@@ -38,6 +38,7 @@ Numeric oracle (float64 results of a 50-digit evaluation):
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -47,9 +48,10 @@ import sympy as sp
 
 from derivations import forward_marginal, maximum_likelihood, posterior
 from derivations.chain import Check, Derivation, Step
+from derivations.domain import logs_split
 from derivations.gaussian_kl import MEAN_1, MEAN_2, NORMAL_KL, VAR_1, VAR_2, normal_expectation
 from derivations.numeric import DIGITS, alpha_bar_from_betas
-from derivations.symbols import AT_T1, alpha_bar, alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0, x_t
+from derivations.symbols import AT_T1, alpha_bar, alpha_bar_prev, beta_t, normal_log_density, sigma2, x_0, x_prev, x_t
 
 REVERSE_SCALE = sp.Symbol("c_t", real=True)
 REVERSE_SHIFT = sp.Symbol("d_t", real=True)
@@ -244,21 +246,112 @@ EVERY_T_INCREMENT = sp.expand(
 EVERY_T_INCREMENT_AFTER_BAYES = sp.expand(EVERY_T_INCREMENT.subs(_bayes(_T + 1)))
 
 
+# --- the facts the induction uses, checked at a generic step t --------------------------------------
+# The domain 0 < alpha_bar_{t-1} < 1, 0 < beta_t < 1 by positive parameters p, b (logs of positive factors split).
+_p, _b = sp.symbols("p b", positive=True)
+_ON_DOMAIN = {alpha_bar_prev: 1 / (1 + _p), beta_t: _b / (1 + _b)}
+_ALPHA_T = 1 - beta_t
+
+
+def _log_q_marginal_at(abar: sp.Expr, x: sp.Expr) -> sp.Expr:
+    """log q(x | x_0) at alpha_bar = abar, from derivation (a)'s exported mean coefficient and variance."""
+    return normal_log_density(x, forward_marginal.MEAN_COEF.subs(alpha_bar, abar) * x_0,
+                              forward_marginal.VARIANCE.subs(alpha_bar, abar))
+
+
+GENERIC_LOG_Q_STEP = normal_log_density(x_t, sp.sqrt(_ALPHA_T) * x_prev, beta_t)
+GENERIC_BAYES_RHS = (
+    normal_log_density(x_prev, posterior.POSTERIOR_MEAN, posterior.VARIANCE)
+    + _log_q_marginal_at(alpha_bar_prev * _ALPHA_T, x_t)
+    - _log_q_marginal_at(alpha_bar_prev, x_prev)
+)
+
+# --- expectations: a Markov chain on a finite state space with undetermined kernels and terms ---------------
+_STATES = (0, 1, 2)  # x_0 is the state 0
+_T_CHAIN = 3
+_KERNEL = sp.Function("K")  # K(t, a, b) = q(x_t = b | x_{t-1} = a); the last state's column fixed by normalisation
+_TERM = sp.Function("g")  # g(t, a, b): the integrand's term of step t, a function of (x_{t-1}, x_t) = (a, b) only
+_PRIOR = sp.Function("h")  # h(b): the prior term, a function of x_T = b only
+
+
+def _kernel(t: int, a: int, b: int) -> sp.Expr:
+    if b == _STATES[-1]:
+        return 1 - sum(_KERNEL(t, a, c) for c in _STATES[:-1])
+    return _KERNEL(t, a, b)
+
+
+@functools.cache
+def _chain_marginal(t: int) -> tuple[sp.Expr, ...]:
+    """q(x_t = b | x_0) for each state b: the chain's definition, x_1, ..., x_{t-1} summed out step by step."""
+    if t == 0:
+        return tuple(sp.Integer(1 if b == 0 else 0) for b in _STATES)
+    previous = _chain_marginal(t - 1)
+    return tuple(sp.expand(sum(previous[a] * _kernel(t, a, b) for a in _STATES)) for b in _STATES)
+
+
+def _expectation_over_paths() -> sp.Expr:
+    """E over q(x_{1:T} | x_0) = prod_t K(t, x_{t-1}, x_t) of h(x_T) + sum_t g(t, x_{t-1}, x_t): every path."""
+    total = sp.Integer(0)
+    for path in itertools.product(_STATES, repeat=_T_CHAIN):
+        states = (0, *path)
+        weight = sp.Mul(*(_kernel(t, states[t - 1], states[t]) for t in range(1, _T_CHAIN + 1)))
+        total += weight * (_PRIOR(states[-1]) + sum(_TERM(t, states[t - 1], states[t])
+                                                     for t in range(1, _T_CHAIN + 1)))
+    return sp.expand(total)
+
+
+def _expectation_by_pairs() -> sp.Expr:
+    """E_{q(x_T|x_0)} h + sum_t E_{q(x_{t-1}, x_t | x_0)} g(t, .), with q(x_{t-1}, x_t | x_0) = q(x_{t-1}|x_0) K_t."""
+    prior = sum(_chain_marginal(_T_CHAIN)[b] * _PRIOR(b) for b in _STATES)
+    return sp.expand(prior + sum(_chain_marginal(t - 1)[a] * _kernel(t, a, b) * _TERM(t, a, b)
+                                 for t in range(1, _T_CHAIN + 1) for a in _STATES for b in _STATES))
+
+
+def _expectation_by_tower() -> sp.Expr:
+    """The same with each pair law written as q(x_t | x_0) q(x_{t-1} | x_t, x_0), the posterior by Bayes' rule:
+    E_{q(x_t|x_0)} E_{q(x_{t-1}|x_t,x_0)} g(t, .)."""
+    prior = sum(_chain_marginal(_T_CHAIN)[b] * _PRIOR(b) for b in _STATES)
+    inner = 0
+    for t in range(1, _T_CHAIN + 1):
+        for b in _STATES:
+            marginal_b = _chain_marginal(t)[b]
+            inner += marginal_b * sum(_chain_marginal(t - 1)[a] * _kernel(t, a, b) / marginal_b * _TERM(t, a, b)
+                                      for a in _STATES)
+    return prior + inner
+
+
 def _every_T_steps() -> tuple[Step, ...]:
     D = r"D(T)"
     return (
         Step(
-            "Every T: write D(T) = (the integrand of eq. 52 for a chain of length T) - (its decomposed form, eq. 58: "
-            "prior term + sum_{t>=2} of the posterior terms + the decoder term), with log-densities as functions "
-            "of the step index.",
+            "Definition: for every T, write D(T) = (the integrand of eq. 52 for a chain of length T) - (its decomposed "
+            "form, eq. 58: prior term + sum_{t>=2} of the posterior terms + the decoder term), with log-densities as "
+            "functions of the step index.",
             sp.Symbol("D_T"),
             EVERY_T_DIFFERENCE,
             Check.DEFINITION,
             lhs_latex=D,
         ),
         Step(
-            "The two facts used, for every t: Bayes' rule for t >= 2 (the pointwise identities above, from (a) and "
-            "(b)), and q(x_1 | x_0) is both the first forward step and the marginal at t = 1.",
+            "Bayes' rule at a generic step t >= 2, with derivation (b)'s exported posterior and derivation (a)'s "
+            "marginals: log q(x_t | x_{t-1}) = log q(x_{t-1} | x_t, x_0) + log q(x_t | x_0) - log q(x_{t-1} | x_0), "
+            "an identity in x_0, x_{t-1}, x_t (on the domain alpha_bar_{t-1} = 1 / (1 + p), beta_t = b / (1 + b), "
+            "p, b > 0, where the logs of the positive variances split).",
+            logs_split(GENERIC_LOG_Q_STEP.subs(_ON_DOMAIN)),
+            logs_split(GENERIC_BAYES_RHS.subs(_ON_DOMAIN)),
+            lhs_latex=r"\log q(x_t \mid x_{t-1})",
+        ),
+        Step(
+            "At t = 1 (x_{t-1} = x_0, alpha_bar_1 = alpha_1 = 1 - beta_1): the first forward step is derivation (a)'s "
+            "marginal q(x_1 | x_0).",
+            GENERIC_LOG_Q_STEP.subs(x_prev, x_0),
+            _log_q_marginal_at(_ALPHA_T, x_t),
+            lhs_latex=r"\log q(x_1 \mid x_0)",
+            display=AT_T1,
+        ),
+        Step(
+            "Assumption (the two facts just checked, imposed on the induction's undetermined functions of t): "
+            "Bayes' rule for t >= 2, and q(x_1 | x_0) is both the first forward step and the marginal at t = 1.",
             LOG_Q_STEP(_t),
             LOG_Q_POSTERIOR(_t) + LOG_Q_MARGINAL(_t) - LOG_Q_MARGINAL(_t - 1),
             Check.DEFINITION,
@@ -283,6 +376,25 @@ def _every_T_steps() -> tuple[Step, ...]:
             EVERY_T_INCREMENT_AFTER_BAYES,
             0,
             lhs_latex=r"D(T + 1) - D(T)\big|_{\text{Bayes at } T + 1}",
+        ),
+        Step(
+            f"Expectations: each term of the decomposed integrand depends on at most (x_{{t-1}}, x_t). For a Markov "
+            f"chain q(x_{{1:T}} | x_0) with undetermined kernels K(t, a, b) on {len(_STATES)} states and T = "
+            f"{_T_CHAIN}, the expectation over all paths of h(x_T) + sum_t g(t, x_{{t-1}}, x_t) (undetermined h, g) "
+            "is, by linearity, E_{q(x_T|x_0)} h + sum_t E_{q(x_{t-1}, x_t | x_0)} g(t, .): summing out the later "
+            "steps gives 1 (each kernel is normalised), the earlier ones give the marginal q(x_{t-1} | x_0). "
+            "Checked for this T and state space, not for every T.",
+            _expectation_over_paths(),
+            _expectation_by_pairs(),
+            lhs_latex=r"\mathbb{E}_{q(x_{1:T} \mid x_0)}\left[h(x_T) + \sum_t g_t(x_{t-1}, x_t)\right]",
+        ),
+        Step(
+            "The tower rule: q(x_{t-1}, x_t | x_0) = q(x_t | x_0) q(x_{t-1} | x_t, x_0) (the posterior by Bayes' "
+            "rule), so each pair expectation is E_{q(x_t|x_0)} E_{q(x_{t-1}|x_t,x_0)}: for t >= 2 the inner one "
+            "of log p_theta / q(x_{t-1}|x_t,x_0) is minus the KL, which gives L_{t-1}.",
+            _expectation_by_pairs(),
+            _expectation_by_tower(),
+            lhs_latex=r"\sum_t \mathbb{E}_{q(x_{t-1}, x_t \mid x_0)}\, g_t",
         ),
     )
 
@@ -378,7 +490,8 @@ def derivation() -> Derivation:
 
     steps = (
         Step(
-            "Schedule: each step has a free parameter u_t = beta_t/alpha_t > 0, so alpha_t = 1/(1 + u_t) and every "
+            "Definition (the schedule's parameters): each step has a free parameter u_t = beta_t/alpha_t > 0, so "
+            "alpha_t = 1/(1 + u_t) and every "
             "variance is visibly positive.",
             sp.Symbol("alphas"),
             sp.Tuple(*ALPHAS),
@@ -386,14 +499,14 @@ def derivation() -> Derivation:
             lhs_latex=r"\left(\alpha_1, \alpha_2, \alpha_3\right)",
         ),
         Step(
-            "The forward chain q(x_{1:3} | x_0) = prod_t N(x_t; sqrt(alpha_t) x_{t-1}, beta_t), in logs.",
+            "Model: the forward chain q(x_{1:3} | x_0) = prod_t N(x_t; sqrt(alpha_t) x_{t-1}, beta_t), in logs.",
             sp.Symbol("log_q"),
             q_chain,
             Check.DEFINITION,
             lhs_latex=r"\log q(x_{1:3} \mid x_0)",
         ),
         Step(
-            "A Gaussian reverse chain, linear in x_t with free coefficients: p(x_3) = N(0, 1), "
+            "Model: a Gaussian reverse chain, linear in x_t with free coefficients: p(x_3) = N(0, 1), "
             "p(x_{t-1} | x_t) = N(c_t x_t + d_t, sigma_t^2).",
             sp.Symbol("log_p"),
             p_chain,
@@ -401,7 +514,7 @@ def derivation() -> Derivation:
             lhs_latex=r"\log p_\theta(x_{0:3})",
         ),
         Step(
-            "The integrand of the ELBO (seed eq. 52): log p(x_3) + sum_t log p(x_{t-1}|x_t) "
+            "Definition: the integrand of the ELBO (seed eq. 52), log p(x_3) + sum_t log p(x_{t-1}|x_t) "
             "- sum_t log q(x_t|x_{t-1}).",
             sp.Symbol("integrand"),
             identity_lhs(T),
@@ -471,9 +584,10 @@ def derivation() -> Derivation:
     )
     steps = steps + _every_T_steps() + (
         Step(
-            "Expectations for every T: under q(x_{1:T} | x_0) each term depends on at most (x_{t-1}, x_t), so by "
-            "linearity and the tower rule its expectation is the generic-step result below (L_T, L_{t-1} = "
-            "E_{q(x_t|x_0)} KL, L_0), whatever T: E[integrand] = -L_T - sum_{t=2}^T L_{t-1} - L_0.",
+            "Definition (the names of seed eq. 58's terms): with the decomposition (every T) and the two expectation "
+            "steps above, L_T = E_{q(x_T|x_0)} log q(x_T|x_0) / p(x_T), L_{t-1} = E_{q(x_t|x_0)} KL(q(x_{t-1}|x_t,x_0) "
+            "|| p_theta(x_{t-1}|x_t)), L_0 = -E_{q(x_1|x_0)} log p_theta(x_0|x_1), and E[integrand] = -L_T - "
+            "sum_{t=2}^T L_{t-1} - L_0; their closed forms are the generic-step results below.",
             sp.Symbol("ELBO_T"),
             -sp.Symbol("L_T") - sp.Sum(sp.Function("L")(_t - 1), (_t, 2, _T)) - sp.Symbol("L_0"),
             Check.DEFINITION,

@@ -50,7 +50,8 @@ def derivation() -> Derivation:
     """The chain of steps from the posterior mean to Algorithm 2, line 4."""
     steps = (
         Step(
-            "The reparameterised forward sample of derivation (a): x_t given x_0 and the noise eps ~ N(0, 1) "
+            "Theorem assumed (derivation (a), proved there): the reparameterised forward sample, x_t given x_0 and "
+            "the noise eps ~ N(0, 1) "
             "that Algorithm 1 draws.",
             x_t,
             FORWARD_SAMPLE,

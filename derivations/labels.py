@@ -31,10 +31,12 @@ def named_step(
     check: Check = Check.SIMPLIFY,
     domains: tuple = (),
     display: tuple = (),
+    reason: str = "",
 ) -> Step:
     """A Step whose left side is the derived expression `lhs`, shown in the report under `name` (with the symbols
-    renamed by `display`, e.g. beta_t -> beta_1 for a statement at t = 1; the check uses them as they are)."""
+    renamed by `display`, e.g. beta_t -> beta_1 for a statement at t = 1; the check uses them as they are); `reason`
+    is a RATIONAL check's reason (see `derivations.chain.Step`)."""
     shown = dict(display)
-    return Step(description, lhs, rhs, check, domains=domains, display=display,
+    return Step(description, lhs, rhs, check, domains=domains, display=display, reason=reason,
                 lhs_latex=label(name, sp.sympify(lhs).subs(shown, simultaneous=True),
                                     sp.sympify(rhs).subs(shown, simultaneous=True)))

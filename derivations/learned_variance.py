@@ -98,7 +98,7 @@ def _interpolation_steps() -> tuple[Step, ...]:
     """eq. (15): the interpolation, its ends, positivity and monotonicity in v."""
     return (
         Step(
-            "improved-diffusion's map from the network output v (nominally [-1, 1]; not clipped) to the "
+            "Definition: improved-diffusion's map from the network output v (nominally [-1, 1]; not clipped) to the "
             "interpolation weight: frac = (v + 1) / 2.",
             sp.Symbol("frac"),
             FRAC,
@@ -106,7 +106,7 @@ def _interpolation_steps() -> tuple[Step, ...]:
             check=Check.DEFINITION,
         ),
         Step(
-            "eq. (15): interpolate the two fixed variances of derivation (h) in log space.",
+            "Definition (eq. 15): interpolate the two fixed variances of derivation (h) in log space.",
             sp.Symbol("log_Sigma"),
             LOG_SIGMA,
             lhs_latex=r"\log \Sigma_\theta",

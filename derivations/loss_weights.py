@@ -107,7 +107,8 @@ def derivation() -> Derivation:
     decoder = -normal_log_density(x_0, MU_THETA.subs(t1).subs(x_t, x_1), sigma2)
     steps = (
         Step(
-            "The loss term: the KL from the posterior q(x_{t-1}|x_t,x_0) = N(mu_tilde_t, beta_tilde_t) to the "
+            "Definition: the loss term, the KL from the posterior q(x_{t-1}|x_t,x_0) = N(mu_tilde_t, beta_tilde_t) "
+            "to the "
             "model p_theta(x_{t-1}|x_t) = N(mu_theta, sigma_t^2) with fixed variance, by derivation (c).",
             sp.Symbol("L"),
             KL_IN_X0,

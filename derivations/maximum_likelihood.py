@@ -178,7 +178,7 @@ def derivation() -> Derivation:
                       r"D_{\mathrm{KL}}(P_{data}\,\|\,P_\theta)",
         ),
         Step(
-            "The step from the sample to the expectation is the strong law of large numbers, a theorem assumed here: "
+            "Theorem assumed (the strong law of large numbers) for the step from the sample to the expectation: "
             "for x^i drawn i.i.d. from P_data with E|log p_theta(x)| finite, (1/n) sum_i log p_theta(x^i) -> "
             "E_data[log p_theta] almost surely as n -> oo (for each theta; a maximiser over theta needs uniform "
             "convergence on top, which this derivation does not treat).",

@@ -194,13 +194,15 @@ def _conversion_steps() -> tuple[Step, ...]:
     """Section 1: x_0, eps and v from one another given x_t, each solved for."""
     return (
         Step(
-            "The forward sample of derivation (a): x_t given x_0 and the noise eps ~ N(0, 1) (abar = alpha_bar_t).",
+            "Theorem assumed (derivation (a), proved there): the forward sample, x_t given x_0 and the noise eps ~ "
+            "N(0, 1) (abar = alpha_bar_t).",
             x_t,
             FORWARD,
             Check.DEFINITION,
         ),
         Step(
-            "The velocity of Salimans & Ho (2022): v = sqrt(abar) eps - sqrt(1 - abar) x_0. With abar = cos^2 phi, "
+            "Definition: the velocity of Salimans & Ho (2022), v = sqrt(abar) eps - sqrt(1 - abar) x_0. With abar = "
+            "cos^2 phi, "
             "(x_t, v) is (x_0, eps) rotated by phi.",
             V,
             V_FROM_EPS_X0,
@@ -338,7 +340,8 @@ def _ddim_steps() -> tuple[Step, ...]:
     """Section 2, DDIM: eq. (12) in the x_0 and v forms."""
     return (
         Step(
-            "DDIM's update (Song et al. 2021, eq. 12): x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - sigma^2) eps_hat "
+            "Definition: DDIM's update (Song et al. 2021, eq. 12), x_s = sqrt(abar_s) x0_hat + sqrt(1 - abar_s - "
+            "sigma^2) eps_hat "
             "+ sigma z, with x0_hat and eps_hat from one prediction; its deterministic part in the eps form.",
             sp.Symbol(r"\mu_{\mathrm{DDIM}}"),
             DDIM_MEAN_FROM_EPS,
@@ -378,7 +381,7 @@ def _terminal_steps() -> tuple[Step, ...]:
     at_0 = {a: 0}
     return (
         Step(
-            "The signal-to-noise ratio of x_t (Kingma et al. 2021): SNR = abar / (1 - abar).",
+            "Definition: the signal-to-noise ratio of x_t (Kingma et al. 2021): SNR = abar / (1 - abar).",
             sp.Symbol("SNR"),
             SNR,
             Check.DEFINITION,
@@ -521,7 +524,8 @@ def _gaussian_steps() -> tuple[Step, ...]:
     """Section 4 for Gaussian data x_0 ~ N(m, s^2): the three minima in closed form."""
     return (
         Step(
-            "Gaussian data x_0 = m + s z_0 ~ N(m, s^2): x_t is linear in the independent standard normals z_0, eps.",
+            "Model: Gaussian data x_0 = m + s z_0 ~ N(m, s^2); x_t is linear in the independent standard normals "
+            "z_0, eps.",
             x_t,
             XT_GAUSSIAN,
             Check.DEFINITION,

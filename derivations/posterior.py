@@ -21,6 +21,7 @@ import sympy as sp
 
 from derivations import forward_marginal
 from derivations.chain import Check, Derivation, Step
+from derivations.domain import log_of_positive
 from derivations.labels import named_step
 from derivations.numeric import float64_function
 from derivations.symbols import (
@@ -82,6 +83,10 @@ PAPER_MEAN_COEF_X0 = sp.sqrt(alpha_bar_prev) * beta_t / (1 - alpha_bar_t)
 PAPER_MEAN_COEF_XT = sp.sqrt(alpha_t) * (1 - alpha_bar_prev) / (1 - alpha_bar_t)
 PAPER_VARIANCE = (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t
 
+# The valid domain 0 < alpha_bar_{t-1} < 1, 0 < beta_t < 1, by positive parameters p, b.
+_p, _b = sp.symbols("p b", positive=True)
+_ON_DOMAIN = {alpha_bar_prev: 1 / (1 + _p), beta_t: _b / (1 + _b)}
+
 
 def _gaussian_mgf(mean: sp.Expr, variance: sp.Expr) -> sp.Expr:
     """E[exp(s X)] for X ~ N(mean, variance)."""
@@ -93,9 +98,10 @@ def derivation() -> Derivation:
     """The chain of steps from Bayes' rule to q(x_{t-1} | x_t, x_0)."""
     steps = (
         Step(
-            "Bayes' rule, with the Markov property q(x_t | x_{t-1}, x_0) = q(x_t | x_{t-1}): the forward step "
+            "Definition (Bayes' rule: a conditional density is the joint density over the marginal), with the "
+            "model's Markov property q(x_t | x_{t-1}, x_0) = q(x_t | x_{t-1}): the forward step "
             "N(x_t; sqrt(alpha_t) x_{t-1}, beta_t) times the marginal q(x_{t-1} | x_0) over the marginal "
-            "q(x_t | x_0), both marginals taken from derivation (a).",
+            "q(x_t | x_0), both marginals built from derivation (a)'s exported MEAN_COEF and VARIANCE.",
             sp.Symbol("q_posterior"),
             BAYES_RATIO,
             Check.DEFINITION,
@@ -166,16 +172,12 @@ def derivation() -> Derivation:
     results = (
         Step(
             "The Bayes ratio is exactly the Gaussian density N(x_{t-1}; mu_tilde_t, beta_tilde_t), "
-            "normalisation included (not only up to a constant).",
-            BAYES_RATIO,
-            normal_density(x_prev, POSTERIOR_MEAN, VARIANCE),
-            Check.RATIONAL,
-            domains=(
-                (x_0, (sp.Integer(-3), sp.Integer(3))),
-                (x_t, (sp.Integer(-3), sp.Integer(3))),
-                (x_prev, (sp.Integer(-3), sp.Integer(3))),
-            ),
-            lhs_latex=r"\frac{q(x_t \mid x_{t-1})\, q(x_{t-1} \mid x_0)}{q(x_t \mid x_0)}",
+            "normalisation included (not only up to a constant): both are positive, so they are compared as logs, "
+            "on the domain alpha_bar_{t-1} = 1 / (1 + p), beta_t = b / (1 + b) with p, b > 0, where every factor "
+            "is positive and the logs split exactly.",
+            log_of_positive(BAYES_RATIO.subs(_ON_DOMAIN)),
+            log_of_positive(normal_density(x_prev, POSTERIOR_MEAN, VARIANCE).subs(_ON_DOMAIN)),
+            lhs_latex=r"\log \frac{q(x_t \mid x_{t-1})\, q(x_{t-1} \mid x_0)}{q(x_t \mid x_0)}",
         ),
         named_step(
             "Posterior mean coefficient of x_0 (eq. 7).",

@@ -113,14 +113,14 @@ def derivation() -> Derivation:
             1 / (2 * v**2),
         ),
         Step(
-            "Model the data as x_0 = s z_0 ~ N(0, s^2) and write x_{t-1} with q(x_{t-1} | x_0) of derivation (a) "
+            "Model: the data x_0 = s z_0 ~ N(0, s^2); x_{t-1} written with q(x_{t-1} | x_0) of derivation (a) "
             "and x_t with one forward step: both are linear in independent standard normals.",
             x_prev,
             X_PREV,
             Check.DEFINITION,
         ),
         Step(
-            "One forward step from x_{t-1}.",
+            "Model: one forward step from x_{t-1}.",
             x_t,
             X_T,
             Check.DEFINITION,

@@ -99,7 +99,8 @@ def derivation() -> Derivation:
     v_now = alpha_bar_t * S2 + 1 - alpha_bar_t
     steps = (
         Step(
-            "Data x_0 = s z_0 ~ N(0, s^2) and the forward marginal of derivation (a): x_t is linear in the "
+            "Model: data x_0 = s z_0 ~ N(0, s^2), and the forward marginal of derivation (a) (proved there): x_t is "
+            "linear in the "
             "independent standard normals z_0 and eps.",
             x_t,
             X_T,
@@ -133,7 +134,7 @@ def derivation() -> Derivation:
             REGRESSION_COEF,
         ),
         Step(
-            "One step of the chain from an x_t of variance V (x_t = sqrt(V) u), with fresh z independent of it.",
+            "Model: one step of the chain from an x_t of variance V (x_t = sqrt(V) u), with fresh z independent of it.",
             sp.Symbol("x_{t-1}"),
             STEP,
             Check.DEFINITION,

@@ -25,6 +25,7 @@ import sympy as sp
 
 from derivations import eps_parameterisation, forward_marginal, posterior
 from derivations.chain import Check, Derivation, Step
+from derivations.domain import log_of_positive, roots_factored
 from derivations.labels import named_step
 from derivations.numeric import float64_function
 from derivations.symbols import alpha_bar, alpha_bar_prev, alpha_bar_t, beta_t, eps, eps_theta, normal_density, x_0, x_t
@@ -198,13 +199,14 @@ PAPER_DDIM_MEAN = sp.sqrt(ALPHA_BAR_S) * (x_t - sp.sqrt(1 - alpha_bar) * eps) / 
 # s = t - 1 in the symbols of derivations/symbols.py: abar_s = abar_{t-1}, abar_t = abar_{t-1} (1 - beta_t).
 ONE_STEP = {ALPHA_BAR_S: alpha_bar_prev, alpha_bar: alpha_bar_t}
 
-# RATIONAL checks draw abar_t < abar_s from disjoint intervals (the stride's domain), data in [-3, 3].
-_ORDERED = (
-    (alpha_bar, (sp.Rational(1, 100), sp.Rational(1, 2))),
-    (ALPHA_BAR_S, (sp.Rational(1, 2), sp.Integer(1))),
-)
-_VALUES = tuple((v, (sp.Integer(-3), sp.Integer(3))) for v in (x_0, x_t, x_s, eps))
-DOMAINS = _ORDERED + _VALUES
+# The stride's domain 0 < abar_t < abar_s < 1, for the steps that need it, by positive parameters p, q.
+_p, _q = sp.symbols("p q", positive=True)
+ON_DOMAIN = {ALPHA_BAR_S: 1 / (1 + _p), alpha_bar: 1 / ((1 + _p) * (1 + _q))}
+
+
+def _on_domain(expr: sp.Expr) -> sp.Expr:
+    """`expr` on 0 < abar_t < abar_s < 1 (see ON_DOMAIN), with the bases of its roots factored."""
+    return roots_factored(sp.sympify(expr).subs(ON_DOMAIN, simultaneous=True))
 
 
 def _one_step(expr: sp.Expr) -> sp.Expr:
@@ -216,7 +218,7 @@ def _forward_chain_steps() -> tuple[Step, ...]:
     """The forward chain: q(x_t | x_s) by induction over the stride, composed with q(x_s | x_0)."""
     return (
         Step(
-            "Induction over the steps k = s+1, ..., t of the stride. Hypothesis at k - 1: x_{k-1} = "
+            "Assumption (the induction hypothesis), over the steps k = s+1, ..., t of the stride; at k - 1: x_{k-1} = "
             "sqrt(abar_{k-1} / abar_s) x_s + sqrt(1 - abar_{k-1} / abar_s) times a standard normal noise "
             "carried from the steps s+1, ..., k-1 (derivation (a)'s induction, started at x_s).",
             x_k_minus_1,
@@ -229,7 +231,7 @@ def _forward_chain_steps() -> tuple[Step, ...]:
             x_s,
         ),
         Step(
-            "Step k of the forward process, q(x_k | x_{k-1}) = N(sqrt(alpha_k) x_{k-1}, beta_k), with fresh "
+            "Model: step k of the forward process, q(x_k | x_{k-1}) = N(sqrt(alpha_k) x_{k-1}, beta_k), with fresh "
             "noise independent of the carried one (alpha_k = 1 - beta_k).",
             x_k,
             X_K_FROM_K_MINUS_1,
@@ -274,8 +276,9 @@ def _forward_chain_steps() -> tuple[Step, ...]:
             PAPER_STRIDED_BETA,
         ),
         Step(
-            "Consistency with derivation (a): draw x_s from q(x_s | x_0) = N(sqrt(abar_s) x_0, 1 - abar_s) "
-            "(derivation (a) at s) and take the stride, with independent noises eps_s, eps'.",
+            "Definition (the composed sample, for the consistency check with derivation (a)): draw x_s from "
+            "q(x_s | x_0) = N(sqrt(abar_s) x_0, 1 - abar_s) (derivation (a) at s) and take the stride, with "
+            "independent noises eps_s, eps'.",
             x_t,
             X_T_FROM_X_S.subs(x_s, X_S_FROM_X_0),
             Check.DEFINITION,
@@ -301,7 +304,8 @@ def _bayes_steps() -> tuple[Step, ...]:
     ratio = 1 - alpha_bar / ALPHA_BAR_S
     return (
         Step(
-            "Bayes' rule, with the Markov property q(x_t | x_s, x_0) = q(x_t | x_s): the stride "
+            "Definition (Bayes' rule: a conditional density is the joint density over the marginal), with the "
+            "model's Markov property q(x_t | x_s, x_0) = q(x_t | x_s): the stride "
             "q(x_t | x_s) found above times q(x_s | x_0) over q(x_t | x_0), both marginals from derivation (a).",
             sp.Symbol("q_strided_posterior"),
             BAYES_RATIO,
@@ -392,10 +396,10 @@ def _reduction_steps() -> tuple[Step, ...]:
         ),
         Step(
             "The eps-parameterised mean: x_0 solved from derivation (a)'s x_t = sqrt(abar_t) x_0 + "
-            "sqrt(1 - abar_t) eps (sympy.solve).",
-            x_0,
-            X0_FROM_EPS,
-            Check.DEFINITION,
+            "sqrt(1 - abar_t) eps (sympy.solve); substituted back into derivation (a)'s sample it gives x_t.",
+            forward_marginal.X_T_REPARAMETERISED.subs(x_0, X0_FROM_EPS),
+            x_t,
+            lhs_latex=r"\sqrt{\bar{\alpha}_t}\, x_0(x_t, \epsilon) + \sqrt{1 - \bar{\alpha}_t}\, \epsilon",
         ),
         named_step(
             "Substitute it into mu_tilde_{t,s} and expand: x_t collects c_0 / sqrt(abar_t) + c_t, eps collects "
@@ -473,8 +477,8 @@ def _ddim_steps() -> tuple[Step, ...]:
     """DDIM: eq. (7) preserves the marginals; eq. (12); eq. (16) at eta = 1 and eta = 0."""
     return (
         Step(
-            "DDIM's family (eq. 7): q_sigma(x_s | x_t, x_0) = N(mean, sigma^2), for any sigma^2 in [0, 1 - abar_s] "
-            "(so that the square root is real).",
+            "Definition: DDIM's family (eq. 7), q_sigma(x_s | x_t, x_0) = N(mean, sigma^2), for any sigma^2 in "
+            "[0, 1 - abar_s] (so that the square root is real).",
             sp.Symbol(r"\mu_\sigma"),
             Q_SIGMA_MEAN,
             Check.DEFINITION,
@@ -587,12 +591,13 @@ def derivation() -> Derivation:
     results = (
         Step(
             "The Bayes ratio is exactly the Gaussian density N(x_s; mu_tilde_{t,s}, beta_tilde_{t,s}), "
-            "normalisation included.",
-            BAYES_RATIO,
-            normal_density(x_s, STRIDED_POSTERIOR_MEAN, STRIDED_BETA_TILDE),
-            Check.RATIONAL,
-            domains=DOMAINS,
-            lhs_latex=r"\frac{q(x_t \mid x_s)\, q(x_s \mid x_0)}{q(x_t \mid x_0)}",
+            "normalisation included: both are positive, so they are compared as logs, on the domain "
+            "abar_s = 1 / (1 + p), abar_t = abar_s / (1 + q) with p, q > 0 (0 < abar_t < abar_s < 1), where "
+            "every factor is positive and the logs split exactly.",
+            log_of_positive(BAYES_RATIO.subs(ON_DOMAIN, simultaneous=True)),
+            log_of_positive(normal_density(x_s, STRIDED_POSTERIOR_MEAN, STRIDED_BETA_TILDE).subs(
+                ON_DOMAIN, simultaneous=True)),
+            lhs_latex=r"\log \frac{q(x_t \mid x_s)\, q(x_s \mid x_0)}{q(x_t \mid x_0)}",
         ),
         named_step(
             "Strided posterior mean coefficient of x_0.",
@@ -644,20 +649,17 @@ def derivation() -> Derivation:
         ),
         Step(
             "... and the q_sigma mean is the strided posterior mean: the DDIM step with eta = 1 is the strided "
-            "ancestral step with beta_tilde_{t,s} (checked at random points: SymPy cannot take the square root "
-            "of (1 - abar_s)^2 without knowing abar_s <= 1).",
-            Q_SIGMA_MEAN.subs(sigma2_ddim, DDIM_SIGMA2_AT_1),
-            STRIDED_POSTERIOR_MEAN,
-            Check.RATIONAL,
-            domains=DOMAINS,
+            "ancestral step with beta_tilde_{t,s} (on the domain abar_s = 1 / (1 + p), abar_t = abar_s / (1 + q), "
+            "p, q > 0, where the square root of (1 - abar_s)^2 abar_t / abar_s / (1 - abar_t) splits into positive "
+            "factors).",
+            _on_domain(Q_SIGMA_MEAN.subs(sigma2_ddim, DDIM_SIGMA2_AT_1)),
+            _on_domain(STRIDED_POSTERIOR_MEAN),
             lhs_latex=r"\mathbb{E}_{q_\sigma}[x_s \mid x_t, x_0]\big|_{\eta = 1}",
         ),
         Step(
-            "eta = 1 with x_0 predicted from eps: the DDIM mean is the strided eps-mean (random points, as above).",
-            DDIM_MEAN.subs(eta, 1),
-            STRIDED_EPS_MEAN,
-            Check.RATIONAL,
-            domains=DOMAINS,
+            "eta = 1 with x_0 predicted from eps: the DDIM mean is the strided eps-mean (on the same domain).",
+            _on_domain(DDIM_MEAN.subs(eta, 1)),
+            _on_domain(STRIDED_EPS_MEAN),
             lhs_latex=r"\mu_{\mathrm{DDIM}}(x_t, \epsilon, 1)",
         ),
         named_step(

@@ -68,14 +68,14 @@ def test_stated_results():
 # --- mutants ----------------------------------------------------------------------------------------------
 def test_mutants_fail_the_checks():
     results = dp.derivation().results
-    bayes = results[0]
+    domains = results[2].domains  # the mixture step's rational domain (x's in [-3, 3], 0 < a < 1, ...)
     # the posterior variance without the likelihood's precision: s^2
-    assert not _holds(Step("mutant", bayes.lhs, normal_density(x_0, dp.STATED_MEAN, dp.s**2), Check.RATIONAL,
-                           domains=bayes.domains))
+    assert not _holds(Step("mutant", dp.BAYES_RATIO, normal_density(x_0, dp.STATED_MEAN, dp.s**2), Check.RATIONAL,
+                           domains=domains))
     # the gain without sqrt(a)
     wrong_mean = dp.m + dp.a * dp.s**2 / dp.R * (x_t - sp.sqrt(dp.a) * dp.m)
-    assert not _holds(Step("mutant", bayes.lhs, normal_density(x_0, wrong_mean, dp.STATED_VARIANCE), Check.RATIONAL,
-                           domains=bayes.domains))
+    assert not _holds(Step("mutant", dp.BAYES_RATIO, normal_density(x_0, wrong_mean, dp.STATED_VARIANCE),
+                           Check.RATIONAL, domains=domains))
     # eps* with sqrt(1 - a) in the numerator dropped
     assert not _holds(Step("mutant", dp.EPS_STAR, (x_t - sp.sqrt(dp.a) * dp.m) / dp.R))
     # the logistic weight with the sign of l flipped, and with the prior weights left out

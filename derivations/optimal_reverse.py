@@ -222,7 +222,8 @@ def _joint_steps() -> tuple[Step, ...]:
 def _posterior_steps() -> tuple[Step, ...]:
     return (
         Step(
-            "q(x_{t-1} | x_t) = integral of q(x_{t-1} | x_t, x_0) q(x_0 | x_t) dx_0 (sum rule), with derivation (b)'s "
+            "Theorem assumed (the sum rule; derivation (b) proves the Gaussian posterior): q(x_{t-1} | x_t) = "
+            "integral of q(x_{t-1} | x_t, x_0) q(x_0 | x_t) dx_0, with derivation (b)'s "
             "Gaussian q(x_{t-1} | x_t, x_0) = N(c_0 x_0 + c_t x_t, beta_tilde_t) and any data posterior q(x_0 | x_t), "
             "of mean x0_hat and variance Var(x_0 | x_t).",
             sp.Symbol(r"q(x_{t-1} \mid x_t)"),

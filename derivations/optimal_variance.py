@@ -430,7 +430,7 @@ def _reduction_steps() -> tuple[Step, ...]:
     abt = alpha_bar_t
     return (
         Step(
-            "Gaussian data x_0 = s z_0 ~ N(0, s^2): x_t is linear in the independent standard normals z_0, eps.",
+            "Model: Gaussian data x_0 = s z_0 ~ N(0, s^2): x_t is linear in the independent standard normals z_0, eps.",
             x_t,
             X_T_GAUSSIAN,
             Check.DEFINITION,

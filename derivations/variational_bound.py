@@ -234,7 +234,8 @@ def _gibbs_steps() -> tuple[Step, ...]:
 def _vae_steps() -> tuple[Step, ...]:
     return (
         Step(
-            "Any latent-variable model: a joint p(x, z) > 0 (an undetermined positive function), its marginal "
+            "Definition (any latent-variable model): a joint p(x, z) > 0 (an undetermined positive function), its "
+            "marginal "
             "p(x) = int p(x, z) dz and posterior p(z|x) = p(x, z)/p(x); any q(z|x) > 0, normalised in z.",
             sp.Tuple(sp.Symbol("p(z|x)"), *_ENCODER_NORMALISED),
             sp.Tuple(POSTERIOR, 1),
@@ -274,7 +275,8 @@ def _vae_steps() -> tuple[Step, ...]:
 def _ddpm_steps() -> tuple[Step, ...]:
     return (
         Step(
-            "Every T, any reverse kernels: the log-densities as undetermined real functions of the step index (the "
+            "Definition (every T, any reverse kernels): the log-densities as undetermined real functions of the step "
+            "index (the "
             "x's implicit): log p_theta(x_{0:T}) = l_pi(T) + sum_t l_p(t), log q(x_{1:T}|x_0) = sum_t l_q(t) (both "
             "chains Markov), Lambda(T) = log p_theta(x_0), and the model's posterior "
             "log p_theta(x_{1:T}|x_0) = log p_theta(x_{0:T}) - Lambda(T).",
@@ -285,7 +287,7 @@ def _ddpm_steps() -> tuple[Step, ...]:
                       r"\right)",
         ),
         Step(
-            "Write D(T) = log p_theta(x_0) - log p_theta(x_{0:T})/q(x_{1:T}|x_0) - log q(x_{1:T}|x_0)/"
+            "Definition: write D(T) = log p_theta(x_0) - log p_theta(x_{0:T})/q(x_{1:T}|x_0) - log q(x_{1:T}|x_0)/"
             "p_theta(x_{1:T}|x_0).",
             sp.Symbol("D_T"),
             SPLIT_DIFFERENCE,
@@ -301,7 +303,8 @@ def _ddpm_steps() -> tuple[Step, ...]:
             lhs_latex=r"D(T + 1) - D(T)",
         ),
         Step(
-            "The same for the ELBO's integrand in (f)'s decomposed form, the form the bound is evaluated in "
+            "Definition: the same for the ELBO's integrand in (f)'s decomposed form, the form the bound is evaluated "
+            "in "
             "(L_T, L_{t-1} for t >= 2, L_0; q's marginals l_m and posteriors l_q~ of (f)): write E(T) = "
             "log p_theta(x_0) - (decomposed integrand) - log q(x_{1:T}|x_0)/p_theta(x_{1:T}|x_0).",
             sp.Symbol("E_T"),

@@ -27,15 +27,12 @@ def test_step_holds(step):
 # --- honest labels: why a step is not closed symbolically, and what a definition step is ----------------------
 # A definition step claims nothing that is not named as such: its description starts with one of these.
 DEFINITION_PREFIXES = ("Definition", "Assumption", "Model", "Theorem assumed")
-# optimal_variance's labels are reviewed in a change of their own; drop it from here when that change lands.
-LABELS_PENDING = {"derivations.optimal_variance"}
 
 
 def _labelled_steps(check: Check) -> list:
     return [
         pytest.param(step, id=f"{d.key}-{d.module.split('.')[-1]}-{i}")
         for d in all_derivations()
-        if d.module not in LABELS_PENDING
         for i, step in enumerate(d.all_steps(), start=1)
         if step.check is check
     ]

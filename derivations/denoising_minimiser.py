@@ -55,7 +55,8 @@ _u = sp.Symbol("u", real=True)  # the integration variable of E[. | x_t], so tha
 
 def split_integrals(expr: sp.Expr) -> sp.Expr:
     """Linearity of the integral, innermost integrals first: the integrand is expanded, each term becomes its own
-    integral, and the term's factors free of the integration variables are taken out of it. An integral over the
+    integral, and the term's factors free of the integration variable are taken out of it (a multiple integral
+    as an iterated one, innermost variable first, so that every result has one canonical form). An integral over the
     dummy u of `conditional` whose integrand has no eps is renamed to one over eps (the name of a bound variable
     does not matter), so that equal moments of the joint law compare equal."""
 
@@ -64,18 +65,23 @@ def split_integrals(expr: sp.Expr) -> sp.Expr:
             return integral.xreplace({_u: eps})
         return integral
 
-    def split(integral: sp.Integral) -> sp.Expr:
-        variables = {limit[0] for limit in integral.limits}
+    def split_one(integrand: sp.Expr, limit: tuple) -> sp.Expr:
         total = sp.Integer(0)
-        for term in sp.Add.make_args(sp.expand(integral.function)):
+        for term in sp.Add.make_args(sp.expand(integrand)):
             outside, inside = [], []
             for factor in sp.Mul.make_args(term):
-                (inside if factor.free_symbols & variables else outside).append(factor)
+                (inside if limit[0] in factor.free_symbols else outside).append(factor)
             if inside:
-                total += sp.Mul(*outside) * canonical(sp.Integral(sp.Mul(*inside), *integral.limits))
+                total += sp.Mul(*outside) * canonical(sp.Integral(sp.Mul(*inside), limit))
             elif term != 0:
-                raise ValueError(f"split_integrals: a term free of {variables} integrated over the line: {term}")
+                raise ValueError(f"split_integrals: a term free of {limit[0]} integrated over the line: {term}")
         return total
+
+    def split(integral: sp.Integral) -> sp.Expr:
+        current = integral.function
+        for limit in integral.limits:  # an iterated integral, innermost limit first
+            current = split_one(current, limit)
+        return current
 
     return expr.replace(lambda node: isinstance(node, sp.Integral), split)
 

@@ -20,7 +20,8 @@ is per coordinate: the kernel N(x_t; sqrt(alpha_bar_t) x_0, (1 - alpha_bar_t) I)
 d/dx_{t,i} touches one factor; checked on D = 2 with a joint density p(x_{0,1}, x_{0,2}), and by the same argument
 for any D.
 
-Exports (symbols.alpha_bar, x_t, x_0, eps, eps_theta; DATA_DENSITY p(x_0); SCORE s):
+Exports (A = a_t = sqrt(alpha_bar_t), B = b_t = sqrt(1 - alpha_bar_t) as positive symbols; symbols.x_t, x_0, eps,
+eps_theta; DATA_DENSITY p(x_0); SCORE s):
     MARGINAL_SCORE     d/dx_t log q_t(x_t), differentiated under the integral and split
     EPS_STAR           E[eps | x_t] as a ratio of integrals (split)
     SCORE_MEAN         Algorithm 2's mean with eps_theta = -sqrt(1 - alpha_bar_t) s (derivation (d)'s MU_THETA)
@@ -55,7 +56,10 @@ from derivations.symbols import (
     x_t,
 )
 
-_a, _b2 = sp.sqrt(alpha_bar), 1 - alpha_bar
+# a_t = sqrt(alpha_bar_t) and b_t = sqrt(1 - alpha_bar_t) as positive symbols (a_t^2 + b_t^2 = 1 is never needed).
+A = sp.Symbol("a_t", positive=True)
+B = sp.Symbol("b_t", positive=True)
+_a, _b2 = A, B**2
 _LINE_X0 = (x_0, -sp.oo, sp.oo)
 DATA_DENSITY = sp.Function("p", positive=True)(x_0)  # any data density
 SCORE = sp.Symbol("s", real=True)  # a value of the score (or of s_theta) at x_t
@@ -69,11 +73,14 @@ def posterior_mean(h: sp.Expr) -> sp.Expr:
     return sp.Integral(h * KERNEL * DATA_DENSITY, _LINE_X0) / MARGINAL
 
 
-X0_HAT = split_integrals(posterior_mean(x_0))  # E[x_0 | x_t]
+X0_HAT = sp.expand(split_integrals(posterior_mean(x_0)))  # E[x_0 | x_t]
 _EPS_OF_X0 = (x_t - _a * x_0) / sp.sqrt(_b2)  # eq. 4 solved for eps
-EPS_STAR = split_integrals(posterior_mean(_EPS_OF_X0))
-MARGINAL_DERIVATIVE = sp.diff(MARGINAL, x_t)  # SymPy differentiates under the integral sign
-MARGINAL_SCORE = split_integrals(sp.diff(sp.log(MARGINAL), x_t))
+EPS_STAR = sp.expand(split_integrals(posterior_mean(_EPS_OF_X0)))
+MARGINAL_DERIVATIVE = sp.expand(split_integrals(sp.diff(MARGINAL, x_t)))  # SymPy differentiates under the integral
+# The same from the kernel's derivative -(x_t - a_t x_0) / b_t^2 N(x_t; a_t x_0, b_t^2), written out by hand.
+MARGINAL_DERIVATIVE_SPLIT = sp.expand(split_integrals(
+    -x_t / _b2 * MARGINAL + _a / _b2 * sp.Integral(x_0 * KERNEL * DATA_DENSITY, _LINE_X0)))
+MARGINAL_SCORE = sp.expand(split_integrals(sp.diff(sp.log(MARGINAL), x_t)))
 
 # Algorithm 2's mean, eps_theta = eps* = -sqrt(1 - alpha_bar_t) s.
 _alpha_bar_t = alpha_bar_prev * alpha_t
@@ -85,7 +92,7 @@ CONDITIONAL_SCORE = sp.diff(normal_log_density(x_t, _a * x_0, _b2), x_t)  # grad
 CONDITIONAL_SCORE_AT_SAMPLE = sp.simplify(CONDITIONAL_SCORE.subs(x_t, _a * x_0 + sp.sqrt(_b2) * eps))
 _S_THETA = -eps_theta / sp.sqrt(_b2)
 DSM_TERM = _b2 * (_S_THETA - CONDITIONAL_SCORE_AT_SAMPLE) ** 2
-DSM_TARGET_MEAN = split_integrals(posterior_mean(CONDITIONAL_SCORE))
+DSM_TARGET_MEAN = sp.expand(split_integrals(posterior_mean(CONDITIONAL_SCORE)))
 
 # D = 2: a joint data density, the isotropic kernel a product over coordinates.
 _y1, _y2 = sp.symbols("x_{0\\,1} x_{0\\,2}", real=True)
@@ -94,10 +101,10 @@ _P2 = sp.Function("p", positive=True)(_y1, _y2)
 _K2 = normal_density(_x1, _a * _y1, _b2) * normal_density(_x2, _a * _y2, _b2)
 _LIMITS2 = ((_y1, -sp.oo, sp.oo), (_y2, -sp.oo, sp.oo))
 _Q2 = sp.Integral(_K2 * _P2, *_LIMITS2)
-MARGINAL_SCORE_D2 = split_integrals(sp.diff(sp.log(_Q2), _x1))
-_X0_HAT_D2 = split_integrals(sp.Integral(_y1 * _K2 * _P2, *_LIMITS2) / _Q2)
+MARGINAL_SCORE_D2 = sp.expand(split_integrals(sp.diff(sp.log(_Q2), _x1)))
+_X0_HAT_D2 = sp.expand(split_integrals(sp.Integral(_y1 * _K2 * _P2, *_LIMITS2) / _Q2))
 
-score_from_eps = float64_function(-eps / sp.sqrt(1 - alpha_bar), (eps, alpha_bar), "score_from_eps")
+score_from_eps = float64_function((-eps / B).subs(B, sp.sqrt(1 - alpha_bar)), (eps, alpha_bar), "score_from_eps")
 mean_from_score = float64_function(SCORE_MEAN_PAPER, (x_t, SCORE, beta_t), "mean_from_score")
 
 _E = r"\mathbb{E}"
@@ -126,9 +133,9 @@ def derivation() -> Derivation:
         Step(
             "Differentiating under the integral sign (dominated convergence: |d/dx_t N(x_t; a x_0, b^2)| <= "
             "1/(b^2 sqrt(2 pi e)) for every x_0, and p is integrable): the derivative of q_t is the integral of the "
-            "kernel's derivative.",
+            "kernel's derivative -(x_t - a_t x_0)/b_t^2 N(x_t; a_t x_0, b_t^2) against p, split by linearity.",
             MARGINAL_DERIVATIVE,
-            sp.Integral(sp.diff(KERNEL, x_t) * DATA_DENSITY, _LINE_X0),
+            MARGINAL_DERIVATIVE_SPLIT,
             lhs_latex=r"\frac{d}{dx_t} q_t(x_t)",
         ),
         named_step(
@@ -151,7 +158,7 @@ def derivation() -> Derivation:
             "E[x_{0,1} | x_t]; the same argument holds for every coordinate of any D.",
             r"\partial_{x_{t,1}} \log q_t(x_t)",
             MARGINAL_SCORE_D2,
-            (_a * _X0_HAT_D2 - _x1) / _b2,
+            _a * _X0_HAT_D2 / _b2 - _x1 / _b2,
         ),
         Step(
             "The conditional score of the forward kernel, at x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) "
@@ -214,6 +221,8 @@ def derivation() -> Derivation:
 
 
 __all__ = [
+    "A",
+    "B",
     "SCORE",
     "MARGINAL_SCORE",
     "EPS_STAR",

@@ -3,9 +3,9 @@
 The mutation is a sign slip: in the stated right side the first sum met (pre-order) has its first term negated (a
 right side with no sum is doubled and shifted, 2 r + 3). The mutated step is checked the way the step itself is
 (simplify, or exact rational points) and must fail: the check is not vacuous, and a plausible slip in the formula
-is caught. The steps: every step of (l) sampling_noise, (m) gaussian_kl_full, (n) decoder_mean and (o)
-parameterisations; (f)'s every-T induction; (g)'s steps on general densities; (h)'s steps that take the Gaussian-KL
-lemma from (c).
+is caught. The steps: every step of (l) sampling_noise, (m) gaussian_kl_full, (n) decoder_mean, (o)
+parameterisations, (r) denoising_minimiser and (s) score; (f)'s every-T induction; (g)'s steps on general densities;
+(h)'s steps that take the Gaussian-KL lemma from (c).
 """
 
 from __future__ import annotations
@@ -17,12 +17,14 @@ import sympy as sp
 
 from derivations import (
     decoder_mean,
+    denoising_minimiser,
     elbo,
     gaussian_kl_full,
     maximum_likelihood,
     parameterisations,
     reverse_variance,
     sampling_noise,
+    score,
 )
 from derivations.chain import Check, Step
 
@@ -41,7 +43,7 @@ def mutate(expr: sp.Basic) -> sp.Basic:
 
 def _new_steps() -> list[tuple[str, Step]]:
     chosen = []
-    for module in (sampling_noise, gaussian_kl_full, decoder_mean, parameterisations):
+    for module in (sampling_noise, gaussian_kl_full, decoder_mean, parameterisations, denoising_minimiser, score):
         d = module.derivation()
         chosen += [(f"{d.key}-{i}", s) for i, s in enumerate(d.all_steps(), start=1)]
     # private: the every-T steps are the mutants' targets
@@ -65,7 +67,7 @@ def _holds(step: Step) -> bool:
 
 def test_the_selection_covers_each_new_result():
     names = {name.rsplit("-", 1)[0] for name, _ in _new_steps()}
-    assert {"l", "m", "n", "o", "f-every-T", "g-general", "h-lemma"} <= names
+    assert {"l", "m", "n", "o", "r", "s", "f-every-T", "g-general", "h-lemma"} <= names
     general = [step for name, step in _new_steps() if name.startswith("g-general")]
     assert len(general) == 3 and general[0].description.startswith("Any family")
     lemma = [step for name, step in _new_steps() if name.startswith("h-lemma")]

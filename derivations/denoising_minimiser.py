@@ -23,14 +23,15 @@ weights w_t (or a uniform t) is minimised pointwise in t, each t at its own eps*
 linearity of finite sums, and by the stationarity and Hessian of T = 3). For Gaussian data N(m, s^2) the minimum
 per dimension is a^2 s^2 / (a^2 s^2 + b^2) (linear regression of eps on x_t, Gaussian conditioning assumed).
 
-Exports (x_t, eps from derivations.symbols; JOINT q_t(x_t, eps), PREDICTOR eps_theta(x_t), PERTURBATION g(x_t)):
-    EPS_STAR             E[eps | x_t] as a ratio of integrals
+Exports (x_t, eps from derivations.symbols; the statements are made in JOINT q_t(x_t, eps), PREDICTOR
+eps_theta(x_t), PERTURBATION g(x_t) and EPS_STAR = E[eps | x_t], module-level names outside __all__):
     CONDITIONAL_RISK     E[(eps - eps_theta)^2 | x_t], split into moments of q_t(x_t, .)
     RISK_EXCESS          E (eps - eps_theta)^2 - E (eps_theta - eps*)^2 over the joint law (= E Var(eps | x_t))
     PERTURBATION_COST    E (eps - eps* - g)^2 - E (eps - eps*)^2 (= E g^2)
     CROSS_MOMENT         E[eps eps*(x_t)] (= E eps*^2, Gamma_t)
-    MINIMUM_GAUSSIAN     the minimum per dimension for x_0 ~ N(m, s^2), in alpha_bar_t and s^2
+    MINIMUM_GAUSSIAN     the minimum per dimension for x_0 ~ N(m, s^2), in alpha_bar_t and S2 = s^2
     GAMMA_GAUSSIAN       Gamma_t = E eps*^2 per dimension for x_0 ~ N(m, s^2)
+    conditional, expectation, expectation_x, split_integrals   the operators the steps are built with
 Numeric (float64, broadcasting, 50-digit evaluation):
     minimum_gaussian(alpha_bar, s2), gamma_gaussian(alpha_bar, s2)
 """

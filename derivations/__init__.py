@@ -22,6 +22,9 @@ the SymPy expressions and float64 numeric functions that `ddpm/` is tested again
                               case's data)
     q  variational_bound      Gibbs' inequality for any densities; the VAE bound for any q; log p(x_0) >= ELBO for
                               every T and any reverse kernels, the gap the KL of the two posteriors over x_{1:T}
+    r  denoising_minimiser    L_simple is minimised by E[eps | x_t], for any data; its minimum and E[eps . eps*]
+    s  score                  Tweedie's formula, Algorithm 2's mean in score form, L_simple as denoising score
+                              matching
     t  interior_bin           the decoder's interior bin: -log P(bin) = density x width + an error, its expansion
     u  optimal_reverse        the KL-optimal Gaussian reverse kernel, mean and variance jointly (Bao et al. Thm 1),
                               and sigma_1^2 from the decoder's own cost
@@ -51,6 +54,8 @@ MODULES = (
     "parameterisations",
     "data_posterior",
     "variational_bound",
+    "denoising_minimiser",
+    "score",
     "interior_bin",
     "optimal_reverse",
 )

@@ -4,8 +4,8 @@ The mutation is a sign slip: in the stated right side the first sum met (pre-ord
 right side with no sum is doubled and shifted, 2 r + 3). The mutated step is checked the way the step itself is
 (simplify, or exact rational points) and must fail: the check is not vacuous, and a plausible slip in the formula
 is caught. The steps: every step of the modules in `EVERY_STEP` ((j) optimal_variance, (l) sampling_noise, (m)
-gaussian_kl_full, (n) decoder_mean, (o) parameterisations, and the third pass's (q), (t), (u) and on); (f)'s every-T
-induction; (g)'s steps on general densities; (h)'s steps that take the Gaussian-KL lemma from (c).
+gaussian_kl_full, (n) decoder_mean, (o) parameterisations, and the third pass's (q), (r), (s), (t) and (u)); (f)'s
+every-T induction; (g)'s steps on general densities; (h)'s steps that take the Gaussian-KL lemma from (c).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import sympy as sp
 
 from derivations import (
     decoder_mean,
+    denoising_minimiser,
     elbo,
     gaussian_kl_full,
     interior_bin,
@@ -26,6 +27,7 @@ from derivations import (
     parameterisations,
     reverse_variance,
     sampling_noise,
+    score,
     variational_bound,
 )
 from derivations.chain import Check, Step
@@ -50,6 +52,8 @@ EVERY_STEP = (
     decoder_mean,
     parameterisations,
     variational_bound,
+    denoising_minimiser,
+    score,
     interior_bin,
     optimal_reverse,
     optimal_variance,
@@ -82,7 +86,7 @@ def _holds(step: Step) -> bool:
 
 def test_the_selection_covers_each_new_result():
     names = {name.rsplit("-", 1)[0] for name, _ in _new_steps()}
-    assert {"j", "l", "m", "n", "o", "q", "t", "u", "f-every-T", "g-general", "h-lemma"} <= names
+    assert {"j", "l", "m", "n", "o", "q", "r", "s", "t", "u", "f-every-T", "g-general", "h-lemma"} <= names
     general = [step for name, step in _new_steps() if name.startswith("g-general")]
     assert len(general) == 3 and general[0].description.startswith("Any family")
     lemma = [step for name, step in _new_steps() if name.startswith("h-lemma")]

@@ -81,6 +81,13 @@ class GaussianData:
         """Var(eps | x_t) per dimension = 1 - (1 - ab) / (ab s^2 + 1 - ab): the minimum of L_simple at step t."""
         return 1.0 - (1.0 - alpha_bar) / (alpha_bar * self.std**2 + 1.0 - alpha_bar)
 
+    def log_marginal(self, xt: Tensor, alpha_bar: Tensor) -> Tensor:
+        """log q_t(x_t) = sum_d log N(x_{t,d}; a m, a^2 s^2 + b^2); xt [B, D], alpha_bar [B], float64 -> [B]."""
+        ab = alpha_bar[:, None]  # [B, 1]
+        v = ab * self.std**2 + 1.0 - ab  # [B, 1]
+        log_density = -0.5 * torch.log(2.0 * math.pi * v) - (xt - ab.sqrt() * self.mean) ** 2 / (2.0 * v)  # [B, D]
+        return log_density.sum(dim=1)
+
     def sample(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
         """x_0 draws of `shape`, float64."""
         return self.mean + self.std * rng.standard_normal(shape)
@@ -130,6 +137,16 @@ class GaussianMixture:
         v = ab * s[None, :] ** 2 + (1.0 - ab)  # [B, K]
         q = self.responsibilities(xt, alpha_bar) / v  # [B, K], r_k / v_k
         return b * (xt * q.sum(dim=1, keepdim=True) - a * (q @ mu))  # [B, D]
+
+    def log_marginal(self, xt: Tensor, alpha_bar: Tensor) -> Tensor:
+        """log q_t(x_t) = log sum_k w_k N(x_t; a mu_k, v_k I), v_k = a^2 s_k^2 + b^2, by logsumexp over k; written from
+        the mixture density (the difference x_t - a mu_k formed directly); xt [B, D], alpha_bar [B], float64 -> [B]."""
+        w, mu, s = self._tables(xt.device)
+        ab = alpha_bar[:, None]  # [B, 1]
+        v = ab * s[None, :] ** 2 + (1.0 - ab)  # [B, K]
+        d2 = ((xt[:, None, :] - ab.sqrt()[:, :, None] * mu[None, :, :]) ** 2).sum(dim=2)  # [B, K]
+        log_component = -d2 / (2.0 * v) - 0.5 * self.dim * torch.log(2.0 * math.pi * v)  # [B, K]
+        return torch.logsumexp(torch.log(w)[None, :] + log_component, dim=1)
 
     def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(x_0 [n, D] float64, component index [n])."""

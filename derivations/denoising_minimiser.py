@@ -195,7 +195,7 @@ def derivation() -> Derivation:
     t, and the Gaussian instance."""
     steps = (
         Step(
-            "The model: (x_t, eps) has a joint law q_t(x_t, eps) (per coordinate eps_i; for DDPM the density "
+            "Model: (x_t, eps) has a joint law q_t(x_t, eps) (per coordinate eps_i; for DDPM the density "
             "p_data((x_t - b eps)/a) N(eps; 0, 1)/a, a = sqrt(alpha_bar_t), b = sqrt(1 - alpha_bar_t), for any data "
             "density p_data; for data on finitely many points the integral over eps is the sum over the atoms of "
             "eps given x_t, the same linear operator). Conditional expectations are ratios of integrals over eps.",
@@ -205,7 +205,7 @@ def derivation() -> Derivation:
             lhs_latex=rf"{_E}[h \mid x_t]",
         ),
         Step(
-            "The eps-marginal of the joint law is N(0, 1) (eps is drawn so, independently of x_0): a model "
+            "Assumption: the eps-marginal of the joint law is N(0, 1) (eps is drawn so, independently of x_0): a model "
             "assumption, used only for E eps^2 = 1 below.",
             sp.Integral(JOINT, _LINE_X),
             _STANDARD_NORMAL,
@@ -310,7 +310,8 @@ def derivation() -> Derivation:
             lhs_latex=r"y^\top \nabla^2_f \sum_t w_t [V_t + (f_t - \epsilon^*_t)^2]\, y",
         ),
         Step(
-            "Gaussian data x_0 = m + s z_0, z_0 ~ N(0, 1): (eps, x_t) is jointly Gaussian, so E[eps | x_t] = "
+            "Theorem assumed (Gaussian conditioning), for Gaussian data x_0 = m + s z_0, z_0 ~ N(0, 1): (eps, x_t) "
+            "is jointly Gaussian, so E[eps | x_t] = "
             "k (x_t - a m) with k making the residual uncorrelated with x_t (Gaussian conditioning, a theorem "
             "assumed here); solved from Cov(eps - k (x_t - a m), x_t) = 0.",
             sp.Symbol("k"),

@@ -14,6 +14,7 @@ import sympy as sp
 
 from derivations import all_derivations
 from derivations.chain import Derivation
+from derivations.seed_map import render_map
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "reports" / "derivations.md"
 
@@ -64,8 +65,9 @@ def _folded(step) -> list[str]:
 
 def render() -> str:
     """The whole report as Markdown text."""
-    sections = [HEADER.format(sympy_version=sp.__version__)]
-    sections += [render_derivation(d) for d in all_derivations()]
+    derivations = all_derivations()
+    sections = [HEADER.format(sympy_version=sp.__version__), render_map({d.key: d.title for d in derivations})]
+    sections += [render_derivation(d) for d in derivations]
     return "\n".join(sections).rstrip() + "\n"
 
 

@@ -116,7 +116,7 @@ def derivation() -> Derivation:
     score matching."""
     steps = (
         Step(
-            "Any data density p(x_0) > 0; the marginal of x_t integrates the forward kernel q(x_t | x_0) = "
+            "Model: any data density p(x_0) > 0; the marginal of x_t integrates the forward kernel q(x_t | x_0) = "
             "N(sqrt(alpha_bar_t) x_0, 1 - alpha_bar_t) (derivation (a)) against it.",
             sp.Symbol("q_t(x_t)"),
             MARGINAL,
@@ -124,7 +124,8 @@ def derivation() -> Derivation:
             lhs_latex=r"q_t(x_t)",
         ),
         Step(
-            "Bayes' rule: the posterior of x_0 is q(x_t | x_0) p(x_0) / q_t(x_t); E[. | x_t] is the mean under it.",
+            "Definition (Bayes' rule): the posterior of x_0 is q(x_t | x_0) p(x_0) / q_t(x_t); E[. | x_t] is the mean "
+            "under it.",
             sp.Symbol("E[h | x_t]"),
             posterior_mean(sp.Function("h")(x_t, x_0)),
             Check.DEFINITION,

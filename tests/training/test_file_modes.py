@@ -70,8 +70,8 @@ def test_every_file_train_evaluate_report_sample_bench_and_conform_write(tmp_pat
                              fallback_train_steps=2, mc_images=16, mc_exact_images=2, verify=False,
                              peak_matmul_size=64, peak_repeats=1)
         run_bench(config, out / "bench", command="test", mode="custom")
-    runs, skipped = run_suite(["reference"], SuiteConfig(strided_steps=5, ddim_steps=5, chain_samples=50,
-                                                         loss_batches=3, loss_batch=10), progress=False)
+    small = SuiteConfig(strided_steps=5, ddim_steps=5, chain_samples=50, loss_batches=3, loss_batch=10)
+    runs, skipped = run_suite(["testkit.broken_adapters:conformant"], small, progress=False)
     write_conformance_report(out / "conformance", runs, SuiteConfig(), skipped, 0.0, "test")
     capsys.readouterr()
     modes = {**_modes(run), **{f"out/{k}": v for k, v in _modes(out).items()}}

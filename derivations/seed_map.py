@@ -70,7 +70,7 @@ SEED_CHAIN: tuple[Link, ...] = (
         ("f", "q"),
         "the pointwise rewrite for every T (induction on T; (q) repeats it for arbitrary kernels); that the "
         "expectation over q(x_{1:T}|x_0) of each term is its expectation over the pair (x_{t-1}, x_t) is checked on "
-        "a 3-state chain with T = 3 only",
+        "a 3-state chain with T = 3 only (for every T it is the sum rule, normalised kernels summed out, not derived)",
         False,
     ),
     Link(

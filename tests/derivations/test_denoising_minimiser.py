@@ -1,4 +1,4 @@
-"""(r) The minimiser of L_simple: its steps, and the tests' exact eps* oracles attain the derived minimum.
+"""(r) The minimiser of L_simple: the tests' exact eps* oracles attain the derived minimum.
 
 - Gaussian data N(m, s^2): the derived minimum per dimension equals testkit's Var(eps | x_t) closed form, and the
   Monte Carlo mean of (eps - eps*)^2 matches it.
@@ -22,14 +22,11 @@ from numpy.testing import assert_allclose
 from scipy import stats
 
 from ddpm.core.schedules import make_betas
-from derivations import MODULES
 from derivations import denoising_minimiser as dm
-from derivations.chain import Check
 from derivations.symbols import eps
 from testkit import tolerances
 from testkit.optimal_denoisers import GaussianData, GaussianMixture, alpha_bars
 from testkit.stat_checks import Family
-from testkit.symbolic import step_cases
 
 pytestmark = pytest.mark.symbolic
 
@@ -41,21 +38,9 @@ TIMES = (150, 450, 900)  # t where no law leaves eps determined by x_t up to rou
 GAUSSIAN = GaussianData(0.3, 0.7)
 MIXTURE_1D = GaussianMixture((0.6, 0.4), ((-0.7,), (0.8,)), (0.3, 0.2))
 POINTS_2D = GaussianMixture((0.5, 0.3, 0.2), ((-0.8, 0.5), (0.6, -0.4), (0.1, 0.9)), (0.0, 0.0, 0.0))
-CHECKED = [step for step in dm.derivation().all_steps() if step.check is not Check.DEFINITION]
 
 
-# --- the steps ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("index", range(len(CHECKED)))
-def test_step_holds(index):
-    """Each checked step holds; once (r) is registered, test_steps.py runs them and this only checks they are there."""
-    if "denoising_minimiser" in MODULES:
-        ids = [case.id for case in step_cases() if case.id.startswith("r-denoising_minimiser-")]
-        assert len(ids) == len(CHECKED)
-        return
-    step = CHECKED[index]
-    assert step.holds_symbolically(), step.description
-
-
+# --- symbolic checks beside the steps (tests/derivations/test_steps.py checks each step) ---------------------------
 def test_split_integrals_refuses_a_coefficient_it_cannot_take_out():
     """Linearity only: a term free of the integration variable over the whole line is not a finite integral."""
     with pytest.raises(ValueError, match="free of"):

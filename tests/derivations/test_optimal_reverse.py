@@ -35,9 +35,9 @@ def _steps():
     return [pytest.param(s, id=f"u-{i}") for i, s in steps if s.check is not Check.DEFINITION]
 
 
-@pytest.mark.parametrize("step", _steps())
-def test_step_holds(step):
-    assert step.check is Check.SIMPLIFY and step.holds_symbolically(), step.description
+def test_every_checked_step_is_closed_symbolically():
+    """tests/derivations/test_steps.py checks each step; here: none of (u)'s needs random rational points."""
+    assert _steps() and all(case.values[0].check is Check.SIMPLIFY for case in _steps())
 
 
 def test_derivation_shape():

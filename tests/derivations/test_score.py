@@ -1,4 +1,4 @@
-"""(s) The score view: its steps, and Tweedie's formula against the exact optimal denoisers and ddpm's Algorithm 2.
+"""(s) The score view: Tweedie's formula against the exact optimal denoisers and ddpm's Algorithm 2.
 
 For Gaussian data, a finite point set and a Gaussian mixture, torch autograd of the exact log q_t(x_t)
 (`log_marginal` of testkit.optimal_denoisers, written from the mixture density) must equal
@@ -17,13 +17,10 @@ from numpy.testing import assert_allclose
 
 from ddpm.core.diffusion import GaussianDiffusion
 from ddpm.core.schedules import make_betas
-from derivations import MODULES
 from derivations import score as sc
-from derivations.chain import Check
 from derivations.symbols import alpha_bar, eps, eps_theta
 from testkit import tolerances
 from testkit.optimal_denoisers import GaussianData, GaussianMixture, alpha_bars
-from testkit.symbolic import step_cases
 
 pytestmark = pytest.mark.symbolic
 
@@ -36,21 +33,9 @@ LAWS = {
     "points": GaussianMixture((0.5, 0.3, 0.2), ((-0.8, 0.5), (0.6, -0.4), (0.1, 0.9)), (0.0, 0.0, 0.0)),
     "mixture": GaussianMixture((0.6, 0.4), ((-0.5, 0.2), (0.7, -0.3)), (0.25, 0.4)),
 }
-CHECKED = [step for step in sc.derivation().all_steps() if step.check is not Check.DEFINITION]
 
 
-# --- the steps ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("index", range(len(CHECKED)))
-def test_step_holds(index):
-    """Each checked step holds; once (s) is registered, test_steps.py runs them and this only checks they are there."""
-    if "score" in MODULES:
-        ids = [case.id for case in step_cases() if case.id.startswith("s-score-")]
-        assert len(ids) == len(CHECKED)
-        return
-    step = CHECKED[index]
-    assert step.holds_symbolically(), step.description
-
-
+# --- symbolic checks beside the steps (tests/derivations/test_steps.py checks each step) ---------------------------
 def test_dsm_weight():
     """L_simple's term is DSM weighted by 1 - alpha_bar_t; weight 1 (plain DSM) is rejected."""
     b = sp.sqrt(1 - alpha_bar)

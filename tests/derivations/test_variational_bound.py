@@ -1,4 +1,4 @@
-"""(q) The variational bound in full generality: its steps, the discrete-chain oracle, and the library's bound.
+"""(q) The variational bound in full generality: the discrete-chain oracle, and the library's bound.
 
 The discrete oracle `discrete_chain_bound` is checked against computations that share none of its code: the
 marginal of x_0 by a product of the reverse matrices, and the ELBO in (f)'s decomposed form (L_T, L_{t-1} through
@@ -25,15 +25,6 @@ from testkit import tolerances
 pytestmark = pytest.mark.symbolic
 
 F64 = tolerances.FLOAT64.kwargs()
-STEPS = [pytest.param(s, id=f"q-{i}") for i, s in enumerate(vb.derivation().all_steps(), start=1)
-         if s.check is not Check.DEFINITION]
-
-
-@pytest.mark.parametrize("step", STEPS)
-def test_each_step_holds_by_its_check(step):
-    assert step.holds_symbolically() if step.check is Check.SIMPLIFY else step.holds_at_random_rationals()
-
-
 def test_derivation_shape():
     d = vb.derivation()
     assert d.key == "q" and d.module == "derivations.variational_bound"

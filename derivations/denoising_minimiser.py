@@ -69,7 +69,8 @@ def split_integrals(expr: sp.Expr) -> sp.Expr:
     def split_one(integrand: sp.Expr, limit: tuple) -> sp.Expr:
         total = sp.Integer(0)
         for term in sp.Add.make_args(sp.expand(integrand)):
-            outside, inside = [], []
+            outside: list[sp.Expr] = []
+            inside: list[sp.Expr] = []
             for factor in sp.Mul.make_args(term):
                 (inside if limit[0] in factor.free_symbols else outside).append(factor)
             if inside:

@@ -23,7 +23,7 @@ from ddpm.conformance.protocol import AdapterError, Convention, check_adapter
 from ddpm.conformance.report import to_json, to_markdown
 from ddpm.conformance.runner import SAME_CAUSE, load_adapters, run_adapter, run_suite
 from testkit import broken_adapters
-from testkit.paths import REPO, TESTS
+from testkit.paths import TESTS
 
 SMALL = SuiteConfig(strided_steps=broken_adapters.S, ddim_steps=broken_adapters.S, chain_samples=1000,
                     loss_batches=20)
@@ -258,16 +258,3 @@ def test_markdown_lists_conventions_and_not_applicable():
     runs, _ = run_suite(["testkit.broken_adapters:clips_declared"], SMALL, progress=False)
     text = to_markdown(to_json(runs, SMALL, [], "test", 0.0))
     assert "Declared conventions:" in text and "conv." in text and "n/a" in text
-
-
-def test_readme_example_adapter_is_conformant(tmp_path, monkeypatch):
-    """The README's example adapter (the code block after its conformance-example marker) passes the suite."""
-    readme = (REPO / "README.md").read_text()
-    block = readme.split("<!-- conformance-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
-    (tmp_path / "my_ddpm_adapter.py").write_text(block)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    runs, _ = run_suite(["my_ddpm_adapter:factory"], SMALL, progress=False)
-    (run,) = runs
-    assert run.conformant, [(r.case, r.detail) for r in run.results if r.status is Status.FAIL]
-    assert {r.case for r in run.results if r.status is Status.PASS} >= {
-        "schedule", "q_sample", "posterior", "reverse_step[small]", "reverse_step[large]", "finite"}

@@ -310,8 +310,8 @@ def add_bench_parser(subcommands) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cpu)")
     p.add_argument("--threads", type=positive_int, help="torch.set_num_threads for the run (default: torch's)")
     p.add_argument("--checkpoint", type=Path,
-                   help="trained model to measure (default: reports/train_small/checkpoint.pt; missing: train one "
-                        "briefly)")
+                   help="trained model to measure (default: reports/train_small/checkpoint.pt, or, when that file "
+                        "is missing, one trained here briefly); a file given here must be a checkpoint")
     p.add_argument("--no-verify", action="store_true", help="skip timing the parts of `nox -s verify`")
     p.set_defaults(handler=run_bench_command)
 
@@ -321,6 +321,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
     mode = "quick" if args.quick else "full"
     config = BENCH_MODES[mode]
+    if args.checkpoint is not None:  # checked before any measurement; only the default may fall back to training
+        from ddpm.training.checkpoint import load_checkpoint
+
+        load_checkpoint(args.checkpoint)
     changes = {name: value for name, value in (("device", args.device), ("threads", args.threads),
                                                ("checkpoint", None if args.checkpoint is None
                                                 else str(args.checkpoint))) if value is not None}

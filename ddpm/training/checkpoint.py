@@ -14,13 +14,21 @@ Writes are atomic (`ddpm.runtime.files.atomic_write`): the bytes go to a tempora
 flushed and fsync'ed, and `os.replace` renames it over the target; a failure at any point removes the temporary
 file and leaves the previous checkpoint as it was. `load_checkpoint` validates everything it returns (format, version,
 preset, shapes of both weight sets against the preset's U-Net, betas) and raises `CheckpointError` (a
-ValueError) with a one-line message otherwise.
+ValueError) with a one-line message otherwise. Before torch.load it reads only bytes and the zip directory, so a
+file that is not a torch zip archive (a text file, an empty file, a plain pickle) or a zip archive without a
+torch.save record is named as such; a torch file that torch.load(weights_only=True) refuses is one that needs code
+execution to load, and the message says so and names the globals its pickle imports (read from its opcodes, never
+run). torch's own message, which suggests loading with weights_only=False, is never passed on: this project never
+loads such files.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import pickle
+import pickletools
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,19 +145,99 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+_EXPECTED = "expected a checkpoint.pt written by python -m ddpm train"
+_ZIP_MAGIC = b"PK\x03\x04"  # a zip archive's first local file header; torch.save writes one
+# The modules whose globals the pickle of tensors and plain containers names (storages, dtypes, rebuild functions)
+_PLAIN_MODULES = frozenset({"torch", "torch._utils", "collections", "builtins", "__builtin__", "_codecs"})
+
+
+def _not_a_checkpoint(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{str(path)!r} is not a ddpm-verified checkpoint: {what}; {_EXPECTED}")
+
+
+def _unreadable(path: Path, what: str) -> CheckpointError:
+    return CheckpointError(f"{str(path)!r} is not a readable checkpoint: {what}; {_EXPECTED}")
+
+
+def _pickle_globals(archive: zipfile.ZipFile, record: str) -> list[str] | None:
+    """The "module.name" globals the pickle `record` imports, found by reading its opcodes (nothing is run);
+    None when the record is not a well-formed pickle."""
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        for opcode, argument, _ in pickletools.genops(archive.read(record)):
+            if opcode.name == "GLOBAL":
+                found.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.append(f"{strings[-2]}.{strings[-1]}")
+            if isinstance(argument, str) and "UNICODE" in opcode.name:
+                strings.append(argument)
+    except Exception:  # any failure to read or parse (bad opcode, truncation, CRC) means a corrupt record
+        return None
+    return found
+
+
+def _check_archive(path: Path) -> str:
+    """The name of the pickle record of the torch zip archive at `path`; CheckpointError for any other file.
+
+    Only the file's bytes and the zip directory are read here: nothing is unpickled.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_ZIP_MAGIC))
+        if not head:
+            raise _not_a_checkpoint(path, "the file is empty")
+        if not zipfile.is_zipfile(path):
+            if head == _ZIP_MAGIC:
+                raise _unreadable(path, "a truncated or corrupt zip archive")
+            raise _not_a_checkpoint(path, "not a torch zip archive")
+        with zipfile.ZipFile(path) as archive:
+            records = [name for name in archive.namelist() if name.rsplit("/", 1)[-1] == "data.pkl"]
+    except OSError as error:
+        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({_one_line(error)})") from None
+    except zipfile.BadZipFile:
+        raise _unreadable(path, "a truncated or corrupt zip archive") from None
+    if len(records) != 1:
+        raise _not_a_checkpoint(path, "a zip archive without a ddpm-verified checkpoint (no torch data.pkl record)")
+    return records[0]
+
+
+def _load_error(path: Path, record: str, error: Exception) -> CheckpointError:
+    """The one-line CheckpointError for a torch zip archive that torch.load(weights_only=True) refused.
+
+    torch's own message goes on to suggest loading with weights_only=False, that is, running whatever the file
+    asks for: it is never passed on.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            imported = _pickle_globals(archive, record)
+    except (OSError, zipfile.BadZipFile):
+        imported = None
+    if imported is None:
+        return _unreadable(path, f"a zip archive whose {record} record is not a well-formed pickle")
+    if isinstance(error, pickle.UnpicklingError):
+        foreign = sorted({name for name in imported if name.rsplit(".", 1)[0] not in _PLAIN_MODULES})
+        named = f": {', '.join(foreign[:3])}" if foreign else ""
+        return _not_a_checkpoint(path, f"it needs code execution to load (pickled objects other than tensors and "
+                                       f"plain containers{named}); this project never loads such files")
+    detail = _one_line(error)
+    detail = "" if "weights_only" in detail else f" ({detail})"
+    return _unreadable(path, f"a torch zip archive that torch cannot read{detail}")
+
+
 def _read_payload(path: Path, map_location) -> dict:
     if not path.exists():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     if path.is_dir():
         raise CheckpointError(f"checkpoint {str(path)!r} is a folder; give the file (e.g. {path / CHECKPOINT_NAME})")
+    record = _check_archive(path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # unpickling, zip, EOF, ... : any failure means the file is not usable
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable checkpoint (corrupt, truncated or another format: {_one_line(error)})"
-        ) from None
+        raise _load_error(path, record, error) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{str(path)!r} is not a ddpm-verified checkpoint")
+        holds = f"a dict without format {FORMAT!r}" if isinstance(payload, dict) else type(payload).__name__
+        raise _not_a_checkpoint(path, f"a torch file holding {holds}")
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(

@@ -15,5 +15,6 @@ each other (pytest runs with `--import-mode=importlib`); what two test files sha
 - `broken_adapters`: the reference conformance adapter with one plausible bug each.
 - `runs`: the settings of the tiny trained-and-evaluated run (built by a fixture in tests/evaluation/conftest.py).
 - `threads`: one torch thread for a block.
+- `bad_checkpoints`: files that are not checkpoints (text, empty, zips, pickles that run code) and their errors.
 - `paths`: the repository's root.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from ddpm.training.checkpoint import (
 )
 from ddpm.training.config import get_preset
 from ddpm.training.model import build_unet
+from testkit.bad_checkpoints import KINDS, MARKER, expected_fragment, write_bad_checkpoint
 
 
 def make_checkpoint(preset_name: str = "tiny", step: int = 3) -> Checkpoint:
@@ -140,16 +142,38 @@ def test_truncated_checkpoint(tmp_path, fraction):
     assert "not a readable checkpoint" in _error(bad)
 
 
-class _Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned",))
-
-
-def test_foreign_pickles_and_dicts_are_refused(tmp_path):
+def test_foreign_dicts_are_refused(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
-    assert "not a ddpm-verified checkpoint" in _error(tmp_path / "other.pt")
-    torch.save({"format": "ddpm-verified checkpoint", "x": _Evil()}, tmp_path / "evil.pt")
-    assert "not a readable checkpoint" in _error(tmp_path / "evil.pt")
+    assert "not a ddpm-verified checkpoint: a torch file holding a dict without format" in _error(tmp_path / "other.pt")
+    torch.save([torch.zeros(2)], tmp_path / "list.pt")
+    assert "a torch file holding list" in _error(tmp_path / "list.pt")
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_files_that_are_not_checkpoints_get_one_line_without_unsafe_advice(tmp_path, kind):
+    path = write_bad_checkpoint(kind, tmp_path / "files")
+    message = _error(path)
+    assert expected_fragment(kind) in message
+    assert message.startswith(repr(str(path)))
+    assert "expected a checkpoint.pt written by python -m ddpm train" in message
+    assert "weights_only" not in message and "Traceback" not in message
+    assert not (path.parent / MARKER).exists(), "the pickle was run"
+
+
+def test_code_execution_names_what_the_pickle_would_import(tmp_path):
+    message = _error(write_bad_checkpoint("code_execution", tmp_path))
+    assert f"{os.mkdir.__module__}.mkdir" in message and "this project never loads such files" in message
+    message = _error(write_bad_checkpoint("custom_class", tmp_path))
+    assert "testkit.bad_checkpoints.CustomObject" in message
+    torch.save(torch.nn.Linear(2, 2), tmp_path / "module.pt")
+    assert "torch.nn.modules.linear.Linear" in _error(tmp_path / "module.pt")
+
+
+def test_a_zip_whose_pickle_record_is_corrupt(tmp_path):
+    with zipfile.ZipFile(tmp_path / "c.pt", "w") as archive:
+        archive.writestr("archive/data.pkl", b"\xff not a pickle")
+    assert "not a readable checkpoint: a zip archive whose archive/data.pkl record is not a well-formed pickle" in (
+        _error(tmp_path / "c.pt"))
 
 
 def _save_modified(tmp_path, **changes) -> str:

@@ -104,3 +104,18 @@ def test_python_m_ddpm_finds_a_local_adapter_and_reports_a_non_factory_in_one_li
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr, done.stderr
     assert "adapter 'json:loads': calling loads() raised TypeError" in done.stderr
     assert "conform_local_adapter" not in done.stderr
+
+
+def test_the_default_run_skips_only_an_adapter_that_is_not_installed(console_script_cwd, tmp_path):
+    """`skip_missing` (the default `conform` run over the shipped adapters) skips a module that does not import, with
+    a note naming it, but raises for an adapter whose factory crashes: a broken adapter is never just "skipped"."""
+    from ddpm.conformance.protocol import AdapterError
+    from ddpm.conformance.runner import AdapterUnavailable, run_suite
+
+    (tmp_path / "conform_skip_raises.py").write_text("def factory():\n    raise KeyError('api changed')\n")
+    console_script_cwd.append("conform_skip_raises")
+    runs, skipped = run_suite(["no_such_module_xyz:factory"], progress=False, skip_missing=True)
+    assert runs == [] and len(skipped) == 1 and "'no_such_module_xyz:factory'" in skipped[0]
+    with pytest.raises(AdapterError, match="calling factory\\(\\) raised KeyError: 'api changed'") as raised:
+        run_suite(["conform_skip_raises:factory"], progress=False, skip_missing=True)
+    assert not isinstance(raised.value, AdapterUnavailable)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -353,7 +354,11 @@ def add_conform_parser(subcommands) -> None:
         description="Run the conformance suite on the shipped adapters (this project; diffusers, lucidrains and "
                     "MONAI when the `conformance` extra is installed) or on your own adapters "
                     "(--adapter package.module:factory, repeatable). Exit 0: every implementation conformant; "
-                    "1: a case failed; 2: bad input (an adapter that does not import or satisfy the protocol).")
+                    "1: a case failed; 2: bad input (an adapter spec that is not a shipped name or "
+                    "package.module:factory, a module that does not import, a factory that raises or returns no "
+                    "adapters, an adapter that fails the protocol), reported in one line before any case runs. "
+                    "Adapter modules are also looked up in the current folder, by `python -m ddpm` and the `ddpm` "
+                    "script alike.")
     p.add_argument("--adapter", action="append", metavar="SPEC",
                    help="package.module:factory returning an adapter or a list of adapters, or a shipped name ("
                         + ", ".join(SHIPPED) + "); default: every shipped one")
@@ -367,6 +372,9 @@ def add_conform_parser(subcommands) -> None:
     p.add_argument("--no-reproductions", action="store_true",
                    help="do not run the reproduction snippet of each failure (they are still written)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--traceback", action="store_true",
+                   help="on bad input (an adapter that does not import, whose factory raises or that fails the "
+                        "protocol) print the full traceback instead of the one-line error (the exit status stays 2)")
     p.set_defaults(handler=run_conform)
 
 
@@ -427,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run `ddpm` with `argv` (default sys.argv[1:]); returns the exit status."""
     from ddpm.training.trainer import TrainingError
 
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return args.handler(args)
@@ -434,8 +443,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _one_line(error).removeprefix("ddpm: ")
         print(f"ddpm: error: {message} (see --help)", file=sys.stderr)
         return EXIT_USAGE
-    except (ValueError, OSError) as error:  # DataError and CheckpointError are ValueErrors
-        print(f"ddpm: error: {_one_line(error)}", file=sys.stderr)
+    except (ValueError, OSError) as error:  # DataError, CheckpointError and AdapterError are ValueErrors
+        if getattr(args, "traceback", False):
+            traceback.print_exception(error)  # with the adapter's own exception as its cause
+        else:
+            print(f"ddpm: error: {_one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
     except TrainingError as error:
         print(f"ddpm: error: {_one_line(error)}", file=sys.stderr)

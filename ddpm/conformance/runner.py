@@ -1,17 +1,23 @@
 """Load adapters from `package.module:factory` specs and run every case on each (the suite's one entry point).
 
 `run_suite(..., jobs=N)` runs the configurations in N worker processes (each loads its adapter from the spec again
-and runs with one torch thread); results come back in the order of the specs, whatever the number of jobs.
+and runs with one torch thread); results come back in the order of the specs, whatever the number of jobs. Every
+spec is loaded in the calling process first, so a broken setup (`load_adapters`: one-line AdapterError) is reported
+before any worker starts.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import json
 import multiprocessing
+import os
+import reprlib
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -97,25 +103,108 @@ class AdapterRun:
         return all(r.status is not Status.FAIL for r in self.results)
 
 
-def load_adapters(spec: str) -> list[Adapter | RejectedConfiguration]:
-    """The adapters a `package.module:factory` spec (or a shipped short name) produces, with the configurations the
-    library rejected in their place; AdapterError otherwise."""
-    spec = SHIPPED.get(spec, spec)
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
+class AdapterUnavailable(AdapterError):
+    """The adapter's module, or a package it needs, does not import, or its factory refused with AdapterError (a
+    shipped third-party adapter without its extra): what `run_suite(..., skip_missing=True)` skips with a note."""
+
+
+def _what_went_wrong(error: BaseException) -> str:
+    """One line: the exception's type and first message line, with the file:line where it was raised."""
+    if isinstance(error, SyntaxError):
+        return f"{type(error).__name__}: {error.msg} ({error.filename}:{error.lineno})"
+    lines = str(error).strip().splitlines()
+    text = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+    frames = traceback.extract_tb(error.__traceback__)
+    if frames and not frames[-1].filename.startswith("<") and frames[-1].filename != __file__:  # not importlib's
+        text += f" ({frames[-1].filename}:{frames[-1].lineno})"
+    return text
+
+
+def _resolve(spec: str) -> tuple[str, str]:
+    """(module, factory) of a `package.module:factory` spec or a shipped short name; AdapterError otherwise."""
+    if ":" not in spec and spec not in SHIPPED:
+        close = difflib.get_close_matches(spec, SHIPPED, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise AdapterError(f"adapter spec {spec!r} is not a shipped adapter ({', '.join(SHIPPED)}){hint}; any other "
+                           "spec must look like package.module:factory")
+    module_name, _, attribute = SHIPPED.get(spec, spec).partition(":")
+    if not module_name or not attribute:
         raise AdapterError(f"adapter spec {spec!r} must look like package.module:factory")
+    return module_name, attribute
+
+
+def _with_current_folder_importable() -> None:
+    """Put the current folder first on sys.path when it is not there, as `python -m ddpm` has it, so that the
+    console script `ddpm` and `python -m ddpm` find the same adapter modules (worker processes inherit sys.path)."""
+    here = os.getcwd()
+    if here not in {os.path.abspath(entry or os.curdir) for entry in sys.path}:
+        sys.path.insert(0, here)
+
+
+def _import_factory(spec: str, module_name: str, attribute: str) -> Callable[[], Any]:
+    if not module_name.startswith("ddpm."):
+        _with_current_folder_importable()
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise AdapterError(f"adapter module {module_name!r} does not import: {error}") from None
+        raise AdapterUnavailable(f"adapter {spec!r}: module {module_name!r} does not import: "
+                                 f"{_what_went_wrong(error)}") from error
+    except Exception as error:  # the adapter's own code is input here: a SyntaxError or NameError is bad input
+        raise AdapterError(f"adapter {spec!r}: module {module_name!r} does not import: "
+                           f"{_what_went_wrong(error)}") from error
     factory = getattr(module, attribute, None)
     if not callable(factory):
-        raise AdapterError(f"{module_name} has no callable {attribute!r}")
-    made = factory()
-    adapters = list(made) if isinstance(made, Iterable) and not hasattr(made, "q_sample") else [made]
-    if not adapters:
-        raise AdapterError(f"{spec} returned no adapters")
-    return [a if isinstance(a, RejectedConfiguration) else check_adapter(a) for a in adapters]
+        raise AdapterError(f"adapter {spec!r}: module {module_name} has no callable {attribute!r}")
+    return factory
+
+
+def _checked(spec: str, attribute: str, made: object) -> list[Adapter | RejectedConfiguration]:
+    """What a factory returned as a list of checked adapters; AdapterError naming the spec and the first problem."""
+    single = not isinstance(made, Iterable) or hasattr(made, "q_sample") or isinstance(made, (str, bytes))
+    try:
+        items = [made] if single else list(made)  # type: ignore[call-overload]  # an Iterable here
+    except Exception as error:
+        raise AdapterError(f"adapter {spec!r}: iterating what {attribute}() returned raised "
+                           f"{_what_went_wrong(error)}") from error
+    if not items:
+        raise AdapterError(f"adapter {spec!r}: {attribute}() returned no adapters")
+    adapters: list[Adapter | RejectedConfiguration] = []
+    for index, item in enumerate(items):
+        where = (f"{attribute}() returned {reprlib.repr(made)}, not an adapter or a list of adapters" if single
+                 else f"item {index} ({reprlib.repr(item)}) of the list {attribute}() returned is not an adapter")
+        try:
+            adapters.append(item if isinstance(item, RejectedConfiguration) else check_adapter(item))
+        except AdapterError as error:
+            raise AdapterError(f"adapter {spec!r}: {where}: {error}") from error
+        except Exception as error:  # e.g. a property of the adapter that raises
+            raise AdapterError(f"adapter {spec!r}: {where}: {_what_went_wrong(error)}") from error
+    return adapters
+
+
+def load_adapters(spec: str) -> list[Adapter | RejectedConfiguration]:
+    """The adapters a `package.module:factory` spec (or a shipped short name) produces, with the configurations the
+    library rejected in their place.
+
+    Modules are looked up on sys.path with the current folder on it (as `python -m` has it, also under the console
+    script). Any failure is an AdapterError naming the spec and what went wrong in one line (the exception type,
+    message and file:line; the original exception is its `__cause__`): a spec that is neither a shipped name nor
+    `module:factory`, a module that does not import (AdapterUnavailable for an ImportError), a missing factory, a
+    factory that raises (its own AdapterError is AdapterUnavailable) or returns something other than adapters.
+    """
+    module_name, attribute = _resolve(spec)
+    factory = _import_factory(spec, module_name, attribute)
+    try:
+        made = factory()
+    except AdapterError as error:  # the factory's own refusal, e.g. a shipped adapter without its extra
+        raise AdapterUnavailable(f"adapter {spec!r}: {_one_line(error)}") from error
+    except Exception as error:
+        raise AdapterError(f"adapter {spec!r}: calling {attribute}() raised {_what_went_wrong(error)}") from error
+    return _checked(spec, attribute, made)
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _generic_snippet(spec: str, index: int, result: CaseResult) -> str | None:
@@ -230,17 +319,19 @@ def run_suite(specs: Sequence[str], config: SuiteConfig | None = None, run_repro
               progress: bool = True, skip_missing: bool = False, jobs: int = 1) -> tuple[list[AdapterRun], list[str]]:
     """Run the suite on every configuration of every spec; returns the runs (in spec order) and the specs skipped.
 
-    With `skip_missing`, a spec whose module does not import is skipped with a note instead of raising (the shipped
-    third-party adapters when their extra is not installed). `jobs` > 1 runs configurations in that many processes.
+    With `skip_missing`, a spec that is `AdapterUnavailable` (its module does not import, or its factory refuses) is
+    skipped with a note instead of raising (the shipped third-party adapters when their extra is not installed); any
+    other AdapterError is raised. Every spec is loaded here, before any worker starts, so a broken setup is reported
+    before any case runs. `jobs` > 1 runs configurations in that many processes.
     """
     config = config or SuiteConfig()
     units, skipped = [], []
     for spec in specs:
         try:
             adapters = load_adapters(spec)
-        except AdapterError as error:
+        except AdapterUnavailable as error:
             if skip_missing:
-                skipped.append(f"{spec}: {error}")
+                skipped.append(str(error))  # names the spec
                 continue
             raise
         units += [(SHIPPED.get(spec, spec), index, adapter) for index, adapter in enumerate(adapters)]
@@ -271,4 +362,5 @@ def load_report(path) -> dict:
         return json.load(handle)
 
 
-__all__ = ["SAME_CAUSE", "AdapterRun", "Description", "describe", "load_adapters", "run_adapter", "run_suite"]
+__all__ = ["SAME_CAUSE", "AdapterRun", "AdapterUnavailable", "Description", "describe", "load_adapters", "run_adapter",
+           "run_suite"]

@@ -47,5 +47,6 @@ def test_without_an_adapter_the_test_is_skipped_and_a_bad_spec_is_one_line(tmp_p
     assert done.returncode == 0 and "1 skipped" in done.stdout and "no --adapter given" in done.stdout
     done = _pytest(tmp_path, "--adapter", "no_such_module_xyz:factory")
     assert done.returncode == 4, done.stdout + done.stderr
-    assert "ddpm conformance: adapter module 'no_such_module_xyz' does not import" in done.stderr
+    assert "ddpm conformance: adapter 'no_such_module_xyz:factory': module 'no_such_module_xyz' does not import" \
+        in done.stderr
     assert "Traceback" not in done.stderr

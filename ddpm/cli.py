@@ -79,6 +79,7 @@ def add_train_parser(subcommands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from ddpm.runtime.provenance import module_argv
     from ddpm.training.trainer import StopReason, TrainOptions, train
 
     if args.data is None and not args.resume:
@@ -86,7 +87,7 @@ def run_train(args: argparse.Namespace) -> int:
     options = TrainOptions(seed=args.seed, resume=args.resume, max_steps=args.max_steps,
                            max_minutes=args.max_minutes, compile=args.compile, session_start=args.session_start)
     result = train(args.data, args.out, args.preset, options, device=args.device, progress=not args.no_progress,
-                   command=[sys.executable, "-m", "ddpm", *sys.argv[1:]])
+                   command=module_argv("ddpm", args.argv))
     from ddpm.training.trainer import distributed_from_env
 
     if distributed_from_env().is_main:
@@ -222,16 +223,16 @@ def add_evaluate_parser(subcommands) -> None:
 
 def _as_command(name: str, args: argparse.Namespace, options: Sequence[str], positional: Sequence[str] = ()) -> str:
     """The command line equivalent to the parsed `args` (what metrics.json and the report record)."""
-    import shlex
+    from ddpm.runtime.provenance import module_command
 
-    words = ["python", "-m", "ddpm", name, *(str(getattr(args, p)) for p in positional)]
+    words = [name, *(str(getattr(args, p)) for p in positional)]
     for option in options:
         value = getattr(args, option.lstrip("-").replace("-", "_"))
         if value is True:
             words.append(option)
         elif value is not None and value is not False:
             words += [option, str(value)]
-    return shlex.join(words)
+    return module_command("ddpm", words)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -385,6 +386,7 @@ def run_conform(args: argparse.Namespace) -> int:
     from ddpm.conformance.cases import Status, SuiteConfig
     from ddpm.conformance.report import write_report
     from ddpm.conformance.runner import run_suite
+    from ddpm.runtime.provenance import module_command
 
     start = time.perf_counter()
     specs = args.adapter or list(SHIPPED)
@@ -401,15 +403,10 @@ def run_conform(args: argparse.Namespace) -> int:
         print(f"{run.description.name} [{run.description.version}]: {verdict} ({counts}; {run.seconds:.1f} s)")
     if args.out is not None:
         json_path, md_path = write_report(args.out, runs, config, skipped, time.perf_counter() - start,
-                                          " ".join(["python -m ddpm", *sys.argv[1:]]) if argv_is_cli() else None)
+                                          module_command("ddpm", args.argv))
         print(f"ddpm: wrote {md_path} and {json_path}")
     held = [run for run in runs if args.fail_on is None or run.spec in {SHIPPED.get(s, s) for s in args.fail_on}]
     return 0 if all(run.conformant for run in held) else EXIT_FAILURE
-
-
-def argv_is_cli() -> bool:
-    """True when sys.argv is this command line (not a test calling main([...]))."""
-    return len(sys.argv) > 1 and sys.argv[1] == "conform"
 
 
 SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser, add_evaluate_parser, add_report_parser,
@@ -437,7 +434,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = None
     try:
+        argv = [str(word) for word in (sys.argv[1:] if argv is None else argv)]
         args = build_parser().parse_args(argv)
+        args.argv = argv  # the command the run records: python -m ddpm <argv>
         return args.handler(args)
     except UsageError as error:
         message = _one_line(error).removeprefix("ddpm: ")

@@ -133,13 +133,13 @@ def _interpolation_steps() -> tuple[Step, ...]:
             SIGMA_GENERIC,
         ),
         named_step(
-            "v = 1 (frac = 1) gives the 'large' variance beta_t ...",
+            "v = 1 (frac = 1) gives the forward variance beta_t ...",
             r"\Sigma_\theta\big|_{v = 1}",
             SIGMA_GENERIC.subs(v, 1),
             beta_t,
         ),
         named_step(
-            "... and v = -1 (frac = 0) the 'small' beta_tilde_t.",
+            "... and v = -1 (frac = 0) the posterior variance beta_tilde_t.",
             r"\Sigma_\theta\big|_{v = -1}",
             SIGMA_GENERIC.subs(v, -1),
             beta_tilde,

@@ -209,13 +209,13 @@ def derivation() -> Derivation:
             lhs_latex=r"\lambda_t",
         ),
         Step(
-            "The weight for sigma_t^2 = beta_t (the 'large' fixed variance).",
+            "The weight for sigma_t^2 = beta_t (the forward variance).",
             LOSS_WEIGHT_LARGE,
             beta_t / (2 * alpha_t * (1 - alpha_bar_t)),
             lhs_latex=r"\lambda_t\big|_{\sigma_t^2 = \beta_t}",
         ),
         Step(
-            "The weight for sigma_t^2 = beta_tilde_t (the 'small' fixed variance); infinite at t = 1.",
+            "The weight for sigma_t^2 = beta_tilde_t (the posterior variance); infinite at t = 1.",
             LOSS_WEIGHT_SMALL,
             beta_t / (2 * alpha_t * (1 - alpha_bar_prev)),
             lhs_latex=r"\lambda_t\big|_{\sigma_t^2 = \tilde{\beta}_t}",
@@ -241,7 +241,7 @@ def derivation() -> Derivation:
             "x_t and eps vanish. L_simple keeps only the squared error: it replaces lambda_t by 1 and drops C_t. "
             "For sigma_t^2 = beta_t the weight is beta_t / (2 alpha_t (1 - alpha_bar_t)); for sigma_t^2 = "
             "beta_tilde_t it is beta_t / (2 alpha_t (1 - alpha_bar_{t-1})) and C_t = 0. At t = 1, where "
-            "alpha_bar_0 = 1, beta_tilde_1 = 0 makes the KL undefined and the small-variance weight infinite; the "
+            "alpha_bar_0 = 1, beta_tilde_1 = 0 makes the KL undefined and the beta_tilde-variance weight infinite; the "
             "paper uses the decoder L_0 there, whose continuous Gaussian version is again the squared error with "
             "the same weight formula evaluated at alpha_bar_0 = 1, plus log(2 pi sigma_1^2)/2."
         ),

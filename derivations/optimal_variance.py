@@ -348,7 +348,7 @@ def _bound_steps() -> tuple[Step, ...]:
         ),
         _step(
             "... simplifies to beta_t / alpha_t (beta_t (1 - alpha_bar_{t-1}) alpha_t + beta_t^2 = "
-            "beta_t (1 - alpha_bar_t)), the bound for any data; it is larger than the 'large' choice beta_t. That "
+            "beta_t (1 - alpha_bar_t)), the bound for any data; it is larger than beta_t. That "
             "beta_t bounds sigma*^2 for any data whose variance per coordinate averages at most 1 is proved in the "
             "last steps (the optimal denoiser's error is at most the best linear estimator's).",
             bt_plus,
@@ -462,7 +462,7 @@ def _reduction_steps() -> tuple[Step, ...]:
             GAMMA_GAUSSIAN,
         ),
         named_step(
-            "s^2 = 1 (x_0 ~ N(0, I)): Gamma_t = 1 - alpha_bar_t, and sigma*^2 is the 'large' beta_t ...",
+            "s^2 = 1 (x_0 ~ N(0, I)): Gamma_t = 1 - alpha_bar_t, and sigma*^2 is beta_t ...",
             r"\sigma_t^{*2}\big|_{\Gamma_t(1)}",
             SIGMA2_GAUSSIAN.subs(S2, 1),
             beta_t,
@@ -563,7 +563,7 @@ def _variance_bound_steps() -> tuple[Step, ...]:
             alpha_bar_prev * beta_t**2 / (abt * S2 + 1 - abt) ** 2,
         ),
         named_step(
-            "... and is the 'large' choice beta_t at s^2 = 1: sigma*^2 <= beta_t for any data whose per-coordinate "
+            "... and is beta_t, the forward variance, at s^2 = 1: sigma*^2 <= beta_t for any data whose per-coordinate "
             "variances average at most 1.",
             r"\sigma_t^{*2}\big|_{\Gamma_t^{\mathrm{lower}}(1)}",
             SIGMA2_UPPER_VARIANCE.subs(S2, 1),

@@ -6,8 +6,8 @@ data x_0 ~ N(0, s^2) the pair (x_{t-1}, x_t) is jointly Gaussian, and the condit
 
     sigma*_t^2(s^2) = beta_t v / (alpha_t v + beta_t),   v = alpha_bar_{t-1} s^2 + 1 - alpha_bar_{t-1},
 
-which is beta_t at s^2 = 1 (x_0 ~ N(0, I), the paper's "large" choice) and beta_tilde_t as s^2 -> 0
-(a single deterministic x_0, the "small" choice, equal to the posterior variance of derivation (b)).
+which is beta_t at s^2 = 1 (x_0 ~ N(0, I): the forward variance) and beta_tilde_t as s^2 -> 0
+(a single deterministic x_0: the posterior variance of derivation (b)).
 It increases with s^2, so for data of variance at most 1 the optimum lies between the two.
 """
 
@@ -186,19 +186,19 @@ def derivation() -> Derivation:
             beta_t * vp / (alpha_t * vp + beta_t),
         ),
         named_step(
-            "s^2 = 1 (x_0 ~ N(0, I)): the 'large' choice sigma_t^2 = beta_t.",
+            "s^2 = 1 (x_0 ~ N(0, I)): sigma_t^2 = beta_t, the forward variance.",
             r"\sigma^{*2}_t(1)",
             SIGMA2_LARGE,
             beta_t,
         ),
         named_step(
-            "s^2 -> 0 (a single deterministic x_0): the 'small' choice sigma_t^2 = beta_tilde_t.",
+            "s^2 -> 0 (a single deterministic x_0): sigma_t^2 = beta_tilde_t.",
             r"\lim_{s^2 \to 0} \sigma^{*2}_t(s^2)",
             SIGMA2_SMALL,
             (1 - alpha_bar_prev) / (1 - alpha_bar_t) * beta_t,
         ),
         named_step(
-            "The small choice is the variance of the posterior q(x_{t-1} | x_t, x_0) of derivation (b): "
+            "beta_tilde_t is the variance of the posterior q(x_{t-1} | x_t, x_0) of derivation (b): "
             "conditioning on a known x_0 is the same as data with no spread.",
             r"\lim_{s^2 \to 0} \sigma^{*2}_t(s^2)",
             SIGMA2_SMALL,
@@ -215,9 +215,9 @@ def derivation() -> Derivation:
             "conditional q(x_{t-1} | x_t). For data x_0 ~ N(0, s^2) the pair (x_{t-1}, x_t) is jointly "
             "Gaussian; its variances and covariance are read off the noise coefficients, and regressing "
             "x_{t-1} on x_t gives the conditional variance beta_t v / (alpha_t v + beta_t) with "
-            "v = Var(x_{t-1}). At s^2 = 1 this is beta_t, the paper's 'large' choice; as s^2 -> 0 (a "
-            "deterministic x_0) it is beta_tilde_t, the posterior variance of derivation (b) and the 'small' "
-            "choice. The optimum grows with s^2, so the two choices bracket it for data of variance at most 1."
+            "v = Var(x_{t-1}). At s^2 = 1 this is beta_t, the forward variance; as s^2 -> 0 (a "
+            "deterministic x_0) it is beta_tilde_t, the posterior variance of derivation (b). The optimum grows "
+            "with s^2, so beta_tilde_t and beta_t bracket it for data of variance at most 1."
         ),
         steps=steps,
         results=results,

@@ -428,14 +428,14 @@ def _reduction_steps() -> tuple[Step, ...]:
             eps_parameterisation.EPS_MEAN,
         ),
         named_step(
-            "The two reverse variances over a stride: the 'large' one is the stride's forward variance "
+            "The two reverse variances over a stride: the first is the stride's forward variance "
             "1 - abar_t / abar_s, which at s = t - 1 is beta_t ...",
             r"1 - \bar{\alpha}_t / \bar{\alpha}_{t-1}",
             _one_step(STRIDED_BETA),
             beta_t,
         ),
         named_step(
-            "... the 'small' one is beta_tilde_{t,s} = (1 - abar_s) / (1 - abar_t) times the large one ...",
+            "... the second is beta_tilde_{t,s} = (1 - abar_s) / (1 - abar_t) times the first ...",
             r"\tilde{\beta}_{t,s}",
             STRIDED_BETA_TILDE,
             (1 - ALPHA_BAR_S) / (1 - alpha_bar) * STRIDED_BETA,
@@ -465,7 +465,7 @@ def _reduction_steps() -> tuple[Step, ...]:
             lhs_latex=r"\tilde{\mu}_{t,0}(x_t, \epsilon)",
         ),
         Step(
-            "... and the large variance 1 - abar_t / abar_0 is q(x_t | x_0)'s 1 - abar_t.",
+            "... and the forward variance 1 - abar_t / abar_0 is q(x_t | x_0)'s 1 - abar_t.",
             STRIDED_BETA.subs(ALPHA_BAR_S, 1),
             _marginal_variance,
             lhs_latex=r"1 - \bar{\alpha}_t / \bar{\alpha}_0",
@@ -618,7 +618,7 @@ def derivation() -> Derivation:
             PAPER_STRIDED_BETA_TILDE,
         ),
         named_step(
-            "The stride's forward variance, the 'large' reverse variance.",
+            "The stride's forward variance, the first reverse variance (beta_t at s = t - 1).",
             r"\operatorname{Var}[x_t \mid x_s]",
             STRIDED_BETA,
             PAPER_STRIDED_BETA,

@@ -112,8 +112,8 @@ class RejectedConfiguration:
 class VarianceKind(enum.Enum):
     """The formula a reverse-variance option claims for sigma_t^2 (over a stride t -> s: see derivation (i))."""
 
-    BETA = "beta"  # sigma_t^2 = beta_t (Ho et al. "large"); over a stride 1 - alpha_bar_t / alpha_bar_s
-    BETA_TILDE = "beta_tilde"  # sigma_t^2 = beta_tilde_t (Ho et al. "small", eq. 7)
+    BETA = "beta"  # sigma_t^2 = beta_t, the forward variance (`fixed_large`); over a stride 1 - abar_t / abar_s
+    BETA_TILDE = "beta_tilde"  # sigma_t^2 = beta_tilde_t (the posterior variance, eq. 7; `fixed_small`)
     # Nichol & Dhariwal (2021) eq. 15: log sigma^2 = f log beta_t + (1 - f) log beta_tilde_t, f = (v + 1) / 2.
     LEARNED_RANGE = "learned_range"
     LEARNED_LOG_VARIANCE = "learned_log_variance"  # the network outputs v = log sigma_t^2 (improved-diffusion)

@@ -105,7 +105,7 @@ from ddpm.evaluation.sampling import SampleRequest, SampleRun, draw_samples, wri
 from ddpm.images import data
 from ddpm.runtime.devices import resolve_device
 from ddpm.runtime.files import finite_or_none, write_json_atomic
-from ddpm.runtime.provenance import command_line, device_description, versions
+from ddpm.runtime.provenance import command_line, device_description, portable_command, versions
 from ddpm.training.checkpoint import Checkpoint, build_eps_model, diffusion_from, load_checkpoint
 from ddpm.training.config import EvaluationConfig, Preset
 
@@ -402,7 +402,7 @@ def _provenance_metrics(inputs: _Inputs, checkpoint_path: Path, timings: Mapping
         "timings": {"train": float(checkpoint.train_seconds), **timings},
         "evaluation_config": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()},
         "preset_config": checkpoint.preset.to_dict(),
-        "command": command if command is not None else command_line(),
+        "command": command_line() if command is None else portable_command(command),
         "versions": versions(*EVALUATION_PACKAGES),
         "checkpoint_versions": dict(getattr(checkpoint, "versions", {}) or {}),
         "files_copied_from_checkpoint_dir": copied,

@@ -36,7 +36,7 @@ import numpy as np
 
 from ddpm.evaluation.run_folder import ELBO_TERMS_FILE, METRICS_FILE, RUN_JSON, SAMPLES_PNG, TRAIN_LOG, TRAJECTORY_PNG
 from ddpm.runtime.files import atomic_write_bytes
-from ddpm.runtime.provenance import command_line
+from ddpm.runtime.provenance import command_line, portable_command
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -351,9 +351,9 @@ def fmt(value, kind: str) -> str:
 
 def _command_of_run(run: Mapping) -> str | None:
     command = run.get("command")
-    if isinstance(command, list):
-        return " ".join(str(c) for c in command)
-    return command if isinstance(command, str) else None
+    if isinstance(command, (list, str)) and command:
+        return portable_command(command)  # a command stored with the interpreter's path reads as python
+    return None
 
 
 @dataclass(frozen=True)
@@ -416,7 +416,7 @@ def _provenance_blocks(m: Mapping, run: Mapping, command: str) -> list[Block]:
     if not sessions:
         text = _command_of_run(run)
         rows.append(("train", f"`{text}`" if text else f"(no {RUN_JSON} in this folder)"))
-    rows.append(("evaluate", f"`{m.get('command')}`"))
+    rows.append(("evaluate", f"`{_command_of_run(m)}`"))
     rows.append(("report", f"`{command}`"))
     b.append(Table(("step", "command"), tuple(rows)))
     setting_rows = [

@@ -32,7 +32,7 @@ from ddpm.conformance.cases import Status, SuiteConfig
 from ddpm.conformance.graded import T_DEFAULT, ErrorKind, GradedAdapter, graded_adapter
 from ddpm.conformance.runner import run_adapter
 from ddpm.runtime.files import atomic_write_bytes, atomic_write_text
-from ddpm.runtime.provenance import versions
+from ddpm.runtime.provenance import module_command, versions
 
 # From a pilot run (10 seeds, T = 50, the suite's sizes): the chain cases detected the noise error at 0/10 up to
 # delta = 0.015, 5/10 at 0.03 and 10/10 at 0.05; loss_at_eps_star the loss error at 0/10 up to 0.02, 2/10 at 0.03 and
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"conformance_power: {error}", file=sys.stderr)
         return 2
-    command = "python -m ddpm.studies.conformance_power " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = module_command("ddpm.studies.conformance_power", argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     cells = run_study(settings, progress=not args.no_progress)
     report = build_report(cells, settings, command.strip(), time.perf_counter() - started)

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddpm.runtime.provenance import module_command
 from ddpm.training.config import Preset, get_preset
 
 
@@ -59,7 +61,8 @@ OPTIONS = {
 @dataclass(frozen=True)
 class StudySettings:
     """What every option of a study shares: `steps` updates from `seed` on `data`, the options applied to the preset
-    `base`, then FID/KID of `fid_samples` samples and the exact bound on `exact_images` test images."""
+    `base`, then FID/KID of `fid_samples` samples and the exact bound on `exact_images` test images. `command`
+    is what each option's run.json and metrics.json record (None: the running command)."""
 
     steps: int
     fid_samples: int
@@ -67,6 +70,7 @@ class StudySettings:
     seed: int = 0
     data: str = "mnist"
     base: str = "small"
+    command: str | None = None
 
 
 def run_option(option: Option, out: Path, settings: StudySettings, progress: bool) -> dict:
@@ -80,11 +84,14 @@ def run_option(option: Option, out: Path, settings: StudySettings, progress: boo
     # Equal updates, not equal time: the base preset's time budget must not stop a run early on a busy machine.
     preset = preset.replace(training=preset.training.replace(max_steps=steps, max_minutes=None, session_minutes=None))
     start = time.perf_counter()
-    result = train(settings.data, run, preset, options=TrainOptions(seed=seed, max_steps=steps), progress=progress)
+    command = None if settings.command is None else shlex.split(settings.command)
+    result = train(settings.data, run, preset, options=TrainOptions(seed=seed, max_steps=steps), progress=progress,
+                   command=command)
     train_seconds = time.perf_counter() - start
     start = time.perf_counter()
     overrides = EvaluationOverrides(fid_samples=settings.fid_samples, elbo_exact_images=settings.exact_images)
-    evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, overrides, progress=progress, log=print)
+    evaluation = evaluate_checkpoint(run / "checkpoint.pt", run, overrides, progress=progress, log=print,
+                                     command=settings.command)
     metrics = evaluation.metrics
     return {
         "option": option.name,
@@ -180,12 +187,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     command_args = argv if argv is not None else sys.argv[1:]
-    settings = {"command": "python -m ddpm.studies.options_study " + " ".join(command_args),
+    settings = {"command": module_command("ddpm.studies.options_study", command_args),
                 "steps": args.steps, "seed": args.seed, "fid_samples": args.fid_samples, "data": args.data,
                 "preset": args.preset,
                 "exact_images": args.exact_images}
     study = StudySettings(steps=args.steps, fid_samples=args.fid_samples, exact_images=args.exact_images,
-                          seed=args.seed, data=args.data, base=args.preset)
+                          seed=args.seed, data=args.data, base=args.preset, command=settings["command"])
     rows = _earlier_rows(args.out, settings, names)
     for name in names:
         row = run_option(OPTIONS[name], args.out, study, not args.no_progress)

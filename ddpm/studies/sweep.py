@@ -173,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         import numpy
         import torch
 
+        from ddpm.runtime.provenance import running_argv
+
         details = {
-            "command": [sys.executable, *sys.argv],
+            "command": running_argv(),
             "pytest_arguments": command,
             "bases": bases,
             "seconds": elapsed,

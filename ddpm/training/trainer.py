@@ -68,7 +68,7 @@ from ddpm.core.schedules import make_betas
 from ddpm.images.data import DatasetInfo, MinibatchSampler, dataset_info, load_images, to_model_range
 from ddpm.runtime.devices import resolve_device
 from ddpm.runtime.files import atomic_write_text
-from ddpm.runtime.provenance import versions
+from ddpm.runtime.provenance import portable_argv, running_argv, versions
 from ddpm.training.budget import BudgetPlan, plan_session
 from ddpm.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -345,8 +345,8 @@ def train(
     (None: "small" for a new run, the run's own when resuming). options: `TrainOptions` (seed, resume, budgets,
     compile, session start). A preset with `TrainingConfig.session_minutes` plans its training time at the start
     (`ddpm.training.budget.plan_session`). device: cpu, cuda or cuda:N (None: cuda when available; cuda:LOCAL_RANK
-    under torchrun). command: what run.json records (None: sys.argv). ValueError (or DataError / CheckpointError /
-    BudgetError / DeviceError, all ValueErrors) for bad input.
+    under torchrun). command: what run.json records, made portable (None: the running command, `running_argv`).
+    ValueError (or DataError / CheckpointError / BudgetError / DeviceError, all ValueErrors) for bad input.
     """
     options = TrainOptions() if options is None else options
     session_start = time.time() if options.session_start is None else float(options.session_start)
@@ -364,7 +364,7 @@ def train(
     chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed)
     setup = _RunSetup(out=out, preset=chosen, seed=seed, device=device, context=context, stored=stored, info=info,
                       images=images, compile=options.compile, progress=progress,
-                      command=list(sys.argv if command is None else command),
+                      command=running_argv() if command is None else portable_argv(command),
                       budget=None if plan is None else plan.to_dict())
     if context.enabled:
         if device.type == "cuda":

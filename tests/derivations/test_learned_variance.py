@@ -141,7 +141,7 @@ def test_stop_gradient():
     assert is_zero(weight - loss_weights.LOSS_WEIGHT.subs(loss_weights.sigma2, sigma)), "derivation (e)'s weight"
     assert is_zero(
         weight.subs(sigma, PAPER_BETA_TILDE) - loss_weights.LOSS_WEIGHT_SMALL
-    ), "at Sigma = beta_tilde_t, (e)'s small-variance weight"
+    ), "at Sigma = beta_tilde_t, (e)'s weight at beta_tilde_t"
     with_sg = l_simple + lam * l_vlb.subs(eps_theta, frozen).subs(sigma, lv.SIGMA_GENERIC)
     assert is_zero(sp.diff(with_sg, eps_theta) - 2 * (eps_theta - eps)), "the mean sees L_simple alone"
     v_gradient = sp.diff(with_sg, v).subs(frozen, eps_theta)

@@ -145,6 +145,6 @@ def test_weights_are_positive_and_ordered(beta, ab_prev, s2):
     assert lw.loss_weight_large(beta, ab_prev) > 0
     assert lw.loss_constant(beta, ab_prev, s2) >= 0 if ab_prev < 1 else True
     if ab_prev < 1:
-        # beta_tilde_t <= beta_t, so the small-variance weight is the larger one.
+        # beta_tilde_t <= beta_t, so the weight at beta_tilde_t is the larger one.
         assert lw.loss_weight_small(beta, ab_prev) >= lw.loss_weight_large(beta, ab_prev)
         assert lw.loss_constant_large(beta, ab_prev) >= 0

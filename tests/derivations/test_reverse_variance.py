@@ -140,10 +140,10 @@ def test_ordering_and_ends(beta, abp, s2):
     small, large = rv.sigma2_small(beta, abp), rv.sigma2_large(beta, abp)
     optimal = rv.sigma2_optimal_gaussian(beta, abp, s2)
     assert_allclose(large, beta, **F64.kwargs())
-    assert_allclose(small, posterior_variance(beta, abp), **F64.kwargs(), err_msg="small = beta_tilde_t of (b)")
+    assert_allclose(small, posterior_variance(beta, abp), **F64.kwargs(), err_msg="sigma2_small = beta_tilde_t of (b)")
     assert 0.0 <= small <= large, "beta_tilde_t <= beta_t"
     if s2 <= 1.0:
-        assert small <= optimal <= large, "the two choices bracket the optimum for data variance <= 1"
+        assert small <= optimal <= large, "beta_tilde_t and beta_t bracket the optimum for data variance <= 1"
     else:
         assert optimal >= large
     assert_allclose(rv.sigma2_optimal_gaussian(beta, abp, 0.0), small, **F64.kwargs(), err_msg="s^2 = 0")

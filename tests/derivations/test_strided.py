@@ -201,7 +201,7 @@ def test_rational_check_rejects_wrong_variance_in_bayes_density():
 
 
 def test_eta1_check_rejects_the_large_variance():
-    # With sigma^2 = 1 - abar_t / abar_s (the large choice) q_sigma is not the strided posterior.
+    # With sigma^2 = 1 - abar_t / abar_s (the forward variance over the stride) q_sigma is not the strided posterior.
     step = _result("... and the q_sigma mean is the strided posterior mean")
     mutant = strided.Q_SIGMA_MEAN.subs(strided.sigma2_ddim, strided.STRIDED_BETA)
     assert not dataclasses.replace(step, lhs=mutant).holds_at_random_rationals(trials=3)

@@ -661,3 +661,22 @@ def test_cli_set_aside_moves_a_run_and_ignores_an_empty_folder(tmp_path):
     (run / "x").write_text("second")
     assert main(["set-aside", str(run)]) == 0
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("train_small.previous-")]) == 2
+
+
+def test_metrics_record_the_running_command_portably_and_the_interpreter_version(evaluated_run, tmp_path,
+                                                                                 monkeypatch):
+    """With no command given, metrics.json records the running one as python -m ddpm ..., never the interpreter's
+    path (here the process runs ddpm/__main__.py as a file); the interpreter's version is under "versions"."""
+    import platform
+    import sys
+
+    import ddpm
+
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", None)
+    monkeypatch.setattr(sys, "argv", [os.path.join(os.path.dirname(ddpm.__file__), "__main__.py"), "evaluate"])
+    out = tmp_path / "eval"
+    evaluate_checkpoint(evaluated_run / "checkpoint.pt", out, EvaluationOverrides(**EVAL_OPTIONS), device="cpu",
+                        progress=False)
+    m = read_metrics(out)
+    assert m["command"] == "python -m ddpm evaluate" and sys.executable not in json.dumps(m)
+    assert m["versions"]["python"] == platform.python_version()

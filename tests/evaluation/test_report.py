@@ -250,3 +250,19 @@ def test_report_shows_the_time_split_and_the_session_budget_beside_what_it_took(
     assert f"| training | {split['training']:.1f} | {100 * split['training'] / total:.0f} |" in md
     achieved = m["sample_images_per_second"] * m["T"]
     assert f"{achieved / 2100.0:.2f} of what the budget probe measured" in md
+
+
+def test_commands_stored_with_the_interpreter_path_render_as_python(run):
+    """run.json and metrics.json written before commands were recorded portably hold the interpreter's absolute
+    path; the report shows `python` in its place and keeps the arguments."""
+    interpreter = "/opt/old-venv/bin/python3"
+    record = json.loads((run / "run.json").read_text())
+    record["command"] = record["sessions"][0]["command"] = [interpreter, "-m", "ddpm", "train", "--out", "RUN"]
+    (run / "run.json").write_text(json.dumps(record))
+    m = read_metrics(run)
+    m["command"] = f"{interpreter} -m ddpm evaluate --out RUN"
+    (run / "metrics.json").write_text(json.dumps(m))
+    files = write_report(run, command=REPORT_COMMAND)
+    for text in (files.markdown.read_text(), files.html.read_text()):
+        assert "python -m ddpm train --out RUN" in text and "python -m ddpm evaluate --out RUN" in text
+        assert interpreter not in text

@@ -10,6 +10,7 @@ L_vlb. End to end: a tiny learned-variance run trains, is evaluated under every 
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -423,6 +424,11 @@ def test_options_study_writes_its_table(tmp_path, capsys):
     table = (out / "study.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| fixed-linear") or line.startswith("| learned-")]
     assert len(rows) == 2 and "n/a" in rows[0] and "n/a" not in rows[1].split("|")[6], table
+    # Each option's run records the study's command (python -m ddpm.studies.options_study ...), not the process's.
+    run = json.loads((out / "fixed-linear" / "run.json").read_text())
+    metrics = json.loads((out / "fixed-linear" / "metrics.json").read_text())
+    assert " ".join(run["command"]) == metrics["command"]
+    assert metrics["command"].startswith("python -m ddpm.studies.options_study --out ")
     assert main(["--out", str(out), "--options", "nonsense"]) == 2
     assert "unknown option(s) ['nonsense']" in capsys.readouterr().err
 

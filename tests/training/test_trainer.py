@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -334,3 +335,28 @@ def test_a_run_killed_before_its_first_checkpoint_restarts_with_resume(tmp_path,
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="--resume: no checkpoint at"):
         train("digits", tmp_path / "empty", "tiny", options=TrainOptions(resume=True), progress=False)
+
+
+def test_run_json_records_a_portable_command_and_the_interpreter_version(tmp_path, monkeypatch, capsys):
+    """The CLI records `python -m ddpm <its argv>`; a command given with the interpreter's path, or none (the
+    running one), is recorded with `python` in its place; the interpreter's version is under "versions"."""
+    from types import SimpleNamespace
+
+    from ddpm.cli import main
+
+    argv = ["train", "--out", str(tmp_path / "cli"), "--data", "digits", "--preset", "tiny", "--max-steps", "1",
+            "--device", "cpu", "--no-progress"]
+    assert main(argv) == 0
+    capsys.readouterr()
+    run = json.loads((tmp_path / "cli" / "run.json").read_text())
+    assert run["command"] == run["sessions"][0]["command"] == ["python", "-m", "ddpm", *argv]
+    assert run["versions"]["python"] == platform.python_version()
+    given = [sys.executable, "-m", "ddpm", "train", "--preset", "tiny"]
+    train("digits", tmp_path / "given", tiny(max_steps=1), device="cpu", progress=False, command=given)
+    assert json.loads((tmp_path / "given" / "run.json").read_text())["command"] == ["python", *given[1:]]
+    monkeypatch.setattr(sys.modules["__main__"], "__spec__", SimpleNamespace(name="ddpm.__main__"))
+    monkeypatch.setattr(sys, "argv", [str(REPO / "ddpm" / "__main__.py"), "train", "--preset", "tiny"])
+    train("digits", tmp_path / "running", tiny(max_steps=1), device="cpu", progress=False)
+    recorded = json.loads((tmp_path / "running" / "run.json").read_text())["command"]
+    assert recorded == ["python", "-m", "ddpm", "train", "--preset", "tiny"]
+    assert not any(os.sep in word for word in recorded)

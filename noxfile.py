@@ -46,7 +46,9 @@ def verify(session: nox.Session) -> None:
     install_project(session, "test")
     # One pytest-xdist worker per core, each with one torch thread (tests/conftest.py); a test file stays on one
     # worker, so its module fixtures (a trained tiny run, a bench run) are built once.
-    session.run("pytest", "-n", "auto", "--dist", "loadfile", "--hypothesis-profile=ci", *session.posargs)
+    # The reference under the default SuiteConfig (a minute and a half) runs in `nox -s conformance` instead.
+    session.run("pytest", "-n", "auto", "--dist", "loadfile", "--hypothesis-profile=ci",
+                "-m", "not conformance_session", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
@@ -139,9 +141,11 @@ def conformance(session: nox.Session) -> None:
 
     Fails only if ours fails."""
     install_project(session, "conformance", "test")
-    # The adapters' own tests, which need the third-party libraries (verify runs the rest of tests/conformance).
-    session.run("pytest", *(f"tests/conformance/test_{name}.py" for name in THIRD_PARTY_TESTS), "-n", "auto",
-                "--dist", "loadfile", "--hypothesis-profile=ci")
+    # The adapters' own tests, which need the third-party libraries, and the reference under the default SuiteConfig
+    # (marked conformance_session; verify runs the rest of tests/conformance).
+    session.run("pytest", *(f"tests/conformance/test_{name}.py" for name in THIRD_PARTY_TESTS),
+                "tests/conformance/test_reference_default.py", "-n", "auto", "--dist", "loadfile",
+                "--hypothesis-profile=ci")
     # A third-party failure is a finding, not a broken session (the report is what it produces): --fail-on makes the
     # exit status the reference's alone. --jobs 0: one process per CPU.
     session.run("python", "-m", "ddpm", "conform", "--out", "reports/conformance", "--no-progress", "--jobs", "0",

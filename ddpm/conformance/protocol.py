@@ -11,7 +11,7 @@ Required members (checked by `check_adapter`):
     name: str                     e.g. "diffusers DDPMScheduler(variance_type='fixed_small')"
     version: str                  the implementation's version, e.g. "diffusers 0.42.1"
     timestep_base: int            0 or 1
-    dtype: torch.dtype            the dtype the suite feeds it (its tables' precision decides the tolerances)
+    dtype: torch.dtype            the dtype it computes in and the suite feeds it (its roundoff sets the tolerances)
     schedule: ScheduleSpec        the schedule it claims to implement
     variances: Mapping[str, VarianceKind]   its reverse-variance options and the formula each claims
     conventions: Mapping[Convention, str]   declared departures from the paper, each with a one-line note

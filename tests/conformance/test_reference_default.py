@@ -1,10 +1,13 @@
 """The shipped reference at T = 1000 under the default SuiteConfig (what `nox -s conformance` runs): every row passes.
 
-A file of its own: at about a minute and a half it is the suite's longest test, and `nox -s verify` hands whole files
-to its workers (`--dist loadfile`), so it would otherwise lengthen the worker that runs tests/conformance/test_suite.py.
+At about a minute and a half it is the longest test, so it runs in `nox -s conformance` (marked
+`conformance_session`), which also enforces the same through `python -m ddpm conform --fail-on reference`, and not
+in `nox -s verify`, whose SMALL-config tests check every case of the reference in every row and dtype.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from ddpm.conformance.cases import Status
 from ddpm.conformance.runner import run_suite
@@ -12,6 +15,8 @@ from ddpm.conformance.runner import run_suite
 # ddpm.core steps only from t down to s < t: the reference offers no DDIM inversion (ddpm/conformance/adapters/
 # reference.py), so these cases are not applicable to it and every other case passes.
 REFERENCE_NOT_OFFERED = "inversion_step"
+
+pytestmark = pytest.mark.conformance_session
 
 
 def _statuses(run) -> dict[str, Status]:

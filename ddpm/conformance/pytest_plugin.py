@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 FIXTURE = "conformance_result"
+# The suite's results, run once per session and kept on the config's stash.
+_RESULTS = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,9 +46,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _results(config: pytest.Config) -> list[tuple[str, Any]]:
     """(test id, (description, CaseResult)) for every case of every configuration; the suite runs once per session."""
-    cached = getattr(config, "_ddpm_conformance_results", None)
-    if cached is not None:
-        return cached
+    if _RESULTS in config.stash:
+        return config.stash[_RESULTS]
     from ddpm.conformance.cases import SuiteConfig
     from ddpm.conformance.protocol import AdapterError
     from ddpm.conformance.runner import run_suite
@@ -58,7 +59,7 @@ def _results(config: pytest.Config) -> list[tuple[str, Any]]:
         raise pytest.UsageError(f"ddpm conformance: {error}") from None
     results = [(f"{run.description.name}::{result.case}", (run.description, result))
                for run in runs for result in run.results]
-    config._ddpm_conformance_results = results  # type: ignore[attr-defined]  # a per-session cache on the config
+    config.stash[_RESULTS] = results
     return results
 
 

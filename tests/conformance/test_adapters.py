@@ -23,6 +23,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from ddpm.conformance.protocol import AdapterError, Convention, NotOffered, ScheduleKind, VarianceKind, check_adapter
 from testkit import tolerances
+from testkit.shipped_adapters import draws, factory_output
 
 F32 = tolerances.FLOAT32.kwargs()
 # float32 storage of alpha_bar_1 = 1 - beta_1 rounds to within half an ulp of 1: one float32 epsilon bounds it.
@@ -57,21 +58,13 @@ def _installed(library: str) -> bool:
     return True
 
 
-@functools.cache
-def _adapters(module: str) -> list:
-    return importlib.import_module(f"ddpm.conformance.adapters.{module}").factory()
-
 
 @pytest.fixture(scope="module", params=CASES, ids=[f"{m}-{label}" for m, _, label in CASES])
 def adapter(request):
     module, index, _ = request.param
     pytest.importorskip(MODULES[module])
-    return _adapters(module)[index]
+    return factory_output(module)[index]
 
-
-def _draws(seed: int, count: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(SHAPE, generator=g, dtype=torch.float32) for _ in range(count)]  # each [B, C, H, W]
 
 
 def _v_for(kind: VarianceKind) -> torch.Tensor | None:
@@ -119,7 +112,7 @@ def test_tables_have_length_T_and_start_at_paper_t_1(adapter):
 
 def _steps(adapter):
     """(label, z -> step output) for reverse_step per variance option and t, and the optional strided / DDIM steps."""
-    eps, xt = _draws(1, 2)
+    eps, xt = draws(1, 2, SHAPE)
     T = adapter.schedule.T
     for variance, kind in adapter.variances.items():
         for t in (1, T // 2, T - 1):
@@ -137,7 +130,7 @@ def _steps(adapter):
 
 
 def test_step_is_linear_in_the_injected_z(adapter):
-    (z,) = _draws(2, 1)
+    (z,) = draws(2, 1, SHAPE)
     for label, step in _steps(adapter):
         if "fixed_large_log" in label:
             continue  # NaN in diffusers 0.42.1: test_diffusers_fixed_large_log_is_nan
@@ -149,8 +142,8 @@ def test_step_is_linear_in_the_injected_z(adapter):
 
 def test_reverse_step_noise_scale_is_the_claimed_fixed_variance(adapter):
     """At paper t = 2, beta_tilde / beta ~ 0.45: the injected step's sigma^2 is nearer its claim than the other one."""
-    (z,) = _draws(2, 1)
-    eps, xt = _draws(1, 2)
+    (z,) = draws(2, 1, SHAPE)
+    eps, xt = draws(1, 2, SHAPE)
     ab = np.asarray(adapter.alpha_bars(), dtype=np.float64)
     beta = 1.0 - ab[1] / ab[0]
     claims = {VarianceKind.BETA: beta, VarianceKind.BETA_TILDE: (1.0 - ab[0]) / (1.0 - ab[1]) * beta}
@@ -164,8 +157,8 @@ def test_reverse_step_noise_scale_is_the_claimed_fixed_variance(adapter):
 
 
 def test_no_noise_at_paper_t_1(adapter):
-    (z,) = _draws(2, 1)
-    eps, xt = _draws(1, 2)
+    (z,) = draws(2, 1, SHAPE)
+    eps, xt = draws(1, 2, SHAPE)
     for variance, kind in adapter.variances.items():
         v = _v_for(kind)
         assert_array_equal(adapter.reverse_step(eps, xt, 0, z, variance, v),
@@ -185,7 +178,7 @@ def test_lucidrains_loss_weights_are_the_snr_weights_of_its_objective():
     derived = {("pred_noise", False): np.ones_like(a), ("pred_x0", False): snr, ("pred_v", False): a,
                ("pred_noise", True): np.minimum(snr, 5.0) / snr}
     seen = set()
-    for adapter in _adapters("lucidrains"):
+    for adapter in factory_output("lucidrains"):
         if adapter.beta_schedule != "linear":
             continue
         key = (adapter.objective, adapter.min_snr_loss_weight)
@@ -199,8 +192,8 @@ def test_lucidrains_loss_weights_are_the_snr_weights_of_its_objective():
 def test_diffusers_fixed_large_log_is_nan():
     """diffusers 0.42.1: _get_variance gives log(beta_t) and step() takes its ** 0.5, so every t > 0 step is NaN."""
     pytest.importorskip("diffusers")
-    ddpm = _adapters("diffusers_ddpm")[0]
-    eps, xt, z = _draws(3, 3)
+    ddpm = factory_output("diffusers_ddpm")[0]
+    eps, xt, z = draws(3, 3, SHAPE)
     assert torch.isnan(ddpm.reverse_step(eps, xt, 500, z, "fixed_large_log")).all()
     assert torch.isfinite(ddpm.reverse_step(eps, xt, 0, z, "fixed_large_log")).all()
 
@@ -210,7 +203,7 @@ def test_monai_factory_rows():
     pytest.importorskip("monai")
     from ddpm.conformance.protocol import RejectedConfiguration
 
-    rows = _adapters("monai_schedulers")
+    rows = factory_output("monai_schedulers")
     runnable = [r for r in rows if not isinstance(r, RejectedConfiguration)]
     assert [(r.scheduler_class[:4], r.schedule_name, r.prediction_type, r.clip_sample, r.family) for r in runnable] == [
         ("DDPM", "linear_beta", "epsilon", False, "default"), ("DDIM", "linear_beta", "epsilon", False, "default"),
@@ -242,21 +235,21 @@ def test_monai_ddpm_step_after_set_timesteps_still_goes_to_t_minus_1():
     """MONAI 1.6.1: DDPMScheduler.step uses alphas_cumprod[t - 1] whatever set_timesteps(S) chose, so the loop's step
     from t = 989 to the next visited timestep 979 (S = 100) is the one-step update to 988."""
     pytest.importorskip("monai")
-    ddpm = _adapters("monai_schedulers")[0]
-    eps, xt, z = _draws(3, 3)
+    ddpm = factory_output("monai_schedulers")[0]
+    eps, xt, z = draws(3, 3, SHAPE)
     assert ddpm.strided_timesteps(100)[:3] == [999, 989, 979]
     assert_array_equal(ddpm.strided_step(eps, xt, 989, 979, z, "fixed_small"),
                        ddpm.reverse_step(eps, xt, 989, z, "fixed_small"))
     with pytest.raises(NotOffered, match="goes from t to t - 1"):  # not run again in the other rows
-        _adapters("monai_schedulers")[3].strided_timesteps(100)
+        factory_output("monai_schedulers")[3].strided_timesteps(100)
 
 
 def test_monai_ddim_step_goes_to_t_minus_T_over_S_not_to_the_next_visited_timestep():
     """MONAI 1.6.1: DDIMScheduler visits linspace(T - 1, 0, S).round() but steps to t - T // S: from 979 (S = 50) the
     loop's next timestep is 958, the step lands at 959 (eq. 12 at eta = 0, in float64 from its own table)."""
     pytest.importorskip("monai")
-    ddim = _adapters("monai_schedulers")[1]
-    eps, xt, _ = _draws(3, 3)
+    ddim = factory_output("monai_schedulers")[1]
+    eps, xt, _ = draws(3, 3, SHAPE)
     assert ddim.ddim_timesteps(50)[:3] == [999, 979, 958]
     ab = np.asarray(ddim.alpha_bars(), dtype=np.float64)
     e, x = eps.double().numpy(), xt.double().numpy()
@@ -269,7 +262,7 @@ def test_monai_ddim_step_goes_to_t_minus_T_over_S_not_to_the_next_visited_timest
     assert_allclose(out, eq12(979, 959), **F32)
     assert np.max(np.abs(out - eq12(979, 958))) > 1e-3
     with pytest.raises(NotOffered, match="goes to t - T // S"):  # not run again in the other rows
-        _adapters("monai_schedulers")[5].ddim_timesteps(50)
+        factory_output("monai_schedulers")[5].ddim_timesteps(50)
 
 
 def test_monai_learned_range_interpolates_the_variances_not_their_logs():
@@ -278,7 +271,7 @@ def test_monai_learned_range_interpolates_the_variances_not_their_logs():
     t = 2, f = 1 / 2 the two differ by 8% (beta_tilde_2 / beta_2 ~ 0.45); the suite's reverse_step case does not
     resolve it in float32 (module docstring of monai_schedulers)."""
     pytest.importorskip("monai")
-    ddpm = _adapters("monai_schedulers")[2]
+    ddpm = factory_output("monai_schedulers")[2]
     ab, beta = np.asarray(ddpm.alpha_bars(), dtype=np.float64), np.asarray(ddpm.betas(), dtype=np.float64)
     beta_tilde = (1 - ab[0]) / (1 - ab[1]) * beta[1]
     zeros, ones = torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)
@@ -289,8 +282,8 @@ def test_monai_learned_range_interpolates_the_variances_not_their_logs():
 
 def test_strides_the_library_cannot_take_raise():
     pytest.importorskip("diffusers")
-    eps, xt, z = _draws(3, 3)
-    ddpm, ddim = _adapters("diffusers_ddpm")[0], _adapters("diffusers_ddim")[0]
+    eps, xt, z = draws(3, 3, SHAPE)
+    ddpm, ddim = factory_output("diffusers_ddpm")[0], factory_output("diffusers_ddim")[0]
     ddpm.strided_timesteps(100)
     with pytest.raises(ValueError, match="t = 995 to s = 980"):
         ddpm.strided_step(eps, xt, 995, 980, z, "fixed_small")
@@ -307,13 +300,13 @@ def test_strides_the_library_cannot_take_raise():
 def test_reverse_step_snippets_run_and_match_the_adapter():
     """Each "reverse_step:<option>" snippet runs standalone (exit 0) and prints the adapter's own output."""
     jobs = []
-    eps, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
+    eps, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in draws(4, 3, SHAPE))  # [1, 1, 1, 2]
     inputs = {"eps": eps.flatten().tolist(), "xt": xt.flatten().tolist(), "z": z.flatten().tolist()}
     for module, library in MODULES.items():
         if not _installed(library):
             continue
         # linear; the cosine snippets differ only in the schedule's name. MONAI: its other DDPM variance types too.
-        adapters = [_adapters(module)[0]] + ([_adapters(module)[2]] if module == "monai_schedulers" else [])
+        adapters = [factory_output(module)[0]] + ([factory_output(module)[2]] if module == "monai_schedulers" else [])
         for adapter, variance in ((a, variance) for a in adapters for variance in a.variances):
             kind = adapter.variances[variance]
             v = None if _v_for(kind) is None else torch.full_like(eps, float(_v_for(kind).flatten()[0]))
@@ -338,8 +331,8 @@ def test_lucidrains_objective_snippets_take_the_output_by_its_name():
     """pred_x0 / pred_v: the reverse_step snippet reads the output as "x0_pred" / "v_pred" (the name the suite gives
     a failure's input) and prints the adapter's own step."""
     pytest.importorskip("denoising_diffusion_pytorch")
-    out, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
-    for adapter, name in zip(_adapters("lucidrains")[2:4], ("x0_pred", "v_pred"), strict=True):
+    out, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in draws(4, 3, SHAPE))  # [1, 1, 1, 2]
+    for adapter, name in zip(factory_output("lucidrains")[2:4], ("x0_pred", "v_pred"), strict=True):
         t = adapter.schedule.T // 2
         variance = next(iter(adapter.variances))
         code = adapter.reproduction(f"reverse_step:{variance}", t, {
@@ -356,8 +349,8 @@ def test_monai_ddim_snippets_match_the_adapter():
     """MONAI DDIMScheduler: the ddim_step snippet (default row) and the reverse_step snippets (default and v_prediction
     rows) print the adapter's own step as their last line; ddim_step's first line says where the loop goes next."""
     pytest.importorskip("monai")
-    out, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
-    rows = _adapters("monai_schedulers")
+    out, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in draws(4, 3, SHAPE))  # [1, 1, 1, 2]
+    rows = factory_output("monai_schedulers")
     variance = next(iter(rows[1].variances))
     for adapter, operation, t, expected in (
             (rows[1], "ddim_step:0.5:50", 979, rows[1].ddim_step(out, xt, 979, 958, 0.5, z)),
@@ -394,7 +387,7 @@ def test_other_snippets_run():
     for module, library in MODULES.items():
         if not _installed(library):
             continue
-        adapter = _adapters(module)[0]
+        adapter = factory_output(module)[0]
         snippets = [adapter.reproduction(op, t, {"eps": [0.1, -0.3, 0.2, 0.0]}) for op, t in operations[module]]
         assert all(snippets), f"{module}: an offered operation has no snippet"
         assert adapter.reproduction("chain:any", 0, {}) is None
@@ -446,7 +439,7 @@ def any_adapter(request):
     if module == "reference":
         return importlib.import_module("ddpm.conformance.adapters.reference").ReferenceAdapter("linear", 100)
     pytest.importorskip(MODULES[module])
-    return _adapters(module)[index]
+    return factory_output(module)[index]
 
 
 def test_every_chain_resumes_and_replays_a_run_from_its_first_timestep(any_adapter):
@@ -499,7 +492,7 @@ def test_visited_timesteps():
         if not _installed(library):
             continue
         tested += 1
-        assert [list(c.timesteps) for c in _adapters(module)[0].chains()] == expected[module], module
+        assert [list(c.timesteps) for c in factory_output(module)[0].chains()] == expected[module], module
     if not tested:
         pytest.skip("none of diffusers, denoising_diffusion_pytorch and monai is installed")
 

@@ -32,6 +32,7 @@ from ddpm.conformance.protocol import (
 )
 from ddpm.conformance.runner import load_adapters, run_suite
 from testkit import tolerances
+from testkit.shipped_adapters import draws
 
 F32 = tolerances.FLOAT32.kwargs()
 T = 1000
@@ -55,10 +56,6 @@ def module(request):
     pytest.importorskip("diffusers")
     return request.param
 
-
-def _draws(seed: int, count: int) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(SHAPE, generator=g, dtype=torch.float32) for _ in range(count)]
 
 
 # -- enumeration -------------------------------------------------------------------------------------------------
@@ -108,7 +105,7 @@ def test_every_accepted_configuration_is_an_adapter(module):
 def test_spacing_rows_offer_no_one_step_operation(module):
     """Their one-step calls are the default row's: not offered, with the reason; `finite` is then not applicable."""
     row = _family(module, "timestep_spacing")[0]
-    eps, xt, z = _draws(3, 3)
+    eps, xt, z = draws(3, 3, SHAPE)
     calls = [lambda: row.q_sample(eps, 5, z), lambda: row.q_posterior(eps, xt, 5),
              lambda: row.reverse_step(eps, xt, 5, z, next(iter(row.variances)))]
     for call in calls:
@@ -175,7 +172,7 @@ def test_prediction_types_reach_the_step(module):
     rows = {r.options["prediction_type"]: r for r in _family(module, "prediction_type")}
     assert {p: r.prediction for p, r in rows.items()} == {
         "epsilon": Prediction.EPS, "sample": Prediction.X0, "v_prediction": Prediction.V}
-    xt, z = _draws(7, 2)
+    xt, z = draws(7, 2, SHAPE)
     t = 500
     a = float(rows["epsilon"].alpha_bars()[t])
     x0 = torch.full(SHAPE, 0.3)
@@ -191,7 +188,7 @@ def test_prediction_types_reach_the_step(module):
 def test_use_clipped_model_output_reaches_the_step():
     pytest.importorskip("diffusers")
     keeps, rederives = _family("diffusers_ddim", "clip_sample")
-    eps, z = _draws(8, 2)
+    eps, z = draws(8, 2, SHAPE)
     t, s = keeps.ddim_timesteps(50)[:2]
     far = torch.full(SHAPE, 3.0)  # x0_hat far outside [-1, 1]: clipped
     assert not torch.allclose(keeps.ddim_step(eps, far, t, s, 0.0, z), rederives.ddim_step(eps, far, t, s, 0.0, z))
@@ -205,7 +202,7 @@ def test_final_alpha_option_reaches_the_last_step():
     x_t itself; True goes to x_0."""
     pytest.importorskip("diffusers")
     to_one, to_first = _family("diffusers_ddim", "set_alpha_to_one")
-    eps, xt = _draws(9, 2)
+    eps, xt = draws(9, 2, SHAPE)
     assert_allclose(to_first.ddim_step(eps, xt, 0, -1, 0.0, None).numpy(), xt.numpy(), **F32)
     a0 = float(to_one.alpha_bars()[0])
     assert_allclose(to_one.ddim_step(eps, xt, 0, -1, 0.0, None).numpy(),
@@ -279,7 +276,7 @@ def test_snippets_of_new_configurations_print_the_adapter_output():
     """One step snippet per kind of new option (spacing with S not dividing T, v prediction, zero SNR, clipping with
     the re-derived eps) runs standalone in one interpreter and prints what the adapter computes."""
     pytest.importorskip("diffusers")
-    eps, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(4, 3))  # [1, 1, 1, 2]
+    eps, xt, z = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in draws(4, 3, SHAPE))  # [1, 1, 1, 2]
     inputs = {"xt": xt.flatten().tolist(), "z": z.flatten().tolist()}
     spaced = next(r for r in _family("diffusers_ddim", "timestep_spacing")
                   if r.options["timestep_spacing"] == "trailing" and r.options["num_inference_steps"] == 300)

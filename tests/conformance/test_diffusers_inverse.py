@@ -8,7 +8,6 @@ the oracle by the conformance suite. Here the inversion is undone by diffusers' 
 from __future__ import annotations
 
 import ast
-import functools
 import importlib
 import importlib.metadata
 import subprocess
@@ -16,33 +15,25 @@ import sys
 
 import numpy as np
 import pytest
-import torch
 from numpy.testing import assert_allclose
 
 from ddpm.conformance.cases import Context, Status, SuiteConfig
 from ddpm.conformance.cases.inversion import case_inversion
 from ddpm.conformance.protocol import AdapterError, NotOffered, Prediction, check_adapter
 from testkit import tolerances
+from testkit.shipped_adapters import draws, factory_output
 
 F32 = tolerances.FLOAT32.kwargs()
 SHAPE = (4, 1, 2, 2)  # [B, C, H, W], as the suite feeds them
 
-
-@functools.cache
-def _adapters(module: str) -> list:
-    return importlib.import_module(f"ddpm.conformance.adapters.{module}").factory()
 
 
 @pytest.fixture(scope="module")
 def inverse():
     """[set_alpha_to_one True, False, True with v, True with x_0 outputs]."""
     pytest.importorskip("diffusers", reason="the diffusers adapters need diffusers (the conformance extra)")
-    return _adapters("diffusers_inverse")
+    return factory_output("diffusers_inverse")
 
-
-def _draws(seed: int, count: int, shape=SHAPE) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g, dtype=torch.float32) for _ in range(count)]
 
 
 def test_adapters_satisfy_the_protocol_and_name_their_configuration(inverse):
@@ -58,7 +49,7 @@ def test_adapters_satisfy_the_protocol_and_name_their_configuration(inverse):
 
 
 def test_the_inverse_scheduler_offers_no_forward_operation(inverse):
-    x, eps, z = _draws(1, 3)
+    x, eps, z = draws(1, 3, SHAPE)
     adapter = inverse[0]
     for call in (lambda: adapter.q_sample(x, 10, eps), lambda: adapter.q_posterior(x, x, 10),
                  lambda: adapter.reverse_step(eps, x, 10, z, "none")):
@@ -70,14 +61,14 @@ def test_inversion_timesteps_are_leading_and_ascending(inverse):
     assert inverse[0].inversion_timesteps(50) == list(range(0, 1000, 20))
     assert inverse[0].inversion_timesteps(1000) == list(range(1000))
     with pytest.raises(ValueError, match="from s = 5 to t = 30"):
-        inverse[0].inversion_step(*_draws(6, 2), 5, 30)
+        inverse[0].inversion_step(*draws(6, 2, SHAPE), 5, 30)
 
 
 def test_inversion_is_undone_by_diffusers_ddim_step():
     """DDIMInverseScheduler's step s -> t, then DDIMScheduler's step t -> s (eta 0, the same eps), returns x_s."""
     pytest.importorskip("diffusers", reason="the diffusers adapters need diffusers (the conformance extra)")
-    inverse, ddim = _adapters("diffusers_inverse")[0], _adapters("diffusers_ddim")[0]
-    eps, xs = _draws(7, 2)
+    inverse, ddim = factory_output("diffusers_inverse")[0], factory_output("diffusers_ddim")[0]
+    eps, xs = draws(7, 2, SHAPE)
     for s, t in [(480, 500), (-1, 0), (0, 20)]:
         xt = inverse.inversion_step(eps, xs, s, t)
         back = ddim.ddim_step(eps, xt, t, s, 0.0, None)
@@ -87,7 +78,7 @@ def test_inversion_is_undone_by_diffusers_ddim_step():
 def test_without_set_alpha_to_one_the_first_step_is_the_identity(inverse):
     """diffusers 0.42.1, set_alpha_to_one=False: the step to t = 0 starts at alphas_cumprod[0] and ends there, so
     it returns its input (to float32 rounding); the adapter does not offer it as a step from x_0."""
-    eps, x0 = _draws(8, 2)
+    eps, x0 = draws(8, 2, SHAPE)
     library = inverse[1].scheduler(inverse[1].inversion_num_steps(-1, 0)).step(eps, 0, x0).prev_sample
     assert_allclose(library.numpy(), x0.numpy(), **F32)
     with pytest.raises(NotOffered, match="identity"):
@@ -110,7 +101,7 @@ def test_the_inversion_case_on_each_configuration(inverse):
 
 @pytest.mark.slow
 def test_inversion_snippets_run_and_match_the_adapters(inverse):
-    eps, xs = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in _draws(9, 2))  # [1, 1, 1, 2]
+    eps, xs = (u[:1, :, :1, :].reshape(1, 1, 1, -1) for u in draws(9, 2, SHAPE))  # [1, 1, 1, 2]
     jobs = []
     for adapter in inverse[:3]:
         name = {Prediction.EPS: "eps", Prediction.V: "v_pred"}[adapter.prediction]

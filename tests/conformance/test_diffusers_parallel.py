@@ -9,7 +9,6 @@ row by row.
 from __future__ import annotations
 
 import ast
-import functools
 import importlib
 import importlib.metadata
 import subprocess
@@ -22,26 +21,19 @@ from numpy.testing import assert_allclose
 
 from ddpm.conformance.protocol import AdapterError, check_adapter
 from testkit import tolerances
+from testkit.shipped_adapters import draws, factory_output
 
 F32 = tolerances.FLOAT32.kwargs()
 SHAPE = (4, 1, 2, 2)  # [B, C, H, W], as the suite feeds them
 
-
-@functools.cache
-def _adapters(module: str) -> list:
-    return importlib.import_module(f"ddpm.conformance.adapters.{module}").factory()
 
 
 @pytest.fixture(scope="module")
 def parallel():
     """[DDPMParallel (leading), DDIMParallel, DDPMParallel (linspace)]."""
     pytest.importorskip("diffusers", reason="the diffusers adapters need diffusers (the conformance extra)")
-    return _adapters("diffusers_parallel")
+    return factory_output("diffusers_parallel")
 
-
-def _draws(seed: int, count: int, shape=SHAPE) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g, dtype=torch.float32) for _ in range(count)]
 
 
 def _rows(pairs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,7 +78,7 @@ def test_parallel_chains_drive_the_parallel_schedulers(parallel):
 def test_batched_mean_is_step_without_noise_row_by_row(parallel, variance):
     """Rows at different t (one step each, then respaced S = 100 rows): batch_step_no_noise equals step() with z = 0."""
     ddpm = parallel[0]
-    eps, xt, v = _draws(2, 3)
+    eps, xt, v = draws(2, 3, SHAPE)
     v = v.clamp(-1, 1) if variance == "learned_range" else None
     for pairs in ([(999, 998), (0, -1), (500, 499), (37, 36)], [(990, 980), (0, -1), (500, 490), (10, 0)]):
         t, s = _rows(pairs)
@@ -102,7 +94,7 @@ def test_batched_mean_is_step_without_noise_row_by_row(parallel, variance):
 
 def test_batched_ddim_is_ddim_step_at_eta_0_row_by_row(parallel):
     ddim = parallel[1]
-    eps, xt = _draws(3, 2)
+    eps, xt = draws(3, 2, SHAPE)
     for pairs in ([(999, 998), (0, -1), (500, 499), (37, 36)], [(980, 960), (0, -1), (500, 480), (20, 0)]):
         t, s = _rows(pairs)
         batched = ddim.batched_ddim(eps, xt, t, s)
@@ -112,7 +104,7 @@ def test_batched_ddim_is_ddim_step_at_eta_0_row_by_row(parallel):
 
 
 def test_a_batch_no_single_S_can_take_raises(parallel):
-    eps, xt = _draws(4, 2)
+    eps, xt = draws(4, 2, SHAPE)
     t, s = _rows([(990, 980), (500, 480), (300, 299), (10, 0)])  # strides 10, 20 and 1 in one call
     with pytest.raises(ValueError, match="no set_timesteps"):
         parallel[0].batched_mean(eps, xt, t, s, "fixed_small")
@@ -125,7 +117,7 @@ def test_diffusers_batched_step_ignores_the_linspace_list(parallel):
     is not evenly spaced (S = 100: ..., 949, 938, ...), so the batched row 949 -> 938 differs from step()'s."""
     linspace = parallel[2]
     assert linspace.strided_timesteps(100)[4:7] == [959, 949, 938]
-    eps, xt = _draws(5, 2)
+    eps, xt = draws(5, 2, SHAPE)
     t, s = _rows([(959, 949), (949, 938), (10, 0), (0, -1)])
     batched = linspace.batched_mean(eps, xt, t, s, "fixed_small")
     zero = torch.zeros_like(xt[:1])
@@ -149,7 +141,7 @@ def _run_snippets(snippets: list[str]) -> list[list[float]]:
 @pytest.mark.slow
 def test_batched_snippets_run_and_match_the_adapters(parallel):
     ddpm, ddim, _ = parallel
-    eps, xt = _draws(9, 2)
+    eps, xt = draws(9, 2, SHAPE)
     jobs = []
     for adapter, operation, pairs in [(ddpm, "batched_mean:fixed_small", [(990, 980), (0, -1), (500, 490)]),
                                       (ddpm, "batched_mean:fixed_small", [(999, 998), (0, -1), (500, 499)]),

@@ -13,6 +13,7 @@ each other (pytest runs with `--import-mode=importlib`); what two test files sha
 - `symbolic`: identity checks for the SymPy tests, and the generic derivation-step cases.
 - `doubles`: small stand-ins for eps_theta and 8-bit grid data.
 - `broken_adapters`: the reference conformance adapter with one plausible bug each.
+- `shipped_adapters`: the shipped adapters' factories called once per process, and float32 draws for their tests.
 - `runs`: the settings of the tiny trained-and-evaluated run (built by a fixture in tests/evaluation/conftest.py).
 - `threads`: one torch thread for a block.
 - `bad_checkpoints`: files that are not checkpoints (text, empty, zips, pickles that run code) and their errors.

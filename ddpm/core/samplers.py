@@ -41,6 +41,7 @@ from ddpm.core.forward import compute_dtype, eps_from_x0, x0_from_eps
 from ddpm.core.kernels import EpsModel, model_output
 from ddpm.core.reverse import ReverseStep, single_step_tables, stride_coefficients, stride_tables
 from ddpm.core.variance import ReverseVariance
+from ddpm.runtime.devices import canonical_device
 
 Tensor = torch.Tensor
 
@@ -95,8 +96,8 @@ def _setup(
         raise ValueError(f"diffusion must be a GaussianDiffusion, got {type(diffusion).__name__}")
     shape = _check_shape(shape)
     dtype = _check_dtype(dtype)
-    device = diffusion.device if device is None else torch.device(device)
-    if device != diffusion.device:
+    device = canonical_device(diffusion.device if device is None else device)  # "cuda" is the diffusion's cuda:0
+    if device != canonical_device(diffusion.device):
         diffusion = diffusion.to(device)
     return diffusion, shape, device, dtype
 
@@ -134,7 +135,8 @@ class _Noise:
     ) -> None:
         self.generator = generator
         self.source = torch.empty(shape, dtype=dtype, device=generator.device)  # [B, ...]
-        self.target = self.source if generator.device == device else torch.empty(shape, dtype=dtype, device=device)
+        same = canonical_device(generator.device) == canonical_device(device)
+        self.target = self.source if same else torch.empty(shape, dtype=dtype, device=device)
 
     def draw(self) -> Tensor:
         self.source.normal_(generator=self.generator)  # same stream as torch.randn(shape, generator=...)

@@ -5,6 +5,9 @@ torch sees a GPU, else cpu". A CUDA device always comes back with its index: cud
 process (`local_rank` given), else the index asked for or torch's current device. Anything else raises
 `DeviceError` (a ValueError) with a one-line message; the command line prints it as a usage error.
 
+`canonical_device(device)` is the same device with a CUDA index filled in (torch's current device), so that "cuda" and
+"cuda:0" compare equal where they name the same GPU (a cache or buffer keyed on the device is then reused).
+
 `synchronize(device)` waits for the work queued on a CUDA device, so a timer read after it counts that work.
 """
 
@@ -43,10 +46,18 @@ def resolve_device(device: str | torch.device | None = None, local_rank: int | N
     return resolved
 
 
+def canonical_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device; a CUDA device without an index gets torch's current device's (no other check)."""
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and resolved.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return resolved
+
+
 def synchronize(device: torch.device) -> None:
     """Wait for the work queued on `device` when it is a CUDA device; nothing on the CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-__all__ = ["DeviceError", "resolve_device", "synchronize"]
+__all__ = ["DeviceError", "canonical_device", "resolve_device", "synchronize"]

@@ -199,7 +199,8 @@ class UNet(nn.Module):
         return block
 
     def check_inputs(self, x: torch.Tensor, t: torch.Tensor) -> None:
-        """ValueError unless x is [B, C, H, W] floating with this model's C, H, W and t is int64 [B] in {1..T}."""
+        """ValueError unless x is [B, C, H, W] floating with this model's C, H, W and t is int64 [B], in {1..T} when t
+        is on the CPU (the range is not read back from a GPU: see the comment below)."""
         expected = (self.image_channels, *self.image_size)
         if x.ndim != 4 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"x must have shape [B, {expected[0]}, {expected[1]}, {expected[2]}] "
@@ -210,8 +211,11 @@ class UNet(nn.Module):
             raise ValueError(f"t must have shape [B] = [{x.shape[0]}], got {tuple(t.shape)}")
         if t.dtype != torch.int64:
             raise ValueError(f"t must be int64 (the paper's timestep in 1..T), got {t.dtype}")
-        # Data-dependent (one host sync); skipped while torch.compile traces, where it would break the graph.
-        if not torch.compiler.is_compiling() and t.numel() and (int(t.min()) < 1 or int(t.max()) > self.num_timesteps):
+        # Data-dependent, so checked only where reading t costs no device sync: on the CPU, and not while torch.compile
+        # traces (it would break the graph). On a GPU, t comes from this project's samplers, bound and trainer, which
+        # draw it in 1..T; reading it back would stall every step (two host syncs per forward).
+        if (t.device.type == "cpu" and not torch.compiler.is_compiling() and t.numel()
+                and (int(t.min()) < 1 or int(t.max()) > self.num_timesteps)):
             raise ValueError(f"t must lie in {{1..{self.num_timesteps}}}, got values in "
                              f"[{int(t.min())}, {int(t.max())}]")
 

@@ -178,7 +178,7 @@ def exact_bounds(
     `GaussianDiffusion.with_optimal_variance`). Reads exact_images, seed, clip_x0 and batch_size of `settings`.
 
     The subset is drawn from phase_generator(seed, "subset_exact") and every x_t from phase_generator(seed,
-    "elbo_exact") whatever the variances, and one pass of the network serves them all
+    "elbo_exact", device) whatever the variances, and one pass of the network serves them all
     (`ddpm.core.bound.elbo_terms_by_variance`): the same images, the same x_t and the same eps_theta(x_t, t), so
     the differences are the variances' alone (L_0 and L_T agree), and each entry equals its own `exact_bound` call.
     Every entry's `seconds` is the shared pass's.
@@ -200,8 +200,8 @@ def exact_bounds(
                                    time.perf_counter() - start) for choice in choices}
     index = random_subset(num, exact_images, phase_generator(seed, "subset_exact"))
     x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
-    by_variance = elbo_terms_by_variance(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact"), choices,
-                                         batch_size=settings.batch_size, clip_x0=settings.clip_x0)
+    by_variance = elbo_terms_by_variance(eps_model, diffusion, x0, phase_generator(seed, "elbo_exact", device),
+                                         choices, batch_size=settings.batch_size, clip_x0=settings.clip_x0)
     synchronize(device)
     seconds = time.perf_counter() - start
     out = {}
@@ -267,7 +267,7 @@ def evaluate_elbo(
     index = torch.arange(num) if mc_num == num else random_subset(num, mc_num, phase_generator(seed, "subset_mc"))
     x0 = data.to_model_range(test_images[index]).to(device)
     mc = elbo_monte_carlo(
-        eps_model, diffusion, x0, phase_generator(seed, "elbo_mc"), draws_per_image=settings.draws_per_image,
+        eps_model, diffusion, x0, phase_generator(seed, "elbo_mc", device), draws_per_image=settings.draws_per_image,
         proposal=None if proposal is None else proposal.probabilities, variance=variance,
         batch_size=settings.batch_size, clip_x0=settings.clip_x0,
     )

@@ -158,7 +158,7 @@ def decoder_bins(eps_model, diffusion: GaussianDiffusion, test_images: Tensor, s
     diffusion = diffusion.to(device)
     index = random_subset(test_images.shape[0], settings.exact_images, phase_generator(settings.seed, "subset_exact"))
     x0 = data.to_model_range(test_images[index]).to(device)  # [n, C, H, W]
-    mean, std = decoder_parameters(eps_model, diffusion, x0, phase_generator(settings.seed, "elbo_exact"),
+    mean, std = decoder_parameters(eps_model, diffusion, x0, phase_generator(settings.seed, "elbo_exact", device),
                                    settings.variance, clip_x0=settings.clip_x0, batch_size=settings.batch_size)
     choice = ReverseVariance.from_value(settings.variance).value
     return summarise_decoder_bins(x0, mean, std, choice, time.perf_counter() - start)

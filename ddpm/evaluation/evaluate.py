@@ -287,7 +287,8 @@ def _sampling_phase(inputs: _Inputs, diffusion: GaussianDiffusion, out_dir: Path
     say(f"sampling: {config.fid_num_samples} images by Algorithm 2 at T = {diffusion.T}, sigma_t^2 = "
         f"{config.variance}")
     samples = draw_samples(inputs.eps_model, diffusion, SampleRequest.from_config(config, inputs.image_shape),
-                           phase_generator(inputs.seed, "sampling"), device=inputs.device, progress=progress)
+                           phase_generator(inputs.seed, "sampling", inputs.device), device=inputs.device,
+                           progress=progress)
     start = time.perf_counter()
     write_sample_files(out_dir, samples)
     return samples, time.perf_counter() - start

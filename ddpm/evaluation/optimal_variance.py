@@ -193,7 +193,7 @@ def optimal_variance_phase(
         raise EvaluationError("Gamma_t must be estimated but no training images were given")
     device = torch.device(device)
     x0 = data.to_model_range(train_images).to(device)  # [M, C, H, W]
-    estimate = estimate_gamma(eps_model, diffusion.to(device), x0, phase_generator(seed, "gamma"),
+    estimate = estimate_gamma(eps_model, diffusion.to(device), x0, phase_generator(seed, "gamma", device),
                               images_per_t=request.images_per_t, batch_size=request.batch_size,
                               progress=progress)
     estimate = dataclasses.replace(estimate, seed=int(seed), step=int(step))

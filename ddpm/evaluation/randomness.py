@@ -1,7 +1,11 @@
-"""The evaluation's randomness: one seeded CPU generator per phase, and seeded random subsets of a split.
+"""The evaluation's randomness: one seeded generator per phase, and seeded random subsets of a split.
 
-Every phase has its own CPU torch.Generator seeded from (seed, phase) through numpy's SeedSequence, so a phase
-can be rerun alone and CUDA and CPU runs draw the same numbers (drawn on the CPU, then moved).
+Every phase has its own torch.Generator seeded from (seed, phase) through numpy's SeedSequence, so a phase can be
+rerun alone. The phases that draw noise for the network (the bound's x_t, Gamma_t's, Algorithm 2's z) draw it on the
+evaluation's device: a CPU generator would make every step of a GPU loop wait for a host-to-device copy. A CUDA
+generator's stream is not the CPU's, so a GPU evaluation draws other (equally distributed) numbers than a CPU one;
+each is reproducible on its own device. Test subsets are drawn on the CPU on every device, so both pick the same
+images.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ Tensor = torch.Tensor
 PHASES = ("elbo_exact", "elbo_mc", "sampling", "subset_exact", "subset_mc", "gamma")
 
 
-def phase_generator(seed: int, phase: str) -> torch.Generator:
-    """A CPU torch.Generator for one evaluation phase, seeded from SeedSequence(seed, spawn_key=(phase index,))."""
+def phase_generator(seed: int, phase: str, device: str | torch.device = "cpu") -> torch.Generator:
+    """A torch.Generator on `device` for one evaluation phase, seeded from SeedSequence(seed, spawn_key=(phase
+    index,)) (the same seed on every device)."""
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; options: {', '.join(PHASES)}")
     state = np.random.SeedSequence(int(seed), spawn_key=(PHASES.index(phase),)).generate_state(2, dtype=np.uint32)
-    return torch.Generator().manual_seed((int(state[0]) | (int(state[1]) << 32)) & ((1 << 63) - 1))
+    generator = torch.Generator(device=torch.device(device))
+    return generator.manual_seed((int(state[0]) | (int(state[1]) << 32)) & ((1 << 63) - 1))
 
 
 def random_subset(num_available: int, num: int, generator: torch.Generator) -> Tensor:

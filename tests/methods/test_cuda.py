@@ -34,7 +34,13 @@ SHAPE = (4, 1, 3, 3)
 
 
 class SyncCheckingModel(ToyEps):
-    """ToyEps that turns on torch.cuda sync debugging (error) at its first call: the loop after setup."""
+    """ToyEps with its slopes already on the GPU that turns on torch.cuda sync debugging ("error") at its first call:
+    from then on (the loop after setup) any host sync raises. The slopes move at construction, because that copy from
+    the CPU synchronises and would fail the check by itself."""
+
+    def __init__(self, T: int) -> None:
+        super().__init__(T)
+        self.w = self.w.to(CUDA)
 
     def __call__(self, xt, t):
         torch.cuda.set_sync_debug_mode("error")
@@ -152,3 +158,42 @@ def test_torch_compile_on_cuda():
     compiled = torch.compile(step, fullgraph=True)
     for got, want in zip(compiled(x0, xt, eps, noise, t), step(x0, xt, eps, noise, t), strict=True):
         assert_allclose(got.cpu().numpy(), want.cpu().numpy(), **tolerances.FLOAT32.kwargs())
+
+
+def test_unet_forward_has_no_host_sync():
+    """The network reads nothing back from the GPU: its timestep range check runs on the CPU only."""
+    from ddpm.training.config import get_preset
+    from ddpm.training.model import build_unet
+
+    preset = get_preset("tiny")
+    model = build_unet(preset.model, 1, (8, 8), preset.training.T).to(CUDA).eval()
+    x = torch.randn(4, 1, 8, 8, device=CUDA)
+    t = torch.tensor([1, 2, 50, 100], device=CUDA)
+    with torch.no_grad():
+        model(x, t)  # first call: kernel selection and workspace allocation happen outside the check
+        try:
+            torch.cuda.set_sync_debug_mode("error")
+            out = model(x, t)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert out.shape == x.shape and out.device.type == "cuda"
+
+
+def test_cuda_without_an_index_reuses_the_diffusion_and_the_noise_buffer(monkeypatch):
+    """"cuda" and the tables' "cuda:0" are one device: the sampler neither copies the diffusion nor adds a buffer."""
+    T = 8
+    d = GaussianDiffusion(np.linspace(1e-3, 0.3, T)).to(CUDA)
+    copies = []
+    original = GaussianDiffusion.to
+    monkeypatch.setattr(GaussianDiffusion, "to", lambda self, device: copies.append(device) or original(self, device))
+    out = ancestral_sample(ToyEps(T), d, SHAPE, torch.Generator("cuda").manual_seed(0), progress=False, device="cuda")
+    assert out.x0.device == d.device and copies == []
+
+
+def test_evaluation_noise_is_drawn_on_the_gpu():
+    from ddpm.evaluation.randomness import phase_generator
+
+    generator = phase_generator(0, "sampling", CUDA)
+    assert generator.device.type == "cuda"
+    assert torch.equal(torch.randn(3, generator=generator, device=CUDA),
+                       torch.randn(3, generator=phase_generator(0, "sampling", "cuda"), device=CUDA))

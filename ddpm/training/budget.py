@@ -53,11 +53,13 @@ class EvaluationWork:
     compile_sampler: bool
 
 
-def evaluation_work(preset: Preset, test_images: int, cached_inception_images: int = 0) -> EvaluationWork:
+def evaluation_work(preset: Preset, test_images: int, cached_inception_images: int = 0,
+                    fid: bool = True) -> EvaluationWork:
     """The counts of `EvaluationWork` for `preset` on a test split of `test_images` images.
 
     `cached_inception_images`: Inception features the FID cache already holds (the reference set and the
-    real-vs-real floor), subtracted from the three passes of a cold cache.
+    real-vs-real floor), subtracted from the three passes of a cold cache. `fid`: False when the evaluation draws the
+    samples but FID/KID are measured elsewhere (`evaluate --skip-fid`, the GPU check): no Inception images.
     """
     evaluation, T = preset.evaluation, preset.training.T
     n = evaluation.fid_num_samples
@@ -66,7 +68,7 @@ def evaluation_work(preset: Preset, test_images: int, cached_inception_images: i
         sample_forwards=n * T,
         bound_forwards=T * evaluation.elbo_exact_images + mc_images * evaluation.elbo_mc_draws_per_image,
         gamma_forwards=T * evaluation.gamma_images_per_t,
-        inception_images=max(0, 3 * n - cached_inception_images),
+        inception_images=max(0, 3 * n - cached_inception_images) if fid else 0,
         compile_sampler=evaluation.compile_sampler,
     )
 
@@ -206,20 +208,21 @@ def plan_training(session_seconds: float, spent_seconds: float, work: Evaluation
 
 
 def plan_session(preset: Preset, info: DatasetInfo, session_seconds: float, session_start: float,
-                 device: torch.device, seed: int, cache: str | None = None) -> BudgetPlan:
+                 device: torch.device, seed: int, cache: str | None = None, fid: bool = True) -> BudgetPlan:
     """Probe this machine with `preset`'s network for the images of `info` (freshly built; the caller's RNG state
-    is kept) and the FID Inception (skipped when every Inception pass is cached), and plan the session that started
-    at `session_start` (time.time() seconds) and lasts `session_seconds`."""
+    is kept) and the FID Inception (skipped when every Inception pass is cached, or `fid` is False: FID/KID are
+    measured elsewhere), and plan the session that started at `session_start` (time.time() seconds) and lasts
+    `session_seconds`."""
     from ddpm.core.diffusion import GaussianDiffusion
     from ddpm.core.samplers import ancestral_sample
     from ddpm.core.schedules import make_betas
-    from ddpm.images import fid
+    from ddpm.images import fid as fid_files
     from ddpm.training.model import build_unet
 
     evaluation = preset.evaluation
     image_shape = (info.channels, info.height, info.width)
-    cached = fid.cached_inception_images(info.name, evaluation.fid_num_samples, cache)
-    work = evaluation_work(preset, info.num("test"), cached)
+    cached = fid_files.cached_inception_images(info.name, evaluation.fid_num_samples, cache) if fid else 0
+    work = evaluation_work(preset, info.num("test"), cached, fid)
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         model = build_unet(preset.model, image_shape[0], image_shape[1:], preset.training.T)
@@ -239,7 +242,8 @@ def plan_session(preset: Preset, info: DatasetInfo, session_seconds: float, sess
 
     inception = None
     if work.inception_images > 0:
-        inception = InceptionProbe(fid.inception_features(cache, device), fid.DEFAULT_BATCH_SIZE[device.type])
+        inception = InceptionProbe(fid_files.inception_features(cache, device),
+                                   fid_files.DEFAULT_BATCH_SIZE[device.type])
     speed = probe_speed(model, image_shape, preset.training.T, evaluation.sample_batch_size, sample, inception,
                         device, generator)
     return plan_training(session_seconds, time.time() - session_start, work, speed)

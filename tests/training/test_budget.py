@@ -135,35 +135,21 @@ def test_train_trains_the_planned_seconds_and_records_the_plan(tmp_path, monkeyp
 
     calls = []
 
-    def fake_plan(preset, info, session_seconds, session_start, device, seed, fid):
-        calls.append(((info.channels, info.height, info.width), info.num("test"), info.name, session_seconds, fid))
+    def fake_plan(preset, info, session_seconds, session_start, device, seed):
+        calls.append(((info.channels, info.height, info.width), info.num("test"), info.name, session_seconds))
         return _fixed_plan(training_seconds=0.6)
 
     monkeypatch.setattr(train_module, "plan_session", fake_plan)
     tiny = get_preset("tiny")
     preset = tiny.replace(training=tiny.training.replace(max_steps=None, session_minutes=2.0))
     result = train_module.train("digits", tmp_path / "run", preset, progress=False)
-    assert calls == [((1, 8, 8), 297, "digits", 120.0, True)]
+    assert calls == [((1, 8, 8), 297, "digits", 120.0)]
     assert result.stop_reason is train_module.StopReason.MAX_MINUTES
     checkpoint = load_checkpoint(result.checkpoint_path)
     assert checkpoint.preset.training.max_minutes == pytest.approx(0.6 / 60)
     assert checkpoint.preset.training.session_minutes == 2.0
     run = json.loads((tmp_path / "run" / "run.json").read_text())
     assert run["sessions"][-1]["budget"]["training_seconds"] == 0.6
-
-
-def test_a_budget_without_fid_is_planned_without_it(tmp_path, monkeypatch):
-    """The GPU check measures FID back home: its run plans no Inception passes (TrainOptions.budget_fid)."""
-    from ddpm.training import trainer as train_module
-
-    asked = []
-    monkeypatch.setattr(train_module, "plan_session",
-                        lambda *args, fid: asked.append(fid) or _fixed_plan(training_seconds=0.3))
-    tiny = get_preset("tiny")
-    preset = tiny.replace(training=tiny.training.replace(max_steps=None, session_minutes=2.0))
-    train_module.train("digits", tmp_path / "run", preset, train_module.TrainOptions(budget_fid=False),
-                       progress=False)
-    assert asked == [False]
 
 
 def test_an_explicit_max_minutes_turns_the_session_budget_off(tmp_path, monkeypatch):

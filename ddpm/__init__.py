@@ -1,7 +1,9 @@
 """ddpm-verified: DDPM (Ho et al. 2020) in PyTorch, tested against the SymPy derivations in `derivations/`.
 
-Modules: `schedules` (beta_t), `diffusion` (q and p_theta), `likelihood` (KL, decoder, ELBO in bits/dim),
-`losses` (Algorithm 1 and the bound as training objectives), `samplers` (Algorithm 2 and DDIM).
+Packages, bottom layer first (CONTRIBUTING.md, "Layout and layers"): `runtime` (files, provenance, devices), `core`
+(the mathematics), `images` (datasets, FID/KID), `training` (presets, the U-Net, Algorithm 1), `evaluation` (the
+bound, samples and report of a checkpoint), `conformance` (the suite for any implementation), `studies` (bench,
+studies, the GPU check); `cli` is `python -m ddpm`.
 """
 
 __version__ = "0.1.0"

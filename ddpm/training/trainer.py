@@ -590,7 +590,10 @@ def _update(setup: _RunSetup, state: _State, net: torch.nn.Module, diffusion: Ga
     t, weights = training_timesteps(B, config.T, state.loss_generator, device, config.small_t_fraction)  # [B]
     noise = standard_normal((B, info.channels, info.height, info.width), state.loss_generator, torch.float32,
                             device)  # [B, C, H, W]
-    x0 = to_model_range(images[indices[local].to(device)])  # [B / world, C, H, W]
+    rows = indices[local]
+    if device.type == "cuda":  # from pinned memory the copy is queued; from pageable memory it waits for the GPU
+        rows = rows.pin_memory().to(device, non_blocking=True)
+    x0 = to_model_range(images[rows.to(device)])  # [B / world, C, H, W]
     x0 = x0.contiguous(memory_format=torch.channels_last)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         loss = training_loss_at(net, diffusion, x0, t[local], noise[local], config.objective,

@@ -48,6 +48,7 @@ def _number(kind: type, minimum: float, strict: bool, what: str) -> Callable[[st
 positive_int = _number(int, 0, True, "a positive integer")
 nonnegative_int = _number(int, 0, False, "an integer >= 0")
 positive_float = _number(float, 0.0, True, "a positive number")
+CACHE_DIR_HELP = "FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -215,8 +216,7 @@ def add_evaluate_parser(subcommands) -> None:
     p.add_argument("--gamma-images", type=positive_int,
                    help="training images per t of the Gamma_t estimate behind the optimal variance, >= 2 "
                         "(default: the preset's)")
-    p.add_argument("--cache-dir", type=Path,
-                   help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
+    p.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run_evaluate)
 
@@ -356,8 +356,7 @@ def add_fid_parser(subcommands) -> None:
     p.add_argument("--run", type=Path, help="a run folder whose metrics.json takes the FID/KID")
     p.add_argument("--seed", type=nonnegative_int, help="seed of the KID subsets (default: the run's, else 0)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--cache-dir", type=Path,
-                   help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
+    p.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run_fid)
 
@@ -458,8 +457,7 @@ def add_gpu_report_parser(subcommands) -> None:
     p.add_argument("--out", required=True, type=Path, help="the run folder to write (new or empty)")
     p.add_argument("--skip-fid", action="store_true", help="no FID/KID (the report says skipped)")
     p.add_argument("--device", default="cpu", help="device of the Inception network (default: cpu)")
-    p.add_argument("--cache-dir", type=Path,
-                   help="FID weights and reference statistics (default: $DDPM_CACHE_DIR or ~/.cache/ddpm-verified)")
+    p.add_argument("--cache-dir", type=Path, help=CACHE_DIR_HELP)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=run_gpu_report)
 

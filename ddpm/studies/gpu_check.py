@@ -328,50 +328,77 @@ def run_check(options: CheckOptions, command: str) -> Summary:
 
 def _run_stages(options: CheckOptions, preset, device: torch.device, work: Path, check_start: float,
                 summary: Summary, log: Callable[[str], None]) -> None:
-    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
-    from ddpm.images.data import dataset_info
-    from ddpm.runtime.provenance import module_command
-    from ddpm.training.budget import plan_session
-    from ddpm.training.config import forward_flops_per_image
-    from ddpm.training.model import build_unet
-    from ddpm.training.trainer import TrainOptions, train
-
+    """Stages 2-5 of the module docstring; a stage that fails sets summary.failure and ends the check."""
     work.mkdir(parents=True, exist_ok=True)
     if options.tests:
         counts = _stage(summary, options.out, "tests", lambda: run_gpu_tests(log, work))
         summary.failure = tests_failure(counts, device)
         if summary.failure:
             return
-    run_dir = work / "run"
     if options.minutes is None and options.max_steps is None:
-        plan = _stage(summary, options.out, "plan", lambda: plan_session(
-            preset, dataset_info(options.data), 60.0 * options.deadline_minutes, check_start, device, options.seed,
-            fid=False).to_dict())
+        plan = _stage(summary, options.out, "plan", lambda: _plan(options, preset, device, check_start))
         log(f"plan: {plan['training_seconds'] / 60:.1f} min of training; evaluation predicted "
             f"{sum(plan['predicted_evaluation'].values()) / 60:.1f} min")
         summary.failure = overrun(plan)
         if summary.failure:
             return
         preset = check_preset(options, plan["training_seconds"] / 60.0)
-    train_options = TrainOptions(seed=options.seed)
-    result = _stage(summary, options.out, "train", lambda: _train_record(train(
-        options.data, run_dir, preset, train_options, device=device, progress=options.progress,
-        command=["python", "-m", "ddpm", "gpu-check", "--out", str(options.out)])))
-    log(f"trained {result['steps']} updates, {result['images_per_second']:.0f} images/s")
-    metrics = _stage(summary, options.out, "evaluate", lambda: _evaluation_record(evaluate_checkpoint(
-        run_dir / "checkpoint.pt", run_dir, EvaluationOverrides(fid_samples=options.samples, skip_fid=True),
-        device=device, progress=options.progress, log=log,
-        command=module_command("ddpm", ["evaluate", "--checkpoint", str(run_dir / "checkpoint.pt"), "--out",
-                                        str(run_dir), "--fid-samples", str(options.samples), "--skip-fid"]))))
-    info = dataset_info(options.data)
-    network = build_unet(preset.model, info.channels, (info.height, info.width), preset.training.T)
-    flops = forward_flops_per_image(network, info.channels, (info.height, info.width), preset.training.T)
-    summary.stages["throughput"] = throughput_record(flops, result, metrics)
+    run_dir = work / "run"
+    trained = _stage(summary, options.out, "train", lambda: _train(options, preset, device, run_dir))
+    log(f"trained {trained['steps']} updates, {trained['images_per_second']:.0f} images/s")
+    evaluated = _stage(summary, options.out, "evaluate", lambda: _evaluate(options, device, run_dir, log))
+    summary.stages["throughput"] = throughput_record(_forward_flops(options, preset), trained, evaluated)
     written = _stage(summary, options.out, "returned", lambda: {"files": write_returned_files(run_dir, options.out)})
     problems = limit_violations(options.out)
     if problems:
         summary.failure = "returned files over the limits: " + "; ".join(problems)
     log(f"returned {', '.join(written['files'])} with {SUMMARY} and {LOG}")
+
+
+def _plan(options: CheckOptions, preset, device: torch.device, check_start: float) -> dict:
+    """The session budget's plan (`BudgetPlan.to_dict`) for the check's deadline, without FID."""
+    from ddpm.images.data import dataset_info
+    from ddpm.training.budget import plan_session
+
+    return plan_session(preset, dataset_info(options.data), 60.0 * options.deadline_minutes, check_start, device,
+                        options.seed, fid=False).to_dict()
+
+
+def _train(options: CheckOptions, preset, device: torch.device, run_dir: Path) -> dict:
+    """Train the preset into run_dir; the stage's record."""
+    from ddpm.training.trainer import TrainOptions, train
+
+    result = train(options.data, run_dir, preset, TrainOptions(seed=options.seed), device=device,
+                   progress=options.progress, command=["python", "-m", "ddpm", "gpu-check", "--out", str(options.out)])
+    return {"steps": result.step, "stop_reason": result.stop_reason.value, "train_seconds": result.train_seconds,
+            "images_per_second": result.images_per_second}
+
+
+def _evaluate(options: CheckOptions, device: torch.device, run_dir: Path, log: Callable[[str], None]) -> dict:
+    """Evaluate the checkpoint in run_dir without FID; the stage's record (the headline metrics)."""
+    from ddpm.evaluation.evaluate import EvaluationOverrides, evaluate_checkpoint
+    from ddpm.runtime.provenance import module_command
+
+    checkpoint = run_dir / "checkpoint.pt"
+    command = module_command("ddpm", ["evaluate", "--checkpoint", str(checkpoint), "--out", str(run_dir),
+                                      "--fid-samples", str(options.samples), "--skip-fid"])
+    metrics = evaluate_checkpoint(checkpoint, run_dir, EvaluationOverrides(fid_samples=options.samples, skip_fid=True),
+                                  device=device, progress=options.progress, log=log, command=command).metrics
+    keys = ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_num_images", "elbo_exact_bits_per_dim",
+            "elbo_exact_num_images", "elbo_exact_by_variance", "fid_num_samples", "sample_seconds",
+            "sample_images_per_second", "sample_network_evaluations_per_second", "timings")
+    return {key: metrics.get(key) for key in keys}
+
+
+def _forward_flops(options: CheckOptions, preset) -> float:
+    """FLOPs of one forward pass per image of the preset's network on the check's images."""
+    from ddpm.images.data import dataset_info
+    from ddpm.training.config import forward_flops_per_image
+    from ddpm.training.model import build_unet
+
+    info = dataset_info(options.data)
+    network = build_unet(preset.model, info.channels, (info.height, info.width), preset.training.T)
+    return forward_flops_per_image(network, info.channels, (info.height, info.width), preset.training.T)
 
 
 def overrun(plan: dict) -> str | None:
@@ -383,19 +410,6 @@ def overrun(plan: dict) -> str | None:
     return (f"the evaluation is predicted to end at {plan['predicted_end_seconds'] / 60:.1f} min, past the deadline "
             f"of {plan['session_seconds'] / 60:.1f} min (Algorithm 2 alone {predicted['sampling'] / 60:.1f} min for "
             f"{plan['work']['sample_forwards']} network calls): lower --samples or raise --deadline-minutes")
-
-
-def _train_record(result) -> dict:
-    return {"steps": result.step, "stop_reason": result.stop_reason.value, "train_seconds": result.train_seconds,
-            "images_per_second": result.images_per_second}
-
-
-def _evaluation_record(result) -> dict:
-    m = result.metrics
-    keys = ("elbo_bits_per_dim", "elbo_bits_per_dim_stderr", "elbo_num_images", "elbo_exact_bits_per_dim",
-            "elbo_exact_num_images", "elbo_exact_by_variance", "fid_num_samples", "sample_seconds",
-            "sample_images_per_second", "sample_network_evaluations_per_second", "timings")
-    return {key: m.get(key) for key in keys}
 
 
 def throughput_record(forward_flops: float, trained: dict, evaluated: dict) -> dict:

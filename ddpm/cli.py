@@ -367,11 +367,10 @@ def run_fid(args: argparse.Namespace) -> int:
     from ddpm.evaluation.sample_quality import (
         check_fid_weights,
         load_sample_file,
-        measure_sample_quality,
         record_sample_quality,
         reference_dataset,
+        sample_quality_entries,
     )
-    from ddpm.images.data import dataset_info
 
     dataset = reference_dataset(args.reference)
     images = load_sample_file(args.samples, dataset)
@@ -383,21 +382,18 @@ def run_fid(args: argparse.Namespace) -> int:
         if seed is None:
             seed = int(json.loads(metrics_path.read_text(encoding="utf-8")).get("seed", 0))
     check_fid_weights(args.cache_dir)
-    quality = measure_sample_quality(images, dataset, 0 if seed is None else seed, device=args.device,
+    entries = sample_quality_entries(images, dataset, 0 if seed is None else seed, device=args.device,
                                      cache=args.cache_dir, progress=not args.no_progress,
                                      say=lambda message: print(f"ddpm: {message}", file=sys.stderr))
-    info = dataset_info(dataset)
-    entries = quality.metrics(dataset, info.name, info.num("test"))
     recorded = ""
     if args.run is not None:
         command = _as_command("fid", args, ["--samples", "--reference", "--run", "--seed", "--device", "--cache-dir",
                                             "--no-progress"])
         record_sample_quality(args.run, entries, command)
         recorded = f"; recorded in {args.run / 'metrics.json'}"
-    n = images.shape[0]
+    n, name = images.shape[0], entries["fid_reference"]["dataset"]
     print(f"ddpm: FID {entries['fid']:.2f}, KID {entries['kid_mean']:.5f} +- {entries['kid_stderr']:.5f} ({n} samples "
-          f"vs {n} {info.name} test images); floor ({n} training images) FID {entries['fid_real_vs_real']:.2f}"
-          + recorded)
+          f"vs {n} {name} test images); floor ({n} training images) FID {entries['fid_real_vs_real']:.2f}{recorded}")
     return 0
 
 

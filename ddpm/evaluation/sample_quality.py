@@ -10,7 +10,7 @@ of 0). The floor is N real training images against the same reference (`ddpm.ima
 Inception Score is never computed.
 
 Samples drawn elsewhere (the GPU check returns them as uint8 .npz, since the Inception weights do not travel) are
-measured here with `load_sample_file`, `reference_dataset` and `measure_sample_quality`, and `record_sample_quality`
+measured here with `load_sample_file`, `reference_dataset` and `sample_quality_entries`, and `record_sample_quality`
 writes the result into the run's metrics.json (`python -m ddpm fid`).
 """
 
@@ -117,6 +117,16 @@ def measure_sample_quality(images: Tensor, dataset: str, seed: int, *, device: s
     return SampleQuality(samples=result, floor=floor, floor_cached=cached, kid_subset_size=subset)
 
 
+def sample_quality_entries(images: Tensor, dataset: str, seed: int, *, device: str,
+                           cache: str | os.PathLike | None, progress: bool,
+                           say: Callable[[str], None]) -> dict:
+    """`measure_sample_quality` of uint8 `images` against `dataset`'s test split, as metrics.json entries
+    (`SampleQuality.metrics`): what `python -m ddpm fid` and the GPU check's report record."""
+    quality = measure_sample_quality(images, dataset, seed, device=device, cache=cache, progress=progress, say=say)
+    info = data.dataset_info(dataset)
+    return quality.metrics(dataset, info.name, info.num("test"))
+
+
 REFERENCE_DATASETS = ("mnist", "digits")  # what `reference_dataset` accepts, as DATASET-test
 
 
@@ -189,4 +199,5 @@ __all__ = [
     "measure_sample_quality",
     "record_sample_quality",
     "reference_dataset",
+    "sample_quality_entries",
 ]

@@ -461,7 +461,7 @@ def assemble_report(returned: Path, out: Path, *, fid: bool = True, device: str 
     FID/KID of its samples on `device` (unless `fid` is False), write gpu_check.md (`render_summary`) and the run's
     report; report.md's path."""
     from ddpm.evaluation.report import write_report
-    from ddpm.evaluation.sample_quality import load_sample_file, measure_sample_quality, record_sample_quality
+    from ddpm.evaluation.sample_quality import load_sample_file, record_sample_quality, sample_quality_entries
     from ddpm.runtime.files import atomic_write_bytes
 
     missing = [name for name in (SUMMARY, RUN_ARCHIVE, SAMPLES) if not (returned / name).is_file()]
@@ -486,13 +486,9 @@ def assemble_report(returned: Path, out: Path, *, fid: bool = True, device: str 
     if fid:
         metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
         dataset = json.loads((out / "run.json").read_text(encoding="utf-8"))["dataset"]
-        images = load_sample_file(out / SAMPLES, dataset)
-        quality = measure_sample_quality(images, dataset, int(metrics["seed"]), device=device or "cpu", cache=cache,
-                                         progress=progress, say=log)
-        from ddpm.images.data import dataset_info
-
-        info = dataset_info(dataset)
-        record_sample_quality(out, quality.metrics(dataset, info.name, info.num("test")), command)
+        entries = sample_quality_entries(load_sample_file(out / SAMPLES, dataset), dataset, int(metrics["seed"]),
+                                         device=device or "cpu", cache=cache, progress=progress, say=log)
+        record_sample_quality(out, entries, command)
     atomic_write_bytes(out / SUMMARY_MD, render_summary(summary).encode("utf-8"))
     return write_report(out, command=command).markdown
 

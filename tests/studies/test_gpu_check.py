@@ -111,7 +111,7 @@ def test_fid_of_the_returned_samples_is_recorded_in_the_run(dry_run, tmp_path):
     run = tmp_path / "run"
     assert main(["gpu-report", str(out), "--out", str(run), "--skip-fid", "--no-progress"]) == 0
     code = main(["fid", "--samples", str(run / gpu_check.SAMPLES), "--reference", "digits-test", "--run", str(run),
-                 "--no-progress"])
+                 "--cache-dir", str(tmp_path / "cache"), "--no-progress"])  # never the user's cache
     assert code == 0
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["fid_skipped"] is False and metrics["fid"] > 0 and metrics["fid_num_samples"] == 16
